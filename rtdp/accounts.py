@@ -1,0 +1,177 @@
+"""Users, tokens and the internal service account: creating them and checking credentials."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import peewee as pw
+
+from rtdp.credentials import (
+    hash_password,
+    hash_token,
+    looks_like_token,
+    new_token,
+    verify_password,
+)
+from rtdp.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
+from rtdp.models import Feed, Token, User
+from rtdp.permissions import Access, Principal
+
+MAX_EMAIL = 254
+
+
+def normalize_email(email: str) -> str:
+    value = email.strip().lower()
+    if not 3 <= len(value) <= MAX_EMAIL or value.count("@") != 1 or any(c.isspace() for c in value):
+        raise InvalidInput(f"invalid email address {email[:80]!r}", field="email")
+    local, domain = value.split("@")
+    if not local or not domain or "/" in value or "#" in value or "+" in domain:
+        raise InvalidInput(f"invalid email address {email[:80]!r}", field="email")
+    return value
+
+
+def create_user(email: str, password: str, *, admin: bool = False, display_name: str = "") -> User:
+    address = normalize_email(email)
+    if not password:
+        raise InvalidInput("password must not be empty", field="password")
+    if User.select().where(User.email == address).exists():
+        raise Conflict(f"a user with email {address} already exists", field="email")
+    try:
+        return User.create(
+            email=address,
+            display_name=display_name or address.split("@")[0],
+            password_hash=hash_password(password),
+            is_admin=admin,
+        )
+    except pw.IntegrityError:
+        raise Conflict(f"a user with email {address} already exists", field="email") from None
+
+
+def get_user(email: str) -> User:
+    user = User.get_or_none(User.email == email.strip().lower())
+    if user is None:
+        raise NotFound(f"no user with email {email[:80]!r}")
+    return user
+
+
+def principal_for(user: User, token: Token | None = None) -> Principal:
+    return Principal(
+        user_id=user.id,
+        email=user.email,
+        is_admin=bool(user.is_admin),
+        token_id=token.id if token else None,
+        token_feed_id=token.feed_id if token else None,
+        token_access=Access(token.access) if token and token.access else None,
+    )
+
+
+def check_password(email: str, password: str) -> Principal:
+    user = User.get_or_none(User.email == email.strip().lower()[:MAX_EMAIL])
+    ok = verify_password(user.password_hash if user else None, password)
+    if user is None or not ok or not user.is_active:
+        raise AuthenticationFailed("wrong email or password")
+    return principal_for(user)
+
+
+def check_token(token: str) -> Principal:
+    if not looks_like_token(token):
+        raise AuthenticationFailed("invalid token")
+    row = (
+        Token.select(Token, User)
+        .join(User)
+        .where((Token.token_hash == hash_token(token)) & (Token.revoked == False))  # noqa: E712
+        .first()
+    )
+    if row is None or not row.user.is_active:
+        raise AuthenticationFailed("invalid or revoked token")
+    now = time.time()
+    if row.last_used is None or now - row.last_used > 60:
+        Token.update(last_used=now).where(Token.id == row.id).execute()
+    return principal_for(row.user, row)
+
+
+def check_credentials(username: str | None, password: str | None) -> Principal:
+    """MQTT CONNECT or HTTP Basic: email + password, or any username + a token."""
+    if not password:
+        raise AuthenticationFailed("credentials required")
+    if looks_like_token(password):
+        return check_token(password)
+    if not username:
+        raise AuthenticationFailed("credentials required")
+    return check_password(username, password)
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedToken:
+    token: str  # shown once, never stored
+    row: Token
+
+
+def create_token(
+    user: User, *, feed: Feed | None = None, access: Access | None = None, name: str = ""
+) -> IssuedToken:
+    token = new_token()
+    row = Token.create(
+        user=user,
+        name=name[:100],
+        token_hash=hash_token(token),
+        prefix=token[:12],
+        feed=feed,
+        access=access.value if access else None,
+    )
+    return IssuedToken(token, row)
+
+
+@dataclass(frozen=True)
+class ServiceAccount:
+    """The internal account bridge and viewer use on the broker; owns `rtdp/#`."""
+
+    username: str
+    password: str
+    # Seeds unguessable client ids: amqtt handles a CONNECT's client id before its password, so a
+    # guessable id would let anyone knock the bridge's session over.
+    client_secret: str
+
+    def client_id(self, role: str) -> str:
+        return f"rtdp-{role}-{self.client_secret[:16]}"
+
+    def principal(self) -> Principal:
+        return Principal(user_id=0, email=self.username, is_admin=True, service=True)
+
+    def matches(self, username: str | None, password: str | None) -> bool:
+        return (
+            username is not None
+            and password is not None
+            and secrets.compare_digest(username.encode(), self.username.encode())
+            and secrets.compare_digest(password.encode(), self.password.encode())
+        )
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> ServiceAccount:
+        path = data_dir / "service-account.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            return cls(data["username"], data["password"], data["client_secret"])
+        data_dir.mkdir(parents=True, exist_ok=True)
+        account = cls(
+            username=f"rtdp-service-{secrets.token_hex(4)}",
+            password=secrets.token_urlsafe(32),
+            client_secret=secrets.token_hex(16),
+        )
+        # Written with 0600 from the start: the file holds a password to every topic.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(
+                {
+                    "username": account.username,
+                    "password": account.password,
+                    "client_secret": account.client_secret,
+                },
+                handle,
+            )
+        return account

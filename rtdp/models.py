@@ -1,0 +1,148 @@
+"""Peewee models for the whole data model. The database is bound later (see rtdp.database)."""
+
+from __future__ import annotations
+
+import time
+
+import peewee as pw
+
+database_proxy = pw.DatabaseProxy()
+
+
+def _now() -> float:
+    return time.time()
+
+
+class MonotonicIdField(pw.BigAutoField):
+    """An auto id that never reuses a value, even after the highest row is deleted.
+
+    SQLite reuses max(rowid)+1 unless the column says AUTOINCREMENT; PostgreSQL sequences never reuse.
+    """
+
+    def ddl(self, ctx):  # type: ignore[no-untyped-def]
+        node = super().ddl(ctx)
+        if isinstance(database_proxy.obj, pw.SqliteDatabase):
+            return pw.NodeList((node, pw.SQL("AUTOINCREMENT")))
+        return node
+
+
+class BaseModel(pw.Model):
+    class Meta:
+        database = database_proxy
+        legacy_table_names = False
+
+
+class User(BaseModel):
+    id = pw.AutoField()
+    # Stored lower-cased: uniqueness and look-ups are case-insensitive on every database.
+    email = pw.CharField(max_length=254, unique=True)
+    display_name = pw.CharField(max_length=100, default="")
+    password_hash = pw.CharField(max_length=255)
+    is_admin = pw.BooleanField(default=False)
+    is_active = pw.BooleanField(default=True)
+    # Bumped on password change so signed sessions issued before it stop working.
+    session_version = pw.IntegerField(default=0)
+    created = pw.DoubleField(default=_now)
+
+
+class Group(BaseModel):
+    id = pw.AutoField()
+    name = pw.CharField(max_length=64, unique=True)
+    description = pw.TextField(default="")
+
+
+class Membership(BaseModel):
+    id = pw.AutoField()
+    user = pw.ForeignKeyField(User, backref="memberships", on_delete="CASCADE")
+    group = pw.ForeignKeyField(Group, backref="memberships", on_delete="CASCADE")
+
+    class Meta:
+        indexes = ((("user", "group"), True),)
+
+
+class Feed(BaseModel):
+    id = pw.AutoField()
+    name = pw.CharField(max_length=64, unique=True)
+    owner = pw.ForeignKeyField(User, backref="feeds", on_delete="CASCADE")
+    x_cast = pw.CharField(max_length=16, default="datetime")
+    y_cast = pw.CharField(max_length=16, default="float")
+    description = pw.TextField(default="")
+    public = pw.BooleanField(default=False)
+    retention_days = pw.FloatField(null=True)
+    retention_points = pw.IntegerField(null=True)
+    created = pw.DoubleField(default=_now)
+
+
+class Share(BaseModel):
+    id = pw.AutoField()
+    feed = pw.ForeignKeyField(Feed, backref="shares", on_delete="CASCADE")
+    user = pw.ForeignKeyField(User, null=True, backref="shares", on_delete="CASCADE")
+    group = pw.ForeignKeyField(Group, null=True, backref="shares", on_delete="CASCADE")
+    access = pw.CharField(max_length=8)  # "read" or "write"
+
+    class Meta:
+        constraints = [pw.SQL("CHECK ((user_id IS NULL) <> (group_id IS NULL))")]
+        indexes = ((("feed", "user", "group"), True),)
+
+
+class Axis(BaseModel):
+    id = pw.AutoField()
+    feed = pw.ForeignKeyField(Feed, backref="axes", on_delete="CASCADE")
+    name = pw.CharField(max_length=64)
+    created = pw.DoubleField(default=_now)
+    # Kept current by the bridge so lists never count millions of rows.
+    last_x = pw.DoubleField(null=True)
+    last_y = pw.DoubleField(null=True)
+    last_seen = pw.DoubleField(null=True)
+    point_count = pw.BigIntegerField(default=0)
+
+    class Meta:
+        indexes = ((("feed", "name"), True),)
+
+
+class Point(BaseModel):
+    # Monotonic: it is the SSE event id. A replaced point (same axis and x) gets a new id.
+    id = MonotonicIdField()
+    axis = pw.ForeignKeyField(Axis, backref="points", on_delete="CASCADE", index=False)
+    x = pw.DoubleField()
+    y = pw.DoubleField()
+    received_at = pw.DoubleField(default=_now)
+
+    class Meta:
+        indexes = ((("axis", "x"), True),)
+
+
+class Token(BaseModel):
+    id = pw.AutoField()
+    user = pw.ForeignKeyField(User, backref="tokens", on_delete="CASCADE")
+    name = pw.CharField(max_length=100, default="")
+    # SHA-256 of the token: tokens are 256-bit random, so a fast hash is safe and allows indexed look-up.
+    token_hash = pw.CharField(max_length=64, unique=True)
+    prefix = pw.CharField(max_length=16)
+    feed = pw.ForeignKeyField(Feed, null=True, backref="tokens", on_delete="CASCADE")
+    access = pw.CharField(max_length=8, null=True)  # None (both), "read" or "write"
+    created = pw.DoubleField(default=_now)
+    last_used = pw.DoubleField(null=True)
+    revoked = pw.BooleanField(default=False)
+
+
+class EmulatorState(BaseModel):
+    source = pw.CharField(max_length=64, primary_key=True)
+    enabled = pw.BooleanField(default=False)
+    state = pw.TextField(default="{}")
+    updated = pw.DoubleField(default=_now)
+
+
+class Rejection(BaseModel):
+    """Recent rejected messages per axis, for the dashboard; purged by the bridge."""
+
+    id = pw.AutoField()
+    feed = pw.CharField(max_length=64)
+    axis = pw.CharField(max_length=64)
+    reason = pw.TextField()
+    at = pw.DoubleField(default=_now, index=True)
+
+
+ALL_MODELS: list[type[BaseModel]] = [
+    User, Group, Membership, Feed, Share, Axis, Point, Token, EmulatorState, Rejection,
+]

@@ -1,0 +1,203 @@
+"""One typed settings object per process: CLI flags, then RTDP_ environment, then defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import tzinfo
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from rtdp.errors import ConfigError
+
+ENV_PREFIX = "RTDP_"
+
+
+@dataclass(frozen=True, slots=True)
+class HostPort:
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, value: str, option: str) -> HostPort:
+        text = value.strip()
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host, port_text = text, ""
+        host = host.strip("[]") or "127.0.0.1"
+        try:
+            port = int(port_text)
+        except ValueError:
+            raise ConfigError(f"{option}: expected HOST:PORT, got {value!r}") from None
+        if not 0 <= port <= 65535:
+            raise ConfigError(f"{option}: port {port} is out of range 0-65535")
+        return cls(host, port)
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerURL:
+    """`mqtt://USER:PASS@HOST:PORT` (or `mqtts://`); credentials optional."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    tls: bool = False
+
+    @classmethod
+    def parse(cls, value: str, option: str = "--broker") -> BrokerURL:
+        parts = urlsplit(value if "://" in value else f"mqtt://{value}")
+        if parts.scheme not in ("mqtt", "mqtts", "tcp"):
+            raise ConfigError(f"{option}: scheme must be mqtt:// or mqtts://, got {parts.scheme!r}")
+        try:
+            port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        except ValueError:
+            raise ConfigError(f"{option}: bad port in {cls._redact(value)!r}") from None
+        if not parts.hostname:
+            raise ConfigError(f"{option}: no host in {cls._redact(value)!r}")
+        return cls(
+            host=parts.hostname,
+            port=port,
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=parts.scheme == "mqtts",
+        )
+
+    def with_credentials(self, username: str, password: str) -> BrokerURL:
+        return dataclasses.replace(self, username=username, password=password)
+
+    @staticmethod
+    def _redact(value: str) -> str:
+        parts = urlsplit(value)
+        if parts.password:
+            return value.replace(parts.password, "***")
+        return value
+
+    def __str__(self) -> str:
+        auth = f"{quote(self.username, safe='')}:***@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{auth}{self.host}:{self.port}"
+
+
+def _bool(value: str, name: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ConfigError(f"{name}: expected a boolean, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a process needs to know, validated once when built."""
+
+    data_dir: Path = Path("rtdp-data")
+    http: HostPort = HostPort("127.0.0.1", 8000)
+    mqtt: HostPort = HostPort("127.0.0.1", 1883)
+    # An external broker; None means run the embedded one on `mqtt`.
+    broker: BrokerURL | None = None
+    db_url: str | None = None
+    demo: bool = False
+    emulate: bool = False
+    auto_create: bool = True
+    registration: bool = True
+    max_payload: int = 256 * 1024
+    timezone: str = "UTC"
+    share_group: str | None = None
+    # Bridge batching: flush at this many points or this many seconds, whichever comes first.
+    batch_size: int = 2000
+    batch_interval: float = 0.05
+    # QoS 1 messages the bridge may hold unacknowledged (bounds paho's 65,535 message ids).
+    max_inflight: int = 1000
+    # HTTP ingestion: publishes awaiting their PUBACK before new requests get 503.
+    http_max_pending: int = 1000
+    sse_queue: int = 1000
+    sse_heartbeat: float = 15.0
+    secret_key: str | None = field(default=None, repr=False)
+    log_level: str = "info"
+    public_url: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_payload < 16:
+            raise ConfigError(f"max_payload: must be at least 16 bytes, got {self.max_payload}")
+        if not 1 <= self.batch_size <= 100_000:
+            raise ConfigError(f"batch_size: must be 1-100000, got {self.batch_size}")
+        if not 0 < self.batch_interval <= 4:
+            # amqtt drops a QoS 1 message unacknowledged after 5 s: commit well inside that.
+            raise ConfigError(f"batch_interval: must be in (0, 4] seconds, got {self.batch_interval}")
+        if not 1 <= self.max_inflight <= 60_000:
+            raise ConfigError(f"max_inflight: must be 1-60000, got {self.max_inflight}")
+        if self.share_group is not None and ("/" in self.share_group or not self.share_group):
+            raise ConfigError(f"share_group: must be a non-empty name without '/', got {self.share_group!r}")
+        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+            raise ConfigError(f"log_level: unknown level {self.log_level!r}")
+        self.tz  # noqa: B018 -- validates the time zone name now, not at the first point
+
+    @property
+    def tz(self) -> tzinfo:
+        try:
+            return ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ConfigError(f"timezone: unknown time zone {self.timezone!r}") from None
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{(self.data_dir / 'rtdp.sqlite3').resolve()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.broker is None
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def build(cls, env: Mapping[str, str] | None = None, **options: Any) -> Settings:
+        """Options given (not None) win over `RTDP_<NAME>` variables in `env`, which win over defaults."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for spec in dataclasses.fields(cls):
+            name = spec.name
+            raw: Any = options.get(name)
+            if raw is None:
+                env_value = env.get(ENV_PREFIX + name.upper())
+                if env_value is None:
+                    continue
+                raw = env_value
+            values[name] = _convert(name, raw, spec.type)
+        return cls(**values)
+
+
+def _convert(name: str, raw: Any, declared: Any) -> Any:
+    option = name.replace("_", "-")
+    if not isinstance(raw, str):
+        if name == "data_dir":
+            return Path(raw)
+        return raw
+    kind = str(declared)
+    if name == "data_dir":
+        return Path(raw)
+    if name == "http" or name == "mqtt":
+        return HostPort.parse(raw, f"--{option}")
+    if name == "broker":
+        return BrokerURL.parse(raw, f"--{option}") if raw else None
+    if kind == "bool":
+        return _bool(raw, f"--{option}")
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ConfigError(f"--{option}: expected an integer, got {raw!r}") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f"--{option}: expected a number, got {raw!r}") from None
+    return raw or None if "None" in kind else raw
