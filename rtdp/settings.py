@@ -111,6 +111,8 @@ class Settings:
     max_payload: int = 256 * 1024
     timezone: str = "UTC"
     share_group: str | None = None
+    # The bridge's MQTT client id; None derives a stable one (the broker keeps its session by id).
+    client_id: str | None = None
     # Bridge batching: flush at this many points or this many seconds, whichever comes first.
     batch_size: int = 2000
     batch_interval: float = 0.05

@@ -1,0 +1,281 @@
+"""The `rtdp` command: a thin layer that parses options into Settings and calls the Python API."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from rtdp.errors import RtdpError
+from rtdp.settings import Settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _settings(**options: Any) -> Settings:
+    try:
+        return Settings.build(**options)
+    except RtdpError as exc:
+        raise click.UsageError(exc.message) from None
+
+
+def _fail_cleanly(func: F) -> F:
+    """Our own errors end the command with their one-line message, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RtdpError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(2 if exc.status == 400 else 1)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def data_options(func: F) -> F:
+    """--data-dir and --db: every command can work on the same database as a running server."""
+    func = click.option(
+        "--db",
+        "db_url",
+        help="Database URL: sqlite:///PATH or postgresql://USER@HOST/DB. [default: SQLite in the data dir]",
+    )(func)
+    func = click.option(
+        "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory. [default: ./rtdp-data]"
+    )(func)
+    return func
+
+
+def log_option(func: F) -> F:
+    return click.option(
+        "--log-level",
+        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
+        help="Logging level. [default: info]",
+    )(func)
+
+
+HTTP_HELP = "Web address HOST:PORT. [default: 127.0.0.1:8000]"
+MQTT_HELP = "Embedded broker's address HOST:PORT. [default: 127.0.0.1:1883]"
+BROKER_HELP = "External broker URL mqtt://USER:PASS@HOST:PORT (instead of the embedded one)."
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="rtdp")
+def main() -> None:
+    """Real-time data processor: MQTT or HTTP in, stored safely, live graphs out.
+
+    Every option can also be set with an RTDP_ environment variable (RTDP_DATA_DIR, RTDP_HTTP, ...).
+    """
+
+
+@main.command()
+@data_options
+@click.option("--http", help=HTTP_HELP)
+@click.option("--mqtt", help=MQTT_HELP)
+@click.option("--broker", help=BROKER_HELP)
+@click.option("--demo", is_flag=True, default=None, help="Create the original app's demo users and feeds if empty.")
+@click.option("--emulate", is_flag=True, default=None, help="Run the emulated devices (sine wave and others).")
+@log_option
+@_fail_cleanly
+def serve(**options: Any) -> None:
+    """Run broker, bridge and viewer together (embedded broker and SQLite: no configuration)."""
+    from rtdp.serve import serve as run_serve
+
+    run_serve(_settings(**options))
+
+
+@main.command()
+@data_options
+@click.option("--mqtt", help=MQTT_HELP)
+@log_option
+@_fail_cleanly
+def broker(**options: Any) -> None:
+    """Run the embedded MQTT broker alone."""
+    from broker.server import run
+
+    run(_settings(**options))
+
+
+@main.command()
+@data_options
+@click.option("--broker", help=BROKER_HELP)
+@click.option("--mqtt", help="Embedded broker to connect to, when --broker is not given. [default: 127.0.0.1:1883]")
+@click.option("--share-group", help="Share the feeds/# subscription with other bridges ($share/NAME/...).")
+@click.option("--client-id", help="Stable MQTT client id, so the broker keeps the session. [default: derived]")
+@log_option
+@_fail_cleanly
+def bridge(**options: Any) -> None:
+    """Run the bridge alone: subscribe, validate, store, acknowledge, republish."""
+    from bridge.service import run
+
+    run(_settings(**options))
+
+
+@main.command()
+@data_options
+@click.option("--http", help=HTTP_HELP)
+@click.option("--broker", help=BROKER_HELP)
+@click.option("--mqtt", help="Embedded broker to connect to, when --broker is not given. [default: 127.0.0.1:1883]")
+@log_option
+@_fail_cleanly
+def viewer(**options: Any) -> None:
+    """Run the web viewer alone (pages, API, SSE, HTTP ingestion)."""
+    from viewer.app import run
+
+    run(_settings(**options))
+
+
+def _open(options: dict[str, Any]) -> Settings:
+    from rtdp.database import open_database
+
+    settings = _settings(data_dir=options.pop("data_dir", None), db_url=options.pop("db_url", None))
+    open_database(settings.database_url)
+    return settings
+
+
+@main.group()
+def user() -> None:
+    """Manage users."""
+
+
+@user.command("add")
+@click.argument("email")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="The user's password.")
+@click.option("--admin", is_flag=True, help="Make the user an administrator.")
+@data_options
+@_fail_cleanly
+def user_add(email: str, password: str, admin: bool, **options: Any) -> None:
+    """Create a user."""
+    from rtdp.accounts import create_user
+
+    _open(options)
+    created = create_user(email, password, admin=admin)
+    click.echo(f"created user {created.email}{' (admin)' if admin else ''}")
+
+
+@main.group()
+def token() -> None:
+    """Manage API and device tokens."""
+
+
+@token.command("add")
+@click.argument("email")
+@click.option("--feed", help="Limit the token to this feed.")
+@click.option("--read", "access", flag_value="read", help="Read only.")
+@click.option("--write", "access", flag_value="write", help="Write (and read).")
+@click.option("--name", default="", help="A label for the token.")
+@data_options
+@_fail_cleanly
+def token_add(email: str, feed: str | None, access: str | None, name: str, **options: Any) -> None:
+    """Create a token for EMAIL and print it (it is shown only this once)."""
+    from rtdp.accounts import create_token, get_user
+    from rtdp.permissions import Access
+    from rtdp.store import get_feed
+
+    _open(options)
+    issued = create_token(
+        get_user(email),
+        feed=get_feed(feed) if feed else None,
+        access=Access(access) if access else None,
+        name=name,
+    )
+    click.echo(issued.token)
+
+
+@main.group()
+def feed() -> None:
+    """Manage feeds."""
+
+
+@feed.command("add")
+@click.argument("name")
+@click.option("--owner", required=True, help="Email of the owner.")
+@click.option("--x-cast", type=click.Choice(["datetime", "float", "int"]), default="datetime", show_default=True)
+@click.option("--y-cast", type=click.Choice(["float", "int", "bool"]), default="float", show_default=True)
+@click.option("--description", default="")
+@click.option("--public", is_flag=True, help="Readable without login.")
+@data_options
+@_fail_cleanly
+def feed_add(name: str, owner: str, x_cast: str, y_cast: str, description: str, public: bool, **options: Any) -> None:
+    """Create a feed."""
+    from rtdp.accounts import get_user
+    from rtdp.store import create_feed
+
+    _open(options)
+    created = create_feed(name, get_user(owner), x_cast=x_cast, y_cast=y_cast, description=description, public=public)
+    click.echo(f"created feed {created.name} (x {created.x_cast}, y {created.y_cast})")
+
+
+@main.group()
+def axis() -> None:
+    """Manage axes."""
+
+
+@axis.command("add")
+@click.argument("feed_name", metavar="FEED")
+@click.argument("name", metavar="AXIS")
+@data_options
+@_fail_cleanly
+def axis_add(feed_name: str, name: str, **options: Any) -> None:
+    """Create an axis in FEED."""
+    from rtdp.store import create_axis, get_feed
+
+    _open(options)
+    created = create_axis(get_feed(feed_name), name)
+    click.echo(f"created axis {feed_name}/{created.name}")
+
+
+@main.command()
+@click.argument("feed_name", metavar="FEED")
+@click.option("--axis", "axis_names", multiple=True, help="Only this axis (repeatable). [default: all]")
+@click.option("--since", help="From this x (ISO 8601 or epoch seconds for datetime feeds).")
+@click.option("--until", help="Up to this x.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
+@click.option("--output", "-o", type=click.File("w"), default="-", help="File to write. [default: stdout]")
+@data_options
+@_fail_cleanly
+def export(
+    feed_name: str,
+    axis_names: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    output: Any,
+    **options: Any,
+) -> None:
+    """Export a feed's points as CSV (header x,y; axis,x,y for several axes) or JSON."""
+    from rtdp.casts import XCast, YCast, cast_x, format_x, y_json
+    from rtdp.models import Axis
+    from rtdp.store import get_axis, get_feed, iter_export
+
+    settings = _open(options)
+    feed_row = get_feed(feed_name)
+    x_cast, y_cast = XCast(feed_row.x_cast), YCast(feed_row.y_cast)
+    axes = (
+        [get_axis(feed_row, name) for name in axis_names]
+        if axis_names
+        else list(Axis.select().where(Axis.feed == feed_row.id).order_by(Axis.name))
+    )
+    low = cast_x(since, x_cast, settings.tz) if since else None
+    high = cast_x(until, x_cast, settings.tz) if until else None
+    rows = iter_export(feed_row, axes, low, high)
+    several = len(axes) > 1
+    if fmt == "csv":
+        output.write("axis,x,y\n" if several else "x,y\n")
+        for name, x, y in rows:
+            value = str(y_json(y, y_cast))
+            output.write(f"{name},{format_x(x, x_cast)},{value}\n" if several else f"{format_x(x, x_cast)},{value}\n")
+    else:
+        points = [{"axis": name, "x": x, "y": y_json(y, y_cast)} for name, x, y in rows]
+        json.dump(
+            {"feed": feed_row.name, "exported": datetime.now(UTC).isoformat(), "points": points},
+            output,
+            separators=(",", ":"),
+        )
+        output.write("\n")
