@@ -20,6 +20,7 @@ from rtdp.credentials import (
 )
 from rtdp.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from rtdp.models import Feed, Token, User
+from rtdp.mosquitto_passwd import mosquitto_hash
 from rtdp.permissions import Access, Principal
 
 MAX_EMAIL = 254
@@ -123,6 +124,8 @@ def create_token(
         prefix=token[:12],
         feed=feed,
         access=access.value if access else None,
+        # Only now is the plaintext at hand: keep its Mosquitto hash for `rtdp mosquitto-files`.
+        broker_hash=mosquitto_hash(token),
     )
     return IssuedToken(token, row)
 

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import peewee as pw
 from playhouse.db_url import connect
+from playhouse.migrate import SchemaMigrator
+from playhouse.migrate import migrate as run_migrations
 
 from rtdp.errors import ConfigError
 from rtdp.models import ALL_MODELS, database_proxy
@@ -27,7 +29,16 @@ SQLITE_PRAGMAS = {
 }
 
 Migration = Callable[[pw.Database], None]
-MIGRATIONS: list[Migration] = []  # step i brings version i+1 to i+2
+
+
+def _add_token_broker_hash(db: pw.Database) -> None:
+    # Token.broker_hash (Mosquitto password-file hash); existing tokens keep NULL and must be reissued
+    # to work on an external Mosquitto.
+    migrator = SchemaMigrator.from_database(db)
+    run_migrations(migrator.add_column("token", "broker_hash", pw.CharField(max_length=255, null=True)))
+
+
+MIGRATIONS: list[Migration] = [_add_token_broker_hash]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 

@@ -124,6 +124,9 @@ class Token(BaseModel):
     created = pw.DoubleField(default=_now)
     last_used = pw.DoubleField(null=True)
     revoked = pw.BooleanField(default=False)
+    # The token in Mosquitto's password-file format (PBKDF2-SHA512), for `rtdp mosquitto-files`:
+    # only the plaintext can produce it and we keep no plaintext. None for tokens made before it existed.
+    broker_hash = pw.CharField(max_length=255, null=True)
 
 
 class EmulatorState(BaseModel):
