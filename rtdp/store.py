@@ -3,6 +3,7 @@ from an event loop."""
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -18,7 +19,7 @@ from rtdp.topic import check_name
 
 # SQLite allows 32,766 bound parameters per statement; rows have 4 columns.
 INSERT_CHUNK = 5000
-DELETE_CHUNK = 900
+DELETE_CHUNK = 2000
 MAX_LIMIT = 100_000
 
 
@@ -127,7 +128,11 @@ def ensure_feed(name: str, owner_id: int) -> Feed:
 
 def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None = None) -> list[StoredPoint]:
     """Upsert `(axis_id, sample)` pairs in one transaction; a later point with the same axis and x
-    replaces an earlier one and gets a new id. Returns the stored points in id order."""
+    replaces an earlier one and gets a new id. Returns the stored points in id order.
+
+    Runs hand-written, parameterised SQL through Peewee's `execute_sql`: building an `insert_many`
+    query costs more Python time than SQLite spends storing the rows (see bench/store_bench.py).
+    """
     if not batch:
         return []
     received = time.time() if received_at is None else received_at
@@ -135,61 +140,90 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
     latest: dict[tuple[int, float], float] = {}
     for axis_id, sample in batch:
         key = (axis_id, sample.x)
-        latest.pop(key, None)
+        if key in latest:
+            del latest[key]
         latest[key] = sample.y
-    by_axis: dict[int, list[float]] = defaultdict(list)
-    for axis_id, x in latest:
-        by_axis[axis_id].append(x)
     db = Point._meta.database
     stored: list[StoredPoint] = []
-    fields = [Point.axis, Point.x, Point.y, Point.received_at]
-    replaced: dict[int, int] = defaultdict(int)
     with db.atomic():
-        # Fast path: insert what is new in one statement; only conflicting rows take the slow path.
-        rows = [(axis_id, x, y, received) for (axis_id, x), y in latest.items()]
-        conflicts: list[tuple[int, float, float, float]] = []
+        # Insert what is new; a row that collides on (axis, x) is skipped here and replaced below.
+        # Inserting first (not checking first) takes SQLite's write lock at once and lets racing
+        # PostgreSQL writers resolve on the unique index instead of failing.
+        rows = [(axis_id, x, y) for (axis_id, x), y in latest.items()]
         for start in range(0, len(rows), INSERT_CHUNK):
-            chunk = rows[start : start + INSERT_CHUNK]
-            cursor = (
-                Point.insert_many(chunk, fields=fields)
-                .on_conflict_ignore()
-                .returning(Point.id, Point.axis, Point.x)
-                .tuples()
-                .execute()
-            )
-            inserted = {(a, x): i for i, a, x in cursor}
-            for row in chunk:
-                point_id = inserted.get((row[0], row[1]))
-                if point_id is None:
-                    conflicts.append(row)
-                else:
-                    stored.append(StoredPoint(point_id, row[0], row[1], row[2]))
-        if conflicts:
-            # Replace: delete then insert, so the replacement gets a new (higher) id for SSE replay.
-            by_conflict: dict[int, list[float]] = defaultdict(list)
-            for axis_id, x, _, _ in conflicts:
-                by_conflict[axis_id].append(x)
-            for axis_id, xs in by_conflict.items():
-                for start in range(0, len(xs), DELETE_CHUNK):
-                    chunk_x = xs[start : start + DELETE_CHUNK]
-                    replaced[axis_id] += (
-                        Point.delete().where((Point.axis == axis_id) & Point.x.in_(chunk_x)).execute()
-                    )
-            for start in range(0, len(conflicts), INSERT_CHUNK):
-                chunk = conflicts[start : start + INSERT_CHUNK]
-                cursor = Point.insert_many(chunk, fields=fields).returning(Point.id).tuples().execute()
-                ids = [row[0] for row in cursor]
-                stored.extend(StoredPoint(i, a, x, y) for i, (a, x, y, _) in zip(ids, chunk, strict=True))
-        for axis_id, xs in by_axis.items():
-            top = max(xs)
-            Axis.update(
-                last_seen=received, point_count=Axis.point_count + (len(xs) - replaced[axis_id])
-            ).where(Axis.id == axis_id).execute()
-            Axis.update(last_x=top, last_y=latest[(axis_id, top)]).where(
+            stored.extend(_insert_points(db, rows[start : start + INSERT_CHUNK], received, ignore=True))
+        conflicts: list[tuple[int, float, float]] = []
+        if len(stored) < len(rows):
+            inserted = {(p.axis_id, p.x) for p in stored}
+            conflicts = [row for row in rows if (row[0], row[1]) not in inserted]
+        # Replace: delete then insert, so the replacement gets a new (higher) id for SSE replay.
+        replaced: dict[int, int] = defaultdict(int)
+        for start in range(0, len(conflicts), DELETE_CHUNK):
+            chunk = conflicts[start : start + DELETE_CHUNK]
+            for axis_id, count in _delete_points(db, [(a, x) for a, x, _ in chunk]).items():
+                replaced[axis_id] += count
+        for start in range(0, len(conflicts), INSERT_CHUNK):
+            stored.extend(_insert_points(db, conflicts[start : start + INSERT_CHUNK], received, ignore=False))
+        newest: dict[int, tuple[float, float, int]] = {}
+        for axis_id, x, y in rows:
+            top = newest.get(axis_id)
+            if top is None:
+                newest[axis_id] = (x, y, 1)
+            else:
+                newest[axis_id] = (x, y, top[2] + 1) if x > top[0] else (top[0], top[1], top[2] + 1)
+        for axis_id, (top, top_y, count) in newest.items():
+            Axis.update(last_seen=received, point_count=Axis.point_count + (count - replaced[axis_id])).where(
+                Axis.id == axis_id
+            ).execute()
+            Axis.update(last_x=top, last_y=top_y).where(
                 (Axis.id == axis_id) & (Axis.last_x.is_null() | (Axis.last_x <= top))
             ).execute()
     stored.sort(key=lambda p: p.id)
     return stored
+
+
+def _insert_points(
+    db: pw.Database, rows: Sequence[tuple[int, float, float]], received: float, *, ignore: bool
+) -> list[StoredPoint]:
+    params: list[object] = []
+    for axis_id, x, y in rows:
+        params += (axis_id, x, y, received)
+    cursor = db.execute_sql(_insert_sql(db.param, len(rows), ignore), params)
+    # float(): SQLite hands back integral REALs as ints.
+    return [StoredPoint(i, a, float(x), float(y)) for i, a, x, y in cursor.fetchall()]
+
+
+def _delete_points(db: pw.Database, keys: Sequence[tuple[int, float]]) -> dict[int, int]:
+    """Delete the points with these (axis, x); returns how many each axis lost."""
+    params: list[object] = []
+    for axis_id, x in keys:
+        params += (axis_id, x)
+    counts: dict[int, int] = defaultdict(int)
+    for (axis_id,) in db.execute_sql(_delete_sql(db.param, len(keys)), params).fetchall():
+        counts[axis_id] += 1
+    return counts
+
+
+# The SQL text depends only on the placeholder style and the row count; values are always bound
+# parameters. Names come from the model (plain lower-case identifiers, so no quoting is needed).
+_TABLE = Point._meta.table_name
+_AXIS, _X, _Y, _RECEIVED, _ID = (f.column_name for f in (Point.axis, Point.x, Point.y, Point.received_at, Point.id))
+
+
+@functools.lru_cache(maxsize=64)
+def _insert_sql(param: str, rows: int, ignore: bool) -> str:
+    values = ",".join([f"({param},{param},{param},{param})"] * rows)
+    conflict = f" ON CONFLICT ({_AXIS}, {_X}) DO NOTHING" if ignore else ""
+    return (
+        f"INSERT INTO {_TABLE} ({_AXIS}, {_X}, {_Y}, {_RECEIVED}) VALUES {values}{conflict}"
+        f" RETURNING {_ID}, {_AXIS}, {_X}, {_Y}"
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _delete_sql(param: str, rows: int) -> str:
+    pairs = ",".join([f"({param},{param})"] * rows)
+    return f"DELETE FROM {_TABLE} WHERE ({_AXIS}, {_X}) IN (VALUES {pairs}) RETURNING {_AXIS}"
 
 
 def query_points(
