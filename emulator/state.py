@@ -1,0 +1,92 @@
+"""Each source's on/off switch and position, in the EmulatorState table (never anything secret).
+
+Synchronous Peewee: call from a thread, never from an event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from emulator.errors import EmulatorError
+from emulator.sources import SOURCES
+from rtdp.models import EmulatorState
+
+SourceState = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    source: str
+    enabled: bool
+    state: SourceState
+    updated: float | None
+
+
+def check_source(source: str) -> str:
+    if source not in SOURCES:
+        raise EmulatorError(f"unknown emulator source {source!r}; choose from {', '.join(SOURCES)}", source=source)
+    return source
+
+
+def _decode(text: str) -> SourceState:
+    try:
+        value = json.loads(text or "{}")
+    except ValueError:
+        return {}  # a damaged state restarts the source from its defaults rather than stopping it
+    return value if isinstance(value, dict) else {}
+
+
+def load(source: str, *, default_enabled: bool = True) -> SourceStatus:
+    """The source's row, created (enabled when `default_enabled`) the first time a source runs."""
+    row = EmulatorState.get_or_none(EmulatorState.source == source)
+    if row is None:
+        # Two emulators starting together may both insert: the first wins, the second reads it back.
+        EmulatorState.insert(source=source, enabled=default_enabled).on_conflict_ignore().execute()
+        row = EmulatorState.get(EmulatorState.source == source)
+    return SourceStatus(row.source, bool(row.enabled), _decode(row.state), row.updated)
+
+
+def save_position(source: str, state: SourceState) -> None:
+    """Store the position only: the switch belongs to whoever calls `set_enabled`."""
+    text = json.dumps(state, separators=(",", ":"))
+    updated = EmulatorState.update(state=text, updated=time.time()).where(EmulatorState.source == source).execute()
+    if not updated:
+        EmulatorState.insert(source=source, enabled=True, state=text).on_conflict_ignore().execute()
+
+
+def set_enabled(source: str, on: bool) -> None:
+    """Switch a source on or off; a running emulator notices within its poll interval (about a second)."""
+    check_source(source)
+    updated = (
+        EmulatorState.update(enabled=on, updated=time.time()).where(EmulatorState.source == source).execute()
+    )
+    if not updated:
+        EmulatorState.insert(source=source, enabled=on).on_conflict_ignore().execute()
+        EmulatorState.update(enabled=on).where(EmulatorState.source == source).execute()
+
+
+def enabled_sources(sources: list[str]) -> set[str]:
+    """Which of `sources` are switched on; a source without a row counts as on."""
+    rows = {
+        row.source: bool(row.enabled)
+        for row in EmulatorState.select(EmulatorState.source, EmulatorState.enabled).where(
+            EmulatorState.source.in_(sources)
+        )
+    }
+    return {name for name in sources if rows.get(name, True)}
+
+
+def statuses() -> list[SourceStatus]:
+    """Every known source with its switch and position, for `rtdp emulate --list` and the Tools page."""
+    rows = {row.source: row for row in EmulatorState.select()}
+    result = []
+    for name in SOURCES:
+        row = rows.get(name)
+        if row is None:
+            result.append(SourceStatus(name, True, {}, None))
+        else:
+            result.append(SourceStatus(name, bool(row.enabled), _decode(row.state), row.updated))
+    return result
