@@ -1,0 +1,70 @@
+"""amqtt plugins that hand every authentication and topic question to an `AccessControl`.
+
+amqtt builds each plugin's `Config` dataclass from the broker config (dacite, strict); a field
+typed `Any` carries the `AccessControl` object itself, so no global state is needed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from amqtt.contexts import Action, BaseContext
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+
+from broker.access import AccessControl, TopicAction
+
+
+def _access(context: BaseContext) -> AccessControl:
+    access = getattr(context.config, "access", None)
+    if not isinstance(access, AccessControl):
+        raise TypeError("rtdp broker plugins need an AccessControl in their 'access' option")
+    return access
+
+
+class AuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
+    """Users (email + password, or any username + token) and the service account; no anonymous access."""
+
+    @dataclass
+    class Config:
+        access: Any = None
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.access = _access(context)
+
+    async def authenticate(self, *, session: Session) -> bool | None:
+        return await self.access.authenticate(session.client_id, session.username, session.password)
+
+    async def on_broker_client_disconnected(self, *, client_id: str, client_session: Session) -> None:
+        # Persistent sessions keep their principal: amqtt checks RECEIVE for them while offline
+        # when it queues their QoS 1 messages.
+        if not client_session.clean_session:
+            return
+        # A take-over by a new connection with the same client id disconnects the old session
+        # after the new one authenticated: keep the newer principal. (Session == compares ids.)
+        get_session = getattr(self.context, "get_session", None)
+        current = get_session(client_id) if get_session is not None else None
+        if current is None or current is client_session:
+            self.access.forget(client_id)
+
+
+class TopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
+    """Feed topics follow `rtdp.permissions.allowed`; the rest of `rtdp/` and other topics are the
+    service account's alone."""
+
+    @dataclass
+    class Config:
+        access: Any = None
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        self.access = _access(context)
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool | None:
+        if session is None or topic is None or action is None:
+            return False
+        return await self.access.permits(session.client_id, session.username, topic, TopicAction(action.value))
