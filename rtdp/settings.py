@@ -120,6 +120,8 @@ class Settings:
     max_inflight: int = 1000
     # HTTP ingestion: publishes awaiting their PUBACK before new requests get 503.
     http_max_pending: int = 1000
+    # HTTP ingestion: seconds to wait for the broker's PUBACK before answering 503.
+    http_publish_timeout: float = 5.0
     sse_queue: int = 1000
     sse_heartbeat: float = 15.0
     secret_key: str | None = field(default=None, repr=False)
@@ -136,6 +138,15 @@ class Settings:
             raise ConfigError(f"batch_interval: must be in (0, 4] seconds, got {self.batch_interval}")
         if not 1 <= self.max_inflight <= 60_000:
             raise ConfigError(f"max_inflight: must be 1-60000, got {self.max_inflight}")
+        if not 1 <= self.http_max_pending <= 60_000:
+            # paho's message ids wrap at 65,535: more in flight would silently lose points.
+            raise ConfigError(f"http_max_pending: must be 1-60000, got {self.http_max_pending}")
+        if not 0 < self.http_publish_timeout <= 60:
+            raise ConfigError(f"http_publish_timeout: must be in (0, 60] seconds, got {self.http_publish_timeout}")
+        if self.sse_queue < 1:
+            raise ConfigError(f"sse_queue: must be at least 1, got {self.sse_queue}")
+        if self.sse_heartbeat <= 0:
+            raise ConfigError(f"sse_heartbeat: must be positive, got {self.sse_heartbeat}")
         if self.share_group is not None and ("/" in self.share_group or not self.share_group):
             raise ConfigError(f"share_group: must be a non-empty name without '/', got {self.share_group!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):

@@ -1,0 +1,181 @@
+"""The viewer's Starlette app, its lifespan (database, MQTT client, thread pool, SSE hub) and its server.
+
+Extending it: `create_app` collects routes and middleware from the lists below; the HTML pages
+(`viewer.pages`, optional) contribute `page_routes()` and, if defined, `page_middleware(settings)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import socket
+from collections.abc import AsyncIterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import BaseRoute
+
+from rtdp.accounts import ServiceAccount
+from rtdp.database import open_database
+from rtdp.errors import ConfigError
+from rtdp.mqtt import Endpoint
+from rtdp.settings import HostPort, Settings
+from viewer.api import api_routes
+from viewer.errors import Handler, exception_handlers
+from viewer.health import health_routes
+from viewer.hub import Hub
+from viewer.ingest import ingest_routes
+from viewer.metrics import Metrics
+from viewer.publisher import Publisher
+from viewer.state import ViewerState
+
+log = logging.getLogger(__name__)
+
+DB_THREADS = 4
+CONNECT_WAIT = 3.0
+
+
+def _page_parts(settings: Settings) -> tuple[list[BaseRoute], list[Middleware], Handler | None]:
+    """Routes, middleware and the HTML error page of `viewer.pages`, when that package is present."""
+    try:
+        from viewer import pages
+    except ModuleNotFoundError as exc:
+        if exc.name != "viewer.pages":
+            raise
+        return [], [], None
+    routes: list[BaseRoute] = list(pages.page_routes(settings))
+    middleware: list[Middleware] = list(pages.page_middleware(settings))
+    html = pages.page_exception_handlers(settings).get(404)
+    return routes, middleware, html
+
+
+def _endpoint(settings: Settings, service: ServiceAccount | None) -> tuple[Endpoint, str]:
+    # Several viewers may share a broker: each process needs its own client id.
+    suffix = secrets.token_hex(4)
+    if settings.broker is not None:
+        endpoint = Endpoint.of(settings.broker)
+        base = service.client_id("viewer") if service else "rtdp-viewer"
+    else:
+        if service is None:
+            service = ServiceAccount.load_or_create(settings.data_dir)
+        endpoint = Endpoint.of(settings.mqtt, service.username, service.password)
+        base = service.client_id("viewer")
+    return endpoint, f"{base}-{suffix}"
+
+
+def create_app(
+    settings: Settings,
+    *,
+    service: ServiceAccount | None = None,
+    routes: Sequence[BaseRoute] = (),
+    middleware: Sequence[Middleware] = (),
+) -> Starlette:
+    """The viewer app. Extra `routes` and `middleware` are added after the built-in ones."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        loop = asyncio.get_running_loop()
+        pool = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-db")
+        db = await loop.run_in_executor(pool, open_database, settings.database_url)
+        endpoint, client_id = await loop.run_in_executor(pool, _endpoint, settings, service)
+        metrics = Metrics()
+        hub = Hub(settings.sse_queue, on_drop=metrics.sse_dropped.inc)
+        publisher = Publisher(
+            endpoint,
+            client_id,
+            max_pending=settings.http_max_pending,
+            timeout=settings.http_publish_timeout,
+            on_stored=hub.dispatch,
+        )
+        metrics.track_pending(lambda: publisher.pending)
+        metrics.sse_clients.set_function(lambda: float(hub.client_count))
+        app.state.viewer = ViewerState(settings, db, publisher, hub, metrics, pool)
+        publisher.start(loop)
+        # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
+        if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):
+            log.warning("MQTT broker %s:%s not reachable yet; retrying", endpoint.host, endpoint.port)
+        try:
+            yield
+        finally:
+            hub.close()
+            await loop.run_in_executor(None, publisher.stop)
+            pool.shutdown(wait=True)
+            db.close()
+
+    page_routes, page_middleware, html_errors = _page_parts(settings)
+    all_routes: list[BaseRoute] = [*health_routes(), *ingest_routes(), *api_routes(), *page_routes, *routes]
+    all_middleware: list[Middleware] = [*page_middleware, *middleware]
+    handlers: Any = exception_handlers(html_errors)
+    return Starlette(routes=all_routes, middleware=all_middleware, exception_handlers=handlers, lifespan=lifespan)
+
+
+def close_streams(app: Starlette) -> None:
+    """End every SSE stream now (server shutdown): clients reconnect elsewhere with Last-Event-ID."""
+    state: ViewerState | None = getattr(app.state, "viewer", None)
+    if state is not None:
+        state.hub.close()
+
+
+def bind_socket(address: HostPort, option: str = "--http") -> socket.socket:
+    """A listening-ready socket, or a one-line ConfigError naming the option to change."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address.host, address.port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"{option}: cannot listen on {address}: {exc.strerror or exc}; choose another with {option} HOST:PORT"
+        ) from None
+    return sock
+
+
+class ViewerServer(uvicorn.Server):
+    """uvicorn on a socket bound in advance; ends SSE streams first when it shuts down."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette, sock: socket.socket) -> None:
+        super().__init__(config)
+        self.viewer_app = app
+        self.socket = sock
+
+    @property
+    def port(self) -> int:
+        return int(self.socket.getsockname()[1])
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().serve(sockets or [self.socket])
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        close_streams(self.viewer_app)
+        await super().shutdown(sockets)
+
+
+def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerServer:
+    """A uvicorn server for `app` on settings.http, to `await server.serve()` in a running loop.
+
+    Binds now, so a port in use fails here with ConfigError naming --http. Extra keywords go to
+    uvicorn.Config (e.g. log_config=None when the caller configures logging).
+    """
+    sock = bind_socket(settings.http)
+    options: dict[str, Any] = {
+        "lifespan": "on",
+        "log_level": settings.log_level.lower(),
+        "server_header": False,
+        "timeout_graceful_shutdown": 5,
+    }
+    options.update(config)
+    return ViewerServer(uvicorn.Config(app, **options), app, sock)
+
+
+def run(settings: Settings) -> None:
+    """`rtdp viewer`: serve until Ctrl-C (blocking)."""
+    app = create_app(settings)
+    server = build_server(settings, app)
+    log.info("viewer on http://%s", settings.http)
+    server.run()

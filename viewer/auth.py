@@ -1,0 +1,91 @@
+"""Who is calling: HTTP Basic (email:password or anyuser:token), Bearer token, or the session."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+from starlette.requests import HTTPConnection
+
+from rtdp.accounts import check_credentials, check_token, principal_for
+from rtdp.cache import credential_key
+from rtdp.errors import AuthenticationFailed
+from rtdp.models import User
+from rtdp.permissions import Principal
+from viewer.state import viewer_state
+
+
+async def principal_from_request(conn: HTTPConnection) -> Principal | None:
+    """The caller's principal: the Authorization header first, then the session; None if anonymous.
+
+    Raises AuthenticationFailed (401) when a header is present but wrong: a script with a bad token
+    must hear so, not silently act as anonymous.
+    """
+    header = conn.headers.get("authorization")
+    if header:
+        return await _from_header(conn, header)
+    session = conn.scope.get("session")
+    if session and session.get("user_id") is not None:
+        return await _from_session(conn, session)
+    return None
+
+
+async def require_principal(conn: HTTPConnection) -> Principal:
+    principal = await principal_from_request(conn)
+    if principal is None:
+        raise AuthenticationFailed("authentication required: HTTP Basic (email:password or any:token) or Bearer")
+    return principal
+
+
+async def _from_header(conn: HTTPConnection, header: str) -> Principal:
+    scheme, _, value = header.partition(" ")
+    value = value.strip()
+    scheme = scheme.lower()
+    if scheme == "bearer" and value:
+        username: str | None = None
+        password = value
+    elif scheme == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise AuthenticationFailed("malformed Basic credentials") from None
+        username, sep, password = decoded.partition(":")
+        if not sep:
+            raise AuthenticationFailed("malformed Basic credentials")
+    else:
+        raise AuthenticationFailed("unsupported Authorization scheme (use Basic or Bearer)")
+    state = viewer_state(conn)
+    key = credential_key(username, password)
+    principal = state.credentials.get(key)
+    if principal is None:
+        if username is None:
+            principal = await state.run_db(check_token, password)
+        else:
+            principal = await state.run_db(check_credentials, username, password)
+        state.credentials.put(key, principal)
+    return principal
+
+
+def _session_principal(user_id: int, version: int) -> Principal | None:
+    user = User.get_or_none(User.id == user_id)
+    if user is None or not user.is_active or user.session_version != version:
+        return None
+    return principal_for(user)
+
+
+async def _from_session(conn: HTTPConnection, session: dict[str, Any]) -> Principal | None:
+    try:
+        user_id = int(session["user_id"])
+        version = int(session.get("session_version", 0))
+    except (TypeError, ValueError):
+        return None
+    state = viewer_state(conn)
+    key = ("session", user_id, version)
+    principal = state.credentials.get(key)
+    if principal is None:
+        principal = await state.run_db(_session_principal, user_id, version)
+        if principal is None:
+            return None
+        state.credentials.put(key, principal)
+    return principal

@@ -1,0 +1,92 @@
+"""One place that maps errors to responses: JSON for `/api` and `/service`, a small HTML page otherwise."""
+
+from __future__ import annotations
+
+import html
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+
+from rtdp.errors import RtdpError, Unavailable
+
+log = logging.getLogger(__name__)
+
+JSON_PREFIXES = ("/api/", "/service/", "/realtime_data_processor/service/", "/readyz", "/healthz")
+CODES = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+         409: "conflict", 413: "too_large", 414: "uri_too_long", 503: "unavailable"}
+
+
+class ViewerError(RtdpError):
+    """Root of the errors the viewer raises itself (beyond the core's)."""
+
+
+class MethodNotAllowed(ViewerError):
+    code = "method_not_allowed"
+    status = 405
+
+
+class URITooLong(ViewerError):
+    code = "uri_too_long"
+    status = 414
+
+
+def wants_json(request: Request) -> bool:
+    return request.url.path.startswith(JSON_PREFIXES)
+
+
+def error_response(request: Request, status: int, body: dict[str, object], headers: dict[str, str]) -> Response:
+    if wants_json(request):
+        return JSONResponse(body, status_code=status, headers=headers)
+    message = html.escape(str(body.get("error", "error")))
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{status}</title></head>"
+        f"<body><h1>{status}</h1><p>{message}</p><p><a href=\"/\">Feeds</a></p></body></html>"
+    )
+    return HTMLResponse(page, status_code=status, headers=headers)
+
+
+async def rtdp_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RtdpError)
+    headers: dict[str, str] = {}
+    if isinstance(exc, Unavailable):
+        headers["Retry-After"] = str(exc.retry_after)
+    if exc.status == 401:
+        headers["WWW-Authenticate"] = 'Basic realm="rtdp", charset="UTF-8"'
+    status = exc.status if 400 <= exc.status < 600 else 500
+    return error_response(request, status, exc.as_dict(), headers)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    body: dict[str, object] = {"error": exc.detail, "code": CODES.get(exc.status_code, "error")}
+    return error_response(request, exc.status_code, body, dict(exc.headers or {}))
+
+
+async def server_error(request: Request, exc: Exception) -> Response:
+    # Logged with the traceback here; the client only learns that something broke.
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return error_response(request, 500, {"error": "internal server error", "code": "error"}, {})
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def exception_handlers(html: Handler | None = None) -> dict[Any, Handler]:
+    """The app's handlers; `html`, when given, renders errors for paths that are not JSON (the pages)."""
+
+    def choose(json_handler: Handler) -> Handler:
+        if html is None:
+            return json_handler
+
+        async def handle(request: Request, exc: Exception) -> Response:
+            if wants_json(request):
+                return await json_handler(request, exc)
+            return await html(request, exc)
+
+        return handle
+
+    return {RtdpError: choose(rtdp_error), HTTPException: choose(http_error), Exception: server_error}

@@ -1,0 +1,47 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from rtdp.models import database_proxy
+from viewer.state import viewer_state
+
+
+def _database_writable() -> bool:
+    db = database_proxy.obj
+    # A write transaction that changes nothing: proves the database takes writes (not locked, not read-only).
+    with db.atomic():
+        db.execute_sql("UPDATE schema_version SET version = version WHERE 1 = 0")
+    return True
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "alive"})
+
+
+async def readyz(request: Request) -> Response:
+    state = viewer_state(request)
+    mqtt_ok = state.publisher.connected
+    try:
+        db_ok = await state.run_db(_database_writable)
+    except Exception:  # noqa: BLE001 -- any database failure means "not ready", reported below
+        db_ok = False
+    body = {"status": "ready" if mqtt_ok and db_ok else "unavailable", "mqtt": mqtt_ok, "database": db_ok}
+    headers = {} if mqtt_ok and db_ok else {"Retry-After": "2"}
+    return JSONResponse(body, status_code=200 if mqtt_ok and db_ok else 503, headers=headers)
+
+
+async def metrics(request: Request) -> Response:
+    state = viewer_state(request)
+    return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+def health_routes() -> list[BaseRoute]:
+    return [
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]

@@ -1,0 +1,93 @@
+"""`GET /api/v1/feeds/<feed>/stream`: Server-Sent Events of stored points, resumable by Last-Event-ID.
+
+Order matters for "no gap, no duplicate": subscribe to the hub first, then replay from the database
+what came after Last-Event-ID, then pass live events, dropping any already replayed (id <= last sent).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rtdp.casts import XCast, y_json
+from rtdp.codec import Casts
+from rtdp.errors import InvalidInput
+from rtdp.models import Feed
+from rtdp.store import feed_casts, points_after
+from viewer.access import find_feed
+from viewer.auth import principal_from_request
+from viewer.hub import Subscription
+from viewer.state import ViewerState, viewer_state
+
+REPLAY_PAGE = 5000
+
+
+def _last_event_id(request: Request) -> int | None:
+    value = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
+    if value is None or value == "":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        raise InvalidInput("Last-Event-ID must be a point id (an integer)", field="last_event_id") from None
+    if number < 0:
+        raise InvalidInput("Last-Event-ID must not be negative", field="last_event_id")
+    return number
+
+
+def _event(point_id: int, axis: str, x: float, y: float, casts: Casts) -> ServerSentEvent:
+    x_value: float | int = int(x) if casts.x is XCast.INT else x
+    data = json.dumps({"id": point_id, "axis": axis, "x": x_value, "y": y_json(y, casts.y)})
+    return ServerSentEvent(data=data, event="point", id=str(point_id))
+
+
+async def _events(
+    state: ViewerState, feed: Feed, sub: Subscription, last_id: int | None
+) -> AsyncIterator[ServerSentEvent]:
+    casts = feed_casts(feed)
+    sent = -1
+    try:
+        if last_id is not None:
+            sent = last_id
+            while True:
+                rows = await state.run_db(points_after, feed, sent, REPLAY_PAGE)
+                for point_id, axis, x, y in rows:
+                    yield _event(point_id, axis, x, y, casts)
+                    sent = point_id
+                if len(rows) < REPLAY_PAGE:
+                    break
+        while True:
+            event = await sub.get()
+            if event is None:
+                return  # dropped for falling behind, or the server is stopping: the client resumes
+            if event.id <= sent:
+                continue
+            yield _event(event.id, event.axis, event.x, event.y, casts)
+            sent = event.id
+    finally:
+        # Also on cancellation (client gone): the subscription must not outlive the stream.
+        sub.close()
+
+
+async def stream_route(request: Request) -> Response:
+    """Live stored points of one feed; event `point`, id = point id, data `{"id","axis","x","y"}`."""
+    state = viewer_state(request)
+    principal = await principal_from_request(request)
+    last_id = _last_event_id(request)
+    feed = await state.run_db(find_feed, principal, request.path_params["feed"])
+    sub = state.hub.subscribe(feed.name)
+    headers: dict[str, Any] = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    response: Response = EventSourceResponse(
+        _events(state, feed, sub, last_id),
+        ping=state.settings.sse_heartbeat,
+        headers=headers,
+        # Runs even if the generator never started (client gone before the first byte).
+        background=BackgroundTask(sub.close),
+    )
+    return response
