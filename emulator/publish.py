@@ -47,10 +47,15 @@ class MqttPublisher:
         self.endpoint = endpoint
         self.qos = qos
         self.connected = threading.Event()
+        # Publishes handed to paho and PUBACKs received: close() waits for the difference to drain.
+        self._counts = threading.Condition()
+        self.sent = 0
+        self.acked = 0
         self.client = make_client(endpoint, client_id, clean_session=True, max_inflight=20)
         self.client.max_queued_messages_set(MAX_QUEUED)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -62,18 +67,36 @@ class MqttPublisher:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected.clear()
 
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
+        with self._counts:
+            self.acked += 1
+            self._counts.notify_all()
+
     def open(self) -> None:
         # connect_async + loop_start: a broker that is not up yet (rtdp serve starts it beside us) is retried.
         self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
         self.client.loop_start()
 
     def publish(self, feed: str, axis: str, x: float, y: float | bool) -> None:
+        counted = self.qos > 0
+        if counted:
+            # Counted before the call: the PUBACK may arrive on paho's thread before publish() returns.
+            # The lock is not held across publish(): paho's own callback lock would make that a deadlock.
+            with self._counts:
+                self.sent += 1
         info = self.client.publish(topic(feed, axis), payload(x, y), qos=self.qos)
         # NO_CONN with QoS 1 means queued for the reconnect, which is what a device would do.
         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            if counted:
+                with self._counts:
+                    self.sent -= 1
             raise PublishFailed(f"publish to {topic(feed, axis)} failed: {mqtt.error_string(info.rc)}")
 
-    def close(self) -> None:
+    def close(self, drain: float = 2.0) -> None:
+        """Give what is in flight a moment to be acknowledged (a stop loses nothing), then disconnect."""
+        if self.connected.is_set():
+            with self._counts:
+                self._counts.wait_for(lambda: self.acked >= self.sent, timeout=drain)
         self.client.disconnect()
         self.client.loop_stop()
 

@@ -22,7 +22,7 @@ from emulator.sources import SOURCES, Source
 from rtdp.accounts import create_token, get_user, principal_for
 from rtdp.database import open_database
 from rtdp.errors import Conflict, NotFound, RtdpError
-from rtdp.models import Axis, Feed, Token, User, database_proxy
+from rtdp.models import Feed, Token, User, database_proxy
 from rtdp.mqtt import Endpoint
 from rtdp.permissions import Access, allowed
 from rtdp.settings import Settings
@@ -270,9 +270,9 @@ class Emulator:
             self._throttle.warn(f"step:{source.name}", "emulator: %s failed to step: %s", source.name, exc)
             return
         self.steps[source.name] += 1
+        # A step is published and saved whole, even while stopping: the saved position then matches
+        # what was sent, so a restart neither repeats nor skips a point.
         for reading in readings:
-            if self._stop.is_set():
-                return
             try:
                 publisher.publish(source.feed, reading.axis, reading.x, reading.y)
             except PublishFailed as exc:
@@ -319,4 +319,4 @@ def run(
         emulator.stop()
 
 
-__all__ = ["Axis", "Emulator", "available_sources", "resolve_sources", "run"]
+

@@ -45,7 +45,7 @@ class Source:
         return {}
 
     def restore(self, state: State) -> None:
-        """Take back a state saved by `state()`; unknown or malformed values leave the default."""
+        """Take back a state saved by `state()`; unknown or malformed values leave the current one."""
 
 
 def _float(state: State, key: str, default: float) -> float:
@@ -89,7 +89,7 @@ class SineSource(Source):
         return {"t": self.t}
 
     def restore(self, state: State) -> None:
-        self.t = _float(state, "t", 0.0)
+        self.t = _float(state, "t", self.t)
 
 
 class _Toggle(Source):
@@ -206,7 +206,7 @@ class RandomWalkSource(Source):
         return {"value": self.value}
 
     def restore(self, state: State) -> None:
-        self.value = min(self.high, max(self.low, _float(state, "value", self.mean)))
+        self.value = min(self.high, max(self.low, _float(state, "value", self.value)))
 
 
 SourceFactory = Callable[..., Source]
