@@ -1,0 +1,315 @@
+"""The bridge service: the MQTT subscription feeding the batching writer, and the process entry point.
+
+Threads (the boundary is the bounded queue):
+- paho's network thread (loop_start) runs the callbacks. `on_message` only wraps the message and puts
+  it on the queue; when the queue is full it blocks, so paho stops reading the socket and the broker
+  holds the rest (back-pressure; a QoS 1 message is never dropped here).
+- the writer thread takes batches off the queue, stores them (bridge.writer), then acknowledges them
+  and publishes what was stored and what was rejected.
+
+Calling paho from the writer thread: `ack()` and `publish()` only append a packet to paho's outgoing
+deque (a thread-safe append) and wake the network thread through its socket pair (paho 2.2,
+`Client._packet_queue`); with loop_start they never write to the socket themselves. publish() takes
+paho's `_out_message_mutex`. So both are safe to call from the writer thread, and neither blocks, which
+matters: the network thread may be blocked in on_message waiting for the writer to free queue space.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+
+import paho.mqtt.client as mqtt
+import peewee as pw
+from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from bridge.errors import BridgeError
+from bridge.ratelimit import RateLimitedLog
+from bridge.stats import Stats
+from bridge.writer import Incoming, Notice, Writer
+from rtdp.accounts import ServiceAccount
+from rtdp.database import open_database
+from rtdp.models import database_proxy
+from rtdp.mqtt import Endpoint, make_client
+from rtdp.settings import Settings
+
+log = logging.getLogger("rtdp.bridge")
+
+# `feeds/#` rather than `feeds/+/+`: a topic of the wrong depth must reach the bridge to be reported
+# on the errors topic instead of vanishing unseen.
+FEEDS_FILTER = "feeds/#"
+# Our own QoS 1 publishes (stored/errors notices) waiting in paho: well below the 65,535 message ids.
+MAX_OUTGOING = 10_000
+NOTICE_QOS = 1
+KEEPALIVE = 30
+# When the queue runs dry, wait this long for more before committing: a burst being parsed by the
+# network thread still lands in the same batch.
+LINGER = 0.002
+PUT_POLL = 0.5
+
+
+def subscription_filter(share_group: str | None) -> str:
+    return f"$share/{share_group}/{FEEDS_FILTER}" if share_group else FEEDS_FILTER
+
+
+def _estimated_points(payload: bytes) -> int:
+    """Points in a payload, estimated without decoding (batches are bounded by points, roughly)."""
+    head = payload[:1]
+    if head == b"[":
+        return max(1, payload.count(b"{"))
+    return payload.count(b"\n") + 1
+
+
+class Bridge:
+    """Subscribes to `feeds/#` (or `$share/<group>/feeds/#`) with a persistent session and stores points.
+
+    `start()` connects in the background (reconnecting with back-off for as long as it runs);
+    `stop()` drains: the batch in hand and what is queued (up to one batch) are committed and
+    acknowledged before disconnecting. Anything not acknowledged is redelivered by the broker later.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        endpoint: Endpoint,
+        client_id: str,
+        db: pw.Database | pw.DatabaseProxy | None = None,
+    ) -> None:
+        self.settings = settings
+        self.endpoint = endpoint
+        self.client_id = client_id
+        self.stats = Stats()
+        self.subscription = subscription_filter(settings.share_group)
+        self.ready = threading.Event()  # set while connected and subscribed
+        self._db = db if db is not None else database_proxy
+        self._writer = Writer(self._db, settings, self.stats)  # type: ignore[arg-type]
+        self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=settings.max_inflight)
+        self._stopping = threading.Event()
+        self._abandon = threading.Event()
+        self._closed = threading.Event()
+        self._generation = 0
+        self._thread: threading.Thread | None = None
+        self._ratelog = RateLimitedLog(log)
+        self._client = make_client(
+            endpoint, client_id, clean_session=False, manual_ack=True, max_inflight=min(settings.max_inflight, 1000)
+        )
+        self._client.max_queued_messages_set(MAX_OUTGOING)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background and start the writer thread."""
+        if self._thread is not None:
+            raise BridgeError("bridge already started")
+        self._thread = threading.Thread(target=self._run_writer, name="rtdp-bridge-writer", daemon=True)
+        self._thread.start()
+        try:
+            self._client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=KEEPALIVE)
+        except (OSError, ValueError) as exc:
+            where = f"{self.endpoint.host}:{self.endpoint.port}"
+            raise BridgeError(f"cannot connect to the broker at {where}: {exc}") from None
+        # loop_start retries the first connection too, with reconnect_delay_set's back-off.
+        self._client.loop_start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Drain and disconnect. If the database stays unavailable for `timeout` seconds, give up on the
+        batch in hand (it is not acknowledged, so the broker redelivers it to the next session)."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.warning("bridge: database still failing after %.0fs; stopping without committing", timeout)
+                self._abandon.set()
+                self._thread.join()
+        self._closed.set()
+        self._client.disconnect()
+        self._client.loop_stop()
+        self.ready.clear()
+
+    # -- paho's network thread -------------------------------------------------------------------
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            self._ratelog.log(logging.ERROR, "connect", "bridge: broker refused the connection: %s", reason_code)
+            return
+        self._generation += 1
+        self.stats.connects += 1
+        # Always resubscribe, even with session_present: amqtt can lose a session's subscriptions
+        # (a CONNECT reusing our client id with a wrong password wipes them without disconnecting us).
+        result, _ = client.subscribe(self.subscription, qos=1)
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.error("bridge: subscribe failed: %s", mqtt.error_string(result))
+        log.info("bridge: connected to %s:%d as %s", self.endpoint.host, self.endpoint.port, self.client_id)
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if any(code.is_failure for code in reason_codes):
+            log.error("bridge: the broker refused the subscription to %s", self.subscription)
+            return
+        self.ready.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: object,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self.ready.clear()
+        if not self._closed.is_set():
+            self._ratelog.log(logging.WARNING, "disconnect", "bridge: lost the broker (%s); reconnecting", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        self.stats.received += 1
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:
+            topic = message._topic.decode("utf-8", errors="replace")
+        item = Incoming(
+            topic, bytes(message.payload), message.mid, message.qos, bool(message.retain), time.time(), self._generation
+        )
+        while True:
+            try:
+                self._queue.put(item, timeout=PUT_POLL)
+                return
+            except queue.Full:
+                if self._closed.is_set():
+                    return  # not acknowledged: the broker redelivers it to our next session
+
+    # -- the writer thread -----------------------------------------------------------------------
+
+    def _run_writer(self) -> None:
+        try:
+            while not self._stopping.is_set():
+                batch = self._collect(wait=0.2)
+                if batch:
+                    self._flush(batch)
+            # Drain: what is queued now (up to one batch); later arrivals stay unacknowledged.
+            batch = self._collect(wait=0.0)
+            if batch:
+                self._flush(batch)
+        except Exception:
+            log.exception("bridge: writer thread failed")
+            raise
+        finally:
+            try:
+                self._db.close()
+            except Exception:  # noqa: BLE001 -- closing this thread's connection at exit; nothing to do if it fails
+                pass
+
+    def _collect(self, wait: float) -> list[Incoming]:
+        """Up to batch_size points (estimated) and batch_interval seconds of messages; returns as soon
+        as the queue stays empty for LINGER, so under light load points are stored right away and under
+        heavy load batches grow by themselves while the previous commit runs."""
+        try:
+            first = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
+        except queue.Empty:
+            return []
+        batch = [first]
+        points = _estimated_points(first.payload)
+        deadline = time.monotonic() + self.settings.batch_interval
+        limit = self.settings.batch_size
+        while points < limit:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or wait == 0:
+                    break
+                try:
+                    item = self._queue.get(timeout=min(LINGER, remaining))
+                except queue.Empty:
+                    break
+            batch.append(item)
+            points += _estimated_points(item.payload)
+        return batch
+
+    def _flush(self, batch: list[Incoming]) -> None:
+        result = self._writer.write(batch, abandon=self._abandon)
+        if result is None:
+            return
+        generation = self._generation
+        client = self._client
+        for item in batch:
+            # A message id belongs to the connection that delivered it; after a reconnect the broker
+            # redelivers that message anyway (the (axis, x) upsert makes the second copy harmless).
+            if item.qos > 0 and item.generation == generation:
+                client.ack(item.mid, item.qos)
+        for notice in result.notices:
+            self._publish(notice)
+
+    def _publish(self, notice: Notice) -> None:
+        info = self._client.publish(notice.topic, notice.payload, qos=NOTICE_QOS)
+        # NO_CONN with QoS 1 means queued for the next connection; QUEUE_SIZE means dropped.
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            self.stats.publish_dropped += 1
+            self._ratelog.log(
+                logging.WARNING, "publish", "bridge: notice on %s not sent: %s",
+                notice.topic, mqtt.error_string(info.rc),
+            )
+
+
+def default_client_id(settings: Settings) -> str:
+    """A stable client id for an external broker: the persistent session must be found again after a
+    restart. Two bridges on one host in the same share group need distinct `client_id` settings."""
+    host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:40]
+    return f"rtdp-bridge-{settings.share_group or 'main'}-{host}"
+
+
+def connection_for(settings: Settings) -> tuple[Endpoint, str]:
+    """Where the bridge connects and with which client id."""
+    if settings.broker is not None:
+        return Endpoint.of(settings.broker), settings.client_id or default_client_id(settings)
+    account = ServiceAccount.load_or_create(settings.data_dir)
+    endpoint = Endpoint.of(settings.mqtt, account.username, account.password)
+    return endpoint, settings.client_id or account.client_id("bridge")
+
+
+def run(settings: Settings) -> None:
+    """`rtdp bridge`: store points until SIGINT or SIGTERM, then drain and exit."""
+    db = open_database(settings.database_url)
+    endpoint, client_id = connection_for(settings)
+    bridge = Bridge(settings, endpoint, client_id, db)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        bridge.start()
+        log.info("bridge: subscribing to %s at %s:%d", bridge.subscription, endpoint.host, endpoint.port)
+        while not stop.wait(1.0):
+            pass
+        log.info("bridge: stopping (draining the current batch)")
+    finally:
+        bridge.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        db.close()
+    log.info("bridge: stopped; %s", bridge.stats.as_dict())

@@ -1,0 +1,226 @@
+"""The batching writer: messages in, one transaction out. Knows the database and the codec, not MQTT.
+
+Everything a batch needs is recomputed from the raw messages on every attempt (routes, decoding), so a
+retry after a database failure, or after a cached axis turned out to be gone, starts clean.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import peewee as pw
+
+from bridge.errors import Rejected
+from bridge.ratelimit import RateLimitedLog
+from bridge.routes import Route, Routes, errors_topic_for
+from bridge.stats import Stats
+from rtdp import codec, store
+from rtdp.casts import y_json
+from rtdp.codec import Sample
+from rtdp.errors import InvalidInput
+from rtdp.models import Rejection
+from rtdp.settings import Settings
+from rtdp.topic import stored_topic
+
+log = logging.getLogger("rtdp.bridge")
+
+# The Rejection table keeps about this many recent rows (a dashboard needs the latest, not all).
+REJECTIONS_KEPT = 10_000
+PAYLOAD_SHOWN = 200
+BACKOFF_MIN = 0.1
+BACKOFF_MAX = 5.0
+
+# Errors that mean "the database is not there right now" (locked, restarting, connection killed):
+# retrying the same batch is right. Other database errors may be caused by the data itself.
+UNAVAILABLE = (pw.OperationalError, pw.InterfaceError)
+DATABASE_ERRORS = (pw.DatabaseError, pw.InterfaceError)
+
+
+@dataclass(frozen=True, slots=True)
+class Incoming:
+    """A message as paho's network thread handed it over."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    retain: bool
+    arrived: float
+    # Which connection delivered it: a message id means nothing to the broker after a reconnect.
+    generation: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """One message to publish after the commit."""
+
+    topic: str
+    payload: bytes
+
+
+@dataclass
+class BatchResult:
+    stored_points: int = 0
+    stored_messages: int = 0
+    notices: list[Notice] = field(default_factory=list)
+    rejected: int = 0
+
+
+@dataclass(slots=True)
+class _Prepared:
+    message: Incoming
+    route: Route | None = None
+    samples: list[Sample] | None = None
+    rejection: Rejected | None = None
+
+
+class Writer:
+    """Turns batches of messages into stored points and rejections. Runs on one thread."""
+
+    def __init__(self, db: pw.Database, settings: Settings, stats: Stats, routes: Routes | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.tz = settings.tz
+        self.stats = stats
+        self.routes = routes or Routes()
+        self.ratelog = RateLimitedLog(log)
+
+    def write(self, messages: Sequence[Incoming], abandon: threading.Event | None = None) -> BatchResult | None:
+        """Store `messages` in one transaction, retrying with back-off while the database is unavailable.
+
+        Returns None only if `abandon` was set before a commit succeeded (nothing is stored; do not ack).
+        """
+        delay = BACKOFF_MIN
+        data_failures = 0
+        while True:
+            try:
+                return self._attempt(messages, isolate=data_failures >= 2)
+            except DATABASE_ERRORS as exc:
+                self.stats.db_failures += 1
+                if not isinstance(exc, UNAVAILABLE):
+                    data_failures += 1
+                self.ratelog.log(
+                    logging.WARNING, "db", "database write failed, retrying in %.1fs: %s: %s",
+                    delay, type(exc).__name__, str(exc).strip()[:200],
+                )
+                self._reset()
+            if abandon is not None and abandon.wait(delay):
+                return None
+            if abandon is None:
+                time.sleep(delay)
+            delay = min(delay * 2, BACKOFF_MAX)
+
+    def _reset(self) -> None:
+        # A killed PostgreSQL backend leaves a dead connection; the next attempt opens a new one. The
+        # route cache goes too: a foreign-key error means a cached axis was deleted.
+        self.routes.clear()
+        try:
+            self.db.close()
+        except Exception:  # noqa: BLE001 -- closing a broken connection may fail in any way; we drop it anyway
+            pass
+
+    def _prepare(self, message: Incoming) -> _Prepared:
+        prepared = _Prepared(message)
+        try:
+            route = self.routes.resolve(message.topic)
+            # A retained message comes again on every subscribe: with no x of its own it would be stored
+            # again at a new time. NaN as "now" marks the samples that took the default x.
+            now = math.nan if message.retain else message.arrived
+            samples = codec.decode(
+                message.payload, route.casts, now=now, tz=self.tz, max_size=self.settings.max_payload
+            )
+            if message.retain and any(math.isnan(s.x) for s in samples):
+                raise Rejected(
+                    "retained_without_x",
+                    "retained message without its own x: it would be stored again on every subscribe; "
+                    "publish with retain off, or include x",
+                )
+            prepared.route = route
+            prepared.samples = samples
+        except Rejected as exc:
+            prepared.rejection = exc
+        except InvalidInput as exc:
+            prepared.rejection = Rejected(exc.code, exc.message, **exc.detail)
+        return prepared
+
+    def _attempt(self, messages: Sequence[Incoming], *, isolate: bool) -> BatchResult:
+        self.db.connect(reuse_if_open=True)
+        prepared = [self._prepare(m) for m in messages]
+        if isolate:
+            return self._isolated(prepared)
+        started = time.perf_counter()
+        with self.db.atomic():
+            stored = self._commit(prepared)
+        return self._result(prepared, stored, time.perf_counter() - started)
+
+    def _isolated(self, prepared: list[_Prepared]) -> BatchResult:
+        """Last resort after repeated data errors: one transaction per message, so one message the
+        database refuses (not one the codec refused) cannot block the rest forever."""
+        stored: list[store.StoredPoint] = []
+        started = time.perf_counter()
+        for item in prepared:
+            try:
+                with self.db.atomic():
+                    stored.extend(self._commit([item]))
+            except UNAVAILABLE:
+                raise
+            except pw.DatabaseError as exc:
+                item.rejection = Rejected("database", f"the database refused the points: {str(exc).strip()[:200]}")
+                item.samples = None
+                with self.db.atomic():
+                    self._commit([item])
+        stored.sort(key=lambda p: p.id)
+        return self._result(prepared, stored, time.perf_counter() - started)
+
+    def _commit(self, prepared: list[_Prepared]) -> list[store.StoredPoint]:
+        received = time.time()
+        pairs = [(p.route.axis_id, s) for p in prepared if p.route is not None and p.samples for s in p.samples]
+        stored = store.write_points(pairs, received_at=received)
+        rows = []
+        for p in prepared:
+            if p.rejection is not None:
+                _, feed, axis = errors_topic_for(p.message.topic)
+                rows.append({"feed": feed, "axis": axis, "reason": p.rejection.message[:1000], "at": received})
+        if rows:
+            Rejection.insert_many(rows).execute()
+            newest = Rejection.select(pw.fn.MAX(Rejection.id)).scalar() or 0
+            if newest > REJECTIONS_KEPT:
+                Rejection.delete().where(Rejection.id <= newest - REJECTIONS_KEPT).execute()
+        return stored
+
+    def _result(self, prepared: list[_Prepared], stored: list[store.StoredPoint], seconds: float) -> BatchResult:
+        result = BatchResult(stored_points=len(stored))
+        by_axis: dict[int, Route] = {}
+        for p in prepared:
+            if p.rejection is not None:
+                result.rejected += 1
+                result.notices.append(self._rejection_notice(p.message, p.rejection))
+            elif p.route is not None:
+                result.stored_messages += 1
+                by_axis[p.route.axis_id] = p.route
+        by_feed: dict[str, list[dict[str, object]]] = {}
+        for point in stored:
+            route = by_axis[point.axis_id]
+            by_feed.setdefault(route.feed, []).append(
+                {"id": point.id, "axis": route.axis, "x": point.x, "y": y_json(point.y, route.y_cast)}
+            )
+        for feed, points in by_feed.items():
+            result.notices.append(Notice(stored_topic(feed), json.dumps(points, separators=(",", ":")).encode()))
+        self.stats.record_batch(len(stored), result.stored_messages, seconds)
+        return result
+
+    def _rejection_notice(self, message: Incoming, rejection: Rejected) -> Notice:
+        topic, _, _ = errors_topic_for(message.topic)
+        self.stats.rejected[rejection.code] += 1
+        self.ratelog.log(
+            logging.INFO, rejection.code, "rejected a message on %r: %s", message.topic[:120], rejection.message
+        )
+        shown = message.payload[: PAYLOAD_SHOWN * 4].decode("utf-8", errors="replace")[:PAYLOAD_SHOWN]
+        body = {**rejection.as_dict(), "topic": message.topic[:256], "payload": shown}
+        return Notice(topic, json.dumps(body, separators=(",", ":"), default=str).encode())

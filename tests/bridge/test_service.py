@@ -1,0 +1,159 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from rtdp.models import Axis, Point, Rejection, User
+from tests.bridge.conftest import BridgeHarness, make_feed
+from tests.support.env import wait_for
+
+
+def test_every_payload_form_is_stored(harness: BridgeHarness, owner: User) -> None:
+    make_feed(owner, "f", x_cast="float", y_cast="float")
+    make_feed(owner, "t")  # datetime x: a bare value takes the delivery time
+    harness.start()
+    pub = harness.publisher
+    pub.send("feeds/t/a", "3.25")
+    pub.send("feeds/f/a", '{"x": 1, "y": 1.5}')
+    pub.send("feeds/f/a", '[{"x": 2, "y": 2.5}, {"x": 3, "y": 3.5}]')
+    pub.send("feeds/f/a", "4,4.5\n5,5.5\n")
+    pub.send("feeds/t/a", '{"x": "2014-11-22 10:50:42.189000", "y": 7}')
+    wait_for(lambda: len(harness.points("f", "a")) == 5, what="5 points on f/a")
+    assert harness.points("f", "a") == [(1, 1.5), (2, 2.5), (3, 3.5), (4, 4.5), (5, 5.5)]
+    wait_for(lambda: len(harness.points("t", "a")) == 2, what="2 points on t/a")
+    ys = sorted(y for _, y in harness.points("t", "a"))
+    assert ys == [3.25, 7.0]
+    assert (1416653442.189, 7.0) in harness.points("t", "a")
+    wait_for(lambda: len(harness.notices.stored("f")) == 5, what="5 stored points announced")
+    flat = harness.notices.stored("f")
+    assert sorted(p["x"] for p in flat) == [1, 2, 3, 4, 5]
+    ids = {row.x: row.id for row in Point.select()}
+    assert all(p["id"] == ids[p["x"]] and p["axis"] == "a" for p in flat)
+
+
+def test_int_and_bool_feeds_publish_typed_y(harness: BridgeHarness, owner: User) -> None:
+    make_feed(owner, "i", x_cast="int", y_cast="int")
+    make_feed(owner, "b", x_cast="int", y_cast="bool")
+    harness.start()
+    harness.publisher.send("feeds/i/a", '{"x": 1, "y": 3}')
+    harness.publisher.send("feeds/b/door", "1,open")
+    assert harness.notices.wait("rtdp/stored/i")[0][0]["y"] == 3
+    assert isinstance(harness.notices.wait("rtdp/stored/i")[0][0]["y"], int)
+    assert harness.notices.wait("rtdp/stored/b")[0][0]["y"] == 1
+
+
+def test_batch_with_one_bad_element_is_rejected_whole(harness: BridgeHarness, owner: User) -> None:
+    make_feed(owner, "f", x_cast="float")
+    harness.start()
+    harness.publisher.send("feeds/f/a", '[{"x": 1, "y": 1}, {"x": 2, "y": "abc"}, {"x": 3, "y": 3}]')
+    error = harness.notices.wait("rtdp/errors/f/a")[0]
+    assert error["index"] == 1
+    assert "element 1" in error["error"]
+    assert error["topic"] == "feeds/f/a"
+    assert error["payload"].startswith('[{"x": 1')
+    assert harness.points("f", "a") == []
+
+
+# (topic, payload, errors topic, code): each rejected, nothing stored, the bridge goes on.
+REJECTED = [
+    ("feeds/f", "1", "rtdp/errors/f/~", "bad_topic"),
+    ("feeds/f/a/b", "1", "rtdp/errors/f/~", "bad_topic"),
+    ("feeds/f/bad axis!", "1", "rtdp/errors/f/~", "bad_topic"),
+    ("feeds/bad feed!/a", "1", "rtdp/errors/~/~", "bad_topic"),
+    ("feeds/f/a", "NaN", "rtdp/errors/f/a", "invalid"),
+    ("feeds/f/a", '{"y": NaN}', "rtdp/errors/f/a", "invalid"),
+    ("feeds/i/a", "3.5", "rtdp/errors/i/a", "invalid"),
+    ("feeds/f/a", '{"x": "the day after tomorrow", "y": 1}', "rtdp/errors/f/a", "invalid"),
+    ("feeds/b/a", "maybe", "rtdp/errors/b/a", "invalid"),
+    ("feeds/f/a", "", "rtdp/errors/f/a", "invalid"),
+    ("feeds/f/a", "9" * 5000, "rtdp/errors/f/a", "too_large"),
+    ("feeds/f/a", '{"y": 1', "rtdp/errors/f/a", "invalid"),
+    ("feeds/nosuchfeed/a", "1", "rtdp/errors/nosuchfeed/a", "unknown_feed"),
+]
+
+
+@pytest.mark.parametrize(("topic", "payload", "errors", "code"), REJECTED)
+def test_bad_messages_are_reported_and_change_nothing(
+    harness: BridgeHarness, owner: User, topic: str, payload: str, errors: str, code: str
+) -> None:
+    make_feed(owner, "f")
+    make_feed(owner, "i", y_cast="int")
+    make_feed(owner, "b", y_cast="bool")
+    bridge = harness.start()
+    harness.publisher.send(topic, payload)
+    error = harness.notices.wait(errors)[0]
+    assert error["code"] == code
+    assert error["topic"] == topic
+    assert len(error["payload"]) <= 200
+    assert Point.select().count() == 0
+    assert bridge.stats.rejected[code] == 1
+    wait_for(lambda: Rejection.select().count() == 1, what="the rejection recorded")
+    # Still running: a good message after the bad one is stored.
+    harness.publisher.send("feeds/f/ok", "1.5")
+    wait_for(lambda: harness.points("f", "ok"), what="good point after a bad one")
+
+
+def test_axis_is_created_for_an_existing_feed_only(harness: BridgeHarness, owner: User) -> None:
+    feed = make_feed(owner, "f")
+    harness.start()
+    harness.publisher.send("feeds/f/new_axis", "2")
+    harness.publisher.send("feeds/ghost/new_axis", "2")
+    wait_for(lambda: harness.points("f", "new_axis"), what="point on the new axis")
+    axis = Axis.get((Axis.feed == feed.id) & (Axis.name == "new_axis"))
+    assert axis.point_count == 1 and axis.last_y == 2
+    assert "no feed named 'ghost'" in harness.notices.wait("rtdp/errors/ghost/new_axis")[0]["error"]
+    assert Axis.select().count() == 1
+
+
+def test_same_x_replaces_so_redelivery_is_harmless(harness: BridgeHarness, owner: User) -> None:
+    make_feed(owner, "f", x_cast="float")
+    harness.start()
+    harness.publisher.send("feeds/f/a", '{"x": 10, "y": 1}')
+    first = harness.notices.wait("rtdp/stored/f")[0][0]
+    harness.publisher.send("feeds/f/a", '{"x": 10, "y": 2}')
+    second = harness.notices.wait("rtdp/stored/f", 2)[1][0]
+    assert harness.points("f", "a") == [(10, 2)]
+    assert second["id"] > first["id"]
+
+
+def test_retained_message_needs_its_own_x(harness: BridgeHarness, owner: User) -> None:
+    make_feed(owner, "f")
+    # Retained before the bridge subscribes, so Mosquitto delivers them with retain=1.
+    harness.publisher.send("feeds/f/no_x", "5", retain=True)
+    harness.publisher.send("feeds/f/with_x", '{"x": 1416653442, "y": 6}', retain=True)
+    harness.start()
+    error = harness.notices.wait("rtdp/errors/f/no_x")[0]
+    assert error["code"] == "retained_without_x"
+    wait_for(lambda: harness.points("f", "with_x") == [(1416653442, 6)], what="retained point with x")
+    # A new subscription gets the retained messages again: still one point each time.
+    harness.stop()
+    harness.start("another-bridge")
+    harness.notices.wait("rtdp/errors/f/no_x", 2)
+    harness.notices.wait("rtdp/stored/f", 2)
+    assert harness.points("f", "with_x") == [(1416653442, 6)]
+    assert harness.points("f", "no_x") == []
+
+
+def test_messages_published_while_the_bridge_is_away_are_stored(harness: BridgeHarness, owner: User) -> None:
+    make_feed(owner, "f", x_cast="int")
+    harness.start()
+    harness.stop()  # the persistent session stays on the broker
+    for i in range(50):
+        harness.publisher.send("feeds/f/a", json.dumps({"x": i, "y": i}))
+    harness.start()
+    wait_for(lambda: len(harness.points("f", "a")) == 50, what="50 queued points")
+
+
+def test_stop_drains_and_acknowledges(harness: BridgeHarness, owner: User) -> None:
+    make_feed(owner, "f", x_cast="int")
+    bridge = harness.start()
+    for i in range(200):
+        harness.publisher.client.publish("feeds/f/a", json.dumps({"x": i, "y": i}), qos=1)
+    wait_for(lambda: bridge.stats.received >= 1, what="first message in")
+    harness.stop()
+    stored = len(harness.points("f", "a"))
+    # Whatever was not stored was not acknowledged: the next session gets it.
+    harness.start()
+    wait_for(lambda: len(harness.points("f", "a")) == 200, what="all 200 points")
+    assert stored <= 200
