@@ -1,0 +1,212 @@
+from __future__ import annotations
+
+import signal
+import threading
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from rtdp.models import Axis, Feed
+from rtdp.settings import Settings
+from tests.support.env import wait_for
+from tests.support.mosquitto import Mosquitto
+from tests.viewer.conftest import Watcher, World, basic, bearer, ready
+from viewer.app import create_app
+
+URL = "/service/feed_input.json"
+
+
+def test_point_is_published_and_acknowledged(client: TestClient, world: World, watcher: Watcher) -> None:
+    response = client.get(f"{URL}/feed_a/axis_a00?x=1&y=7", headers=basic("ep@nothing.com", "1234"))
+    assert response.status_code == 200, response.text
+    assert response.json() == {"feed": "feed_a", "axis": "axis_a00", "x": 1, "y": 7}
+    # The canonical payload (x always present) reached the broker.
+    assert wait_for(lambda: watcher.payloads("feeds/feed_a/axis_a00")) == [[{"x": 1.0, "y": 7.0}]]
+
+
+def test_original_prefix_bearer_and_form_post(client: TestClient, world: World, watcher: Watcher) -> None:
+    response = client.post(
+        f"/realtime_data_processor{URL}/feed_t/temp",
+        data={"x": "2014-11-22 10:50:42.189000", "y": "21.5"},
+        headers=bearer(world.ep_token),
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["x"] == pytest.approx(1416653442.189)
+    response = client.post(f"{URL}/feed_t/temp", json={"y": 3}, headers=basic("anyone", world.ep_token))
+    assert response.status_code == 200, response.text
+    assert wait_for(lambda: len(watcher.payloads("feeds/feed_t/temp")) == 2)
+
+
+def test_missing_x_on_datetime_feed_is_now(client: TestClient, world: World, watcher: Watcher) -> None:
+    response = client.get(f"{URL}/feed_t/temp?y=1.5", headers=bearer(world.ep_token))
+    assert response.status_code == 200
+    [[sent]] = wait_for(lambda: watcher.payloads("feeds/feed_t/temp"))
+    assert sent["x"] == response.json()["x"]  # the viewer fixed x, so a redelivery is idempotent
+
+
+@pytest.mark.parametrize(
+    ("path", "query", "field"),
+    [
+        ("feed_a/axis_a00", "x=1&y=3.5", "y"),
+        ("feed_a/axis_a00", "x=1&y=nan", "y"),
+        ("feed_t/temp", "y=inf", "y"),
+        ("feed_t/temp", "y=NaN", "y"),
+        ("feed_t/temp", "x=2014-13-45&y=1", "x"),
+        ("feed_t/temp", "x=yesterday&y=1", "x"),
+        ("feed_a/axis_a00", "x=1", "y"),
+        ("feed_a/axis_a00", "y=1", "x"),
+        ("feed_a/axis_a00", "x=1.5&y=1", "x"),
+        ("bad%20feed/axis_a00", "x=1&y=1", "feed"),
+        ("feed_a/a+b", "x=1&y=1", "axis"),
+        ("feed_a/" + "a" * 65, "x=1&y=1", "axis"),
+    ],
+)
+def test_bad_input_is_400_naming_the_field(
+    client: TestClient, world: World, watcher: Watcher, path: str, query: str, field: str
+) -> None:
+    response = client.get(f"{URL}/{path}?{query}", headers=bearer(world.ep_token))
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["code"] == "invalid"
+    assert body["field"] == field
+    assert "Traceback" not in response.text
+    assert watcher.payloads("feeds/feed_a/axis_a00") == []
+
+
+def test_non_bool_for_bool_feed(client: TestClient, world: World) -> None:
+    from rtdp.store import create_feed
+
+    create_feed("switch", world.ep, y_cast="bool")
+    ok = client.get(f"{URL}/switch/door?y=open", headers=bearer(world.ep_token))
+    assert ok.status_code == 200 and ok.json()["y"] == 1
+    bad = client.get(f"{URL}/switch/door?y=maybe", headers=bearer(world.ep_token))
+    assert bad.status_code == 400 and bad.json()["field"] == "y"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        basic("ep@nothing.com", "wrong"),
+        basic("nobody@nothing.com", "1234"),
+        bearer("rtdp_not_a_real_token"),
+        {"Authorization": "Basic !!!"},
+        {"Authorization": "Digest abc"},
+    ],
+)
+def test_missing_or_wrong_credentials_are_401(client: TestClient, world: World, headers: dict[str, str]) -> None:
+    response = client.get(f"{URL}/feed_a/axis_a00?x=1&y=1", headers=headers)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Basic")
+    assert response.json()["code"] == "unauthenticated"
+
+
+def test_permissions(client: TestClient, world: World) -> None:
+    query = "x=1&y=1"
+    # A token limited to another feed, a read-only token, another user: 403.
+    assert client.get(f"{URL}/feed_a/axis_a00?{query}", headers=bearer(world.ep_other_feed_token)).status_code == 403
+    assert client.get(f"{URL}/feed_a/axis_a00?{query}", headers=bearer(world.ep_read_token)).status_code == 403
+    assert client.get(f"{URL}/feed_a/axis_a00?{query}", headers=basic("ap@nothing.com", "1234")).status_code == 403
+    assert client.get(f"{URL}/feed_a/axis_a00?{query}", headers=bearer(world.ap_token)).status_code == 403
+    # The limited token writes its own feed; the admin writes anyone's.
+    assert client.get(f"{URL}/feed_t/temp?y=1", headers=bearer(world.ep_other_feed_token)).status_code == 200
+    assert client.get(f"{URL}/feed_a/axis_a00?{query}", headers=bearer(world.admin_token)).status_code == 200
+
+
+def test_auto_create_makes_the_caller_owner(client: TestClient, world: World, watcher: Watcher) -> None:
+    response = client.get(f"{URL}/brand_new/first?y=1", headers=basic("ap@nothing.com", "1234"))
+    assert response.status_code == 200, response.text
+    feed = Feed.get(Feed.name == "brand_new")
+    assert feed.owner_id == world.ap.id
+    assert Axis.select().where((Axis.feed == feed.id) & (Axis.name == "first")).exists()
+    # A new axis of an existing feed as well.
+    assert client.get(f"{URL}/feed_a/axis_new?x=1&y=2", headers=bearer(world.ep_token)).status_code == 200
+    # A feed-limited token may not create feeds.
+    assert client.get(f"{URL}/other_new/a?y=1", headers=bearer(world.ep_other_feed_token)).status_code == 403
+
+
+def test_auto_create_off(settings: Settings, watcher: Watcher) -> None:
+    with TestClient(create_app(settings.replace(auto_create=False))) as client:
+        wait_for(lambda: ready(client))
+        from tests.viewer.conftest import make_world
+
+        world = make_world()
+        missing_feed = client.get(f"{URL}/nope/a?y=1", headers=bearer(world.ep_token))
+        assert missing_feed.status_code == 404 and missing_feed.json()["code"] == "not_found"
+        missing_axis = client.get(f"{URL}/feed_t/nope?y=1", headers=bearer(world.ep_token))
+        assert missing_axis.status_code == 404
+        assert not Feed.select().where(Feed.name == "nope").exists()
+        assert client.get(f"{URL}/feed_t/temp?y=1", headers=bearer(world.ep_token)).status_code == 200
+
+
+def test_405_413_414(client: TestClient, world: World, settings: Settings) -> None:
+    headers = bearer(world.ep_token)
+    assert client.put(f"{URL}/feed_t/temp?y=1", headers=headers).status_code == 405
+    assert client.delete(f"{URL}/feed_t/temp?y=1", headers=headers).json()["code"] == "method_not_allowed"
+    big = b"y=1&pad=" + b"a" * (settings.max_payload + 1)
+    response = client.post(
+        f"{URL}/feed_t/temp", content=big, headers={**headers, "Content-Type": "application/x-www-form-urlencoded"}
+    )
+    assert response.status_code == 413 and response.json()["code"] == "too_large"
+    huge = client.get(f"{URL}/feed_t/temp?y=1&pad={'a' * 9000}", headers=headers)
+    assert huge.status_code == 414
+
+
+def test_metrics_count_outcomes(client: TestClient, world: World) -> None:
+    client.get(f"{URL}/feed_t/temp?y=1", headers=bearer(world.ep_token))
+    client.get(f"{URL}/feed_t/temp?y=x", headers=bearer(world.ep_token))
+    text = client.get("/metrics").text
+    assert 'rtdp_http_ingest_total{outcome="accepted"} 1.0' in text
+    assert 'rtdp_http_ingest_total{outcome="invalid"} 1.0' in text
+    assert "rtdp_http_pending_publishes 0.0" in text
+
+
+def test_broker_down_is_503_and_not_ready(client: TestClient, world: World, mosquitto: Mosquitto) -> None:
+    headers = bearer(world.ep_token)
+    assert client.get(f"{URL}/feed_t/temp?y=1", headers=headers).status_code == 200
+    mosquitto.process.terminate()
+    mosquitto.process.wait(5)
+    wait_for(lambda: client.get("/readyz").status_code == 503, what="/readyz to fail")
+    response = client.get(f"{URL}/feed_t/temp?y=1", headers=headers)
+    assert response.status_code == 503
+    assert response.headers["retry-after"]
+    assert response.json()["code"] == "unavailable"
+
+
+def test_unacknowledged_point_is_never_200(client: TestClient, world: World, mosquitto: Mosquitto) -> None:
+    """A frozen broker (connected, never acknowledging): the request times out with 503."""
+    headers = bearer(world.ep_token)
+    assert client.get(f"{URL}/feed_t/temp?y=1", headers=headers).status_code == 200
+    mosquitto.process.send_signal(signal.SIGSTOP)
+    try:
+        response = client.get(f"{URL}/feed_t/temp?y=2", headers=headers)
+        assert response.status_code == 503
+        assert response.headers["retry-after"]
+    finally:
+        mosquitto.process.send_signal(signal.SIGCONT)
+
+
+def test_full_pending_window_is_503(settings: Settings, mosquitto: Mosquitto) -> None:
+    with TestClient(create_app(settings.replace(http_max_pending=1, http_publish_timeout=5.0))) as client:
+        wait_for(lambda: ready(client))
+        from tests.viewer.conftest import make_world
+
+        headers = bearer(make_world().ep_token)
+        assert client.get(f"{URL}/feed_t/temp?y=1", headers=headers).status_code == 200  # warms the caches
+        mosquitto.process.send_signal(signal.SIGSTOP)
+        first: dict[str, Any] = {}
+        try:
+            waiting = threading.Thread(
+                target=lambda: first.update(r=client.get(f"{URL}/feed_t/temp?y=2", headers=headers))
+            )
+            waiting.start()
+            wait_for(lambda: 'rtdp_http_pending_publishes 1.0' in client.get("/metrics").text)
+            response = client.get(f"{URL}/feed_t/temp?y=3", headers=headers)
+            assert response.status_code == 503
+            assert response.headers["retry-after"] == "1"
+        finally:
+            mosquitto.process.send_signal(signal.SIGCONT)
+        waiting.join(10)
+        # The waiting one was acknowledged once the broker woke up, within its timeout.
+        assert first["r"].status_code == 200
