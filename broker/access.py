@@ -18,10 +18,10 @@ from typing import TypeVar
 
 import peewee as pw
 
-from broker.ratelimit import RateLimitedLog
 from rtdp.accounts import ServiceAccount, check_credentials
 from rtdp.cache import TTLCache, credential_key
 from rtdp.errors import AuthenticationFailed, InvalidInput
+from rtdp.logs import RateLimitedLog
 from rtdp.models import Feed
 from rtdp.permissions import Access, Principal, allowed
 from rtdp.store import ensure_feed

@@ -16,6 +16,13 @@ from amqtt.session import Session
 from broker.access import AccessControl, TopicAction
 
 
+@dataclass
+class AccessConfig:
+    """Both plugins' options: the `AccessControl` they ask."""
+
+    access: Any = None
+
+
 def _access(context: BaseContext) -> AccessControl:
     access = getattr(context.config, "access", None)
     if not isinstance(access, AccessControl):
@@ -26,9 +33,7 @@ def _access(context: BaseContext) -> AccessControl:
 class AuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
     """Users (email + password, or any username + token) and the service account; no anonymous access."""
 
-    @dataclass
-    class Config:
-        access: Any = None
+    Config = AccessConfig
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -54,9 +59,7 @@ class TopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
     """Feed topics follow `rtdp.permissions.allowed`; the rest of `rtdp/` and other topics are the
     service account's alone."""
 
-    @dataclass
-    class Config:
-        access: Any = None
+    Config = AccessConfig
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)

@@ -10,10 +10,15 @@ import signal
 from types import TracebackType
 from typing import Any
 
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.errors import BrokerError as AmqttBrokerError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
+from amqtt.utils import gen_client_id
 
 from broker.access import AccessControl
 from broker.errors import BrokerError, PortInUse
@@ -36,13 +41,60 @@ def broker_config(listen: HostPort, access: AccessControl) -> dict[str, Any]:
 
 
 class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
-    """amqtt 0.12.1 with its retained-message delivery put behind the topic ACL.
+    """amqtt 0.12.1 (pinned) with two security fixes, both overriding private methods.
 
-    amqtt sends retained messages on subscribe without asking the RECEIVE check, so a `feeds/#`
-    subscriber would get every feed's retained message; and on connect it sends retained messages
-    for every filter anyone subscribed to. Here a session gets a retained message only for a
-    filter it holds itself and only if it may receive that topic.
+    1. amqtt applies a CONNECT's client id (deleting a clean session's subscriptions, or taking an
+       existing session over) before it checks the password, so a wrong password with the bridge's
+       client id silently cut the bridge off. Here the credentials are checked first.
+    2. amqtt sends retained messages on subscribe without the RECEIVE check, so a `feeds/#`
+       subscriber would get every feed's retained message; and on connect it sends retained
+       messages for every filter anyone subscribed to. Here a session gets a retained message only
+       for a filter it holds itself and only if it may receive that topic.
     """
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        # amqtt's own method, with the authentication step moved before any use of the client id.
+        # amqtt authenticates again later; AccessControl has cached the answer by then.
+        try:
+            connecting = BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+            handler, client_session = await connecting
+        except (AMQTTError, NoDataError) as exc:
+            raise AMQTTError(exc) from exc
+        except MQTTError:
+            await writer.close()
+            raise
+
+        if not await self._authenticate(client_session, None):
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError("CONNECT refused: bad credentials")
+
+        if client_session.clean_session:
+            if client_session.client_id:
+                await self._delete_session(client_session.client_id)
+            else:
+                client_session.client_id = gen_client_id()
+            client_session.parent = 0
+        elif client_session.client_id in self._sessions:
+            existing, _ = self._sessions[client_session.client_id]
+            existing.will_flag = client_session.will_flag
+            existing.will_message = client_session.will_message
+            existing.will_topic = client_session.will_topic
+            existing.will_qos = client_session.will_qos
+            existing.keep_alive = client_session.keep_alive
+            existing.username = client_session.username
+            existing.password = client_session.password
+            client_session = existing
+            client_session.parent = 1
+        else:
+            client_session.parent = 0
+
+        delay = self.config.get("timeout-disconnect-delay", 0)
+        if client_session.keep_alive > 0 and isinstance(delay, int):
+            client_session.keep_alive += delay
+        return handler, client_session
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
@@ -135,10 +187,10 @@ class _HideStartupTraceback(logging.Filter):
 
 
 def quiet_amqtt_logging() -> None:
-    """Keep amqtt's per-connection INFO lines and its bind traceback out of the console."""
-    logging.getLogger("amqtt").setLevel(logging.WARNING)
-    logging.getLogger("amqtt.broker").addFilter(_HideStartupTraceback())
-    logging.getLogger("transitions").setLevel(logging.WARNING)
+    """Keep amqtt's traceback for a port in use out of the console (we raise PortInUse instead)."""
+    amqtt_logger = logging.getLogger("amqtt.broker")
+    if not any(isinstance(f, _HideStartupTraceback) for f in amqtt_logger.filters):
+        amqtt_logger.addFilter(_HideStartupTraceback())
 
 
 async def serve(settings: Settings, service: ServiceAccount, stop: asyncio.Event | None = None) -> None:
@@ -164,7 +216,9 @@ def run(settings: Settings) -> None:
     import uvloop
 
     from rtdp.database import open_database
+    from rtdp.logs import configure_logging
 
+    configure_logging(settings.log_level)
     quiet_amqtt_logging()
     db = open_database(settings.database_url)
     try:

@@ -94,8 +94,8 @@ def close(test: TestClient) -> None:
     test.client.loop_stop()
 
 
-def login_result(endpoint: Endpoint) -> ReasonCode | None:
+def login_result(endpoint: Endpoint, client_id: str | None = None) -> ReasonCode | None:
     """The CONNACK reason code for these credentials (None if the connection dropped without one)."""
-    test = open_client(endpoint)
+    test = open_client(endpoint, client_id)
     close(test)
     return test.connack

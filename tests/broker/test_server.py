@@ -1,0 +1,103 @@
+"""Starting and stopping the embedded broker: bound port, port in use, client-id hijack, `run`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from broker.errors import PortInUse
+from broker.server import EmbeddedBroker
+from rtdp.accounts import ServiceAccount
+from rtdp.mqtt import Endpoint
+from rtdp.settings import HostPort, Settings
+from tests.broker.clients import connected, login_result
+from tests.broker.conftest import PASSWORD, World
+from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
+from tests.support.env import free_port, port_open, wait_for, wait_port
+
+NOT_AUTHORIZED = 0x87
+
+
+def test_port_zero_reports_the_bound_port(embedded: EmbeddedBrokerHandle) -> None:
+    assert embedded.port != 0
+    assert port_open(embedded.host, embedded.port)
+
+
+def test_port_in_use_is_a_one_line_error_naming_the_option(
+    world: World, settings: Settings, service: ServiceAccount
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(PortInUse) as caught, running_embedded_broker(settings, service, port=port):
+            pass
+    message = str(caught.value)
+    assert "--mqtt" in message and f"127.0.0.1:{port}" in message and "\n" not in message
+
+
+def test_stop_releases_the_port(world: World, settings: Settings, service: ServiceAccount) -> None:
+    async def start_stop() -> int:
+        broker = EmbeddedBroker(settings, service, listen=HostPort("127.0.0.1", 0))
+        async with broker:
+            port = broker.address.port
+            assert port_open("127.0.0.1", port)
+        return port
+
+    port = asyncio.run(start_stop())
+    assert not port_open("127.0.0.1", port)
+
+
+@pytest.mark.parametrize("clean_session", [True, False], ids=["clean", "persistent"])
+def test_wrong_password_with_the_service_client_id_does_not_break_it(
+    embedded: EmbeddedBrokerHandle, clean_session: bool
+) -> None:
+    """amqtt handles a CONNECT's client id before the password; an attacker knowing the bridge's
+    client id must not be able to knock its subscription over."""
+    client_id = embedded.service.client_id("bridge")
+    with connected(embedded.service_endpoint(), client_id, clean_session=clean_session) as bridge:
+        assert bridge.subscribe("feeds/#") == 1
+        attacker = login_result(embedded.endpoint(embedded.service.username, "wrong"), client_id)
+        assert attacker is not None and attacker.value == NOT_AUTHORIZED
+        with connected(embedded.endpoint("ep@nothing.com", PASSWORD)) as ep:
+            ep.publish("feeds/manual_feed_a/a", b"after-attack")
+            bridge.wait_message("feeds/manual_feed_a/a", b"after-attack")
+        assert not bridge.disconnected.is_set()
+
+
+def test_run_prints_the_address_and_stops_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    code = (
+        "import sys; from pathlib import Path; from broker.server import run; from rtdp.settings import Settings\n"
+        f"run(Settings.build(env={{}}, data_dir=Path(sys.argv[1]), mqtt='127.0.0.1:{port}'))\n"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "data")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    try:
+        wait_port("127.0.0.1", port, timeout=30)
+        service = ServiceAccount.load_or_create(tmp_path / "data")
+        reason = login_result(Endpoint("127.0.0.1", port, service.username, service.password))
+        assert reason is not None and not reason.is_failure
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == 0, err
+    assert f"mqtt://127.0.0.1:{port}" in out
+    assert "Traceback" not in err
+    wait_for(lambda: not port_open("127.0.0.1", port), what="the port to be released")
