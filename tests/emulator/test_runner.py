@@ -22,6 +22,7 @@ from rtdp.mqtt import Endpoint, make_client
 from rtdp.settings import Settings
 from rtdp.store import feed_casts, get_axis, get_feed
 from tests.emulator.recorder import recording_server
+from tests.emulator.viewer_server import running_viewer
 from tests.support.env import wait_for
 from tests.support.mosquitto import Mosquitto
 
@@ -225,3 +226,23 @@ def test_run_blocks_until_stopped(tmp_path: Path, sqlite_db: pw.Database) -> Non
         thread.join(10)
         assert not thread.is_alive()
     assert server.requests[0].path == "/service/feed_input.json/temperature/celsius"
+
+
+def test_http_path_end_to_end_through_the_viewer(tmp_path: Path, sqlite_db: pw.Database, mosquitto: Mosquitto) -> None:
+    owner = create_user(OWNER, "pw")
+    settings = Settings.build(env={}, data_dir=tmp_path, broker=mosquitto.url)
+    subscriber = Subscriber(mosquitto)
+    try:
+        with running_viewer(settings) as url:
+            door = DoorSource(seed=4, interval=0.02, min_dwell=0, max_dwell=0.05)
+            sources = [SineSource(interval=0.02, step=0.5), door]
+            with Emulator(settings, owner_email=OWNER, sources=sources, via="http", http_url=url) as emulator:
+                wait_for(lambda: len(subscriber.on(f"feeds/{SINE_FEED}/axis_at_45_degrees")) >= 4, what="sine")
+                wait_for(lambda: len(subscriber.on("feeds/front_door/state")) >= 2, what="door")
+        assert emulator.failed == {"sine": 0, "door": 0}
+    finally:
+        subscriber.close()
+    assert Token.get(Token.user == owner.id).revoked
+    ys = [decoded(p, SINE_FEED).y for p in subscriber.on(f"feeds/{SINE_FEED}/axis_at_45_degrees")]
+    assert ys[:4] == pytest.approx([math.sin(0.5 * k + math.pi / 4) for k in range(4)])
+    assert {decoded(p, "front_door").y for p in subscriber.on("feeds/front_door/state")} == {0.0, 1.0}
