@@ -1,0 +1,277 @@
+"""The HTML pages in-process (TestClient on the real create_app): sessions, CSRF, registration,
+permissions, escaping and the feed and axis forms."""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from rtdp.codec import Sample
+from rtdp.models import Axis, Feed, Token, User
+from rtdp.settings import Settings
+from rtdp.store import create_axis, create_feed, write_points
+from tests.viewer.conftest import World
+from viewer.app import create_app
+from viewer.session import SECRET_FILE, SESSION_COOKIE, secret_key
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf(client: TestClient, path: str = "/login") -> str:
+    page = client.get(path)
+    match = CSRF_RE.search(page.text)
+    assert match, f"no CSRF token on {path}"
+    return match.group(1)
+
+
+def login(client: TestClient, email: str, password: str) -> None:
+    answer = client.post(
+        "/login", data={"email": email, "password": password, "csrf_token": csrf(client)}, follow_redirects=False
+    )
+    assert answer.status_code == 303, answer.text
+
+
+def test_login_shows_the_user_and_logout_ends_the_session(client: TestClient, world: World) -> None:
+    assert client.get("/", follow_redirects=False).status_code == 200  # anonymous: public feeds only
+    login(client, "ep@nothing.com", "1234")
+    home = client.get("/")
+    assert "ep@nothing.com" in home.text and "feed_a" in home.text
+    assert "feed_ap" not in home.text  # ap's private feed
+    token = CSRF_RE.search(home.text).group(1)  # type: ignore[union-attr]
+    assert client.post("/logout", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+    assert "ep@nothing.com" not in client.get("/").text
+    assert client.get("/feeds/feed_a", follow_redirects=False).headers["location"] == "/login?next=%2Ffeeds%2Ffeed_a"
+
+
+def test_wrong_password_is_refused(client: TestClient, world: World) -> None:
+    answer = client.post("/login", data={"email": "ep@nothing.com", "password": "nope", "csrf_token": csrf(client)})
+    assert answer.status_code == 400
+    assert "Wrong email or password" in answer.text
+    assert "ep@nothing.com (admin)" not in answer.text
+
+
+def test_session_cookie_is_httponly_and_samesite_lax(client: TestClient, world: World) -> None:
+    client.get("/login")
+    answer = client.post(
+        "/login",
+        data={"email": "ep@nothing.com", "password": "1234", "csrf_token": csrf(client)},
+        follow_redirects=False,
+    )
+    cookie = answer.headers["set-cookie"]
+    assert cookie.startswith(SESSION_COOKIE + "=")
+    assert "httponly" in cookie.lower() and "samesite=lax" in cookie.lower()
+
+
+def test_login_next_must_stay_on_this_site(client: TestClient, world: World) -> None:
+    answer = client.post(
+        "/login",
+        data={"email": "ep@nothing.com", "password": "1234", "csrf_token": csrf(client), "next": "//evil.example/x"},
+        follow_redirects=False,
+    )
+    assert answer.headers["location"] == "/"
+
+
+@pytest.mark.parametrize("token", [None, "", "forged"])
+def test_posts_without_the_session_csrf_token_are_rejected(client: TestClient, world: World, token: str | None) -> None:
+    login(client, "ep@nothing.com", "1234")
+    data = {"name": "sneaky", "x_cast": "datetime", "y_cast": "float"}
+    if token is not None:
+        data["csrf_token"] = token
+    answer = client.post("/feeds", data=data)
+    assert answer.status_code == 403
+    assert not Feed.select().where(Feed.name == "sneaky").exists()
+    # A logout is state-changing too: without the token the session survives.
+    assert client.post("/logout", data={"csrf_token": "forged"}).status_code == 403
+    assert "ep@nothing.com" in client.get("/").text
+
+
+def test_login_form_needs_csrf_too(client: TestClient, world: World) -> None:
+    client.get("/login")
+    answer = client.post("/login", data={"email": "ep@nothing.com", "password": "1234"})
+    assert answer.status_code == 403
+
+
+def test_register_first_user_is_admin_then_plain_users(client: TestClient) -> None:
+    answer = client.post(
+        "/register",
+        data={"email": "first@example.com", "password": "longenough", "csrf_token": csrf(client, "/register")},
+        follow_redirects=False,
+    )
+    assert answer.status_code == 303
+    assert "first@example.com (admin)" in client.get("/").text
+    client.cookies.clear()
+    client.post(
+        "/register",
+        data={"email": "second@example.com", "password": "longenough", "csrf_token": csrf(client, "/register")},
+    )
+    assert User.get(User.email == "first@example.com").is_admin
+    assert not User.get(User.email == "second@example.com").is_admin
+
+
+def test_register_needs_eight_characters_and_a_new_email(client: TestClient, world: World) -> None:
+    short = client.post(
+        "/register", data={"email": "x@example.com", "password": "short", "csrf_token": csrf(client, "/register")}
+    )
+    assert short.status_code == 400 and "at least 8" in short.text
+    again = client.post(
+        "/register",
+        data={"email": "EP@nothing.com", "password": "longenough", "csrf_token": csrf(client, "/register")},
+    )
+    assert again.status_code == 409
+    assert not User.select().where(User.email == "x@example.com").exists()
+
+
+def test_registration_off(settings: Settings) -> None:
+    with TestClient(create_app(settings.replace(registration=False))) as client:
+        assert client.get("/register").status_code == 404
+        assert "Register" not in client.get("/login").text
+        answer = client.post("/register", data={"email": "x@example.com", "password": "longenough"})
+        assert answer.status_code in (403, 404)
+        assert not User.select().exists()
+
+
+def test_feed_name_description_and_email_are_escaped(client: TestClient, world: World) -> None:
+    evil = "<script>alert('x')</script>"
+    feed = create_feed("escaped", world.ep, description=evil, public=True)
+    create_axis(feed, "a")
+    login(client, "ep@nothing.com", "1234")
+    for path in ("/", "/feeds/escaped", "/feeds/escaped/graph", "/feeds/escaped/sparklines", "/feeds/escaped/axes/a"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert evil not in page.text, path
+    assert "&lt;script&gt;" in client.get("/feeds/escaped").text
+    # A rejected feed name comes back in the form and the message: escaped as well.
+    answer = client.post("/feeds", data={"name": "<b>x</b>", "csrf_token": csrf(client, "/")})
+    assert answer.status_code == 400
+    assert "<b>x</b>" not in answer.text and "&lt;b&gt;x&lt;/b&gt;" in answer.text
+
+
+def test_other_users_feed_is_403_in_the_layout_and_unknown_is_404(client: TestClient, world: World) -> None:
+    login(client, "ap@nothing.com", "1234")
+    for path in ("/feeds/feed_a", "/feeds/feed_a/graph", "/feeds/feed_a/sparklines", "/feeds/feed_a/axes/axis_a00"):
+        page = client.get(path)
+        assert page.status_code == 403, path
+        assert "Access denied" in page.text and "ap@nothing.com" in page.text  # the site's header
+    assert client.post("/feeds/feed_a/delete", data={"csrf_token": csrf(client, "/")}).status_code == 403
+    assert Feed.select().where(Feed.name == "feed_a").exists()
+    missing = client.get("/feeds/no_such_feed")
+    assert missing.status_code == 404 and "ap@nothing.com" in missing.text
+    nowhere = client.get("/no/such/page")
+    assert nowhere.status_code == 404 and 'class="site"' in nowhere.text
+
+
+def test_create_feed_owned_by_me_then_delete_it(client: TestClient, world: World) -> None:
+    login(client, "ap@nothing.com", "1234")
+    token = csrf(client, "/")
+    answer = client.post(
+        "/feeds",
+        data={"name": "kitchen", "x_cast": "datetime", "y_cast": "bool", "public": "on", "csrf_token": token},
+        follow_redirects=False,
+    )
+    assert answer.headers["location"] == "/feeds/kitchen"
+    feed = Feed.get(Feed.name == "kitchen")
+    assert (feed.owner_id, feed.y_cast, feed.public) == (world.ap.id, "bool", True)
+    deleted = client.post(
+        "/feeds/kitchen/delete", data={"csrf_token": token}, headers={"Accept": "application/json"}
+    )
+    assert deleted.status_code == 200 and deleted.json() == {"deleted": "kitchen"}
+    assert not Feed.select().where(Feed.name == "kitchen").exists()
+
+
+def test_axes_added_renamed_deleted_as_json(client: TestClient, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    token = csrf(client, "/feeds/feed_t")
+    json_headers = {"Accept": "application/json", "X-CSRF-Token": token}
+    added = client.post("/feeds/feed_t/axes", data={"name": "humidity"}, headers=json_headers)
+    assert added.status_code == 201
+    assert added.json()["examples"]["topic"] == "feeds/feed_t/humidity"
+    clash = client.post("/feeds/feed_t/axes/humidity/rename", data={"name": "temp"}, headers=json_headers)
+    assert clash.status_code == 409 and "already has an axis" in clash.json()["error"]
+    renamed = client.post("/feeds/feed_t/axes/humidity/rename", data={"name": "rh"}, headers=json_headers)
+    assert renamed.json()["name"] == "rh"
+    bad = client.post("/feeds/feed_t/axes", data={"name": "a/b"}, headers=json_headers)
+    assert bad.status_code == 400
+    assert client.post("/feeds/feed_t/axes/rh/delete", headers=json_headers).json() == {"deleted": "rh"}
+    assert [a.name for a in Axis.select().where(Axis.feed == world.feed_t.id)] == ["temp"]
+
+
+def test_feed_page_shows_topic_url_and_examples(client: TestClient, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    page = client.get("/feeds/feed_t").text
+    assert "feeds/feed_t/temp" in page
+    assert "http://testserver/service/feed_input.json/feed_t/temp" in page
+    for marker in ("curl ", "mosquitto_pub -h", "paho.mqtt.client", "urllib.request"):
+        assert marker in page
+
+
+def test_axis_page_trend_colours_and_pages(client: TestClient, world: World) -> None:
+    axis = Axis.get((Axis.feed == world.feed_a.id) & (Axis.name == "axis_a00"))
+    # 9 < 10 as numbers (as text "9" > "10"): the original compared numbers.
+    values = [1, 3, 3, 2, 9, 10] + list(range(100, 160))
+    write_points([(axis.id, Sample(float(i), float(v))) for i, v in enumerate(values)])
+    login(client, "ep@nothing.com", "1234")
+    newest = client.get("/feeds/feed_a/axes/axis_a00").text
+    rows = re.findall(r'<tr class="trend-(\w+)" data-id="\d+" data-x="([\d.]+)"', newest)
+    assert len(rows) == 50 and rows[0] == ("up", "65.0")
+    older = re.search(r'href="\?before=([\d.]+)"', newest)
+    assert older
+    history = client.get(f"/feeds/feed_a/axes/axis_a00?before={older.group(1)}").text
+    rows = re.findall(r'<tr class="trend-(\w+)" data-id="\d+" data-x="([\d.]+)"', history)
+    assert [x for _, x in rows] == [f"{float(i)}" for i in range(15, -1, -1)]
+    trends = dict((x, t) for t, x in rows)
+    assert (trends["5.0"], trends["4.0"], trends["3.0"], trends["2.0"], trends["0.0"]) == (
+        "up",
+        "up",
+        "down",
+        "equal",
+        "none",
+    )
+
+
+def test_password_change_ends_other_sessions(client: TestClient, settings: Settings, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    with TestClient(client.app) as other:
+        login(other, "ep@nothing.com", "1234")
+        short = client.post(
+            "/account/password",
+            data={"current_password": "1234", "new_password": "short", "csrf_token": csrf(client, "/account")},
+        )
+        assert short.status_code == 400
+        changed = client.post(
+            "/account/password",
+            data={"current_password": "1234", "new_password": "a-new-password", "csrf_token": csrf(client, "/account")},
+        )
+        assert changed.status_code == 200 and "Password changed" in changed.text
+        assert "ep@nothing.com" in client.get("/account").text  # this session carries on
+        assert other.get("/account", follow_redirects=False).status_code == 303  # the other one is gone
+
+
+def test_tokens_are_shown_once_and_can_be_revoked(client: TestClient, world: World) -> None:
+    login(client, "ap@nothing.com", "1234")
+    created = client.post(
+        "/account/tokens",
+        data={"name": "sensor <1>", "feed": "feed_ap", "access": "write", "csrf_token": csrf(client, "/account")},
+    )
+    token = re.search(r'<code id="new-token">([^<]+)</code>', created.text)
+    assert token and "sensor &lt;1&gt;" in created.text
+    assert token.group(1) not in client.get("/account").text  # shown once
+    row = Token.get(Token.name == "sensor <1>")
+    assert (row.feed_id, row.access) == (world.feed_ap.id, "write")
+    denied = client.post(
+        "/account/tokens", data={"feed": "feed_a", "csrf_token": csrf(client, "/account")}
+    )
+    assert denied.status_code == 403
+    client.post("/account/tokens/revoke", data={"token_id": str(row.id), "csrf_token": csrf(client, "/account")})
+    assert Token.get_by_id(row.id).revoked
+
+
+def test_secret_key_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path / "d")
+    first = secret_key(settings)
+    assert secret_key(settings) == first and len(first) >= 32
+    assert stat.S_IMODE((tmp_path / "d" / SECRET_FILE).stat().st_mode) == 0o600
+    assert secret_key(settings.replace(secret_key="given")) == "given"

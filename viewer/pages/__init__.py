@@ -1,0 +1,67 @@
+"""The server-rendered pages: routes, middleware (session, CSRF via forms) and HTML error pages.
+
+create_app adds them as:
+
+    Starlette(routes=[*api_routes, *page_routes(settings)],
+              middleware=[*page_middleware(settings), ...],
+              exception_handlers=page_exception_handlers(settings))   # for non-/api paths
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from rtdp.settings import Settings
+from viewer.pages import accounts, charts, feeds
+from viewer.pages.render import STATIC, html_error_response, make_environment, page
+from viewer.session import session_middleware
+
+__all__ = ["page_routes", "page_middleware", "page_exception_handlers", "STATIC"]
+
+
+def page_routes(settings: Settings) -> list[Route | Mount]:
+    """Every page route plus /static."""
+    env = make_environment()
+
+    def route(path: str, handler: Callable[..., Response], methods: list[str], name: str) -> Route:
+        return Route(path, page(settings, env, handler), methods=methods, name=name)
+
+    return [
+        route("/", feeds.feed_list, ["GET"], "feed_list"),
+        route("/login", accounts.login, ["GET", "POST"], "login"),
+        route("/logout", accounts.logout, ["POST"], "logout"),
+        route("/register", accounts.register, ["GET", "POST"], "register"),
+        route("/account", accounts.account, ["GET"], "account"),
+        route("/account/password", accounts.change_password, ["POST"], "change_password"),
+        route("/account/tokens", accounts.create_api_token, ["POST"], "create_token"),
+        route("/account/tokens/revoke", accounts.revoke_api_token, ["POST"], "revoke_token"),
+        route("/feeds", feeds.create_feed_form, ["POST"], "create_feed"),
+        route("/feeds/{feed}", feeds.feed_page, ["GET"], "feed"),
+        route("/feeds/{feed}/delete", feeds.delete_feed, ["POST"], "delete_feed"),
+        route("/feeds/{feed}/axes", feeds.add_axis, ["POST"], "add_axis"),
+        route("/feeds/{feed}/axes/{axis}", charts.axis_page, ["GET"], "axis"),
+        route("/feeds/{feed}/axes/{axis}/rename", feeds.rename_axis, ["POST"], "rename_axis"),
+        route("/feeds/{feed}/axes/{axis}/delete", feeds.delete_axis, ["POST"], "delete_axis"),
+        route("/feeds/{feed}/graph", charts.graph_page, ["GET"], "graph"),
+        route("/feeds/{feed}/sparklines", charts.sparklines_page, ["GET"], "sparklines"),
+        Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static"),
+    ]
+
+
+def page_middleware(settings: Settings) -> list[Middleware]:
+    """The signed session cookie. CSRF is checked by every page POST handler against the session."""
+    return [session_middleware(settings)]
+
+
+def page_exception_handlers(
+    settings: Settings,
+) -> dict[int | type[Exception], Callable[[Request, Exception], Awaitable[Response]]]:
+    """404/403/405 as pages in the site's layout. Use for paths outside /api and /service."""
+    handler = html_error_response(settings, make_environment())
+    return {404: handler, 403: handler, 405: handler}

@@ -1,0 +1,132 @@
+"""Account pages: sign in, sign out, register, change password, API tokens."""
+
+from __future__ import annotations
+
+import peewee as pw
+from starlette.responses import Response
+
+from rtdp.accounts import check_password, create_token, create_user
+from rtdp.credentials import hash_password, verify_password
+from rtdp.errors import AuthenticationFailed, InvalidInput, NotFound, RtdpError
+from rtdp.models import Feed, Token, User
+from rtdp.permissions import Access, readable_feeds
+from viewer.pages.render import Ctx
+from viewer.session import sign_in, sign_out
+
+MIN_PASSWORD = 8
+
+
+def _safe_next(target: str | None) -> str:
+    # Only same-site paths: an open redirect would make the login page a phishing tool.
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+def login(ctx: Ctx) -> Response:
+    next_url = _safe_next(ctx.request.query_params.get("next") or ctx.form.get("next"))
+    if ctx.request.method == "GET":
+        if ctx.user is not None:
+            return ctx.redirect(next_url)
+        return ctx.render("login.html", next=next_url, email="")
+    email = ctx.form.get("email", "")
+    try:
+        principal = check_password(email, ctx.form.get("password", ""))
+    except AuthenticationFailed:
+        return ctx.render("login.html", status=400, next=next_url, email=email, error="Wrong email or password.")
+    user = User.get_by_id(principal.user_id)
+    sign_in(ctx.request, user)
+    return ctx.redirect(next_url)
+
+
+def logout(ctx: Ctx) -> Response:
+    sign_out(ctx.request)
+    return ctx.redirect("/login")
+
+
+def register(ctx: Ctx) -> Response:
+    if not ctx.settings.registration:
+        raise NotFound("Registration is closed on this server; ask an administrator for an account.")
+    if ctx.request.method == "GET":
+        return ctx.render("register.html", email="")
+    email = ctx.form.get("email", "")
+    password = ctx.form.get("password", "")
+    try:
+        if len(password) < MIN_PASSWORD:
+            raise InvalidInput(f"The password must have at least {MIN_PASSWORD} characters.")
+        if password != ctx.form.get("password2", password):
+            raise InvalidInput("The two passwords differ.")
+        db = User._meta.database
+        with db.atomic():
+            # The first user administers the server (there is nobody else to make them one).
+            first = not User.select().exists()
+            user = create_user(email, password, admin=first)
+    except RtdpError as exc:
+        return ctx.render("register.html", status=exc.status, email=email, error=exc.message)
+    sign_in(ctx.request, user)
+    return ctx.redirect("/")
+
+
+def _account_page(ctx: Ctx, user: User, status: int = 200, **extra: object) -> Response:
+    tokens = list(
+        Token.select(Token, Feed)
+        .join(Feed, pw.JOIN.LEFT_OUTER)
+        .where((Token.user == user.id) & (Token.revoked == False))  # noqa: E712 -- peewee expression
+        .order_by(Token.created.desc())
+    )
+    feeds = list(readable_feeds(ctx.principal).order_by(Feed.name))
+    return ctx.render("account.html", status=status, tokens=tokens, feeds=feeds, **extra)
+
+
+def account(ctx: Ctx) -> Response:
+    user = ctx.require_user()
+    return _account_page(ctx, user)
+
+
+def change_password(ctx: Ctx) -> Response:
+    user = ctx.require_user()
+    new = ctx.form.get("new_password", "")
+    if not verify_password(user.password_hash, ctx.form.get("current_password", "")):
+        return _account_page(ctx, user, status=400, password_error="The current password is wrong.")
+    if len(new) < MIN_PASSWORD:
+        return _account_page(
+            ctx, user, status=400, password_error=f"The new password must have at least {MIN_PASSWORD} characters."
+        )
+    if new != ctx.form.get("new_password2", new):
+        return _account_page(ctx, user, status=400, password_error="The two new passwords differ.")
+    User.update(password_hash=hash_password(new), session_version=User.session_version + 1).where(
+        User.id == user.id
+    ).execute()
+    user = User.get_by_id(user.id)
+    # Every other session of this user dies with the old version; this one carries on.
+    sign_in(ctx.request, user)
+    ctx.user = user
+    return _account_page(ctx, user, password_message="Password changed. Other sessions are signed out.")
+
+
+def create_api_token(ctx: Ctx) -> Response:
+    user = ctx.require_user()
+    feed: Feed | None = None
+    feed_name = ctx.form.get("feed", "")
+    if feed_name:
+        feed = ctx.feed(feed_name, Access.READ)
+    access_text = ctx.form.get("access", "")
+    try:
+        access = Access(access_text) if access_text else None
+    except ValueError:
+        raise InvalidInput(f"unknown access {access_text[:20]!r}: use read or write") from None
+    issued = create_token(user, feed=feed, access=access, name=ctx.form.get("name", "")[:100])
+    # Shown once, in this response only: the database keeps only its hash.
+    return _account_page(ctx, user, new_token=issued.token, new_token_name=issued.row.name)
+
+
+def revoke_api_token(ctx: Ctx) -> Response:
+    user = ctx.require_user()
+    try:
+        token_id = int(ctx.form.get("token_id", ""))
+    except ValueError:
+        raise InvalidInput("token_id must be a number") from None
+    updated = Token.update(revoked=True).where((Token.id == token_id) & (Token.user == user.id)).execute()
+    if not updated:
+        raise NotFound("no such token")
+    return ctx.redirect("/account")

@@ -1,0 +1,166 @@
+"""Feed pages: the feed list (create, delete) and one feed's axes (add, rename, delete, examples)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import peewee as pw
+from starlette.responses import JSONResponse, Response
+
+from rtdp.errors import Conflict, InvalidInput, PermissionDenied
+from rtdp.models import Axis, Feed, Share, User
+from rtdp.permissions import Access, allowed, readable_feeds
+from rtdp.store import create_axis, create_feed, get_axis
+from rtdp.topic import check_name
+from viewer.pages.examples import examples_for
+from viewer.pages.render import Ctx
+
+BOOL_TRUE = ("on", "true", "1", "yes")
+
+
+def _fk(row: pw.Model, name: str) -> int:
+    # Peewee's `<field>_id` attributes are created at run time; the type stubs do not know them.
+    value: int = getattr(row, f"{name}_id")
+    return value
+
+
+def _readable(ctx: Ctx) -> list[Feed]:
+    query = readable_feeds(ctx.principal).select(Feed, User).join(User).order_by(Feed.name)
+    return [feed for feed in query if isinstance(feed, Feed)]
+
+
+def _axes_by_feed(feed_ids: list[int]) -> dict[int, list[Axis]]:
+    grouped: dict[int, list[Axis]] = defaultdict(list)
+    if feed_ids:
+        for axis in Axis.select().where(Axis.feed.in_(feed_ids)).order_by(Axis.name):
+            grouped[_fk(axis, "feed")].append(axis)
+    return grouped
+
+
+def feed_list(ctx: Ctx) -> Response:
+    """My feeds, feeds shared with me, public feeds (anonymous visitors see the public ones)."""
+    user_id = ctx.user.id if ctx.user is not None else None
+    feeds = _readable(ctx)
+    shared_ids = {_fk(row, "feed") for row in Share.select(Share.feed).where(Share.user == user_id)}
+    sections: dict[str, list[Feed]] = {"mine": [], "shared": [], "public": []}
+    for feed in feeds:
+        if _fk(feed, "owner") == user_id:
+            sections["mine"].append(feed)
+        elif feed.public and feed.id not in shared_ids:
+            sections["public"].append(feed)
+        else:
+            sections["shared"].append(feed)
+    return ctx.render(
+        "feeds.html",
+        sections=sections,
+        axes=_axes_by_feed([feed.id for feed in feeds]),
+        form=ctx.form,
+    )
+
+
+def create_feed_form(ctx: Ctx) -> Response:
+    user = ctx.require_user()
+    try:
+        feed = create_feed(
+            ctx.form.get("name", "").strip(),
+            user,  # the owner is whoever creates it (the original's TODO)
+            x_cast=ctx.form.get("x_cast", "datetime"),
+            y_cast=ctx.form.get("y_cast", "float"),
+            description=ctx.form.get("description", "").strip(),
+            public=ctx.form.get("public", "").lower() in BOOL_TRUE,
+        )
+    except (InvalidInput, Conflict) as exc:
+        if ctx.wants_json:
+            raise
+        feeds = _readable(ctx)
+        return ctx.render(
+            "feeds.html",
+            status=exc.status,
+            sections={"mine": [f for f in feeds if _fk(f, "owner") == user.id], "shared": [], "public": []},
+            axes=_axes_by_feed([f.id for f in feeds]),
+            form=ctx.form,
+            error=exc.message,
+        )
+    return ctx.redirect(f"/feeds/{feed.name}")
+
+
+def _may_manage(ctx: Ctx, feed: Feed) -> bool:
+    return ctx.principal is not None and (ctx.principal.is_admin or _fk(feed, "owner") == ctx.principal.user_id)
+
+
+def delete_feed(ctx: Ctx) -> Response:
+    ctx.require_user()
+    feed = ctx.feed(ctx.request.path_params["feed"])
+    if not _may_manage(ctx, feed):
+        raise PermissionDenied(f"only the owner or an administrator may delete feed {feed.name!r}")
+    name = feed.name
+    # The database cascades to axes and points (ON DELETE CASCADE, foreign keys on in SQLite).
+    Feed.delete().where(Feed.id == feed.id).execute()
+    if ctx.wants_json:
+        return JSONResponse({"deleted": name})
+    return ctx.redirect("/")
+
+
+def feed_page(ctx: Ctx) -> Response:
+    feed = ctx.feed(ctx.request.path_params["feed"])
+    axes = list(Axis.select().where(Axis.feed == feed.id).order_by(Axis.name))
+    return ctx.render(
+        "feed.html",
+        feed=feed,
+        axes=axes,
+        can_write=allowed(ctx.principal, feed, Access.WRITE),
+        can_manage=_may_manage(ctx, feed),
+        examples={axis.name: examples_for(ctx.request, ctx.settings, feed, axis.name) for axis in axes},
+        example_new=examples_for(ctx.request, ctx.settings, feed, "AXIS"),
+    )
+
+
+def _axis_json(axis: Axis, feed: Feed) -> dict[str, object]:
+    return {
+        "name": axis.name,
+        "point_count": axis.point_count,
+        "last_x": axis.last_x,
+        "last_y": axis.last_y,
+        "last_seen": axis.last_seen,
+        "feed": feed.name,
+    }
+
+
+def add_axis(ctx: Ctx) -> Response:
+    ctx.require_user()
+    feed = ctx.feed(ctx.request.path_params["feed"], Access.WRITE)
+    axis = create_axis(feed, ctx.form.get("name", "").strip())
+    if ctx.wants_json:
+        return JSONResponse(
+            {**_axis_json(axis, feed), "examples": examples_for(ctx.request, ctx.settings, feed, axis.name)},
+            status_code=201,
+        )
+    return ctx.redirect(f"/feeds/{feed.name}")
+
+
+def rename_axis(ctx: Ctx) -> Response:
+    ctx.require_user()
+    feed = ctx.feed(ctx.request.path_params["feed"], Access.WRITE)
+    axis = get_axis(feed, ctx.request.path_params["axis"])
+    new_name = check_name(ctx.form.get("name", "").strip(), "axis")
+    try:
+        with Axis._meta.database.atomic():
+            Axis.update(name=new_name).where(Axis.id == axis.id).execute()
+    except pw.IntegrityError:
+        raise Conflict(f"feed {feed.name!r} already has an axis named {new_name!r}", field="name") from None
+    axis = Axis.get_by_id(axis.id)
+    if ctx.wants_json:
+        return JSONResponse(
+            {**_axis_json(axis, feed), "examples": examples_for(ctx.request, ctx.settings, feed, axis.name)}
+        )
+    return ctx.redirect(f"/feeds/{feed.name}")
+
+
+def delete_axis(ctx: Ctx) -> Response:
+    ctx.require_user()
+    feed = ctx.feed(ctx.request.path_params["feed"], Access.WRITE)
+    axis = get_axis(feed, ctx.request.path_params["axis"])
+    Axis.delete().where(Axis.id == axis.id).execute()
+    if ctx.wants_json:
+        return JSONResponse({"deleted": axis.name})
+    return ctx.redirect(f"/feeds/{feed.name}")

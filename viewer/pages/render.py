@@ -1,0 +1,181 @@
+"""Rendering pages: the Jinja2 environment, the per-request context, and errors as HTML pages.
+
+Every page handler is synchronous (it reads the database through Peewee) and runs in Starlette's
+thread pool; `page()` wraps it: reads the form, checks CSRF on POST, resolves the signed-in user,
+and turns RtdpError into an HTML page in the site's layout (or JSON for fetch() callers).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from rtdp.accounts import principal_for
+from rtdp.errors import AuthenticationFailed, NotFound, PermissionDenied, RtdpError
+from rtdp.models import Feed, User
+from rtdp.permissions import Access, Principal, allowed
+from rtdp.settings import Settings
+from rtdp.store import get_feed
+from viewer.session import check_csrf, csrf_token, session_user
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+
+class LoginRequired(AuthenticationFailed):
+    """A page needs a signed-in user: browsers are sent to /login."""
+
+    code = "login_required"
+
+
+def _fmt_time(value: float | None) -> str:
+    if value is None:
+        return ""
+    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _fmt_x(value: float | None, x_cast: str) -> str:
+    if value is None:
+        return ""
+    if x_cast == "datetime":
+        return datetime.fromtimestamp(value, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return _fmt_y(value, "int" if x_cast == "int" else "float")
+
+
+def _fmt_y(value: float | None, y_cast: str) -> str:
+    if value is None:
+        return ""
+    if y_cast == "bool":
+        return "true" if value else "false"
+    if y_cast == "int" or (math.isfinite(value) and value == int(value) and abs(value) < 1e15):
+        return str(int(value))
+    return repr(value)
+
+
+def make_environment() -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html", "xml"], default_for_string=True, default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["time"] = _fmt_time
+    env.filters["fmt_x"] = _fmt_x
+    env.filters["fmt_y"] = _fmt_y
+    env.filters["urlpart"] = lambda value: quote(str(value), safe="")
+    return env
+
+
+@dataclass
+class Ctx:
+    """What a page handler gets: the request, its form, who is asking, and how to render."""
+
+    request: Request
+    settings: Settings
+    env: Environment
+    form: Mapping[str, str] = field(default_factory=dict)
+    user: User | None = None
+    principal: Principal | None = None
+
+    @property
+    def wants_json(self) -> bool:
+        return "application/json" in self.request.headers.get("accept", "")
+
+    def require_user(self) -> User:
+        if self.user is None:
+            raise LoginRequired("sign in to see this page")
+        return self.user
+
+    def feed(self, name: str, access: Access = Access.READ) -> Feed:
+        """The named feed if this principal may `access` it: 404 if missing, login or 403 if not allowed."""
+        feed = get_feed(name)
+        if not allowed(self.principal, feed, access):
+            if self.principal is None:
+                raise LoginRequired("sign in to see this feed")
+            raise PermissionDenied(f"you may not {access.value} feed {name!r}")
+        return feed
+
+    def render(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        html = self.env.get_template(template).render(
+            request=self.request,
+            user=self.user,
+            csrf=csrf_token(self.request) if "session" in self.request.scope else "",
+            registration=self.settings.registration,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    def redirect(self, url: str) -> RedirectResponse:
+        return RedirectResponse(url, status_code=303)
+
+
+Handler = Callable[[Ctx], Response]
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def error_page(ctx: Ctx, exc: RtdpError) -> Response:
+    if ctx.wants_json:
+        return JSONResponse(exc.as_dict(), status_code=exc.status)
+    if isinstance(exc, LoginRequired) and ctx.request.method == "GET":
+        target = ctx.request.url.path + (f"?{ctx.request.url.query}" if ctx.request.url.query else "")
+        return ctx.redirect(f"/login?next={quote(target, safe='')}")
+    titles = {400: "Bad request", 401: "Sign in required", 403: "Access denied", 404: "Not found", 409: "Conflict"}
+    return ctx.render(
+        "error.html", status=exc.status, title=titles.get(exc.status, "Error"), message=exc.message, code=exc.status
+    )
+
+
+def page(settings: Settings, env: Environment, handler: Handler) -> Endpoint:
+    """An async endpoint running `handler` in the thread pool, with CSRF checked on every POST."""
+
+    async def endpoint(request: Request) -> Response:
+        form: dict[str, str] = {}
+        if request.method == "POST":
+            async with request.form(max_files=0, max_fields=100) as data:
+                form = {key: value for key, value in data.items() if isinstance(value, str)}
+
+        def run() -> Response:
+            ctx = Ctx(request, settings, env, form)
+            try:
+                ctx.user = session_user(request)
+                ctx.principal = principal_for(ctx.user) if ctx.user is not None else None
+                if request.method == "POST":
+                    check_csrf(request, form.get("csrf_token"))
+                return handler(ctx)
+            except RtdpError as exc:
+                return error_page(ctx, exc)
+
+        return await run_in_threadpool(run)
+
+    return endpoint
+
+
+def html_error_response(settings: Settings, env: Environment) -> Callable[[Request, Exception], Awaitable[Response]]:
+    """An exception handler for the app: 404/403/... outside /api and /service as a page in the layout."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        status = exc.status if isinstance(exc, RtdpError) else int(getattr(exc, "status_code", 500))
+        message = getattr(exc, "message", None) or getattr(exc, "detail", None) or "Something went wrong."
+        error = RtdpError(str(message))
+        error.status = status
+        if status == 404 and not isinstance(exc, RtdpError):
+            error = NotFound("There is no page at this address.")
+
+        def run() -> Response:
+            ctx = Ctx(request, settings, env)
+            ctx.user = session_user(request)
+            return error_page(ctx, error)
+
+        return await run_in_threadpool(run)
+
+    return handle

@@ -1,0 +1,121 @@
+"""Browser sessions: the signed session cookie, who is signed in, and CSRF tokens for forms.
+
+The session cookie (Starlette's SessionMiddleware, signed with itsdangerous) holds only `user_id`,
+`session_version` and `csrf`. A password change bumps `User.session_version`, so every cookie
+issued before it stops working.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+from starlette.middleware import Middleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+
+from rtdp.accounts import principal_for
+from rtdp.errors import PermissionDenied
+from rtdp.models import User
+from rtdp.permissions import Principal
+from rtdp.settings import Settings
+
+SESSION_COOKIE = "rtdp_session"
+SESSION_MAX_AGE = 14 * 24 * 3600
+CSRF_FIELD = "csrf_token"
+CSRF_HEADER = "x-csrf-token"
+SECRET_FILE = "secret_key"
+
+
+class CsrfRejected(PermissionDenied):
+    code = "csrf"
+
+
+def secret_key(settings: Settings) -> str:
+    """settings.secret_key, else one generated once into data_dir/secret_key (mode 0600)."""
+    if settings.secret_key:
+        return settings.secret_key
+    path = Path(settings.data_dir) / SECRET_FILE
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        # O_EXCL: two processes starting together must not each write their own key.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key
+
+
+def session_middleware(settings: Settings) -> Middleware:
+    """Signed cookie session: HttpOnly (Starlette always sets it), SameSite=Lax, Secure behind https."""
+    https = bool(settings.public_url and settings.public_url.startswith("https://"))
+    return Middleware(
+        SessionMiddleware,
+        secret_key=secret_key(settings),
+        session_cookie=SESSION_COOKIE,
+        max_age=SESSION_MAX_AGE,
+        same_site="lax",
+        https_only=https,
+    )
+
+
+def sign_in(request: Request, user: User) -> None:
+    """Start a fresh session for `user` (a new CSRF token too: nothing carries over from before)."""
+    request.session.clear()
+    request.session["user_id"] = user.id
+    request.session["session_version"] = user.session_version
+    request.session["csrf"] = secrets.token_urlsafe(32)
+
+
+def sign_out(request: Request) -> None:
+    request.session.clear()
+
+
+def session_user(request: Request) -> User | None:
+    """The signed-in user, or None. Synchronous (database): call from a thread."""
+    if "session" not in request.scope:
+        return None
+    user_id = request.session.get("user_id")
+    if not isinstance(user_id, int):
+        return None
+    user = User.get_or_none(User.id == user_id)
+    if user is None or not user.is_active or user.session_version != request.session.get("session_version"):
+        return None
+    return user
+
+
+def session_principal(request: Request) -> Principal | None:
+    user = session_user(request)
+    return principal_for(user) if user is not None else None
+
+
+def csrf_token(request: Request) -> str:
+    """This session's CSRF token, created on first use."""
+    token = request.session.get("csrf")
+    if not isinstance(token, str) or not token:
+        token = secrets.token_urlsafe(32)
+        request.session["csrf"] = token
+    return token
+
+
+def check_csrf(request: Request, submitted: object) -> None:
+    """Raise CsrfRejected unless `submitted` (form field or header) is this session's token."""
+    expected = request.session.get("csrf") if "session" in request.scope else None
+    if isinstance(submitted, str) and not submitted:
+        submitted = None
+    if submitted is None:
+        submitted = request.headers.get(CSRF_HEADER)
+    if (
+        not isinstance(expected, str)
+        or not isinstance(submitted, str)
+        or not hmac.compare_digest(expected.encode(), submitted.encode())
+    ):
+        raise CsrfRejected("the form expired or came from another site: reload the page and try again")
