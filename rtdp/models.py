@@ -109,7 +109,12 @@ class Point(BaseModel):
     received_at = pw.DoubleField(default=_now)
 
     class Meta:
-        indexes = ((("axis", "x"), True),)
+        indexes = (
+            (("axis", "x"), True),
+            # Covers (axis, x, y): downsampling reads every y of a range from the index alone, which
+            # on SQLite is about a third faster than visiting each row (see bench/store_bench.py).
+            (("axis", "x", "y"), False),
+        )
 
 
 class Token(BaseModel):

@@ -255,41 +255,83 @@ def query_points(
 def _downsample(
     query: pw.ModelSelect, axis: Axis, since: float | None, until: float | None, max_points: int
 ) -> list[tuple[int, float, float]]:
+    """At most `max_points` points: the x range cut into max_points // 2 buckets of equal width,
+    each giving its lowest and highest point (so a single spike survives), oldest first."""
     if max_points < 2:
         raise InvalidInput("max_points must be at least 2", field="max_points")
-    bounds = Point.select(pw.fn.MIN(Point.x), pw.fn.MAX(Point.x), pw.fn.COUNT(Point.id)).where(
-        Point.axis == axis.id
-    )
-    if since is not None:
-        bounds = bounds.where(Point.x >= since)
-    if until is not None:
-        bounds = bounds.where(Point.x <= until)
-    low, high, count = bounds.tuples().get()
-    if not count:
-        return []
-    if count <= max_points:
-        return list(query.order_by(Point.x).tuples())
-    buckets = max(1, max_points // 2)
-    width = (high - low) / buckets or 1.0
-    chosen: dict[int, tuple[tuple[int, float, float], tuple[int, float, float]]] = {}
-    for row in query.order_by(Point.x).tuples().iterator():
-        bucket = min(int((row[1] - low) / width), buckets - 1)
-        current = chosen.get(bucket)
-        if current is None:
-            chosen[bucket] = (row, row)
-        else:
-            lo, hi = current
-            if row[2] < lo[2]:
-                lo = row
-            if row[2] > hi[2]:
-                hi = row
-            chosen[bucket] = (lo, hi)
+    # Reading max_points + 1 rows is cheaper than COUNT(*) over a large range and answers small ones.
+    head: list[tuple[int, float, float]] = [
+        (i, float(x), float(y)) for i, x, y in query.order_by(Point.x).limit(max_points + 1).tuples()
+    ]
+    if len(head) <= max_points:
+        return head
+    low = head[0][1]
+    high = float(query.order_by(Point.x.desc()).limit(1).tuples().get()[1])
+    buckets = max_points // 2
+    # x is unique per axis and there are more points than max_points, so high > low.
+    width = (high - low) / buckets
+    edges = [low + i * width for i in range(buckets)] + [high]
+    db = Point._meta.database
+    if isinstance(db.obj if isinstance(db, pw.DatabaseProxy) else db, pw.SqliteDatabase):
+        rows = _extremes_by_range(db, axis.id, edges)
+    else:
+        rows = _extremes_by_window(db, axis.id, edges)
+    return rows
+
+
+_RANGE_EXTREMES = (
+    f"SELECT {_ID}, {_X}, {_Y}, MIN({_Y}), MAX({_Y}) FROM {_TABLE} WHERE {_AXIS} = ? AND {_X} >= ? AND {_X} {{}} ?"
+)
+_RANGE_FIND = (
+    f"SELECT {_ID}, {_X}, {_Y} FROM {_TABLE} WHERE {_AXIS} = ? AND {_X} >= ? AND {_X} {{}} ? AND {_Y} = ? LIMIT 1"
+)
+
+
+def _extremes_by_range(db: pw.Database, axis_id: int, edges: list[float]) -> list[tuple[int, float, float]]:
+    """SQLite: one aggregate per bucket over its x range of the (axis, x, y) index.
+
+    A GROUP BY on the bucket number sorts every row in a temporary B-tree (about 3x slower over a
+    million points); ranges read the index in order and sort nothing. With MIN() and MAX() together
+    SQLite takes the bare columns from the row of one of them; the other row is looked up.
+    """
     result: list[tuple[int, float, float]] = []
-    for bucket in sorted(chosen):
-        lo, hi = chosen[bucket]
-        pair = sorted({lo, hi}, key=lambda r: r[1])
+    last = len(edges) - 2
+    cursor = db.cursor()
+    for i in range(last + 1):
+        # Half-open buckets; the last one is closed so the newest point belongs to it.
+        op = "<=" if i == last else "<"
+        params = (axis_id, edges[i], edges[i + 1])
+        row = cursor.execute(_RANGE_EXTREMES.format(op), params).fetchone()
+        if row is None or row[3] is None:
+            continue  # empty bucket
+        point_id, x, y, low, high = row
+        found = (int(point_id), float(x), float(y))
+        if low == high:
+            result.append(found)
+            continue
+        other = high if y == low else low
+        match = cursor.execute(_RANGE_FIND.format(op), (*params, other)).fetchone()
+        pair = [found, (int(match[0]), float(match[1]), float(match[2]))]
+        pair.sort(key=lambda r: r[1])
         result.extend(pair)
     return result
+
+
+def _extremes_by_window(db: pw.Database, axis_id: int, edges: list[float]) -> list[tuple[int, float, float]]:
+    """PostgreSQL: one statement ranking each bucket's rows by y both ways."""
+    p = db.param
+    low, high, buckets = edges[0], edges[-1], len(edges) - 1
+    width = (high - low) / buckets
+    sql = (
+        f"WITH t AS (SELECT {_ID} AS id, {_X} AS x, {_Y} AS y,"
+        f" LEAST(FLOOR(({_X} - {p}) / {p}), {p}) AS b FROM {_TABLE}"
+        f" WHERE {_AXIS} = {p} AND {_X} >= {p} AND {_X} <= {p}),"
+        " r AS (SELECT id, x, y, ROW_NUMBER() OVER (PARTITION BY b ORDER BY y, x) AS rank_low,"
+        " ROW_NUMBER() OVER (PARTITION BY b ORDER BY y DESC, x) AS rank_high FROM t)"
+        " SELECT id, x, y FROM r WHERE rank_low = 1 OR rank_high = 1 ORDER BY x"
+    )
+    cursor = db.execute_sql(sql, (low, width, buckets - 1, axis_id, low, high))
+    return [(int(i), float(x), float(y)) for i, x, y in cursor.fetchall()]
 
 
 def points_after(feed: Feed, last_id: int, limit: int = 10_000) -> list[tuple[int, str, float, float]]:
