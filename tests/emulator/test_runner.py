@@ -15,7 +15,7 @@ from emulator import run
 from emulator.errors import EmulatorError
 from emulator.runner import Emulator
 from emulator.sources import DoorSource, RandomWalkSource, SineSource
-from rtdp.accounts import create_user
+from rtdp.accounts import ServiceAccount, create_user
 from rtdp.codec import Sample, decode, sample_from_fields
 from rtdp.models import EmulatorState, Token, User
 from rtdp.mqtt import Endpoint, make_client
@@ -23,6 +23,7 @@ from rtdp.settings import Settings
 from rtdp.store import feed_casts, get_axis, get_feed
 from tests.emulator.recorder import recording_server
 from tests.emulator.viewer_server import running_viewer
+from tests.support.embedded import running_embedded_broker
 from tests.support.env import wait_for
 from tests.support.mosquitto import Mosquitto
 
@@ -246,3 +247,46 @@ def test_http_path_end_to_end_through_the_viewer(tmp_path: Path, sqlite_db: pw.D
     ys = [decoded(p, SINE_FEED).y for p in subscriber.on(f"feeds/{SINE_FEED}/axis_at_45_degrees")]
     assert ys[:4] == pytest.approx([math.sin(0.5 * k + math.pi / 4) for k in range(4)])
     assert {decoded(p, "front_door").y for p in subscriber.on("feeds/front_door/state")} == {0.0, 1.0}
+
+
+def test_mqtt_through_the_embedded_broker_authenticates_with_the_token(tmp_path: Path, sqlite_db: pw.Database) -> None:
+    owner = create_user(OWNER, "pw")
+    settings = Settings.build(env={}, data_dir=tmp_path)
+    service = ServiceAccount.load_or_create(tmp_path)
+    with running_embedded_broker(settings, service) as broker:
+        settings = settings.replace(mqtt=broker.address)
+        received: list[tuple[str, bytes]] = []
+        watcher = make_client(broker.service_endpoint(), service.client_id("test-watch"))
+        subscribed = threading.Event()
+        watcher.on_connect = lambda c, u, f, r, p: c.subscribe("feeds/#", qos=1)
+        watcher.on_subscribe = lambda c, u, m, r, p: subscribed.set()
+        watcher.on_message = lambda c, u, m: received.append((m.topic, m.payload))
+        watcher.connect(broker.host, broker.port)
+        watcher.loop_start()
+        try:
+            assert subscribed.wait(10)
+            with Emulator(settings, owner_email=OWNER, sources=[SineSource(interval=0.02)]):
+                wait_for(lambda: len(received) >= 9, what="sine points through the embedded broker")
+        finally:
+            watcher.disconnect()
+            watcher.loop_stop()
+    assert {t for t, _ in received} == {f"feeds/{SINE_FEED}/{axis}" for axis in SineSource.PHASES}
+    assert decoded(received[0][1], SINE_FEED).y == pytest.approx(0.0)
+    assert Token.get(Token.user == owner.id).revoked
+
+
+def test_system_source_publishes_this_machines_load(tmp_path: Path, owner: User) -> None:
+    if not Path("/proc/stat").exists():
+        pytest.skip("the system source needs /proc")
+    from emulator.system import SystemSource
+
+    source = SystemSource(interval=0.02, feed="system_test")
+    with recording_server() as server, Emulator(
+        settings_for(tmp_path), owner_email=OWNER, sources=[source], via="http", http_url=server.url
+    ):
+        wait_for(lambda: any(r.path.endswith("/system_test/cpu_percent") for r in server.requests), what="cpu %")
+    feed = get_feed("system_test")
+    assert {a.name for a in feed.axes} == set(source.axes)
+    for request in server.requests:
+        y = sample_from_fields(request.query["x"], request.query["y"], feed_casts(feed), now=0, tz=Settings().tz).y
+        assert y >= 0
