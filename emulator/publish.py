@@ -3,6 +3,7 @@ or the original's HTTP URL (`GET /service/feed_input.json/<feed>/<axis>?x=&y=` w
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import threading
@@ -128,7 +129,7 @@ class HttpPublisher:
             body = exc.read()[:200].decode("utf-8", "replace")
             exc.close()
             raise PublishFailed(f"{feed}/{axis}: HTTP {exc.code}: {body}", status=exc.code) from None
-        except (urllib.error.URLError, OSError) as exc:
+        except (OSError, http.client.HTTPException) as exc:  # URLError is an OSError
             raise PublishFailed(f"{feed}/{axis}: {self.base_url} unreachable: {exc}") from None
 
     def close(self) -> None:

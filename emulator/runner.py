@@ -174,6 +174,9 @@ class Emulator:
                 ", ".join(source.name for source in self.sources), self.via, self.owner_email,
             )
             self._loop(publisher)
+        except Exception:
+            # Not expected (step, publish and database errors are handled per step); make it visible.
+            log.exception("emulator: stopped by an unexpected error")
         finally:
             if publisher is not None:
                 publisher.close()
