@@ -34,12 +34,16 @@ class YCast(StrEnum):
     BOOL = "bool"
 
 
+# A module constant: CPython does not fold 2**1023 (too large), so inline it cost a big-int power per value.
+_FLOAT_INT_LIMIT = 2**1023
+
+
 def _number(value: object, what: str) -> float:
     """A finite float from a JSON number or numeric text; bools are not numbers here."""
     if isinstance(value, bool) or value is None:
         raise InvalidInput(f"{what} must be a number, got {value!r}", field=what)
     if isinstance(value, int):
-        number = float(value) if abs(value) <= 2**1023 else math.inf
+        number = float(value) if abs(value) <= _FLOAT_INT_LIMIT else math.inf
     elif isinstance(value, float):
         number = value
     elif isinstance(value, str):
