@@ -24,6 +24,7 @@ from rtdp.mosquitto_passwd import mosquitto_hash
 from rtdp.permissions import Access, Principal
 
 MAX_EMAIL = 254
+SERVICE_ACCOUNT_FILE = "service-account.json"
 
 
 def normalize_email(email: str) -> str:
@@ -156,25 +157,44 @@ class ServiceAccount:
 
     @classmethod
     def load_or_create(cls, data_dir: Path) -> ServiceAccount:
-        path = data_dir / "service-account.json"
+        """The account in `data_dir/service-account.json`, created (mode 0600) on first use.
+
+        Safe when several processes start at once: the file is written aside and linked into
+        place, so a reader never sees half of it and the first writer wins.
+        """
+        path = data_dir / SERVICE_ACCOUNT_FILE
         if path.exists():
-            data = json.loads(path.read_text())
-            return cls(data["username"], data["password"], data["client_secret"])
+            return cls._read(path)
         data_dir.mkdir(parents=True, exist_ok=True)
         account = cls(
             username=f"rtdp-service-{secrets.token_hex(4)}",
             password=secrets.token_urlsafe(32),
             client_secret=secrets.token_hex(16),
         )
+        aside = data_dir / f".{SERVICE_ACCOUNT_FILE}.{os.getpid()}.{secrets.token_hex(4)}"
         # Written with 0600 from the start: the file holds a password to every topic.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(
-                {
-                    "username": account.username,
-                    "password": account.password,
-                    "client_secret": account.client_secret,
-                },
-                handle,
-            )
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(
+                    {
+                        "username": account.username,
+                        "password": account.password,
+                        "client_secret": account.client_secret,
+                    },
+                    handle,
+                )
+                handle.flush()
+                os.fsync(handle.fileno())
+            try:
+                os.link(aside, path)
+            except FileExistsError:
+                return cls._read(path)  # another process won the race: use its account
+        finally:
+            aside.unlink(missing_ok=True)
         return account
+
+    @classmethod
+    def _read(cls, path: Path) -> ServiceAccount:
+        data = json.loads(path.read_text())
+        return cls(data["username"], data["password"], data["client_secret"])
