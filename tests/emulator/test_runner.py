@@ -4,6 +4,7 @@ import math
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -17,7 +18,7 @@ from emulator.runner import Emulator
 from emulator.sources import DoorSource, RandomWalkSource, SineSource
 from rtdp.accounts import ServiceAccount, create_user
 from rtdp.codec import Sample, decode, sample_from_fields
-from rtdp.models import EmulatorState, Token, User
+from rtdp.models import Axis, EmulatorState, Token, User
 from rtdp.mqtt import Endpoint, make_client
 from rtdp.settings import Settings
 from rtdp.store import feed_casts, get_axis, get_feed
@@ -48,7 +49,7 @@ class Subscriber:
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         with self.lock:
-            self.messages.append((message.topic, message.payload))
+            self.messages.append((message.topic, bytes(message.payload)))
 
     def on(self, topic: str) -> list[bytes]:
         with self.lock:
@@ -75,6 +76,10 @@ def settings_for(tmp_path: Path, broker: Mosquitto | None = None) -> Settings:
     return Settings.build(env={}, data_dir=tmp_path, broker=broker.url if broker else None)
 
 
+def has_at_least(subscriber: Subscriber, topic: str, count: int) -> bool:
+    return len(subscriber.on(topic)) >= count
+
+
 def decoded(payload: bytes, feed: str) -> Sample:
     (sample,) = decode(payload, feed_casts(get_feed(feed)), now=time.time(), tz=Settings().tz)
     return sample
@@ -91,15 +96,15 @@ def test_mqtt_readings_reach_the_broker_and_decode_under_the_feed_casts(
     started = time.time()
     with Emulator(settings_for(tmp_path, mosquitto), owner_email=OWNER, sources=sources) as emulator:
         for topic in (f"feeds/{SINE_FEED}/axis_at_90_degrees", "feeds/front_door/state", "feeds/temperature/celsius"):
-            wait_for(lambda topic=topic: len(subscriber.on(topic)) >= 5, what=f"5 messages on {topic}")
+            wait_for(partial(has_at_least, subscriber, topic, 5), what=f"5 messages on {topic}")
         token_row = Token.get(Token.user == owner.id)
         assert not token_row.revoked
     assert Token.get_by_id(token_row.id).revoked, "the token the emulator created is revoked when it stops"
     assert emulator.failed == {"sine": 0, "door": 0, "random_walk": 0}
 
     sine = get_feed(SINE_FEED)
-    assert (sine.owner_id, sine.x_cast, sine.y_cast) == (owner.id, "datetime", "float")
-    assert {a.name for a in sine.axes} == set(SineSource.PHASES)
+    assert (sine.owner.id, sine.x_cast, sine.y_cast) == (owner.id, "datetime", "float")
+    assert {a.name for a in Axis.select().where(Axis.feed == sine.id)} == set(SineSource.PHASES)
     assert get_feed("front_door").y_cast == "bool"
     for axis, phase in SineSource.PHASES.items():
         samples = [decoded(p, SINE_FEED) for p in subscriber.on(f"feeds/{SINE_FEED}/{axis}")]
@@ -260,7 +265,7 @@ def test_mqtt_through_the_embedded_broker_authenticates_with_the_token(tmp_path:
         subscribed = threading.Event()
         watcher.on_connect = lambda c, u, f, r, p: c.subscribe("feeds/#", qos=1)
         watcher.on_subscribe = lambda c, u, m, r, p: subscribed.set()
-        watcher.on_message = lambda c, u, m: received.append((m.topic, m.payload))
+        watcher.on_message = lambda c, u, m: received.append((m.topic, bytes(m.payload)))
         watcher.connect(broker.host, broker.port)
         watcher.loop_start()
         try:
@@ -286,7 +291,7 @@ def test_system_source_publishes_this_machines_load(tmp_path: Path, owner: User)
     ):
         wait_for(lambda: any(r.path.endswith("/system_test/cpu_percent") for r in server.requests), what="cpu %")
     feed = get_feed("system_test")
-    assert {a.name for a in feed.axes} == set(source.axes)
+    assert {a.name for a in Axis.select().where(Axis.feed == feed.id)} == set(source.axes)
     for request in server.requests:
         y = sample_from_fields(request.query["x"], request.query["y"], feed_casts(feed), now=0, tz=Settings().tz).y
         assert y >= 0

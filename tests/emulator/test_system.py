@@ -58,6 +58,7 @@ def test_real_proc_gives_sane_values() -> None:
         return readings if "cpu_percent" in readings else None
 
     readings = wait_for(step_with_cpu, interval=0.05, what="a step with cpu_percent")
+    assert readings is not None
     assert 0 <= float(readings["cpu_percent"]) <= 100
     assert 0 <= float(readings["memory_percent"]) <= 100
     assert float(readings["net_rx_bytes_per_s"]) >= 0
