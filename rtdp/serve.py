@@ -1,0 +1,140 @@
+"""`rtdp serve`: broker, bridge, viewer (and optionally the emulator) in one process.
+
+Part of the CLI layer, the one place allowed to compose the four packages. One uvloop event loop
+runs the embedded amqtt broker and uvicorn; the bridge (paho network thread + writer thread) and the
+emulator run in their own threads and talk to the broker over loopback MQTT exactly as they do when
+run apart, so there is one path, whatever the deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+
+from rtdp.accounts import ServiceAccount
+from rtdp.database import open_database
+from rtdp.demo import DEMO_PASSWORD, seed_demo
+from rtdp.errors import ConfigError
+from rtdp.logs import configure_logging
+from rtdp.models import User
+from rtdp.settings import HostPort, Settings
+
+log = logging.getLogger("rtdp.serve")
+
+
+def serve(settings: Settings) -> None:
+    """Run everything until Ctrl-C or SIGTERM. Raises RtdpError (one-line message) on a bad setting."""
+    import uvloop
+
+    configure_logging(settings.log_level)
+    db = open_database(settings.database_url)
+    try:
+        if settings.demo and seed_demo():
+            print(
+                f"demo data created: users ep@nothing.com and ap@nothing.com, password {DEMO_PASSWORD!r}"
+                " - WARNING: change these passwords (or do not use --demo) on a reachable server",
+                file=sys.stderr,
+                flush=True,
+            )
+        service = ServiceAccount.load_or_create(settings.data_dir)
+        uvloop.run(_serve(settings, service))
+    finally:
+        db.close()
+
+
+def _emulator_owner() -> str:
+    owner = User.select().where(User.is_admin == True).order_by(User.id).first()  # noqa: E712
+    if owner is None:
+        raise ConfigError("--emulate: the emulated feeds need an owner: create an admin user first (or use --demo)")
+    return str(owner.email)
+
+
+@contextlib.contextmanager
+def _no_uvicorn_signals() -> Iterator[None]:
+    # uvicorn re-raises SIGINT/SIGTERM after serve() returns; we own the signals so shutdown is ordered.
+    yield
+
+
+async def _serve(settings: Settings, service: ServiceAccount) -> None:
+    from bridge.service import Bridge, default_client_id
+    from broker.server import EmbeddedBroker, quiet_amqtt_logging
+    from rtdp.mqtt import Endpoint
+    from viewer.app import bind_socket, build_server, create_app
+
+    loop = asyncio.get_running_loop()
+    # Check the web port before starting anything, so both "port in use" errors come first.
+    bind_socket(settings.http).close()
+
+    broker: EmbeddedBroker | None = None
+    if settings.embedded_broker:
+        quiet_amqtt_logging()
+        broker = EmbeddedBroker(settings, service)
+        await broker.start()
+        address = broker.address
+        # With --mqtt HOST:0 the broker picked a port: everyone must connect to that one.
+        settings = settings.replace(mqtt=HostPort(address.host, address.port))
+        endpoint = Endpoint.of(address, service.username, service.password)
+        client_id = settings.client_id or service.client_id("bridge")
+        mqtt_address = f"mqtt://{address}"
+    else:
+        assert settings.broker is not None
+        endpoint = Endpoint.of(settings.broker)
+        client_id = settings.client_id or default_client_id(settings)
+        mqtt_address = str(settings.broker)
+
+    try:
+        app = create_app(settings, service=service)
+        server = build_server(settings, app, log_config=None)
+    except BaseException:
+        if broker is not None:
+            await broker.stop()
+        raise
+    server.capture_signals = _no_uvicorn_signals  # type: ignore[method-assign]
+
+    bridge = Bridge(settings, endpoint, client_id)
+    emulator = None
+    try:
+        bridge.start()
+        if settings.emulate:
+            from emulator.runner import Emulator
+
+            owner = await asyncio.to_thread(_emulator_owner)
+            emulator = Emulator(settings, owner_email=owner, sources=())
+            await asyncio.to_thread(emulator.start)
+
+        def stop() -> None:
+            server.should_exit = True
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop)
+
+        async def announce() -> None:
+            while not server.started and not server.should_exit:
+                await asyncio.sleep(0.05)
+            if server.started:
+                print(f"rtdp is running: web http://{_web_host(settings.http)}:{server.port}", flush=True)
+                print(f"                 mqtt {mqtt_address} (publish to feeds/<feed>/<axis>)", flush=True)
+                print("Press Ctrl-C to stop.", flush=True)
+
+        announcer = asyncio.create_task(announce())
+        await server.serve()
+        announcer.cancel()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if emulator is not None:
+            await asyncio.to_thread(emulator.stop)
+        await asyncio.to_thread(bridge.stop)
+        if broker is not None:
+            await broker.stop()
+    print("rtdp stopped.", flush=True)
+
+
+def _web_host(address: HostPort) -> str:
+    if address.host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    return f"[{address.host}]" if ":" in address.host else address.host
