@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import threading
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-from rtdp.accounts import create_token, create_user
+from rtdp.accounts import create_token
+from rtdp.credentials import hash_password
 from rtdp.models import Feed, User
 from rtdp.permissions import Access
 from rtdp.settings import BrokerURL, HostPort, Settings
@@ -82,10 +84,21 @@ def world(client: TestClient) -> World:
     return make_world()
 
 
+@functools.cache
+def _password_hash(password: str) -> str:
+    return hash_password(password)
+
+
+def make_user(email: str, password: str, admin: bool = False) -> User:
+    """A user whose argon2 hash is computed once per run: hashing per test would dominate the suite."""
+    user: User = User.create(email=email, password_hash=_password_hash(password), is_admin=admin)
+    return user
+
+
 def make_world() -> World:
-    ep = create_user("ep@nothing.com", "1234")
-    ap = create_user("ap@nothing.com", "1234")
-    admin = create_user("admin@nothing.com", "secret-admin", admin=True)
+    ep = make_user("ep@nothing.com", "1234")
+    ap = make_user("ap@nothing.com", "1234")
+    admin = make_user("admin@nothing.com", "secret-admin", admin=True)
     feed_a = create_feed("feed_a", ep, x_cast="int", y_cast="int")
     create_axis(feed_a, "axis_a00")
     feed_t = create_feed("feed_t", ep)
