@@ -20,8 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import peewee as pw
-
 from rtdp.database import open_database
 from rtdp.models import Axis, Point, User
 from rtdp.store import create_feed
@@ -113,9 +111,9 @@ def _summarise(collapsed: Path, top: int = 30) -> None:
     incl: dict[str, int] = {}
     total = 0
     for line in collapsed.read_text().splitlines():
-        stack, _, n = line.rpartition(" ")
+        stack, _, samples = line.rpartition(" ")
         frames = stack.split(";")
-        count = int(n)
+        count = int(samples)
         total += count
         self_count[frames[-1]] = self_count.get(frames[-1], 0) + count
         for frame in set(frames):
@@ -140,7 +138,6 @@ def main() -> None:
             run_one("single", args.single, args.db, args.profile, Path(tmp))
         if args.batched:
             run_one("batch100", args.batched, args.db, args.profile, Path(tmp))
-    _ = pw  # peewee is the store's engine; imported for the models' binding
 
 
 if __name__ == "__main__":
