@@ -1,0 +1,314 @@
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable
+
+import peewee as pw
+import pytest
+
+from rtdp.casts import XCast, YCast
+from rtdp.codec import Casts, Sample
+from rtdp.errors import Conflict, InvalidInput, NotFound
+from rtdp.models import Axis, Feed, Point, User
+from rtdp.store import (
+    INSERT_CHUNK,
+    StoredPoint,
+    create_axis,
+    create_feed,
+    ensure_axis,
+    ensure_feed,
+    feed_casts,
+    get_axis,
+    get_feed,
+    iter_export,
+    points_after,
+    query_points,
+    write_points,
+)
+
+
+@pytest.fixture
+def owner(any_db: pw.Database) -> User:
+    return User.create(email="ep@nothing.com", password_hash="unused")
+
+
+@pytest.fixture
+def feed(owner: User) -> Feed:
+    return create_feed("manual_feed_a", owner, y_cast="int")
+
+
+@pytest.fixture
+def axis(feed: Feed) -> Axis:
+    return create_axis(feed, "axis_a00")
+
+
+def fresh(axis: Axis) -> Axis:
+    return Axis.get_by_id(axis.id)
+
+
+def rows(axis: Axis) -> list[tuple[int, float, float]]:
+    query = Point.select(Point.id, Point.x, Point.y).where(Point.axis == axis.id).order_by(Point.x)
+    return [(i, float(x), float(y)) for i, x, y in query.tuples()]
+
+
+# -- feeds and axes ---------------------------------------------------------------------------------
+
+
+def test_create_and_get_feed(feed: Feed, owner: User) -> None:
+    assert get_feed("manual_feed_a").id == feed.id
+    assert feed_casts(feed) == Casts(XCast.DATETIME, YCast.INT)
+    with pytest.raises(Conflict):
+        create_feed("manual_feed_a", owner)
+    with pytest.raises(NotFound):
+        get_feed("missing")
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"name": "bad/name"},
+        {"x_cast": "date"},
+        {"y_cast": "str"},
+        {"retention_days": 0},
+        {"retention_points": 0},
+        {"description": "x" * 2001},
+    ],
+)
+def test_create_feed_rejects(owner: User, kwargs: dict[str, object]) -> None:
+    args: dict[str, object] = {"name": "f", **kwargs}
+    name = args.pop("name")
+    with pytest.raises(InvalidInput):
+        create_feed(name, owner, **args)  # type: ignore[arg-type]
+    assert Feed.select().count() == 0
+
+
+def test_create_axis(feed: Feed, axis: Axis) -> None:
+    assert get_axis(feed, "axis_a00").id == axis.id
+    with pytest.raises(Conflict):
+        create_axis(feed, "axis_a00")
+    with pytest.raises(InvalidInput):
+        create_axis(feed, "a/b")
+    with pytest.raises(NotFound):
+        get_axis(feed, "missing")
+
+
+def test_ensure_feed(owner: User, feed: Feed) -> None:
+    assert ensure_feed("manual_feed_a", owner.id).id == feed.id
+    created = ensure_feed("new_feed", owner.id)
+    assert created.owner_id == owner.id and created.x_cast == "datetime" and created.y_cast == "float"
+
+
+def _race(workers: int, action: Callable[[], int], db: pw.Database) -> tuple[list[int], list[BaseException]]:
+    barrier = threading.Barrier(workers)
+    results: list[int] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            results.append(action())
+        except BaseException as exc:  # reported by the caller
+            errors.append(exc)
+        finally:
+            db.close()  # each thread has its own connection
+
+    threads = [threading.Thread(target=run) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results, errors
+
+
+def test_ensure_axis_race(feed: Feed, any_db: pw.Database) -> None:
+    """Writers racing to create the same axis all get the one row, and none fails."""
+    for round_ in range(3):
+        name = f"racy{round_}"
+        ids, errors = _race(8, lambda name=name: ensure_axis(feed, name).id, any_db)  # type: ignore[misc]
+        assert not errors, errors
+        assert len(ids) == 8 and len(set(ids)) == 1
+        assert Axis.select().where((Axis.feed == feed.id) & (Axis.name == name)).count() == 1
+    assert ensure_axis(feed, "racy0").id == get_axis(feed, "racy0").id
+    with pytest.raises(InvalidInput):
+        ensure_axis(feed, "bad name")
+
+
+# -- writing ----------------------------------------------------------------------------------------
+
+
+def test_write_points_returns_stored_points_in_id_order(axis: Axis) -> None:
+    stored = write_points([(axis.id, Sample(2.0, 20.0)), (axis.id, Sample(1.0, 10.0))], received_at=5.0)
+    assert [(p.axis_id, p.x, p.y) for p in stored] == [(axis.id, 2.0, 20.0), (axis.id, 1.0, 10.0)]
+    assert stored[0].id < stored[1].id
+    assert all(isinstance(p, StoredPoint) and isinstance(p.x, float) and isinstance(p.y, float) for p in stored)
+    assert [(x, y) for _, x, y in rows(axis)] == [(1.0, 10.0), (2.0, 20.0)]
+    assert {r for (r,) in Point.select(Point.received_at).tuples()} == {5.0}
+    assert write_points([]) == []
+
+
+def test_same_x_replaces_with_a_higher_id(axis: Axis) -> None:
+    first = write_points([(axis.id, Sample(1.0, 10.0)), (axis.id, Sample(2.0, 20.0))])
+    second = write_points([(axis.id, Sample(2.0, 21.0)), (axis.id, Sample(3.0, 30.0))])
+    assert [(x, y) for _, x, y in rows(axis)] == [(1.0, 10.0), (2.0, 21.0), (3.0, 30.0)]
+    replaced = next(p for p in second if p.x == 2.0)
+    assert replaced.id > max(p.id for p in first)
+    assert {i for i, _, _ in rows(axis)} == {first[0].id, *(p.id for p in second)}
+    assert fresh(axis).point_count == 3
+
+
+def test_redelivery_is_harmless(axis: Axis) -> None:
+    batch = [(axis.id, Sample(float(i), float(i))) for i in range(10)]
+    write_points(batch)
+    again = write_points(batch)
+    assert len(again) == 10
+    assert fresh(axis).point_count == 10 == len(rows(axis))
+
+
+def test_last_sample_for_an_x_in_one_batch_wins(axis: Axis) -> None:
+    stored = write_points([(axis.id, Sample(1.0, 1.0)), (axis.id, Sample(1.0, 2.0)), (axis.id, Sample(1.0, 3.0))])
+    assert [(p.x, p.y) for p in stored] == [(1.0, 3.0)]
+    assert rows(axis)[0][1:] == (1.0, 3.0)
+    assert fresh(axis).point_count == 1
+
+
+def test_axis_summary_follows_the_newest_x(axis: Axis, feed: Feed) -> None:
+    other = create_axis(feed, "other")
+    write_points([(axis.id, Sample(5.0, 50.0)), (axis.id, Sample(3.0, 30.0)), (other.id, Sample(1.0, 1.0))],
+                 received_at=100.0)
+    current = fresh(axis)
+    assert (current.last_x, current.last_y, current.last_seen, current.point_count) == (5.0, 50.0, 100.0, 2)
+    # An older x arriving later does not move last_x/last_y, but counts and updates last_seen.
+    write_points([(axis.id, Sample(4.0, 40.0))], received_at=101.0)
+    current = fresh(axis)
+    assert (current.last_x, current.last_y, current.last_seen, current.point_count) == (5.0, 50.0, 101.0, 3)
+    # Replacing the newest point updates last_y.
+    write_points([(axis.id, Sample(5.0, 55.0))], received_at=102.0)
+    current = fresh(axis)
+    assert (current.last_x, current.last_y, current.point_count) == (5.0, 55.0, 3)
+    assert (fresh(other).last_x, fresh(other).point_count) == (1.0, 1)
+
+
+def test_large_batch_with_mixed_new_and_replaced_points(axis: Axis, feed: Feed) -> None:
+    other = create_axis(feed, "other")
+    size = INSERT_CHUNK + 1234  # more than one statement's worth
+    write_points([(axis.id, Sample(float(i), 0.0)) for i in range(0, size, 2)])
+    batch = [(axis.id, Sample(float(i), 1.0)) for i in range(size)] + [(other.id, Sample(1.0, 1.0))]
+    random.Random(1).shuffle(batch)
+    stored = write_points(batch)
+    assert len(stored) == size + 1
+    assert [p.id for p in stored] == sorted(p.id for p in stored)
+    assert fresh(axis).point_count == size == Point.select().where(Point.axis == axis.id).count()
+    assert {y for _, _, y in rows(axis)} == {1.0}
+    assert (fresh(axis).last_x, fresh(axis).last_y) == (float(size - 1), 1.0)
+
+
+def test_ids_never_reused_after_deleting_the_newest(axis: Axis) -> None:
+    stored = write_points([(axis.id, Sample(1.0, 1.0)), (axis.id, Sample(2.0, 2.0))])
+    Point.delete().where(Point.id == stored[-1].id).execute()
+    again = write_points([(axis.id, Sample(3.0, 3.0))])
+    assert again[0].id > stored[-1].id
+
+
+def test_failed_batch_changes_nothing(axis: Axis) -> None:
+    write_points([(axis.id, Sample(1.0, 1.0))])
+    with pytest.raises(pw.IntegrityError):
+        write_points([(axis.id, Sample(2.0, 2.0)), (999_999, Sample(1.0, 1.0))])  # no such axis
+    assert [(x, y) for _, x, y in rows(axis)] == [(1.0, 1.0)]
+    assert fresh(axis).point_count == 1
+
+
+# -- reading ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ten(axis: Axis) -> Axis:
+    write_points([(axis.id, Sample(float(i), float(i * 10))) for i in range(10)])
+    return axis
+
+
+def test_query_points_window(ten: Axis) -> None:
+    assert [x for _, x, _ in query_points(ten)] == [float(i) for i in range(10)]
+    assert [x for _, x, _ in query_points(ten, since=3, until=5)] == [3.0, 4.0, 5.0]
+    assert [x for _, x, _ in query_points(ten, limit=3)] == [0.0, 1.0, 2.0]
+    assert [x for _, x, _ in query_points(ten, limit=3, newest=True)] == [7.0, 8.0, 9.0]
+    assert [x for _, x, _ in query_points(ten, since=2, limit=2, newest=True)] == [8.0, 9.0]
+    assert query_points(ten, since=100) == []
+    assert all(y == x * 10 for _, x, y in query_points(ten))
+
+
+def test_downsample_small_range_returns_everything(ten: Axis) -> None:
+    assert query_points(ten, max_points=10) == query_points(ten)
+    assert query_points(ten, max_points=1000, since=2) == query_points(ten, since=2)
+    with pytest.raises(InvalidInput):
+        query_points(ten, max_points=1)
+
+
+def test_downsample_keeps_each_buckets_min_and_max(axis: Axis) -> None:
+    rnd = random.Random(7)
+    n = 3000
+    points = [(float(i), rnd.uniform(-1, 1)) for i in range(n)]
+    points[1234] = (1234.0, 99.0)  # a single spike
+    points[2345] = (2345.0, -99.0)
+    write_points([(axis.id, Sample(x, y)) for x, y in points])
+    for max_points in (2, 10, 101, 1000):
+        result = query_points(axis, max_points=max_points)
+        assert len(result) <= max_points
+        xs = [x for _, x, _ in result]
+        assert xs == sorted(xs) and len(set(xs)) == len(xs), "oldest first, no duplicates"
+        ys = {y for _, _, y in result}
+        assert 99.0 in ys and -99.0 in ys, "spikes survive"
+        by_x = {x: y for x, y in points}
+        ids = {x: i for i, x, _ in rows(axis)}
+        assert all(by_x[x] == y and ids[x] == i for i, x, y in result), "real points with their ids"
+        # Every bucket of equal width gives its lowest and highest y.
+        buckets = max_points // 2
+        width = (n - 1) / buckets
+        for b in range(buckets):
+            inside = [y for x, y in points if b * width <= x < (b + 1) * width or (b == buckets - 1 and x == n - 1)]
+            got = [y for _, x, y in result if b * width <= x < (b + 1) * width or (b == buckets - 1 and x == n - 1)]
+            assert sorted(got) == sorted({min(inside), max(inside)}), (max_points, b)
+
+
+def test_downsample_with_window_and_empty_buckets(axis: Axis) -> None:
+    # Two clusters far apart: the buckets in between are empty.
+    xs = [float(i) for i in range(100)] + [float(10_000 + i) for i in range(100)]
+    write_points([(axis.id, Sample(x, x % 7)) for x in xs])
+    result = query_points(axis, max_points=20, since=50, until=10_049)
+    assert len(result) <= 20
+    assert all(50 <= x <= 10_049 for _, x, _ in result)
+    assert result[0][1] >= 50 and result[-1][1] <= 10_049
+    assert {x for _, x, _ in result} & {float(i) for i in range(50, 100)}
+    assert {x for _, x, _ in result} & {float(10_000 + i) for i in range(50)}
+
+
+def test_downsample_constant_values(axis: Axis) -> None:
+    write_points([(axis.id, Sample(float(i), 5.0)) for i in range(100)])
+    result = query_points(axis, max_points=10)
+    assert 1 <= len(result) <= 10 and {y for _, _, y in result} == {5.0}
+
+
+def test_points_after(feed: Feed, owner: User) -> None:
+    a = create_axis(feed, "a")
+    b = create_axis(feed, "b")
+    elsewhere = create_axis(create_feed("other_feed", owner), "a")
+    stored = write_points([(a.id, Sample(1.0, 1.0)), (b.id, Sample(1.0, 2.0)), (elsewhere.id, Sample(1.0, 3.0))])
+    stored += write_points([(a.id, Sample(1.0, 4.0))])  # replaces: new id, old one gone
+    got = points_after(feed, 0)
+    assert [(name, x, y) for _, name, x, y in got] == [("b", 1.0, 2.0), ("a", 1.0, 4.0)]
+    assert [i for i, *_ in got] == sorted(i for i, *_ in got)
+    assert points_after(feed, got[0][0]) == got[1:]
+    assert points_after(feed, got[-1][0]) == []
+    assert points_after(feed, 0, limit=1) == got[:1]
+
+
+def test_iter_export(feed: Feed) -> None:
+    a = create_axis(feed, "a")
+    b = create_axis(feed, "b")
+    write_points([(b.id, Sample(2.0, 20.0)), (a.id, Sample(3.0, 3.0)), (a.id, Sample(1.0, 1.0)),
+                  (b.id, Sample(1.0, 10.0))])
+    assert list(iter_export(feed, [a, b], None, None)) == [
+        ("a", 1.0, 1.0), ("a", 3.0, 3.0), ("b", 1.0, 10.0), ("b", 2.0, 20.0)
+    ]
+    assert list(iter_export(feed, [b], 1.5, None)) == [("b", 2.0, 20.0)]
+    assert list(iter_export(feed, [a, b], None, 1.0)) == [("a", 1.0, 1.0), ("b", 1.0, 10.0)]
