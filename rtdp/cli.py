@@ -134,7 +134,7 @@ def viewer(**options: Any) -> None:
 def _open(options: dict[str, Any]) -> Settings:
     from rtdp.database import open_database
 
-    settings = _settings(data_dir=options.pop("data_dir", None), db_url=options.pop("db_url", None))
+    settings = _settings(**options)
     open_database(settings.database_url)
     return settings
 
@@ -279,3 +279,71 @@ def export(
             separators=(",", ":"),
         )
         output.write("\n")
+
+
+@main.command()
+@click.argument("sources", nargs=-1)
+@click.option("--via", type=click.Choice(["mqtt", "http"]), default="mqtt", show_default=True, help="How to publish.")
+@click.option("--owner", help="Email of the emulated feeds' owner. [default: the first admin]")
+@click.option("--token", help="Publish with this token. [default: a write token created for the owner]")
+@click.option("--url", "http_url", help="Web address for --via http. [default: http://<--http>]")
+@click.option("--enable", "enable", multiple=True, metavar="SOURCE", help="Switch SOURCE on (live) and exit.")
+@click.option("--disable", "disable", multiple=True, metavar="SOURCE", help="Switch SOURCE off (live) and exit.")
+@click.option("--list", "list_sources", is_flag=True, help="Show each source's switch and position, then exit.")
+@click.option("--http", help=HTTP_HELP)
+@click.option("--broker", help=BROKER_HELP)
+@click.option("--mqtt", help="Embedded broker to connect to, when --broker is not given. [default: 127.0.0.1:1883]")
+@data_options
+@log_option
+@_fail_cleanly
+def emulate(
+    sources: tuple[str, ...],
+    via: str,
+    owner: str | None,
+    token: str | None,
+    http_url: str | None,
+    enable: tuple[str, ...],
+    disable: tuple[str, ...],
+    list_sources: bool,
+    **options: Any,
+) -> None:
+    """Run emulated devices: sine, door, x10, random_walk, system (all by default)."""
+    from emulator import available_sources, run, set_enabled, statuses
+    from rtdp.logs import configure_logging
+    from rtdp.serve import emulator_owner
+
+    settings = _open(options)
+    if enable or disable or list_sources:
+        for name in enable:
+            set_enabled(name, True)
+        for name in disable:
+            set_enabled(name, False)
+        for status in statuses():
+            click.echo(f"{status.source:12} {'on ' if status.enabled else 'off'} {json.dumps(status.state)}")
+        return
+    configure_logging(settings.log_level)
+    click.echo(f"emulating {', '.join(sources or available_sources())} via {via}; Ctrl-C to stop")
+    run(settings, sources, via, owner_email=owner or emulator_owner(), token=token, http_url=http_url)
+
+
+@main.command("mosquitto-files")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Folder for passwd and acl. [default: DATA_DIR/mosquitto]",
+)
+@data_options
+@_fail_cleanly
+def mosquitto_files(out: Path | None, **options: Any) -> None:
+    """Write an external Mosquitto's password and ACL files from rtdp's tokens and permissions.
+
+    Devices log in with username = the token's prefix (first 12 characters) and password = the token.
+    Run again after changing users, tokens, feeds or shares, then reload Mosquitto (SIGHUP).
+    """
+    from rtdp.mosquitto import write_mosquitto_files
+
+    settings = _open(options)
+    files = write_mosquitto_files(settings, out)
+    click.echo(f"wrote {files.passwd} ({files.users} users, {files.tokens} tokens) and {files.acl}")
+    if files.skipped:
+        click.echo(f"note: {files.skipped} active token(s) left out (made before broker hashes, or a prefix clash)")

@@ -46,7 +46,8 @@ def serve(settings: Settings) -> None:
         db.close()
 
 
-def _emulator_owner() -> str:
+def emulator_owner() -> str:
+    """Who owns emulated feeds unless told: the first admin (ep@nothing.com with --demo)."""
     owner = User.select().where(User.is_admin == True).order_by(User.id).first()  # noqa: E712
     if owner is None:
         raise ConfigError("--emulate: the emulated feeds need an owner: create an admin user first (or use --demo)")
@@ -102,7 +103,7 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
         if settings.emulate:
             from emulator.runner import Emulator
 
-            owner = await asyncio.to_thread(_emulator_owner)
+            owner = await asyncio.to_thread(emulator_owner)
             emulator = Emulator(settings, owner_email=owner, sources=())
             await asyncio.to_thread(emulator.start)
 
