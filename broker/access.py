@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from enum import StrEnum
-from functools import partial
+from functools import lru_cache, partial
 from typing import TypeVar
 
 import peewee as pw
@@ -55,6 +55,21 @@ def feed_wildcard(topic_filter: str) -> bool:
     if "/".join(parts[:2]) in (STORED_PREFIX, ERRORS_PREFIX) and len(parts) >= 3:
         return parts[2] in _WILDCARDS
     return False
+
+
+@lru_cache(maxsize=4096)
+def _published_feed(topic: str) -> str | None:
+    """The feed a publish topic writes to; None unless it is exactly `feeds/<feed>/<axis>`.
+    Memoised: a device publishes to the same few topics all day."""
+    try:
+        return FeedTopic.parse(topic).feed
+    except InvalidInput:
+        return None
+
+
+@lru_cache(maxsize=4096)
+def _read_feed(topic: str) -> str | None:
+    return feed_of_filter(topic)
 
 
 class AccessControl:
@@ -142,7 +157,7 @@ class AccessControl:
             return ok
         if action is TopicAction.SUBSCRIBE and feed_wildcard(topic):
             return True
-        feed = feed_of_filter(topic)
+        feed = _read_feed(topic)
         ok = feed is not None and await self._feed_allowed(principal, feed, Access.READ)
         if not ok and action is TopicAction.SUBSCRIBE:
             self.refused_subscribes += 1
@@ -150,11 +165,8 @@ class AccessControl:
         return ok
 
     async def _may_publish(self, principal: Principal, topic: str) -> bool:
-        try:
-            feed_topic = FeedTopic.parse(topic)
-        except InvalidInput:
-            return False
-        return await self._feed_allowed(principal, feed_topic.feed, Access.WRITE)
+        feed = _published_feed(topic)
+        return feed is not None and await self._feed_allowed(principal, feed, Access.WRITE)
 
     async def _feed_allowed(self, principal: Principal, feed: str, access: Access) -> bool:
         key = (principal.cache_key, feed, access)
