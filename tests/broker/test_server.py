@@ -17,7 +17,7 @@ from broker.server import EmbeddedBroker
 from rtdp.accounts import ServiceAccount
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
-from tests.broker.clients import connected, login_result
+from tests.broker.clients import close, connected, login_result, open_client
 from tests.broker.conftest import PASSWORD, World
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
 from tests.support.env import free_port, port_open, wait_for, wait_port
@@ -101,3 +101,31 @@ def test_run_prints_the_address_and_stops_on_sigterm(tmp_path: Path) -> None:
     assert f"mqtt://127.0.0.1:{port}" in out
     assert "Traceback" not in err
     wait_for(lambda: not port_open("127.0.0.1", port), what="the port to be released")
+
+
+def test_persistent_session_gets_messages_queued_while_offline(embedded: EmbeddedBrokerHandle) -> None:
+    """The bridge's session is persistent: its principal must outlive the connection, since amqtt
+    asks the RECEIVE check while queueing for an offline session."""
+    client_id = embedded.service.client_id("bridge")
+    with connected(embedded.service_endpoint(), client_id, clean_session=False) as bridge:
+        assert bridge.subscribe("feeds/#") == 1
+    with connected(embedded.endpoint("ep@nothing.com", PASSWORD)) as ep:
+        ep.publish("feeds/manual_feed_a/a", b"while-offline")
+    with connected(embedded.service_endpoint(), client_id, clean_session=False) as bridge:
+        bridge.wait_message("feeds/manual_feed_a/a", b"while-offline")
+
+
+def test_take_over_keeps_the_new_connections_rights(embedded: EmbeddedBrokerHandle) -> None:
+    """A second CONNECT with the same client id replaces the session (amqtt leaves the old
+    connection open); when the old one disconnects, the broker must not forget who the new one is."""
+    endpoint = embedded.endpoint("ep@nothing.com", PASSWORD)
+    first = open_client(endpoint, "ep-device")
+    try:
+        with connected(endpoint, "ep-device") as second:
+            close(first)
+            wait_for(first.disconnected.is_set, what="the old connection to close")
+            assert second.subscribe("feeds/manual_feed_a/#") == 1
+            second.publish("feeds/manual_feed_a/a", b"after-take-over")
+            second.wait_message("feeds/manual_feed_a/a", b"after-take-over")
+    finally:
+        close(first)
