@@ -7,6 +7,7 @@ inside a transaction on start; each step is written to run on SQLite and Postgre
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -67,8 +68,13 @@ def open_database(url: str, *, create: bool = True) -> pw.Database:
     scheme = urlsplit(url).scheme
     if scheme in ("sqlite", ""):
         path = url.split("sqlite:///", 1)[1] if url.startswith("sqlite:///") else url
+        if not path:
+            raise ConfigError(f"--db: no file in {url!r} (use sqlite:///PATH)")
         if path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(f"--db: cannot create the directory for {path}: {exc.strerror}") from None
         db: pw.Database = pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=5)
     elif scheme in ("postgres", "postgresql", "postgresext"):
         try:
@@ -79,16 +85,46 @@ def open_database(url: str, *, create: bool = True) -> pw.Database:
         raise ConfigError(f"--db: unsupported database URL {redact(url)!r} (use sqlite:/// or postgresql://)")
     database_proxy.initialize(db)
     try:
-        db.connect(reuse_if_open=True)
-    except pw.OperationalError as exc:
-        raise ConfigError(f"--db: cannot open {redact(url)}: {exc}") from None
-    if create:
-        migrate(db)
+        _connect(db)
+        if create:
+            migrate(db)
+    except pw.DatabaseError as exc:  # also "file is not a database"
+        db.close()
+        raise ConfigError(f"--db: cannot open {redact(url)}: {str(exc).strip()}") from None
     return db
 
 
+def _connect(db: pw.Database, patience: float = 5.0) -> None:
+    """Connect, waiting while another process holds a brand-new SQLite file's lock.
+
+    Switching a new file to WAL (a pragma, run on connect) answers "database is locked" at once,
+    without SQLite's busy handler, when a second process opens the file at the same moment.
+    """
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.connect(reuse_if_open=True)
+            return
+        except pw.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            if not db.is_closed():
+                db.close()
+            time.sleep(0.02)
+
+
+# Any constant: serialises schema creation between processes starting at once on one PostgreSQL.
+_PG_MIGRATION_LOCK = 0x72746470
+
+
 def migrate(db: pw.Database) -> None:
-    with db.atomic():
+    """Create the schema on first start, or bring it up to date: once, even when processes race."""
+    # SQLite: take the write lock before reading the version, so a racing process waits here
+    # instead of failing to upgrade its read transaction. PostgreSQL: a transaction-scoped lock.
+    transaction = db.atomic(lock_type="IMMEDIATE") if isinstance(db, pw.SqliteDatabase) else db.atomic()
+    with transaction:
+        if not isinstance(db, pw.SqliteDatabase):
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
         db.create_tables([SchemaVersion], safe=True)
         row = SchemaVersion.select().first()
         if row is None:

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.synchronize
+from collections.abc import Iterator
+from pathlib import Path
+
+import peewee as pw
+import pytest
+
+from rtdp import database
+from rtdp.database import SCHEMA_VERSION, SchemaVersion, open_database, redact
+from rtdp.errors import ConfigError
+from rtdp.models import ALL_MODELS, Point, User
+from tests.support import postgres
+from tests.support.env import require
+
+
+def test_schema_created_once_and_version_recorded(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'sub' / 'rtdp.sqlite3'}"
+    db = open_database(url)
+    assert set(db.get_tables()) >= {m._meta.table_name for m in ALL_MODELS} | {"schema_version"}
+    assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
+    User.create(email="a@b.c", password_hash="x")
+    db.close()
+    db = open_database(url)  # reopening keeps the data and records the version once
+    assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
+    assert User.select().count() == 1
+    assert "point_axis_id_x_y" in {i.name for i in db.get_indexes("point")}
+    db.close()
+
+
+def test_sqlite_pragmas(sqlite_db: pw.Database) -> None:
+    assert sqlite_db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert sqlite_db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_migrations_bring_an_old_schema_up_to_date(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    db = open_database(url)
+    # Make it look like version 2, before the covering point index.
+    db.execute_sql("DROP INDEX point_axis_id_x_y")
+    SchemaVersion.update(version=2).execute()
+    db.close()
+    db = open_database(url)
+    assert "point_axis_id_x_y" in {i.name for i in db.get_indexes("point")}
+    assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
+    db.close()
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'new.sqlite3'}"
+    open_database(url).close()
+    db = open_database(url)
+    SchemaVersion.update(version=SCHEMA_VERSION + 1).execute()
+    db.close()
+    with pytest.raises(ConfigError, match="--db: schema version"):
+        open_database(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://user@host/db", "http://example.com", "sqlite:///", "sqlite:////proc/no/such/dir/x.sqlite3",
+     "postgresql://postgres@127.0.0.1:1/nothing"],
+)
+def test_bad_url_names_the_option(url: str) -> None:
+    with pytest.raises(ConfigError, match="^--db: "):
+        open_database(url)
+
+
+def test_not_a_database_file(tmp_path: Path) -> None:
+    path = tmp_path / "junk.sqlite3"
+    path.write_bytes(b"this is not SQLite" * 100)
+    with pytest.raises(ConfigError, match="^--db: cannot open"):
+        open_database(f"sqlite:///{path}")
+
+
+def test_password_is_redacted() -> None:
+    assert redact("postgresql://u:secret@h/db") == "postgresql://u:***@h/db"
+    with pytest.raises(ConfigError) as caught:
+        open_database("postgresql://u:secret@127.0.0.1:1/db")
+    assert "secret" not in str(caught.value)
+
+
+def _open(url: str, barrier: multiprocessing.synchronize.Barrier) -> None:
+    barrier.wait()
+    db = open_database(url)
+    Point.select().count()
+    db.close()
+
+
+def _race_open(url: str, workers: int = 4) -> None:
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(workers)
+    processes = [context.Process(target=_open, args=(url, barrier)) for _ in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(60)
+    assert [p.exitcode for p in processes] == [0] * workers
+
+
+def test_processes_opening_a_new_sqlite_database_at_once(tmp_path: Path) -> None:
+    for round_ in range(3):
+        url = f"sqlite:///{tmp_path / f'race{round_}.sqlite3'}"
+        _race_open(url)
+        db = open_database(url)
+        assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
+        db.close()
+
+
+@pytest.fixture
+def empty_pg() -> Iterator[str]:
+    reason = postgres.available()
+    require(reason is None, f"PostgreSQL tests skipped: {reason}")
+    with postgres.throwaway_database() as url:
+        yield url
+
+
+def test_processes_opening_a_new_postgres_database_at_once(empty_pg: str) -> None:
+    _race_open(empty_pg)
+    db = open_database(empty_pg)
+    assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
+    db.close()
+
+
+def test_migration_steps_are_numbered() -> None:
+    assert SCHEMA_VERSION == 1 + len(database.MIGRATIONS)
