@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from rtdp.errors import ConfigError
+from rtdp.settings import BrokerURL, HostPort, Settings
+
+
+def test_defaults() -> None:
+    settings = Settings.build(env={})
+    assert settings.http == HostPort("127.0.0.1", 8000)
+    assert settings.mqtt == HostPort("127.0.0.1", 1883)
+    assert settings.embedded_broker and settings.broker is None
+    assert settings.auto_create and not settings.demo
+    assert settings.max_payload == 256 * 1024
+    assert settings.database_url == f"sqlite:///{(Path('rtdp-data') / 'rtdp.sqlite3').resolve()}"
+
+
+def test_environment_is_read_and_converted() -> None:
+    env = {
+        "RTDP_DATA_DIR": "/tmp/x",
+        "RTDP_HTTP": "0.0.0.0:8080",
+        "RTDP_MQTT": ":1884",
+        "RTDP_DEMO": "yes",
+        "RTDP_AUTO_CREATE": "off",
+        "RTDP_MAX_PAYLOAD": "1024",
+        "RTDP_BATCH_INTERVAL": "0.5",
+        "RTDP_TIMEZONE": "Europe/Berlin",
+        "RTDP_DB_URL": "postgresql://u@h/db",
+        "RTDP_BROKER": "mqtt://user:p%40ss@broker.example:1885",
+    }
+    settings = Settings.build(env=env)
+    assert settings.data_dir == Path("/tmp/x")
+    assert settings.http == HostPort("0.0.0.0", 8080)
+    assert settings.mqtt == HostPort("127.0.0.1", 1884)
+    assert settings.demo is True and settings.auto_create is False
+    assert settings.max_payload == 1024 and settings.batch_interval == 0.5
+    assert settings.tz.key == "Europe/Berlin"  # type: ignore[attr-defined]
+    assert settings.database_url == "postgresql://u@h/db"
+    assert settings.broker == BrokerURL("broker.example", 1885, "user", "p@ss")
+    assert not settings.embedded_broker
+
+
+def test_options_win_over_environment() -> None:
+    env = {"RTDP_HTTP": "127.0.0.1:9000", "RTDP_DEMO": "true", "RTDP_MAX_PAYLOAD": "2048"}
+    settings = Settings.build(env=env, http="127.0.0.1:9001", demo=False, max_payload=None)
+    assert settings.http.port == 9001
+    assert settings.demo is False  # an explicit False is an option given
+    assert settings.max_payload == 2048  # None means "not given": the environment applies
+
+
+def test_typed_options_pass_through() -> None:
+    settings = Settings.build(env={}, data_dir=Path("d"), batch_size=10, http=HostPort("::1", 1))
+    assert settings.data_dir == Path("d") and settings.batch_size == 10 and str(settings.http) == "[::1]:1"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "option"),
+    [
+        ("RTDP_HTTP", "localhost:http", "http"),
+        ("RTDP_MQTT", "127.0.0.1:70000", "mqtt"),
+        ("RTDP_BROKER", "ws://host:1", "broker"),
+        ("RTDP_BROKER", "mqtt://host:notaport", "broker"),
+        ("RTDP_DEMO", "perhaps", "demo"),
+        ("RTDP_MAX_PAYLOAD", "lots", "max-payload"),
+        ("RTDP_MAX_PAYLOAD", "8", "max-payload"),
+        ("RTDP_BATCH_SIZE", "0", "batch-size"),
+        ("RTDP_BATCH_INTERVAL", "5", "batch-interval"),
+        ("RTDP_BATCH_INTERVAL", "soon", "batch-interval"),
+        ("RTDP_MAX_INFLIGHT", "70000", "max-inflight"),
+        ("RTDP_SHARE_GROUP", "a/b", "share-group"),
+        ("RTDP_LOG_LEVEL", "loud", "log-level"),
+        ("RTDP_TIMEZONE", "Mars/Olympus", "timezone"),
+    ],
+)
+def test_bad_values_name_the_option(name: str, value: str, option: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.build(env={name: value})
+    # Either spelling, the CLI option or the field, as long as the user can tell which one.
+    pattern = re.escape(option).replace("\\-", "[-_]")
+    assert re.match(rf"^(--)?{pattern}: ", caught.value.message), caught.value.message
+
+
+def test_broker_password_never_shown() -> None:
+    broker = BrokerURL.parse("mqtt://user:secret@host:1883")
+    assert "secret" not in str(broker) and "secret" not in repr(broker)
+    with pytest.raises(ConfigError) as caught:
+        BrokerURL.parse("mqtt://user:secret@host:bad")
+    assert "secret" not in caught.value.message
+
+
+def test_replace_validates_again() -> None:
+    settings = Settings.build(env={})
+    assert settings.replace(batch_size=5).batch_size == 5
+    with pytest.raises(ConfigError):
+        settings.replace(batch_size=0)
+
+
+def test_time_zone_object() -> None:
+    settings = Settings.build(env={"RTDP_TIMEZONE": "Asia/Kolkata"})
+    assert settings.tz.utcoffset(datetime(2020, 1, 1)) == timedelta(hours=5, minutes=30)
