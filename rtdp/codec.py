@@ -112,7 +112,7 @@ def _batch(items: list[object], casts: Casts, now: float, tz: tzinfo) -> list[Sa
         raise InvalidInput("empty batch")
     if len(items) > MAX_BATCH:
         raise InvalidInput(f"batch of {len(items)} points exceeds the limit of {MAX_BATCH}")
-    samples = []
+    samples: list[Sample] = []
     for index, item in enumerate(items):
         try:
             samples.append(_from_object(item, casts, now, tz))
@@ -122,7 +122,7 @@ def _batch(items: list[object], casts: Casts, now: float, tz: tzinfo) -> list[Sa
 
 
 def _lines(lines: list[str], casts: Casts, now: float, tz: tzinfo) -> list[Sample]:
-    samples = []
+    samples: list[Sample] = []
     for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line:

@@ -41,7 +41,7 @@ def _add_token_broker_hash(db: pw.Database) -> None:
 
 def _index_point_axis_x_y(db: pw.Database) -> None:
     # The covering (axis, x, y) index that downsampling in rtdp.store reads instead of the rows.
-    db.execute_sql("CREATE INDEX IF NOT EXISTS point_axis_id_x_y ON point (axis_id, x, y)")
+    db.execute_sql("CREATE INDEX IF NOT EXISTS point_axis_id_x_y ON point (axis_id, x, y)")  # type: ignore[no-untyped-call]
 
 
 MIGRATIONS: list[Migration] = [_add_token_broker_hash, _index_point_axis_x_y]  # step i brings version i+1 to i+2
@@ -124,7 +124,7 @@ def migrate(db: pw.Database) -> None:
     transaction = db.atomic(lock_type="IMMEDIATE") if isinstance(db, pw.SqliteDatabase) else db.atomic()
     with transaction:
         if not isinstance(db, pw.SqliteDatabase):
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
+            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))  # type: ignore[no-untyped-call]
         db.create_tables([SchemaVersion], safe=True)
         row = SchemaVersion.select().first()
         if row is None:

@@ -55,6 +55,9 @@ class Membership(BaseModel):
     id = pw.AutoField()
     user = pw.ForeignKeyField(User, backref="memberships", on_delete="CASCADE")
     group = pw.ForeignKeyField(Group, backref="memberships", on_delete="CASCADE")
+    # The id attributes Peewee adds for foreign keys, declared for type checkers.
+    user_id: int
+    group_id: int
 
     class Meta:
         indexes = ((("user", "group"), True),)
@@ -64,6 +67,7 @@ class Feed(BaseModel):
     id = pw.AutoField()
     name = pw.CharField(max_length=64, unique=True)
     owner = pw.ForeignKeyField(User, backref="feeds", on_delete="CASCADE")
+    owner_id: int
     x_cast = pw.CharField(max_length=16, default="datetime")
     y_cast = pw.CharField(max_length=16, default="float")
     description = pw.TextField(default="")
@@ -78,6 +82,9 @@ class Share(BaseModel):
     feed = pw.ForeignKeyField(Feed, backref="shares", on_delete="CASCADE")
     user = pw.ForeignKeyField(User, null=True, backref="shares", on_delete="CASCADE")
     group = pw.ForeignKeyField(Group, null=True, backref="shares", on_delete="CASCADE")
+    feed_id: int
+    user_id: int | None
+    group_id: int | None
     access = pw.CharField(max_length=8)  # "read" or "write"
 
     class Meta:
@@ -88,6 +95,7 @@ class Share(BaseModel):
 class Axis(BaseModel):
     id = pw.AutoField()
     feed = pw.ForeignKeyField(Feed, backref="axes", on_delete="CASCADE")
+    feed_id: int
     name = pw.CharField(max_length=64)
     created = pw.DoubleField(default=_now)
     # Kept current by the bridge so lists never count millions of rows.
@@ -104,6 +112,7 @@ class Point(BaseModel):
     # Monotonic: it is the SSE event id. A replaced point (same axis and x) gets a new id.
     id = MonotonicIdField()
     axis = pw.ForeignKeyField(Axis, backref="points", on_delete="CASCADE", index=False)
+    axis_id: int
     x = pw.DoubleField()
     y = pw.DoubleField()
     received_at = pw.DoubleField(default=_now)
@@ -120,11 +129,13 @@ class Point(BaseModel):
 class Token(BaseModel):
     id = pw.AutoField()
     user = pw.ForeignKeyField(User, backref="tokens", on_delete="CASCADE")
+    user_id: int
     name = pw.CharField(max_length=100, default="")
     # SHA-256 of the token: tokens are 256-bit random, so a fast hash is safe and allows indexed look-up.
     token_hash = pw.CharField(max_length=64, unique=True)
     prefix = pw.CharField(max_length=16)
     feed = pw.ForeignKeyField(Feed, null=True, backref="tokens", on_delete="CASCADE")
+    feed_id: int | None
     access = pw.CharField(max_length=8, null=True)  # None (both), "read" or "write"
     created = pw.DoubleField(default=_now)
     last_used = pw.DoubleField(null=True)

@@ -63,7 +63,7 @@ def allowed(principal: Principal | None, feed: Feed, access: Access) -> bool:
     return bool(query.exists())
 
 
-def readable_feeds(principal: Principal | None) -> pw.ModelSelect:
+def readable_feeds(principal: Principal | None) -> pw.ModelSelect[Feed]:
     """Every feed `principal` may read, as a query (one rule, expressed in SQL for lists)."""
     query = Feed.select()
     if principal is not None and principal.service:

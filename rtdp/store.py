@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import peewee as pw
 
@@ -20,6 +21,7 @@ from rtdp.topic import check_name
 # SQLite allows 32,766 bound parameters per statement; rows have 4 columns.
 INSERT_CHUNK = 5000
 DELETE_CHUNK = 2000
+REPLACE_ATTEMPTS = 5
 MAX_LIMIT = 100_000
 
 
@@ -152,34 +154,51 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
         rows = [(axis_id, x, y) for (axis_id, x), y in latest.items()]
         for start in range(0, len(rows), INSERT_CHUNK):
             stored.extend(_insert_points(db, rows[start : start + INSERT_CHUNK], received, ignore=True))
-        conflicts: list[tuple[int, float, float]] = []
+        pending: list[tuple[int, float, float]] = []
         if len(stored) < len(rows):
             inserted = {(p.axis_id, p.x) for p in stored}
-            conflicts = [row for row in rows if (row[0], row[1]) not in inserted]
+            pending = [row for row in rows if (row[0], row[1]) not in inserted]
         # Replace: delete then insert, so the replacement gets a new (higher) id for SSE replay.
+        # Repeated because on PostgreSQL a concurrent writer (another bridge of a share group) may
+        # insert the same (axis, x) between our delete and insert; SQLite holds its lock throughout.
         replaced: dict[int, int] = defaultdict(int)
-        for start in range(0, len(conflicts), DELETE_CHUNK):
-            chunk = conflicts[start : start + DELETE_CHUNK]
-            for axis_id, count in _delete_points(db, [(a, x) for a, x, _ in chunk]).items():
-                replaced[axis_id] += count
-        for start in range(0, len(conflicts), INSERT_CHUNK):
-            stored.extend(_insert_points(db, conflicts[start : start + INSERT_CHUNK], received, ignore=False))
+        for _ in range(REPLACE_ATTEMPTS):
+            if not pending:
+                break
+            for start in range(0, len(pending), DELETE_CHUNK):
+                chunk = pending[start : start + DELETE_CHUNK]
+                for axis_id, count in _delete_points(db, [(a, x) for a, x, _ in chunk]).items():
+                    replaced[axis_id] += count
+            done: list[StoredPoint] = []
+            for start in range(0, len(pending), INSERT_CHUNK):
+                done.extend(_insert_points(db, pending[start : start + INSERT_CHUNK], received, ignore=True))
+            stored.extend(done)
+            written = {(p.axis_id, p.x) for p in done}
+            pending = [row for row in pending if (row[0], row[1]) not in written]
+        if pending:
+            raise Conflict("points kept being replaced by a concurrent writer; retry the batch")
+        # Per axis: the newest (x, y) of the batch and how many distinct x it brought.
         newest: dict[int, tuple[float, float, int]] = {}
         for axis_id, x, y in rows:
-            top = newest.get(axis_id)
-            if top is None:
+            seen = newest.get(axis_id)
+            if seen is None:
                 newest[axis_id] = (x, y, 1)
             else:
-                newest[axis_id] = (x, y, top[2] + 1) if x > top[0] else (top[0], top[1], top[2] + 1)
-        for axis_id, (top, top_y, count) in newest.items():
+                newest[axis_id] = (x, y, seen[2] + 1) if x > seen[0] else (seen[0], seen[1], seen[2] + 1)
+        for axis_id, (top_x, top_y, count) in newest.items():
             Axis.update(last_seen=received, point_count=Axis.point_count + (count - replaced[axis_id])).where(
                 Axis.id == axis_id
             ).execute()
-            Axis.update(last_x=top, last_y=top_y).where(
-                (Axis.id == axis_id) & (Axis.last_x.is_null() | (Axis.last_x <= top))
+            Axis.update(last_x=top_x, last_y=top_y).where(
+                (Axis.id == axis_id) & (Axis.last_x.is_null() | (Axis.last_x <= top_x))
             ).execute()
     stored.sort(key=lambda p: p.id)
     return stored
+
+
+def _execute(db: pw.Database, sql: str, params: Sequence[object]) -> Any:
+    """A parameterised statement through Peewee (its connection, transaction and error types)."""
+    return db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
 
 
 def _insert_points(
@@ -188,7 +207,7 @@ def _insert_points(
     params: list[object] = []
     for axis_id, x, y in rows:
         params += (axis_id, x, y, received)
-    cursor = db.execute_sql(_insert_sql(db.param, len(rows), ignore), params)
+    cursor = _execute(db, _insert_sql(db.param, len(rows), ignore), params)
     # float(): SQLite hands back integral REALs as ints.
     return [StoredPoint(i, a, float(x), float(y)) for i, a, x, y in cursor.fetchall()]
 
@@ -199,7 +218,7 @@ def _delete_points(db: pw.Database, keys: Sequence[tuple[int, float]]) -> dict[i
     for axis_id, x in keys:
         params += (axis_id, x)
     counts: dict[int, int] = defaultdict(int)
-    for (axis_id,) in db.execute_sql(_delete_sql(db.param, len(keys)), params).fetchall():
+    for (axis_id,) in _execute(db, _delete_sql(db.param, len(keys)), params).fetchall():
         counts[axis_id] += 1
     return counts
 
@@ -237,7 +256,8 @@ def query_points(
 ) -> list[tuple[int, float, float]]:
     """(id, x, y) oldest first. `limit` keeps the newest `limit` when `newest`, else the oldest.
     `max_points` downsamples into buckets of equal x width, keeping each bucket's min and max."""
-    query = Point.select(Point.id, Point.x, Point.y).where(Point.axis == axis.id)
+    # Any: Peewee's stubs type .tuples() rows as models.
+    query: Any = Point.select(Point.id, Point.x, Point.y).where(Point.axis == axis.id)
     if since is not None:
         query = query.where(Point.x >= since)
     if until is not None:
@@ -253,7 +273,7 @@ def query_points(
 
 
 def _downsample(
-    query: pw.ModelSelect, axis: Axis, since: float | None, until: float | None, max_points: int
+    query: Any, axis: Axis, since: float | None, until: float | None, max_points: int
 ) -> list[tuple[int, float, float]]:
     """At most `max_points` points: the x range cut into max_points // 2 buckets of equal width,
     each giving its lowest and highest point (so a single spike survives), oldest first."""
@@ -296,7 +316,7 @@ def _extremes_by_range(db: pw.Database, axis_id: int, edges: list[float]) -> lis
     """
     result: list[tuple[int, float, float]] = []
     last = len(edges) - 2
-    cursor = db.cursor()
+    cursor = db.cursor()  # type: ignore[no-untyped-call]
     for i in range(last + 1):
         # Half-open buckets; the last one is closed so the newest point belongs to it.
         op = "<=" if i == last else "<"
@@ -330,13 +350,13 @@ def _extremes_by_window(db: pw.Database, axis_id: int, edges: list[float]) -> li
         " ROW_NUMBER() OVER (PARTITION BY b ORDER BY y DESC, x) AS rank_high FROM t)"
         " SELECT id, x, y FROM r WHERE rank_low = 1 OR rank_high = 1 ORDER BY x"
     )
-    cursor = db.execute_sql(sql, (low, width, buckets - 1, axis_id, low, high))
+    cursor = _execute(db, sql, (low, width, buckets - 1, axis_id, low, high))
     return [(int(i), float(x), float(y)) for i, x, y in cursor.fetchall()]
 
 
 def points_after(feed: Feed, last_id: int, limit: int = 10_000) -> list[tuple[int, str, float, float]]:
     """(id, axis name, x, y) of a feed's points with id > last_id, in id order: SSE replay."""
-    query = (
+    query: Any = (
         Point.select(Point.id, Axis.name, Point.x, Point.y)
         .join(Axis)
         .where((Axis.feed == feed.id) & (Point.id > last_id))
@@ -351,7 +371,7 @@ def iter_export(
 ) -> Iterator[tuple[str, float, float]]:
     """(axis name, x, y) ordered by axis then x, streamed without loading everything."""
     for axis in axes:
-        query = Point.select(Point.x, Point.y).where(Point.axis == axis.id)
+        query: Any = Point.select(Point.x, Point.y).where(Point.axis == axis.id)
         if since is not None:
             query = query.where(Point.x >= since)
         if until is not None:
