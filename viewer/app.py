@@ -178,4 +178,8 @@ def run(settings: Settings) -> None:
     app = create_app(settings)
     server = build_server(settings, app)
     log.info("viewer on http://%s", settings.http)
-    server.run()
+    try:
+        server.run()
+    except KeyboardInterrupt:
+        # uvicorn re-raises the Ctrl-C it captured once it has shut down cleanly: not an error.
+        pass

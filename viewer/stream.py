@@ -51,25 +51,25 @@ async def _events(
     state: ViewerState, feed: Feed, sub: Subscription, last_id: int | None
 ) -> AsyncIterator[ServerSentEvent]:
     casts = feed_casts(feed)
-    sent = -1
+    # Live events up to here were replayed already. Only those are dropped: with several bridges,
+    # notices may arrive slightly out of id order, and a later lower id is still news.
+    replayed = -1
     try:
         if last_id is not None:
-            sent = last_id
+            replayed = last_id
             while True:
-                rows = await state.run_db(points_after, feed, sent, REPLAY_PAGE)
+                rows = await state.run_db(points_after, feed, replayed, REPLAY_PAGE)
                 for point_id, axis, x, y in rows:
                     yield _event(point_id, axis, x, y, casts)
-                    sent = point_id
+                    replayed = point_id
                 if len(rows) < REPLAY_PAGE:
                     break
         while True:
             event = await sub.get()
             if event is None:
                 return  # dropped for falling behind, or the server is stopping: the client resumes
-            if event.id <= sent:
-                continue
-            yield _event(event.id, event.axis, event.x, event.y, casts)
-            sent = event.id
+            if event.id > replayed:
+                yield _event(event.id, event.axis, event.x, event.y, casts)
     finally:
         # Also on cancellation (client gone): the subscription must not outlive the stream.
         sub.close()

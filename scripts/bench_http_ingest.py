@@ -1,0 +1,143 @@
+"""Measure HTTP ingestion (the original URL, one point per request, token auth, QoS 1 acknowledged by a
+real Mosquitto) against a bare Starlette endpoint with two query parameters, in the same run; then
+check that no 200 was answered for a point the broker did not acknowledge.
+
+    .venv/bin/python scripts/bench_http_ingest.py [--seconds 10] [--connections 50]
+
+Needs `wrk` and `mosquitto`. Not a test: timings on a shared machine are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rtdp.accounts import create_token, create_user  # noqa: E402
+from rtdp.database import open_database  # noqa: E402
+from rtdp.settings import BrokerURL, Settings  # noqa: E402
+from rtdp.store import create_axis, create_feed  # noqa: E402
+from tests.support.env import free_port, wait_for  # noqa: E402
+from tests.support.mosquitto import running_mosquitto  # noqa: E402
+
+BARE = """
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+import uvicorn, sys
+
+async def bare(request):
+    return JSONResponse({"x": request.query_params.get("x"), "y": request.query_params.get("y")})
+
+uvicorn.run(Starlette(routes=[Route("/bare", bare)]), host="127.0.0.1", port=int(sys.argv[1]), log_level="warning")
+"""
+
+VIEWER = """
+import sys
+from pathlib import Path
+from rtdp.settings import BrokerURL, HostPort, Settings
+from viewer.app import run
+run(Settings(data_dir=Path(sys.argv[1]), broker=BrokerURL.parse(sys.argv[2]),
+             http=HostPort("127.0.0.1", int(sys.argv[3])), log_level="warning"))
+"""
+
+
+def wrk(url: str, seconds: int, connections: int, token: str | None = None) -> tuple[float, int, int]:
+    """(requests/s, requests, non-2xx) from wrk."""
+    # --timeout above the viewer's 5 s PUBACK wait, so a frozen broker shows as 503s, not socket timeouts.
+    command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", url]
+    if token:
+        command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    p99 = re.search(r"99%\s+(\S+)", out)
+    print(f"  {url.split('?')[0]}: {rate:,.0f} req/s, {total} requests, non-2xx {bad.group(1) if bad else 0}, "
+          f"p99 {p99.group(1) if p99 else '?'}")
+    return rate, total, int(bad.group(1)) if bad else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=50)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="rtdp-bench-"))
+    with running_mosquitto(work / "mosquitto") as broker:
+        data = work / "data"
+        settings = Settings(data_dir=data, broker=BrokerURL.parse(broker.url))
+        db = open_database(settings.database_url)
+        user = create_user("bench@nothing.com", "bench-password")
+        create_axis(create_feed("bench", user), "a")
+        token = create_token(user).token
+        db.close()
+
+        received = 0
+        lock = threading.Lock()
+
+        def on_message(*_: object) -> None:
+            nonlocal received
+            with lock:
+                received += 1
+
+        watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-watcher", protocol=mqtt.MQTTv311)
+        watcher.on_message = on_message
+        watcher.connect(broker.host, broker.port)
+        watcher.subscribe("feeds/#", qos=1)
+        watcher.loop_start()
+
+        bare_port, viewer_port = free_port(), free_port()
+        servers = [
+            subprocess.Popen([sys.executable, "-c", BARE, str(bare_port)], cwd=ROOT),
+            subprocess.Popen([sys.executable, "-c", VIEWER, str(data), broker.url, str(viewer_port)], cwd=ROOT),
+        ]
+        try:
+            bare_url = f"http://127.0.0.1:{bare_port}/bare?x=1&y=2"
+            ingest_url = f"http://127.0.0.1:{viewer_port}/service/feed_input.json/bench/a?y=1"
+            wait_for(lambda: _ok(bare_url), 20, what="bare server")
+            wait_for(lambda: _ok(f"http://127.0.0.1:{viewer_port}/readyz"), 20, what="viewer")
+            print(f"wrk -t2 -c{args.connections} -d{args.seconds}s, one uvicorn worker each, Mosquitto QoS 1:")
+            bare_rate, _, _ = wrk(bare_url, args.seconds, args.connections)
+            with lock:
+                received = 0
+            rate, total, bad = wrk(ingest_url, args.seconds, args.connections, token)
+            ok = total - bad
+            wait_for(lambda: received >= ok, 10, what="the watcher to see every acknowledged point")
+            print(f"  ingestion / bare = {rate / bare_rate:.2f}; 200s {ok}, points seen by a subscriber {received}")
+
+            print("broker frozen (SIGSTOP): every answer must be 503")
+            broker.process.send_signal(signal.SIGSTOP)
+            try:
+                _, total, bad = wrk(ingest_url, 12, args.connections, token)
+            finally:
+                broker.process.send_signal(signal.SIGCONT)
+            print(f"  200s while frozen: {total - bad} (of {total})")
+        finally:
+            for server in servers:
+                server.terminate()
+                server.wait(10)
+            watcher.loop_stop()
+
+
+def _ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    main()

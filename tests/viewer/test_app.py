@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from rtdp.errors import ConfigError
+from rtdp.settings import HostPort, Settings
+from tests.support.env import wait_for
+from tests.viewer.conftest import ready
+from viewer.app import build_server, create_app
+
+
+def test_port_in_use_is_one_line_naming_http(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = Settings(data_dir=tmp_path, http=HostPort("127.0.0.1", port))
+        with pytest.raises(ConfigError) as caught:
+            build_server(settings, create_app(settings))
+    message = str(caught.value)
+    assert "--http" in message and str(port) in message and "\n" not in message
+
+
+def test_two_apps_at_once_have_their_own_metrics(settings: Settings) -> None:
+    # Per-app registries: the global prometheus registry would refuse the second app's metrics.
+    with TestClient(create_app(settings)) as first, TestClient(create_app(settings)) as second:
+        wait_for(lambda: ready(first) and ready(second))
+        first.get("/service/feed_input.json/f/a?y=1")  # 401, counted by the first app only
+        assert 'rtdp_http_ingest_total{outcome="unauthenticated"} 1.0' in first.get("/metrics").text
+        assert "unauthenticated" not in second.get("/metrics").text
