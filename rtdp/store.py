@@ -147,11 +147,17 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
         latest[key] = sample.y
     db = Point._meta.database
     stored: list[StoredPoint] = []
+    rows = [(axis_id, x, y) for (axis_id, x), y in latest.items()]
     with db.atomic():
+        if not _is_sqlite(db):
+            # PostgreSQL: writers of the same axes (bridges of a share group) take turns, in axis id
+            # order so they cannot deadlock; otherwise two replacing the same points keep undoing each
+            # other. NO KEY: inserts elsewhere (their foreign-key checks) are not blocked. SQLite needs
+            # none of this: its first write below takes the database's only write lock.
+            axis_ids = sorted({axis_id for axis_id, _, _ in rows})
+            lock = Axis.select(Axis.id).where(Axis.id.in_(axis_ids)).order_by(Axis.id)
+            list(lock.for_update("FOR NO KEY UPDATE"))  # type: ignore[arg-type]  # peewee takes the clause
         # Insert what is new; a row that collides on (axis, x) is skipped here and replaced below.
-        # Inserting first (not checking first) takes SQLite's write lock at once and lets racing
-        # PostgreSQL writers resolve on the unique index instead of failing.
-        rows = [(axis_id, x, y) for (axis_id, x), y in latest.items()]
         for start in range(0, len(rows), INSERT_CHUNK):
             stored.extend(_insert_points(db, rows[start : start + INSERT_CHUNK], received, ignore=True))
         pending: list[tuple[int, float, float]] = []
@@ -194,6 +200,10 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
             ).execute()
     stored.sort(key=lambda p: p.id)
     return stored
+
+
+def _is_sqlite(db: pw.Database) -> bool:
+    return isinstance(db.obj if isinstance(db, pw.DatabaseProxy) else db, pw.SqliteDatabase)
 
 
 def _execute(db: pw.Database, sql: str, params: Sequence[object]) -> Any:
@@ -292,7 +302,7 @@ def _downsample(
     width = (high - low) / buckets
     edges = [low + i * width for i in range(buckets)] + [high]
     db = Point._meta.database
-    if isinstance(db.obj if isinstance(db, pw.DatabaseProxy) else db, pw.SqliteDatabase):
+    if _is_sqlite(db):
         rows = _extremes_by_range(db, axis.id, edges)
     else:
         rows = _extremes_by_window(db, axis.id, edges)

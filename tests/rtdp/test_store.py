@@ -312,3 +312,19 @@ def test_iter_export(feed: Feed) -> None:
     ]
     assert list(iter_export(feed, [b], 1.5, None)) == [("b", 2.0, 20.0)]
     assert list(iter_export(feed, [a, b], None, 1.0)) == [("a", 1.0, 1.0), ("b", 1.0, 10.0)]
+
+
+def test_concurrent_writers_of_the_same_points(axis: Axis, any_db: pw.Database) -> None:
+    """Bridges of a share group may store the same (axis, x) at once: each point ends up once,
+    and point_count stays the number of rows."""
+    write_points([(axis.id, Sample(float(x), 0.0)) for x in range(0, 200, 2)])
+
+    def writer() -> int:
+        for round_ in range(5):
+            write_points([(axis.id, Sample(float(x), float(round_))) for x in range(200)])
+        return 0
+
+    _, errors = _race(4, writer, any_db)
+    assert not errors, errors
+    assert len(rows(axis)) == 200
+    assert fresh(axis).point_count == 200
