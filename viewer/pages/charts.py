@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import json
 
+import peewee as pw
 from starlette.responses import Response
 
 from rtdp.errors import InvalidInput
-from rtdp.models import Axis
+from rtdp.models import Axis, Point
 from rtdp.store import get_axis, query_points
 from viewer.pages.render import STATIC, Ctx
 
 PAGE_SIZE = 50
+
+
+def resume_id() -> int:
+    """The highest point id now: the stream resumes from here, so nothing stored after this page
+    was rendered can be missed, even if the first connection is dropped before its first event.
+    (MAX of the primary key: an index lookup, never a count.)"""
+    value = Point.select(pw.fn.MAX(Point.id)).scalar()
+    return int(value or 0)
 
 
 def _feed_config(ctx: Ctx, feed_name: str) -> tuple[object, list[Axis], str]:
@@ -27,6 +36,7 @@ def _feed_config(ctx: Ctx, feed_name: str) -> tuple[object, list[Axis], str]:
         "y_cast": feed.y_cast,
         "axes": [axis.name for axis in axes],
         "api": f"/api/v1/feeds/{feed.name}",
+        "resume": resume_id(),
     }
     # Goes into a <script type="application/json"> element: escape "<" so no "</script>" closes it.
     return feed, axes, json.dumps(config).replace("<", "\\u003c")
@@ -42,6 +52,7 @@ def axis_page(ctx: Ctx) -> Response:
             before = float(before_text)
         except ValueError:
             raise InvalidInput("before must be a number (an x value)") from None
+    resume = resume_id()  # before the query: a point stored in between is in one or the other
     rows = query_points(axis, until=before, limit=PAGE_SIZE + 2, newest=True)
     if before is not None:
         rows = [row for row in rows if row[1] < before]
@@ -57,7 +68,14 @@ def axis_page(ctx: Ctx) -> Response:
             trend = "up" if y > previous else "down" if y < previous else "equal"
         points.append({"id": point_id, "x": x, "y": y, "trend": trend})
     config = json.dumps(
-        {"feed": feed.name, "axis": axis.name, "x_cast": feed.x_cast, "y_cast": feed.y_cast, "page": PAGE_SIZE}
+        {
+            "feed": feed.name,
+            "axis": axis.name,
+            "x_cast": feed.x_cast,
+            "y_cast": feed.y_cast,
+            "page": PAGE_SIZE,
+            "resume": resume,
+        }
     ).replace("<", "\\u003c")
     return ctx.render(
         "axis.html",

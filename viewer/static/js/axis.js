@@ -58,10 +58,10 @@
       const top = body.rows[0];
       const since = top ? Number(top.dataset.x) : null;
       RTDP_STREAM.fetchPoints(api, config.axis, { since: since, limit: config.page }).then(function (points) {
-        points.forEach(add);
+        points.forEach(function (p) { add(p); stream.noteId(p.id); });
       }, function (error) { stateEl.textContent = "live (" + error.message + ")"; });
     },
     state: function (text) { stateEl.textContent = text; },
-  });
+  }, config.resume);
   stream.start();
 })();

@@ -139,7 +139,7 @@
       results.forEach(function (points, i) {
         const target = data.get(axes[i]);
         // History never overwrites a live point that arrived meanwhile (the live one is newer).
-        points.forEach(function (p) { if (!target.has(p.x)) target.set(p.x, p.y); });
+        points.forEach(function (p) { if (!target.has(p.x)) target.set(p.x, p.y); stream.noteId(p.id); });
       });
       stateEl.textContent = stream.opened ? "live" : "connecting…";
     } catch (error) {
@@ -174,7 +174,7 @@
     // History only once the stream is open, so nothing stored in between is missed.
     open: function () { setWindow(isTime ? "3600" : "all"); },
     state: function (text) { stateEl.textContent = paused ? "paused (" + text + ")" : text; },
-  });
+  }, config.resume);
   stream.start();
   setInterval(function () { if (isTime && windowSeconds && !paused) schedule(false); }, 5000);
 })();

@@ -62,12 +62,12 @@
     open: function () {
       lines.forEach(function (line, name) {
         RTDP_STREAM.fetchPoints(config.api, name, { max_points: 240 }).then(function (points) {
-          points.forEach(function (p) { if (!line.points.has(p.x)) add(line, p.x, p.y); });
+          points.forEach(function (p) { if (!line.points.has(p.x)) add(line, p.x, p.y); stream.noteId(p.id); });
           schedule(line);
         }, function (error) { stateEl.textContent = error.message; });
       });
     },
     state: function (text) { stateEl.textContent = text; },
-  });
+  }, config.resume);
   stream.start();
 })();

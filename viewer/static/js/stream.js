@@ -1,23 +1,33 @@
 /* One EventSource per page on a feed's SSE stream, with gap-free resume and duplicate removal.
 
-   The browser's EventSource resends Last-Event-ID by itself when it reconnects after a network
-   error. When the server closes the stream for good (readyState CLOSED), we open a new one and
-   pass the last id as ?last_event_id= (a new EventSource cannot set the header). Events already
-   seen (same id) are dropped: a replay may overlap what arrived live. */
+   Every reconnect is ours, not the browser's: its automatic one sends Last-Event-ID only after an
+   event arrived, so a client dropped before its first event would resume from "now" and lose
+   points. We close the failed EventSource and open a new one with ?last_event_id= (a new
+   EventSource cannot set the header), where the last id is the highest of the events received
+   and the history the page loaded (noteId). Events already seen (same id) are dropped: a replay
+   may overlap what arrived live. */
 "use strict";
 (function () {
   const SEEN_LIMIT = 20000;
 
   class FeedStream {
-    constructor(api, handlers) {
+    constructor(api, handlers, resumeId) {
       this.url = api + "/stream";
       this.handlers = handlers;   // {point(p), open(), state(text)}
-      this.lastId = null;
+      // The highest point id when the page was rendered: anything newer is replayed to us.
+      this.lastId = typeof resumeId === "number" ? resumeId : null;
       this.seen = new Set();
       this.order = [];
-      this.retry = 1000;
+      this.retry = 500;
       this.source = null;
       this.opened = false;
+      this.delivered = 0;
+      this.connects = 0;
+    }
+
+    /* A point id the page has (from history): a resume need not replay it or anything before. */
+    noteId(id) {
+      if (this.lastId === null || id > this.lastId) this.lastId = id;
     }
 
     start() { this.connect(); }
@@ -29,7 +39,9 @@
       this.source = source;
       this.state("connecting…");
       source.onopen = () => {
-        this.retry = 1000;
+        this.retry = 500;
+        this.connects += 1;
+        document.documentElement.dataset.streamConnects = String(this.connects);
         this.state("live");
         if (!this.opened) {
           this.opened = true;
@@ -38,14 +50,12 @@
       };
       source.addEventListener("point", (event) => this.receive(event));
       source.onerror = () => {
-        if (source.readyState === EventSource.CLOSED) {
-          source.close();
-          this.state("disconnected, retrying…");
-          setTimeout(() => this.connect(), this.retry);
-          this.retry = Math.min(this.retry * 2, 30000);
-        } else {
-          this.state("reconnecting…");
-        }
+        if (this.source !== source) return;
+        source.close();
+        this.source = null;
+        this.state("reconnecting…");
+        setTimeout(() => this.connect(), this.retry);
+        this.retry = Math.min(this.retry * 2, 30000);
       };
     }
 
@@ -57,7 +67,9 @@
       this.seen.add(id);
       this.order.push(id);
       if (this.order.length > SEEN_LIMIT) this.seen.delete(this.order.shift());
-      if (this.lastId === null || id > this.lastId) this.lastId = id;
+      this.noteId(id);
+      this.delivered += 1;
+      document.documentElement.dataset.streamEvents = String(this.delivered);
       this.handlers.point({ id: id, axis: point.axis, x: Number(point.x), y: Number(point.y) });
     }
 
