@@ -81,8 +81,12 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-db")
-        db = await loop.run_in_executor(pool, open_database, settings.database_url)
-        endpoint, client_id = await loop.run_in_executor(pool, _endpoint, settings, service)
+        try:
+            db = await loop.run_in_executor(pool, open_database, settings.database_url)
+            endpoint, client_id = await loop.run_in_executor(pool, _endpoint, settings, service)
+        except BaseException:
+            pool.shutdown(wait=False)
+            raise
         metrics = Metrics()
         hub = Hub(settings.sse_queue, on_drop=metrics.sse_dropped.inc)
         publisher = Publisher(

@@ -25,6 +25,8 @@ class ViewerError(RtdpError):
 
 
 class MethodNotAllowed(ViewerError):
+    """HEAD on the ingestion URL (Starlette adds HEAD to GET routes; it must not publish)."""
+
     code = "method_not_allowed"
     status = 405
 
@@ -54,6 +56,8 @@ async def rtdp_error(request: Request, exc: Exception) -> Response:
     headers: dict[str, str] = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, MethodNotAllowed):
+        headers["Allow"] = "GET, POST"
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="rtdp", charset="UTF-8"'
     status = exc.status if 400 <= exc.status < 600 else 500

@@ -2,15 +2,20 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
 
+import pytest
 from starlette.testclient import TestClient
 
 from rtdp.codec import Sample
 from rtdp.models import Axis, Feed, Share
 from rtdp.permissions import Access
+from rtdp.settings import BrokerURL, Settings
 from rtdp.store import get_axis, write_points
 from tests.support.env import wait_for
-from tests.viewer.conftest import Watcher, World, basic, bearer
+from tests.support.mosquitto import Mosquitto
+from tests.viewer.conftest import Watcher, World, basic, bearer, make_world, ready
+from viewer.app import create_app
 
 API = "/api/v1/feeds"
 EP = basic("ep@nothing.com", "1234")
@@ -195,3 +200,32 @@ def test_health(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "alive"}
     assert client.get("/readyz").json() == {"status": "ready", "mqtt": True, "database": True}
     assert "rtdp_sse_clients 0.0" in client.get("/metrics").text
+
+
+@pytest.mark.postgres
+def test_api_and_ingestion_on_postgres(
+    tmp_path: Path, mosquitto: Mosquitto, pg_url: str, pg_db: object, watcher: Watcher
+) -> None:
+    # pg_db empties the tables afterwards.
+    settings = Settings(data_dir=tmp_path / "pg", broker=BrokerURL.parse(mosquitto.url), db_url=pg_url)
+    with TestClient(create_app(settings)) as client:
+        wait_for(lambda: ready(client))
+        world = make_world()
+        assert names(client.get(API, headers=EP).json()) == ["feed_a", "feed_t"]
+        assert client.post(API, json={"name": "pg_feed", "x_cast": "float"}, headers=EP).status_code == 201
+        assert client.get("/service/feed_input.json/pg_feed/a?x=1.5&y=2", headers=bearer(world.ep_token)).json() == {
+            "feed": "pg_feed", "axis": "a", "x": 1.5, "y": 2.0
+        }
+        batch = [{"axis": "a", "x": 2, "y": 3}, {"axis": "b", "x": 2, "y": 4}]
+        assert client.post(f"{API}/pg_feed/points", json=batch, headers=EP).status_code == 200
+        assert wait_for(lambda: watcher.payloads("feeds/pg_feed/b")) == [[{"x": 2.0, "y": 4.0}]]
+        axis = get_axis(Feed.get(Feed.name == "pg_feed"), "a")
+        write_points([(axis.id, Sample(1.5, 2.0)), (axis.id, Sample(2.0, 3.0))])
+        points = client.get(f"{API}/pg_feed/axes/a/points", params={"since": 1.6}, headers=EP).json()["points"]
+        assert [(p["x"], p["y"]) for p in points] == [(2.0, 3.0)]
+        assert client.get(f"{API}/pg_feed/export", params={"axis": "a"}, headers=EP).text.splitlines() == [
+            "x,y", "1.5,2.0", "2.0,3.0"
+        ]
+        assert client.delete(f"{API}/pg_feed", headers=EP).status_code == 204
+        assert client.get(f"{API}/pg_feed", headers=EP).status_code == 404
+        assert client.get("/readyz").json()["database"] is True
