@@ -53,6 +53,7 @@ KEEPALIVE = 30
 # network thread still lands in the same batch.
 LINGER = 0.002
 PUT_POLL = 0.5
+DISCONNECT_WAIT = 5.0
 
 
 def subscription_filter(share_group: str | None) -> str:
@@ -88,6 +89,9 @@ class Bridge:
         self.stats = Stats()
         self.subscription = subscription_filter(settings.share_group)
         self.ready = threading.Event()  # set while connected and subscribed
+        self.failed = threading.Event()  # set if the writer thread died of an unexpected error
+        self._disconnected = threading.Event()
+        self._last_notice: mqtt.MQTTMessageInfo | None = None
         self._db = db if db is not None else database_proxy
         self._writer = Writer(self._db, settings, self.stats)  # type: ignore[arg-type]
         self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=settings.max_inflight)
@@ -133,7 +137,20 @@ class Bridge:
                 self._abandon.set()
                 self._thread.join()
         self._closed.set()
-        self._client.disconnect()
+        last = self._last_notice
+        if last is not None:
+            # paho closes the socket right after writing DISCONNECT; with the broker still sending to us
+            # that close becomes a TCP reset, which can make the broker discard what it had not read yet:
+            # our last acks and notices. The PUBACK of our last notice proves it read everything before.
+            try:
+                last.wait_for_publish(DISCONNECT_WAIT)
+            except (RuntimeError, ValueError):
+                pass
+        self._disconnected.clear()
+        if self._client.disconnect() == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            # disconnect() only queues the packet: stopping the loop now would drop the last acks and
+            # notices still queued ahead of it. paho calls on_disconnect once DISCONNECT is written.
+            self._disconnected.wait(DISCONNECT_WAIT)
         self._client.loop_stop()
         self.ready.clear()
 
@@ -181,6 +198,7 @@ class Bridge:
         properties: Properties | None,
     ) -> None:
         self.ready.clear()
+        self._disconnected.set()
         if not self._closed.is_set():
             self._ratelog.log(logging.WARNING, "disconnect", "bridge: lost the broker (%s); reconnecting", reason_code)
 
@@ -214,7 +232,10 @@ class Bridge:
             if batch:
                 self._flush(batch)
         except Exception:
+            # A bug, not bad data or a database outage (those are handled): stop rather than hold
+            # unacknowledged messages forever; run() exits non-zero and the broker redelivers.
             log.exception("bridge: writer thread failed")
+            self.failed.set()
             raise
         finally:
             try:
@@ -265,6 +286,8 @@ class Bridge:
 
     def _publish(self, notice: Notice) -> None:
         info = self._client.publish(notice.topic, notice.payload, qos=NOTICE_QOS)
+        if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._last_notice = info
         # NO_CONN with QoS 1 means queued for the next connection; QUEUE_SIZE means dropped.
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             self.stats.publish_dropped += 1
@@ -304,7 +327,7 @@ def run(settings: Settings) -> None:
     try:
         bridge.start()
         log.info("bridge: subscribing to %s at %s:%d", bridge.subscription, endpoint.host, endpoint.port)
-        while not stop.wait(1.0):
+        while not stop.wait(1.0) and not bridge.failed.is_set():
             pass
         log.info("bridge: stopping (draining the current batch)")
     finally:
@@ -313,3 +336,5 @@ def run(settings: Settings) -> None:
             signal.signal(sig, handler)
         db.close()
     log.info("bridge: stopped; %s", bridge.stats.as_dict())
+    if bridge.failed.is_set():
+        raise BridgeError("the bridge's writer failed (see the log); unacknowledged messages will be redelivered")

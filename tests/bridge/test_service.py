@@ -145,15 +145,21 @@ def test_messages_published_while_the_bridge_is_away_are_stored(harness: BridgeH
     wait_for(lambda: len(harness.points("f", "a")) == 50, what="50 queued points")
 
 
-def test_stop_drains_and_acknowledges(harness: BridgeHarness, owner: User) -> None:
+def test_stop_drains_and_acknowledges_what_it_stored(harness: BridgeHarness, owner: User) -> None:
     make_feed(owner, "f", x_cast="int")
     bridge = harness.start()
-    for i in range(200):
+    for i in range(2000):
         harness.publisher.client.publish("feeds/f/a", json.dumps({"x": i, "y": i}), qos=1)
-    wait_for(lambda: bridge.stats.received >= 1, what="first message in")
+    wait_for(lambda: bridge.stats.points_stored >= 1, what="first points stored")
     harness.stop()
-    stored = len(harness.points("f", "a"))
-    # Whatever was not stored was not acknowledged: the next session gets it.
+    before = {x for x, _ in harness.points("f", "a")}
+    # Every stored point is announced, the last batch's too (its notice left before the DISCONNECT).
+    wait_for(lambda: {p["x"] for p in harness.notices.stored("f")} == before, what="notices of the stored points")
+    announced = len(harness.notices.stored("f"))
     harness.start()
-    wait_for(lambda: len(harness.points("f", "a")) == 200, what="all 200 points")
-    assert stored <= 200
+    wait_for(lambda: len(harness.points("f", "a")) == 2000, what="all 2000 points")
+    wait_for(lambda: len(harness.notices.stored("f")) >= announced + 2000 - len(before), what="notices")
+    again = [p["x"] for p in harness.notices.stored("f")[announced:]]
+    # Everything stored before the stop was acknowledged before disconnecting: none of it came back.
+    assert not before & set(again)
+    assert sorted(again) == sorted(set(range(2000)) - before)
