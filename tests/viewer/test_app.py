@@ -6,10 +6,12 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from rtdp.accounts import ServiceAccount
 from rtdp.errors import ConfigError
 from rtdp.settings import HostPort, Settings
+from tests.support.embedded import running_embedded_broker
 from tests.support.env import wait_for
-from tests.viewer.conftest import ready
+from tests.viewer.conftest import bearer, make_world, ready
 from viewer.app import build_server, create_app
 
 
@@ -32,3 +34,16 @@ def test_two_apps_at_once_have_their_own_metrics(settings: Settings) -> None:
         first.get("/service/feed_input.json/f/a?y=1")  # 401, counted by the first app only
         assert 'rtdp_http_ingest_total{outcome="unauthenticated"} 1.0' in first.get("/metrics").text
         assert "unauthenticated" not in second.get("/metrics").text
+
+
+def test_embedded_broker_with_the_service_account(tmp_path: Path, sqlite_db: object) -> None:
+    """`rtdp serve` mode: the viewer logs in to the embedded amqtt broker as the service account."""
+    service = ServiceAccount.load_or_create(tmp_path / "data")
+    base = Settings(data_dir=tmp_path / "data", db_url=f"sqlite:///{tmp_path / 'rtdp.sqlite3'}")
+    world = make_world()
+    with running_embedded_broker(base, service) as broker:
+        settings = base.replace(mqtt=broker.address)
+        with TestClient(create_app(settings, service=service)) as client:
+            wait_for(lambda: ready(client), what="the viewer to connect to the embedded broker")
+            response = client.get("/service/feed_input.json/feed_t/temp?y=1", headers=bearer(world.ep_token))
+            assert response.status_code == 200, response.text
