@@ -17,6 +17,7 @@ from rtdp.mqtt import Endpoint
 from rtdp.settings import Settings
 from tests.support.env import require, wait_for
 from tests.viewer.conftest import LiveServer, live_server, settings  # noqa: F401 -- fixtures reused here
+from viewer.pages import STATIC
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 CHROMIUM_ARGS = [
@@ -38,6 +39,10 @@ except ImportError:  # pragma: no cover -- the test extra installs it
 def browser() -> Iterator[Browser]:
     require(sync_playwright is not None, "playwright is not installed (pip install -e .[test])")
     require(CHROMIUM is not None, "chromium is not installed (apt-get install chromium)")
+    require(
+        (STATIC / "vendor" / "uPlot.iife.min.js").is_file(),
+        "front-end assets not built (npm ci && python scripts/build_assets.py)",
+    )
     with sync_playwright() as playwright:
         instance = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield instance

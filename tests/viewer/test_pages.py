@@ -275,3 +275,24 @@ def test_secret_key_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
     assert secret_key(settings) == first and len(first) >= 32
     assert stat.S_IMODE((tmp_path / "d" / SECRET_FILE).stat().st_mode) == 0o600
     assert secret_key(settings.replace(secret_key="given")) == "given"
+
+
+def test_public_feed_is_readable_without_signing_in(client: TestClient, world: World) -> None:
+    feed = create_feed("open_data", world.ap, public=True)
+    create_axis(feed, "a")
+    assert "open_data" in client.get("/").text
+    for path in ("/feeds/open_data", "/feeds/open_data/graph", "/feeds/open_data/axes/a"):
+        assert client.get(path).status_code == 200, path
+    assert 'id="add-axis"' not in client.get("/feeds/open_data").text  # reading is not writing
+
+
+def test_export_links_on_the_axis_page_answer(client: TestClient, world: World) -> None:
+    axis = Axis.get((Axis.feed == world.feed_a.id) & (Axis.name == "axis_a00"))
+    write_points([(axis.id, Sample(1.0, 5.0)), (axis.id, Sample(2.0, 6.0))])
+    login(client, "ep@nothing.com", "1234")
+    page = client.get("/feeds/feed_a/axes/axis_a00").text
+    links = [link.replace("&amp;", "&") for link in re.findall(r'href="(/api/v1/[^"]+/export[^"]+)"', page)]
+    assert len(links) == 2
+    csv_answer = client.get(links[0])
+    assert csv_answer.status_code == 200 and csv_answer.text.splitlines()[0] == "x,y"
+    assert client.get(links[1]).status_code == 200
