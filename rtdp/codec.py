@@ -56,7 +56,7 @@ def decode(
     head = text[0]
     if head in "{[":
         try:
-            document = json.loads(text, parse_constant=_reject_constant)
+            document = _DECODER.decode(text)
         except (ValueError, RecursionError) as exc:
             raise InvalidInput(f"invalid JSON: {str(exc)[:120]}") from None
         if isinstance(document, list):
@@ -84,6 +84,10 @@ def encode(samples: Iterable[Sample]) -> bytes:
 
 def _reject_constant(name: str) -> float:
     raise ValueError(f"{name} is not a finite number")
+
+
+# One decoder for every payload: json.loads with any keyword builds a new JSONDecoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _unquote(text: str) -> str:
