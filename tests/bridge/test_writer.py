@@ -76,4 +76,4 @@ def test_retained_without_x_is_rejected_with_x_stored(writer: Writer, owner: Use
     ])
     assert result is not None
     assert writer.stats.rejected == {"retained_without_x": 2}
-    assert sorted(Point.select(Point.y).tuples()) == [(3.0,), (4.5,)]
+    assert sorted(point.y for point in Point.select()) == [3.0, 4.5]
