@@ -289,6 +289,7 @@ def _downsample(
     each giving its lowest and highest point (so a single spike survives), oldest first."""
     if max_points < 2:
         raise InvalidInput("max_points must be at least 2", field="max_points")
+    max_points = min(max_points, MAX_LIMIT)  # bounds memory like `limit` does
     # Reading max_points + 1 rows is cheaper than COUNT(*) over a large range and answers small ones.
     head: list[tuple[int, float, float]] = [
         (i, float(x), float(y)) for i, x, y in query.order_by(Point.x).limit(max_points + 1).tuples()

@@ -328,3 +328,12 @@ def test_concurrent_writers_of_the_same_points(axis: Axis, any_db: pw.Database) 
     assert not errors, errors
     assert len(rows(axis)) == 200
     assert fresh(axis).point_count == 200
+
+
+def test_max_points_is_capped(axis: Axis, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rtdp.store
+
+    monkeypatch.setattr(rtdp.store, "MAX_LIMIT", 50)
+    write_points([(axis.id, Sample(float(i), float(i))) for i in range(120)])
+    result = query_points(axis, max_points=10**9)
+    assert len(result) <= 50 and {y for _, _, y in result} >= {0.0, 119.0}
