@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 
 from rtdp.models import Axis, Point, Rejection, User
-from tests.bridge.conftest import BridgeHarness, make_feed
-from tests.support.env import wait_for
+from tests.bridge.conftest import BridgeHarness, Publisher, make_feed
+from tests.support.env import wait_for, wait_port
+from tests.support.mosquitto import MOSQUITTO
 
 
 def test_every_payload_form_is_stored(harness: BridgeHarness, owner: User) -> None:
@@ -163,3 +165,29 @@ def test_stop_drains_and_acknowledges_what_it_stored(harness: BridgeHarness, own
     # Everything stored before the stop was acknowledged before disconnecting: none of it came back.
     assert not before & set(again)
     assert sorted(again) == sorted(set(range(2000)) - before)
+
+
+def test_bridge_reconnects_and_resubscribes_when_the_broker_returns(harness: BridgeHarness, owner: User) -> None:
+    make_feed(owner, "f", x_cast="int")
+    bridge = harness.start()
+    broker = harness.broker
+    broker.process.terminate()
+    broker.process.wait(10)
+    wait_for(lambda: not bridge.ready.is_set(), what="bridge noticing the broker is gone")
+    # The same port and config, no persistence: the session is gone, only resubscribing brings it back.
+    assert MOSQUITTO is not None
+    restarted = subprocess.Popen([MOSQUITTO, "-c", str(broker.config)], stderr=subprocess.DEVNULL)
+    try:
+        wait_port(broker.host, broker.port)
+        wait_for(bridge.ready.is_set, timeout=30, what="bridge subscribed again")
+        publisher = Publisher(broker)
+        try:
+            publisher.send("feeds/f/a", '{"x": 1, "y": 1}')
+            wait_for(lambda: harness.points("f", "a") == [(1, 1)], what="point after the broker came back")
+        finally:
+            publisher.close()
+        assert bridge.stats.connects >= 2
+    finally:
+        harness.stop()
+        restarted.terminate()
+        restarted.wait(10)
