@@ -323,7 +323,14 @@ def emulate(
         return
     configure_logging(settings.log_level)
     click.echo(f"emulating {', '.join(sources or available_sources())} via {via}; Ctrl-C to stop")
-    run(settings, sources, via, owner_email=owner or emulator_owner(), token=token, http_url=http_url)
+    run(
+        settings,
+        sources,
+        "http" if via == "http" else "mqtt",
+        owner_email=owner or emulator_owner(),
+        token=token,
+        http_url=http_url,
+    )
 
 
 @main.command("mosquitto-files")
