@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -15,8 +18,9 @@ from rtdp.accounts import ServiceAccount
 from rtdp.models import Point, User
 from rtdp.mqtt import make_client
 from rtdp.settings import Settings
-from tests.bridge.conftest import BridgeHarness, endpoint_of, make_feed
-from tests.support.env import wait_for
+from tests.bridge.conftest import BridgeHarness, Publisher, endpoint_of, make_feed
+from tests.support.env import require, wait_for
+from tests.support.mosquitto import Mosquitto
 
 
 def test_subscription_filter_and_client_ids(tmp_path: Path) -> None:
@@ -81,3 +85,34 @@ def test_bridge_behind_the_embedded_broker(any_db: pw.Database, tmp_path: Path) 
             publisher.disconnect()
             publisher.loop_stop()
             bridge.stop()
+
+
+@pytest.mark.parametrize("any_db", ["sqlite"], indirect=True)
+def test_rtdp_bridge_command_stores_and_stops_cleanly_on_sigterm(
+    any_db: pw.Database, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    rtdp = Path(sys.executable).parent / "rtdp"
+    require(rtdp.exists(), "the rtdp command is not installed (pip install -e .)")
+    owner = User.create(email="owner@example.com", password_hash="-")
+    make_feed(owner, "f", x_cast="int")
+    log = (tmp_path / "bridge.log").open("wb")
+    process = subprocess.Popen(
+        [str(rtdp), "bridge", "--broker", mosquitto.url, "--db", f"sqlite:///{any_db.database}",
+         "--data-dir", str(tmp_path / "data"), "--client-id", "cli-bridge"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    publisher = Publisher(mosquitto)
+    try:
+        def stored() -> bool:
+            publisher.send("feeds/f/a", '{"x": 1, "y": 1}')
+            return bool(Point.select().count())
+
+        wait_for(stored, timeout=30, interval=0.3, what="a point stored by `rtdp bridge`")
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+    finally:
+        publisher.close()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        log.close()
