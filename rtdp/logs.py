@@ -18,23 +18,29 @@ def configure_logging(level: str) -> None:
 
 
 class RateLimitedLog:
-    """Logs at most one line per `key` every `interval` seconds, counting what it suppressed:
-    a flood of bad messages must not become a flood of log lines."""
+    """At most one record per key every `interval` seconds; the next one says how many were skipped.
+    A device stuck sending garbage must not become a flood of log lines."""
 
-    def __init__(self, logger: logging.Logger, interval: float = 10.0) -> None:
+    def __init__(self, logger: logging.Logger, interval: float = 10.0, max_keys: int = 10_000) -> None:
         self.logger = logger
         self.interval = interval
+        self.max_keys = max_keys
         self._last: dict[str, tuple[float, int]] = {}
 
-    def warning(self, key: str, message: str, *args: object) -> None:
+    def log(self, level: int, key: str, message: str, *args: object) -> None:
         now = time.monotonic()
-        last, suppressed = self._last.get(key, (0.0, 0))
-        if now - last < self.interval:
-            self._last[key] = (last, suppressed + 1)
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self.interval:
+            self._last[key] = (last[0], last[1] + 1)
             return
-        if len(self._last) > 10_000:
+        if len(self._last) >= self.max_keys:
             self._last.clear()
+        skipped = last[1] if last is not None else 0
         self._last[key] = (now, 0)
-        if suppressed:
-            message += f" ({suppressed} similar suppressed)"
-        self.logger.warning(message, *args)
+        if skipped:
+            message += " (%d similar messages not logged)"
+            args = (*args, skipped)
+        self.logger.log(level, message, *args)
+
+    def warning(self, key: str, message: str, *args: object) -> None:
+        self.log(logging.WARNING, key, message, *args)
