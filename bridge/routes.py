@@ -16,7 +16,7 @@ from rtdp import store
 from rtdp.casts import YCast
 from rtdp.codec import Casts
 from rtdp.errors import InvalidInput
-from rtdp.models import Feed
+from rtdp.models import Axis, Feed
 from rtdp.topic import ERRORS_PREFIX, NAME_RE, FeedTopic
 
 # Errors about topics that name no valid feed go here: '~' is not a name character, so no feed's
@@ -28,7 +28,7 @@ NO_NAME = "~"
 class Route:
     feed: str
     axis: str
-    axis_id: int
+    axis_id: int | None  # None: the axis does not exist yet (see Routes.with_axis)
     casts: Casts
 
     @property
@@ -76,12 +76,29 @@ class Routes:
                 f"no feed named {parsed.feed!r}: create it first (behind an external broker the bridge "
                 "creates only axes of existing feeds)",
             )
-        axis = store.ensure_axis(feed, parsed.axis)
-        route = Route(parsed.feed, parsed.axis, axis.id, store.feed_casts(feed))
+        axis = Axis.get_or_none((Axis.feed == feed.id) & (Axis.name == parsed.axis))
+        route = Route(parsed.feed, parsed.axis, axis.id if axis is not None else None, store.feed_casts(feed))
+        if axis is not None:
+            self._remember(topic, route, now)
+        return route
+
+    def with_axis(self, topic: str, route: Route) -> Route:
+        """`route` with its axis, created now: called only once a message for it decoded, so a bad
+        message to a new axis name leaves no empty axis behind."""
+        if route.axis_id is not None:
+            return route
+        feed = self._feeds.get(route.feed)
+        if feed is None or feed[1] is None:
+            raise Rejected("unknown_feed", f"no feed named {route.feed!r}")
+        axis = store.ensure_axis(feed[1], route.axis)
+        created = Route(route.feed, route.axis, axis.id, route.casts)
+        self._remember(topic, created, time.monotonic())
+        return created
+
+    def _remember(self, topic: str, route: Route, now: float) -> None:
         if len(self._routes) >= self.max_entries:
             self._routes.clear()
         self._routes[topic] = (now + self.ttl, route)
-        return route
 
     def _feed(self, name: str, now: float) -> Feed | None:
         entry = self._feeds.get(name)

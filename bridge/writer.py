@@ -141,7 +141,7 @@ class Writer:
                     "retained message without its own x: it would be stored again on every subscribe; "
                     "publish with retain off, or include x",
                 )
-            prepared.route = route
+            prepared.route = self.routes.with_axis(message.topic, route)
             prepared.samples = samples
         except Rejected as exc:
             prepared.rejection = exc
@@ -180,7 +180,12 @@ class Writer:
 
     def _commit(self, prepared: list[_Prepared]) -> list[store.StoredPoint]:
         received = time.time()
-        pairs = [(p.route.axis_id, s) for p in prepared if p.route is not None and p.samples for s in p.samples]
+        pairs = [
+            (p.route.axis_id, s)
+            for p in prepared
+            if p.route is not None and p.route.axis_id is not None and p.samples
+            for s in p.samples
+        ]
         stored = store.write_points(pairs, received_at=received)
         rows = []
         for p in prepared:
@@ -201,7 +206,7 @@ class Writer:
             if p.rejection is not None:
                 result.rejected += 1
                 result.notices.append(self._rejection_notice(p.message, p.rejection))
-            elif p.route is not None:
+            elif p.route is not None and p.route.axis_id is not None:
                 result.stored_messages += 1
                 by_axis[p.route.axis_id] = p.route
         # Built as text: json.dumps over a dict per point was the largest cost after decoding. Names are

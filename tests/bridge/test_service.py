@@ -99,6 +99,8 @@ def test_bad_messages_are_reported_and_change_nothing(
 def test_axis_is_created_for_an_existing_feed_only(harness: BridgeHarness, owner: User) -> None:
     feed = make_feed(owner, "f")
     harness.start()
+    harness.publisher.send("feeds/f/bad_axis", "not a number")
+    harness.notices.wait("rtdp/errors/f/bad_axis")
     harness.publisher.send("feeds/f/new_axis", "2")
     harness.publisher.send("feeds/ghost/new_axis", "2")
     wait_for(lambda: harness.points("f", "new_axis"), what="point on the new axis")
