@@ -35,7 +35,7 @@ except ImportError:  # pragma: no cover -- the test extra installs it
     sync_playwright = None  # type: ignore[assignment]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     require(sync_playwright is not None, "playwright is not installed (pip install -e .[test])")
     require(CHROMIUM is not None, "chromium is not installed (apt-get install chromium)")
