@@ -5,11 +5,11 @@ A thin stand-in for `rtdp bridge` (tests run it as a subprocess)."""
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from bridge.service import run
 from rtdp.errors import ConfigError
+from rtdp.logs import configure_logging
 from rtdp.settings import Settings
 
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(settings.log_level)
     run(settings)
     return 0
 

@@ -31,11 +31,11 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.errors import BridgeError
-from bridge.ratelimit import RateLimitedLog
 from bridge.stats import Stats
 from bridge.writer import Incoming, Notice, Writer
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
+from rtdp.logs import RateLimitedLog
 from rtdp.models import database_proxy
 from rtdp.mqtt import Endpoint, make_client
 from rtdp.settings import Settings

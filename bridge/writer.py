@@ -17,13 +17,13 @@ from dataclasses import dataclass, field
 import peewee as pw
 
 from bridge.errors import Rejected
-from bridge.ratelimit import RateLimitedLog
 from bridge.routes import Route, Routes, errors_topic_for
 from bridge.stats import Stats
 from rtdp import codec, store
 from rtdp.casts import YCast
 from rtdp.codec import Sample
 from rtdp.errors import InvalidInput
+from rtdp.logs import RateLimitedLog
 from rtdp.models import Rejection
 from rtdp.settings import Settings
 from rtdp.topic import stored_topic
