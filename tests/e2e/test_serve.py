@@ -1,0 +1,189 @@
+"""`rtdp serve` as a user runs it: a subprocess on free ports, driven with mosquitto_pub/sub, HTTP and SSE."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.env import free_port, require, wait_for
+
+RTDP = [sys.executable, "-m", "rtdp"]
+MOSQUITTO_PUB = shutil.which("mosquitto_pub")
+MOSQUITTO_SUB = shutil.which("mosquitto_sub")
+EP = ("ep@nothing.com", "1234")
+AP = ("ap@nothing.com", "1234")
+
+
+@dataclass
+class Served:
+    process: subprocess.Popen[str]
+    web: str
+    mqtt_port: int
+    data_dir: Path
+    output: list[str] = field(default_factory=list)
+
+    def get(self, path: str, auth: tuple[str, str] = EP, **params: Any) -> httpx.Response:
+        return httpx.get(self.web + path, auth=auth, params=params, timeout=10)
+
+    def points(self, feed: str, axis: str) -> list[dict[str, Any]]:
+        response = self.get(f"/api/v1/feeds/{feed}/axes/{axis}/points")
+        assert response.status_code == 200, response.text
+        return response.json()["points"]  # type: ignore[no-any-return]
+
+    def pub(self, topic: str, message: str, auth: tuple[str, str] = EP) -> None:
+        assert MOSQUITTO_PUB is not None
+        subprocess.run(
+            [MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(self.mqtt_port), "-u", auth[0], "-P", auth[1],
+             "-q", "1", "-t", topic, "-m", message],
+            check=True, timeout=10,
+        )
+
+
+def _reader(process: subprocess.Popen[str], lines: list[str]) -> None:
+    assert process.stdout is not None
+    for line in process.stdout:
+        lines.append(line)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    require(MOSQUITTO_PUB is not None and MOSQUITTO_SUB is not None,
+            "mosquitto clients are not installed (apt-get install mosquitto-clients)")
+    http_port, mqtt_port = free_port(), free_port()
+    data_dir = tmp_path / "data"
+    process = subprocess.Popen(
+        [*RTDP, "serve", "--demo", "--data-dir", str(data_dir), "--http", f"127.0.0.1:{http_port}",
+         "--mqtt", f"127.0.0.1:{mqtt_port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    served = Served(process, f"http://127.0.0.1:{http_port}", mqtt_port, data_dir)
+    threading.Thread(target=_reader, args=(process, served.output), daemon=True).start()
+    try:
+        wait_for(lambda: any("rtdp is running" in line for line in served.output) or process.poll() is not None,
+                 timeout=30, what="rtdp serve to start")
+        assert process.poll() is None, "".join(served.output)
+        wait_for(lambda: httpx.get(served.web + "/readyz", timeout=2).status_code == 200, timeout=15,
+                 what="/readyz")
+        yield served
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def test_serve_demo_mqtt_http_sse_errors_and_acl(served: Served) -> None:
+    output = "".join(served.output)
+    assert f"mqtt://127.0.0.1:{served.mqtt_port}" in output and served.web in output
+    # The demo data is there, dated to end today.
+    demo = served.points("manual_feed_a", "axis_a00")
+    assert [p["y"] for p in demo] == [0, 2, 7, 3, 2]
+    assert time.time() - demo[-1]["x"] < 2 * 86400
+
+    # mosquitto_pub -> stored -> JSON API
+    served.pub("feeds/manual_feed_a/axis_a00", '{"x": "2030-01-01T00:00:00Z", "y": 11}')
+    wait_for(lambda: any(p["y"] == 11 for p in served.points("manual_feed_a", "axis_a00")), what="MQTT point stored")
+
+    # The original URL -> an SSE client sees it, with the point id as event id.
+    events: list[tuple[str, dict[str, Any]]] = []
+
+    def listen(last_id: str | None = None, count: int = 1) -> None:
+        headers = {"Last-Event-ID": last_id} if last_id else {}
+        with httpx.stream("GET", served.web + "/api/v1/feeds/manual_feed_a/stream", auth=EP, headers=headers,
+                          timeout=20) as response:
+            assert response.status_code == 200
+            event_id = ""
+            for line in response.iter_lines():
+                if line.startswith("id:"):
+                    event_id = line[3:].strip()
+                elif line.startswith("data:") and event_id:
+                    events.append((event_id, json.loads(line[5:])))
+                    if len(events) >= count:
+                        return
+
+    listener = threading.Thread(target=listen)
+    listener.start()
+    # Publish until the stream is attached: the first accepted point after that must arrive.
+    def posted_and_seen() -> bool:
+        answer = served.get("/realtime_data_processor/service/feed_input.json/manual_feed_a/axis_a00", y="12")
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["y"] == 12
+        return bool(events)
+
+    wait_for(posted_and_seen, timeout=15, interval=0.2, what="SSE event for an HTTP point")
+    listener.join(10)
+    first_id, first = events[0]
+    assert first["axis"] == "axis_a00" and first["y"] == 12 and int(first_id) == first["id"]
+
+    # Last-Event-ID: a reconnecting client gets what it missed, from the database.
+    served.pub("feeds/manual_feed_a/axis_a00", '{"x": "2030-01-02T00:00:00Z", "y": 13}')
+    wait_for(lambda: any(p["y"] == 13 for p in served.points("manual_feed_a", "axis_a00")), what="point 13")
+    events.clear()
+    listen(first_id, count=1)
+    assert events[0][1]["y"] in (12, 13) and int(events[0][0]) > int(first_id)
+
+    # A bad payload is reported on the errors topic and stores nothing.
+    assert MOSQUITTO_SUB is not None
+    sub = subprocess.Popen(
+        [MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(served.mqtt_port), "-u", EP[0], "-P", EP[1], "-q", "1",
+         "-t", "rtdp/errors/manual_feed_a/#", "-C", "1", "-W", "20"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    before = len(served.points("manual_feed_a", "axis_a00"))
+
+    def error_seen() -> bool:
+        if sub.poll() is not None:
+            return True
+        served.pub("feeds/manual_feed_a/axis_a00", "3.5")  # int feed: 3.5 is refused
+        return False
+
+    wait_for(error_seen, timeout=20, interval=0.5, what="a message on rtdp/errors")
+    assert sub.stdout is not None
+    report = json.loads(sub.stdout.read())
+    assert "integer" in report["error"]
+    assert len(served.points("manual_feed_a", "axis_a00")) == before
+
+    # ACL: ap cannot write ep's feed over MQTT (dropped) nor HTTP (403), nor read it.
+    served.pub("feeds/manual_feed_a/axis_a00", '{"x": "2030-01-03T00:00:00Z", "y": 666}', auth=AP)
+    assert served.get("/service/feed_input.json/manual_feed_a/axis_a00", auth=AP, y="667").status_code == 403
+    assert served.get("/api/v1/feeds/manual_feed_a/axes/axis_a00/points", auth=AP).status_code == 403
+    served.pub("feeds/manual_feed_a/axis_a00", '{"x": "2030-01-04T00:00:00Z", "y": 14}')
+    wait_for(lambda: any(p["y"] == 14 for p in served.points("manual_feed_a", "axis_a00")), what="point 14")
+    assert not any(p["y"] in (666, 667) for p in served.points("manual_feed_a", "axis_a00"))
+
+
+def test_serve_stops_cleanly_and_reports_a_port_in_use(served: Served) -> None:
+    clash = subprocess.run(
+        [*RTDP, "serve", "--data-dir", str(served.data_dir.parent / "other"), "--http",
+         served.web.removeprefix("http://"), "--mqtt", f"127.0.0.1:{free_port()}"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert clash.returncode != 0
+    assert "--http" in clash.stderr and "Traceback" not in clash.stderr
+    clash = subprocess.run(
+        [*RTDP, "serve", "--data-dir", str(served.data_dir.parent / "other"), "--http", f"127.0.0.1:{free_port()}",
+         "--mqtt", f"127.0.0.1:{served.mqtt_port}"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert clash.returncode != 0
+    assert "--mqtt" in clash.stderr and "Traceback" not in clash.stderr
+
+    served.process.send_signal(signal.SIGINT)
+    assert served.process.wait(20) == 0
+    assert "Traceback" not in "".join(served.output)
