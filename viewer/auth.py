@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hmac
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -13,7 +14,10 @@ from rtdp.cache import credential_key
 from rtdp.errors import AuthenticationFailed
 from rtdp.models import User
 from rtdp.permissions import Principal
+from viewer.session import CSRF_HEADER, CsrfRejected
 from viewer.state import viewer_state
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 async def principal_from_request(conn: HTTPConnection) -> Principal | None:
@@ -27,8 +31,27 @@ async def principal_from_request(conn: HTTPConnection) -> Principal | None:
         return await _from_header(conn, header)
     session = conn.scope.get("session")
     if session and session.get("user_id") is not None:
+        _check_session_csrf(conn, session)
         return await _from_session(conn, session)
     return None
+
+
+def _check_session_csrf(conn: HTTPConnection, session: dict[str, Any]) -> None:
+    """A browser sends the session cookie wherever a request comes from: a request that changes
+    something (any unsafe method, and ingestion, which also answers GET) must prove it came from our
+    own pages with the session's CSRF token in the X-CSRF-Token header. Header auth needs no check."""
+    method = conn.scope.get("method", "GET")
+    ingestion = "/service/feed_input.json/" in conn.url.path
+    if method in SAFE_METHODS and not ingestion:
+        return
+    expected = session.get("csrf")
+    submitted = conn.headers.get(CSRF_HEADER)
+    if not (
+        isinstance(expected, str)
+        and submitted
+        and hmac.compare_digest(expected.encode(), submitted.encode())
+    ):
+        raise CsrfRejected("a request signed in with the session cookie needs the X-CSRF-Token header")
 
 
 async def require_principal(conn: HTTPConnection) -> Principal:

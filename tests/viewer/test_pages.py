@@ -296,3 +296,18 @@ def test_export_links_on_the_axis_page_answer(client: TestClient, world: World) 
     csv_answer = client.get(links[0])
     assert csv_answer.status_code == 200 and csv_answer.text.splitlines()[0] == "x,y"
     assert client.get(links[1]).status_code == 200
+
+
+def test_session_cookie_alone_cannot_change_anything_through_the_api(client: TestClient, world: World) -> None:
+    """A signed-in browser sends its cookie from any site: API writes and ingestion made with the
+    session need the page's CSRF token in X-CSRF-Token; reads do not."""
+    login(client, "ep@nothing.com", "1234")
+    token = csrf(client, "/")
+    assert client.get("/api/v1/feeds/feed_t").status_code == 200
+    refused = client.post("/api/v1/feeds", json={"name": "forged"})
+    assert refused.status_code == 403 and "X-CSRF-Token" in refused.json()["error"]
+    assert client.get("/service/feed_input.json/feed_t/temp", params={"y": "1"}).status_code == 403
+    assert client.delete("/api/v1/feeds/feed_t").status_code == 403
+    assert Feed.get_or_none(Feed.name == "forged") is None and Feed.get_or_none(Feed.name == "feed_t") is not None
+    created = client.post("/api/v1/feeds", json={"name": "made_here"}, headers={"X-CSRF-Token": token})
+    assert created.status_code in (200, 201), created.text
