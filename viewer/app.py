@@ -107,7 +107,7 @@ def create_app(
             yield
         finally:
             hub.close()
-            await loop.run_in_executor(None, publisher.stop)
+            await publisher.stop()
             pool.shutdown(wait=True)
             db.close()
 

@@ -1,9 +1,12 @@
 """The viewer's MQTT client: QoS 1 publishes with back-pressure, and the stored-points subscription.
 
-paho runs its network thread; callbacks only hand results to the event loop. A publish is answered
-only once the broker sent its PUBACK: at most `max_pending` wait at a time (paho's message ids wrap
-at 65,535 and would silently lose points), beyond that, on disconnect or on timeout the caller gets
-Unavailable (503) - never a success for a point the broker did not acknowledge.
+paho is driven from the event loop (as aiomqtt does): the socket is watched with add_reader/add_writer,
+keepalive runs in a task, and reconnecting with back-off is our own task. So PUBACKs and messages are
+handled on the loop thread and resolve futures directly: no network thread contending for the GIL and
+no cross-thread wake per message. A publish is answered only once the broker sent its PUBACK: at most
+`max_pending` wait at a time (paho's message ids wrap at 65,535 and would silently lose points), beyond
+that, on disconnect or on timeout the caller gets Unavailable (503) - never a success for a point the
+broker did not acknowledge.
 """
 
 from __future__ import annotations
@@ -25,6 +28,11 @@ from viewer.hub import StoredEvent
 log = logging.getLogger(__name__)
 
 STORED_FILTER = f"{STORED_PREFIX}/+"
+KEEPALIVE = 30
+# Seconds between loop_misc() calls (keepalive pings and the ping-timeout check).
+MISC_INTERVAL = 1.0
+RECONNECT_MIN = 0.5
+RECONNECT_MAX = 10.0
 
 StoredHandler = Callable[[str, list[StoredEvent]], None]
 
@@ -42,6 +50,8 @@ def parse_stored(payload: bytes | bytearray) -> list[StoredEvent]:
 
 
 class Publisher:
+    """QoS 1 publisher and stored-points subscriber; start() and stop() on the event loop that uses it."""
+
     def __init__(
         self,
         endpoint: Endpoint,
@@ -57,36 +67,56 @@ class Publisher:
         self.on_stored = on_stored
         self.connected = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        # Guards the three mid tables, shared by the event loop and paho's thread. Never held while
-        # calling into paho: paho fires on_publish while holding its own locks.
-        self._lock = threading.Lock()
+        self._loop_thread: int | None = None
+        self._supervisor: asyncio.Task[None] | None = None
+        self._stopping = False
+        # Only touched on the loop thread: paho runs every callback there.
         self._pending: dict[int, asyncio.Future[None]] = {}
-        # PUBACKs that arrived before publish() returned and the future was registered.
-        self._early: set[int] = set()
-        # Mids given up on (timeout, disconnect, failed publish): their late PUBACK is ignored.
-        self._abandoned: set[int] = set()
+        self._socket_closed: asyncio.Event | None = None
+        # Waited on from another thread by wait_connected().
         self._connected_event = threading.Event()
         self.client = make_client(endpoint, client_id, clean_session=True, max_inflight=max_pending)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.client.on_socket_open = self._on_socket_open
+        self.client.on_socket_close = self._on_socket_close
+        self.client.on_socket_register_write = self._on_socket_register_write
+        self.client.on_socket_unregister_write = self._on_socket_unregister_write
 
     @property
     def pending(self) -> int:
         return len(self._pending)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Begin connecting (and reconnecting) in a task on `loop`; call from that loop's thread."""
         self._loop = loop
-        self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
-        self.client.loop_start()
+        self._loop_thread = threading.get_ident()
+        self._socket_closed = asyncio.Event()
+        self._supervisor = loop.create_task(self._supervise(), name="rtdp-viewer-mqtt")
 
     def wait_connected(self, timeout: float) -> bool:
+        """Blocking (call from a thread other than the loop's): True once connected."""
         return self._connected_event.wait(timeout)
 
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    async def stop(self) -> None:
+        """Disconnect cleanly and fail whatever still waits (503)."""
+        self._stopping = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            try:
+                await self._supervisor
+            except asyncio.CancelledError:
+                pass
+        if self.client.socket() is not None:
+            self.client.disconnect()
+            # paho closes the socket itself once the DISCONNECT packet is written.
+            self.client.loop_write()
+        if self.client.socket() is not None:
+            self._close_socket()
+        self.connected = False
+        self._connected_event.clear()
         self._fail_all()
 
     async def publish(self, topic: str, payload: bytes) -> None:
@@ -97,43 +127,124 @@ class Publisher:
             raise Unavailable("too many points awaiting the broker's acknowledgement; retry later", retry_after=1)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        # With on_socket_register_write set, paho only queues here: the PUBACK can only arrive later,
+        # through loop_read on this thread, so registering the future after publish() returns is safe.
         info = self.client.publish(topic, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            raise Unavailable(f"publish failed: {mqtt.error_string(info.rc)}", retry_after=2)
         mid = info.mid
-        with self._lock:
-            if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                if mid in self._early:
-                    self._early.discard(mid)
-                else:
-                    self._abandoned.add(mid)
-                raise Unavailable(f"publish failed: {mqtt.error_string(info.rc)}", retry_after=2)
-            if mid in self._early:
-                self._early.discard(mid)
-                return
-            self._abandoned.discard(mid)
-            self._pending[mid] = future
+        self._pending[mid] = future
+        # A timer on the future rather than asyncio.wait_for: no extra task or timeout scope per point.
+        timer = loop.call_later(self.timeout, _time_out, future)
         try:
-            await asyncio.wait_for(future, self.timeout)
-        except TimeoutError:
-            raise Unavailable("the MQTT broker did not acknowledge in time; retry later", retry_after=2) from None
+            await future
         finally:
-            with self._lock:
-                if self._pending.get(mid) is future:
-                    del self._pending[mid]
-                    if not future.done():
-                        self._abandoned.add(mid)
+            timer.cancel()
+            # A late PUBACK for a mid no longer here is ignored.
+            if self._pending.get(mid) is future:
+                del self._pending[mid]
+
+    # Connection supervision (event loop).
+
+    async def _supervise(self) -> None:
+        loop = asyncio.get_running_loop()
+        closed = self._socket_closed
+        assert closed is not None
+        delay = RECONNECT_MIN
+        while not self._stopping:
+            closed.clear()
+            try:
+                # Blocking (name resolution, TCP connect): off the loop. Socket callbacks fired meanwhile
+                # in that thread are deferred; the socket is registered below, on the loop.
+                await loop.run_in_executor(None, self._connect)
+            except (OSError, ValueError) as exc:
+                log.debug("MQTT connect to %s:%s failed: %s", self.endpoint.host, self.endpoint.port, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+                continue
+            sock = self.client.socket()
+            if sock is None:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RECONNECT_MAX)
+                continue
+            self._watch(sock)
+            if self.client.want_write():
+                self._on_socket_register_write(self.client, None, sock)
+            was_connected = False
+            # Keepalive: paho pings, and closes the socket (-> _on_disconnect) when the broker is silent;
+            # a CONNACK that never comes is caught the same way.
+            while not closed.is_set():
+                was_connected = was_connected or self.connected
+                if self.client.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
+                    break
+                try:
+                    await asyncio.wait_for(closed.wait(), MISC_INTERVAL)
+                except TimeoutError:
+                    pass
+            if self.client.socket() is not None:
+                self._close_socket()
+            if was_connected or self.connected:
+                delay = RECONNECT_MIN
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX)
+
+    def _connect(self) -> None:
+        rc = self.client.connect(self.endpoint.host, self.endpoint.port, keepalive=KEEPALIVE)
+        if rc != mqtt.MQTT_ERR_SUCCESS:
+            raise OSError(f"connect: {mqtt.error_string(rc)}")
+
+    def _watch(self, sock: Any) -> None:
+        loop = self._loop
+        assert loop is not None
+        loop.add_reader(sock, self._read)
+
+    def _read(self) -> None:
+        self.client.loop_read()
+
+    def _write(self) -> None:
+        self.client.loop_write()
+
+    def _close_socket(self) -> None:
+        # Through paho, so its state and the callbacks (unregister, close, disconnect) stay consistent.
+        self.client._sock_close()  # noqa: SLF001 -- paho has no public "drop the socket now"
+        self._on_disconnect(self.client, None, None, "socket closed", None)
+
+    def _on_loop_thread(self) -> bool:
+        return threading.get_ident() == self._loop_thread
 
     def _fail_all(self) -> None:
-        with self._lock:
-            futures = list(self._pending.items())
-            self._pending.clear()
-            self._abandoned.update(mid for mid, _ in futures)
+        futures = list(self._pending.values())
+        self._pending.clear()
+        for future in futures:
+            _fail(future)
+
+    # paho callbacks: on the loop thread, except the socket ones during connect() (executor thread).
+
+    def _on_socket_open(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        if self._on_loop_thread():
+            self._watch(sock)
+
+    def _on_socket_close(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        for _, future in futures:
-            loop.call_soon_threadsafe(_fail, future)
+        if not self._on_loop_thread():
+            # Only connect() closes from the executor, and only a socket that was already dropped.
+            return
+        loop.remove_reader(sock)
+        loop.remove_writer(sock)
+        if self._socket_closed is not None:
+            self._socket_closed.set()
 
-    # paho callbacks (network thread): keep them tiny.
+    def _on_socket_register_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        loop = self._loop
+        if loop is not None and self._on_loop_thread():
+            loop.add_writer(sock, self._write)
+
+    def _on_socket_unregister_write(self, client: mqtt.Client, userdata: Any, sock: Any) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed() and self._on_loop_thread():
+            loop.remove_writer(sock)
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         if reason.is_failure:
@@ -152,40 +263,35 @@ class Publisher:
         self._connected_event.clear()
         # A clean session drops what was in flight: those callers get 503 now, not after the timeout.
         self._fail_all()
-        if was:
+        if was and not self._stopping:
             log.warning("viewer lost the MQTT connection: %s", reason)
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        with self._lock:
-            future = self._pending.pop(mid, None)
-            if future is None:
-                if mid in self._abandoned:
-                    self._abandoned.discard(mid)
-                else:
-                    self._early.add(mid)
-                return
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(_succeed, future)
+        future = self._pending.pop(mid, None)
+        if future is not None and not future.done():
+            future.set_result(None)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        handler, loop = self.on_stored, self._loop
-        if handler is None or loop is None or loop.is_closed():
+        handler = self.on_stored
+        if handler is None:
             return
         feed = message.topic[len(STORED_PREFIX) + 1 :]
         try:
             check_name(feed, "feed")
             events = parse_stored(message.payload)
-        except Exception:  # noqa: BLE001 -- a bad message must never kill paho's thread
+        except Exception:  # noqa: BLE001 -- a bad message must never break the read loop
             log.warning("ignoring malformed message on %s", message.topic[:100])
             return
         if events:
-            loop.call_soon_threadsafe(handler, feed, events)
+            try:
+                handler(feed, events)
+            except Exception:  # noqa: BLE001 -- raising into paho mid-read would desynchronise its parser
+                log.exception("stored-points handler failed for feed %s", feed)
 
 
-def _succeed(future: asyncio.Future[None]) -> None:
+def _time_out(future: asyncio.Future[None]) -> None:
     if not future.done():
-        future.set_result(None)
+        future.set_exception(Unavailable("the MQTT broker did not acknowledge in time; retry later", retry_after=2))
 
 
 def _fail(future: asyncio.Future[None]) -> None:
