@@ -2,7 +2,7 @@
 real Mosquitto) against a bare Starlette endpoint with two query parameters, in the same run; then
 check that no 200 was answered for a point the broker did not acknowledge.
 
-    .venv/bin/python scripts/bench_http_ingest.py [--seconds 10] [--connections 50]
+    .venv/bin/python bench/http_ingest.py [--seconds 10] [--connections 50]
 
 Needs `wrk` and `mosquitto`. Not a test: timings on a shared machine are noisy.
 """

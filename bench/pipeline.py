@@ -1,0 +1,681 @@
+"""The whole pipeline against its raw baselines, measured in the same run (issue 2's performance targets).
+
+    .venv/bin/python bench/pipeline.py [--quick] [--rounds 3] [--only embedded,bridge,latency,http,history]
+
+1. `rtdp serve` (embedded broker + bridge): points stored/s at QoS 1, one point per message, against the same
+   embedded broker alone (`rtdp broker`) delivering mosquitto_pub -> mosquitto_sub at QoS 1.
+2. A private Mosquitto + one `rtdp bridge` on SQLite: points stored/s, one point per message and arrays of 100,
+   against mosquitto_pub -> mosquitto_sub through the same Mosquitto.
+3. Latency publish -> SSE event at 1,000 points/s, for `rtdp serve` and for Mosquitto + bridge + viewer.
+4. The original URL /service/feed_input.json/<feed>/<axis>?y= (wrk) against a bare Starlette endpoint
+   (bench/http_ingest.py), and no 200 for a point the broker did not acknowledge.
+5. query_points(max_points=2000) over 1,000,000 points on SQLite (bench/store_bench.py).
+
+Prints a table and writes bench/results/<timestamp>.json. The machine is shared: every figure is the median of
+the rounds, and each baseline runs interleaved with what it is compared to, so the ratios are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import signal
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import httpx
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path[:0] = [str(ROOT), str(BENCH)]
+
+import http_ingest  # noqa: E402
+import store_bench  # noqa: E402
+
+from tests.support.env import free_port, wait_for, wait_port  # noqa: E402
+from tests.support.mosquitto import running_mosquitto  # noqa: E402
+
+RESULTS = BENCH / "results"
+RTDP = str(Path(sys.executable).parent / "rtdp")
+PUB = shutil.which("mosquitto_pub") or "mosquitto_pub"
+SUB = shutil.which("mosquitto_sub") or "mosquitto_sub"
+EMAIL, PASSWORD, FEED = "bench@nothing.com", "bench-password", "bench"
+BASE_X = 1.7e9  # epoch seconds: valid x for the feed's default datetime cast
+
+
+@dataclass
+class Row:
+    """One line of the table: our median against the baseline's median in the same run."""
+
+    name: str
+    unit: str
+    ours: list[float] = field(default_factory=list)
+    baseline: list[float] = field(default_factory=list)
+    baseline_name: str = ""
+    target: str = ""
+    check: Callable[[Row], bool] | None = None
+    note: str = ""
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ours) if self.ours else float("nan")
+
+    @property
+    def base_median(self) -> float:
+        return statistics.median(self.baseline) if self.baseline else float("nan")
+
+    @property
+    def ratio(self) -> float:
+        return self.median / self.base_median if self.baseline else float("nan")
+
+    @property
+    def met(self) -> bool | None:
+        return self.check(self) if self.check and self.ours else None
+
+
+# ---------------------------------------------------------------- processes and clients
+
+
+@contextmanager
+def process(command: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """A subprocess logging to `log`, stopped (SIGTERM, then SIGKILL) when the block ends."""
+    out = log.open("wb")
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        out.close()
+
+
+def cli(data: Path, *args: str) -> str:
+    return subprocess.run([RTDP, *args, "--data-dir", str(data)], check=True, capture_output=True, text=True,
+                          cwd=ROOT).stdout.strip()
+
+
+def prepare(data: Path) -> str:
+    """A fresh data dir with a user, the feed `bench` and a token, made with the CLI; returns the token."""
+    cli(data, "user", "add", EMAIL, "--password", PASSWORD)
+    cli(data, "feed", "add", FEED, "--owner", EMAIL)
+    return cli(data, "token", "add", EMAIL).splitlines()[-1]
+
+
+@dataclass(frozen=True)
+class Broker:
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+
+    def args(self) -> list[str]:
+        auth = ["-u", self.username, "-P", self.password or ""] if self.username else []
+        return ["-h", self.host, "-p", str(self.port), "-q", "1", *auth]
+
+
+def publish_one(broker: Broker, topic: str, payload: str) -> None:
+    subprocess.run([PUB, *broker.args(), "-t", topic, "-m", payload], check=True, capture_output=True)
+
+
+def write_lines(work: Path, tag: str, points: int, publishers: int, per_message: int) -> list[tuple[str, Path]]:
+    """One file of payload lines per publisher (axis `<tag>p<i>`): JSON objects, or arrays of `per_message`."""
+    files = []
+    share = points // publishers
+    for index in range(publishers):
+        lines = []
+        for first in range(0, share, per_message):
+            items = [f'{{"x":{BASE_X + i:.3f},"y":{i % 97}}}' for i in range(first, min(share, first + per_message))]
+            lines.append(items[0] if per_message == 1 else "[" + ",".join(items) + "]")
+        path = work / f"{tag}p{index}.txt"
+        path.write_text("\n".join(lines) + "\n")
+        files.append((f"{tag}p{index}", path))
+    return files
+
+
+class Publishers:
+    """Several `mosquitto_pub -l` (C publishers), one per file, started at once.
+
+    Their stdin stays open until `close()`: the embedded amqtt broker drops the QoS 1 messages it has
+    acknowledged but not yet delivered when the publisher disconnects (see `lost_on_disconnect`), so a
+    publisher that exits right after its last line would measure that loss, not the throughput.
+    """
+
+    def __init__(self, broker: Broker, files: list[tuple[str, Path]], hold: bool = True) -> None:
+        self.procs = []
+        self.writers = []
+        for axis, path in files:
+            proc = subprocess.Popen([PUB, *broker.args(), "-t", f"feeds/{FEED}/{axis}", "-l"], stdin=subprocess.PIPE)
+            self.procs.append(proc)
+            writer = threading.Thread(target=self._feed, args=(proc, path.read_bytes(), hold), daemon=True)
+            writer.start()
+            self.writers.append(writer)
+
+    @staticmethod
+    def _feed(proc: subprocess.Popen[bytes], data: bytes, hold: bool) -> None:
+        assert proc.stdin is not None
+        proc.stdin.write(data)
+        proc.stdin.flush()
+        if not hold:
+            proc.stdin.close()
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.join(600)
+        for proc in self.procs:
+            if proc.stdin and not proc.stdin.closed:
+                proc.stdin.close()
+            if proc.wait(600) != 0:
+                raise RuntimeError(f"mosquitto_pub exited with {proc.returncode}")
+
+
+def stored(db: Path, prefix: str) -> int:
+    """Points stored on the axes whose name starts with `prefix` (read straight from SQLite, WAL)."""
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        row = conn.execute(
+            "SELECT count(*) FROM point JOIN axis ON point.axis_id = axis.id WHERE axis.name LIKE ?", (prefix + "%",)
+        ).fetchone()
+        return int(row[0])
+    except sqlite3.OperationalError:  # schema not there yet
+        return 0
+    finally:
+        conn.close()
+
+
+def stored_rate(broker: Broker, db: Path, work: Path, tag: str, points: int, publishers: int,
+                per_message: int = 1) -> float:
+    """Points/s from the first publish until the database holds all of them."""
+    files = write_lines(work, tag, points, publishers, per_message)
+    expected = (points // publishers) * publishers
+    started = time.perf_counter()
+    pubs = Publishers(broker, files)
+    try:
+        wait_for(lambda: stored(db, tag) >= expected, 120, interval=0.02, what=f"{expected} points stored ({tag})")
+    finally:
+        elapsed = time.perf_counter() - started
+        pubs.close()
+    return expected / elapsed
+
+
+def lost_on_disconnect(broker: Broker, db: Path, work: Path, tag: str, points: int) -> int:
+    """Points never stored when one `mosquitto_pub -l` exits right after its last publish (all PUBACKed)."""
+    files = write_lines(work, tag, points, 1, 1)
+    Publishers(broker, files, hold=False).close()
+    last, stable_since = -1, time.monotonic()
+    while time.monotonic() - stable_since < 3:  # settled: no new point for 3 s
+        count = stored(db, tag)
+        if count != last:
+            last, stable_since = count, time.monotonic()
+        time.sleep(0.1)
+    return points - last
+
+
+def wait_stored_probe(broker: Broker, db: Path, timeout: float = 60) -> None:
+    """Publish a probe point until it is stored: the bridge is subscribed and the axis machinery warm."""
+    deadline = time.monotonic() + timeout
+    while stored(db, "probe") == 0:
+        publish_one(broker, f"feeds/{FEED}/probe", f'{{"x":{time.time():.6f},"y":0}}')
+        if time.monotonic() > deadline:
+            raise RuntimeError("nothing was stored: see the logs in the work dir")
+        time.sleep(0.2)
+
+
+class Subscriber:
+    """A `mosquitto_sub` at QoS 1 on feeds/<feed>/#, counting the messages it prints (one line each)."""
+
+    def __init__(self, broker: Broker, topic: str = f"feeds/{FEED}/#") -> None:
+        self.count = 0
+        self.proc = subprocess.Popen([SUB, *broker.args(), "-t", topic, "-i", f"bench-sub-{time.time_ns()}"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self.thread = threading.Thread(target=self._read, args=(self.proc.stdout,), daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while self.count == 0:  # subscribed once a probe comes through
+            publish_one(broker, f"feeds/{FEED}/probe", "1")
+            if time.monotonic() > deadline:
+                raise RuntimeError("mosquitto_sub never received the probe")
+            time.sleep(0.1)
+
+    def _read(self, stream: IO[bytes] | None) -> None:
+        assert stream is not None
+        for _ in stream:
+            self.count += 1
+
+    def close(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def delivered_rate(broker: Broker, sub: Subscriber, work: Path, tag: str, points: int, publishers: int) -> float:
+    """Messages/s from the first publish until the subscriber printed all of them (the raw baseline)."""
+    files = write_lines(work, tag, points, publishers, 1)
+    expected = (points // publishers) * publishers
+    base = sub.count
+    started = time.perf_counter()
+    pubs = Publishers(broker, files)
+    try:
+        wait_for(lambda: sub.count - base >= expected, 120, interval=0.005, what=f"{expected} messages delivered")
+    finally:
+        elapsed = time.perf_counter() - started
+        pubs.close()
+    return expected / elapsed
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# ---------------------------------------------------------------- 1. rtdp serve against its own broker alone
+
+
+def bench_embedded(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
+    row = rows["embedded"]
+    serve_data, broker_data = work / "serve", work / "broker"
+    serve_token, broker_token = prepare(serve_data), prepare(broker_data)
+    mqtt_port, http_port, broker_port = free_port(), free_port(), free_port()
+    serve_cmd = [RTDP, "serve", "--data-dir", str(serve_data), "--http", f"127.0.0.1:{http_port}",
+                 "--mqtt", f"127.0.0.1:{mqtt_port}", "--log-level", "warning"]
+    broker_cmd = [RTDP, "broker", "--data-dir", str(broker_data), "--mqtt", f"127.0.0.1:{broker_port}",
+                  "--log-level", "warning"]
+    with process(serve_cmd, work / "serve.log") as serve, process(broker_cmd, work / "broker.log"):
+        wait_port("127.0.0.1", mqtt_port, 60)
+        wait_port("127.0.0.1", broker_port, 60)
+        ours = Broker("127.0.0.1", mqtt_port, "bench", serve_token)
+        alone = Broker("127.0.0.1", broker_port, "bench", broker_token)
+        db = serve_data / "rtdp.sqlite3"
+        wait_stored_probe(ours, db)
+        sub = Subscriber(alone)
+        try:
+            for r in range(args.rounds):  # interleaved: load from other jobs hits both alike
+                row.ours.append(stored_rate(ours, db, work, f"e{r}", args.embedded_points, args.publishers))
+                row.baseline.append(delivered_rate(alone, sub, work, f"b{r}", args.embedded_points, args.publishers))
+                print(f"  embedded round {r}: serve {row.ours[-1]:,.0f} points/s, "
+                      f"broker alone {row.baseline[-1]:,.0f} msg/s", flush=True)
+        finally:
+            sub.close()
+        lost = rows["embedded_lost"]
+        lost.ours.append(float(lost_on_disconnect(ours, db, work, "lost", 2000)))
+        lost.note = f"{lost.ours[-1]:.0f} of 2000 points PUBACKed but never stored"
+        print(f"  publisher disconnecting at once: {lost.note}", flush=True)
+        if args.profile:
+            profile(serve.pid, work / "serve-profile.txt", lambda: stored_rate(
+                ours, db, work, "prof", args.embedded_points, args.publishers))
+        bench_latency(work, args, rows["latency_serve"], ours, f"http://127.0.0.1:{http_port}", serve_token)
+
+
+# ---------------------------------------------------------------- 2. Mosquitto + rtdp bridge
+
+
+@contextmanager
+def mosquitto_stack(work: Path, viewer: bool) -> Iterator[tuple[Broker, Path, str, str]]:
+    """A private Mosquitto, one `rtdp bridge` on SQLite and optionally `rtdp viewer`: (broker, db, http, token)."""
+    data = work / "data"
+    token = prepare(data)
+    db = data / "rtdp.sqlite3"
+    with running_mosquitto(work / "mosquitto") as mosq:
+        broker = Broker(mosq.host, mosq.port)
+        bridge_cmd = [RTDP, "bridge", "--broker", mosq.url, "--db", f"sqlite:///{db}", "--data-dir", str(data),
+                      "--client-id", "bench-bridge", "--log-level", "warning"]
+        http_port = free_port()
+        viewer_cmd = [RTDP, "viewer", "--broker", mosq.url, "--db", f"sqlite:///{db}", "--data-dir", str(data),
+                      "--http", f"127.0.0.1:{http_port}", "--log-level", "warning"]
+        with process(bridge_cmd, work / "bridge.log") as bridge:
+            wait_stored_probe(broker, db)
+            if not viewer:
+                yield broker, db, str(bridge.pid), token
+                return
+            with process(viewer_cmd, work / "viewer.log"):
+                url = f"http://127.0.0.1:{http_port}"
+                wait_for(lambda: ready(f"{url}/readyz"), 60, interval=0.1, what="viewer ready")
+                yield broker, db, url, token
+
+
+def bench_bridge(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
+    single, batched = rows["bridge_single"], rows["bridge_batch"]
+    with mosquitto_stack(work / "bridge", viewer=False) as (broker, db, bridge_pid, _):
+        sub = Subscriber(broker)
+        try:
+            for r in range(args.rounds):
+                single.ours.append(stored_rate(broker, db, work, f"s{r}", args.single_points, args.publishers))
+                raw = delivered_rate(broker, sub, work, f"m{r}", args.single_points, args.publishers)
+                single.baseline.append(raw)
+                batched.baseline.append(raw)
+                batched.ours.append(stored_rate(broker, db, work, f"a{r}", args.batch_points, args.publishers, 100))
+                print(f"  bridge round {r}: single {single.ours[-1]:,.0f} points/s, arrays of 100 "
+                      f"{batched.ours[-1]:,.0f} points/s, raw pub->sub {raw:,.0f} msg/s", flush=True)
+        finally:
+            sub.close()
+        if args.profile:
+            profile(int(bridge_pid), work / "bridge-profile.txt",
+                    lambda: stored_rate(broker, db, work, "prof", args.single_points, args.publishers))
+    with mosquitto_stack(work / "latency", viewer=True) as (broker, _, url, token):
+        bench_latency(work, args, rows["latency_mosquitto"], broker, url, token)
+
+
+# ---------------------------------------------------------------- 3. latency publish -> SSE
+
+
+def bench_latency(work: Path, args: argparse.Namespace, row: Row, broker: Broker, url: str, token: str) -> None:
+    """Publish at `args.rate` points/s (paho, QoS 1, x = publish time) and time each SSE event's arrival."""
+    from rtdp.mqtt import Endpoint, make_client
+
+    axis = f"lat{time.time_ns() % 10**6}"
+    latencies: list[float] = []
+    connected = threading.Event()
+    stop = threading.Event()
+    measuring = threading.Event()  # warm-up points have y=0, measured ones y=1
+
+    def listen() -> None:
+        headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
+        with httpx.stream("GET", f"{url}/api/v1/feeds/{FEED}/stream", headers=headers, timeout=None) as response:
+            response.raise_for_status()
+            connected.set()
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    now = time.time()
+                    event = json.loads(line[5:])
+                    if event["axis"] == axis and (event["y"] == 1 or not measuring.is_set()):
+                        latencies.append(now - float(event["x"]))
+                if stop.is_set():
+                    return
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    if not connected.wait(30):
+        raise RuntimeError("SSE stream did not open")
+    client = make_client(Endpoint(broker.host, broker.port, broker.username, broker.password),
+                         f"bench-lat-{time.time_ns()}", max_inflight=100)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    topic = f"feeds/{FEED}/{axis}"
+
+    def send() -> None:
+        y = 1 if measuring.is_set() else 0
+        info = client.publish(topic, f'{{"x":{time.time():.6f},"y":{y}}}', qos=1)
+        if info.rc != 0:
+            raise RuntimeError(f"publish failed: {info.rc}")
+
+    try:
+        def warm() -> bool:
+            send()
+            return bool(latencies)
+
+        wait_for(warm, 30, interval=0.2, what="the first SSE event (axis created)")
+        measuring.set()
+        latencies.clear()
+        count = int(args.latency_seconds * args.rate)
+        started = time.perf_counter()
+        for index in range(count):
+            ahead = started + index / args.rate - time.perf_counter()
+            if ahead > 0:
+                time.sleep(ahead)
+            send()
+        sent_for = time.perf_counter() - started
+        try:
+            wait_for(lambda: len(latencies) >= count, 10, what="every SSE event")
+        except AssertionError:
+            pass
+    finally:
+        stop.set()
+        client.disconnect()
+        client.loop_stop()
+    values = sorted(1000 * v for v in latencies)
+    if not values:
+        raise RuntimeError("no SSE event received")
+    p50, p99 = values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.99))]
+    row.ours.append(p50)
+    row.baseline.append(p99)
+    row.note = f"{len(values)} of {count} events, sent at {count / sent_for:,.0f}/s"
+    print(f"  latency {row.name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {values[-1]:.1f} ms ({row.note})",
+          flush=True)
+
+
+# ---------------------------------------------------------------- 4. HTTP ingestion (bench/http_ingest.py)
+
+
+def bench_http(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
+    row, acked = rows["http"], rows["http_unacked"]
+    data = work / "http" / "data"
+    token = prepare(data)
+    cli(data, "axis", "add", FEED, "a")
+    with running_mosquitto(work / "http" / "mosquitto") as mosq:
+        broker = Broker(mosq.host, mosq.port)
+        sub = Subscriber(broker)
+        bare_port, viewer_port = free_port(), free_port()
+        with process([sys.executable, "-c", http_ingest.BARE, str(bare_port)], work / "bare.log"), \
+                process([sys.executable, "-c", http_ingest.VIEWER, str(data), mosq.url, str(viewer_port)],
+                        work / "http-viewer.log") as viewer:
+            bare_url = f"http://127.0.0.1:{bare_port}/bare?x=1&y=2"
+            ingest_url = f"http://127.0.0.1:{viewer_port}/service/feed_input.json/{FEED}/a?y=1"
+            wait_for(lambda: ready(bare_url), 30, interval=0.1, what="bare server")
+            wait_for(lambda: ready(f"http://127.0.0.1:{viewer_port}/readyz"), 30, interval=0.1, what="viewer")
+            oks = seen = 0
+            for _ in range(args.rounds):
+                bare_rate, _, _ = http_ingest.wrk(bare_url, args.http_seconds, args.connections)
+                base = sub.count
+                rate, total, bad = http_ingest.wrk(ingest_url, args.http_seconds, args.connections, token)
+                # every 200 must be a point the broker has: the subscriber sees at least as many
+                try:
+                    wait_for(lambda: sub.count - base >= total - bad, 10, what="acknowledged points")  # noqa: B023
+                except AssertionError:
+                    pass
+                oks += total - bad
+                seen += sub.count - base
+                row.ours.append(rate)
+                row.baseline.append(bare_rate)
+            if args.profile:
+                profile(viewer.pid, work / "http-viewer-profile.txt",
+                        lambda: http_ingest.wrk(ingest_url, 5, args.connections, token))
+            mosq.process.send_signal(signal.SIGSTOP)  # a frozen broker acknowledges nothing: no 200 allowed
+            try:
+                _, frozen_total, frozen_bad = http_ingest.wrk(ingest_url, args.frozen_seconds, args.connections, token)
+            finally:
+                mosq.process.send_signal(signal.SIGCONT)
+            frozen_ok = frozen_total - frozen_bad
+            acked.ours.append(float(max(0, oks - seen) + frozen_ok))
+            acked.note = (f"200s {oks}, points seen by a subscriber {seen}; broker frozen: {frozen_ok} 200s "
+                          f"of {frozen_total} answers")
+            print(f"  {acked.note}", flush=True)
+        sub.close()
+
+
+# ---------------------------------------------------------------- 5. history (bench/store_bench.py)
+
+
+def bench_history(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
+    from rtdp.store import query_points
+
+    row = rows["history"]
+    db, axis = store_bench.fill_axis(f"sqlite:///{work / 'history.sqlite3'}", args.history_points)
+    scan = "SELECT MIN(y), MAX(y) FROM point WHERE axis_id = ?"
+    for _ in range(max(args.rounds, 5)):
+        row.ours.append(1000 * store_bench.timed(lambda: query_points(axis, max_points=2000)))
+        row.baseline.append(1000 * store_bench.timed(lambda: db.execute_sql(scan, (axis.id,)).fetchall()))  # type: ignore[no-untyped-call]
+    got = query_points(axis, max_points=2000)
+    assert any(y == 1000.0 for _, _, y in got), "the spike must survive downsampling"
+    db.close()
+    print(f"  history: {row.median:.1f} ms (floor {row.base_median:.1f} ms)", flush=True)
+
+
+# ---------------------------------------------------------------- profiling a miss
+
+
+def profile(pid: int, out: Path, load: Callable[[], object]) -> None:
+    """py-spy the process (and its threads) while `load` runs; write the top functions to `out`."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    raw = out.with_suffix(".folded")
+    rec = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "-o", str(raw),
+                            "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1)
+    load()
+    rec.send_signal(signal.SIGINT)
+    rec.wait(30)
+    if not raw.exists():
+        print(f"  py-spy wrote nothing for {pid} (ptrace not permitted?)")
+        return
+    self_count: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        frames = stack.split(";")
+        total += int(samples)
+        self_count[frames[-1]] = self_count.get(frames[-1], 0) + int(samples)
+        for frame in set(frames):
+            incl[frame] = incl.get(frame, 0) + int(samples)
+    lines = [f"{total} samples"]
+    for title, counts, top in (("top self:", self_count, 25), ("top inclusive:", incl, 40)):
+        lines.append(title)
+        ranked = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
+        lines += [f"  {100 * n / total:5.1f}%  {f[:160]}" for f, n in ranked]
+    out.write_text("\n".join(lines) + "\n")
+    print(f"  profile written to {out}")
+
+
+# ---------------------------------------------------------------- main
+
+
+def make_rows() -> dict[str, Row]:
+    return {
+        "embedded": Row("rtdp serve, QoS 1, 1 point/msg, stored", "points/s",
+                        baseline_name="rtdp broker alone pub->sub",
+                        target="ratio >= 0.8", check=lambda r: r.ratio >= 0.8),
+        "embedded_lost": Row("rtdp serve, points lost when the publisher exits at once", "points of 2000",
+                             target="0", check=lambda r: r.median == 0),
+        "bridge_single": Row("Mosquitto + bridge, 1 point/msg, stored", "points/s",
+                             baseline_name="Mosquitto pub->sub (msg/s)", target=">= 15,000/s",
+                             check=lambda r: r.median >= 15_000),
+        "bridge_batch": Row("Mosquitto + bridge, arrays of 100, stored", "points/s",
+                            baseline_name="Mosquitto pub->sub (msg/s)", target=">= 100,000/s",
+                            check=lambda r: r.median >= 100_000),
+        "latency_serve": Row("latency pub->SSE, rtdp serve (p50 | p99)", "ms", baseline_name="p99",
+                             target="p50 <= 20, p99 <= 50",
+                             check=lambda r: r.median <= 20 and r.base_median <= 50),
+        "latency_mosquitto": Row("latency pub->SSE, Mosquitto+bridge+viewer (p50 | p99)", "ms", baseline_name="p99",
+                                 target="p50 <= 20, p99 <= 50",
+                                 check=lambda r: r.median <= 20 and r.base_median <= 50),
+        "http": Row("HTTP feed_input.json, 1 point/request", "req/s", baseline_name="bare Starlette",
+                    target="ratio >= 0.5", check=lambda r: r.ratio >= 0.5),
+        "http_unacked": Row("HTTP 200s for unacknowledged points", "count", target="0", check=lambda r: r.median == 0),
+        "history": Row("query_points max_points=2000 over 1M (SQLite)", "ms", baseline_name="SELECT MIN,MAX floor",
+                       target="<= 150 ms", check=lambda r: r.median <= 150),
+    }
+
+
+def print_table(rows: dict[str, Row]) -> str:
+    head = ("measure", "ours (median)", "baseline (median)", "ratio", "target", "met")
+    lines = []
+    for row in rows.values():
+        if not row.ours:
+            continue
+        latency = row.unit == "ms" and row.baseline_name == "p99"
+        ours = f"{row.median:,.1f} | {row.base_median:,.1f} ms" if latency else f"{row.median:,.1f} {row.unit}"
+        base = "" if latency or not row.baseline else f"{row.base_median:,.1f}"
+        ratio = "" if latency or not row.baseline else f"{row.ratio:.2f}"
+        met = {True: "met", False: "NOT met", None: ""}[row.met]
+        lines.append((row.name, ours, f"{base} ({row.baseline_name})" if base else "", ratio, row.target, met))
+    table = [head, *lines]
+    widths = [max(len(line[i]) for line in table) for i in range(len(head))]
+    out = []
+    for index, line in enumerate(table):
+        out.append("| " + " | ".join(cell.ljust(widths[i]) for i, cell in enumerate(line)) + " |")
+        if index == 0:
+            out.append("| " + " | ".join("-" * w for w in widths) + " |")
+    text = "\n".join(out)
+    print(text)
+    return text
+
+
+SECTIONS = ("embedded", "bridge", "http", "history")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short run (about 2 minutes)")
+    parser.add_argument("--rounds", type=int)
+    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--profile", action="store_true", help="py-spy rtdp serve and the bridge under load")
+    parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
+    args = parser.parse_args()
+    quick = args.quick
+    args.rounds = args.rounds or 3
+    args.embedded_points = 6_000 if quick else 20_000
+    args.single_points = 20_000 if quick else 60_000
+    args.batch_points = 100_000 if quick else 400_000
+    args.rate = 1000
+    args.latency_seconds = 4 if quick else 10
+    args.http_seconds = 3 if quick else 8
+    args.frozen_seconds = 7 if quick else 10  # above the viewer's 5 s PUBACK wait
+    args.connections = 50
+    args.history_points = 1_000_000
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    load_before = os.getloadavg()
+    started = time.time()
+    print(f"load average {load_before[0]:.2f} {load_before[1]:.2f} {load_before[2]:.2f}; "
+          f"{os.cpu_count()} CPUs; rounds {args.rounds}{' (quick)' if quick else ''}", flush=True)
+    rows = make_rows()
+    work = Path(tempfile.mkdtemp(prefix="rtdp-pipeline-"))
+    try:
+        for section in sections:
+            print(f"{section}:", flush=True)
+            {"embedded": bench_embedded, "bridge": bench_bridge, "http": bench_http, "history": bench_history}[
+                section](work / section, args, rows)
+    finally:
+        if args.keep:
+            print(f"work dir kept: {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    load_after = os.getloadavg()
+    print(f"\n{time.time() - started:.0f} s; load average now {load_after[0]:.2f} {load_after[1]:.2f} "
+          f"{load_after[2]:.2f}")
+    table = print_table(rows)
+    when = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(started))
+    result = {
+        "when": when,
+        "quick": quick,
+        "python": sys.version.split()[0],
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "seconds": time.time() - started,
+        "settings": {k: v for k, v in vars(args).items() if isinstance(v, int | float | str | bool)},
+        "rows": {
+            key: {"name": r.name, "unit": r.unit, "ours": r.ours, "baseline": r.baseline,
+                  "baseline_name": r.baseline_name, "median": r.median if r.ours else None,
+                  "baseline_median": r.base_median if r.baseline else None,
+                  "ratio": r.ratio if r.ours and r.baseline else None, "target": r.target, "met": r.met,
+                  "note": r.note}
+            for key, r in rows.items()
+        },
+        "table": table,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{when}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
