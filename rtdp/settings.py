@@ -127,6 +127,8 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     log_level: str = "info"
     public_url: str | None = None
+    # `rtdp bridge` / `rtdp broker` run apart: serve Prometheus /metrics here (None: no metrics server).
+    metrics: HostPort | None = None
 
     def __post_init__(self) -> None:
         if self.max_payload < 16:
@@ -199,6 +201,8 @@ def _convert(name: str, raw: Any, declared: Any) -> Any:
         return Path(raw)
     if name == "http" or name == "mqtt":
         return HostPort.parse(raw, f"--{option}")
+    if name == "metrics":
+        return HostPort.parse(raw, f"--{option}") if raw else None
     if name == "broker":
         return BrokerURL.parse(raw, f"--{option}") if raw else None
     if kind == "bool":

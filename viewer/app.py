@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
+from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
@@ -74,8 +75,10 @@ def create_app(
     service: ServiceAccount | None = None,
     routes: Sequence[BaseRoute] = (),
     middleware: Sequence[Middleware] = (),
+    collectors: Sequence[Collector] = (),
 ) -> Starlette:
-    """The viewer app. Extra `routes` and `middleware` are added after the built-in ones."""
+    """The viewer app. Extra `routes` and `middleware` are added after the built-in ones; extra Prometheus
+    `collectors` (the bridge's and broker's in `rtdp serve`) are registered on the app's /metrics registry."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -88,6 +91,8 @@ def create_app(
             pool.shutdown(wait=False)
             raise
         metrics = Metrics()
+        for collector in collectors:
+            metrics.registry.register(collector)
         hub = Hub(settings.sse_queue, on_drop=metrics.sse_dropped.inc)
         publisher = Publisher(
             endpoint,
