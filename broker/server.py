@@ -41,7 +41,7 @@ def broker_config(listen: HostPort, access: AccessControl) -> dict[str, Any]:
 
 
 class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
-    """amqtt 0.12.1 (pinned) with two security fixes, both overriding private methods.
+    """amqtt 0.12.1 (pinned) with two security fixes and one delivery fix, all overriding private methods.
 
     1. amqtt applies a CONNECT's client id (deleting a clean session's subscriptions, or taking an
        existing session over) before it checks the password, so a wrong password with the bridge's
@@ -50,6 +50,10 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        subscriber would get every feed's retained message; and on connect it sends retained
        messages for every filter anyone subscribed to. Here a session gets a retained message only
        for a filter it holds itself and only if it may receive that topic.
+    3. amqtt PUBACKs a QoS 1 publish as soon as it is on the session's `delivered_message_queue`;
+       the session's loop takes them off one by one (ACL check, broadcast). At a DISCONNECT that
+       loop stopped and the session's queue was dropped: a publisher that sent a fast burst and
+       exited lost about half of it. Here the loop first delivers everything the session holds.
     """
 
     async def _initialize_client_session(
@@ -95,6 +99,61 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         if client_session.keep_alive > 0 and isinstance(delay, int):
             client_session.keep_alive += delay
         return handler, client_session
+
+    async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
+        # amqtt's own loop, unchanged except at a disconnect (fix 3): deliver what the session holds
+        # first, while its principal is still known (the disconnect event makes AuthPlugin forget it).
+        disconnect_waiter = asyncio.ensure_future(handler.wait_disconnect())
+        subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+        unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+        wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+        connected = True
+        while connected:
+            try:
+                waiters = [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver]
+                done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if disconnect_waiter in done:
+                    await self._deliver_held_messages(client_session, handler, wait_deliver)
+                    await self._handle_disconnect(client_session, handler, disconnect_waiter)
+                    connected = False
+                if subscribe_waiter in done:
+                    await self._handle_subscription(client_session, handler, subscribe_waiter)
+                    subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
+                if unsubscribe_waiter in done:
+                    await self._handle_unsubscription(client_session, handler, unsubscribe_waiter)
+                    unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+                if connected and wait_deliver in done:
+                    if not await self._handle_message_delivery(client_session, handler, wait_deliver):
+                        break
+                    wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+            except asyncio.CancelledError:
+                break
+        pending_waiters = [disconnect_waiter, subscribe_waiter, unsubscribe_waiter, wait_deliver]
+        for waiter in pending_waiters:
+            waiter.cancel()
+        await asyncio.gather(*pending_waiters, return_exceptions=True)
+
+    async def _deliver_held_messages(
+        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> None:
+        held = []
+        if not wait_deliver.done():
+            # Cancelled while waiting, mqtt_deliver_next_message returns None and leaves the queue
+            # alone; it must not take a message after we drained (that one would be lost).
+            wait_deliver.cancel()
+            await asyncio.gather(wait_deliver, return_exceptions=True)
+        if not wait_deliver.cancelled() and wait_deliver.exception() is None and wait_deliver.result() is not None:
+            held.append(wait_deliver.result())
+        queue = client_session.delivered_message_queue
+        while not queue.empty():
+            held.append(queue.get_nowait())
+        loop = asyncio.get_running_loop()
+        for message in held:
+            # _handle_message_delivery takes the finished future of mqtt_deliver_next_message.
+            delivered: asyncio.Future[Any] = loop.create_future()
+            delivered.set_result(message)
+            # False means an invalid topic (amqtt would close the connection): skip that one.
+            await self._handle_message_delivery(client_session, handler, delivered)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
