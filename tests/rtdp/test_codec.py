@@ -310,3 +310,90 @@ def casts_and_samples(draw: st.DrawFn) -> tuple[Casts, list[Sample]]:
 def test_valid_points_round_trip_through_encode(case: tuple[Casts, list[Sample]]) -> None:
     casts, samples = case
     assert decode(encode(samples), casts, now=NOW, tz=UTC, max_size=10**6) == samples
+
+
+# -- the fast path for JSON objects agrees with the general path -------------------------------------
+
+NUMBERS = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),  # JSON has none (1e400 is below)
+    st.integers(),
+    st.integers(2**1023 - 2, 2**1024 + 2),
+    st.integers(-(2**53) - 2, -(2**53) + 2),
+    st.integers(2**53 - 2, 2**53 + 2),
+    st.sampled_from([MIN_EPOCH, MAX_EPOCH, MIN_EPOCH - 1, MAX_EPOCH + 1, 0.5, -0.0, 1.0, 0, 1, 2]),
+)
+POINT_VALUES = st.one_of(NUMBERS, st.booleans(), st.none(), st.text(max_size=8), st.sampled_from(["1", "open", ""]))
+POINTS = st.dictionaries(st.sampled_from(["x", "y", "z"]), POINT_VALUES, max_size=3)
+
+
+def _general(document: object, casts: Casts) -> Sample | str:
+    """The general path alone (what every element went through before the fast path existed)."""
+    from rtdp.codec import _from_object
+
+    try:
+        return _from_object(document, casts, NOW, UTC)
+    except InvalidInput as exc:
+        return exc.message
+
+
+@settings(max_examples=500, deadline=None)
+@given(points=st.lists(POINTS, min_size=1, max_size=6), casts=ALL_CASTS)
+def test_fast_path_agrees_with_the_general_path(points: list[dict[str, object]], casts: Casts) -> None:
+    expected = [_general(p, casts) for p in points]
+    errors = [(i, e) for i, e in enumerate(expected) if isinstance(e, str)]
+    payload = json.dumps(points)
+    if errors:
+        index, message = errors[0]
+        with pytest.raises(InvalidInput) as caught:
+            dec(payload, casts)
+        assert caught.value.message == f"element {index}: {message}"
+        assert caught.value.detail["index"] == index
+    else:
+        assert dec(payload, casts) == expected
+    # A single object: the same samples, or the same error without an element index.
+    single = expected[0]
+    if isinstance(single, str):
+        with pytest.raises(InvalidInput) as caught:
+            dec(json.dumps(points[0]), casts)
+        assert caught.value.message == single
+    else:
+        assert dec(json.dumps(points[0]), casts) == [single]
+
+
+@pytest.mark.parametrize("casts", [DT_FLOAT, FLOAT_FLOAT, INT_INT])
+def test_fast_path_overflowing_numbers_get_the_general_error(casts: Casts) -> None:
+    for payload, general in [
+        ('[{"x": 1, "y": 1e400}]', {"x": 1, "y": math.inf}),
+        ('[{"x": -1e400, "y": 1}]', {"x": -math.inf, "y": 1}),
+    ]:
+        with pytest.raises(InvalidInput) as caught:
+            dec(payload, casts)
+        assert caught.value.message == f"element 0: {_general(general, casts)}"
+
+
+_EDGES: list[object] = [
+    0, 1, 2, -1, 0.0, 1.0, 0.5, -0.0, 3.5, 2**53, 2**53 + 1, -(2**53), -(2**53) - 1, float(2**53), float(2**53) * 2,
+    MIN_EPOCH, MAX_EPOCH, MIN_EPOCH - 1, MAX_EPOCH + 1, int(MIN_EPOCH), int(MAX_EPOCH), int(MAX_EPOCH) + 1,
+    int(MIN_EPOCH) - 1, 1e308, -1e308, 2**1023, 2**1024, True, False, None, "", "1", "true", [1], {"y": 1},
+]
+
+
+@pytest.mark.parametrize("casts", [Casts(x, y) for x in XCast for y in YCast], ids=str)
+def test_fast_path_agrees_with_the_general_path_on_edge_values(casts: Casts) -> None:
+    missing = object()
+    for x in [missing, *_EDGES]:
+        for y in [missing, *_EDGES]:
+            point = {k: v for k, v in (("x", x), ("y", y)) if v is not missing}
+            expected = _general(point, casts)
+            try:
+                got: Sample | str = dec(json.dumps([point]), casts)[0]
+            except InvalidInput as exc:
+                got = exc.message.removeprefix("element 0: ")
+            assert got == expected, point
+
+
+def test_fast_path_keeps_going_after_an_element_it_leaves_to_the_general_path() -> None:
+    payload = json.dumps([{"x": 1, "y": 1}, {"x": "2", "y": "2"}, {"x": 3, "y": 3.0}, {"y": 4}])
+    assert dec(payload, Casts(XCast.DATETIME, YCast.INT)) == [
+        Sample(1.0, 1.0), Sample(2.0, 2.0), Sample(3.0, 3.0), Sample(NOW, 4.0)
+    ]
