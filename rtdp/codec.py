@@ -154,25 +154,9 @@ def _make_fast_path(casts: Casts) -> _FastPath:
     the general path (float() of them may round or overflow).
     """
     x_default = casts.x is XCast.DATETIME
-    if casts.x is XCast.DATETIME:
-        xf_lo, xf_hi, x_integral = MIN_EPOCH, MAX_EPOCH, False
-        xi_lo, xi_hi = MIN_EPOCH, MAX_EPOCH
-    elif casts.x is XCast.INT:
-        xf_lo, xf_hi, x_integral = -float(MAX_EXACT_INT), float(MAX_EXACT_INT), True
-        xi_lo, xi_hi = -MAX_EXACT_INT, MAX_EXACT_INT
-    else:
-        xf_lo, xf_hi, x_integral = -sys.float_info.max, sys.float_info.max, False
-        xi_lo, xi_hi = -MAX_EXACT_INT, MAX_EXACT_INT
     y_words = casts.y is YCast.BOOL  # true/false are values only for bool feeds
-    if casts.y is YCast.BOOL:
-        yf_lo, yf_hi, y_integral = 0.0, 1.0, True
-        yi_lo, yi_hi = 0, 1
-    elif casts.y is YCast.INT:
-        yf_lo, yf_hi, y_integral = -float(MAX_EXACT_INT), float(MAX_EXACT_INT), True
-        yi_lo, yi_hi = -MAX_EXACT_INT, MAX_EXACT_INT
-    else:
-        yf_lo, yf_hi, y_integral = -sys.float_info.max, sys.float_info.max, False
-        yi_lo, yi_hi = -MAX_EXACT_INT, MAX_EXACT_INT
+    xf_lo, xf_hi, x_integral, xi_lo, xi_hi = _X_RANGES[casts.x]
+    yf_lo, yf_hi, y_integral, yi_lo, yi_hi = _Y_RANGES[casts.y]
     new = Sample
 
     def fast(items: Sequence[object], now: float, tz: tzinfo, slow: _Slow) -> list[Sample]:
@@ -217,6 +201,16 @@ def _make_fast_path(casts: Casts) -> _FastPath:
 
 
 _FAST_PATHS: dict[Casts, _FastPath] = {}
+# What the fast path accepts, per cast: (float low, float high, float must be integral, int low, int high).
+_Range = tuple[float, float, bool, float, float]
+_FLOATS: _Range = (-sys.float_info.max, sys.float_info.max, False, -MAX_EXACT_INT, MAX_EXACT_INT)
+_INTS: _Range = (-float(MAX_EXACT_INT), float(MAX_EXACT_INT), True, -MAX_EXACT_INT, MAX_EXACT_INT)
+_X_RANGES: dict[XCast, _Range] = {
+    XCast.DATETIME: (MIN_EPOCH, MAX_EPOCH, False, MIN_EPOCH, MAX_EPOCH),
+    XCast.INT: _INTS,
+    XCast.FLOAT: _FLOATS,
+}
+_Y_RANGES: dict[YCast, _Range] = {YCast.BOOL: (0.0, 1.0, True, 0, 1), YCast.INT: _INTS, YCast.FLOAT: _FLOATS}
 
 
 def _lines(lines: list[str], casts: Casts, now: float, tz: tzinfo) -> list[Sample]:
