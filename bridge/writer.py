@@ -201,26 +201,38 @@ class Writer:
 
     def _result(self, prepared: list[_Prepared], stored: list[store.StoredPoint], seconds: float) -> BatchResult:
         result = BatchResult(stored_points=len(stored))
-        by_axis: dict[int, Route] = {}
+        # Per axis: the point list of its feed's notice, the JSON between a point's id and its x, and
+        # whether y is shown as an integer.
+        feeds: dict[str, list[str]] = {}
+        axes: dict[int, tuple[list[str], str, bool]] = {}
         for p in prepared:
             if p.rejection is not None:
                 result.rejected += 1
                 result.notices.append(self._rejection_notice(p.message, p.rejection))
             elif p.route is not None and p.route.axis_id is not None:
                 result.stored_messages += 1
-                by_axis[p.route.axis_id] = p.route
-        # Built as text: json.dumps over a dict per point was the largest cost after decoding. Names are
-        # [A-Za-z0-9_.-] and x/y are finite floats (the codec rejects NaN and infinities), so repr() of a
-        # float and the quoted name are valid JSON.
-        by_feed: dict[str, list[str]] = {}
-        for point in stored:
-            route = by_axis[point.axis_id]
-            y = point.y if route.y_cast is YCast.FLOAT else int(point.y)
-            by_feed.setdefault(route.feed, []).append(
-                f'{{"id":{point.id},"axis":"{route.axis}","x":{point.x!r},"y":{y!r}}}'
-            )
-        for feed, points in by_feed.items():
-            result.notices.append(Notice(stored_topic(feed), ("[" + ",".join(points) + "]").encode()))
+                route, axis_id = p.route, p.route.axis_id
+                if axis_id not in axes:
+                    parts = feeds.setdefault(route.feed, [])
+                    axes[axis_id] = (parts, f',"axis":"{route.axis}","x":', route.y_cast is not YCast.FLOAT)
+        # Built as text, in one comprehension when the batch went to one axis (the common case): a dict
+        # and json.dumps per point cost more than decoding it. Names are [A-Za-z0-9_.-] and x/y are
+        # finite floats (the codec rejects NaN and infinities), so the quoted name and repr() of a float
+        # or int are valid JSON.
+        if len(axes) == 1:
+            ((parts, middle, integral),) = axes.values()
+            if integral:
+                parts += [f'{{"id":{p.id}{middle}{p.x!r},"y":{int(p.y)}}}' for p in stored]
+            else:
+                parts += [f'{{"id":{p.id}{middle}{p.x!r},"y":{p.y!r}}}' for p in stored]
+        else:
+            for point in stored:
+                parts, middle, integral = axes[point.axis_id]
+                y = int(point.y) if integral else point.y
+                parts.append(f'{{"id":{point.id}{middle}{point.x!r},"y":{y!r}}}')
+        for feed, points in feeds.items():
+            if points:
+                result.notices.append(Notice(stored_topic(feed), ("[" + ",".join(points) + "]").encode()))
         self.stats.record_batch(len(stored), result.stored_messages, seconds)
         return result
 

@@ -77,3 +77,35 @@ def test_retained_without_x_is_rejected_with_x_stored(writer: Writer, owner: Use
     assert result is not None
     assert writer.stats.rejected == {"retained_without_x": 2}
     assert sorted(point.y for point in Point.select()) == [3.0, 4.5]
+
+
+def test_stored_notices_list_each_feeds_points_in_id_order(writer: Writer, owner: User) -> None:
+    make_feed(owner, "f", x_cast="float")
+    make_feed(owner, "g", x_cast="int", y_cast="int")
+    result = writer.write([
+        message("feeds/f/a", '[{"x": 1, "y": 1.5}, {"x": 2.25, "y": -2}]'),
+        message("feeds/g/c", '{"x": 7, "y": 70}'),
+        message("feeds/f/b", '{"x": 1, "y": 3}'),
+        message("feeds/f/a", '{"x": 3, "y": 1e300}'),
+    ])
+    assert result is not None
+    notices = {n.topic: json.loads(n.payload) for n in result.notices}
+    assert set(notices) == {"rtdp/stored/f", "rtdp/stored/g"}
+    points = {(p.axis.name, p.x): p.id for p in Point.select()}
+    assert notices["rtdp/stored/f"] == [
+        {"id": points["a", 1.0], "axis": "a", "x": 1.0, "y": 1.5},
+        {"id": points["a", 2.25], "axis": "a", "x": 2.25, "y": -2.0},
+        {"id": points["b", 1.0], "axis": "b", "x": 1.0, "y": 3.0},
+        {"id": points["a", 3.0], "axis": "a", "x": 3.0, "y": 1e300},
+    ]
+    assert [p["id"] for p in notices["rtdp/stored/f"]] == sorted(points[k] for k in points if k[0] in "ab")
+    # An int feed's y is a JSON integer; one axis alone (the comprehension) gives the same form.
+    (g,) = notices["rtdp/stored/g"]
+    assert g == {"id": points["c", 7.0], "axis": "c", "x": 7.0, "y": 70} and isinstance(g["y"], int)
+    single = writer.write([message("feeds/g/c", '[{"x": 8, "y": 80}, {"x": 9, "y": -1}]')])
+    assert single is not None
+    (notice,) = single.notices
+    ids = [p.id for p in Point.select().order_by(Point.id)][-2:]
+    assert notice.payload == (
+        f'[{{"id":{ids[0]},"axis":"c","x":8.0,"y":80}},{{"id":{ids[1]},"axis":"c","x":9.0,"y":-1}}]'
+    ).encode()
