@@ -4,8 +4,9 @@ Threads (the boundary is the bounded queue):
 - paho's network thread (loop_start) runs the callbacks. `on_message` only wraps the message and puts
   it on the queue; when the queue is full it blocks, so paho stops reading the socket and the broker
   holds the rest (back-pressure; a QoS 1 message is never dropped here).
-- the writer thread takes batches off the queue, stores them (bridge.writer), then acknowledges them
-  and publishes what was stored and what was rejected.
+- the writer thread (bridge.batching.BatchLoop, shared with the embedded broker's intake) takes batches
+  off the queue, stores them (bridge.writer), then acknowledges them and publishes what was stored and
+  what was rejected.
 
 Calling paho from the writer thread: `ack()` and `publish()` only append a packet to paho's outgoing
 deque (a thread-safe append) and wake the network thread through its socket pair (paho 2.2,
@@ -22,6 +23,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from types import FrameType
 
 import paho.mqtt.client as mqtt
@@ -30,6 +32,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
+from bridge.batching import BatchLoop
 from bridge.errors import BridgeError
 from bridge.stats import Stats
 from bridge.writer import Incoming, Notice, Writer
@@ -49,23 +52,12 @@ FEEDS_FILTER = "feeds/#"
 MAX_OUTGOING = 10_000
 NOTICE_QOS = 1
 KEEPALIVE = 30
-# When the queue runs dry, wait this long for more before committing: a burst being parsed by the
-# network thread still lands in the same batch.
-LINGER = 0.002
 PUT_POLL = 0.5
 DISCONNECT_WAIT = 5.0
 
 
 def subscription_filter(share_group: str | None) -> str:
     return f"$share/{share_group}/{FEEDS_FILTER}" if share_group else FEEDS_FILTER
-
-
-def _estimated_points(payload: bytes) -> int:
-    """Points in a payload, estimated without decoding (batches are bounded by points, roughly)."""
-    head = payload[:1]
-    if head == b"[":
-        return max(1, payload.count(b"{"))
-    return payload.count(b"\n") + 1
 
 
 class Bridge:
@@ -89,17 +81,16 @@ class Bridge:
         self.stats = Stats()
         self.subscription = subscription_filter(settings.share_group)
         self.ready = threading.Event()  # set while connected and subscribed
-        self.failed = threading.Event()  # set if the writer thread died of an unexpected error
         self._disconnected = threading.Event()
         self._last_notice: mqtt.MQTTMessageInfo | None = None
         self._db = db if db is not None else database_proxy
         self._writer = Writer(self._db, settings, self.stats)  # type: ignore[arg-type]
         self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=settings.max_inflight)
-        self._stopping = threading.Event()
-        self._abandon = threading.Event()
+        self._batches = BatchLoop(settings, self._writer, self._queue, ack=self._ack, publish=self._publish)
+        self.failed = self._batches.failed  # set if the writer thread died of an unexpected error
         self._closed = threading.Event()
         self._generation = 0
-        self._thread: threading.Thread | None = None
+        self._started = False
         self._ratelog = RateLimitedLog(log)
         self._client = make_client(
             endpoint, client_id, clean_session=False, manual_ack=True, max_inflight=min(settings.max_inflight, 1000)
@@ -114,10 +105,10 @@ class Bridge:
 
     def start(self) -> None:
         """Connect in the background and start the writer thread."""
-        if self._thread is not None:
+        if self._started:
             raise BridgeError("bridge already started")
-        self._thread = threading.Thread(target=self._run_writer, name="rtdp-bridge-writer", daemon=True)
-        self._thread.start()
+        self._started = True
+        self._batches.start()
         try:
             self._client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=KEEPALIVE)
         except (OSError, ValueError) as exc:
@@ -129,13 +120,7 @@ class Bridge:
     def stop(self, timeout: float = 30.0) -> None:
         """Drain and disconnect. If the database stays unavailable for `timeout` seconds, give up on the
         batch in hand (it is not acknowledged, so the broker redelivers it to the next session)."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            if self._thread.is_alive():
-                log.warning("bridge: database still failing after %.0fs; stopping without committing", timeout)
-                self._abandon.set()
-                self._thread.join()
+        self._batches.stop(timeout)
         self._closed.set()
         last = self._last_notice
         if last is not None:
@@ -219,61 +204,9 @@ class Bridge:
                 if self._closed.is_set():
                     return  # not acknowledged: the broker redelivers it to our next session
 
-    # -- the writer thread -----------------------------------------------------------------------
+    # -- the writer thread (bridge.batching) --------------------------------------------------------
 
-    def _run_writer(self) -> None:
-        try:
-            while not self._stopping.is_set():
-                batch = self._collect(wait=0.2)
-                if batch:
-                    self._flush(batch)
-            # Drain: what is queued now (up to one batch); later arrivals stay unacknowledged.
-            batch = self._collect(wait=0.0)
-            if batch:
-                self._flush(batch)
-        except Exception:
-            # A bug, not bad data or a database outage (those are handled): stop rather than hold
-            # unacknowledged messages forever; run() exits non-zero and the broker redelivers.
-            log.exception("bridge: writer thread failed")
-            self.failed.set()
-            raise
-        finally:
-            try:
-                self._db.close()
-            except Exception:  # noqa: BLE001 -- closing this thread's connection at exit; nothing to do if it fails
-                pass
-
-    def _collect(self, wait: float) -> list[Incoming]:
-        """Up to batch_size points (estimated) and batch_interval seconds of messages; returns as soon
-        as the queue stays empty for LINGER, so under light load points are stored right away and under
-        heavy load batches grow by themselves while the previous commit runs."""
-        try:
-            first = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
-        except queue.Empty:
-            return []
-        batch = [first]
-        points = _estimated_points(first.payload)
-        deadline = time.monotonic() + self.settings.batch_interval
-        limit = self.settings.batch_size
-        while points < limit:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or wait == 0:
-                    break
-                try:
-                    item = self._queue.get(timeout=min(LINGER, remaining))
-                except queue.Empty:
-                    break
-            batch.append(item)
-            points += _estimated_points(item.payload)
-        return batch
-
-    def _flush(self, batch: list[Incoming]) -> None:
-        result = self._writer.write(batch, abandon=self._abandon)
-        if result is None:
-            return
+    def _ack(self, batch: Sequence[Incoming]) -> None:
         generation = self._generation
         client = self._client
         for item in batch:
@@ -281,8 +214,6 @@ class Bridge:
             # redelivers that message anyway (the (axis, x) upsert makes the second copy harmless).
             if item.qos > 0 and item.generation == generation:
                 client.ack(item.mid, item.qos)
-        for notice in result.notices:
-            self._publish(notice)
 
     def _publish(self, notice: Notice) -> None:
         info = self._client.publish(notice.topic, notice.payload, qos=NOTICE_QOS)
