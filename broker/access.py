@@ -75,7 +75,8 @@ def _read_feed(topic: str) -> str | None:
 class AccessControl:
     """Authentication and topic decisions for one embedded broker.
 
-    Counters (`auth_failures`, `refused_publishes`, `refused_subscribes`) are plain ints for metrics.
+    Counters (`auth_failures`, `refused_publishes`, `refused_subscribes`, and `messages_in`: PUBLISH
+    packets checked, `messages_out`: deliveries permitted) are plain ints for metrics (broker.metrics).
     """
 
     def __init__(self, service: ServiceAccount, *, auto_create: bool = True) -> None:
@@ -84,6 +85,8 @@ class AccessControl:
         self.auth_failures = 0
         self.refused_publishes = 0
         self.refused_subscribes = 0
+        self.messages_in = 0
+        self.messages_out = 0
         self._principals: dict[str, Principal] = {}
         self._credentials: TTLCache[tuple[str, str], Principal] = TTLCache(CREDENTIAL_TTL)
         self._decisions: TTLCache[tuple[tuple[int, int | None], str, Access], bool] = TTLCache(DECISION_TTL)
@@ -143,9 +146,13 @@ class AccessControl:
     async def permits(self, client_id: str | None, username: str | None, topic: str, action: TopicAction) -> bool:
         """May this client publish to, subscribe to, or receive from `topic`?"""
         principal = self.principal(client_id)
+        if action is TopicAction.PUBLISH:
+            self.messages_in += 1  # amqtt asks once per incoming PUBLISH and once per delivery (RECEIVE)
         if principal is None:
             return False
         if principal.service:
+            if action is TopicAction.RECEIVE:
+                self.messages_out += 1
             return True
         if action is TopicAction.PUBLISH:
             ok = await self._may_publish(principal, topic)
@@ -159,6 +166,8 @@ class AccessControl:
             return True
         feed = _read_feed(topic)
         ok = feed is not None and await self._feed_allowed(principal, feed, Access.READ)
+        if ok and action is TopicAction.RECEIVE:
+            self.messages_out += 1
         if not ok and action is TopicAction.SUBSCRIBE:
             self.refused_subscribes += 1
             self._log.warning("subscribe", "refused subscribe by %r to %r", (username or "")[:80], topic[:120])

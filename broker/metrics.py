@@ -1,0 +1,97 @@
+"""The embedded broker's Prometheus metrics: a collector reading AccessControl's counters and amqtt's sessions.
+
+Read at scrape time, nothing counted twice. amqtt's session table belongs to the broker's event loop; a
+scrape from another thread (`--metrics`' HTTP server) copies it first and retries if it changed under it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from broker.server import EmbeddedBroker
+
+COPY_ATTEMPTS = 5
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCounts:
+    connected: int = 0
+    # Persistent sessions of clients that are away (amqtt queues their QoS 1 messages in memory).
+    offline: int = 0
+    inflight_out: int = 0
+    queued_offline: int = 0
+    retained: int = 0
+
+
+def session_counts(broker: EmbeddedBroker) -> SessionCounts:
+    """Connected clients, offline persistent sessions and what waits for them; zeros when not running."""
+    amqtt: Any = broker._broker  # same package: EmbeddedBroker owns the amqtt instance
+    if amqtt is None:
+        return SessionCounts()
+    sessions: list[Any] = []
+    for _ in range(COPY_ATTEMPTS):
+        try:
+            sessions = [session for session, _handler in list(amqtt._sessions.values())]
+            break
+        except RuntimeError:  # changed size during the copy (a connect on the broker's loop): try again
+            continue
+    connected = offline = inflight = queued = 0
+    for session in sessions:
+        if session.transitions.state == "connected":
+            connected += 1
+        elif not session.clean_session:
+            offline += 1
+            queued += session.retained_messages.qsize()
+        inflight += len(session.inflight_out)
+    return SessionCounts(connected, offline, inflight, queued, len(amqtt._retained_messages))
+
+
+class BrokerCollector(Collector):
+    """Exports one EmbeddedBroker's numbers."""
+
+    def __init__(self, broker: EmbeddedBroker) -> None:
+        self.broker = broker
+
+    def collect(self) -> Iterable[Metric]:
+        access = self.broker.access
+        counts = session_counts(self.broker)
+        yield GaugeMetricFamily("rtdp_broker_clients_connected", "Connected MQTT clients", value=counts.connected)
+        yield GaugeMetricFamily(
+            "rtdp_broker_offline_sessions", "Persistent sessions whose client is away", value=counts.offline
+        )
+        yield GaugeMetricFamily(
+            "rtdp_broker_inflight_messages", "QoS 1/2 messages sent and not yet acknowledged", value=counts.inflight_out
+        )
+        yield GaugeMetricFamily(
+            "rtdp_broker_queued_messages", "Messages queued in memory for offline persistent sessions",
+            value=counts.queued_offline,
+        )
+        yield GaugeMetricFamily("rtdp_broker_retained_messages", "Retained messages held", value=counts.retained)
+        yield CounterMetricFamily(
+            "rtdp_broker_messages_in", "PUBLISH packets received (including refused ones)", value=access.messages_in
+        )
+        yield CounterMetricFamily(
+            "rtdp_broker_messages_out", "Deliveries to subscribers permitted (sent, or queued for an offline session)",
+            value=access.messages_out,
+        )
+        yield CounterMetricFamily(
+            "rtdp_broker_auth_failures", "CONNECTs refused for bad or missing credentials", value=access.auth_failures
+        )
+        yield CounterMetricFamily(
+            "rtdp_broker_refused_publishes", "Publishes dropped by the topic ACL", value=access.refused_publishes
+        )
+        yield CounterMetricFamily(
+            "rtdp_broker_refused_subscribes", "Subscriptions refused by the topic ACL", value=access.refused_subscribes
+        )
+
+
+def register_broker_metrics(registry: CollectorRegistry, broker: EmbeddedBroker) -> BrokerCollector:
+    """Register `broker`'s metrics on `registry` (e.g. the viewer's, in `rtdp serve`)."""
+    collector = BrokerCollector(broker)
+    registry.register(collector)
+    return collector
