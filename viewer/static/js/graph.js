@@ -21,6 +21,9 @@
   let dirty = false;
   let zoomStack = [];
   let loadGeneration = 0;
+  let historyShown = false;
+  // Timing marks for bench/graph_page.py (ms since navigation start).
+  const timings = window.rtdpGraphTimings = {};
 
   if (typeof uPlot === "undefined") { stateEl.textContent = "chart library missing"; return; }
 
@@ -101,6 +104,7 @@
       const now = Date.now() / 1000;
       plot.setScale("x", { min: now - windowSeconds, max: now });
     }
+    if (historyShown && window.rtdpGraphReady === undefined) window.rtdpGraphReady = timings.drawn = performance.now();
   }
 
   function schedule(force) {
@@ -131,11 +135,14 @@
     const generation = ++loadGeneration;
     const since = isTime && windowSeconds ? Date.now() / 1000 - windowSeconds : null;
     stateEl.textContent = "loading history…";
+    if (timings.history_start === undefined) timings.history_start = performance.now();
     try {
       const results = await Promise.all(axes.map(function (name) {
         return RTDP_STREAM.fetchPoints(api, name, { since: since, max_points: width() });
       }));
       if (generation !== loadGeneration) return;
+      if (timings.history_done === undefined) timings.history_done = performance.now();
+      historyShown = true;
       results.forEach(function (points, i) {
         const target = data.get(axes[i]);
         // History never overwrites a live point that arrived meanwhile (the live one is newer).
@@ -172,7 +179,7 @@
   const stream = new RTDP_STREAM.FeedStream(api, {
     point: addPoint,
     // History only once the stream is open, so nothing stored in between is missed.
-    open: function () { setWindow(isTime ? "3600" : "all"); },
+    open: function () { timings.stream_open = performance.now(); setWindow(isTime ? "3600" : "all"); },
     state: function (text) { stateEl.textContent = paused ? "paused (" + text + ")" : text; },
   }, config.resume);
   stream.start();
