@@ -1,0 +1,141 @@
+"""The bridge's Prometheus metrics: a collector that reads `Stats` (and the bridge's queue) at scrape time.
+
+No second bookkeeping: every number comes from the counters the writer already keeps. Histograms
+appear when Stats carries `bridge.histogram.Buckets` fields (`batch_points_hist`, `commit_seconds_hist`,
+`store_delay_hist`); until then batch size and commit time are exported as summaries (count and sum),
+which still give averages and rates.
+
+`store_delay` is the time from the moment the bridge's MQTT client received a message from the broker
+(`Incoming.arrived`) to the commit that stored it: queueing in the bridge, batching, decoding and the
+transaction. It does not include the publisher-to-broker leg nor the broker's own queueing (a message's
+x is the reading's time, not when it was published, so it cannot measure those).
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from bridge.histogram import Buckets
+from bridge.stats import Stats
+
+if TYPE_CHECKING:
+    from bridge.service import Bridge
+
+
+def queue_lag(items: queue.Queue[Any], now: float | None = None) -> float:
+    """Seconds the oldest message waiting in `items` has been there (0 when empty). Items need `arrived`."""
+    # Queue.mutex guards Queue.queue (a deque); peeking at its head is the only way to see the oldest.
+    with items.mutex:
+        head = items.queue[0] if items.queue else None
+    if head is None:
+        return 0.0
+    return max(0.0, (time.time() if now is None else now) - float(head.arrived))
+
+
+class BridgeCollector(Collector):
+    """Exports one bridge's Stats. `queued` and `lag` (callables) add the queue's depth and the age of
+    its oldest message when the caller can see the queue (see `bridge_collector`)."""
+
+    def __init__(
+        self,
+        stats: Stats,
+        *,
+        queued: Callable[[], int] | None = None,
+        lag: Callable[[], float] | None = None,
+    ) -> None:
+        self.stats = stats
+        self.queued = queued
+        self.lag = lag
+
+    def collect(self) -> Iterable[Metric]:
+        s = self.stats
+        yield CounterMetricFamily(
+            "rtdp_bridge_messages_received", "MQTT messages the bridge received from the broker", value=s.received
+        )
+        yield CounterMetricFamily(
+            "rtdp_bridge_messages_stored", "Messages whose points were all stored", value=s.messages_stored
+        )
+        points = CounterMetricFamily("rtdp_bridge_points", "Points by outcome", labels=["outcome"])
+        points.add_metric(["stored"], s.points_stored)
+        yield points
+        rejected = CounterMetricFamily(
+            "rtdp_bridge_rejected_messages", "Messages rejected (nothing stored), by reason code", labels=["reason"]
+        )
+        for reason, count in sorted(dict(s.rejected).items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield CounterMetricFamily("rtdp_bridge_batches", "Committed batches", value=s.batches)
+        yield self._distribution(
+            "rtdp_bridge_batch_points", "Points per committed batch", "batch_points_hist", s.batches, s.points_stored
+        )
+        yield self._distribution(
+            "rtdp_bridge_commit_seconds", "Time to write and commit one batch", "commit_seconds_hist",
+            s.batches, s.commit_seconds_total,
+        )
+        delay = getattr(s, "store_delay_hist", None)
+        if isinstance(delay, Buckets):
+            yield _histogram(
+                "rtdp_bridge_store_delay_seconds",
+                "From the bridge receiving a message from the broker to the commit that stored it",
+                delay,
+            )
+        yield GaugeMetricFamily("rtdp_bridge_batch_points_max", "Largest batch so far", value=s.batch_points_max)
+        yield GaugeMetricFamily(
+            "rtdp_bridge_commit_seconds_max", "Slowest commit so far", value=s.commit_seconds_max
+        )
+        yield GaugeMetricFamily(
+            "rtdp_bridge_last_commit_seconds", "Duration of the latest commit", value=s.last_commit_seconds
+        )
+        yield CounterMetricFamily(
+            "rtdp_bridge_db_failures", "Failed database attempts (each batch is retried)", value=s.db_failures
+        )
+        yield CounterMetricFamily(
+            "rtdp_bridge_notices_dropped", "Stored/errors notices not sent (paho's queue was full)",
+            value=s.publish_dropped,
+        )
+        yield CounterMetricFamily("rtdp_bridge_connects", "Successful connections to the broker", value=s.connects)
+        if self.queued is not None:
+            yield GaugeMetricFamily(
+                "rtdp_bridge_queued_messages", "Messages received, waiting for the writer (not acknowledged)",
+                value=self.queued(),
+            )
+        if self.lag is not None:
+            yield GaugeMetricFamily(
+                "rtdp_bridge_lag_seconds", "Age of the oldest message waiting in the bridge's queue (0 when empty)",
+                value=self.lag(),
+            )
+
+    def _distribution(self, name: str, doc: str, field: str, count: int, total: float) -> Metric:
+        buckets = getattr(self.stats, field, None)
+        if isinstance(buckets, Buckets):
+            return _histogram(name, doc, buckets)
+        return SummaryMetricFamily(name, doc, count_value=count, sum_value=total)
+
+
+def _histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
+    return HistogramMetricFamily(name, doc, buckets=buckets.cumulative(), sum_value=buckets.sum)
+
+
+def bridge_collector(bridge: Bridge) -> BridgeCollector:
+    """The collector for a running Bridge: its Stats plus its queue's depth and lag."""
+    items: queue.Queue[Any] = bridge._queue  # same package: the queue is the bridge's own business
+    return BridgeCollector(bridge.stats, queued=items.qsize, lag=lambda: queue_lag(items))
+
+
+def register_bridge_metrics(registry: CollectorRegistry, bridge: Bridge) -> BridgeCollector:
+    """Register `bridge`'s metrics on `registry` (e.g. the viewer's, in `rtdp serve`)."""
+    collector = bridge_collector(bridge)
+    registry.register(collector)
+    return collector

@@ -1,0 +1,93 @@
+"""The bridge's Prometheus collector reads Stats and the queue: it moves as points flow through Mosquitto."""
+
+from __future__ import annotations
+
+import queue
+import urllib.request
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bridge.histogram import SECONDS, Buckets
+from bridge.metrics import BridgeCollector, queue_lag, register_bridge_metrics
+from bridge.stats import Stats
+from bridge.writer import Incoming
+from rtdp.models import User
+from rtdp.prometheus import serve_metrics
+from rtdp.settings import HostPort
+from tests.bridge.conftest import BridgeHarness, make_feed
+from tests.support.env import wait_for
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def scrape(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return samples(generate_latest(registry).decode())
+
+
+def test_points_rejections_and_batches_move(harness: BridgeHarness, owner: User) -> None:
+    make_feed(owner, "f", x_cast="float")
+    bridge = harness.start()
+    registry = CollectorRegistry()
+    register_bridge_metrics(registry, bridge)
+    before = scrape(registry)
+    assert before[("rtdp_bridge_points_total", (("outcome", "stored"),))] == 0
+    assert before[("rtdp_bridge_queued_messages", ())] == 0
+    assert before[("rtdp_bridge_lag_seconds", ())] == 0
+
+    harness.publisher.send("feeds/f/a", '[{"x": 1, "y": 1}, {"x": 2, "y": 2}]')
+    harness.publisher.send("feeds/f/a", "not a number")
+    wait_for(lambda: harness.notices.on("rtdp/errors/f/a"), what="the rejection")
+    wait_for(lambda: len(harness.points("f", "a")) == 2, what="2 points")
+    wait_for(lambda: scrape(registry)[("rtdp_bridge_messages_received_total", ())] >= 2, what="2 received")
+    after = scrape(registry)
+    assert after[("rtdp_bridge_points_total", (("outcome", "stored"),))] == 2
+    rejected = {labels: v for (name, labels), v in after.items() if name == "rtdp_bridge_rejected_messages_total"}
+    assert sum(rejected.values()) == 1 and all(label == "reason" for ((label, _),) in rejected)
+    assert after[("rtdp_bridge_batches_total", ())] >= 1
+    assert after[("rtdp_bridge_batch_points_sum", ())] == 2  # a summary until Stats carries Buckets
+    assert after[("rtdp_bridge_commit_seconds_count", ())] == after[("rtdp_bridge_batches_total", ())]
+
+
+def test_histograms_when_stats_carries_buckets_and_the_lag_of_the_queue() -> None:
+    stats = Stats()
+    hist = Buckets(SECONDS)
+    stats.commit_seconds_hist = hist  # type: ignore[attr-defined]  # what the writer is asked to add
+    hist.observe(0.003)
+    hist.observe(7.0)
+    items: queue.Queue[Incoming] = queue.Queue()
+    assert queue_lag(items) == 0.0
+    items.put(Incoming("feeds/f/a", b"1", 1, 1, False, 100.0))
+    items.put(Incoming("feeds/f/a", b"2", 2, 1, False, 105.0))
+    assert queue_lag(items, now=110.0) == 10.0  # the oldest one counts
+
+    registry = CollectorRegistry()
+    registry.register(BridgeCollector(stats, queued=items.qsize, lag=lambda: queue_lag(items, now=110.0)))
+    m = scrape(registry)
+    assert m[("rtdp_bridge_commit_seconds_bucket", (("le", "0.0025"),))] == 0
+    assert m[("rtdp_bridge_commit_seconds_bucket", (("le", "0.005"),))] == 1
+    assert m[("rtdp_bridge_commit_seconds_bucket", (("le", "+Inf"),))] == 2
+    assert m[("rtdp_bridge_commit_seconds_count", ())] == 2
+    assert m[("rtdp_bridge_queued_messages", ())] == 2
+    assert m[("rtdp_bridge_lag_seconds", ())] == 10.0
+
+
+def test_serve_metrics_answers_over_http() -> None:
+    stats = Stats()
+    stats.points_stored = 7
+    server, thread = serve_metrics(HostPort("127.0.0.1", 0), BridgeCollector(stats))
+    try:
+        port = server.server_address[1]
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+    assert samples(text)[("rtdp_bridge_points_total", (("outcome", "stored"),))] == 7
