@@ -354,3 +354,61 @@ def mosquitto_files(out: Path | None, **options: Any) -> None:
     click.echo(f"wrote {files.passwd} ({files.users} users, {files.tokens} tokens) and {files.acl}")
     if files.skipped:
         click.echo(f"note: {files.skipped} active token(s) left out (made before broker hashes, or a prefix clash)")
+
+
+@main.command()
+@click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
+@click.option("--feed", "feed_names", multiple=True, metavar="FEED", help="Only this feed (repeatable). [default: all]")
+@data_options
+@_fail_cleanly
+def purge(dry_run: bool, feed_names: tuple[str, ...], **options: Any) -> None:
+    """Delete points beyond each feed's retention (days and/or points per axis) now.
+
+    The bridge also does this every RTDP_RETENTION_INTERVAL seconds (default 600; 0 turns it off).
+    """
+    import time
+
+    from rtdp.retention import purge as run_purge
+
+    _open(options)
+    report = run_purge(time.time(), dry_run=dry_run, feeds=feed_names or None)
+    verb = "would remove" if dry_run else "removed"
+    for axis_purge in report.axes:
+        click.echo(f"{axis_purge.feed}/{axis_purge.axis}: {verb} {axis_purge.removed} points")
+    click.echo(f"{verb} {report.removed} points from {len(report.axes)} axes")
+
+
+@main.command("import")
+@click.argument("feed_name", metavar="FEED")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--axis", "axis_name", help="Axis for x,y files. [default: the feed's only axis]")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar (on a terminal).")
+@data_options
+@_fail_cleanly
+def import_(feed_name: str, file: Path, axis_name: str | None, progress: bool, **options: Any) -> None:
+    """Import a CSV file of points into FEED (header x,y, or axis,x,y as `rtdp export` writes).
+
+    An offline administrative write of history (the bridge stays the only live writer): lines go
+    through the feed's casts and are stored in batches; a line with the same axis and x as a stored
+    point replaces it. Bad lines are reported with their line numbers and the rest is imported.
+    Interrupted? Run the same command again: it continues after the last committed batch.
+    Exits 1 when every line was rejected.
+    """
+    from rtdp.importer import import_csv
+
+    settings = _open(options)
+    report = import_csv(feed_name, file, axis=axis_name, settings=settings, progress=progress)
+    if report.resumed_after:
+        click.echo(f"resumed after line {report.resumed_after}")
+    for name in report.created_axes:
+        click.echo(f"created axis {feed_name}/{name}")
+    click.echo(f"imported {report.imported} points into {feed_name} in {report.seconds:.1f}s")
+    if report.skipped:
+        click.echo(f"skipped {report.skipped} lines of other axes")
+    if report.rejected:
+        click.echo(f"rejected {report.rejected} lines:", err=True)
+        for rejected in report.rejections:
+            click.echo(f"  line {rejected.line}: {rejected.reason}", err=True)
+        if report.rejected > len(report.rejections):
+            click.echo(f"  ... and {report.rejected - len(report.rejections)} more", err=True)
+    sys.exit(report.exit_status)

@@ -18,7 +18,7 @@ from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as run_migrations
 
 from rtdp.errors import ConfigError
-from rtdp.models import ALL_MODELS, database_proxy
+from rtdp.models import ALL_MODELS, PurgeLog, database_proxy
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -44,7 +44,16 @@ def _index_point_axis_x_y(db: pw.Database) -> None:
     db.execute_sql("CREATE INDEX IF NOT EXISTS point_axis_id_x_y ON point (axis_id, x, y)")  # type: ignore[no-untyped-call]
 
 
-MIGRATIONS: list[Migration] = [_add_token_broker_hash, _index_point_axis_x_y]  # step i brings version i+1 to i+2
+def _create_purge_log(db: pw.Database) -> None:
+    # PurgeLog: what the retention purge removed per axis (rtdp.retention).
+    db.create_tables([PurgeLog], safe=True)
+
+
+MIGRATIONS: list[Migration] = [
+    _add_token_broker_hash,
+    _index_point_axis_x_y,
+    _create_purge_log,
+]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 
 

@@ -162,6 +162,17 @@ class Rejection(BaseModel):
     at = pw.DoubleField(default=_now, index=True)
 
 
+class PurgeLog(BaseModel):
+    """What each retention purge removed per axis, for the dashboard; the newest rows are kept (rtdp.retention)."""
+
+    id = pw.AutoField()
+    # Names, not foreign keys: the record outlives a deleted feed, like Rejection's.
+    feed = pw.CharField(max_length=64)
+    axis = pw.CharField(max_length=64)
+    removed = pw.BigIntegerField()
+    at = pw.DoubleField(default=_now, index=True)
+
+
 ALL_MODELS: list[type[BaseModel]] = [
-    User, Group, Membership, Feed, Share, Axis, Point, Token, EmulatorState, Rejection,
+    User, Group, Membership, Feed, Share, Axis, Point, Token, EmulatorState, Rejection, PurgeLog,
 ]

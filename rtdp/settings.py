@@ -127,6 +127,8 @@ class Settings:
     secret_key: str | None = field(default=None, repr=False)
     log_level: str = "info"
     public_url: str | None = None
+    # Seconds between retention purges in the bridge (rtdp.retention); 0 disables them.
+    retention_interval: float = 600.0
     # `rtdp bridge` / `rtdp broker` run apart: serve Prometheus /metrics here (None: no metrics server).
     metrics: HostPort | None = None
 
@@ -153,6 +155,8 @@ class Settings:
             raise ConfigError(f"share_group: must be a non-empty name without '/', got {self.share_group!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
             raise ConfigError(f"log_level: unknown level {self.log_level!r}")
+        if not 0 <= self.retention_interval <= 7 * 86400:
+            raise ConfigError(f"retention_interval: must be 0 (off) to 604800 seconds, got {self.retention_interval}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point
 
     @property

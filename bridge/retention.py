@@ -1,0 +1,89 @@
+"""The retention schedule: a thread that runs rtdp.retention.purge every `retention_interval` seconds.
+
+It runs where the writer runs (`rtdp bridge`, `rtdp serve`). Several bridges of a share group may
+each run it: purges are idempotent, and each batch is its own short transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import peewee as pw
+
+from rtdp.errors import RtdpError
+from rtdp.models import database_proxy
+from rtdp.retention import PurgeReport, purge
+from rtdp.settings import Settings
+
+log = logging.getLogger("rtdp.bridge.retention")
+
+
+class RetentionScheduler:
+    """`start()` purges once at once, then every `settings.retention_interval` seconds until `stop()`.
+
+    With `retention_interval` 0 it does nothing. `db` is the opened database (default: the one the
+    models are bound to); the thread opens its own connection and closes it when it ends.
+    """
+
+    def __init__(self, settings: Settings, db: pw.Database | None = None) -> None:
+        self.interval = settings.retention_interval
+        self.db = db if db is not None else database_proxy
+        self.last: PurgeReport | None = None
+        self.runs = 0
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        # Set after each purge (done or failed): tests and callers wait on it instead of sleeping.
+        self.ran = threading.Event()
+
+    @property
+    def enabled(self) -> bool:
+        return self.interval > 0
+
+    def start(self) -> None:
+        if not self.enabled or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="rtdp-retention", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ends the thread between two delete batches (a batch is a few milliseconds)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def run_once(self) -> PurgeReport | None:
+        """One purge now, in the calling thread; errors are logged and counted, never raised."""
+        try:
+            report = purge(time.time(), stop=self._stop)
+        except (pw.DatabaseError, pw.InterfaceError, RtdpError) as exc:
+            self.failures += 1
+            log.warning("retention: purge failed (will retry in %gs): %s", self.interval, exc)
+            return None
+        finally:
+            self.runs += 1
+            self.ran.set()
+        self.last = report
+        if report.removed:
+            log.info(
+                "retention: removed %d points from %d axes in %d batches (%.2fs)",
+                report.removed,
+                len(report.axes),
+                report.batches,
+                report.seconds,
+            )
+        return report
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.run_once()
+                if self._stop.wait(self.interval):
+                    break
+        finally:
+            if not self.db.is_closed():
+                # Peewee connections are per thread: this closes the purge thread's own.
+                self.db.close()
