@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from jinja2 import Environment
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,16 +19,23 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rtdp.settings import Settings
-from viewer.pages import accounts, charts, feeds
+from viewer.pages import accounts, admin, charts, feeds, tools
 from viewer.pages.render import STATIC, html_error_response, make_environment, page
 from viewer.session import session_middleware
 
 __all__ = ["page_routes", "page_middleware", "page_exception_handlers", "STATIC"]
 
 
+def _environment() -> Environment:
+    env = make_environment()
+    # The navigation shows Tools to admins and to owners of emulated feeds (one small query per page).
+    env.globals["may_use_tools"] = tools.may_use_tools
+    return env
+
+
 def page_routes(settings: Settings) -> list[Route | Mount]:
     """Every page route plus /static."""
-    env = make_environment()
+    env = _environment()
 
     def route(path: str, handler: Callable[..., Response], methods: list[str], name: str) -> Route:
         return Route(path, page(settings, env, handler), methods=methods, name=name)
@@ -50,6 +58,10 @@ def page_routes(settings: Settings) -> list[Route | Mount]:
         route("/feeds/{feed}/axes/{axis}/delete", feeds.delete_axis, ["POST"], "delete_axis"),
         route("/feeds/{feed}/graph", charts.graph_page, ["GET"], "graph"),
         route("/feeds/{feed}/sparklines", charts.sparklines_page, ["GET"], "sparklines"),
+        route("/admin", admin.admin_page, ["GET"], "admin"),
+        Route("/admin/stream", admin.admin_stream, methods=["GET"], name="admin_stream"),
+        route("/tools", tools.tools_page, ["GET"], "tools"),
+        route("/tools/{source}", tools.toggle_source, ["POST"], "toggle_source"),
         Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static"),
     ]
 
@@ -63,5 +75,5 @@ def page_exception_handlers(
     settings: Settings,
 ) -> dict[int | type[Exception], Callable[[Request, Exception], Awaitable[Response]]]:
     """404/403/405 as pages in the site's layout. Use for paths outside /api and /service."""
-    handler = html_error_response(settings, make_environment())
+    handler = html_error_response(settings, _environment())
     return {404: handler, 403: handler, 405: handler}

@@ -1,0 +1,296 @@
+"""`/admin`: the dashboard (admins only), and `/admin/stream`, its live JSON snapshot every 2 s over SSE.
+
+Where the numbers come from:
+- feeds and axes: Axis.point_count and last_seen (kept by the bridge), the feed's owner and retention;
+- points per minute, now and per minute over the last hour: an in-memory sampler of every axis's
+  point_count (one small query over the Axis table every SAMPLE_EVERY seconds, never a COUNT over
+  Point). It starts with the first admin visit after the viewer started, so the hour chart fills in
+  from then on; a purge lowering point_count reads as 0, not as a negative rate;
+- rejections: the Rejection table (the bridge keeps its newest 10,000 rows);
+- broker, bridge and SSE numbers: the app's Prometheus registry (viewer/metrics.py). In `rtdp serve` the
+  broker's and bridge's collectors are registered there; in `rtdp viewer` run apart they are not, and
+  those panels say "not in this process" (rates, lag, batch size, commit time, broker clients);
+- database size: the SQLite files (database, -wal, -shm) or pg_database_size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee as pw
+from prometheus_client.registry import CollectorRegistry
+from sse_starlette.sse import EventSourceResponse, ServerSentEvent
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from rtdp.errors import PermissionDenied
+from rtdp.models import Axis, Feed, Rejection, User, database_proxy
+from viewer.pages.render import Ctx
+from viewer.session import session_user
+from viewer.state import ViewerState, viewer_state
+
+log = logging.getLogger(__name__)
+
+PUSH_EVERY = 2.0
+SAMPLE_EVERY = 5.0
+HISTORY_MINUTES = 60
+RECENT_REJECTIONS = 20
+
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+class AxisRates:
+    """Samples of every axis's point_count: the last ~70 s finely (the rate now) and one per minute for an
+    hour (the chart). Written by the sampler thread, read by snapshots: each deque append is atomic."""
+
+    def __init__(self) -> None:
+        self.recent: deque[tuple[float, dict[int, int]]] = deque()
+        self.minutes: deque[tuple[float, dict[int, int]]] = deque(maxlen=HISTORY_MINUTES + 2)
+
+    def add(self, now: float, counts: dict[int, int]) -> None:
+        self.recent.append((now, counts))
+        while self.recent and now - self.recent[0][0] > 70:
+            self.recent.popleft()
+        if not self.minutes or int(now // 60) != int(self.minutes[-1][0] // 60):
+            self.minutes.append((now, counts))
+
+    def per_minute(self, axis_id: int, current: int, now: float) -> float | None:
+        """New points per minute over (about) the last minute; None before two samples a second apart."""
+        for then, counts in list(self.recent):
+            if now - then <= 61 and now - then >= 1 and axis_id in counts:
+                return max(0, current - counts[axis_id]) * 60.0 / (now - then)
+        return None
+
+    def history(self, axis_id: int) -> list[float | None]:
+        """Points per minute for each of the last HISTORY_MINUTES minutes, oldest first (None: no data)."""
+        marks = list(self.minutes)
+        values: list[float | None] = []
+        for (t0, c0), (t1, c1) in zip(marks, marks[1:], strict=False):
+            if axis_id in c0 and axis_id in c1 and t1 > t0:
+                values.append(round(max(0, c1[axis_id] - c0[axis_id]) * 60.0 / (t1 - t0), 2))
+            else:
+                values.append(None)
+        values = values[-HISTORY_MINUTES:]
+        return [None] * (HISTORY_MINUTES - len(values)) + values
+
+
+def axis_counts() -> dict[int, int]:
+    """Every axis's point_count: one row per axis (the bridge keeps it up to date)."""
+    rows: list[Any] = list(Axis.select(Axis.id, Axis.point_count).tuples())
+    return {int(axis_id): int(count) for axis_id, count in rows}
+
+
+@dataclass
+class Sampler:
+    """A daemon thread sampling point counts every SAMPLE_EVERY seconds until the viewer shuts down."""
+
+    state: ViewerState
+    rates: AxisRates = field(default_factory=AxisRates)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="rtdp-admin-sampler", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        stop = threading.Event()
+        try:
+            while not self.state.hub.closed:
+                try:
+                    self.rates.add(time.time(), axis_counts())
+                except pw.PeeweeException as exc:
+                    log.warning("admin: could not sample point counts: %s", exc)
+                stop.wait(SAMPLE_EVERY)
+        finally:
+            try:
+                database_proxy.close()
+            except Exception:  # noqa: BLE001 -- this thread's connection; nothing to do if closing fails
+                pass
+
+
+_sampler_lock = threading.Lock()
+
+
+def sampler_for(request: Request) -> Sampler:
+    """The app's sampler, started on first use."""
+    with _sampler_lock:
+        sampler: Sampler | None = getattr(request.app.state, "admin_sampler", None)
+        if sampler is None or sampler.state is not viewer_state(request):
+            sampler = Sampler(viewer_state(request))
+            sampler.rates.add(time.time(), axis_counts())
+            sampler.start()
+            request.app.state.admin_sampler = sampler
+        return sampler
+
+
+def database_size(db: pw.Database) -> int | None:
+    if isinstance(db, pw.PostgresqlDatabase):
+        row = db.execute_sql("SELECT pg_database_size(current_database())").fetchone()  # type: ignore[no-untyped-call]
+        return int(row[0]) if row else None
+    path = getattr(db, "database", None)
+    if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
+        return None
+    return sum(os.path.getsize(p) for p in (path, path + "-wal", path + "-shm") if os.path.exists(p))
+
+
+def read_registry(registry: CollectorRegistry) -> Samples:
+    """Every sample of the app's registry in one pass (its collectors are read once)."""
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): float(sample.value)
+        for metric in registry.collect()
+        for sample in metric.samples
+    }
+
+
+def _total(samples: Samples, name: str) -> float | None:
+    values = [value for (sample, _), value in samples.items() if sample == name]
+    return sum(values) if values else None
+
+
+def _rate(now: Samples, before: Samples | None, seconds: float, name: str) -> float | None:
+    a, b = _total(now, name), _total(before, name) if before is not None else None
+    if a is None or b is None or seconds <= 0:
+        return None
+    return round(max(0.0, a - b) / seconds, 2)
+
+
+def _mean(now: Samples, before: Samples | None, name: str) -> float | None:
+    """Mean of a summary/histogram over the interval (or since start without a previous sample)."""
+    total, count = _total(now, name + "_sum"), _total(now, name + "_count")
+    if total is None or count is None:
+        return None
+    if before is not None:
+        total -= _total(before, name + "_sum") or 0.0
+        count -= _total(before, name + "_count") or 0.0
+    return round(total / count, 6) if count > 0 else None
+
+
+def system_numbers(samples: Samples, before: Samples | None, seconds: float) -> dict[str, Any]:
+    commit = _mean(samples, before, "rtdp_bridge_commit_seconds")
+    return {
+        "broker_clients": _total(samples, "rtdp_broker_clients_connected"),
+        "messages_in_per_s": _rate(samples, before, seconds, "rtdp_broker_messages_in_total"),
+        "messages_out_per_s": _rate(samples, before, seconds, "rtdp_broker_messages_out_total"),
+        "auth_failures": _total(samples, "rtdp_broker_auth_failures_total"),
+        "refused_publishes": _total(samples, "rtdp_broker_refused_publishes_total"),
+        "points_per_s": _rate(samples, before, seconds, "rtdp_bridge_points_total"),
+        "batch_points": _mean(samples, before, "rtdp_bridge_batch_points"),
+        "commit_ms": round(commit * 1000, 3) if commit is not None else None,
+        "bridge_lag_s": _total(samples, "rtdp_bridge_lag_seconds"),
+        "bridge_queued": _total(samples, "rtdp_bridge_queued_messages"),
+        "bridge_rejected": _total(samples, "rtdp_bridge_rejected_messages_total"),
+        "sse_clients": _total(samples, "rtdp_sse_clients"),
+        "http_pending": _total(samples, "rtdp_http_pending_publishes"),
+    }
+
+
+def feed_rows(rates: AxisRates, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Feeds with their axes, and the newest rejections. Runs in a database thread."""
+    grouped: list[Any] = list(
+        Rejection.select(Rejection.feed, Rejection.axis, pw.fn.COUNT(Rejection.id))
+        .group_by(Rejection.feed, Rejection.axis)
+        .tuples()
+    )
+    rejected = {(feed, axis): int(count) for feed, axis, count in grouped}
+    axes: dict[int, list[Axis]] = {}
+    for axis in Axis.select().order_by(Axis.name):
+        axes.setdefault(axis.feed_id, []).append(axis)
+    feeds = []
+    for feed in Feed.select(Feed, User).join(User).order_by(Feed.name):
+        rows = []
+        for axis in axes.get(feed.id, []):
+            count = int(axis.point_count)
+            rows.append({
+                "axis": axis.name,
+                "points": count,
+                "per_minute": rates.per_minute(axis.id, count, now),
+                "history": rates.history(axis.id),
+                "last_seen": axis.last_seen,
+                "rejected": rejected.pop((feed.name, axis.name), 0),
+            })
+        feeds.append({
+            "feed": feed.name,
+            "owner": feed.owner.email,
+            "public": bool(feed.public),
+            "retention_days": feed.retention_days,
+            "retention_points": feed.retention_points,
+            "rejected": sum(v for (f, _), v in rejected.items() if f == feed.name),  # axes that do not exist
+            "axes": rows,
+        })
+    recent = [
+        {"feed": r.feed, "axis": r.axis, "reason": r.reason, "at": r.at}
+        for r in Rejection.select().order_by(Rejection.id.desc()).limit(RECENT_REJECTIONS)
+    ]
+    return feeds, recent
+
+
+def snapshot(
+    state: ViewerState, rates: AxisRates, before: tuple[float, Samples] | None
+) -> tuple[dict[str, Any], Samples]:
+    """The dashboard's JSON; `before` (time, registry samples) of the previous snapshot gives per-second rates.
+    Runs in a database thread."""
+    now = time.time()
+    samples = read_registry(state.metrics.registry)
+    previous, seconds = (before[1], now - before[0]) if before is not None else (None, 0.0)
+    feeds, recent = feed_rows(rates, now)
+    try:
+        size = database_size(state.db)
+    except (pw.PeeweeException, OSError):
+        size = None
+    system = system_numbers(samples, previous, seconds)
+    system["database_bytes"] = size
+    system["in_process"] = {
+        "broker": _total(samples, "rtdp_broker_clients_connected") is not None,
+        "bridge": _total(samples, "rtdp_bridge_points_total") is not None,
+    }
+    return {"at": now, "system": system, "feeds": feeds, "rejections": recent}, samples
+
+
+def _require_admin(user: User | None) -> User:
+    if user is None or not user.is_admin:
+        raise PermissionDenied("the dashboard is for administrators")
+    return user
+
+
+def admin_page(ctx: Ctx) -> Response:
+    """GET /admin: the dashboard, rendered with a first snapshot; admin.js keeps it live."""
+    _require_admin(ctx.require_user())
+    state = viewer_state(ctx.request)
+    sampler = sampler_for(ctx.request)
+    data, _ = snapshot(state, sampler.rates, None)
+    config = json.dumps({"stream": "/admin/stream", "snapshot": data}).replace("<", "\\u003c")
+    return ctx.render("admin.html", data=data, config=config, history_minutes=HISTORY_MINUTES)
+
+
+async def _snapshots(state: ViewerState, rates: AxisRates) -> AsyncIterator[ServerSentEvent]:
+    before: tuple[float, Samples] | None = None
+    while not state.hub.closed:
+        data, samples = await state.run_db(snapshot, state, rates, before)
+        before = (data["at"], samples)
+        yield ServerSentEvent(data=json.dumps(data, separators=(",", ":")), event="snapshot")
+        await asyncio.sleep(PUSH_EVERY)
+
+
+async def admin_stream(request: Request) -> Response:
+    """GET /admin/stream: event `snapshot` with the dashboard's JSON every PUSH_EVERY seconds (admins only)."""
+    state = viewer_state(request)
+    user = await state.run_db(session_user, request)
+    if user is None:
+        return JSONResponse({"error": "sign in to see the dashboard", "code": "login_required"}, status_code=401)
+    if not user.is_admin:
+        return JSONResponse({"error": "the dashboard is for administrators", "code": "permission_denied"}, 403)
+    sampler = await state.run_db(sampler_for, request)
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    response: Response = EventSourceResponse(
+        _snapshots(state, sampler.rates), ping=state.settings.sse_heartbeat, headers=headers
+    )
+    return response
