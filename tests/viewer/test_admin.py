@@ -4,17 +4,24 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.testclient import TestClient
 
+from bridge.metrics import bridge_collector
+from bridge.service import Bridge
+from broker.metrics import BrokerCollector
+from rtdp.accounts import ServiceAccount
 from rtdp.codec import Sample
 from rtdp.models import Axis, Rejection
 from rtdp.settings import Settings
 from rtdp.store import write_points
-from tests.viewer.conftest import LiveServer, World, make_world
+from tests.support.embedded import running_embedded_broker
+from tests.support.env import wait_for
+from tests.viewer.conftest import LiveServer, World, bearer, make_world, ready
 from tests.viewer.test_pages import CSRF_RE, login
 from viewer.app import create_app
 from viewer.pages.admin import HISTORY_MINUTES, AxisRates
@@ -102,3 +109,35 @@ def test_the_stream_sends_snapshots_to_admins(live_server: LiveServer, live_worl
     first, second = events
     assert {feed["feed"] for feed in first["feeds"]} == {"feed_a", "feed_t", "feed_ap"}
     assert float(second["at"]) > float(first["at"])
+
+
+def test_serve_composition_shows_broker_and_bridge_numbers(tmp_path: Path, sqlite_db: object) -> None:
+    """What `rtdp serve` wires: the bridge's and the broker's collectors on the viewer's registry."""
+    service = ServiceAccount.load_or_create(tmp_path / "data")
+    base = Settings(data_dir=tmp_path / "data", db_url=f"sqlite:///{tmp_path / 'rtdp.sqlite3'}")
+    world = make_world()
+    with running_embedded_broker(base, service) as broker:
+        settings = base.replace(mqtt=broker.address)
+        bridge = Bridge(settings, broker.service_endpoint(), service.client_id("bridge"))
+        collectors = [bridge_collector(bridge), BrokerCollector(broker.broker)]
+        with TestClient(create_app(settings, service=service, collectors=collectors)) as client:
+            bridge.start()
+            try:
+                wait_for(lambda: ready(client) and bridge.ready.is_set(), what="viewer and bridge connected")
+                answer = client.get("/service/feed_input.json/feed_t/temp?y=1", headers=bearer(world.ep_token))
+                assert answer.status_code == 200, answer.text
+                wait_for(
+                    lambda: 'rtdp_bridge_points_total{outcome="stored"} 1.0' in client.get("/metrics").text,
+                    what="the point counted by the bridge",
+                )
+                text = client.get("/metrics").text
+                assert "rtdp_broker_clients_connected 2.0" in text  # the viewer and the bridge
+                assert "rtdp_http_ingest_points_total 1.0" in text
+                login(client, "admin@nothing.com", "secret-admin")
+                page = client.get("/admin")
+                data = json.loads(page.text.split('id="page-config">', 1)[1].split("</script>", 1)[0])["snapshot"]
+            finally:
+                bridge.stop(timeout=10)
+    system = data["system"]
+    assert system["broker_clients"] == 2 and system["bridge_lag_s"] == 0 and system["batch_points"] == 1
+    assert "not in this process" not in page.text
