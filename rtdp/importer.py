@@ -19,13 +19,14 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any
 
-from rtdp.casts import cast_x, cast_y
+from rtdp.casts import XCast, cast_x, cast_y, parse_datetime
 from rtdp.codec import Sample
 from rtdp.errors import InvalidInput
 from rtdp.models import Axis, Feed
@@ -125,8 +126,9 @@ def import_csv(
         report.rejected = int(state.get("rejected", 0))
         report.skipped = int(state.get("skipped", 0))
         report.rejections = [Rejected(int(line), str(reason)) for line, reason in state.get("rejections", [])]
+    # errors="replace": a byte that is not UTF-8 spoils its line only (rejected by the casts, with its number).
     with _progress_bar(progress, identity.size, source.name) as bar, source.open(
-        "r", encoding="utf-8-sig", newline=""
+        "r", encoding="utf-8-sig", errors="replace", newline=""
     ) as handle:
         _Import(row, axis, settings, report, handle, bar).run(batch, max_lines, state_file, identity)
     report.seconds = time.monotonic() - started
@@ -160,13 +162,25 @@ class _Import:
             raise InvalidInput(f"{report.path}: line 1: expected a header x,y or axis,x,y, got {shown!r}")
         fixed_axis = None if with_axis else self._fixed_axis()
         casts = feed_casts(self.feed)
-        x_cast, y_cast, tz = casts.x, casts.y, self.tz
+        x_of, y_cast = _x_reader(casts.x, self.tz), casts.y
         width = 3 if with_axis else 2
         pending: list[tuple[int, Sample]] = []
         done = report.resumed_after
         handled = 0
         last = done  # the last line handled (imported, rejected or skipped)
-        for fields in reader:
+        complete = False
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                complete = True
+                break
+            except csv.Error as exc:  # a NUL byte, an overlong field: that line only
+                if reader.line_num > done:
+                    handled += 1
+                    last = reader.line_num
+                    self._reject(last, f"unreadable CSV: {exc}")
+                continue
             line = reader.line_num
             if line <= done:
                 continue
@@ -195,19 +209,16 @@ class _Import:
                 axis_id = fixed_axis
                 x_text, y_text = fields
             try:
-                if not x_text.strip():
-                    raise InvalidInput("x is required in an import (it would default to the time of import)")
-                sample = Sample(cast_x(x_text, x_cast, tz), cast_y(y_text, y_cast))
+                sample = Sample(x_of(x_text), cast_y(y_text, y_cast))
             except InvalidInput as exc:
-                self._reject(line, exc.message)
+                self._reject(line, "x is required in an import" if not x_text.strip() else exc.message)
                 continue
             assert axis_id is not None
             pending.append((axis_id, sample))
             if len(pending) >= batch:
                 self._commit(pending, line, state_file, identity)
                 pending = []
-        else:
-            report.complete = True
+        report.complete = complete
         self._commit(pending, last, state_file, identity)
         report.last_line = last
         if report.complete:
@@ -260,8 +271,23 @@ class _Import:
             _save_state(state_file, identity, line, report)
         position: int = self.handle.buffer.tell()  # type: ignore[attr-defined]  # a BufferedReader here
         self.bar.update(max(0, position - self._position))
-        self.bar.set_postfix(points=report.imported, rejected=report.rejected, refresh=False)
+        self.bar.set_postfix_str(f"points={report.imported:,} rejected={report.rejected:,}", refresh=False)
         self._position = position
+
+
+def _x_reader(cast: XCast, tz: tzinfo) -> Callable[[str], float]:
+    """cast_x for one feed, with a fast path for the ISO 8601 times `rtdp export` writes."""
+    if cast is not XCast.DATETIME:
+        return lambda text: cast_x(text, cast, tz)
+
+    def datetime_x(text: str) -> float:
+        # "YYYY-" is never a number: go straight to the date parser. cast_x tries float() first, and
+        # its exception costs about 1 us of the ~4 spent per line.
+        if len(text) >= 10 and text[4] == "-" and text[:4].isdigit():
+            return parse_datetime(text, tz)
+        return cast_x(text, cast, tz)
+
+    return datetime_x
 
 
 def _load_state(state_file: Path, identity: FileIdentity) -> dict[str, Any] | None:

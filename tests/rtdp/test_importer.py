@@ -8,6 +8,7 @@ import peewee as pw
 import pytest
 from click.testing import CliRunner
 
+from rtdp.casts import XCast, cast_x
 from rtdp.cli import main
 from rtdp.errors import InvalidInput
 from rtdp.importer import FileIdentity, import_csv, state_path
@@ -106,6 +107,27 @@ def test_bad_lines_are_reported_with_their_numbers(tmp_path: Path, feed: Feed, s
     assert "integer" in reasons[0] and "expected 3 fields" in reasons[1] and "invalid axis name" in reasons[2]
     assert "x is required" in reasons[3] and "ISO 8601" in reasons[4]
     assert points(feed) == [("a", 1.0, 1.0), ("a", 7.0, 7.0)]
+
+
+def test_times_read_as_the_feeds_casts_do(tmp_path: Path, owner: User) -> None:
+    """The importer's shortcut for ISO 8601 x gives exactly what rtdp.casts.cast_x gives."""
+    feed = create_feed("times", owner)
+    settings = Settings.build(env={}, data_dir=tmp_path / "data", timezone="Europe/Paris")
+    xs = ["2014-11-22 10:50:42.189000", "2014-11-22T10:50:43Z", "2014-11-22T10:50:44+05:30", "1416653445",
+          " 2014-11-22 10:50:46", "1e3", "2014-11-22"]
+    path = write(tmp_path, "x,y\n" + "".join(f"{x},{i}\n" for i, x in enumerate(xs)))
+    report = import_csv(feed, path, axis="a", settings=settings, progress=False)
+    assert report.imported == len(xs)
+    expected = sorted((cast_x(x, XCast.DATETIME, settings.tz), float(i)) for i, x in enumerate(xs))
+    assert [(x, y) for _, x, y in points(feed)] == expected
+
+
+def test_unreadable_bytes_spoil_only_their_line(tmp_path: Path, feed: Feed, settings: Settings) -> None:
+    path = tmp_path / "bytes.csv"
+    path.write_bytes(b"x,y\n1,1\n2,\xff\n3,3\x00\n4,4\n")
+    report = import_csv(feed, path, axis="a", settings=settings, progress=False)
+    assert report.imported == 2 and [r.line for r in report.rejections] == [3, 4]
+    assert points(feed) == [("a", 1.0, 1.0), ("a", 4.0, 4.0)]
 
 
 def test_everything_rejected_exits_1(tmp_path: Path, feed: Feed, settings: Settings) -> None:
