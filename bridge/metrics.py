@@ -16,7 +16,7 @@ from __future__ import annotations
 import queue
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -30,9 +30,6 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from bridge.histogram import Buckets
 from bridge.stats import Stats
 
-if TYPE_CHECKING:
-    from bridge.service import Bridge
-
 
 def queue_lag(items: queue.Queue[Any], now: float | None = None) -> float:
     """Seconds the oldest message waiting in `items` has been there (0 when empty). Items need `arrived`."""
@@ -45,8 +42,8 @@ def queue_lag(items: queue.Queue[Any], now: float | None = None) -> float:
 
 
 class BridgeCollector(Collector):
-    """Exports one bridge's Stats. `queued` and `lag` (callables) add the queue's depth and the age of
-    its oldest message when the caller can see the queue (see `bridge_collector`)."""
+    """Exports one bridge's Stats. `queued`, `lag` and `dropped` (callables) add the queue's depth, the age
+    of its oldest message and the intake's drops when the caller can see them (see `bridge_collector`)."""
 
     def __init__(
         self,
@@ -54,10 +51,12 @@ class BridgeCollector(Collector):
         *,
         queued: Callable[[], int] | None = None,
         lag: Callable[[], float] | None = None,
+        dropped: Callable[[], int] | None = None,
     ) -> None:
         self.stats = stats
         self.queued = queued
         self.lag = lag
+        self.dropped = dropped
 
     def collect(self) -> Iterable[Metric]:
         s = self.stats
@@ -116,6 +115,12 @@ class BridgeCollector(Collector):
                 "rtdp_bridge_lag_seconds", "Age of the oldest message waiting in the bridge's queue (0 when empty)",
                 value=self.lag(),
             )
+        if self.dropped is not None:
+            yield CounterMetricFamily(
+                "rtdp_bridge_intake_dropped_messages",
+                "Messages the embedded broker's intake dropped (queue full): lost, amqtt had acknowledged them",
+                value=self.dropped(),
+            )
 
     def _distribution(self, name: str, doc: str, field: str, count: int, total: float) -> Metric:
         buckets = getattr(self.stats, field, None)
@@ -128,14 +133,27 @@ def _histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, buckets=buckets.cumulative(), sum_value=buckets.sum)
 
 
-def bridge_collector(bridge: Bridge) -> BridgeCollector:
-    """The collector for a running Bridge: its Stats plus its queue's depth and lag."""
-    items: queue.Queue[Any] = bridge._queue  # same package: the queue is the bridge's own business
-    return BridgeCollector(bridge.stats, queued=items.qsize, lag=lambda: queue_lag(items))
+class _Fed(Protocol):
+    """A Bridge (MQTT subscription) or an Intake (the embedded broker's hook): Stats and their queue."""
+
+    stats: Stats
+    _queue: queue.Queue[Any]
 
 
-def register_bridge_metrics(registry: CollectorRegistry, bridge: Bridge) -> BridgeCollector:
-    """Register `bridge`'s metrics on `registry` (e.g. the viewer's, in `rtdp serve`)."""
-    collector = bridge_collector(bridge)
+def bridge_collector(source: _Fed) -> BridgeCollector:
+    """The collector for a running Bridge or Intake: its Stats plus its queue's depth and lag, and (for an
+    Intake, which never blocks the broker) the messages it dropped because its queue was full."""
+    items = source._queue  # same package: the queue is the bridge's own business
+    return BridgeCollector(
+        source.stats,
+        queued=items.qsize,
+        lag=lambda: queue_lag(items),
+        dropped=(lambda: int(getattr(source, "dropped", 0))) if hasattr(source, "dropped") else None,
+    )
+
+
+def register_bridge_metrics(registry: CollectorRegistry, source: _Fed) -> BridgeCollector:
+    """Register the metrics of `source` (a Bridge or an Intake) on `registry` (e.g. the viewer's)."""
+    collector = bridge_collector(source)
     registry.register(collector)
     return collector

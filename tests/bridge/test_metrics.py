@@ -91,3 +91,15 @@ def test_serve_metrics_answers_over_http() -> None:
         server.server_close()
         thread.join(5)
     assert samples(text)[("rtdp_bridge_points_total", (("outcome", "stored"),))] == 7
+
+
+def test_an_intake_also_reports_what_it_dropped() -> None:
+    class FakeIntake:  # the shape of bridge.intake.Intake: stats, its queue, and `dropped`
+        def __init__(self) -> None:
+            self.stats = Stats()
+            self._queue: queue.Queue[Incoming] = queue.Queue()
+            self.dropped = 3
+
+    registry = CollectorRegistry()
+    register_bridge_metrics(registry, FakeIntake())
+    assert scrape(registry)[("rtdp_bridge_intake_dropped_messages_total", ())] == 3
