@@ -30,6 +30,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -225,6 +226,24 @@ def trace(browser_context: Any, tab: Any, path: Path, action: Any) -> None:
     print(f"  trace: {path}")
 
 
+def serve(body: bytes) -> Any:
+    """A Playwright route handler answering with `body` as JavaScript."""
+    return lambda route: route.fulfill(body=body, content_type="application/javascript")
+
+
+def page_loads(tab: Any, graph: str, count: int) -> list[dict[str, Any]]:
+    """Open the graph page `count` times: the page's timing marks (ms since navigation start)."""
+    loads = []
+    for _ in range(count):
+        tab.goto(graph)
+        tab.wait_for_function("() => window.rtdpGraphReady !== undefined", timeout=60_000)
+        marks = tab.evaluate("() => Object.assign({ready: window.rtdpGraphReady}, window.rtdpGraphTimings || {})")
+        marks["points"] = int(tab.get_attribute("#chart", "data-points") or 0)
+        loads.append({k: round(v, 1) if isinstance(v, float) else v for k, v in marks.items()})
+        print(f"  load: {loads[-1]}", flush=True)
+    return loads
+
+
 def measure(url: str, args: argparse.Namespace, settings: Settings, workdir: Path) -> dict[str, Any]:
     from playwright.sync_api import sync_playwright
 
@@ -242,17 +261,27 @@ def measure(url: str, args: argparse.Namespace, settings: Settings, workdir: Pat
         tab.click('form button[type="submit"]')
         tab.wait_for_url(f"{url}/")
 
-        loads = []
         graph = f"{url}/feeds/{FEED}/graph"
-        for _ in range(args.loads):
-            tab.goto(graph)
-            tab.wait_for_function("() => window.rtdpGraphReady !== undefined", timeout=60_000)
-            marks = tab.evaluate("() => Object.assign({ready: window.rtdpGraphReady}, window.rtdpGraphTimings || {})")
-            marks["points"] = int(tab.get_attribute("#chart", "data-points") or 0)
-            loads.append({k: round(v, 1) if isinstance(v, float) else v for k, v in marks.items()})
-            print(f"  load: {loads[-1]}", flush=True)
-        result["loads"] = loads
-        result["ready_ms_median"] = round(statistics.median(m["ready"] for m in loads), 1)
+        if args.baseline_js:
+            # First, so the page left open afterwards runs the current graph.js.
+            # A/B in the same session: every load alternates between the page's graph.js and the other
+            # file, both served through the same interception so their cost is the same.
+            own = (ROOT / "viewer" / "static" / "js" / "graph.js").read_bytes()
+            other = Path(args.baseline_js).read_bytes()
+            ab: dict[str, list[dict[str, Any]]] = {"current": [], "baseline": []}
+            for index in range(2 * args.loads):
+                name = "current" if index % 2 == 0 else "baseline"
+                body = own if name == "current" else other
+                tab.route("**/static/js/graph.js", serve(body))
+                print(f"  {name}:", end="")
+                ab[name] += page_loads(tab, graph, 1)
+                tab.unroute("**/static/js/graph.js")
+            result["ab"] = ab
+            result["ab_ready_ms_median"] = {
+                name: round(statistics.median(m["ready"] for m in loads), 1) for name, loads in ab.items()
+            }
+        result["loads"] = page_loads(tab, graph, args.loads)
+        result["ready_ms_median"] = round(statistics.median(m["ready"] for m in result["loads"]), 1)
         if args.trace:
             trace(context, tab, workdir / "trace_load.json", lambda: (
                 tab.goto(graph), tab.wait_for_function("() => window.rtdpGraphReady !== undefined", timeout=60_000)))
@@ -305,6 +334,8 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100.0, help="live points per second (all axes)")
     parser.add_argument("--points", type=int, default=1_000_000, help="history points per axis")
     parser.add_argument("--loads", type=int, default=5)
+    parser.add_argument("--baseline-js", help="also load the page this many times more with this graph.js instead, "
+                        "alternating (A/B in the same run)")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -312,6 +343,8 @@ def main() -> int:
     if args.quick:
         args.minutes = 1.0
 
+    # SIGTERM unwinds like Ctrl-C, so Mosquitto is stopped and the directory removed.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     workdir = Path(tempfile.mkdtemp(prefix="rtdp-graph-bench-"))
     load_before = os.getloadavg()
     started = time.time()
@@ -341,6 +374,10 @@ def main() -> int:
     rows: list[Row] = [
         ("history painted (nav -> first full draw), median", f"{ready:.0f} ms", "<= 1000 ms", ready <= 1000),
     ]
+    if "ab" in result:
+        ab = result["ab_ready_ms_median"]
+        both = f"{ab['current']:.0f} / {ab['baseline']:.0f} ms"
+        rows.append(("A/B alternated: current / --baseline-js, median", both, "", None))
     idle = live = None
     if "live" in result:
         idle, live = summary(result["idle"]), summary(result["live"])
