@@ -3,10 +3,12 @@
 paho is driven from the event loop (as aiomqtt does): the socket is watched with add_reader/add_writer,
 keepalive runs in a task, and reconnecting with back-off is our own task. So PUBACKs and messages are
 handled on the loop thread and resolve futures directly: no network thread contending for the GIL and
-no cross-thread wake per message. A publish is answered only once the broker sent its PUBACK: at most
-`max_pending` wait at a time (paho's message ids wrap at 65,535 and would silently lose points), beyond
-that, on disconnect or on timeout the caller gets Unavailable (503) - never a success for a point the
-broker did not acknowledge.
+no cross-thread wake per message. paho's socket I/O goes through two buffers of ours: the packets queued in
+one loop iteration leave in one send() (paho would make a syscall per packet), and one recv() feeds
+several PUBACKs (paho reads each packet in three pieces). A publish is answered only once the broker
+sent its PUBACK: at most `max_pending` wait at a time (paho's message ids wrap at 65,535 and would
+silently lose points), beyond that, on disconnect or on timeout the caller gets Unavailable (503) -
+never a success for a point the broker did not acknowledge.
 """
 
 from __future__ import annotations
@@ -73,6 +75,8 @@ class Publisher:
         # Only touched on the loop thread: paho runs every callback there.
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._socket_closed: asyncio.Event | None = None
+        self._out = bytearray()
+        self._in = bytearray()
         # Waited on from another thread by wait_connected().
         self._connected_event = threading.Event()
         self.client = make_client(endpoint, client_id, clean_session=True, max_inflight=max_pending)
@@ -84,6 +88,9 @@ class Publisher:
         self.client.on_socket_close = self._on_socket_close
         self.client.on_socket_register_write = self._on_socket_register_write
         self.client.on_socket_unregister_write = self._on_socket_unregister_write
+        # paho's own socket I/O, replaced on this instance by the buffered versions below.
+        self.client._sock_send = self._buffer_send  # type: ignore[method-assign,assignment]
+        self.client._sock_recv = self._buffer_recv  # type: ignore[method-assign,assignment]
 
     @property
     def pending(self) -> int:
@@ -200,9 +207,58 @@ class Publisher:
 
     def _read(self) -> None:
         self.client.loop_read()
+        # The socket may be drained while our buffer still holds packets: the reader would not fire again.
+        while self._in and self.client.socket() is not None:
+            self.client.loop_read()
 
     def _write(self) -> None:
         self.client.loop_write()
+        self._flush()
+
+    def _buffer_send(self, data: bytes | bytearray) -> int:
+        # Stands in for paho's Client._sock_send: collect, and let _flush() send once.
+        if self.client.socket() is None:
+            raise ConnectionError("no socket")
+        self._out += data
+        return len(data)
+
+    def _buffer_recv(self, size: int) -> bytes:
+        # Stands in for paho's Client._sock_recv (it asks for 1 byte, 1 byte, then the rest of each packet).
+        if not self._in:
+            sock = self.client.socket()
+            if sock is None:
+                raise ConnectionError("no socket")
+            data = sock.recv(65536)  # BlockingIOError and EOF (b"") mean to paho what they always do
+            if len(data) <= size:
+                return data
+            self._in += data
+        chunk = bytes(self._in[:size])
+        del self._in[:size]
+        return chunk
+
+    def _flush(self, sock: Any = None) -> None:
+        """Send what paho queued; what the socket does not take now waits for the next writable event."""
+        sock = sock or self.client.socket()
+        if sock is None or not self._out:
+            return
+        try:
+            sent = sock.send(self._out)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            # The reader sees the same broken connection and closes it through paho.
+            log.debug("MQTT send failed: %s", exc)
+            self._out.clear()
+            return
+        del self._out[:sent]
+        loop = self._loop
+        if loop is None:
+            return
+        if self._out:
+            loop.add_writer(sock, self._write)
+        elif not self.client.want_write():
+            # paho unregistered itself once its queue was empty; a writer we added for our rest must go too.
+            loop.remove_writer(sock)
 
     def _close_socket(self) -> None:
         # Through paho, so its state and the callbacks (unregister, close, disconnect) stay consistent.
@@ -231,6 +287,10 @@ class Publisher:
         if not self._on_loop_thread():
             # Only connect() closes from the executor, and only a socket that was already dropped.
             return
+        # paho closes right after writing DISCONNECT: send it (best effort), and forget the rest.
+        self._flush(sock)
+        self._out.clear()
+        self._in.clear()
         loop.remove_reader(sock)
         loop.remove_writer(sock)
         if self._socket_closed is not None:
