@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
+from starlette.types import Receive, Scope, Send
 
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
@@ -30,7 +31,7 @@ from viewer.api import api_routes
 from viewer.errors import Handler, exception_handlers
 from viewer.health import health_routes
 from viewer.hub import Hub
-from viewer.ingest import ingest_routes
+from viewer.ingest import ingest_asgi, ingest_routes, lean_path
 from viewer.metrics import Metrics
 from viewer.publisher import Publisher
 from viewer.state import ViewerState
@@ -120,7 +121,21 @@ def create_app(
     all_routes: list[BaseRoute] = [*health_routes(), *ingest_routes(), *api_routes(), *page_routes, *routes]
     all_middleware: list[Middleware] = [*page_middleware, *middleware]
     handlers: Any = exception_handlers(html_errors)
-    return Starlette(routes=all_routes, middleware=all_middleware, exception_handlers=handlers, lifespan=lifespan)
+    return ViewerApp(routes=all_routes, middleware=all_middleware, exception_handlers=handlers, lifespan=lifespan)
+
+
+class ViewerApp(Starlette):
+    """Starlette, except that scripts' ingestion GETs (with an Authorization header) skip the middleware
+    and router: viewer.ingest.ingest_asgi answers them itself, with the same checks and answers."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        target = lean_path(scope)
+        state: ViewerState | None = getattr(self.state, "viewer", None) if target is not None else None
+        if target is None or state is None:
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        await ingest_asgi(state, scope, target[0], target[1], send)
 
 
 def close_streams(app: Starlette) -> None:

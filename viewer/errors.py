@@ -51,8 +51,8 @@ def error_response(request: Request, status: int, body: dict[str, object], heade
     return HTMLResponse(page, status_code=status, headers=headers)
 
 
-async def rtdp_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RtdpError)
+def error_parts(exc: RtdpError) -> tuple[int, dict[str, object], dict[str, str]]:
+    """Status, JSON body and headers for `exc`: shared by the handlers and the lean ingestion path."""
     headers: dict[str, str] = {}
     if isinstance(exc, Unavailable):
         headers["Retry-After"] = str(exc.retry_after)
@@ -61,7 +61,13 @@ async def rtdp_error(request: Request, exc: Exception) -> Response:
     if exc.status == 401:
         headers["WWW-Authenticate"] = 'Basic realm="rtdp", charset="UTF-8"'
     status = exc.status if 400 <= exc.status < 600 else 500
-    return error_response(request, status, exc.as_dict(), headers)
+    return status, exc.as_dict(), headers
+
+
+async def rtdp_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RtdpError)
+    status, body, headers = error_parts(exc)
+    return error_response(request, status, body, headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:

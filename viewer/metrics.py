@@ -22,6 +22,14 @@ class Metrics:
         self.sse_dropped = Counter(
             "rtdp_sse_dropped_clients", "SSE clients disconnected for falling behind", registry=self.registry
         )
+        self._ingest_children: dict[str, Counter] = {}
+
+    def count_ingest(self, outcome: str) -> None:
+        """One ingestion request by outcome; the labelled child is looked up once per outcome, not per request."""
+        child = self._ingest_children.get(outcome)
+        if child is None:
+            child = self._ingest_children[outcome] = self.ingest.labels(outcome=outcome)
+        child.inc()
 
     def track_pending(self, read: Callable[[], int]) -> None:
         self.pending.set_function(lambda: float(read()))

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -11,8 +13,9 @@ from rtdp.models import Axis, Feed
 from rtdp.settings import Settings
 from tests.support.env import wait_for
 from tests.support.mosquitto import Mosquitto
-from tests.viewer.conftest import Watcher, World, basic, bearer, ready
+from tests.viewer.conftest import LiveServer, Watcher, World, basic, bearer, ready
 from viewer.app import create_app
+from viewer.ingest import lean_path
 
 URL = "/service/feed_input.json"
 
@@ -213,3 +216,60 @@ def test_full_pending_window_is_503(settings: Settings, mosquitto: Mosquitto) ->
         waiting.join(10)
         # The waiting one was acknowledged once the broker woke up, within its timeout.
         assert first["r"].status_code == 200
+
+
+def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
+    return {"type": "http", "method": method, "path": path, "headers": headers, "query_string": b"y=1"}
+
+
+def test_lean_path_takes_only_script_gets_with_a_header() -> None:
+    auth = [(b"authorization", b"Bearer x")]
+    assert lean_path(_scope("GET", f"{URL}/feed_a/axis_a00", auth)) == ("feed_a", "axis_a00")
+    assert lean_path(_scope("GET", f"/realtime_data_processor{URL}/f/a", auth)) == ("f", "a")
+    # The Starlette app answers the rest: bodies, HEAD, the session (CSRF), and paths the route would refuse.
+    assert lean_path(_scope("POST", f"{URL}/feed_a/axis_a00", auth)) is None
+    assert lean_path(_scope("HEAD", f"{URL}/feed_a/axis_a00", auth)) is None
+    assert lean_path(_scope("GET", f"{URL}/feed_a/axis_a00", [(b"cookie", b"rtdp_session=x")])) is None
+    for path in (f"{URL}/feed_a", f"{URL}/feed_a/", f"{URL}//a", f"{URL}/feed_a/axis/", f"{URL}/f/a/b", "/api/v1/x"):
+        assert lean_path(_scope("GET", path, auth)) is None, path
+
+
+def test_lean_answers_byte_for_byte_like_the_route(client: TestClient, world: World) -> None:
+    lean = client.get(f"{URL}/feed_a/axis_a00?x=1&y=7", headers=bearer(world.ep_token))
+    route = client.post(f"{URL}/feed_a/axis_a00", data={"x": "1", "y": "7"}, headers=bearer(world.ep_token))
+    assert lean.status_code == route.status_code == 200
+    assert lean.content == route.content == b'{"feed":"feed_a","axis":"axis_a00","x":1,"y":7}'
+    assert lean.headers["content-type"] == route.headers["content-type"] == "application/json"
+    sent = client.get(f"{URL}/feed_t/temp?x=1416653442.189&y=0.1", headers=bearer(world.ep_token))
+    assert sent.json() == {"feed": "feed_t", "axis": "temp", "x": 1416653442.189, "y": 0.1}
+    # Errors too: the same JSON and headers from either path.
+    for response in (
+        client.get(f"{URL}/feed_a/axis_a00?x=1&y=3.5", headers=bearer(world.ep_token)),
+        client.post(f"{URL}/feed_a/axis_a00", data={"x": "1", "y": "3.5"}, headers=bearer(world.ep_token)),
+    ):
+        assert response.status_code == 400 and response.json()["field"] == "y"
+    wrong = [
+        client.get(f"{URL}/feed_a/axis_a00?y=1", headers=bearer("rtdp_wrong")),  # lean path
+        client.get(f"{URL}/feed_a/axis_a00?y=1"),  # no header: the Starlette route
+    ]
+    assert [r.status_code for r in wrong] == [401, 401]
+    assert wrong[0].headers["www-authenticate"] == wrong[1].headers["www-authenticate"]
+    # A path the route does not match is still the app's JSON 404.
+    assert client.get(f"{URL}/feed_a/axis_a00/extra?y=1", headers=bearer(world.ep_token)).status_code == 404
+
+
+def test_many_concurrent_points_all_acknowledged(live_server: LiveServer, watcher: Watcher) -> None:
+    """Many publishes in one loop iteration leave in one send and their PUBACKs arrive in one recv:
+    every 200 must still match a point the broker has."""
+    from tests.viewer.conftest import make_world
+
+    token = make_world().ep_token
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=live_server.url, headers=bearer(token), timeout=10) as http:
+            return await asyncio.gather(*(http.get(f"{URL}/feed_a/axis_a00?x={i}&y={i}") for i in range(300)))
+
+    responses = asyncio.run(burst())
+    assert [r.status_code for r in responses] == [200] * 300
+    wait_for(lambda: len(watcher.payloads("feeds/feed_a/axis_a00")) == 300, what="every point at the broker")
+    assert sorted(p[0]["x"] for p in watcher.payloads("feeds/feed_a/axis_a00")) == [float(i) for i in range(300)]
