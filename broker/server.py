@@ -22,21 +22,25 @@ from amqtt.utils import gen_client_id
 
 from broker.access import AccessControl
 from broker.errors import BrokerError, PortInUse
+from broker.intake import Sink
 from rtdp.accounts import ServiceAccount
 from rtdp.settings import HostPort, Settings
 
 logger = logging.getLogger(__name__)
 
 
-def broker_config(listen: HostPort, access: AccessControl) -> dict[str, Any]:
+def broker_config(listen: HostPort, access: AccessControl, intake: Sink | None = None) -> dict[str, Any]:
     """amqtt's config: one TCP listener, our two plugins instead of amqtt's defaults (anonymous
-    login, $SYS topics, packet logging)."""
+    login, $SYS topics, packet logging), and the intake plugin when a sink is given."""
+    plugins: dict[str, dict[str, Any]] = {
+        "broker.plugins.AuthPlugin": {"access": access},
+        "broker.plugins.TopicPlugin": {"access": access},
+    }
+    if intake is not None:
+        plugins["broker.intake.IntakePlugin"] = {"sink": intake}
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{listen.host}:{listen.port}", "max_connections": 0}},
-        "plugins": {
-            "broker.plugins.AuthPlugin": {"access": access},
-            "broker.plugins.TopicPlugin": {"access": access},
-        },
+        "plugins": plugins,
     }
 
 
@@ -181,15 +185,23 @@ class EmbeddedBroker:
 
     `await start()` inside a running event loop (amqtt needs one), then `address` is the bound
     address (port 0 picks a free port). `access` holds the counters. Use as `async with`.
+
+    `intake(topic, payload, retain, arrived)`, if given, receives every permitted `feeds/...` publish
+    on the broker's loop (broker.intake); `publish()` sends messages into the broker from any thread.
     """
 
-    def __init__(self, settings: Settings, service: ServiceAccount, *, listen: HostPort | None = None) -> None:
+    def __init__(
+        self, settings: Settings, service: ServiceAccount, *, listen: HostPort | None = None, intake: Sink | None = None
+    ) -> None:
         self.settings = settings
         self.service = service
         self.listen = listen or settings.mqtt
+        self.intake = intake
         self.access = AccessControl(service, auto_create=settings.auto_create)
         self._broker: _AmqttBroker | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._port: int | None = None
+        self._sending: set[asyncio.Future[None]] = set()
 
     @property
     def address(self) -> HostPort:
@@ -198,7 +210,8 @@ class EmbeddedBroker:
         return HostPort(self.listen.host, self._port)
 
     async def start(self) -> None:
-        self._broker = _AmqttBroker(broker_config(self.listen, self.access))
+        self._loop = asyncio.get_running_loop()
+        self._broker = _AmqttBroker(broker_config(self.listen, self.access, self.intake))
         try:
             await self._broker.start()
         except AmqttBrokerError as exc:
@@ -208,6 +221,26 @@ class EmbeddedBroker:
         server = self._broker._servers["default"].instance
         sockets = getattr(server, "sockets", None) or ()
         self._port = int(sockets[0].getsockname()[1]) if sockets else self.listen.port
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Broadcast a message from inside the process (as the service account would publish it, RECEIVE
+        checks included), from any thread; never blocks. Dropped if the broker is not running."""
+        loop = self._loop
+        if self._broker is None or loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self._broadcast, topic, payload)
+        except RuntimeError:
+            pass  # the loop closed between the check and the call: the broker is gone
+
+    def _broadcast(self, topic: str, payload: bytes) -> None:
+        broker = self._broker
+        if broker is None:
+            return
+        # QoS None: each subscriber gets its subscription's QoS, as for a client's QoS 1 publish.
+        sending = asyncio.ensure_future(broker.internal_message_broadcast(topic, payload, None))
+        self._sending.add(sending)  # the loop keeps only weak references to tasks
+        sending.add_done_callback(self._sending.discard)
 
     def _start_error(self, exc: AmqttBrokerError) -> BrokerError:
         cause = exc.__cause__

@@ -1,9 +1,11 @@
 """`rtdp serve`: broker, bridge, viewer (and optionally the emulator) in one process.
 
 Part of the CLI layer, the one place allowed to compose the four packages. One uvloop event loop
-runs the embedded amqtt broker and uvicorn; the bridge (paho network thread + writer thread) and the
-emulator run in their own threads and talk to the broker over loopback MQTT exactly as they do when
-run apart, so there is one path, whatever the deployment.
+runs the embedded amqtt broker and uvicorn. With the embedded broker the bridge takes messages in
+through a hook inside the broker (bridge.intake: the same writer thread, Writer and codec as
+`rtdp bridge`, without amqtt's QoS 1 delivery to a client) and sends its notices through the broker;
+with an external broker (`--broker`) it subscribes over MQTT as `rtdp bridge` does. Viewers and the
+emulator talk to the broker over loopback MQTT in every mode.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
@@ -22,6 +25,10 @@ from rtdp.errors import ConfigError
 from rtdp.logs import configure_logging
 from rtdp.models import User
 from rtdp.settings import HostPort, Settings
+
+if TYPE_CHECKING:
+    from bridge.intake import Intake
+    from broker.server import EmbeddedBroker
 
 log = logging.getLogger("rtdp.serve")
 
@@ -61,6 +68,7 @@ def _no_uvicorn_signals() -> Iterator[None]:
 
 
 async def _serve(settings: Settings, service: ServiceAccount) -> None:
+    from bridge.intake import Intake
     from bridge.service import Bridge, default_client_id
     from broker.server import EmbeddedBroker, quiet_amqtt_logging
     from rtdp.mqtt import Endpoint
@@ -71,35 +79,37 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
     bind_socket(settings.http).close()
 
     broker: EmbeddedBroker | None = None
+    intake: Intake | None = None
+    bridge: Bridge | None = None
     if settings.embedded_broker:
         quiet_amqtt_logging()
-        broker = EmbeddedBroker(settings, service)
+        intake = Intake(settings)
+        broker = EmbeddedBroker(settings, service, intake=intake.offer)
         await broker.start()
+        intake.start(broker.publish)
         address = broker.address
         # With --mqtt HOST:0 the broker picked a port: everyone must connect to that one.
         settings = settings.replace(mqtt=HostPort(address.host, address.port))
-        endpoint = Endpoint.of(address, service.username, service.password)
-        client_id = settings.client_id or service.client_id("bridge")
         mqtt_address = f"mqtt://{address}"
     else:
         assert settings.broker is not None
         endpoint = Endpoint.of(settings.broker)
         client_id = settings.client_id or default_client_id(settings)
+        bridge = Bridge(settings, endpoint, client_id)
         mqtt_address = str(settings.broker)
 
     try:
         app = create_app(settings, service=service)
         server = build_server(settings, app, log_config=None)
     except BaseException:
-        if broker is not None:
-            await broker.stop()
+        await _stop_broker(broker, intake)
         raise
     server.capture_signals = _no_uvicorn_signals  # type: ignore[method-assign]
 
-    bridge = Bridge(settings, endpoint, client_id)
     emulator = None
     try:
-        bridge.start()
+        if bridge is not None:
+            bridge.start()
         if settings.emulate:
             from emulator.runner import Emulator
 
@@ -129,10 +139,21 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
             loop.remove_signal_handler(sig)
         if emulator is not None:
             await asyncio.to_thread(emulator.stop)
-        await asyncio.to_thread(bridge.stop)
+        if bridge is not None:
+            await asyncio.to_thread(bridge.stop)
+        await _stop_broker(broker, intake)
+    print("rtdp stopped.", flush=True)
+
+
+async def _stop_broker(broker: EmbeddedBroker | None, intake: Intake | None) -> None:
+    # The broker first: once it stopped handing messages over, the intake stores all it holds (amqtt
+    # acknowledged them, nobody would redeliver them). Its last notices find no broker: nobody listens.
+    try:
         if broker is not None:
             await broker.stop()
-    print("rtdp stopped.", flush=True)
+    finally:
+        if intake is not None:
+            await asyncio.to_thread(intake.stop)
 
 
 def _web_host(address: HostPort) -> str:

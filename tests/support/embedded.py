@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from broker.intake import Sink
 from broker.server import EmbeddedBroker
 from rtdp.accounts import ServiceAccount
 from rtdp.mqtt import Endpoint
@@ -34,10 +35,11 @@ class EmbeddedBrokerHandle:
 
 @contextmanager
 def running_embedded_broker(
-    settings: Settings, service: ServiceAccount, *, port: int = 0
+    settings: Settings, service: ServiceAccount, *, port: int = 0, intake: Sink | None = None
 ) -> Iterator[EmbeddedBrokerHandle]:
-    """Run the embedded broker against the already opened database; port 0 picks a free port."""
-    broker = EmbeddedBroker(settings, service, listen=HostPort("127.0.0.1", port))
+    """Run the embedded broker against the already opened database; port 0 picks a free port.
+    `intake` receives every permitted feeds/ publish (broker.intake)."""
+    broker = EmbeddedBroker(settings, service, listen=HostPort("127.0.0.1", port), intake=intake)
     ready = threading.Event()
     failure: list[BaseException] = []
     loop = asyncio.new_event_loop()

@@ -1,0 +1,53 @@
+"""An amqtt plugin that hands every permitted `feeds/...` publish to a sink inside the broker's process.
+
+amqtt fires `broker_message_broadcast` from a session's loop after the PUBLISH ACL check passed (a
+refused publish never reaches it) and after it PUBACKed the message; the event runs as its own task,
+in arrival order. The sink (in `rtdp serve`, the bridge's intake) must not block: it runs on the
+broker's event loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from amqtt.contexts import BaseContext
+from amqtt.plugins.base import BasePlugin
+from amqtt.session import ApplicationMessage
+
+from rtdp.topic import FEEDS_PREFIX
+
+# (topic, payload, retain flag as published, arrival time in epoch seconds)
+Sink = Callable[[str, bytes, bool, float], object]
+
+
+def wanted(topic: str) -> bool:
+    """What the bridge's `feeds/#` subscription would get (wrong depths too: the bridge reports them)."""
+    return topic == FEEDS_PREFIX or topic.startswith(FEEDS_PREFIX + "/")
+
+
+@dataclass
+class IntakeConfig:
+    """The plugin's option: the sink (a field typed Any carries the callable itself)."""
+
+    sink: Any = None
+
+
+class IntakePlugin(BasePlugin[BaseContext]):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
+    """Hands each permitted `feeds/...` message to `config.sink`."""
+
+    Config = IntakeConfig
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        sink = getattr(context.config, "sink", None)
+        if not callable(sink):
+            raise TypeError("broker.intake.IntakePlugin needs a callable 'sink' option")
+        self.sink: Sink = sink
+
+    async def on_broker_message_broadcast(self, *, client_id: str, message: ApplicationMessage) -> None:
+        topic = message.topic
+        if wanted(topic):
+            self.sink(topic, bytes(message.data), bool(message.retain), time.time())
