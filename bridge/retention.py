@@ -69,11 +69,12 @@ class RetentionScheduler:
         self.last = report
         if report.removed:
             log.info(
-                "retention: removed %d points from %d axes in %d batches (%.2fs)",
+                "retention: removed %d points from %d axes in %d batches (%.2fs, longest transaction %.1f ms)",
                 report.removed,
                 len(report.axes),
                 report.batches,
                 report.seconds,
+                report.longest * 1000,
             )
         return report
 

@@ -318,12 +318,24 @@ def _save_state(state_file: Path, identity: FileIdentity, line: int, report: Imp
     os.replace(temporary, state_file)
 
 
+class _NoBar:
+    def update(self, n: int) -> None:
+        pass
+
+    def set_postfix_str(self, text: str, refresh: bool = True) -> None:
+        pass
+
+
 @contextmanager
 def _progress_bar(enabled: bool, total: int, name: str) -> Iterator[Any]:
+    if not enabled:
+        # Not even a disabled tqdm: it still starts its monitor thread.
+        yield _NoBar()
+        return
     from tqdm import tqdm
 
     # disable=None: tqdm also stays quiet when stderr is not a terminal (cron, CI, pipes).
-    bar = tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=None if enabled else True, leave=True)
+    bar = tqdm(total=total, unit="B", unit_scale=True, desc=name, disable=None, leave=True)
     try:
         yield bar
     finally:

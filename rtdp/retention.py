@@ -34,7 +34,8 @@ DAY = 86_400.0
 MAX_BATCH = 30_000
 # A delete transaction aims at this duration; the batch shrinks when one takes longer.
 TARGET_SECONDS = 0.01
-MIN_BATCH = 100
+# Smaller batches would not shorten a transaction much more: its commit costs the same.
+MIN_BATCH = 500
 # The PurgeLog keeps about this many recent rows (the dashboard shows the latest, not all).
 LOG_KEPT = 10_000
 # Tries of one batch when SQLite answers "database is locked" (each after its 5 s busy timeout).
@@ -58,6 +59,8 @@ class PurgeReport:
     axes: tuple[AxisPurge, ...] = ()
     batches: int = 0
     seconds: float = 0.0
+    # The longest delete transaction (seconds): what a writer may have waited for at worst.
+    longest: float = 0.0
     # True when `stop` was set before the purge finished.
     interrupted: bool = False
 
@@ -71,6 +74,7 @@ class _Progress:
     limit: int  # the caller's `batch`: never exceeded
     batch: int
     batches: int = 0
+    longest: float = 0.0
     axes: list[AxisPurge] = field(default_factory=list)
 
 
@@ -120,6 +124,7 @@ def purge(
         axes=tuple(progress.axes),
         batches=progress.batches,
         seconds=time.monotonic() - started,
+        longest=progress.longest,
         interrupted=interrupted,
     )
 
@@ -183,6 +188,7 @@ def _purge_axis(
         deleted, selected = _delete_yielding(axis.id, condition, progress.batch)
         took = time.monotonic() - began
         progress.batches += 1
+        progress.longest = max(progress.longest, took)
         removed += deleted
         if selected < progress.batch:
             return removed, False
