@@ -79,7 +79,12 @@ class Publisher:
         self._in = bytearray()
         # Waited on from another thread by wait_connected().
         self._connected_event = threading.Event()
-        self.client = make_client(endpoint, client_id, clean_session=True, max_inflight=max_pending)
+        # Mids whose caller gave up (timeout) but whose PUBACK paho still awaits: they stay taken until it
+        # comes (paho keeps and resends them after a reconnect), so they count against max_pending.
+        self._late: set[int] = set()
+        # paho's own in-flight limit off (0): after every PUBACK it scans all its outgoing messages for one
+        # to release, O(in flight) per point. max_pending bounds what paho holds instead (pending + late).
+        self.client = make_client(endpoint, client_id, clean_session=True, max_inflight=0)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -95,6 +100,11 @@ class Publisher:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def outstanding(self) -> int:
+        """Publishes paho still awaits a PUBACK for: what max_pending bounds (mids wrap at 65,535)."""
+        return len(self._pending) + len(self._late)
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Begin connecting (and reconnecting) in a task on `loop`; call from that loop's thread."""
@@ -130,7 +140,7 @@ class Publisher:
         """Publish at QoS 1 and return once the broker acknowledged it; Unavailable otherwise."""
         if not self.connected:
             raise Unavailable("the MQTT broker is not connected; retry later", retry_after=2)
-        if len(self._pending) >= self.max_pending:
+        if len(self._pending) + len(self._late) >= self.max_pending:
             raise Unavailable("too many points awaiting the broker's acknowledgement; retry later", retry_after=1)
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
@@ -147,9 +157,10 @@ class Publisher:
             await future
         finally:
             timer.cancel()
-            # A late PUBACK for a mid no longer here is ignored.
+            # Timed out or cancelled: a late PUBACK for this mid is ignored, but the mid stays taken until it.
             if self._pending.get(mid) is future:
                 del self._pending[mid]
+                self._late.add(mid)
 
     # Connection supervision (event loop).
 
@@ -270,6 +281,8 @@ class Publisher:
 
     def _fail_all(self) -> None:
         futures = list(self._pending.values())
+        # paho keeps these and resends them after reconnecting: their mids stay taken until acknowledged.
+        self._late.update(self._pending)
         self._pending.clear()
         for future in futures:
             _fail(future)
@@ -328,6 +341,7 @@ class Publisher:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
         future = self._pending.pop(mid, None)
+        self._late.discard(mid)
         if future is not None and not future.done():
             future.set_result(None)
 

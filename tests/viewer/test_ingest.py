@@ -189,8 +189,12 @@ def test_unacknowledged_point_is_never_200(client: TestClient, world: World, mos
         response = client.get(f"{URL}/feed_t/temp?y=2", headers=headers)
         assert response.status_code == 503
         assert response.headers["retry-after"]
+        # The caller gave up, paho did not: the mid stays taken (counted against max_pending) until its PUBACK.
+        publisher = client.app.state.viewer.publisher  # type: ignore[attr-defined]
+        assert (publisher.pending, publisher.outstanding) == (0, 1)
     finally:
         mosquitto.process.send_signal(signal.SIGCONT)
+    wait_for(lambda: publisher.outstanding == 0, what="the late PUBACK to free the mid")
 
 
 def test_full_pending_window_is_503(settings: Settings, mosquitto: Mosquitto) -> None:
@@ -273,3 +277,13 @@ def test_many_concurrent_points_all_acknowledged(live_server: LiveServer, watche
     assert [r.status_code for r in responses] == [200] * 300
     wait_for(lambda: len(watcher.payloads("feeds/feed_a/axis_a00")) == 300, what="every point at the broker")
     assert sorted(p[0]["x"] for p in watcher.payloads("feeds/feed_a/axis_a00")) == [float(i) for i in range(300)]
+
+
+def test_query_fields_agree_with_parse_qsl() -> None:
+    from urllib.parse import parse_qsl
+
+    from viewer.ingest import query_fields
+
+    for query in (b"", b"y=1", b"x=1&y=2", b"y=1&y=2", b"y", b"y=&x=1", b"&&y=3&", b"y=a=b", b"y=%31", b"y=1+2",
+                  b"x=2014-11-22T10:50:42Z&y=\xe9", b"=1&y=2"):
+        assert query_fields(query) == dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)), query
