@@ -230,6 +230,12 @@ def _transaction() -> Any:
 
 def _delete_batch(axis_id: int, condition: Any, batch: int) -> tuple[int, int]:
     """Delete up to `batch` points matching `condition` in one transaction: (deleted, selected)."""
+    # Choose the rows before taking the write lock: the lock is held only for the delete itself.
+    # The delete checks the condition again, so a point replaced meanwhile (new id) is left alone.
+    selected: Any = Point.select(Point.id, Point.x).where(condition).order_by(Point.x).limit(batch).tuples()
+    rows: list[tuple[int, float]] = list(selected)
+    if not rows:
+        return 0, 0
     db = database_proxy.obj
     with _transaction():
         if not isinstance(db, pw.SqliteDatabase):
@@ -238,12 +244,8 @@ def _delete_batch(axis_id: int, condition: Any, batch: int) -> tuple[int, int]:
             # deadlocking (each holding a row the other needs).
             lock: Any = Axis.select(Axis.id).where(Axis.id == axis_id)
             list(lock.for_update("FOR NO KEY UPDATE"))
-        selected: Any = Point.select(Point.id, Point.x).where(condition).order_by(Point.x).limit(batch).tuples()
-        rows: list[tuple[int, float]] = list(selected)
-        if not rows:
-            return 0, 0
         # Count what really went: a concurrent replacement may have deleted some of these ids.
-        deleted = Point.delete().where(Point.id.in_([i for i, _ in rows])).execute()
+        deleted = Point.delete().where(Point.id.in_([i for i, _ in rows]) & condition).execute()
         if deleted:
             Axis.update(point_count=Axis.point_count - deleted).where(Axis.id == axis_id).execute()
             top = max(float(x) for _, x in rows)
