@@ -4,8 +4,6 @@ the broker hook, refused ones are not, notices come back over MQTT, and a stop s
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,10 +15,10 @@ from bridge.writer import Notice
 from rtdp.accounts import ServiceAccount
 from rtdp.models import Axis, Feed, Point
 from rtdp.settings import Settings
-from tests.broker.clients import connected
+from tests.broker.clients import connected, publish_lines
 from tests.broker.conftest import PASSWORD, World, make_world
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
-from tests.support.env import require, wait_for
+from tests.support.env import wait_for
 
 BASE_X = 1.7e9
 
@@ -56,15 +54,9 @@ def test_every_point_of_a_burst_is_stored_when_the_publisher_leaves_at_once(
     served: tuple[EmbeddedBrokerHandle, Intake],
 ) -> None:
     handle, intake = served
-    require(shutil.which("mosquitto_pub") is not None, "mosquitto_pub is not installed")
     count = 2000
-    lines = "".join(f'{{"x":{BASE_X + i},"y":{i}}}\n' for i in range(count)).encode()
-    command = [
-        "mosquitto_pub", "-h", handle.host, "-p", str(handle.port), "-u", "ep@nothing.com", "-P", PASSWORD,
-        "-q", "1", "-t", "feeds/manual_feed_a/burst", "-l",
-    ]
-    done = subprocess.run(command, input=lines, capture_output=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
+    lines = [f'{{"x":{BASE_X + i},"y":{i}}}' for i in range(count)]
+    publish_lines(handle.endpoint("ep@nothing.com", PASSWORD), "feeds/manual_feed_a/burst", lines)
     wait_for(lambda: stored("manual_feed_a", "burst") >= count, timeout=30, what=f"{count} points stored")
     assert stored("manual_feed_a", "burst") == count
     assert intake.dropped == 0

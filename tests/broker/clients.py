@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import shutil
+import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,7 +14,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.reasoncodes import ReasonCode
 
 from rtdp.mqtt import Endpoint, make_client
-from tests.support.env import wait_for
+from tests.support.env import require, wait_for
 
 _ids = itertools.count()
 
@@ -99,3 +101,15 @@ def login_result(endpoint: Endpoint, client_id: str | None = None) -> ReasonCode
     test = open_client(endpoint, client_id)
     close(test)
     return test.connack
+
+
+def publish_lines(endpoint: Endpoint, topic: str, lines: list[str]) -> None:
+    """One `mosquitto_pub -l -q 1` sending `lines` and exiting right after the last PUBACK."""
+    require(shutil.which("mosquitto_pub") is not None, "mosquitto_pub is not installed")
+    command = [
+        "mosquitto_pub", "-h", endpoint.host, "-p", str(endpoint.port), "-q", "1", "-t", topic, "-l",
+        "-u", endpoint.username or "", "-P", endpoint.password or "",
+    ]
+    stdin = "".join(f"{line}\n" for line in lines).encode()
+    done = subprocess.run(command, input=stdin, capture_output=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr

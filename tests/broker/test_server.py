@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -18,10 +17,10 @@ from broker.server import EmbeddedBroker
 from rtdp.accounts import ServiceAccount
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
-from tests.broker.clients import close, connected, login_result, open_client
+from tests.broker.clients import close, connected, login_result, open_client, publish_lines
 from tests.broker.conftest import PASSWORD, World
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
-from tests.support.env import free_port, port_open, require, wait_for, wait_port
+from tests.support.env import free_port, port_open, wait_for, wait_port
 
 NOT_AUTHORIZED = 0x87
 
@@ -135,16 +134,10 @@ def test_take_over_keeps_the_new_connections_rights(embedded: EmbeddedBrokerHand
 def test_a_publisher_that_disconnects_at_once_loses_nothing(embedded: EmbeddedBrokerHandle) -> None:
     """amqtt PUBACKs a QoS 1 publish when it queues it for its session loop; that loop used to stop at
     the DISCONNECT and drop what it had not broadcast yet (about half of a fast burst)."""
-    require(shutil.which("mosquitto_pub") is not None, "mosquitto_pub is not installed")
     count = 2000
     with connected(embedded.service_endpoint()) as subscriber:
         assert subscriber.subscribe("feeds/manual_feed_a/#") == 1
-        lines = "".join(f"{i}\n" for i in range(count)).encode()
-        command = [
-            "mosquitto_pub", "-h", embedded.host, "-p", str(embedded.port), "-u", "ep@nothing.com", "-P", PASSWORD,
-            "-q", "1", "-t", "feeds/manual_feed_a/burst", "-l",
-        ]
-        done = subprocess.run(command, input=lines, capture_output=True, timeout=60, check=False)
-        assert done.returncode == 0, done.stderr
+        lines = [str(i) for i in range(count)]
+        publish_lines(embedded.endpoint("ep@nothing.com", PASSWORD), "feeds/manual_feed_a/burst", lines)
         wait_for(lambda: len(subscriber.received()) >= count, timeout=30, what=f"{count} messages")
         assert sorted(int(payload) for _, payload in subscriber.received()) == list(range(count))
