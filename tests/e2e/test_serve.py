@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from tests.support.env import free_port, require, wait_for
+from tests.support.mosquitto import Mosquitto
 
 RTDP = [sys.executable, "-m", "rtdp"]
 MOSQUITTO_PUB = shutil.which("mosquitto_pub")
@@ -60,13 +62,19 @@ def _reader(process: subprocess.Popen[str], lines: list[str]) -> None:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[Served]:
+    mqtt_port = free_port()
+    with running_serve(tmp_path, mqtt_port, "--mqtt", f"127.0.0.1:{mqtt_port}") as served:
+        yield served
+
+
+@contextmanager
+def running_serve(tmp_path: Path, mqtt_port: int, *broker_args: str) -> Iterator[Served]:
     require(MOSQUITTO_PUB is not None and MOSQUITTO_SUB is not None,
             "mosquitto clients are not installed (apt-get install mosquitto-clients)")
-    http_port, mqtt_port = free_port(), free_port()
+    http_port = free_port()
     data_dir = tmp_path / "data"
     process = subprocess.Popen(
-        [*RTDP, "serve", "--demo", "--data-dir", str(data_dir), "--http", f"127.0.0.1:{http_port}",
-         "--mqtt", f"127.0.0.1:{mqtt_port}"],
+        [*RTDP, "serve", "--demo", "--data-dir", str(data_dir), "--http", f"127.0.0.1:{http_port}", *broker_args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     served = Served(process, f"http://127.0.0.1:{http_port}", mqtt_port, data_dir)
@@ -187,3 +195,15 @@ def test_serve_stops_cleanly_and_reports_a_port_in_use(served: Served) -> None:
     served.process.send_signal(signal.SIGINT)
     assert served.process.wait(20) == 0
     assert "Traceback" not in "".join(served.output)
+
+
+def test_serve_with_an_external_broker_stores_through_its_subscription(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """With --broker there is no embedded broker and no intake: the bridge subscribes as `rtdp bridge` does."""
+    with running_serve(tmp_path, mosquitto.port, "--broker", mosquitto.url) as served:
+        assert f"mqtt {mosquitto.url}" in "".join(served.output)
+        # Mosquitto here is anonymous; the point must come back through the bridge's subscription.
+        def published_and_stored() -> bool:
+            served.pub("feeds/manual_feed_a/axis_a00", '{"x": "2030-01-05T00:00:00Z", "y": 21}')
+            return any(p["y"] == 21 for p in served.points("manual_feed_a", "axis_a00"))
+
+        wait_for(published_and_stored, timeout=20, interval=0.5, what="a point stored through Mosquitto")
