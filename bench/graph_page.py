@@ -176,24 +176,28 @@ def heap(cdp: Any, collect: bool = False) -> float:
     return float(metrics["JSHeapUsedSize"]) / 1e6
 
 
-def sample_window(tab: Any, cdp: Any, seconds: float, period: float, label: str) -> list[dict[str, Any]]:
-    """Frame rate, longest frame, heap and chart points every `period` s for `seconds`."""
-    samples: list[dict[str, Any]] = []
-    tab.evaluate(READ_FRAMES)  # start a fresh count
+def sample_window(pages: dict[str, tuple[Any, Any]], seconds: float, period: float) -> dict[str, list[dict[str, Any]]]:
+    """Frame rate, longest frame, heap and chart points every `period` s for `seconds`, for each
+    {label: (page, cdp session)}, all sampled in the same instants."""
+    samples: dict[str, list[dict[str, Any]]] = {label: [] for label in pages}
+    for tab, _ in pages.values():
+        tab.evaluate(READ_FRAMES)  # start a fresh count
+    first = next(iter(pages.values()))[0]
     started = time.monotonic()
     while time.monotonic() - started < seconds:
-        tab.wait_for_timeout(period * 1000)
-        frames = tab.evaluate(READ_FRAMES)
-        sample = {
-            "t": round(time.monotonic() - started, 1),
-            "fps": round(frames["count"] / (frames["elapsed"] / 1000), 1),
-            "longest_frame_ms": round(frames["longest"], 1),
-            "heap_mb": round(heap(cdp), 2),
-            "points": frames["points"],
-        }
-        samples.append(sample)
-        print(f"  {label} t={sample['t']:>6}s fps={sample['fps']:>5} longest={sample['longest_frame_ms']:>6} ms "
-              f"heap={sample['heap_mb']:>6} MB points={sample['points']}", flush=True)
+        first.wait_for_timeout(period * 1000)
+        for label, (tab, cdp) in pages.items():
+            frames = tab.evaluate(READ_FRAMES)
+            sample = {
+                "t": round(time.monotonic() - started, 1),
+                "fps": round(frames["count"] / (frames["elapsed"] / 1000), 1),
+                "longest_frame_ms": round(frames["longest"], 1),
+                "heap_mb": round(heap(cdp), 2),
+                "points": frames["points"],
+            }
+            samples[label].append(sample)
+            print(f"  {label} t={sample['t']:>6}s fps={sample['fps']:>5} longest={sample['longest_frame_ms']:>6} ms "
+                  f"heap={sample['heap_mb']:>6} MB points={sample['points']}", flush=True)
     return samples
 
 
@@ -292,20 +296,39 @@ def measure(url: str, args: argparse.Namespace, settings: Settings, workdir: Pat
             return result
         cdp = context.new_cdp_session(tab)
         cdp.send("Performance.enable")
-        tab.evaluate(FRAME_COUNTER)
-        result["idle"] = sample_window(tab, cdp, min(20.0, args.minutes * 60 / 3), args.sample, "idle")
+        pages = {"live": (tab, cdp)}
+        if args.paired:
+            # The baseline page open at the same time, in the same conditions (load, stream, browser);
+            # in its own context (window): a second tab of the same one would be hidden, its frames throttled.
+            second_context = browser.new_context(viewport={"width": 1100, "height": 720},
+                                                 storage_state=context.storage_state())
+            second = second_context.new_page()
+            second.on("pageerror", lambda exc: errors.append(f"baseline: {exc}"))
+            second.route("**/static/js/graph.js", serve(Path(args.baseline_js).read_bytes()))
+            second.goto(graph)
+            second.wait_for_function("() => window.rtdpGraphReady !== undefined", timeout=60_000)
+            other_cdp = second_context.new_cdp_session(second)
+            other_cdp.send("Performance.enable")
+            pages["baseline"] = (second, other_cdp)
+        for page, _ in pages.values():
+            page.evaluate(FRAME_COUNTER)
+        idle = sample_window({f"idle-{k}" if k != "live" else "idle": v for k, v in pages.items()},
+                             min(20.0, args.minutes * 60 / 3), args.sample)
+        result["idle"] = idle["idle"]
 
         publisher = Publisher(settings, args.rate)
         publisher.start()
         tab.wait_for_timeout(3000)  # the first points on the chart
         result["heap_gc_start_mb"] = round(heap(cdp, collect=True), 2)
-        live = sample_window(tab, cdp, args.minutes * 60, args.sample, "live")
+        live = sample_window(pages, args.minutes * 60, args.sample)
         result["heap_gc_end_mb"] = round(heap(cdp, collect=True), 2)
         if args.trace:
             trace(context, tab, workdir / "trace_live.json", lambda: tab.wait_for_timeout(5000))
         publisher.halt.set()
         publisher.join(10)
-        result["live"] = live
+        result["live"] = live["live"]
+        if args.paired:
+            result["paired_baseline"] = {"idle": idle["idle-baseline"], "live": live["baseline"]}
         result["published"] = publisher.sent
         result["published_per_s"] = round(publisher.sent / (args.minutes * 60 + 3), 1)
         result["page_errors"] = errors
@@ -337,11 +360,15 @@ def main() -> int:
     parser.add_argument("--baseline-js", help="also load the page this many times more with this graph.js instead, "
                         "alternating (A/B in the same run)")
     parser.add_argument("--sample", type=float, default=5.0, help="seconds between samples")
+    parser.add_argument("--paired", action="store_true", help="with --baseline-js: a second page runs it during "
+                        "the live phase, sampled at the same instants")
     parser.add_argument("--trace", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     if args.quick:
         args.minutes = 1.0
+    if args.paired and not args.baseline_js:
+        parser.error("--paired needs --baseline-js")
 
     # SIGTERM unwinds like Ctrl-C, so Mosquitto is stopped and the directory removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
@@ -382,6 +409,13 @@ def main() -> int:
     if "live" in result:
         idle, live = summary(result["idle"]), summary(result["live"])
         rows += live_rows(result, idle, live)
+    if "paired_baseline" in result:
+        base = summary(result["paired_baseline"]["live"])
+        rows.append(("paired: --baseline-js page live fps min / median", f"{base['fps_min']} / {base['fps_median']}",
+                     "same instants", None))
+        rows.append(("paired: --baseline-js page longest frame, heap start -> end",
+                     f"{base['longest_frame_ms']} ms, {base['heap_start_mb']} -> {base['heap_end_mb']} MB", "", None))
+        rows.append(("paired: --baseline-js page points at the end", str(base["points_end"]), "", None))
     print()
     print("| measure | result | target | met |\n| --- | --- | --- | --- |")
     for name, value, target, met in rows:

@@ -15,13 +15,13 @@
   const pauseButton = document.getElementById("pause");
   const backButton = document.getElementById("zoom-back");
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#7f7f7f", "#bcbd22"];
-  const MIN_REDRAW_MS = 50;  // live redraws at most 20 times a second: smooth, and cheap on the CPU
+  const MIN_REDRAW_MS = 100;  // live redraws at most 10 times a second: smooth enough, and cheap on the CPU
   const api = config.api;
   const isTime = config.x_cast === "datetime";
 
   /* One axis's points, sorted by x. */
   class Series {
-    constructor() { this.xs = []; this.ys = []; }
+    constructor() { this.xs = []; this.ys = []; this.compacted = 0; }
     get size() { return this.xs.length; }
     /* Index of the first x >= value. */
     lowerBound(value) {
@@ -40,6 +40,7 @@
     }
     /* History (sorted) under what is already here: a live point that arrived meanwhile is newer and wins. */
     mergeHistory(points) {
+      this.compacted += points.length;  // the server downsampled it already
       if (this.xs.length === 0) {
         this.xs = points.map(function (p) { return p.x; });
         this.ys = points.map(function (p) { return p.y; });
@@ -55,9 +56,9 @@
     }
     dropBefore(cutoff) {
       const i = this.lowerBound(cutoff);
-      if (i > 0) { this.xs.splice(0, i); this.ys.splice(0, i); }
+      if (i > 0) { this.xs.splice(0, i); this.ys.splice(0, i); this.compacted = Math.max(0, this.compacted - i); }
     }
-    clear() { this.xs = []; this.ys = []; }
+    clear() { this.xs = []; this.ys = []; this.compacted = 0; }
     /* Points before index `end`: each bucket of `step` x keeps its lowest and highest point, in x order. */
     decimate(end, step) {
       const xs = [], ys = [], oldX = this.xs, oldY = this.ys;
@@ -77,6 +78,7 @@
       }
       for (let k = end; k < oldX.length; k++) { xs.push(oldX[k]); ys.push(oldY[k]); }
       this.xs = xs; this.ys = ys;
+      this.compacted = xs.length;
     }
   }
 
@@ -146,17 +148,18 @@
 
   function cutoff() { return isTime && windowSeconds ? Date.now() / 1000 - windowSeconds : null; }
 
-  /* Bounded memory: drop what left the window; past 4 points per pixel, keep the newest pixel's
-     worth of points as they are and reduce the older ones to 2 per pixel column. */
+  /* Bounded memory: drop what left the window; every half a chart width of new points, reduce all
+     but the newest quarter width to 2 points per pixel column. An axis then holds at most about
+     3 points per pixel, and each redraw stays cheap. */
   function bound(series) {
     const limit = cutoff();
     if (limit !== null && series.size && series.xs[0] < limit) { series.dropBefore(limit); changed = true; }
     const pixels = width();
-    if (series.size <= 4 * pixels) return;
+    if (series.size - series.compacted <= pixels / 2) return;
     const xs = series.xs;
     const span = isTime && windowSeconds ? windowSeconds : xs[xs.length - 1] - xs[0];
     if (!(span > 0)) return;
-    series.decimate(xs.length - pixels, span / pixels);
+    series.decimate(Math.max(0, xs.length - Math.ceil(pixels / 4)), span / pixels);
     changed = true;
   }
 
