@@ -381,7 +381,11 @@ def purge(dry_run: bool, feed_names: tuple[str, ...], **options: Any) -> None:
 @main.command("import")
 @click.argument("feed_name", metavar="FEED")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--axis", "axis_name", help="Axis for x,y files. [default: the feed's only axis]")
+@click.option(
+    "--axis",
+    "axis_name",
+    help="Axis of an x,y file, created if missing [default: the feed's only axis]; in an axis,x,y file, only this one.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar (on a terminal).")
 @data_options
 @_fail_cleanly
