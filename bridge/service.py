@@ -35,6 +35,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from bridge.batching import BatchLoop
 from bridge.errors import BridgeError
 from bridge.stats import Stats
+from bridge.wire import buffer_reads
 from bridge.writer import Incoming, Notice, Writer
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
@@ -95,6 +96,9 @@ class Bridge:
         self._client = make_client(
             endpoint, client_id, clean_session=False, manual_ack=True, max_inflight=min(settings.max_inflight, 1000)
         )
+        # One 64 KiB recv() serves many packets: paho's three recv() and a select() per packet made its
+        # network thread the bridge's limit at one point per message.
+        buffer_reads(self._client)
         self._client.max_queued_messages_set(MAX_OUTGOING)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -254,6 +258,12 @@ def run(settings: Settings) -> None:
     def on_signal(signum: int, frame: FrameType | None) -> None:
         stop.set()
 
+    metrics_server = None
+    if settings.metrics is not None:
+        from bridge.metrics import bridge_collector
+        from rtdp.prometheus import serve_metrics
+
+        metrics_server = serve_metrics(settings.metrics, bridge_collector(bridge))[0]
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         bridge.start()
@@ -263,6 +273,8 @@ def run(settings: Settings) -> None:
         log.info("bridge: stopping (draining the current batch)")
     finally:
         bridge.stop()
+        if metrics_server is not None:
+            metrics_server.shutdown()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         db.close()

@@ -293,8 +293,18 @@ async def serve(settings: Settings, service: ServiceAccount, stop: asyncio.Event
         loop.add_signal_handler(sig, stop.set)
     try:
         async with EmbeddedBroker(settings, service) as broker:
+            metrics_server = None
+            if settings.metrics is not None:
+                from broker.metrics import BrokerCollector  # imports this module: not at the top
+                from rtdp.prometheus import serve_metrics
+
+                metrics_server = serve_metrics(settings.metrics, BrokerCollector(broker))[0]
             print(f"MQTT broker listening on mqtt://{broker.address}", flush=True)
-            await stop.wait()
+            try:
+                await stop.wait()
+            finally:
+                if metrics_server is not None:
+                    metrics_server.shutdown()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)

@@ -16,7 +16,7 @@ import logging
 import signal
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
@@ -98,8 +98,15 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
         bridge = Bridge(settings, endpoint, client_id)
         mqtt_address = str(settings.broker)
 
+    from bridge.metrics import bridge_collector
+    from broker.metrics import BrokerCollector
+
+    # One process: the viewer's /metrics also shows the bridge's (or intake's) and the broker's numbers.
+    collectors: list[Any] = [bridge_collector(intake if intake is not None else bridge)]  # type: ignore[arg-type]
+    if broker is not None:
+        collectors.append(BrokerCollector(broker))
     try:
-        app = create_app(settings, service=service)
+        app = create_app(settings, service=service, collectors=collectors)
         server = build_server(settings, app, log_config=None)
     except BaseException:
         await _stop_broker(broker, intake)
