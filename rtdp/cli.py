@@ -62,6 +62,7 @@ def log_option(func: F) -> F:
 
 HTTP_HELP = "Web address HOST:PORT. [default: 127.0.0.1:8000]"
 MQTT_HELP = "Embedded broker's address HOST:PORT. [default: 127.0.0.1:1883]"
+METRICS_HELP = "Serve Prometheus /metrics here, e.g. 127.0.0.1:9464. [default: off]"
 BROKER_HELP = "External broker URL mqtt://USER:PASS@HOST:PORT (instead of the embedded one)."
 
 
@@ -93,6 +94,7 @@ def serve(**options: Any) -> None:
 @main.command()
 @data_options
 @click.option("--mqtt", help=MQTT_HELP)
+@click.option("--metrics", metavar="HOST:PORT", help=METRICS_HELP)
 @log_option
 @_fail_cleanly
 def broker(**options: Any) -> None:
@@ -107,6 +109,7 @@ def broker(**options: Any) -> None:
 @click.option("--broker", help=BROKER_HELP)
 @click.option("--mqtt", help="Embedded broker to connect to, when --broker is not given. [default: 127.0.0.1:1883]")
 @click.option("--share-group", help="Share the feeds/# subscription with other bridges ($share/NAME/...).")
+@click.option("--metrics", metavar="HOST:PORT", help=METRICS_HELP)
 @click.option("--client-id", help="Stable MQTT client id, so the broker keeps the session. [default: derived]")
 @log_option
 @_fail_cleanly
