@@ -34,6 +34,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.batching import BatchLoop
 from bridge.errors import BridgeError
+from bridge.retention import RetentionScheduler
 from bridge.stats import Stats
 from bridge.wire import buffer_reads
 from bridge.writer import Incoming, Notice, Writer
@@ -265,13 +266,16 @@ def run(settings: Settings) -> None:
 
         metrics_server = serve_metrics(settings.metrics, bridge_collector(bridge))[0]
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    retention = RetentionScheduler(settings, db)
     try:
         bridge.start()
+        retention.start()
         log.info("bridge: subscribing to %s at %s:%d", bridge.subscription, endpoint.host, endpoint.port)
         while not stop.wait(1.0) and not bridge.failed.is_set():
             pass
         log.info("bridge: stopping (draining the current batch)")
     finally:
+        retention.stop()
         bridge.stop()
         if metrics_server is not None:
             metrics_server.shutdown()

@@ -113,10 +113,14 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
         raise
     server.capture_signals = _no_uvicorn_signals  # type: ignore[method-assign]
 
+    from bridge.retention import RetentionScheduler
+
+    retention = RetentionScheduler(settings)
     emulator = None
     try:
         if bridge is not None:
             bridge.start()
+        retention.start()
         if settings.emulate:
             from emulator.runner import Emulator
 
@@ -146,6 +150,7 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
             loop.remove_signal_handler(sig)
         if emulator is not None:
             await asyncio.to_thread(emulator.stop)
+        await asyncio.to_thread(retention.stop)
         if bridge is not None:
             await asyncio.to_thread(bridge.stop)
         await _stop_broker(broker, intake)
