@@ -141,3 +141,19 @@ def test_serve_composition_shows_broker_and_bridge_numbers(tmp_path: Path, sqlit
     system = data["system"]
     assert system["broker_clients"] == 2 and system["bridge_lag_s"] == 0 and system["batch_points"] == 1
     assert "not in this process" not in page.text
+
+
+def test_admin_shows_what_retention_removed(client: TestClient, world: World) -> None:
+    from rtdp.models import Feed
+    from rtdp.retention import purge
+
+    axis = Axis.get(Axis.feed == world.feed_a.id)
+    write_points([(axis.id, Sample(float(i), float(i))) for i in range(5)], received_at=time.time())
+    Feed.update(retention_points=2).where(Feed.id == world.feed_a.id).execute()
+    assert purge(time.time()).removed == 3
+    login(client, "admin@nothing.com", "secret-admin")
+    page = client.get("/admin")
+    config = json.loads(page.text.split('id="page-config">', 1)[1].split("</script>", 1)[0])
+    (logged,) = config["snapshot"]["purges"]
+    assert (logged["feed"], logged["axis"], logged["removed"]) == ("feed_a", "axis_a00", 3)
+    assert "Removed by retention" in page.text

@@ -34,6 +34,7 @@ from starlette.responses import JSONResponse, Response
 
 from rtdp.errors import PermissionDenied
 from rtdp.models import Axis, Feed, Rejection, User, database_proxy
+from rtdp.retention import recent_purges
 from viewer.pages.render import Ctx
 from viewer.session import session_user
 from viewer.state import ViewerState, viewer_state
@@ -44,6 +45,8 @@ PUSH_EVERY = 2.0
 SAMPLE_EVERY = 5.0
 HISTORY_MINUTES = 60
 RECENT_REJECTIONS = 20
+# What the retention purge removed lately (the PurgeLog table keeps its own bounded history).
+RECENT_PURGES = 20
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -252,7 +255,11 @@ def snapshot(
         "broker": _total(samples, "rtdp_broker_clients_connected") is not None,
         "bridge": _total(samples, "rtdp_bridge_points_total") is not None,
     }
-    return {"at": now, "system": system, "feeds": feeds, "rejections": recent}, samples
+    purges = [
+        {"feed": row.feed, "axis": row.axis, "removed": row.removed, "at": row.at}
+        for row in recent_purges(RECENT_PURGES)
+    ]
+    return {"at": now, "system": system, "feeds": feeds, "rejections": recent, "purges": purges}, samples
 
 
 def _require_admin(user: User | None) -> User:

@@ -108,19 +108,28 @@
   }
 
   function renderRejections(rejections) {
-    const body = document.querySelector("#admin-rejections tbody");
-    const rows = rejections.map(function (r) {
+    renderLog("#admin-rejections tbody", rejections, "reason", "None.");
+  }
+
+  function renderPurges(purges) {
+    renderLog("#admin-purges tbody", purges || [], "removed", "Nothing yet.");
+  }
+
+  // A table of (time, feed, axis, `last`) rows, or one muted row saying `empty`.
+  function renderLog(selector, items, last, empty) {
+    const body = document.querySelector(selector);
+    const rows = items.map(function (r) {
       const tr = document.createElement("tr");
       tr.appendChild(timeCell(r.at));
       tr.appendChild(cell(r.feed));
       tr.appendChild(cell(r.axis));
-      tr.appendChild(cell(r.reason));
+      tr.appendChild(cell(String(r[last])));
       return tr;
     });
     if (!rows.length) {
       const tr = document.createElement("tr");
       tr.className = "empty";
-      const td = cell("None.", "muted");
+      const td = cell(empty, "muted");
       td.colSpan = 4;
       tr.appendChild(td);
       rows.push(tr);
@@ -132,6 +141,7 @@
     renderSystem(snapshot.system);
     renderFeeds(snapshot.feeds);
     renderRejections(snapshot.rejections);
+    renderPurges(snapshot.purges);
     const updated = document.getElementById("admin-updated");
     updated.dataset.epoch = String(snapshot.at);
     updated.textContent = RTDP.formatTime(snapshot.at);
