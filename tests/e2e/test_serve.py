@@ -207,3 +207,17 @@ def test_serve_with_an_external_broker_stores_through_its_subscription(tmp_path:
             return any(p["y"] == 21 for p in served.points("manual_feed_a", "axis_a00"))
 
         wait_for(published_and_stored, timeout=20, interval=0.5, what="a point stored through Mosquitto")
+
+
+def test_serve_emulate_feeds_the_original_sine_wave(tmp_path: Path) -> None:
+    """`rtdp serve --demo --emulate`: the original's scheduled sine task, as devices publishing over MQTT."""
+    mqtt_port = free_port()
+    with running_serve(tmp_path, mqtt_port, "--mqtt", f"127.0.0.1:{mqtt_port}", "--emulate") as served:
+        feed = "sin_wave_over_time_in_seconds"
+        axes = ("axis_at_0_degrees", "axis_at_45_degrees", "axis_at_90_degrees")
+        wait_for(lambda: all(len(served.points(feed, axis)) >= 2 for axis in axes), timeout=30, interval=0.5,
+                 what="sine points on all three axes")
+        for axis in axes:
+            assert all(-1.0 <= p["y"] <= 1.0 for p in served.points(feed, axis))
+        served.process.send_signal(signal.SIGINT)
+        assert served.process.wait(20) == 0

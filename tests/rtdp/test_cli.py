@@ -1,0 +1,64 @@
+"""The management commands, run through click on a data dir as a user would (CliRunner, real SQLite)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from click.testing import CliRunner, Result
+
+from rtdp.cli import main
+from rtdp.database import open_database
+from rtdp.models import Token, User
+
+
+def run(data_dir: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, [*args, "--data-dir", str(data_dir)], catch_exceptions=False)
+
+
+def test_users_tokens_feeds_axes_and_export(tmp_path: Path) -> None:
+    assert run(tmp_path, "user", "add", "Ep@Nothing.com", "--password", "1234", "--admin").output.startswith(
+        "created user ep@nothing.com (admin)"
+    )
+    assert run(tmp_path, "feed", "add", "lab", "--owner", "ep@nothing.com", "--y-cast", "int").exit_code == 0
+    assert run(tmp_path, "axis", "add", "lab", "temp").output.strip() == "created axis lab/temp"
+    token = run(tmp_path, "token", "add", "ep@nothing.com", "--feed", "lab", "--write").output.strip()
+    assert token.startswith("rtdp_")
+    open_database(f"sqlite:///{tmp_path / 'rtdp.sqlite3'}")
+    row = Token.get()
+    assert row.access == "write" and row.feed.name == "lab" and token not in row.token_hash
+    assert User.get().password_hash.startswith("$argon2")
+
+    lines = tmp_path / "lab.csv"
+    lines.write_text("x,y\n2026-11-27T10:00:00Z,1\n2026-11-27T10:00:01Z,2\n")
+    assert run(tmp_path, "import", "lab", str(lines), "--axis", "temp", "--no-progress").exit_code == 0
+    csv = run(tmp_path, "export", "lab").output
+    assert csv == "x,y\n2026-11-27T10:00:00Z,1\n2026-11-27T10:00:01Z,2\n"
+    exported = json.loads(run(tmp_path, "export", "lab", "--format", "json").output)
+    assert [p["y"] for p in exported["points"]] == [1, 2] and exported["feed"] == "lab"
+
+
+def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
+    run(tmp_path, "user", "add", "ep@nothing.com", "--password", "1234")
+    for args in (
+        ("token", "add", "ep@nothing.com", "--feed", "missing"),
+        ("feed", "add", "bad/name", "--owner", "ep@nothing.com"),
+        ("user", "add", "ep@nothing.com", "--password", "x"),
+        ("axis", "add", "missing", "a"),
+    ):
+        result = run(tmp_path, *args)
+        assert result.exit_code != 0, args
+        assert result.output.startswith("error: ") and result.output.count("\n") == 1, result.output
+        assert "Traceback" not in result.output
+
+
+def test_emulator_switches_from_the_command_line(tmp_path: Path) -> None:
+    result = run(tmp_path, "emulate", "--disable", "door", "--disable", "x10")
+    assert result.exit_code == 0, result.output
+    states = {line.split()[0]: line.split()[1] for line in result.output.splitlines()}
+    assert states["door"] == "off" and states["x10"] == "off" and states["sine"] == "on"
+    result = run(tmp_path, "emulate", "--enable", "door")
+    states = {line.split()[0]: line.split()[1] for line in result.output.splitlines()}
+    assert states["door"] == "on" and states["x10"] == "off"
+    unknown = run(tmp_path, "emulate", "--enable", "toaster")
+    assert unknown.exit_code != 0 and unknown.output.startswith("error: ")
