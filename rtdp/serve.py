@@ -15,13 +15,14 @@ import contextlib
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
 from rtdp.demo import DEMO_PASSWORD, seed_demo
-from rtdp.errors import ConfigError
+from rtdp.errors import ConfigError, RtdpError
 from rtdp.logs import configure_logging
 from rtdp.models import User
 from rtdp.settings import HostPort, Settings
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from broker.server import EmbeddedBroker
 
 log = logging.getLogger("rtdp.serve")
+
+# Seconds between checks that the bridge's writer thread is still alive.
+FAILURE_POLL = 1.0
 
 
 def serve(settings: Settings) -> None:
@@ -116,6 +120,9 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
     from bridge.retention import RetentionScheduler
 
     retention = RetentionScheduler(settings)
+    writer = intake if intake is not None else bridge
+    assert writer is not None
+    writer_failed = writer.failed
     emulator = None
     try:
         if bridge is not None:
@@ -143,8 +150,10 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
                 print("Press Ctrl-C to stop.", flush=True)
 
         announcer = asyncio.create_task(announce())
+        watcher = asyncio.create_task(stop_on_failure(writer_failed, server))
         await server.serve()
         announcer.cancel()
+        watcher.cancel()
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
@@ -155,6 +164,18 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
             await asyncio.to_thread(bridge.stop)
         await _stop_broker(broker, intake)
     print("rtdp stopped.", flush=True)
+    if writer_failed.is_set():
+        raise RtdpError("the bridge's writer failed (see the log above); points it had not stored may be lost")
+
+
+async def stop_on_failure(failed: threading.Event, server: Any) -> None:
+    """Stop serving once the bridge's writer thread died (a bug: bad data and database outages are handled).
+    Serving on would keep acknowledging points that nobody stores: the embedded broker PUBACKs before the
+    intake, whose queue fills and then drops. `rtdp bridge` exits in the same case."""
+    while not failed.is_set():
+        await asyncio.sleep(FAILURE_POLL)
+    log.error("the bridge's writer thread failed: stopping")
+    server.should_exit = True
 
 
 async def _stop_broker(broker: EmbeddedBroker | None, intake: Intake | None) -> None:
