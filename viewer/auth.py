@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hmac
 from typing import Any
 
 from starlette.requests import HTTPConnection
@@ -12,9 +11,8 @@ from starlette.requests import HTTPConnection
 from rtdp.accounts import check_credentials, check_token, principal_for
 from rtdp.cache import credential_key
 from rtdp.errors import AuthenticationFailed
-from rtdp.models import User
 from rtdp.permissions import Principal
-from viewer.session import CSRF_HEADER, CsrfRejected
+from viewer.session import CSRF_HEADER, CsrfRejected, active_user, csrf_matches
 from viewer.state import viewer_state
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -44,13 +42,7 @@ def _check_session_csrf(conn: HTTPConnection, session: dict[str, Any]) -> None:
     ingestion = "/service/feed_input.json/" in conn.url.path
     if method in SAFE_METHODS and not ingestion:
         return
-    expected = session.get("csrf")
-    submitted = conn.headers.get(CSRF_HEADER)
-    if not (
-        isinstance(expected, str)
-        and submitted
-        and hmac.compare_digest(expected.encode(), submitted.encode())
-    ):
+    if not csrf_matches(session.get("csrf"), conn.headers.get(CSRF_HEADER)):
         raise CsrfRejected("a request signed in with the session cookie needs the X-CSRF-Token header")
 
 
@@ -91,10 +83,8 @@ async def _from_header(conn: HTTPConnection, header: str) -> Principal:
 
 
 def _session_principal(user_id: int, version: int) -> Principal | None:
-    user = User.get_or_none(User.id == user_id)
-    if user is None or not user.is_active or user.session_version != version:
-        return None
-    return principal_for(user)
+    user = active_user(user_id, version)
+    return principal_for(user) if user is not None else None
 
 
 async def _from_session(conn: HTTPConnection, session: dict[str, Any]) -> Principal | None:

@@ -16,10 +16,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 
-from rtdp.accounts import principal_for
 from rtdp.errors import PermissionDenied
 from rtdp.models import User
-from rtdp.permissions import Principal
 from rtdp.settings import Settings
 
 SESSION_COOKIE = "rtdp_session"
@@ -79,22 +77,22 @@ def sign_out(request: Request) -> None:
     request.session.clear()
 
 
-def session_user(request: Request) -> User | None:
-    """The signed-in user, or None. Synchronous (database): call from a thread."""
-    if "session" not in request.scope:
-        return None
-    user_id = request.session.get("user_id")
+def active_user(user_id: object, version: object) -> User | None:
+    """The user a session cookie names, if still active and the cookie is not older than their last
+    password change. Synchronous (database): call from a thread."""
     if not isinstance(user_id, int):
         return None
     user = User.get_or_none(User.id == user_id)
-    if user is None or not user.is_active or user.session_version != request.session.get("session_version"):
+    if user is None or not user.is_active or user.session_version != version:
         return None
     return user
 
 
-def session_principal(request: Request) -> Principal | None:
-    user = session_user(request)
-    return principal_for(user) if user is not None else None
+def session_user(request: Request) -> User | None:
+    """The signed-in user, or None. Synchronous (database): call from a thread."""
+    if "session" not in request.scope:
+        return None
+    return active_user(request.session.get("user_id"), request.session.get("session_version"))
 
 
 def csrf_token(request: Request) -> str:
@@ -113,9 +111,15 @@ def check_csrf(request: Request, submitted: object) -> None:
         submitted = None
     if submitted is None:
         submitted = request.headers.get(CSRF_HEADER)
-    if (
-        not isinstance(expected, str)
-        or not isinstance(submitted, str)
-        or not hmac.compare_digest(expected.encode(), submitted.encode())
-    ):
+    if not csrf_matches(expected, submitted):
         raise CsrfRejected("the form expired or came from another site: reload the page and try again")
+
+
+def csrf_matches(expected: object, submitted: object) -> bool:
+    """True if `submitted` is the session's CSRF token `expected` (compared in constant time)."""
+    return (
+        isinstance(expected, str)
+        and isinstance(submitted, str)
+        and bool(submitted)
+        and hmac.compare_digest(expected.encode(), submitted.encode())
+    )
