@@ -401,6 +401,13 @@ def main() -> int:
     rows: list[Row] = [
         ("history painted (nav -> first full draw), median", f"{ready:.0f} ms", "<= 1000 ms", ready <= 1000),
     ]
+    loads = result["loads"]
+    phases = (
+        f"request sent at {statistics.median(m['history_start'] for m in loads):.0f} ms, "
+        f"3 answers in {statistics.median(m['history_done'] - m['history_start'] for m in loads):.0f} ms, "
+        f"drawn {statistics.median(m['drawn'] - m['history_done'] for m in loads):.0f} ms later"
+    )
+    rows.append(("where the time goes (medians of the page's marks)", phases, "", None))
     if "ab" in result:
         ab = result["ab_ready_ms_median"]
         both = f"{ab['current']:.0f} / {ab['baseline']:.0f} ms"
