@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from rtdp.codec import Sample
-from rtdp.models import Axis, Feed, Token, User
+from rtdp.models import Axis, Feed, Share, Token, User
 from rtdp.settings import Settings
 from rtdp.store import create_axis, create_feed, write_points
 from tests.viewer.conftest import World
@@ -197,6 +197,20 @@ def test_axes_added_renamed_deleted_as_json(client: TestClient, world: World) ->
     assert bad.status_code == 400
     assert client.post("/feeds/feed_t/axes/rh/delete", headers=json_headers).json() == {"deleted": "rh"}
     assert [a.name for a in Axis.select().where(Axis.feed == world.feed_t.id)] == ["temp"]
+
+
+def test_a_write_share_adds_axes_but_only_the_owner_renames_or_deletes_them(client: TestClient, world: World) -> None:
+    """The API's rule (owner or admin manage a feed; a write share adds points and axes), on the pages too."""
+    Share.create(feed=world.feed_t, user=world.ap, access="write")
+    login(client, "ap@nothing.com", "1234")
+    page = client.get("/feeds/feed_t")
+    assert 'id="add-axis"' in page.text and "rename-axis" not in page.text and "data-manage" not in page.text
+    token = csrf(client, "/feeds/feed_t")
+    json_headers = {"Accept": "application/json", "X-CSRF-Token": token}
+    assert client.post("/feeds/feed_t/axes", data={"name": "rh"}, headers=json_headers).status_code == 201
+    assert client.post("/feeds/feed_t/axes/rh/rename", data={"name": "x"}, headers=json_headers).status_code == 403
+    assert client.post("/feeds/feed_t/axes/temp/delete", headers=json_headers).status_code == 403
+    assert sorted(a.name for a in Axis.select().where(Axis.feed == world.feed_t.id)) == ["rh", "temp"]
 
 
 def test_feed_page_shows_topic_url_and_examples(client: TestClient, world: World) -> None:

@@ -12,6 +12,7 @@ from rtdp.models import Axis, Feed, Share, User
 from rtdp.permissions import Access, allowed, readable_feeds
 from rtdp.store import create_axis, create_feed, get_axis
 from rtdp.topic import check_name
+from viewer.access import may_manage
 from viewer.pages.examples import examples_for
 from viewer.pages.render import Ctx
 
@@ -85,7 +86,15 @@ def create_feed_form(ctx: Ctx) -> Response:
 
 
 def _may_manage(ctx: Ctx, feed: Feed) -> bool:
-    return ctx.principal is not None and (ctx.principal.is_admin or _fk(feed, "owner") == ctx.principal.user_id)
+    # The API's rule (viewer.access): the owner or an admin; a write share only adds points and axes.
+    return ctx.principal is not None and may_manage(ctx.principal, feed)
+
+
+def _managed_feed(ctx: Ctx, name: str, action: str) -> Feed:
+    feed = ctx.feed(name, Access.WRITE)
+    if not _may_manage(ctx, feed):
+        raise PermissionDenied(f"only the owner or an administrator may {action} in feed {feed.name!r}")
+    return feed
 
 
 def delete_feed(ctx: Ctx) -> Response:
@@ -140,7 +149,7 @@ def add_axis(ctx: Ctx) -> Response:
 
 def rename_axis(ctx: Ctx) -> Response:
     ctx.require_user()
-    feed = ctx.feed(ctx.request.path_params["feed"], Access.WRITE)
+    feed = _managed_feed(ctx, ctx.request.path_params["feed"], "rename an axis")
     axis = get_axis(feed, ctx.request.path_params["axis"])
     new_name = check_name(ctx.form.get("name", "").strip(), "axis")
     try:
@@ -158,7 +167,7 @@ def rename_axis(ctx: Ctx) -> Response:
 
 def delete_axis(ctx: Ctx) -> Response:
     ctx.require_user()
-    feed = ctx.feed(ctx.request.path_params["feed"], Access.WRITE)
+    feed = _managed_feed(ctx, ctx.request.path_params["feed"], "delete an axis")
     axis = get_axis(feed, ctx.request.path_params["axis"])
     Axis.delete().where(Axis.id == axis.id).execute()
     if ctx.wants_json:

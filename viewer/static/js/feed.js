@@ -80,7 +80,8 @@
     row.dataset.axis = axis.name;
     const nameCell = cell("", "axis-name");
     row.append(nameCell, cell(String(axis.point_count), "num"), cell(RTDP.formatY(axis.last_y, yCast), "num"), cell(""), cell(""));
-    row.append(actionForms(axis.name));
+    // Rename and delete are for the feed's owner and admins (the page marks the table); writers only add.
+    if (table.dataset.manage) row.append(actionForms(axis.name));
     table.tBodies[0].append(row);
     setRowName(row, axis.name);
     noAxes.hidden = true;
