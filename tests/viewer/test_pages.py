@@ -11,6 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from rtdp.codec import Sample
+from rtdp.credentials import hash_token
 from rtdp.models import Axis, Feed, Share, Token, User
 from rtdp.settings import Settings
 from rtdp.store import create_axis, create_feed, write_points
@@ -281,6 +282,16 @@ def test_tokens_are_shown_once_and_can_be_revoked(client: TestClient, world: Wor
     assert denied.status_code == 403
     client.post("/account/tokens/revoke", data={"token_id": str(row.id), "csrf_token": csrf(client, "/account")})
     assert Token.get_by_id(row.id).revoked
+
+
+def test_a_token_revoked_on_the_account_page_stops_working_at_once(client: TestClient, world: World) -> None:
+    """The viewer caches verified credentials; a change made through its own pages must not wait for that."""
+    login(client, "ap@nothing.com", "1234")
+    row = Token.get((Token.user == world.ap.id) & (Token.token_hash == hash_token(world.ap_token)))
+    headers = {"Authorization": f"Bearer {world.ap_token}"}
+    assert client.get("/api/v1/feeds/feed_ap", headers=headers).status_code == 200  # now cached
+    client.post("/account/tokens/revoke", data={"token_id": str(row.id), "csrf_token": csrf(client, "/account")})
+    assert client.get("/api/v1/feeds/feed_ap", headers=headers).status_code == 401
 
 
 def test_secret_key_is_generated_once_with_mode_0600(tmp_path: Path) -> None:
