@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
 from argon2 import PasswordHasher
@@ -41,7 +40,3 @@ def hash_token(token: str) -> str:
 
 def looks_like_token(value: str) -> bool:
     return value.startswith(TOKEN_PREFIX) and 20 <= len(value) <= 100
-
-
-def constant_time_equal(a: str, b: str) -> bool:
-    return hmac.compare_digest(a.encode(), b.encode())
