@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from broker.server import EmbeddedBroker
+if TYPE_CHECKING:
+    # Types only: broker.server imports this module for `rtdp broker --metrics`.
+    from broker.server import EmbeddedBroker
 
 COPY_ATTEMPTS = 5
 

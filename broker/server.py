@@ -23,6 +23,7 @@ from amqtt.utils import gen_client_id
 from broker.access import AccessControl
 from broker.errors import BrokerError, PortInUse
 from broker.intake import Sink
+from broker.metrics import BrokerCollector
 from rtdp.accounts import ServiceAccount
 from rtdp.settings import HostPort, Settings
 
@@ -295,7 +296,6 @@ async def serve(settings: Settings, service: ServiceAccount, stop: asyncio.Event
         async with EmbeddedBroker(settings, service) as broker:
             metrics_server = None
             if settings.metrics is not None:
-                from broker.metrics import BrokerCollector  # imports this module: not at the top
                 from rtdp.prometheus import serve_metrics
 
                 metrics_server = serve_metrics(settings.metrics, BrokerCollector(broker))[0]
