@@ -326,15 +326,19 @@ async def points_route(request: Request) -> Response:
     return JSONResponse({"feed": feed.name, "axis": axis.name, "points": points})
 
 
-def _batch_targets(principal: Principal, name: str, axes: set[str], auto_create: bool) -> Feed:
+def _batch_targets(principal: Principal, name: str, axes: set[str], auto_create: bool) -> tuple[Feed, list[str]]:
+    """The feed, and the axes auto-create will make once every element proved valid (nothing written here)."""
     feed = find_feed(principal, name, Access.WRITE)
     existing = {a.name for a in Axis.select(Axis.name).where((Axis.feed == feed.id) & Axis.name.in_(list(axes)))}
     missing = sorted(axes - existing)
     if missing and not auto_create:
         raise NotFound(f"feed {name!r} has no axis {missing[0]!r} (auto-create is off)", axis=missing[0])
-    for axis_name in missing:
+    return feed, missing
+
+
+def _create_axes(feed: Feed, names: list[str]) -> None:
+    for axis_name in names:
         ensure_axis(feed, axis_name)
-    return feed
 
 
 async def batch_points(request: Request) -> Response:
@@ -358,7 +362,7 @@ async def batch_points(request: Request) -> Response:
         except InvalidInput as exc:
             raise InvalidInput(f"element {index}: {exc.message}", index=index, field="axis") from None
         axis_names.append(item["axis"])
-    feed = await state.run_db(_batch_targets, principal, name, set(axis_names), state.settings.auto_create)
+    feed, missing = await state.run_db(_batch_targets, principal, name, set(axis_names), state.settings.auto_create)
     casts = feed_casts(feed)
     now = time.time()
     by_axis: dict[str, list[Sample]] = defaultdict(list)
@@ -368,6 +372,9 @@ async def batch_points(request: Request) -> Response:
         except InvalidInput as exc:
             raise InvalidInput(f"element {index}: {exc.message}", index=index, **exc.detail) from None
         by_axis[axis_name].append(sample)
+    if missing:
+        # Only now: a batch refused for a bad element creates no axis.
+        await state.run_db(_create_axes, feed, missing)
     publishes = [
         state.publisher.publish(str(FeedTopic(feed.name, axis_name)), encode(samples))
         for axis_name, samples in by_axis.items()

@@ -52,25 +52,40 @@ class Target:
     casts: Casts
     # The answer's constant start, `{"feed":...,"axis":...`, encoded once.
     prefix: bytes
+    # The feed or axis is still to be auto-created (casts are the defaults): see `checked_sample`.
+    pending: bool = False
 
 
-def resolve_target(principal: Principal, feed_name: str, axis_name: str, auto_create: bool) -> Target:
-    """Synchronous (database pool): find or create the feed and axis, check the write permission."""
+def resolve_target(
+    principal: Principal, feed_name: str, axis_name: str, auto_create: bool, *, create: bool = True
+) -> Target:
+    """Synchronous (database pool): find or create the feed and axis, check the write permission.
+
+    With `create=False` nothing is written: a feed or axis that auto-create would make gives a `pending`
+    Target (bad input must create nothing, so they are made only once a value passed)."""
     feed = Feed.get_or_none(Feed.name == feed_name)
     if feed is None:
         if not auto_create:
             raise NotFound(f"no feed named {feed_name!r} (auto-create is off)", feed=feed_name)
         if principal.token_feed_id is not None or principal.token_access is Access.READ:
             raise PermissionDenied("this token may not create feeds", feed=feed_name)
+        if not create:
+            return _target(feed_name, axis_name, feed_casts(Feed()), pending=True)  # the model's default casts
         feed = ensure_feed(feed_name, principal.user_id)
     if not allowed(principal, feed, Access.WRITE):
         raise PermissionDenied(f"you may not write to feed {feed_name!r}", feed=feed_name)
     if not Axis.select(Axis.id).where((Axis.feed == feed.id) & (Axis.name == axis_name)).exists():
         if not auto_create:
             raise NotFound(f"feed {feed_name!r} has no axis {axis_name!r} (auto-create is off)", axis=axis_name)
+        if not create:
+            return _target(feed_name, axis_name, feed_casts(feed), pending=True)
         ensure_axis(feed, axis_name)
-    prefix = json.dumps({"feed": feed_name, "axis": axis_name}, ensure_ascii=False, separators=(",", ":"))[:-1]
-    return Target(str(FeedTopic(feed_name, axis_name)), feed_name, axis_name, feed_casts(feed), prefix.encode())
+    return _target(feed_name, axis_name, feed_casts(feed))
+
+
+def _target(feed: str, axis: str, casts: Casts, *, pending: bool = False) -> Target:
+    prefix = json.dumps({"feed": feed, "axis": axis}, ensure_ascii=False, separators=(",", ":"))[:-1]
+    return Target(str(FeedTopic(feed, axis)), feed, axis, casts, prefix.encode(), pending)
 
 
 async def writable_target(state: ViewerState, principal: Principal, feed: str, axis: str) -> Target:
@@ -79,9 +94,25 @@ async def writable_target(state: ViewerState, principal: Principal, feed: str, a
     key = ("write", principal.cache_key, feed, axis)
     target: Target | None = state.decisions.get(key)
     if target is None:
-        target = await state.run_db(resolve_target, principal, feed, axis, state.settings.auto_create)
-        state.decisions.put(key, target)
+        target = await state.run_db(resolve_target, principal, feed, axis, state.settings.auto_create, create=False)
+        if not target.pending:
+            state.decisions.put(key, target)
     return target
+
+
+async def checked_sample(
+    state: ViewerState, principal: Principal, target: Target, fields: dict[str, str]
+) -> tuple[Target, Sample]:
+    """The request's point, valid for `target`; a pending feed or axis is created only now."""
+    now = time.time()
+    sample = sample_from_fields(fields.get("x"), fields.get("y"), target.casts, now=now, tz=state.settings.tz)
+    if target.pending:
+        casts = target.casts
+        target = await state.run_db(resolve_target, principal, target.feed, target.axis, state.settings.auto_create)
+        state.decisions.put(("write", principal.cache_key, target.feed, target.axis), target)
+        if target.casts != casts:  # someone created the feed meanwhile, with other casts
+            sample = sample_from_fields(fields.get("x"), fields.get("y"), target.casts, now=now, tz=state.settings.tz)
+    return target, sample
 
 
 def point_json(sample: Sample, casts: Casts) -> dict[str, Any]:
@@ -144,9 +175,7 @@ async def _feed_input(request: Request, state: ViewerState) -> Response:
     principal = await require_principal(request)
     target = await writable_target(state, principal, request.path_params["feed"], request.path_params["axis"])
     fields = await _fields(request, state.settings.max_payload)
-    sample = sample_from_fields(
-        fields.get("x"), fields.get("y"), target.casts, now=time.time(), tz=state.settings.tz
-    )
+    target, sample = await checked_sample(state, principal, target, fields)
     await state.publisher.publish(target.topic, encode([sample]))
     return Response(answer(target, sample), media_type="application/json")
 
@@ -194,8 +223,7 @@ async def _ingest(state: ViewerState, scope: Scope, feed: str, axis: str) -> byt
         raise URITooLong(f"query string longer than {MAX_QUERY} bytes")
     principal = await require_principal(HTTPConnection(scope))
     target = await writable_target(state, principal, feed, axis)
-    fields = query_fields(query)
-    sample = sample_from_fields(fields.get("x"), fields.get("y"), target.casts, now=time.time(), tz=state.settings.tz)
+    target, sample = await checked_sample(state, principal, target, query_fields(query))
     await state.publisher.publish(target.topic, encode([sample]))
     return answer(target, sample)
 

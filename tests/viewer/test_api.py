@@ -143,6 +143,9 @@ def test_batch_is_all_or_nothing(client: TestClient, world: World, watcher: Watc
     response = client.post(url, json=bad, headers=EP)
     assert response.status_code == 400 and response.json()["index"] == 1
     assert "element 1" in response.json()["error"]
+    bad_on_new_axis = [{"axis": "axis_new", "x": 1, "y": 1}, {"axis": "axis_a00", "x": 2, "y": 2.5}]
+    assert client.post(url, json=bad_on_new_axis, headers=EP).status_code == 400
+    assert not Axis.select().where(Axis.name == "axis_new").exists()  # a refused batch creates no axis
     bad_axis = [{"axis": "axis_a00", "x": 1, "y": 1}, {"axis": "no/pe", "x": 2, "y": 2}]
     assert client.post(url, json=bad_axis, headers=EP).json()["index"] == 1
     assert client.post(url, json={"axis": "a"}, headers=EP).status_code == 400

@@ -132,6 +132,19 @@ def test_auto_create_makes_the_caller_owner(client: TestClient, world: World, wa
     assert client.get(f"{URL}/other_new/a?y=1", headers=bearer(world.ep_other_feed_token)).status_code == 403
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])  # the lean ASGI path and the Starlette route
+def test_a_bad_value_auto_creates_nothing(client: TestClient, world: World, method: str) -> None:
+    """Bad input changes nothing else: no empty feed or axis is left behind by a refused point."""
+    headers = basic("ap@nothing.com", "1234")
+    assert client.request(method, f"{URL}/never_made/a?y=abc", headers=headers).status_code == 400
+    assert not Feed.select().where(Feed.name == "never_made").exists()
+    assert client.request(method, f"{URL}/feed_ap/never_made?y=2.5", headers=headers).status_code == 400
+    assert not Axis.select().where(Axis.name == "never_made").exists()
+    # A good value afterwards still creates them (nothing stale was cached by the refusals).
+    assert client.request(method, f"{URL}/feed_ap/never_made?y=2", headers=headers).status_code == 200
+    assert Axis.select().where(Axis.name == "never_made").exists()
+
+
 def test_auto_create_off(settings: Settings, watcher: Watcher) -> None:
     with TestClient(create_app(settings.replace(auto_create=False))) as client:
         wait_for(lambda: ready(client))
