@@ -1,6 +1,6 @@
 """The SSE hub: stored points from the broker fanned out to per-client bounded queues.
 
-Runs on the event loop only (the MQTT thread hands messages over with call_soon_threadsafe). A client
+Runs on the event loop only (viewer.publisher drives paho on that loop and calls `dispatch` there). A client
 whose queue is full is dropped, not waited for: it reconnects with Last-Event-ID and replays from the
 database, so a slow browser never slows ingestion or anyone else.
 """
