@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from broker.errors import PortInUse
+from broker.metrics import session_counts
 from broker.server import EmbeddedBroker
 from rtdp.accounts import ServiceAccount
 from rtdp.mqtt import Endpoint
@@ -109,10 +110,15 @@ def test_persistent_session_gets_messages_queued_while_offline(embedded: Embedde
     client_id = embedded.service.client_id("bridge")
     with connected(embedded.service_endpoint(), client_id, clean_session=False) as bridge:
         assert bridge.subscribe("feeds/#") == 1
+    # The broker must have seen the disconnect, or the message takes the live path, not the queue.
+    wait_for(lambda: session_counts(embedded.broker).offline == 1, what="the session to be offline")
     with connected(embedded.endpoint("ep@nothing.com", PASSWORD)) as ep:
         ep.publish("feeds/manual_feed_a/a", b"while-offline")
+    wait_for(lambda: session_counts(embedded.broker).queued_offline == 1, what="the message to be queued")
     with connected(embedded.service_endpoint(), client_id, clean_session=False) as bridge:
         bridge.wait_message("feeds/manual_feed_a/a", b"while-offline")
+        # Queued, not retained: amqtt set retain=1 here, and the bridge refuses retained points without x.
+        assert bridge.messages == [("feeds/manual_feed_a/a", b"while-offline", False)]
 
 
 def test_take_over_keeps_the_new_connections_rights(embedded: EmbeddedBrokerHandle) -> None:
