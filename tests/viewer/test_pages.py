@@ -336,3 +336,89 @@ def test_session_cookie_alone_cannot_change_anything_through_the_api(client: Tes
     assert Feed.get_or_none(Feed.name == "forged") is None and Feed.get_or_none(Feed.name == "feed_t") is not None
     created = client.post("/api/v1/feeds", json={"name": "made_here"}, headers={"X-CSRF-Token": token})
     assert created.status_code in (200, 201), created.text
+
+
+POLYLINE_RE = re.compile(r'<svg class="sparkline"[^>]*><polyline [^>]*points="([^"]*)"')
+
+
+def test_feed_list_and_feed_page_draw_a_sparkline_per_axis_with_points(client: TestClient, world: World) -> None:
+    axis = Axis.get((Axis.feed == world.feed_a.id) & (Axis.name == "axis_a00"))
+    write_points([(axis.id, Sample(float(i), float(i % 7))) for i in range(100)], received_at=1000.0)
+    login(client, "ep@nothing.com", "1234")
+    for path in ("/", "/feeds/feed_a"):
+        text = client.get(path).text
+        lines = POLYLINE_RE.findall(text)
+        assert len(lines) == 1, path  # axis_a00 only: feed_t's temp has no points
+        pairs = lines[0].split(" ")
+        assert len(pairs) == 60  # the newest 60 points
+        coords = [tuple(float(v) for v in pair.split(",")) for pair in pairs]
+        assert all(0 <= x <= 120 and 0 <= y <= 24 for x, y in coords)
+        assert coords == sorted(coords, key=lambda c: c[0])  # oldest to newest, left to right
+
+
+def test_sparkline_points_are_numbers_only() -> None:
+    from viewer.pages.spark import polyline_points
+
+    assert polyline_points([(1.0, 2.0)]) == ""  # nothing to draw
+    assert polyline_points([(0.0, 5.0), (1.0, 5.0)]) == "1.5,12.0 118.5,12.0"  # flat: in the middle
+    assert polyline_points([(0.0, 0.0), (1.0, float("nan")), (2.0, 1.0)]) == "1.5,22.5 118.5,1.5"
+
+
+def _field_error(text: str, form_id: str, field: str) -> str:
+    match = re.search(
+        rf'name="{field}"[^>]*aria-invalid="true" aria-describedby="{form_id}-{field}-error">\s*'
+        rf'<span class="field-error" id="{form_id}-{field}-error" role="alert">([^<]*)</span>',
+        text,
+    )
+    assert match, f"no error next to {form_id} {field}"
+    return match.group(1)
+
+
+def test_create_feed_errors_are_shown_next_to_the_name_field(client: TestClient, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    taken = client.post("/feeds", data={"name": "feed_a", "csrf_token": csrf(client, "/")})
+    assert taken.status_code == 409
+    assert "already exists" in _field_error(taken.text, "create-feed", "name")
+    assert 'class="error" role="alert"' not in taken.text  # not in the general alert as well
+    bad = client.post("/feeds", data={"name": "no spaces<b>", "csrf_token": csrf(client, "/")})
+    assert bad.status_code == 400
+    assert "invalid feed" in _field_error(bad.text, "create-feed", "name")
+    assert "<b>" not in bad.text.split("<main>")[1]  # escaped, in the message and the value
+    cast = client.post("/feeds", data={"name": "ok", "x_cast": "nope", "csrf_token": csrf(client, "/")})
+    assert cast.status_code == 400 and 'class="error" role="alert">unknown cast' in cast.text  # no field: general
+
+
+def test_register_password_and_add_axis_errors_are_next_to_their_fields(client: TestClient, world: World) -> None:
+    short = client.post(
+        "/register", data={"email": "x@example.com", "password": "short", "csrf_token": csrf(client, "/register")}
+    )
+    assert "at least 8" in _field_error(short.text, "register", "password")
+    taken = client.post(
+        "/register", data={"email": "ep@nothing.com", "password": "longenough", "csrf_token": csrf(client, "/register")}
+    )
+    assert "already exists" in _field_error(taken.text, "register", "email")
+    login(client, "ep@nothing.com", "1234")
+    wrong = client.post(
+        "/account/password",
+        data={"current_password": "nope", "new_password": "a-new-password", "csrf_token": csrf(client, "/account")},
+    )
+    assert "wrong" in _field_error(wrong.text, "change-password", "current_password")
+    differ = client.post(
+        "/account/password",
+        data={
+            "current_password": "1234",
+            "new_password": "a-new-password",
+            "new_password2": "other-password",
+            "csrf_token": csrf(client, "/account"),
+        },
+    )
+    assert "differ" in _field_error(differ.text, "change-password", "new_password2")
+    axis = client.post("/feeds/feed_a/axes", data={"name": "axis_a00", "csrf_token": csrf(client, "/feeds/feed_a")})
+    assert axis.status_code == 409
+    assert "already has an axis" in _field_error(axis.text, "add-axis", "name")
+    as_json = client.post(
+        "/feeds/feed_a/axes",
+        data={"name": "bad name", "csrf_token": csrf(client, "/feeds/feed_a")},
+        headers={"Accept": "application/json"},
+    )
+    assert as_json.status_code == 400 and as_json.json()["field"] == "axis"

@@ -10,7 +10,7 @@ from rtdp.credentials import hash_password, verify_password
 from rtdp.errors import AuthenticationFailed, InvalidInput, NotFound, RtdpError
 from rtdp.models import Feed, Token, User
 from rtdp.permissions import Access, readable_feeds
-from viewer.pages.render import Ctx
+from viewer.pages.render import Ctx, error_field
 from viewer.session import sign_in, sign_out
 
 MIN_PASSWORD = 8
@@ -53,16 +53,22 @@ def register(ctx: Ctx) -> Response:
     password = ctx.form.get("password", "")
     try:
         if len(password) < MIN_PASSWORD:
-            raise InvalidInput(f"The password must have at least {MIN_PASSWORD} characters.")
+            raise InvalidInput(f"The password must have at least {MIN_PASSWORD} characters.", field="password")
         if password != ctx.form.get("password2", password):
-            raise InvalidInput("The two passwords differ.")
+            raise InvalidInput("The two passwords differ.", field="password2")
         db = User._meta.database
         with db.atomic():
             # The first user administers the server (there is nobody else to make them one).
             first = not User.select().exists()
             user = create_user(email, password, admin=first)
     except RtdpError as exc:
-        return ctx.render("register.html", status=exc.status, email=email, error=exc.message)
+        return ctx.render(
+            "register.html",
+            status=exc.status,
+            email=email,
+            error=exc.message,
+            error_field=error_field(exc, ("email", "password", "password2")),
+        )
     sign_in(ctx.request, user)
     return ctx.redirect("/")
 
@@ -87,13 +93,21 @@ def change_password(ctx: Ctx) -> Response:
     user = ctx.require_user()
     new = ctx.form.get("new_password", "")
     if not verify_password(user.password_hash, ctx.form.get("current_password", "")):
-        return _account_page(ctx, user, status=400, password_error="The current password is wrong.")
+        return _account_page(
+            ctx, user, status=400, password_error="The current password is wrong.", password_field="current_password"
+        )
     if len(new) < MIN_PASSWORD:
         return _account_page(
-            ctx, user, status=400, password_error=f"The new password must have at least {MIN_PASSWORD} characters."
+            ctx,
+            user,
+            status=400,
+            password_error=f"The new password must have at least {MIN_PASSWORD} characters.",
+            password_field="new_password",
         )
     if new != ctx.form.get("new_password2", new):
-        return _account_page(ctx, user, status=400, password_error="The two new passwords differ.")
+        return _account_page(
+            ctx, user, status=400, password_error="The two new passwords differ.", password_field="new_password2"
+        )
     User.update(password_hash=hash_password(new), session_version=User.session_version + 1).where(
         User.id == user.id
     ).execute()

@@ -14,9 +14,11 @@ from rtdp.store import create_axis, create_feed, get_axis
 from rtdp.topic import check_name
 from viewer.access import may_manage
 from viewer.pages.examples import examples_for
-from viewer.pages.render import Ctx
+from viewer.pages.render import Ctx, error_field
+from viewer.pages.spark import sparklines
 
 BOOL_TRUE = ("on", "true", "1", "yes")
+CREATE_FEED_FIELDS = ("name", "x_cast", "y_cast", "description")
 
 
 def _fk(row: pw.Model, name: str) -> int:
@@ -51,10 +53,12 @@ def feed_list(ctx: Ctx) -> Response:
             sections["public"].append(feed)
         else:
             sections["shared"].append(feed)
+    axes = _axes_by_feed([feed.id for feed in feeds])
     return ctx.render(
         "feeds.html",
         sections=sections,
-        axes=_axes_by_feed([feed.id for feed in feeds]),
+        axes=axes,
+        sparks=sparklines(axis for group in axes.values() for axis in group),
         form=ctx.form,
     )
 
@@ -74,13 +78,16 @@ def create_feed_form(ctx: Ctx) -> Response:
         if ctx.wants_json:
             raise
         feeds = _readable(ctx)
+        axes = _axes_by_feed([f.id for f in feeds])
         return ctx.render(
             "feeds.html",
             status=exc.status,
             sections={"mine": [f for f in feeds if _fk(f, "owner") == user.id], "shared": [], "public": []},
-            axes=_axes_by_feed([f.id for f in feeds]),
+            axes=axes,
+            sparks=sparklines(axis for group in axes.values() for axis in group),
             form=ctx.form,
             error=exc.message,
+            error_field=error_field(exc, CREATE_FEED_FIELDS, {"feed": "name"}),
         )
     return ctx.redirect(f"/feeds/{feed.name}")
 
@@ -112,15 +119,22 @@ def delete_feed(ctx: Ctx) -> Response:
 
 def feed_page(ctx: Ctx) -> Response:
     feed = ctx.feed(ctx.request.path_params["feed"])
+    return _feed_page(ctx, feed)
+
+
+def _feed_page(ctx: Ctx, feed: Feed, status: int = 200, **extra: object) -> Response:
     axes = list(Axis.select().where(Axis.feed == feed.id).order_by(Axis.name))
     return ctx.render(
         "feed.html",
+        status=status,
         feed=feed,
         axes=axes,
+        sparks=sparklines(axes),
         can_write=allowed(ctx.principal, feed, Access.WRITE),
         can_manage=_may_manage(ctx, feed),
         examples={axis.name: examples_for(ctx.request, ctx.settings, feed, axis.name) for axis in axes},
         example_new=examples_for(ctx.request, ctx.settings, feed, "AXIS"),
+        **extra,
     )
 
 
@@ -138,7 +152,21 @@ def _axis_json(axis: Axis, feed: Feed) -> dict[str, object]:
 def add_axis(ctx: Ctx) -> Response:
     ctx.require_user()
     feed = ctx.feed(ctx.request.path_params["feed"], Access.WRITE)
-    axis = create_axis(feed, ctx.form.get("name", "").strip())
+    name = ctx.form.get("name", "").strip()
+    try:
+        axis = create_axis(feed, name)
+    except (InvalidInput, Conflict) as exc:
+        if ctx.wants_json:
+            raise
+        # Without JavaScript the form posts here: show the page again with the message at the field.
+        return _feed_page(
+            ctx,
+            feed,
+            status=exc.status,
+            axis_error=exc.message,
+            axis_name=name,
+            axis_error_field=error_field(exc, ("name",), {"axis": "name"}),
+        )
     if ctx.wants_json:
         return JSONResponse(
             {**_axis_json(axis, feed), "examples": examples_for(ctx.request, ctx.settings, feed, axis.name)},

@@ -119,6 +119,16 @@ class Ctx:
         return RedirectResponse(url, status_code=303)
 
 
+def error_field(exc: RtdpError, fields: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> str | None:
+    """The form field `exc` is about (its detail's `field`, renamed by `aliases`), if the form has it.
+    None means the message belongs in the form's general alert."""
+    name = exc.detail.get("field")
+    if not isinstance(name, str):
+        return None
+    name = (aliases or {}).get(name, name)
+    return name if name in fields else None
+
+
 Handler = Callable[[Ctx], Response]
 Endpoint = Callable[[Request], Awaitable[Response]]
 

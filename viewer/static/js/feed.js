@@ -79,7 +79,7 @@
     const row = document.createElement("tr");
     row.dataset.axis = axis.name;
     const nameCell = cell("", "axis-name");
-    row.append(nameCell, cell(String(axis.point_count), "num"), cell(RTDP.formatY(axis.last_y, yCast), "num"), cell(""), cell(""));
+    row.append(nameCell, cell(String(axis.point_count), "num"), cell(RTDP.formatY(axis.last_y, yCast), "num"), cell(""), cell(""), cell("", "spark"));
     // Rename and delete are for the feed's owner and admins (the page marks the table); writers only add.
     if (table.dataset.manage) row.append(actionForms(axis.name));
     table.tBodies[0].append(row);
