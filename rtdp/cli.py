@@ -6,7 +6,8 @@ import functools
 import json
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
+from itertools import groupby
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -253,7 +254,9 @@ def export(
     **options: Any,
 ) -> None:
     """Export a feed's points as CSV (header x,y; axis,x,y for several axes) or JSON."""
-    from rtdp.casts import XCast, YCast, cast_x, format_x, y_json
+    from rtdp import export
+    from rtdp.casts import XCast, YCast, cast_x
+    from rtdp.codec import Casts
     from rtdp.models import Axis
     from rtdp.store import get_axis, get_feed, iter_export
 
@@ -267,21 +270,22 @@ def export(
     )
     low = cast_x(since, x_cast, settings.tz) if since else None
     high = cast_x(until, x_cast, settings.tz) if until else None
-    rows = iter_export(feed_row, axes, low, high)
     several = len(axes) > 1
+    casts = Casts(x_cast, y_cast)
+    # Axis by axis, so each is streamed without loading the feed (rows come ordered by axis, then x).
+    by_axis = groupby(iter_export(feed_row, axes, low, high), key=itemgetter(0))
     if fmt == "csv":
-        output.write("axis,x,y\n" if several else "x,y\n")
-        for name, x, y in rows:
-            value = str(y_json(y, y_cast))
-            output.write(f"{name},{format_x(x, x_cast)},{value}\n" if several else f"{format_x(x, x_cast)},{value}\n")
+        output.write(export.csv_header(several))
+        for name, rows in by_axis:
+            output.write(export.csv_lines(name, ((x, y) for _, x, y in rows), casts, several))
     else:
-        points = [{"axis": name, "x": x, "y": y_json(y, y_cast)} for name, x, y in rows]
-        json.dump(
-            {"feed": feed_row.name, "exported": datetime.now(UTC).isoformat(), "points": points},
-            output,
-            separators=(",", ":"),
-        )
-        output.write("\n")
+        output.write("[")
+        first = True
+        for name, rows in by_axis:
+            points = export.json_points(name, ((x, y) for _, x, y in rows), casts)
+            output.write(("" if first else ",") + ",".join(points))
+            first = False
+        output.write("]\n")
 
 
 @main.command()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
-import json
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -16,7 +13,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from rtdp.casts import XCast, YCast, cast_x, format_x, y_json
+from rtdp import export
+from rtdp.casts import XCast, cast_x, y_json
 from rtdp.codec import MAX_BATCH, Casts, Sample, encode, sample_from_fields
 from rtdp.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from rtdp.models import Axis, Feed, User
@@ -443,15 +441,9 @@ async def _pages(
 async def _export_csv(
     state: ViewerState, axes: list[Axis], casts: Casts, since: float | None, until: float | None, several: bool
 ) -> AsyncIterator[str]:
-    yield "axis,x,y\r\n" if several else "x,y\r\n"
-    integral = casts.y is not YCast.FLOAT
+    yield export.csv_header(several)
     async for axis_name, rows in _pages(state, axes, since, until):
-        out = io.StringIO()
-        writer = csv.writer(out)
-        for _, x, y in rows:
-            values = [format_x(x, casts.x), str(int(y)) if integral else repr(y)]
-            writer.writerow([axis_name, *values] if several else values)
-        yield out.getvalue()
+        yield export.csv_lines(axis_name, ((x, y) for _, x, y in rows), casts, several)
 
 
 async def _export_json(
@@ -460,11 +452,7 @@ async def _export_json(
     yield "["
     first = True
     async for axis_name, rows in _pages(state, axes, since, until):
-        parts = [
-            json.dumps({"axis": axis_name, "x": format_x(x, casts.x) if casts.x is XCast.DATETIME else x_json(
-                x, casts.x), "y": y_json(y, casts.y)}) for _, x, y in rows
-        ]
-        yield ("" if first else ",") + ",".join(parts)
+        yield ("" if first else ",") + ",".join(export.json_points(axis_name, ((x, y) for _, x, y in rows), casts))
         first = False
     yield "]\n"
 

@@ -35,7 +35,18 @@ def test_users_tokens_feeds_axes_and_export(tmp_path: Path) -> None:
     csv = run(tmp_path, "export", "lab").output
     assert csv == "x,y\n2026-11-27T10:00:00Z,1\n2026-11-27T10:00:01Z,2\n"
     exported = json.loads(run(tmp_path, "export", "lab", "--format", "json").output)
-    assert [p["y"] for p in exported["points"]] == [1, 2] and exported["feed"] == "lab"
+    assert exported == [
+        {"axis": "temp", "x": "2026-11-27T10:00:00Z", "y": 1},
+        {"axis": "temp", "x": "2026-11-27T10:00:01Z", "y": 2},
+    ]
+    # Several axes: an axis column first, axis by axis (the same format as the API's export).
+    assert run(tmp_path, "axis", "add", "lab", "a,b").exit_code != 0  # a comma is not a name character
+    assert run(tmp_path, "axis", "add", "lab", "rh").exit_code == 0
+    lines.write_text("x,y\n2026-11-27T10:00:00Z,40\n")
+    assert run(tmp_path, "import", "lab", str(lines), "--axis", "rh", "--no-progress").exit_code == 0
+    assert run(tmp_path, "export", "lab").output == (
+        "axis,x,y\nrh,2026-11-27T10:00:00Z,40\ntemp,2026-11-27T10:00:00Z,1\ntemp,2026-11-27T10:00:01Z,2\n"
+    )
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
