@@ -1,9 +1,7 @@
 """The bridge's Prometheus metrics: a collector that reads `Stats` (and the bridge's queue) at scrape time.
 
-No second bookkeeping: every number comes from the counters the writer already keeps. Histograms
-appear when Stats carries `bridge.histogram.Buckets` fields (`batch_points_hist`, `commit_seconds_hist`,
-`store_delay_hist`); until then batch size and commit time are exported as summaries (count and sum),
-which still give averages and rates.
+No second bookkeeping: every number comes from the counters the writer already keeps, histograms
+included (`bridge.histogram.Buckets` fields of Stats).
 
 `store_delay` is the time from the moment the bridge's MQTT client received a message from the broker
 (`Incoming.arrived`) to the commit that stored it: queueing in the bridge, batching, decoding and the
@@ -23,7 +21,6 @@ from prometheus_client.core import (
     GaugeMetricFamily,
     HistogramMetricFamily,
     Metric,
-    SummaryMetricFamily,
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -76,20 +73,13 @@ class BridgeCollector(Collector):
             rejected.add_metric([reason], count)
         yield rejected
         yield CounterMetricFamily("rtdp_bridge_batches", "Committed batches", value=s.batches)
-        yield self._distribution(
-            "rtdp_bridge_batch_points", "Points per committed batch", "batch_points_hist", s.batches, s.points_stored
+        yield _histogram("rtdp_bridge_batch_points", "Points per committed batch", s.batch_points_hist)
+        yield _histogram("rtdp_bridge_commit_seconds", "Time to write and commit one batch", s.commit_seconds_hist)
+        yield _histogram(
+            "rtdp_bridge_store_delay_seconds",
+            "From the bridge receiving a message from the broker to the commit that stored it",
+            s.store_delay_hist,
         )
-        yield self._distribution(
-            "rtdp_bridge_commit_seconds", "Time to write and commit one batch", "commit_seconds_hist",
-            s.batches, s.commit_seconds_total,
-        )
-        delay = getattr(s, "store_delay_hist", None)
-        if isinstance(delay, Buckets):
-            yield _histogram(
-                "rtdp_bridge_store_delay_seconds",
-                "From the bridge receiving a message from the broker to the commit that stored it",
-                delay,
-            )
         yield GaugeMetricFamily("rtdp_bridge_batch_points_max", "Largest batch so far", value=s.batch_points_max)
         yield GaugeMetricFamily(
             "rtdp_bridge_commit_seconds_max", "Slowest commit so far", value=s.commit_seconds_max
@@ -121,13 +111,6 @@ class BridgeCollector(Collector):
                 "Messages the embedded broker's intake dropped (queue full): lost, amqtt had acknowledged them",
                 value=self.dropped(),
             )
-
-    def _distribution(self, name: str, doc: str, field: str, count: int, total: float) -> Metric:
-        buckets = getattr(self.stats, field, None)
-        if isinstance(buckets, Buckets):
-            return _histogram(name, doc, buckets)
-        return SummaryMetricFamily(name, doc, count_value=count, sum_value=total)
-
 
 def _histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, buckets=buckets.cumulative(), sum_value=buckets.sum)

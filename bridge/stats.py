@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from bridge.histogram import BATCH_POINTS, SECONDS, Buckets
+
 
 @dataclass
 class Stats:
@@ -23,6 +25,11 @@ class Stats:
     # Notifications (stored/errors topics) not sent because paho's outgoing queue was full.
     publish_dropped: int = 0
     connects: int = 0
+    # Exported as Prometheus histograms by bridge.metrics.
+    batch_points_hist: Buckets = field(default_factory=lambda: Buckets(BATCH_POINTS))
+    commit_seconds_hist: Buckets = field(default_factory=lambda: Buckets(SECONDS))
+    # From the bridge receiving a message (Incoming.arrived) to the commit that stored it.
+    store_delay_hist: Buckets = field(default_factory=lambda: Buckets(SECONDS))
 
     def record_batch(self, points: int, messages: int, seconds: float) -> None:
         self.batches += 1
@@ -32,6 +39,8 @@ class Stats:
         self.commit_seconds_total += seconds
         self.commit_seconds_max = max(self.commit_seconds_max, seconds)
         self.last_commit_seconds = seconds
+        self.batch_points_hist.observe(points)
+        self.commit_seconds_hist.observe(seconds)
 
     def as_dict(self) -> dict[str, object]:
         return {

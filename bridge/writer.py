@@ -157,6 +157,10 @@ class Writer:
         started = time.perf_counter()
         with self.db.atomic():
             stored = self._commit(prepared)
+        committed = time.time()
+        for p in prepared:
+            if p.rejection is None:  # a rejected message was not stored: it has no store delay
+                self.stats.store_delay_hist.observe(max(0.0, committed - p.message.arrived))
         return self._result(prepared, stored, time.perf_counter() - started)
 
     def _isolated(self, prepared: list[_Prepared]) -> BatchResult:
