@@ -154,3 +154,25 @@ def test_feed_list_draws_a_sparkline_for_an_axis_with_points(live_server: LiveSe
     box = tab.locator('article[data-feed="sparky"] svg.sparkline').bounding_box()
     assert box is not None and box["width"] >= 100 and box["height"] >= 20  # drawn, not collapsed
     assert windows.errors == [], windows.errors
+
+
+def test_add_axis_error_is_shown_next_to_its_field_without_a_reload(live_server: LiveServer, windows: Windows) -> None:
+    stored_axis("lab", "temp", 3)
+    tab = windows.open()
+    sign_in(tab, live_server.url, EMAIL, PASSWORD)
+    tab.goto(f"{live_server.url}/feeds/lab")
+    tab.evaluate("() => { window.notReloaded = true; }")
+    name = tab.locator('#add-axis input[name="name"]')
+    name.fill("temp")
+    tab.click('#add-axis button[type="submit"]')
+    expect(tab.locator("#add-axis-name-error")).to_contain_text("already has an axis")
+    expect(name).to_have_attribute("aria-invalid", "true")
+    expect(tab.locator("#axes-error")).to_be_hidden()
+    name.fill("humidity")  # a good name clears the message
+    tab.click('#add-axis button[type="submit"]')
+    expect(tab.locator('#axes tr[data-axis="humidity"]')).to_be_visible()
+    expect(tab.locator("#add-axis-name-error")).to_have_count(0)
+    expect(name).not_to_have_attribute("aria-invalid", "true")
+    assert tab.evaluate("() => window.notReloaded") is True
+    unexpected = [e for e in windows.errors if "409 (Conflict)" not in e]
+    assert unexpected == [], unexpected

@@ -39,7 +39,9 @@
     let data = null;
     try { data = await response.json(); } catch (e) { data = null; }
     if (!response.ok) {
-      throw new Error((data && data.error) || ("the server answered " + response.status));
+      const error = new Error((data && data.error) || ("the server answered " + response.status));
+      error.field = data && typeof data.field === "string" ? data.field : null;  // which form field it is about
+      throw error;
     }
     return data;
   }
@@ -48,6 +50,28 @@
     if (!element) return;
     element.textContent = message || "";
     element.classList.toggle("hidden", !message);
+  }
+
+  /* Show `message` next to `input` (or clear it): the same markup the server renders for a rejected form. */
+  function showFieldError(input, message) {
+    const id = (input.form && input.form.id ? input.form.id : "form") + "-" + input.name + "-error";
+    let note = document.getElementById(id);
+    if (!message) {
+      if (note) note.remove();
+      input.removeAttribute("aria-invalid");
+      input.removeAttribute("aria-describedby");
+      return;
+    }
+    if (!note) {
+      note = document.createElement("span");
+      note.className = "field-error";
+      note.id = id;
+      note.setAttribute("role", "alert");
+      input.insertAdjacentElement("afterend", note);
+    }
+    note.textContent = message;
+    input.setAttribute("aria-invalid", "true");
+    input.setAttribute("aria-describedby", id);
   }
 
   function pageConfig() {
@@ -97,5 +121,5 @@
 
   document.addEventListener("DOMContentLoaded", function () { localizeTimes(); setupCopyButtons(); });
 
-  window.RTDP = { csrf, formatTime, formatX, formatY, postForm, showError, pageConfig, localizeTimes, setupCopyButtons };
+  window.RTDP = { csrf, formatTime, formatX, formatY, postForm, showError, showFieldError, pageConfig, localizeTimes, setupCopyButtons };
 })();

@@ -140,8 +140,15 @@
         addRow(axis);
         input.value = "";
         RTDP.showError(errorBox, "");
+        RTDP.showFieldError(input, "");
       } catch (error) {
-        RTDP.showError(errorBox, "Could not add the axis: " + error.message);
+        // A bad or taken name belongs next to the field; anything else goes to the page's alert.
+        if (error.field === "axis" || error.field === "name") {
+          RTDP.showFieldError(input, error.message);
+          RTDP.showError(errorBox, "");
+        } else {
+          RTDP.showError(errorBox, "Could not add the axis: " + error.message);
+        }
       }
     });
   }
