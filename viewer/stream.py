@@ -6,8 +6,10 @@ what came after Last-Event-ID, then pass live events, dropping any already repla
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from sse_starlette.sse import EventSourceResponse, ServerSentEvent
@@ -17,15 +19,16 @@ from starlette.responses import Response
 
 from rtdp.casts import XCast, y_json
 from rtdp.codec import Casts
-from rtdp.errors import InvalidInput
+from rtdp.errors import InvalidInput, RtdpError
 from rtdp.models import Feed
 from rtdp.store import feed_casts, points_after
 from viewer.access import find_feed
 from viewer.auth import principal_from_request
-from viewer.hub import Subscription
+from viewer.hub import StoredEvent, Subscription
 from viewer.state import ViewerState, viewer_state
 
 REPLAY_PAGE = 5000
+_NOTHING = StoredEvent(0, "", 0.0, 0.0)  # no event within the recheck period
 
 
 def _last_event_id(request: Request) -> int | None:
@@ -48,7 +51,11 @@ def _event(point_id: int, axis: str, x: float, y: float, casts: Casts) -> Server
 
 
 async def _events(
-    state: ViewerState, feed: Feed, sub: Subscription, last_id: int | None
+    state: ViewerState,
+    feed: Feed,
+    sub: Subscription,
+    last_id: int | None,
+    still_allowed: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[ServerSentEvent]:
     casts = feed_casts(feed)
     # Live events up to here were replayed already. Only those are dropped: with several bridges,
@@ -64,8 +71,21 @@ async def _events(
                     replayed = point_id
                 if len(rows) < REPLAY_PAGE:
                     break
+        # A stream can stay open for days: who may read it is asked again every heartbeat period, so a
+        # revoked token, a removed share or a feed made private ends it (the cached answers expire).
+        recheck = state.settings.sse_heartbeat
+        next_check = time.monotonic() + recheck
         while True:
-            event = await sub.get()
+            try:
+                event = await asyncio.wait_for(sub.get(), timeout=recheck)
+            except TimeoutError:
+                event = _NOTHING
+            if time.monotonic() >= next_check:
+                if not await still_allowed():
+                    return
+                next_check = time.monotonic() + recheck
+            if event is _NOTHING:
+                continue
             if event is None:
                 return  # dropped for falling behind, or the server is stopping: the client resumes
             if event.id > replayed:
@@ -82,9 +102,18 @@ async def stream_route(request: Request) -> Response:
     last_id = _last_event_id(request)
     feed = await state.run_db(find_feed, principal, request.path_params["feed"])
     sub = state.hub.subscribe(feed.name)
+
+    async def still_allowed() -> bool:
+        try:
+            again = await principal_from_request(request)
+            await state.run_db(find_feed, again, feed.name)
+        except RtdpError:
+            return False
+        return True
+
     headers: dict[str, Any] = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     response: Response = EventSourceResponse(
-        _events(state, feed, sub, last_id),
+        _events(state, feed, sub, last_id, still_allowed),
         ping=state.settings.sse_heartbeat,
         headers=headers,
         # Runs even if the generator never started (client gone before the first byte).

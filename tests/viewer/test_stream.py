@@ -14,11 +14,11 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from rtdp.codec import Sample
-from rtdp.models import Feed
+from rtdp.models import Feed, Token
 from rtdp.store import StoredPoint, get_axis, write_points
 from tests.support.env import wait_for
 from tests.support.mosquitto import Mosquitto
-from tests.viewer.conftest import LiveServer, World, basic
+from tests.viewer.conftest import LiveServer, World, basic, bearer
 from viewer.hub import Hub, StoredEvent
 
 EP = basic("ep@nothing.com", "1234")
@@ -175,3 +175,24 @@ def test_hub_drops_only_the_slow_subscriber() -> None:
         assert await fast.get() is None and not fast.dropped
 
     asyncio.run(scenario())
+
+
+def test_open_stream_ends_when_access_is_revoked(live_server: LiveServer, live_world: World) -> None:
+    """Permission is asked again while a stream is open: a revoked token, or a public feed made
+    private again, ends the stream (the client's reconnect then gets 401/403/404)."""
+    url = f"{live_server.url}/api/v1/feeds/feed_t/stream"
+    state = live_server.app.state.viewer
+    with stream(url, bearer(live_world.ep_token)) as client:
+        kind, _ = client.items.get(timeout=5)
+        assert kind == "comment"  # open: a heartbeat came
+        Token.update(revoked=True).execute()
+        state.credentials.clear()  # what a revocation through this viewer does; otherwise the TTL
+        wait_for(lambda: END in list(client.items.queue), timeout=10, what="the stream to end")
+    assert httpx.get(url, headers=bearer(live_world.ep_token)).status_code == 401
+
+    Feed.update(public=True).where(Feed.id == live_world.feed_t.id).execute()
+    with stream(url) as client:  # anonymous reader of a public feed
+        kind, _ = client.items.get(timeout=5)
+        Feed.update(public=False).where(Feed.id == live_world.feed_t.id).execute()
+        state.forget_decisions()
+        wait_for(lambda: END in list(client.items.queue), timeout=10, what="the stream to end")
