@@ -36,7 +36,6 @@ from bridge.batching import BatchLoop
 from bridge.errors import BridgeError
 from bridge.retention import RetentionScheduler
 from bridge.stats import Stats
-from bridge.wire import buffer_reads
 from bridge.writer import Incoming, Notice, Writer
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
@@ -44,6 +43,7 @@ from rtdp.logs import RateLimitedLog
 from rtdp.models import database_proxy
 from rtdp.mqtt import Endpoint, make_client
 from rtdp.settings import Settings
+from rtdp.wire import buffer_reads
 
 log = logging.getLogger("rtdp.bridge")
 

@@ -25,6 +25,7 @@ import paho.mqtt.client as mqtt
 from rtdp.errors import Unavailable
 from rtdp.mqtt import Endpoint, make_client
 from rtdp.topic import STORED_PREFIX, check_name
+from rtdp.wire import BufferedSocket, buffer_reads
 from viewer.hub import StoredEvent
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,6 @@ class Publisher:
         self._pending: dict[int, asyncio.Future[None]] = {}
         self._socket_closed: asyncio.Event | None = None
         self._out = bytearray()
-        self._in = bytearray()
         # Waited on from another thread by wait_connected().
         self._connected_event = threading.Event()
         # Mids whose caller gave up (timeout) but whose PUBACK paho still awaits: they stay taken until it
@@ -93,9 +93,10 @@ class Publisher:
         self.client.on_socket_close = self._on_socket_close
         self.client.on_socket_register_write = self._on_socket_register_write
         self.client.on_socket_unregister_write = self._on_socket_unregister_write
-        # paho's own socket I/O, replaced on this instance by the buffered versions below.
+        # paho's reads through one 64 KiB recv (shared with the bridge); its sends collected and sent
+        # once per loop iteration by the buffered version below.
+        buffer_reads(self.client)
         self.client._sock_send = self._buffer_send  # type: ignore[method-assign,assignment]
-        self.client._sock_recv = self._buffer_recv  # type: ignore[method-assign,assignment]
 
     @property
     def pending(self) -> int:
@@ -218,8 +219,9 @@ class Publisher:
 
     def _read(self) -> None:
         self.client.loop_read()
-        # The socket may be drained while our buffer still holds packets: the reader would not fire again.
-        while self._in and self.client.socket() is not None:
+        # The socket may be drained while the read buffer still holds packets: the reader would not fire
+        # again for them.
+        while isinstance(sock := self.client.socket(), BufferedSocket) and sock.pending():
             self.client.loop_read()
 
     def _write(self) -> None:
@@ -232,20 +234,6 @@ class Publisher:
             raise ConnectionError("no socket")
         self._out += data
         return len(data)
-
-    def _buffer_recv(self, size: int) -> bytes:
-        # Stands in for paho's Client._sock_recv (it asks for 1 byte, 1 byte, then the rest of each packet).
-        if not self._in:
-            sock = self.client.socket()
-            if sock is None:
-                raise ConnectionError("no socket")
-            data = sock.recv(65536)  # BlockingIOError and EOF (b"") mean to paho what they always do
-            if len(data) <= size:
-                return data
-            self._in += data
-        chunk = bytes(self._in[:size])
-        del self._in[:size]
-        return chunk
 
     def _flush(self, sock: Any = None) -> None:
         """Send what paho queued; what the socket does not take now waits for the next writable event."""
@@ -303,7 +291,6 @@ class Publisher:
         # paho closes right after writing DISCONNECT: send it (best effort), and forget the rest.
         self._flush(sock)
         self._out.clear()
-        self._in.clear()
         loop.remove_reader(sock)
         loop.remove_writer(sock)
         if self._socket_closed is not None:

@@ -1,4 +1,4 @@
-"""Fewer system calls for paho's network thread: its socket reads served from one large buffer.
+"""Fewer system calls for paho: its socket reads served from one large buffer (bridge and viewer).
 
 paho (2.x) reads every packet with at least three `recv` calls (the command byte, the remaining length,
 then the rest), each after a `select`. For a stream of small QoS 1 publishes that is most of the

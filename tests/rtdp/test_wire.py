@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import paho.mqtt.client as mqtt
 import pytest
 
-from bridge import wire
-from bridge.wire import BufferedSocket, buffer_reads
+from rtdp import wire
 from rtdp.mqtt import Endpoint, make_client
+from rtdp.wire import BufferedSocket, buffer_reads
 from tests.support.env import wait_for
 from tests.support.mosquitto import Mosquitto
 
