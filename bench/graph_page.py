@@ -56,6 +56,7 @@ from rtdp.database import open_database  # noqa: E402
 from rtdp.mqtt import Endpoint  # noqa: E402
 from rtdp.settings import BrokerURL, HostPort, Settings  # noqa: E402
 from rtdp.store import create_axis, create_feed, write_points  # noqa: E402
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.support.env import wait_for  # noqa: E402
 from tests.support.mosquitto import running_mosquitto  # noqa: E402
 from viewer.app import build_server, create_app  # noqa: E402
@@ -65,15 +66,6 @@ Row = tuple[str, str, str, bool | None]  # a table row: measure, result, target,
 EMAIL, PASSWORD, FEED = "bench@nothing.com", "bench-password", "bench"
 AXES = ("a", "b", "c")
 HISTORY_SECONDS = 3000.0  # 50 minutes: inside the page's default 1 h window for the whole run
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 # Counts animation frames in the page; the bench reads and resets it at every sample.
 FRAME_COUNTER = """() => {
@@ -253,7 +245,7 @@ def measure(url: str, args: argparse.Namespace, settings: Settings, workdir: Pat
 
     result: dict[str, Any] = {}
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=CHROMIUM or "/usr/bin/chromium", args=CHROMIUM_ARGS)
         context = browser.new_context(viewport={"width": 1100, "height": 720})
         tab = context.new_page()
         errors: list[str] = []

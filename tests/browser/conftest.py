@@ -5,9 +5,7 @@ Never `playwright install`: the browser is /usr/bin/chromium (apt-get install ch
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,19 +13,10 @@ import pytest
 from bridge.service import Bridge
 from rtdp.mqtt import Endpoint
 from rtdp.settings import Settings
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.env import require, wait_for
 from tests.viewer.conftest import LiveServer, live_server, settings  # noqa: F401 -- fixtures reused here
 from viewer.pages import STATIC
-
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 try:
     from playwright.sync_api import Browser, Page, sync_playwright
