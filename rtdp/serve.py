@@ -105,8 +105,11 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
     from bridge.metrics import bridge_collector
     from broker.metrics import BrokerCollector
 
+    # The bridge's writer: the in-broker intake in embedded mode, a subscribing Bridge otherwise.
+    writer: Intake | Bridge | None = intake if intake is not None else bridge
+    assert writer is not None
     # One process: the viewer's /metrics also shows the bridge's (or intake's) and the broker's numbers.
-    collectors: list[Any] = [bridge_collector(intake if intake is not None else bridge)]  # type: ignore[arg-type]
+    collectors: list[Any] = [bridge_collector(writer)]
     if broker is not None:
         collectors.append(BrokerCollector(broker))
     try:
@@ -120,8 +123,6 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
     from bridge.retention import RetentionScheduler
 
     retention = RetentionScheduler(settings)
-    writer = intake if intake is not None else bridge
-    assert writer is not None
     writer_failed = writer.failed
     emulator = None
     try:
