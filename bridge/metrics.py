@@ -22,7 +22,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from bridge.histogram import Buckets
 from bridge.stats import Stats
@@ -134,9 +134,3 @@ def bridge_collector(source: _Fed) -> BridgeCollector:
         dropped=(lambda: int(getattr(source, "dropped", 0))) if hasattr(source, "dropped") else None,
     )
 
-
-def register_bridge_metrics(registry: CollectorRegistry, source: _Fed) -> BridgeCollector:
-    """Register the metrics of `source` (a Bridge or an Intake) on `registry` (e.g. the viewer's)."""
-    collector = bridge_collector(source)
-    registry.register(collector)
-    return collector

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 
 if TYPE_CHECKING:
     # Types only: broker.server imports this module for `rtdp broker --metrics`.
@@ -91,9 +91,3 @@ class BrokerCollector(Collector):
             "rtdp_broker_refused_subscribes", "Subscriptions refused by the topic ACL", value=access.refused_subscribes
         )
 
-
-def register_broker_metrics(registry: CollectorRegistry, broker: EmbeddedBroker) -> BrokerCollector:
-    """Register `broker`'s metrics on `registry` (e.g. the viewer's, in `rtdp serve`)."""
-    collector = BrokerCollector(broker)
-    registry.register(collector)
-    return collector

@@ -8,7 +8,7 @@ import urllib.request
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bridge.metrics import BridgeCollector, queue_lag, register_bridge_metrics
+from bridge.metrics import BridgeCollector, bridge_collector, queue_lag
 from bridge.stats import Stats
 from bridge.writer import Incoming
 from rtdp.models import User
@@ -34,7 +34,7 @@ def test_points_rejections_and_batches_move(harness: BridgeHarness, owner: User)
     make_feed(owner, "f", x_cast="float")
     bridge = harness.start()
     registry = CollectorRegistry()
-    register_bridge_metrics(registry, bridge)
+    registry.register(bridge_collector(bridge))
     before = scrape(registry)
     assert before[("rtdp_bridge_points_total", (("outcome", "stored"),))] == 0
     assert before[("rtdp_bridge_queued_messages", ())] == 0
@@ -102,5 +102,5 @@ def test_an_intake_also_reports_what_it_dropped() -> None:
             self.dropped = 3
 
     registry = CollectorRegistry()
-    register_bridge_metrics(registry, FakeIntake())
+    registry.register(bridge_collector(FakeIntake()))
     assert scrape(registry)[("rtdp_bridge_intake_dropped_messages_total", ())] == 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker.metrics import register_broker_metrics
+from broker.metrics import BrokerCollector
 from tests.broker.clients import connected, login_result
 from tests.broker.conftest import PASSWORD
 from tests.support.embedded import EmbeddedBrokerHandle
@@ -20,7 +20,7 @@ def scrape(registry: CollectorRegistry) -> dict[str, float]:
 
 def test_metrics_follow_clients_messages_and_refusals(embedded: EmbeddedBrokerHandle) -> None:
     registry = CollectorRegistry()
-    register_broker_metrics(registry, embedded.broker)
+    registry.register(BrokerCollector(embedded.broker))
     before = scrape(registry)
     assert before["rtdp_broker_clients_connected"] == 0
 
