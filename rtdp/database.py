@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import peewee as pw
@@ -17,8 +18,9 @@ from playhouse.db_url import connect
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as run_migrations
 
+from rtdp import summary
 from rtdp.errors import ConfigError
-from rtdp.models import ALL_MODELS, PurgeLog, database_proxy
+from rtdp.models import ALL_MODELS, Axis, PurgeLog, Summary, database_proxy
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -49,10 +51,25 @@ def _create_purge_log(db: pw.Database) -> None:
     db.create_tables([PurgeLog], safe=True)
 
 
+def _create_point_summary(db: pw.Database) -> None:
+    # Per-block summaries for downsampling (rtdp.summary). Axes that already hold enough points are
+    # summarised now, once, so that no writer has to do it in the middle of a batch.
+    if "summary_level" not in {c.name for c in db.get_columns("axis")}:
+        migrator = SchemaMigrator.from_database(db)
+        run_migrations(migrator.add_column("axis", "summary_level", pw.SmallIntegerField(null=True)))
+    db.create_tables([Summary], safe=True)
+    due: Any = Axis.select(Axis.id, Axis.point_count).where(
+        Axis.summary_level.is_null() & (Axis.point_count >= summary.PLAN_AT)
+    )
+    for axis_id, count in due.tuples():
+        summary.plan(db, axis_id, count)
+
+
 MIGRATIONS: list[Migration] = [
     _add_token_broker_hash,
     _index_point_axis_x_y,
     _create_purge_log,
+    _create_point_summary,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

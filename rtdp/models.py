@@ -103,6 +103,9 @@ class Axis(BaseModel):
     last_y = pw.DoubleField(null=True)
     last_seen = pw.DoubleField(null=True)
     point_count = pw.BigIntegerField(default=0)
+    # The finest level of the axis's rows in Summary: None until it has enough points, 127 for never
+    # (rtdp.summary).
+    summary_level = pw.SmallIntegerField(null=True)
 
     class Meta:
         indexes = ((("feed", "name"), True),)
@@ -124,6 +127,27 @@ class Point(BaseModel):
             # on SQLite is about a third faster than visiting each row (see bench/store_bench.py).
             (("axis", "x", "y"), False),
         )
+
+
+class Summary(BaseModel):
+    """Per block of x (16**level wide): how many points an axis has there, and the lowest and the
+    highest of them. Kept exact by rtdp.store and rtdp.retention; read by downsampling (rtdp.summary)."""
+
+    axis = pw.ForeignKeyField(Axis, on_delete="CASCADE", index=False)
+    axis_id: int
+    level = pw.SmallIntegerField()
+    block = pw.BigIntegerField()
+    points = pw.BigIntegerField()
+    min_id = pw.BigIntegerField()
+    min_x = pw.DoubleField()
+    min_y = pw.DoubleField()
+    max_id = pw.BigIntegerField()
+    max_x = pw.DoubleField()
+    max_y = pw.DoubleField()
+
+    class Meta:
+        table_name = "point_summary"
+        primary_key = pw.CompositeKey("axis", "level", "block")
 
 
 class Token(BaseModel):
@@ -174,5 +198,5 @@ class PurgeLog(BaseModel):
 
 
 ALL_MODELS: list[type[BaseModel]] = [
-    User, Group, Membership, Feed, Share, Axis, Point, Token, EmulatorState, Rejection, PurgeLog,
+    User, Group, Membership, Feed, Share, Axis, Point, Summary, Token, EmulatorState, Rejection, PurgeLog,
 ]

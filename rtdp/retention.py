@@ -25,6 +25,7 @@ from typing import Any
 
 import peewee as pw
 
+from rtdp import summary
 from rtdp.casts import XCast
 from rtdp.models import Axis, Feed, Point, PurgeLog, database_proxy
 from rtdp.store import get_feed
@@ -250,6 +251,8 @@ def _delete_batch(axis_id: int, condition: Any, batch: int) -> tuple[int, int]:
             Axis.update(point_count=Axis.point_count - deleted).where(Axis.id == axis_id).execute()
             top = max(float(x) for _, x in rows)
             current = Axis.get_by_id(axis_id)
+            if current.summary_level is not None and current.summary_level != summary.OFF:
+                summary.refresh(db, axis_id, current.summary_level, (float(x) for _, x in rows))
             if current.last_x is not None and top >= current.last_x:
                 _refresh_last(axis_id)
     return deleted, len(rows)

@@ -4,6 +4,7 @@ from an event loop."""
 from __future__ import annotations
 
 import functools
+import math
 import time
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -11,6 +12,7 @@ from typing import Any, NamedTuple
 
 import peewee as pw
 
+from rtdp import summary
 from rtdp.casts import XCast, YCast
 from rtdp.codec import Casts, Sample
 from rtdp.errors import Conflict, InvalidInput, NotFound
@@ -165,6 +167,10 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
         if len(stored) < len(rows):
             inserted = {(p.axis_id, p.x) for p in stored}
             pending = [row for row in rows if (row[0], row[1]) not in inserted]
+        # Where points were replaced, the summaries' extremes may have gone with the old rows.
+        replaced_xs: dict[int, list[float]] = defaultdict(list)
+        for axis_id, x, _ in pending:
+            replaced_xs[axis_id].append(x)
         # Replace: delete then insert, so the replacement gets a new (higher) id for SSE replay.
         # Repeated because on PostgreSQL a concurrent writer (another bridge of a share group) may
         # insert the same (axis, x) between our delete and insert; SQLite holds its lock throughout.
@@ -192,15 +198,44 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
                 newest[axis_id] = (x, y, 1)
             else:
                 newest[axis_id] = (x, y, seen[2] + 1) if x > seen[0] else (seen[0], seen[1], seen[2] + 1)
+        levels: dict[int, tuple[int, int | None]] = {}
         for axis_id, (top_x, top_y, count) in newest.items():
-            Axis.update(last_seen=received, point_count=Axis.point_count + (count - replaced[axis_id])).where(
-                Axis.id == axis_id
-            ).execute()
+            cursor = _execute(db, _count_sql(db.param), (received, count - replaced[axis_id], axis_id))
+            total, level = cursor.fetchone()
+            levels[axis_id] = (int(total), level)
             Axis.update(last_x=top_x, last_y=top_y).where(
                 (Axis.id == axis_id) & (Axis.last_x.is_null() | (Axis.last_x <= top_x))
             ).execute()
-    stored.sort(key=lambda p: p.id)
+        stored.sort(key=lambda p: p.id)
+        _summarise(db, stored, levels, replaced_xs)
     return stored
+
+
+def _summarise(
+    db: pw.Database,
+    stored: list[StoredPoint],
+    levels: dict[int, tuple[int, int | None]],
+    replaced_xs: dict[int, list[float]],
+) -> None:
+    """Keep each axis's per-block summaries (rtdp.summary) exact after a write."""
+    if len(levels) == 1:
+        by_axis = {next(iter(levels)): stored}
+    else:
+        by_axis = defaultdict(list)
+        for point in stored:
+            by_axis[point.axis_id].append(point)
+    for axis_id, (total, level) in levels.items():
+        if level is None:
+            if total >= summary.PLAN_AT:
+                summary.plan(db, axis_id, total)  # built from the points, this batch's included
+            continue
+        if level == summary.OFF:
+            continue
+        try:
+            summary.fold(db, axis_id, level, by_axis.get(axis_id, []))
+            summary.refresh(db, axis_id, level, replaced_xs.get(axis_id, ()))
+        except summary.OutOfRange:
+            summary.turn_off(axis_id)
 
 
 def _is_sqlite(db: pw.Database) -> bool:
@@ -238,6 +273,10 @@ def _delete_points(db: pw.Database, keys: Sequence[tuple[int, float]]) -> dict[i
 # parameters. Names come from the model (plain lower-case identifiers, so no quoting is needed).
 _TABLE = Point._meta.table_name
 _AXIS, _X, _Y, _RECEIVED, _ID = (f.column_name for f in (Point.axis, Point.x, Point.y, Point.received_at, Point.id))
+_AXIS_TABLE = Axis._meta.table_name
+_AXIS_ID, _LAST_SEEN, _COUNT, _LEVEL = (
+    f.column_name for f in (Axis.id, Axis.last_seen, Axis.point_count, Axis.summary_level)
+)
 
 
 @functools.lru_cache(maxsize=64)
@@ -247,6 +286,14 @@ def _insert_sql(param: str, rows: int, ignore: bool) -> str:
     return (
         f"INSERT INTO {_TABLE} ({_AXIS}, {_X}, {_Y}, {_RECEIVED}) VALUES {values}{conflict}"
         f" RETURNING {_ID}, {_AXIS}, {_X}, {_Y}"
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _count_sql(param: str) -> str:
+    return (
+        f"UPDATE {_AXIS_TABLE} SET {_LAST_SEEN} = {param}, {_COUNT} = {_COUNT} + {param} WHERE {_AXIS_ID} = {param}"
+        f" RETURNING {_COUNT}, {_LEVEL}"
     )
 
 
@@ -283,87 +330,212 @@ def query_points(
     return list(query.order_by(Point.x).limit(limit).tuples())
 
 
+class Buckets(NamedTuple):
+    """How downsampling cuts an x range: buckets of `group` blocks of `level` (16**level wide, as in
+    rtdp.summary), aligned to multiples of their width. Aligned, a bucket is a union of summary
+    blocks, so it can be answered from the summary rows instead of the points."""
+
+    level: int
+    group: int
+
+    @property
+    def block_width(self) -> float:
+        return summary.width(self.level)
+
+    def bucket_of(self, x: float) -> int:
+        return math.floor(x / self.block_width) // self.group
+
+    def bounds(self, bucket: int) -> tuple[float, float]:
+        first = bucket * self.group
+        return first * self.block_width, (first + self.group) * self.block_width
+
+
+def plan_buckets(low: float, high: float, buckets: int, top: int | None = None) -> Buckets:
+    """At most `buckets` aligned buckets covering [low, high] (low < high), as close to that many as
+    the block widths allow (at least half). `top`: the coarsest level to use."""
+    per_bucket = high / buckets - low / buckets  # the span divided first: high - low may overflow
+    level = math.floor(math.log(per_bucket, 16))
+    # log() rounds: settle 16**level <= per_bucket < 16**(level + 1) exactly.
+    while level > -LEVEL_BOUND and summary.width(level) > per_bucket:
+        level -= 1
+    while level < LEVEL_BOUND and summary.width(level + 1) <= per_bucket:
+        level += 1
+    if top is not None:
+        level = min(level, top)
+    w = summary.width(level)
+    group = max(1, math.ceil(per_bucket / w))
+    while (math.floor(high / w) // group) - (math.floor(low / w) // group) + 1 > buckets:
+        group += 1
+    return Buckets(level, group)
+
+
+# Block widths stay normal floats (16**255 is about 2**1020).
+LEVEL_BOUND = 255
+
+
 def _downsample(
     query: Any, axis: Axis, since: float | None, until: float | None, max_points: int
 ) -> list[tuple[int, float, float]]:
-    """At most `max_points` points: the x range cut into max_points // 2 buckets of equal width,
-    each giving its lowest and highest point (so a single spike survives), oldest first."""
+    """At most `max_points` points: the x range cut into at most max_points // 2 buckets of equal
+    width (see Buckets), each giving its lowest and highest point (so a single spike survives; ties
+    on y go to the smallest x), oldest first. Read from the axis's summary rows where it has them."""
     if max_points < 2:
         raise InvalidInput("max_points must be at least 2", field="max_points")
     max_points = min(max_points, MAX_LIMIT)  # bounds memory like `limit` does
-    # Reading max_points + 1 rows is cheaper than COUNT(*) over a large range and answers small ones.
-    head: list[tuple[int, float, float]] = [
-        (i, float(x), float(y)) for i, x, y in query.order_by(Point.x).limit(max_points + 1).tuples()
-    ]
-    if len(head) <= max_points:
-        return head
-    low = head[0][1]
-    high = float(query.order_by(Point.x.desc()).limit(1).tuples().get()[1])
-    buckets = max_points // 2
-    # x is unique per axis and there are more points than max_points, so high > low.
-    width = (high - low) / buckets
-    edges = [low + i * width for i in range(buckets)] + [high]
     db = Point._meta.database
-    if _is_sqlite(db):
-        rows = _extremes_by_range(db, axis.id, edges)
+    # One snapshot for the summary rows and the points (a writer may commit in between).
+    with db.atomic():
+        # Reading max_points + 1 rows is cheaper than COUNT(*) over a large range and answers small ones.
+        head = [(i, float(x), float(y)) for i, x, y in _rows_of(db, query.order_by(Point.x).limit(max_points + 1))]
+        if len(head) <= max_points:
+            return head
+        low = head[0][1]
+        high = float(_rows_of(db, query.order_by(Point.x.desc()).limit(1))[0][1])
+        # x is unique per axis and there are more points than max_points, so high > low.
+        finest = Axis.select(Axis.summary_level).where(Axis.id == axis.id).scalar()
+        buckets = max_points // 2
+        if finest is not None and finest != summary.OFF:
+            top = finest + summary.LEVELS - 1
+            plan = plan_buckets(low, high, buckets, top)
+            if plan.level >= finest:
+                merged = _from_summary(db, axis.id, plan, low, high, since, until)
+                return _points_of(merged)
+        plan = plan_buckets(low, high, buckets)
+        if _is_sqlite(db):
+            merged = _extremes_by_range(db, axis.id, plan, low, high)
+        else:
+            merged = _extremes_by_window(db, axis.id, plan, low, high)
+        return _points_of(merged)
+
+
+def _rows_of(db: pw.Database, query: Any) -> list[tuple[Any, ...]]:
+    """A query's rows as plain tuples: Peewee's per-value conversions cost more than SQLite's reading."""
+    sql, params = query.sql()
+    return list(_execute(db, sql, params).fetchall())
+
+
+def _points_of(buckets: dict[int, summary.Extremes]) -> list[tuple[int, float, float]]:
+    """Each bucket's lowest and highest point (one when they are the same), oldest first."""
+    result: list[tuple[int, float, float]] = []
+    for bucket in sorted(buckets):
+        _, low_y, low_x, low_id, high_y, high_x, high_id = buckets[bucket]
+        if low_id == high_id:
+            result.append((int(low_id), low_x, low_y))
+        elif low_x < high_x:
+            result += [(int(low_id), low_x, low_y), (int(high_id), high_x, high_y)]
+        else:
+            result += [(int(high_id), high_x, high_y), (int(low_id), low_x, low_y)]
+    return result
+
+
+def _add_point(buckets: dict[int, summary.Extremes], plan: Buckets, point: tuple[int, float, float]) -> None:
+    i, x, y = point
+    bucket = plan.bucket_of(x)
+    single = [1, y, x, i, y, x, i]
+    if bucket in buckets:
+        summary.merge(buckets[bucket], single)
     else:
-        rows = _extremes_by_window(db, axis.id, edges)
-    return rows
+        buckets[bucket] = single
+
+
+def _from_summary(
+    db: pw.Database, axis_id: int, plan: Buckets, low: float, high: float, since: float | None, until: float | None
+) -> dict[int, summary.Extremes]:
+    """Buckets from the summary rows of plan.level; a block only partly inside [since, until] is read
+    from the points."""
+    w = plan.block_width
+    first, last = math.floor(low / w), math.floor(high / w)
+    full_first = first if since is None or since <= first * w else first + 1
+    full_last = last if until is None or until >= (last + 1) * w else last - 1
+    buckets: dict[int, summary.Extremes] = {}
+    if full_first <= full_last:
+        for block, extremes in summary.extremes(axis_id, plan.level, full_first, full_last).items():
+            bucket = block // plan.group
+            if bucket in buckets:
+                summary.merge(buckets[bucket], extremes)
+            else:
+                buckets[bucket] = extremes
+    partial: list[tuple[float, float]] = []
+    if full_first > first:
+        partial.append((low, min(high, (first + 1) * w)))
+    if full_last < last and (last > first or full_first == first):
+        partial.append((max(low, last * w), high))
+    for lo, hi in partial:
+        for point in _range_extremes(axis_id, lo, hi):
+            _add_point(buckets, plan, point)
+    return buckets
+
+
+def _range_extremes(axis_id: int, lo: float, hi: float) -> list[tuple[int, float, float]]:
+    """The lowest and the highest point with lo <= x <= hi (ties: smallest x)."""
+    query: Any = Point.select(Point.id, Point.x, Point.y).where(
+        (Point.axis == axis_id) & (Point.x >= lo) & (Point.x <= hi)
+    )
+    found = []
+    for order in ((Point.y, Point.x), (Point.y.desc(), Point.x)):
+        row = query.order_by(*order).limit(1).tuples().first()
+        if row is not None:
+            found.append((int(row[0]), float(row[1]), float(row[2])))
+    return found
 
 
 _RANGE_EXTREMES = (
     f"SELECT {_ID}, {_X}, {_Y}, MIN({_Y}), MAX({_Y}) FROM {_TABLE} WHERE {_AXIS} = ? AND {_X} >= ? AND {_X} {{}} ?"
 )
 _RANGE_FIND = (
-    f"SELECT {_ID}, {_X}, {_Y} FROM {_TABLE} WHERE {_AXIS} = ? AND {_X} >= ? AND {_X} {{}} ? AND {_Y} = ? LIMIT 1"
+    f"SELECT {_ID}, {_X}, {_Y} FROM {_TABLE} WHERE {_AXIS} = ? AND {_X} >= ? AND {_X} {{}} ? AND {_Y} = ?"
+    f" ORDER BY {_X} LIMIT 1"
 )
 
 
-def _extremes_by_range(db: pw.Database, axis_id: int, edges: list[float]) -> list[tuple[int, float, float]]:
-    """SQLite: one aggregate per bucket over its x range of the (axis, x, y) index.
+def _extremes_by_range(
+    db: pw.Database, axis_id: int, plan: Buckets, low: float, high: float
+) -> dict[int, summary.Extremes]:
+    """SQLite, from the points: one aggregate per bucket over its x range of the (axis, x, y) index.
 
     A GROUP BY on the bucket number sorts every row in a temporary B-tree (about 3x slower over a
     million points); ranges read the index in order and sort nothing. With MIN() and MAX() together
-    SQLite takes the bare columns from the row of one of them; the other row is looked up.
+    SQLite takes the bare columns from the row of one of them; each extreme's first row (smallest x)
+    is then looked up, which is quick in the index.
     """
-    result: list[tuple[int, float, float]] = []
-    last = len(edges) - 2
+    buckets: dict[int, summary.Extremes] = {}
     cursor = db.cursor()  # type: ignore[no-untyped-call]
-    for i in range(last + 1):
+    first, last = plan.bucket_of(low), plan.bucket_of(high)
+    for bucket in range(first, last + 1):
+        lo, hi = plan.bounds(bucket)
         # Half-open buckets; the last one is closed so the newest point belongs to it.
-        op = "<=" if i == last else "<"
-        params = (axis_id, edges[i], edges[i + 1])
+        op = "<=" if bucket == last else "<"
+        params = (axis_id, max(lo, low), high if bucket == last else hi)
         row = cursor.execute(_RANGE_EXTREMES.format(op), params).fetchone()
         if row is None or row[3] is None:
             continue  # empty bucket
-        point_id, x, y, low, high = row
-        found = (int(point_id), float(x), float(y))
-        if low == high:
-            result.append(found)
-            continue
-        other = high if y == low else low
-        match = cursor.execute(_RANGE_FIND.format(op), (*params, other)).fetchone()
-        pair = [found, (int(match[0]), float(match[1]), float(match[2]))]
-        pair.sort(key=lambda r: r[1])
-        result.extend(pair)
-    return result
+        found = []
+        for y in {row[3], row[4]}:
+            match = cursor.execute(_RANGE_FIND.format(op), (*params, y)).fetchone()
+            found.append((int(match[0]), float(match[1]), float(match[2])))
+        for point in found:
+            _add_point(buckets, plan, point)
+    return buckets
 
 
-def _extremes_by_window(db: pw.Database, axis_id: int, edges: list[float]) -> list[tuple[int, float, float]]:
-    """PostgreSQL: one statement ranking each bucket's rows by y both ways."""
+def _extremes_by_window(
+    db: pw.Database, axis_id: int, plan: Buckets, low: float, high: float
+) -> dict[int, summary.Extremes]:
+    """PostgreSQL, from the points: one statement ranking each bucket's rows by y both ways."""
     p = db.param
-    low, high, buckets = edges[0], edges[-1], len(edges) - 1
-    width = (high - low) / buckets
     sql = (
         f"WITH t AS (SELECT {_ID} AS id, {_X} AS x, {_Y} AS y,"
-        f" LEAST(FLOOR(({_X} - {p}) / {p}), {p}) AS b FROM {_TABLE}"
+        f" FLOOR(FLOOR({_X} / {p}) / {p}) AS b FROM {_TABLE}"
         f" WHERE {_AXIS} = {p} AND {_X} >= {p} AND {_X} <= {p}),"
         " r AS (SELECT id, x, y, ROW_NUMBER() OVER (PARTITION BY b ORDER BY y, x) AS rank_low,"
         " ROW_NUMBER() OVER (PARTITION BY b ORDER BY y DESC, x) AS rank_high FROM t)"
         " SELECT id, x, y FROM r WHERE rank_low = 1 OR rank_high = 1 ORDER BY x"
     )
-    cursor = _execute(db, sql, (low, width, buckets - 1, axis_id, low, high))
-    return [(int(i), float(x), float(y)) for i, x, y in cursor.fetchall()]
+    cursor = _execute(db, sql, (plan.block_width, plan.group, axis_id, low, high))
+    buckets: dict[int, summary.Extremes] = {}
+    for i, x, y in cursor.fetchall():
+        _add_point(buckets, plan, (int(i), float(x), float(y)))
+    return buckets
 
 
 def points_after(feed: Feed, last_id: int, limit: int = 10_000) -> list[tuple[int, str, float, float]]:

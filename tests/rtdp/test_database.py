@@ -8,10 +8,12 @@ from pathlib import Path
 import peewee as pw
 import pytest
 
-from rtdp import database
+from rtdp import database, summary
+from rtdp.codec import Sample
 from rtdp.database import SCHEMA_VERSION, SchemaVersion, open_database, redact
 from rtdp.errors import ConfigError
-from rtdp.models import ALL_MODELS, Point, User
+from rtdp.models import ALL_MODELS, Axis, Point, Summary, User
+from rtdp.store import create_axis, create_feed, write_points
 from tests.support import postgres
 from tests.support.env import require
 
@@ -44,6 +46,26 @@ def test_migrations_bring_an_old_schema_up_to_date(tmp_path: Path) -> None:
     db.close()
     db = open_database(url)
     assert "point_axis_id_x_y" in {i.name for i in db.get_indexes("point")}
+    assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
+    db.close()
+
+
+def test_migration_summarises_existing_axes(tmp_path: Path) -> None:
+    """Version 4 -> 5: the summary table appears, and an axis that already has enough points is
+    summarised during the migration, not in the middle of some writer's batch."""
+    url = f"sqlite:///{tmp_path / 'v4.sqlite3'}"
+    db = open_database(url)
+    owner = User.create(email="o@example.com", password_hash="x")
+    axis = create_axis(create_feed("f", owner), "a")
+    write_points([(axis.id, Sample(float(i), float(i % 13))) for i in range(summary.PLAN_AT + 10)])
+    db.execute_sql("DROP TABLE point_summary")
+    db.execute_sql("ALTER TABLE axis DROP COLUMN summary_level")
+    SchemaVersion.update(version=4).execute()
+    db.close()
+    db = open_database(url)
+    level = Axis.get_by_id(axis.id).summary_level
+    assert level is not None and level != summary.OFF
+    assert Summary.select().where(Summary.level == level).count() > 0
     assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
     db.close()
 

@@ -22,6 +22,7 @@ from rtdp.store import (
     get_axis,
     get_feed,
     iter_export,
+    plan_buckets,
     points_after,
     query_points,
     write_points,
@@ -261,12 +262,13 @@ def test_downsample_keeps_each_buckets_min_and_max(axis: Axis) -> None:
         by_x = {x: y for x, y in points}
         ids = {x: i for i, x, _ in rows(axis)}
         assert all(by_x[x] == y and ids[x] == i for i, x, y in result), "real points with their ids"
-        # Every bucket of equal width gives its lowest and highest y.
-        buckets = max_points // 2
-        width = (n - 1) / buckets
-        for b in range(buckets):
-            inside = [y for x, y in points if b * width <= x < (b + 1) * width or (b == buckets - 1 and x == n - 1)]
-            got = [y for _, x, y in result if b * width <= x < (b + 1) * width or (b == buckets - 1 and x == n - 1)]
+        # Every bucket (equal widths, aligned to multiples of the width) gives its lowest and highest y.
+        plan = plan_buckets(0.0, float(n - 1), max_points // 2)
+        used = plan.bucket_of(n - 1) - plan.bucket_of(0) + 1
+        assert max_points // 4 <= used <= max_points // 2
+        for b in range(plan.bucket_of(0), plan.bucket_of(n - 1) + 1):
+            inside = [y for x, y in points if plan.bucket_of(x) == b]
+            got = [y for _, x, y in result if plan.bucket_of(x) == b]
             assert sorted(got) == sorted({min(inside), max(inside)}), (max_points, b)
 
 
