@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import threading
 
 import peewee as pw
 import pytest
@@ -170,3 +171,33 @@ def test_rows_go_with_their_axis(axis: Axis) -> None:
     assert Summary.select().count() > 0
     axis.delete_instance()
     assert Summary.select().count() == 0
+
+
+def test_exact_with_concurrent_writers_and_a_purge(axis: Axis, feed: Feed, any_db: pw.Database) -> None:
+    """Bridges of a share group (PostgreSQL) or a bridge and `rtdp import` (SQLite) writing the same
+    axis at once, some replacing each other's points, while retention purges: still exact."""
+    write_points([(axis.id, Sample(float(x), 0.0)) for x in range(0, 2 * PLAN_AT, 2)])
+    Feed.update(retention_points=3 * PLAN_AT).where(Feed.id == feed.id).execute()
+    errors: list[BaseException] = []
+
+    def writer(seed: int) -> None:
+        rnd = random.Random(seed)
+        try:
+            for round_ in range(8):
+                xs = rnd.sample(range(-2000, 4 * PLAN_AT), 150)
+                write_points([(axis.id, Sample(float(x), rnd.uniform(-9, 9) * round_)) for x in xs])
+                if seed == 0 and round_ % 3 == 0:
+                    retention.purge(now=1e9, batch=50, pause=0)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            any_db.close()  # each thread has its own connection
+
+    threads = [threading.Thread(target=writer, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors, errors
+    assert_summary_exact(axis)
+    assert Axis.get_by_id(axis.id).point_count == len(points(axis))
