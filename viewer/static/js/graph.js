@@ -244,9 +244,10 @@
     showState();
     if (timings.history_start === undefined) timings.history_start = performance.now();
     try {
-      // The axes' histories in parallel, each downsampled by the server to the chart's width.
+      // The axes' histories in parallel, each downsampled by the server to the chart's width: with
+      // 2 points per pixel asked, the server's buckets (max_points/4 to max_points/2) are 1-2 pixels wide.
       const results = await Promise.all(axes.map(function (name) {
-        return RTDP_STREAM.fetchPoints(api, name, { since: since, max_points: width() });
+        return RTDP_STREAM.fetchPoints(api, name, { since: since, max_points: 2 * width() });
       }));
       if (generation !== loadGeneration) return;
       if (timings.history_done === undefined) timings.history_done = performance.now();
