@@ -190,17 +190,23 @@ def fold(db: pw.Database, axis_id: int, level: int, points: Sequence[Sequence[An
 
 def refresh(db: pw.Database, axis_id: int, level: int, xs: Iterable[float]) -> None:
     """Recompute every level's blocks that hold one of `xs` (points deleted or replaced there)."""
-    blocks = sorted({block_of(x, level) for x in xs})
+    w = width(level)
+    try:
+        blocks = sorted({int(b) for b in {x // w for x in xs}})
+    except (OverflowError, ValueError):  # an infinite block number
+        raise OutOfRange() from None
     if not blocks:
         return
+    if not (-MAX_BLOCK < blocks[0] and blocks[-1] < MAX_BLOCK):
+        raise OutOfRange()
     for first, last in _runs(blocks):
-        lo, hi = first * width(level), (last + 1) * width(level)
-        query: Any = (
+        lo, hi = first * w, (last + 1) * w
+        sql, params = (
             Point.select(Point.id, Point.axis, Point.x, Point.y)
             .where((Point.axis == axis_id) & (Point.x >= lo) & (Point.x < hi))
-            .tuples()
+            .sql()
         )
-        _replace(axis_id, level, first, last, aggregate(((i, a, float(x), float(y)) for i, a, x, y in query), level))
+        _replace(axis_id, level, first, last, aggregate(_execute(db, sql, params), level))
     for k in range(level + 1, level + LEVELS):
         blocks = sorted({b >> BITS for b in blocks})
         for first, last in _runs(blocks):
