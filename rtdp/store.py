@@ -24,6 +24,8 @@ INSERT_CHUNK = 5000
 DELETE_CHUNK = 2000
 REPLACE_ATTEMPTS = 5
 MAX_LIMIT = 100_000
+# PostgreSQL advisory lock namespace (any constant) for writers of a feed's points.
+_PG_WRITE_LOCK = 0x72747077
 
 
 class StoredPoint(NamedTuple):
@@ -158,6 +160,14 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
             # other. NO KEY: inserts elsewhere (their foreign-key checks) are not blocked. SQLite needs
             # none of this: its first write below takes the database's only write lock.
             axis_ids = sorted({axis_id for axis_id, _, _ in rows})
+            # First the feeds: ids come from one sequence as rows are inserted, so without this a
+            # writer could commit a feed's point with id 100 after another committed id 101 there,
+            # and an SSE client resuming from Last-Event-ID 101 would never get 100. Feed by feed,
+            # writers now commit in the order they take ids. Advisory (not row) locks: nothing else
+            # that touches the feed rows waits for them.
+            feeds: Any = Axis.select(Axis.feed).where(Axis.id.in_(axis_ids)).distinct().order_by(Axis.feed)
+            for (feed_id,) in feeds.tuples():
+                _execute(db, f"SELECT pg_advisory_xact_lock({db.param}, {db.param})", (_PG_WRITE_LOCK, feed_id))
             lock = Axis.select(Axis.id).where(Axis.id.in_(axis_ids)).order_by(Axis.id)
             list(lock.for_update("FOR NO KEY UPDATE"))  # type: ignore[arg-type]  # peewee takes the clause
         # Insert what is new; a row that collides on (axis, x) is skipped here and replaced below.

@@ -27,6 +27,7 @@ from rtdp.store import (
     query_points,
     write_points,
 )
+from tests.support.env import wait_for
 
 
 @pytest.fixture
@@ -339,3 +340,52 @@ def test_max_points_is_capped(axis: Axis, monkeypatch: pytest.MonkeyPatch) -> No
     write_points([(axis.id, Sample(float(i), float(i))) for i in range(120)])
     result = query_points(axis, max_points=10**9)
     assert len(result) <= 50 and {y for _, _, y in result} >= {0.0, 119.0}
+
+
+def test_postgres_writers_of_a_feed_commit_in_id_order(pg_db: pw.Database) -> None:
+    """Two writers (bridges of a share group) storing points of one feed, on different axes: the
+    second waits for the first to commit, so a feed's ids are committed in order and an SSE client
+    resuming from the newest id it saw cannot miss a point committed later with a smaller id."""
+    owner = User.create(email="pg@nothing.com", password_hash="unused")
+    feed = create_feed("ordered", owner)
+    a, b = create_axis(feed, "a"), create_axis(feed, "b")
+    inserted, release, b_done = threading.Event(), threading.Event(), threading.Event()
+    ids: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def first() -> None:
+        try:
+            with pg_db.atomic():
+                ids["a"] = [p.id for p in write_points([(a.id, Sample(1.0, 1.0))])]
+                inserted.set()
+                release.wait(30)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            pg_db.close()
+
+    def second() -> None:
+        try:
+            ids["b"] = [p.id for p in write_points([(b.id, Sample(1.0, 2.0))])]
+            b_done.set()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            pg_db.close()
+
+    threads = [threading.Thread(target=first)]
+    threads[0].start()
+    assert inserted.wait(30)
+    threads.append(threading.Thread(target=second))
+    threads[1].start()
+    try:
+        waiting = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        wait_for(lambda: pg_db.execute_sql(waiting).fetchone()[0] > 0, what="the second writer waiting")
+        assert not b_done.is_set()
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    assert not errors, errors
+    assert max(ids["a"]) < min(ids["b"])
+    assert [name for _, name, _, _ in points_after(feed, 0)] == ["a", "b"]
