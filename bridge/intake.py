@@ -67,8 +67,11 @@ class Intake:
         self.failed = self._batches.failed
         self._ratelog = RateLimitedLog(log)
 
-    def offer(self, topic: str, payload: bytes, retain: bool, arrived: float) -> bool:
+    def offer(self, topic: str, payload: bytes, retain: bool, arrived: float, creator: int | None = None) -> bool:
         """Queue one message for storing; never blocks. False if it was dropped (queue full).
+
+        `creator` is the publisher's user id when the message may create its feed (broker.intake): the
+        writer then creates the feed for that user once the payload decoded (bridge.routes).
 
         `retain` is the publisher's flag. It is not passed on: over a subscription the bridge gets a live
         publish with retain 0 (MQTT 3.1.1, 3.3.1.3) and only copies re-sent on subscribe with retain 1,
@@ -76,7 +79,7 @@ class Intake:
         """
         self.stats.received += 1
         try:
-            self._queue.put_nowait(Incoming(topic, payload, 0, 0, False, arrived))
+            self._queue.put_nowait(Incoming(topic, payload, 0, 0, False, arrived, 0, creator))
         except queue.Full:
             self.dropped += 1
             self._ratelog.log(

@@ -54,6 +54,8 @@ class Incoming:
     arrived: float
     # Which connection delivered it: a message id means nothing to the broker after a reconnect.
     generation: int = 0
+    # The publisher's user id when the message may create its feed (embedded broker only, bridge.routes).
+    creator: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +90,7 @@ class Writer:
         self.settings = settings
         self.tz = settings.tz
         self.stats = stats
-        self.routes = routes or Routes()
+        self.routes = routes or Routes(feed_quota=settings.feed_quota)
         self.ratelog = RateLimitedLog(log)
 
     def write(self, messages: Sequence[Incoming], abandon: threading.Event | None = None) -> BatchResult | None:
@@ -128,7 +130,7 @@ class Writer:
     def _prepare(self, message: Incoming) -> _Prepared:
         prepared = _Prepared(message)
         try:
-            route = self.routes.resolve(message.topic)
+            route = self.routes.resolve(message.topic, message.creator)
             # A retained message comes again on every subscribe: with no x of its own it would be stored
             # again at a new time. NaN as "now" marks the samples that took the default x.
             now = math.nan if message.retain else message.arrived
@@ -141,7 +143,7 @@ class Writer:
                     "retained message without its own x: it would be stored again on every subscribe; "
                     "publish with retain off, or include x",
                 )
-            prepared.route = self.routes.with_axis(message.topic, route)
+            prepared.route = self.routes.with_axis(message.topic, route, message.creator)
             prepared.samples = samples
         except Rejected as exc:
             prepared.rejection = exc

@@ -4,35 +4,44 @@ amqtt asks per CONNECT (authenticate) and per topic action (publish, subscribe, 
 per message per subscriber). The answers come from the same users, tokens and `permissions.allowed`
 as the web side. Peewee is synchronous and argon2 slow, so database work runs on a small thread
 pool owned here and answers are cached for a short time.
+
+A connection keeps the principal it authenticated as, but only for `credential_ttl` seconds at a time:
+after that its token and user are read again before the next decision, so a revoked token or a
+disabled user loses an open connection (and a persistent session) within that time; the client is
+then disconnected (`on_revoked`).
+
+A publish to a feed that does not exist is allowed when the publisher may create feeds, and nothing
+is created here: the bridge's writer creates the feed, owned by the publisher (`creator()`), only
+once a payload for it decoded, and refuses it beyond the owner's feed quota.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from enum import StrEnum
+from dataclasses import dataclass
+from enum import Enum, StrEnum
 from functools import lru_cache, partial
 from typing import TypeVar
 
 import peewee as pw
 
-from rtdp.accounts import ServiceAccount, check_credentials
+from rtdp.accounts import ServiceAccount, check_credentials, refresh_principal
 from rtdp.cache import TTLCache, credential_key
 from rtdp.errors import AuthenticationFailed, InvalidInput
 from rtdp.logs import RateLimitedLog
 from rtdp.models import Feed
-from rtdp.permissions import Access, Principal, allowed
-from rtdp.store import ensure_feed
+from rtdp.permissions import Access, Principal, allowed, may_create_feeds
 from rtdp.topic import ERRORS_PREFIX, FEEDS_PREFIX, STORED_PREFIX, FeedTopic, feed_of_filter
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-CREDENTIAL_TTL = 60.0
-DECISION_TTL = 5.0
 DB_THREADS = 4
 
 _WILDCARDS = ("+", "#")
@@ -72,6 +81,20 @@ def _read_feed(topic: str) -> str | None:
     return feed_of_filter(topic)
 
 
+class Decision(Enum):
+    DENY = 0
+    ALLOW = 1
+    CREATE = 2  # the feed does not exist; the publisher may create it (the writer will)
+
+
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A client's principal and when (time.monotonic) its credentials must be read again."""
+
+    principal: Principal
+    expires: float
+
+
 class AccessControl:
     """Authentication and topic decisions for one embedded broker.
 
@@ -79,17 +102,32 @@ class AccessControl:
     packets checked, `messages_out`: deliveries permitted) are plain ints for metrics (broker.metrics).
     """
 
-    def __init__(self, service: ServiceAccount, *, auto_create: bool = True) -> None:
+    def __init__(
+        self,
+        service: ServiceAccount,
+        *,
+        auto_create: bool = True,
+        credential_ttl: float = 30.0,
+        decision_ttl: float = 5.0,
+    ) -> None:
+        """`auto_create`: publishes may go to feeds that do not exist yet (only worth it when the writer
+        learns the publisher: the intake of `rtdp serve`). Lifetimes come from the settings."""
         self.service = service
         self.auto_create = auto_create
+        self.credential_ttl = credential_ttl
         self.auth_failures = 0
         self.refused_publishes = 0
         self.refused_subscribes = 0
         self.messages_in = 0
         self.messages_out = 0
-        self._principals: dict[str, Principal] = {}
-        self._credentials: TTLCache[tuple[str, str], Principal] = TTLCache(CREDENTIAL_TTL)
-        self._decisions: TTLCache[tuple[tuple[int, int | None], str, Access], bool] = TTLCache(DECISION_TTL)
+        self.revoked = 0  # connections or sessions whose token or user was revoked while held
+        # Called with the client id of a connection whose credentials were revoked (set by the broker).
+        self.on_revoked: Callable[[str], None] | None = None
+        self._principals: dict[str, _Held] = {}
+        self._rechecks: dict[str, asyncio.Future[Principal | None]] = {}
+        # (principal, time.monotonic() when verified): a login served from here expires with the entry.
+        self._credentials: TTLCache[tuple[str, str], tuple[Principal, float]] = TTLCache(credential_ttl)
+        self._decisions: TTLCache[tuple[tuple[int, int | None], str, Access], Decision] = TTLCache(decision_ttl)
         self._executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-broker-db")
         self._log = RateLimitedLog(logger)
 
@@ -100,8 +138,9 @@ class AccessControl:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def principal(self, client_id: str | None) -> Principal | None:
-        """The principal a connected (or persistent, offline) client authenticated as."""
-        return self._principals.get(client_id or "")
+        """The principal a connected (or persistent, offline) client authenticated as, as last checked."""
+        held = self._principals.get(client_id or "")
+        return held.principal if held is not None else None
 
     def forget(self, client_id: str | None) -> None:
         self._principals.pop(client_id or "", None)
@@ -113,17 +152,20 @@ class AccessControl:
         password sent with someone else's client id does not change what that client may do.
         """
         if self.service.matches(username, password):
-            principal = self.service.principal()
+            held = _Held(self.service.principal(), math.inf)  # a secret of this process: never revoked
         else:
-            principal_or_none = await self._check_credentials(username, password)
-            if principal_or_none is None:
+            checked = await self._check_credentials(username, password)
+            if checked is None:
                 self.auth_failures += 1
                 return False
-            principal = principal_or_none
-        self._principals[client_id or ""] = principal
+            principal, verified = checked
+            held = _Held(principal, verified + self.credential_ttl)
+        self._principals[client_id or ""] = held
         return True
 
-    async def _check_credentials(self, username: str | None, password: str | None) -> Principal | None:
+    async def _check_credentials(
+        self, username: str | None, password: str | None
+    ) -> tuple[Principal, float] | None:
         if not password:
             self._log.warning("anonymous", "MQTT connection without credentials refused")
             return None
@@ -131,6 +173,7 @@ class AccessControl:
         cached = self._credentials.get(key)
         if cached is not None:
             return cached
+        verified = time.monotonic()
         try:
             principal = await self._in_thread(check_credentials, username, password)
         except AuthenticationFailed as exc:
@@ -140,15 +183,60 @@ class AccessControl:
             # A database outage must refuse logins, not crash amqtt's connection handler.
             self._log.warning("auth-db", "MQTT login refused, database error: %s", exc)
             return None
-        self._credentials.put(key, principal)
+        self._credentials.put(key, (principal, verified))
+        return principal, verified
+
+    async def _current(self, client_id: str | None) -> Principal | None:
+        """The client's principal, its credentials read again first if they are older than the lifetime."""
+        key = client_id or ""
+        held = self._principals.get(key)
+        if held is None:
+            return None
+        if held.expires >= time.monotonic():
+            return held.principal
+        # One database check per client, however many deliveries ask at once.
+        pending = self._rechecks.get(key)
+        if pending is None:
+            pending = asyncio.ensure_future(self._recheck(key, held))
+            self._rechecks[key] = pending
+            pending.add_done_callback(partial(self._recheck_done, key))
+        return await asyncio.shield(pending)
+
+    def _recheck_done(self, key: str, done: asyncio.Future[Principal | None]) -> None:
+        if self._rechecks.get(key) is done:
+            del self._rechecks[key]
+
+    async def _recheck(self, key: str, held: _Held) -> Principal | None:
+        checked = time.monotonic()
+        try:
+            principal = await self._in_thread(refresh_principal, held.principal)
+        except AuthenticationFailed as exc:
+            if self._principals.get(key) is held:  # not replaced by a new login meanwhile
+                del self._principals[key]
+                self.revoked += 1
+                # Logins cached with these credentials must be checked again too, or the client would
+                # simply reconnect with them.
+                self._credentials.clear()
+                logger.warning("MQTT client %r loses its rights: %s", key[:80], exc.message)
+                if self.on_revoked is not None:
+                    self.on_revoked(key)
+            return None
+        except pw.PeeweeException as exc:
+            # Refuse this one action; the next asks again (as a topic decision does during an outage).
+            self._log.warning("recheck-db", "MQTT credentials not re-checked, database error: %s", exc)
+            return None
+        if self._principals.get(key) is held:
+            self._principals[key] = _Held(principal, checked + self.credential_ttl)
         return principal
 
     async def permits(self, client_id: str | None, username: str | None, topic: str, action: TopicAction) -> bool:
         """May this client publish to, subscribe to, or receive from `topic`?"""
-        principal = self.principal(client_id)
         if action is TopicAction.PUBLISH:
             self.messages_in += 1  # amqtt asks once per incoming PUBLISH and once per delivery (RECEIVE)
+        principal = await self._current(client_id)
         if principal is None:
+            if action is TopicAction.PUBLISH:  # its credentials were revoked while it was connected
+                self.refused_publishes += 1
             return False
         if principal.service:
             if action is TopicAction.RECEIVE:
@@ -181,26 +269,37 @@ class AccessControl:
         key = (principal.cache_key, feed, access)
         cached = self._decisions.get(key)
         if cached is not None:
-            return cached
+            return cached is not Decision.DENY
         try:
             decision = await self._in_thread(self._decide, principal, feed, access)
         except pw.PeeweeException as exc:
             self._log.warning("acl-db", "topic check refused, database error: %s", exc)
             return False  # not cached: the next message asks again
         self._decisions.put(key, decision)
-        return decision
+        return decision is not Decision.DENY
 
-    def _decide(self, principal: Principal, name: str, access: Access) -> bool:
-        """Runs in a worker thread (Peewee is synchronous)."""
+    def _decide(self, principal: Principal, name: str, access: Access) -> Decision:
+        """Runs in a worker thread (Peewee is synchronous). Creates nothing (see the module docstring)."""
         feed = Feed.get_or_none(Feed.name == name)
         if feed is None:
-            if not (access is Access.WRITE and self.auto_create and self._may_create(principal)):
-                return False
-            feed = ensure_feed(name, principal.user_id)
-            logger.info("feed %r created on first publish by %s", name, principal.email)
-        return allowed(principal, feed, access)
+            if access is Access.WRITE and self.auto_create and may_create_feeds(principal):
+                return Decision.CREATE
+            return Decision.DENY
+        return Decision.ALLOW if allowed(principal, feed, access) else Decision.DENY
 
-    @staticmethod
-    def _may_create(principal: Principal) -> bool:
-        # A token limited to one feed, or to reading, must not create feeds of its own.
-        return principal.token_feed_id is None and principal.token_access is not Access.READ
+    def creator(self, client_id: str | None, topic: str) -> int | None:
+        """For the writer, with a permitted publish: the publisher's user id when the publish may create
+        its feed (the writer creates it once the payload decoded, and checks again that this user may
+        write to it if someone else made it first); None when the feed existed and the decision stands.
+        Called on the broker's loop for every message: dictionary lookups only."""
+        if not self.auto_create:
+            return None
+        held = self._principals.get(client_id or "")
+        if held is None or held.principal.service or not may_create_feeds(held.principal):
+            return None
+        feed = _published_feed(topic)
+        if feed is None:
+            return None
+        decision = self._decisions.get((held.principal.cache_key, feed, Access.WRITE))
+        # Expired decisions count as "may create": the writer checks such messages again.
+        return None if decision is Decision.ALLOW else held.principal.user_id

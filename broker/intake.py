@@ -3,7 +3,8 @@
 amqtt fires `broker_message_broadcast` from a session's loop after the PUBLISH ACL check passed (a
 refused publish never reaches it) and after it PUBACKed the message; the event runs as its own task,
 in arrival order. The sink (in `rtdp serve`, the bridge's intake) must not block: it runs on the
-broker's event loop.
+broker's event loop. With each message goes the publisher's user id when the publish may create its
+feed (`AccessControl.creator`): the writer creates the feed for that user once the payload decoded.
 """
 
 from __future__ import annotations
@@ -17,10 +18,12 @@ from amqtt.contexts import BaseContext
 from amqtt.plugins.base import BasePlugin
 from amqtt.session import ApplicationMessage
 
+from broker.access import AccessControl
 from rtdp.topic import FEEDS_PREFIX
 
-# (topic, payload, retain flag as published, arrival time in epoch seconds)
-Sink = Callable[[str, bytes, bool, float], object]
+# (topic, payload, retain flag as published, arrival time in epoch seconds, creator: the publisher's
+# user id if the message may create its feed, else None)
+Sink = Callable[[str, bytes, bool, float, int | None], object]
 
 
 def wanted(topic: str) -> bool:
@@ -30,9 +33,10 @@ def wanted(topic: str) -> bool:
 
 @dataclass
 class IntakeConfig:
-    """The plugin's option: the sink (a field typed Any carries the callable itself)."""
+    """The plugin's options: the sink and the broker's AccessControl (fields typed Any carry the objects)."""
 
     sink: Any = None
+    access: Any = None
 
 
 class IntakePlugin(BasePlugin[BaseContext]):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
@@ -45,9 +49,14 @@ class IntakePlugin(BasePlugin[BaseContext]):  # type: ignore[misc]  # amqtt is u
         sink = getattr(context.config, "sink", None)
         if not callable(sink):
             raise TypeError("broker.intake.IntakePlugin needs a callable 'sink' option")
+        access = getattr(context.config, "access", None)
+        if not isinstance(access, AccessControl):
+            raise TypeError("broker.intake.IntakePlugin needs an AccessControl in its 'access' option")
         self.sink: Sink = sink
+        self.access = access
 
     async def on_broker_message_broadcast(self, *, client_id: str, message: ApplicationMessage) -> None:
         topic = message.topic
         if wanted(topic):
-            self.sink(topic, bytes(message.data), bool(message.retain), time.time())
+            creator = self.access.creator(client_id, topic)
+            self.sink(topic, bytes(message.data), bool(message.retain), time.time(), creator)

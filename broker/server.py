@@ -38,7 +38,7 @@ def broker_config(listen: HostPort, access: AccessControl, intake: Sink | None =
         "broker.plugins.TopicPlugin": {"access": access},
     }
     if intake is not None:
-        plugins["broker.intake.IntakePlugin"] = {"sink": intake}
+        plugins["broker.intake.IntakePlugin"] = {"sink": intake, "access": access}
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{listen.host}:{listen.port}", "max_connections": 0}},
         "plugins": plugins,
@@ -205,8 +205,10 @@ class EmbeddedBroker:
     `await start()` inside a running event loop (amqtt needs one), then `address` is the bound
     address (port 0 picks a free port). `access` holds the counters. Use as `async with`.
 
-    `intake(topic, payload, retain, arrived)`, if given, receives every permitted `feeds/...` publish
-    on the broker's loop (broker.intake); `publish()` sends messages into the broker from any thread.
+    `intake(topic, payload, retain, arrived, creator)`, if given, receives every permitted `feeds/...`
+    publish on the broker's loop (broker.intake); `publish()` sends messages into the broker from any
+    thread. Feeds are auto-created (`settings.auto_create`) only with an intake: the intake tells the
+    writer who published, a subscribing bridge cannot know (see bridge.routes).
     """
 
     def __init__(
@@ -216,7 +218,13 @@ class EmbeddedBroker:
         self.service = service
         self.listen = listen or settings.mqtt
         self.intake = intake
-        self.access = AccessControl(service, auto_create=settings.auto_create)
+        self.access = AccessControl(
+            service,
+            auto_create=settings.auto_create and intake is not None,
+            credential_ttl=settings.credential_ttl,
+            decision_ttl=settings.decision_ttl,
+        )
+        self.access.on_revoked = self._disconnect
         self._broker: _AmqttBroker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._port: int | None = None
@@ -260,6 +268,24 @@ class EmbeddedBroker:
         sending = asyncio.ensure_future(broker.internal_message_broadcast(topic, payload, None))
         self._sending.add(sending)  # the loop keeps only weak references to tasks
         sending.add_done_callback(self._sending.discard)
+
+    def _disconnect(self, client_id: str) -> None:
+        """Close the connection of a client whose credentials were revoked (called on the broker's loop).
+
+        As if its connection dropped, but without its will message: it no longer has the right to
+        publish one. Its session's held messages are then refused by the ACL, and a persistent session
+        stays offline until a login with valid credentials."""
+        broker = self._broker
+        entry = broker.sessions.get(client_id) if broker is not None else None
+        if entry is None:
+            return
+        session, handler = entry
+        if not session.transitions.is_connected():
+            return
+        session.will_flag = False
+        closing = asyncio.ensure_future(handler.handle_connection_closed())
+        self._sending.add(closing)
+        closing.add_done_callback(self._sending.discard)
 
     def _start_error(self, exc: AmqttBrokerError) -> BrokerError:
         cause = exc.__cause__

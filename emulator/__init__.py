@@ -4,6 +4,6 @@ from __future__ import annotations
 
 from emulator.runner import Emulator, available_sources, run
 from emulator.sources import SOURCES, Reading, Source
-from emulator.state import set_enabled, statuses
+from rtdp.emulation import set_enabled, statuses
 
 __all__ = ["SOURCES", "Emulator", "Reading", "Source", "available_sources", "run", "set_enabled", "statuses"]

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import threading
 import time
@@ -15,10 +14,10 @@ from typing import Literal
 
 import peewee as pw
 
-from emulator import state
 from emulator.errors import EmulatorError, PublishFailed
 from emulator.publish import HttpPublisher, MqttPublisher, Publisher
 from emulator.sources import SOURCES, Source
+from rtdp import emulation as state
 from rtdp.accounts import create_token, get_user, principal_for
 from rtdp.database import open_database
 from rtdp.errors import Conflict, NotFound, RtdpError
@@ -37,7 +36,7 @@ LOG_EVERY = 30.0  # seconds between repeated warnings about the same trouble
 
 def available_sources() -> list[str]:
     """Source names this machine can run (the system source needs Linux's /proc)."""
-    return [name for name in SOURCES if name != "system" or os.path.exists("/proc/stat")]
+    return [name for name in SOURCES if state.available(name)]
 
 
 def resolve_sources(sources: Sequence[str | Source]) -> list[Source]:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 from rtdp.casts import YCast
+from rtdp.emulation import DEFAULT_FEEDS
 
 State = dict[str, Any]
 
@@ -71,7 +72,7 @@ class SineSource(Source):
         seed: int | None = None,
         interval: float = 1.0,
         step: float = 0.1,
-        feed: str = "sin_wave_over_time_in_seconds",
+        feed: str = DEFAULT_FEEDS["sine"],
     ) -> None:
         super().__init__(seed=seed, interval=interval)
         self.feed = feed
@@ -142,7 +143,7 @@ class DoorSource(_Toggle):
         *,
         seed: int | None = None,
         interval: float = 1.0,
-        feed: str = "front_door",
+        feed: str = DEFAULT_FEEDS["door"],
         axis: str = "state",
         min_dwell: float = 3.0,
         max_dwell: float = 60.0,
@@ -161,7 +162,7 @@ class X10Source(_Toggle):
         *,
         seed: int | None = None,
         interval: float = 1.0,
-        feed: str = "x10_lamp",
+        feed: str = DEFAULT_FEEDS["x10"],
         axis: str = "state",
         min_dwell: float = 10.0,
         max_dwell: float = 300.0,
@@ -179,7 +180,7 @@ class RandomWalkSource(Source):
         *,
         seed: int | None = None,
         interval: float = 1.0,
-        feed: str = "temperature",
+        feed: str = DEFAULT_FEEDS["random_walk"],
         axis: str = "celsius",
         mean: float = 21.0,
         sigma: float = 0.2,

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import re
-import socket
 from pathlib import Path
 
 from emulator.errors import EmulatorError
 from emulator.sources import Reading, Source
+from rtdp.emulation import system_feed
 
 AXES = ("cpu_percent", "memory_percent", "load_1m", "net_rx_bytes_per_s", "net_tx_bytes_per_s")
-
-
-def default_feed() -> str:
-    """`system_<hostname>`, reduced to the characters a feed name allows."""
-    host = re.sub(r"[^A-Za-z0-9_.\-]", "_", socket.gethostname().split(".")[0]) or "host"
-    return f"system_{host}"[:64]
 
 
 class SystemSource(Source):
@@ -33,7 +26,7 @@ class SystemSource(Source):
         proc: Path | str = "/proc",
     ) -> None:
         super().__init__(seed=seed, interval=interval)
-        self.feed = feed or default_feed()
+        self.feed = feed or system_feed()
         self.axes = AXES
         self.proc = Path(proc)
         if not (self.proc / "stat").exists():

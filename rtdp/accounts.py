@@ -108,6 +108,24 @@ def check_credentials(username: str | None, password: str | None) -> Principal:
     return check_password(username, password)
 
 
+def refresh_principal(principal: Principal) -> Principal:
+    """`principal` as the database has it now (admin flag, token limits), for a login held for a while:
+    raises AuthenticationFailed if its token was revoked or its user disabled or deleted."""
+    if principal.service:
+        return principal
+    if principal.token_id is not None:
+        row = Token.select(Token, User).join(User).where(Token.id == principal.token_id).first()
+        if row is None or row.revoked:
+            raise AuthenticationFailed("token revoked")
+        user = row.user
+    else:
+        row = None
+        user = User.get_or_none(User.id == principal.user_id)
+    if user is None or not user.is_active:
+        raise AuthenticationFailed("user disabled or deleted")
+    return principal_for(user, row)
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
     token: str  # shown once, never stored

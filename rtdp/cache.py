@@ -1,6 +1,7 @@
 """A small TTL cache: credential and permission checks run per message or per request, and argon2 or a
 database round trip each time would cap ingestion. Entries live `ttl` seconds, so a revoked token or
-a removed share stops working within that time."""
+a removed share stops working within that time. The lifetimes are settings, the same for the viewer
+and the broker: `Settings.credential_ttl` and `Settings.decision_ttl`."""
 
 from __future__ import annotations
 

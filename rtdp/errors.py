@@ -46,6 +46,12 @@ class PermissionDenied(RtdpError):
     status = 403
 
 
+class QuotaExceeded(PermissionDenied):
+    """The user owns as many feeds as the feed quota allows."""
+
+    code = "feed_quota"
+
+
 class NotFound(RtdpError):
     code = "not_found"
     status = 404

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,7 +16,28 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rtdp.errors import ConfigError
 
+log = logging.getLogger(__name__)
+
 ENV_PREFIX = "RTDP_"
+# RTDP_ variables that are not settings: read by the scripts in examples/ and by the test suite.
+OTHER_VARIABLES = frozenset(
+    {"RTDP_TOKEN", "RTDP_URL", "RTDP_EMAIL", "RTDP_PASSWORD", "RTDP_MQTT_HOST", "RTDP_MQTT_PORT",
+     "RTDP_UPDATE_SCREENSHOT"}
+)
+OTHER_PREFIXES = ("RTDP_TEST_",)
+
+
+def option_label(name: str) -> str:
+    """How error messages name a setting: as its command-line option (`--max-payload`)."""
+    return "--" + name.replace("_", "-")
+
+
+def env_name(name: str) -> str:
+    return ENV_PREFIX + name.upper()
+
+
+def _invalid(name: str, problem: str) -> ConfigError:
+    return ConfigError(f"{option_label(name)}: {problem}", setting=name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,32 +154,46 @@ class Settings:
     retention_interval: float = 600.0
     # `rtdp bridge` / `rtdp broker` run apart: serve Prometheus /metrics here (None: no metrics server).
     metrics: HostPort | None = None
+    # Seconds a verified login (password, token, session) is trusted before it is checked again, by the
+    # viewer and by the embedded broker, also for an open MQTT connection: a revoked token or a disabled
+    # user loses access within this time.
+    credential_ttl: float = 30.0
+    # Seconds a feed permission decision is reused (a removed share or a deleted feed counts after it).
+    decision_ttl: float = 5.0
+    # Feeds a non-admin user may own, however they are created (auto-create, API, pages); 0: no limit.
+    feed_quota: int = 100
 
     def __post_init__(self) -> None:
         if self.max_payload < 16:
-            raise ConfigError(f"max_payload: must be at least 16 bytes, got {self.max_payload}")
+            raise _invalid("max_payload", f"must be at least 16 bytes, got {self.max_payload}")
         if not 1 <= self.batch_size <= 100_000:
-            raise ConfigError(f"batch_size: must be 1-100000, got {self.batch_size}")
+            raise _invalid("batch_size", f"must be 1-100000, got {self.batch_size}")
         if not 0 < self.batch_interval <= 4:
             # amqtt drops a QoS 1 message unacknowledged after 5 s: commit well inside that.
-            raise ConfigError(f"batch_interval: must be in (0, 4] seconds, got {self.batch_interval}")
+            raise _invalid("batch_interval", f"must be in (0, 4] seconds, got {self.batch_interval}")
         if not 1 <= self.max_inflight <= 60_000:
-            raise ConfigError(f"max_inflight: must be 1-60000, got {self.max_inflight}")
+            raise _invalid("max_inflight", f"must be 1-60000, got {self.max_inflight}")
         if not 1 <= self.http_max_pending <= 60_000:
             # paho's message ids wrap at 65,535: more in flight would silently lose points.
-            raise ConfigError(f"http_max_pending: must be 1-60000, got {self.http_max_pending}")
+            raise _invalid("http_max_pending", f"must be 1-60000, got {self.http_max_pending}")
         if not 0 < self.http_publish_timeout <= 60:
-            raise ConfigError(f"http_publish_timeout: must be in (0, 60] seconds, got {self.http_publish_timeout}")
+            raise _invalid("http_publish_timeout", f"must be in (0, 60] seconds, got {self.http_publish_timeout}")
         if self.sse_queue < 1:
-            raise ConfigError(f"sse_queue: must be at least 1, got {self.sse_queue}")
+            raise _invalid("sse_queue", f"must be at least 1, got {self.sse_queue}")
         if self.sse_heartbeat <= 0:
-            raise ConfigError(f"sse_heartbeat: must be positive, got {self.sse_heartbeat}")
+            raise _invalid("sse_heartbeat", f"must be positive, got {self.sse_heartbeat}")
         if self.share_group is not None and ("/" in self.share_group or not self.share_group):
-            raise ConfigError(f"share_group: must be a non-empty name without '/', got {self.share_group!r}")
+            raise _invalid("share_group", f"must be a non-empty name without '/', got {self.share_group!r}")
         if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
-            raise ConfigError(f"log_level: unknown level {self.log_level!r}")
+            raise _invalid("log_level", f"unknown level {self.log_level!r}")
         if not 0 <= self.retention_interval <= 7 * 86400:
-            raise ConfigError(f"retention_interval: must be 0 (off) to 604800 seconds, got {self.retention_interval}")
+            raise _invalid("retention_interval", f"must be 0 (off) to 604800 seconds, got {self.retention_interval}")
+        if not 0 <= self.credential_ttl <= 3600:
+            raise _invalid("credential_ttl", f"must be 0 to 3600 seconds, got {self.credential_ttl}")
+        if not 0 <= self.decision_ttl <= 3600:
+            raise _invalid("decision_ttl", f"must be 0 to 3600 seconds, got {self.decision_ttl}")
+        if self.feed_quota < 0:
+            raise _invalid("feed_quota", f"must be 0 (no limit) or more, got {self.feed_quota}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point
 
     @property
@@ -164,7 +201,7 @@ class Settings:
         try:
             return ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise ConfigError(f"timezone: unknown time zone {self.timezone!r}") from None
+            raise _invalid("timezone", f"unknown time zone {self.timezone!r}") from None
 
     @property
     def database_url(self) -> str:
@@ -179,23 +216,51 @@ class Settings:
 
     @classmethod
     def build(cls, env: Mapping[str, str] | None = None, **options: Any) -> Settings:
-        """Options given (not None) win over `RTDP_<NAME>` variables in `env`, which win over defaults."""
+        """Options given (not None) win over `RTDP_<NAME>` variables in `env`, which win over defaults.
+
+        A bad value's error names the setting as the user gave it: `--max-payload` for an option,
+        `RTDP_MAX_PAYLOAD` for a variable. An `RTDP_` variable that is no setting is logged as a warning
+        (with the closest setting's name): a misspelt one would otherwise be ignored without a word.
+        """
         env = os.environ if env is None else env
+        names = [spec.name for spec in dataclasses.fields(cls)]
+        _warn_unknown_variables(env, names)
         values: dict[str, Any] = {}
+        from_env: set[str] = set()
         for spec in dataclasses.fields(cls):
             name = spec.name
             raw: Any = options.get(name)
+            label = option_label(name)
             if raw is None:
-                env_value = env.get(ENV_PREFIX + name.upper())
+                env_value = env.get(env_name(name))
                 if env_value is None:
                     continue
-                raw = env_value
-            values[name] = _convert(name, raw, spec.type)
-        return cls(**values)
+                raw, label = env_value, env_name(name)
+                from_env.add(name)
+            values[name] = _convert(name, raw, spec.type, label)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            setting = exc.detail.get("setting")
+            if isinstance(setting, str) and setting in from_env:
+                message = env_name(setting) + exc.message.removeprefix(option_label(setting))
+                raise ConfigError(message, **exc.detail) from None
+            raise
 
 
-def _convert(name: str, raw: Any, declared: Any) -> Any:
-    option = name.replace("_", "-")
+def _warn_unknown_variables(env: Mapping[str, str], names: list[str]) -> None:
+    known = sorted(env_name(name) for name in names)
+    for variable in env:
+        if not variable.startswith(ENV_PREFIX) or variable in known or variable in OTHER_VARIABLES:
+            continue
+        if variable.startswith(OTHER_PREFIXES):
+            continue
+        close = difflib.get_close_matches(variable, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else f"; the settings are {', '.join(known)}"
+        log.warning("environment variable %s is not an rtdp setting and is ignored%s", variable, hint)
+
+
+def _convert(name: str, raw: Any, declared: Any, label: str) -> Any:
     if not isinstance(raw, str):
         if name == "data_dir":
             return Path(raw)
@@ -204,21 +269,21 @@ def _convert(name: str, raw: Any, declared: Any) -> Any:
     if name == "data_dir":
         return Path(raw)
     if name == "http" or name == "mqtt":
-        return HostPort.parse(raw, f"--{option}")
+        return HostPort.parse(raw, label)
     if name == "metrics":
-        return HostPort.parse(raw, f"--{option}") if raw else None
+        return HostPort.parse(raw, label) if raw else None
     if name == "broker":
-        return BrokerURL.parse(raw, f"--{option}") if raw else None
+        return BrokerURL.parse(raw, label) if raw else None
     if kind == "bool":
-        return _bool(raw, f"--{option}")
+        return _bool(raw, label)
     if kind == "int":
         try:
             return int(raw)
         except ValueError:
-            raise ConfigError(f"--{option}: expected an integer, got {raw!r}") from None
+            raise ConfigError(f"{label}: expected an integer, got {raw!r}", setting=name) from None
     if kind == "float":
         try:
             return float(raw)
         except ValueError:
-            raise ConfigError(f"--{option}: expected a number, got {raw!r}") from None
+            raise ConfigError(f"{label}: expected a number, got {raw!r}", setting=name) from None
     return raw or None if "None" in kind else raw

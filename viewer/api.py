@@ -18,7 +18,7 @@ from rtdp.casts import XCast, cast_x, y_json
 from rtdp.codec import MAX_BATCH, Casts, Sample, encode, sample_from_fields
 from rtdp.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from rtdp.models import Axis, Feed, User
-from rtdp.permissions import Access, Principal, readable_feeds
+from rtdp.permissions import Access, Principal, check_feed_quota, may_create_feeds, readable_feeds
 from rtdp.store import (
     check_retention,
     create_axis,
@@ -122,13 +122,14 @@ def _text_field(body: dict[str, Any], name: str, default: str = "") -> str:
     return value
 
 
-def _create_feed(principal: Principal, body: dict[str, Any]) -> dict[str, Any]:
-    if principal.token_feed_id is not None or principal.token_access is Access.READ:
+def _create_feed(principal: Principal, body: dict[str, Any], quota: int) -> dict[str, Any]:
+    if not may_create_feeds(principal):
         raise PermissionDenied("this token may not create feeds")
     unknown = set(body) - {"name", "x_cast", "y_cast", "description", "public", "retention_days", "retention_points"}
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))[:100]}")
     days, points = _number_field(body, "retention_days"), _number_field(body, "retention_points")
+    check_feed_quota(principal.user_id, quota)
     feed = create_feed(
         check_name(_text_field(body, "name"), "feed"),
         principal.user_id,
@@ -255,7 +256,7 @@ async def create_feed_route(request: Request) -> Response:
     state = viewer_state(request)
     principal = await require_principal(request)
     body = await read_object(request, state.settings.max_payload)
-    return JSONResponse(await state.run_db(_create_feed, principal, body), status_code=201)
+    return JSONResponse(await state.run_db(_create_feed, principal, body, state.settings.feed_quota), status_code=201)
 
 
 async def feed_route(request: Request) -> Response:

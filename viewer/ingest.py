@@ -1,7 +1,8 @@
 """HTTP ingestion: the original's `/service/feed_input.json/<feed>/<axis>?x=&y=`, published to the broker.
 
-auth (401) -> feed (404, or auto-created with the caller as owner) -> write permission (403) -> axis
-(404 or auto-created) -> value (400 naming the field) -> QoS 1 publish, answered once acknowledged.
+auth (401) -> feed (404, or auto-created with the caller as owner: 403 beyond their feed quota) -> write
+permission (403) -> axis (404 or auto-created) -> value (400 naming the field) -> QoS 1 publish, answered
+once acknowledged.
 
 Two entries, one pipeline. What scripts send - GET with an Authorization header - takes `ingest_asgi`, a
 pure ASGI path in front of Starlette's middleware (errors, session cookie, exceptions) and router: that
@@ -28,7 +29,8 @@ from rtdp.casts import XCast
 from rtdp.codec import Casts, Sample, encode, sample_from_fields
 from rtdp.errors import InvalidInput, NotFound, PermissionDenied, RtdpError
 from rtdp.models import Axis, Feed
-from rtdp.permissions import Access, Principal, allowed
+from rtdp.permissions import Access, Principal, allowed, check_feed_quota, may_create_feeds
+from rtdp.settings import Settings
 from rtdp.store import ensure_axis, ensure_feed, feed_casts
 from rtdp.topic import FeedTopic, check_name
 from viewer.access import MAX_QUERY, check_query_size, read_body, read_object
@@ -57,18 +59,20 @@ class Target:
 
 
 def resolve_target(
-    principal: Principal, feed_name: str, axis_name: str, auto_create: bool, *, create: bool = True
+    principal: Principal, feed_name: str, axis_name: str, settings: Settings, *, create: bool = True
 ) -> Target:
     """Synchronous (database pool): find or create the feed and axis, check the write permission.
 
     With `create=False` nothing is written: a feed or axis that auto-create would make gives a `pending`
     Target (bad input must create nothing, so they are made only once a value passed)."""
+    auto_create = settings.auto_create
     feed = Feed.get_or_none(Feed.name == feed_name)
     if feed is None:
         if not auto_create:
             raise NotFound(f"no feed named {feed_name!r} (auto-create is off)", feed=feed_name)
-        if principal.token_feed_id is not None or principal.token_access is Access.READ:
+        if not may_create_feeds(principal):
             raise PermissionDenied("this token may not create feeds", feed=feed_name)
+        check_feed_quota(principal.user_id, settings.feed_quota)
         if not create:
             return _target(feed_name, axis_name, feed_casts(Feed()), pending=True)  # the model's default casts
         feed = ensure_feed(feed_name, principal.user_id)
@@ -94,7 +98,7 @@ async def writable_target(state: ViewerState, principal: Principal, feed: str, a
     key = ("write", principal.cache_key, feed, axis)
     target: Target | None = state.decisions.get(key)
     if target is None:
-        target = await state.run_db(resolve_target, principal, feed, axis, state.settings.auto_create, create=False)
+        target = await state.run_db(resolve_target, principal, feed, axis, state.settings, create=False)
         if not target.pending:
             state.decisions.put(key, target)
     return target
@@ -108,7 +112,7 @@ async def checked_sample(
     sample = sample_from_fields(fields.get("x"), fields.get("y"), target.casts, now=now, tz=state.settings.tz)
     if target.pending:
         casts = target.casts
-        target = await state.run_db(resolve_target, principal, target.feed, target.axis, state.settings.auto_create)
+        target = await state.run_db(resolve_target, principal, target.feed, target.axis, state.settings)
         state.decisions.put(("write", principal.cache_key, target.feed, target.axis), target)
         if target.casts != casts:  # someone created the feed meanwhile, with other casts
             sample = sample_from_fields(fields.get("x"), fields.get("y"), target.casts, now=now, tz=state.settings.tz)

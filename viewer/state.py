@@ -22,11 +22,6 @@ from viewer.publisher import Publisher
 P = ParamSpec("P")
 T = TypeVar("T")
 
-# Seconds a verified credential or a feed/permission decision is reused: a revoked token, a removed
-# share or a deleted feed takes effect within this time (immediately for changes made through this viewer).
-CREDENTIAL_TTL = 30.0
-DECISION_TTL = 5.0
-
 
 @dataclass
 class ViewerState:
@@ -36,8 +31,15 @@ class ViewerState:
     hub: Hub
     metrics: Metrics
     pool: ThreadPoolExecutor
-    credentials: TTLCache[Any, Principal] = field(default_factory=lambda: TTLCache(CREDENTIAL_TTL))
-    decisions: TTLCache[Any, Any] = field(default_factory=lambda: TTLCache(DECISION_TTL))
+    # Verified credentials and feed/permission decisions, reused for `settings.credential_ttl` and
+    # `settings.decision_ttl` (the broker uses the same lifetimes); changes made through this viewer
+    # clear them at once.
+    credentials: TTLCache[Any, Principal] = field(init=False)
+    decisions: TTLCache[Any, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.credentials = TTLCache(self.settings.credential_ttl)
+        self.decisions = TTLCache(self.settings.decision_ttl)
 
     async def run_db(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a (synchronous, Peewee) call in the database thread pool, never on the event loop."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import peewee as pw
@@ -13,14 +14,15 @@ import pytest
 from bridge.intake import Intake
 from bridge.writer import Notice
 from rtdp.accounts import ServiceAccount
-from rtdp.models import Axis, Feed, Point
+from rtdp.models import Axis, Feed, Point, Rejection
 from rtdp.settings import Settings
 from tests.broker.clients import connected, publish_lines
-from tests.broker.conftest import PASSWORD, World, make_world
+from tests.broker.conftest import PASSWORD, World, make_world, token_for
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
 from tests.support.env import wait_for
 
 BASE_X = 1.7e9
+REFUSED = 0x80  # SUBACK failure
 
 
 def stored(feed: str, axis: str) -> int:
@@ -37,9 +39,9 @@ def world(sqlite_db: pw.Database) -> World:
     return make_world()
 
 
-@pytest.fixture
-def served(world: World, settings: Settings, tmp_path: Path) -> Iterator[tuple[EmbeddedBrokerHandle, Intake]]:
-    service = ServiceAccount.load_or_create(tmp_path / "data")
+@contextmanager
+def serving(settings: Settings) -> Iterator[tuple[EmbeddedBrokerHandle, Intake]]:
+    service = ServiceAccount.load_or_create(settings.data_dir)
     intake = Intake(settings)
     try:
         with running_embedded_broker(settings, service, intake=intake.offer) as handle:
@@ -48,6 +50,12 @@ def served(world: World, settings: Settings, tmp_path: Path) -> Iterator[tuple[E
     finally:
         intake.stop()
     assert not intake.failed.is_set()
+
+
+@pytest.fixture
+def served(world: World, settings: Settings) -> Iterator[tuple[EmbeddedBrokerHandle, Intake]]:
+    with serving(settings) as pair:
+        yield pair
 
 
 def test_every_point_of_a_burst_is_stored_when_the_publisher_leaves_at_once(
@@ -106,3 +114,54 @@ def test_a_full_queue_drops_loudly_and_stop_stores_everything_queued(world: Worl
     intake.stop()
     assert stored("manual_feed_a", "q") == 3
     assert sum(len(json.loads(n.payload)) for n in notices if n.topic == "rtdp/stored/manual_feed_a") == 3
+
+
+# -- feeds created on first publish -------------------------------------------------------------------
+
+
+def test_auto_create_makes_the_publisher_owner(served: tuple[EmbeddedBrokerHandle, Intake], world: World) -> None:
+    handle, _ = served
+    with connected(handle.endpoint("ap@nothing.com", PASSWORD)) as ap:
+        ap.publish("feeds/ap_new_feed/temperature", json.dumps({"x": BASE_X, "y": 21.5}))
+        wait_for(lambda: stored("ap_new_feed", "temperature") == 1, what="the point on the new feed")
+        assert ap.subscribe("feeds/ap_new_feed/#") == 1
+    feed = Feed.get(Feed.name == "ap_new_feed")
+    assert feed.owner_id == world.ap.id
+    assert (feed.x_cast, feed.y_cast) == ("datetime", "float")
+    with connected(handle.endpoint("ep@nothing.com", PASSWORD)) as ep:
+        assert ep.subscribe("feeds/ap_new_feed/#") == REFUSED
+
+
+def test_a_bad_payload_to_a_new_feed_creates_nothing(served: tuple[EmbeddedBrokerHandle, Intake]) -> None:
+    handle, intake = served
+    with connected(handle.endpoint("ap@nothing.com", PASSWORD)) as ap:
+        ap.publish("feeds/ap_typo/a", b"twenty-one")
+        ap.publish("feeds/manual_feed_aj/marker", b"1")
+        # One publisher's messages are stored in order: once the marker is, the bad one was handled.
+        wait_for(lambda: stored("manual_feed_aj", "marker") == 1, what="the marker")
+    assert Feed.get_or_none(Feed.name == "ap_typo") is None
+    assert intake.stats.rejected == {"invalid": 1}
+
+
+def test_a_token_limited_to_one_feed_creates_no_feed(served: tuple[EmbeddedBrokerHandle, Intake], world: World) -> None:
+    handle, _ = served
+    with connected(handle.endpoint("device", token_for(world.ep, feed=world.ep_feed))) as device:
+        device.publish("feeds/brand_new/a", b"1")
+        device.publish("feeds/manual_feed_a/marker", b"1")
+        wait_for(lambda: stored("manual_feed_a", "marker") == 1, what="the marker")
+    assert Feed.get_or_none(Feed.name == "brand_new") is None
+    assert handle.broker.access.refused_publishes == 1
+
+
+def test_the_feed_quota_stops_auto_create_with_a_reason(world: World, settings: Settings) -> None:
+    with serving(settings.replace(feed_quota=2)) as (handle, intake):
+        with connected(handle.endpoint("ap@nothing.com", PASSWORD)) as ap:
+            ap.publish("feeds/ap_second/a", b"1")  # ap owns manual_feed_aj already: this is the second
+            ap.publish("feeds/ap_third/a", b"1")
+            ap.publish("feeds/manual_feed_aj/marker", b"1")
+            wait_for(lambda: stored("manual_feed_aj", "marker") == 1, what="the marker")
+    assert stored("ap_second", "a") == 1
+    assert Feed.get_or_none(Feed.name == "ap_third") is None
+    assert intake.stats.rejected == {"feed_quota": 1}
+    reason = Rejection.get(Rejection.feed == "ap_third").reason
+    assert reason.startswith("feed quota reached: ap@nothing.com owns 2 feeds and may own 2")

@@ -11,7 +11,7 @@ import pytest
 import bridge.writer as writer_module
 from bridge.stats import Stats
 from bridge.writer import Incoming, Writer
-from rtdp.models import Feed, Point, Rejection, User
+from rtdp.models import Feed, Point, Rejection, Share, User
 from rtdp.settings import Settings
 from tests.bridge.conftest import make_feed
 
@@ -109,3 +109,57 @@ def test_stored_notices_list_each_feeds_points_in_id_order(writer: Writer, owner
     assert notice.payload == (
         f'[{{"id":{ids[0]},"axis":"c","x":8.0,"y":80}},{{"id":{ids[1]},"axis":"c","x":9.0,"y":-1}}]'
     ).encode()
+
+
+# -- feeds created on first publish (the embedded broker's intake names the creator) ----------------------
+
+
+def created(topic: str, payload: str, creator: int) -> Incoming:
+    return Incoming(topic, payload.encode(), 0, 0, False, time.time(), 0, creator)
+
+
+def test_a_creator_gets_the_new_feed_once_a_payload_decoded(writer: Writer, owner: User) -> None:
+    result = writer.write([created("feeds/new/a", "oops", owner.id)])
+    assert result is not None and result.rejected == 1
+    assert Feed.get_or_none(Feed.name == "new") is None  # a bad payload leaves no empty feed
+    result = writer.write([created("feeds/new/a", "1.5", owner.id), created("feeds/new/b", "2", owner.id)])
+    assert result is not None and result.stored_points == 2
+    feed = Feed.get(Feed.name == "new")
+    assert feed.owner_id == owner.id and (feed.x_cast, feed.y_cast) == ("datetime", "float")
+
+
+def test_without_a_creator_an_unknown_feed_is_rejected(writer: Writer, owner: User) -> None:
+    result = writer.write([message("feeds/nobody_knows/a", "1")])
+    assert result is not None and writer.stats.rejected == {"unknown_feed": 1}
+    assert Feed.get_or_none(Feed.name == "nobody_knows") is None
+
+
+def test_a_creator_beaten_to_a_feed_needs_write_access(writer: Writer, owner: User) -> None:
+    """Two users' publishes were both let through while the feed did not exist: the first creates it, the
+    second is then an ordinary publisher to someone else's feed."""
+    other = User.create(email="other@example.com", password_hash="-")
+    result = writer.write([
+        created("feeds/contested/a", "1", owner.id),
+        created("feeds/contested/a", "2", other.id),
+        created("feeds/contested/b", "3", other.id),
+    ])
+    assert result is not None and (result.stored_points, result.rejected) == (1, 2)
+    assert writer.stats.rejected == {"forbidden": 2}
+    assert Feed.get(Feed.name == "contested").owner_id == owner.id
+    Share.create(feed=Feed.get(Feed.name == "contested"), user=other, access="write")
+    result = writer.write([created("feeds/contested/a", "4", other.id)])
+    assert result is not None and result.stored_points == 1
+
+
+def test_the_feed_quota_limits_what_a_creator_makes(any_db: pw.Database, owner: User) -> None:
+    writer = Writer(any_db, Settings.build(env={}, feed_quota=2), Stats())
+    make_feed(owner, "mine")
+    result = writer.write([created(f"feeds/q{n}/a", "1", owner.id) for n in range(3)])
+    assert result is not None and (result.stored_points, result.rejected) == (1, 2)
+    assert writer.stats.rejected == {"feed_quota": 2}
+    assert Feed.select().where(Feed.owner == owner.id).count() == 2
+    [reason] = {row.reason for row in Rejection.select()}
+    assert reason.startswith("feed quota reached: owner@example.com owns 2 feeds and may own 2")
+    User.update(is_admin=True).where(User.id == owner.id).execute()  # admins have no quota
+    result = writer.write([created("feeds/q9/a", "1", owner.id)])
+    assert result is not None and result.stored_points == 1

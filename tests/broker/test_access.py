@@ -13,7 +13,7 @@ from rtdp.models import Feed, Group, Membership, Share, User
 from rtdp.permissions import Access
 from rtdp.settings import Settings
 from rtdp.store import create_feed
-from tests.broker.clients import TestClient, connected, login_result
+from tests.broker.clients import TestClient, close, connected, login_result, open_client
 from tests.broker.conftest import PASSWORD, World, make_world, token_for
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
 from tests.support.env import wait_for
@@ -128,9 +128,6 @@ def test_token_limited_to_another_feed_is_refused(
         assert not delivered_before_marker(device, service_sub, "feeds/ep_other/a", "feeds/manual_feed_a/a")
         assert device.subscribe("feeds/ep_other/#") == REFUSED
         assert device.subscribe("feeds/manual_feed_a/#") == 1
-        # Nor may it create feeds of its own.
-        assert not delivered_before_marker(device, service_sub, "feeds/brand_new/a", "feeds/manual_feed_a/a")
-    assert Feed.get_or_none(Feed.name == "brand_new") is None
 
 
 def test_read_only_token_cannot_publish(
@@ -234,18 +231,16 @@ def test_shares(embedded: EmbeddedBrokerHandle, world: World, service_sub: TestC
         ap.wait_message("feeds/ep_write_shared/a", b"marker")  # and it hears its own publish back
 
 
-def test_auto_create_makes_the_publisher_owner(
+def test_without_an_intake_unknown_feeds_are_refused(
     embedded: EmbeddedBrokerHandle, world: World, service_sub: TestClient
 ) -> None:
+    """`rtdp broker` alone: a subscribing bridge cannot learn who published, so it could not create the
+    feed for them (bridge.routes); the ACL refuses such publishes rather than pass them on."""
+    assert embedded.broker.access.auto_create is False
     with connected(embedded.endpoint("ap@nothing.com", PASSWORD)) as ap:
-        ap.publish("feeds/ap_new_feed/temperature", b"21.5")
-        service_sub.wait_message("feeds/ap_new_feed/temperature", b"21.5")
-        assert ap.subscribe("feeds/ap_new_feed/#") == 1
-    feed = Feed.get(Feed.name == "ap_new_feed")
-    assert feed.owner_id == world.ap.id
-    assert (feed.x_cast, feed.y_cast) == ("datetime", "float")
-    with connected(embedded.endpoint("ep@nothing.com", PASSWORD)) as ep:
-        assert ep.subscribe("feeds/ap_new_feed/#") == REFUSED
+        assert not delivered_before_marker(ap, service_sub, "feeds/ap_new_feed/t", "feeds/manual_feed_aj/a")
+    assert embedded.broker.access.refused_publishes == 1
+    assert Feed.get_or_none(Feed.name == "ap_new_feed") is None
 
 
 def test_auto_create_off_refuses_unknown_feed(
@@ -287,8 +282,7 @@ def test_acl_on_postgres(pg_db: pw.Database, settings: Settings, service: Servic
     ):
         assert watcher.subscribe("feeds/#") == 1
         assert ap.subscribe("feeds/manual_feed_a/#") == 1
-        assert not delivered_before_marker(ap, watcher, "feeds/manual_feed_a/a", "feeds/pg_new/a")
-        assert Feed.get(Feed.name == "pg_new").owner_id == world.ap.id
+        assert not delivered_before_marker(ap, watcher, "feeds/manual_feed_a/a", "feeds/manual_feed_aj/a")
 
 
 def test_feed_wildcard() -> None:
@@ -303,3 +297,78 @@ def test_user_created_while_running_can_log_in(embedded: EmbeddedBrokerHandle) -
     create_user("late@nothing.com", "pw-late")
     reason = login_result(embedded.endpoint("late@nothing.com", "pw-late"))
     assert reason is not None and not reason.is_failure
+
+
+# -- revocation reaches open connections -----------------------------------------------------------
+
+
+@pytest.fixture
+def rechecking(world: World, settings: Settings, service: ServiceAccount) -> Iterator[EmbeddedBrokerHandle]:
+    """Credentials read again before every decision (a lifetime of 0), so a test needs no waiting."""
+    with running_embedded_broker(settings.replace(credential_ttl=0), service) as handle:
+        yield handle
+
+
+def test_a_revoked_token_loses_its_open_connection(rechecking: EmbeddedBrokerHandle, world: World) -> None:
+    from rtdp.models import Token
+
+    handle = rechecking
+    token = token_for(world.ep)
+    with (
+        connected(handle.service_endpoint(), handle.service.client_id("bridge")) as watcher,
+        connected(handle.endpoint("ep@nothing.com", PASSWORD)) as ep,
+    ):
+        assert watcher.subscribe("feeds/#") == 1
+        device = open_client(handle.endpoint("device", token))
+        try:
+            assert device.subscribe("feeds/manual_feed_a/#") == 1
+            device.publish("feeds/manual_feed_a/a", b"before")
+            device.wait_message("feeds/manual_feed_a/a", b"before")
+            Token.update(revoked=True).where(Token.user == world.ep.id).execute()
+            # Its next delivery finds the token revoked: not delivered, and the connection is closed.
+            ep.publish("feeds/manual_feed_a/a", b"after")
+            watcher.wait_message("feeds/manual_feed_a/a", b"after")
+            wait_for(device.disconnected.is_set, what="the revoked client to be disconnected")
+            assert ("feeds/manual_feed_a/a", b"after") not in device.received()
+        finally:
+            close(device)
+        assert handle.broker.access.revoked == 1
+        # Nor does it get back in: the login cached with the token was dropped with it.
+        reason = login_result(handle.endpoint("device", token))
+        assert reason is not None and reason.value == NOT_AUTHORIZED
+
+
+def test_a_revoked_publisher_is_refused_and_disconnected(rechecking: EmbeddedBrokerHandle, world: World) -> None:
+    handle = rechecking
+    with connected(handle.service_endpoint(), handle.service.client_id("bridge")) as watcher:
+        assert watcher.subscribe("feeds/#") == 1
+        ap = open_client(handle.endpoint("ap@nothing.com", PASSWORD))
+        try:
+            ap.publish("feeds/manual_feed_aj/a", b"before")
+            watcher.wait_message("feeds/manual_feed_aj/a", b"before")
+            User.update(is_active=False).where(User.id == world.ap.id).execute()
+            ap.publish("feeds/manual_feed_aj/a", b"after")  # PUBACKed by amqtt, then refused
+            wait_for(ap.disconnected.is_set, what="the disabled user to be disconnected")
+        finally:
+            close(ap)
+        with connected(handle.endpoint("ep@nothing.com", PASSWORD)) as ep:
+            ep.publish("feeds/manual_feed_a/a", b"marker")
+            watcher.wait_message("feeds/manual_feed_a/a", b"marker")
+    assert ("feeds/manual_feed_aj/a", b"after") not in watcher.received()
+    assert handle.broker.access.refused_publishes == 1
+
+
+def test_a_disabled_users_persistent_session_queues_nothing(rechecking: EmbeddedBrokerHandle, world: World) -> None:
+    handle = rechecking
+    with connected(handle.endpoint("ap@nothing.com", PASSWORD), "ap-session", clean_session=False) as ap:
+        assert ap.subscribe("feeds/manual_feed_aj/#") == 1
+    User.update(is_active=False).where(User.id == world.ap.id).execute()
+    with connected(handle.service_endpoint(), handle.service.client_id("viewer")) as service:
+        service.publish("feeds/manual_feed_aj/a", b"while-disabled")
+        wait_for(lambda: handle.broker.access.revoked == 1, what="the offline session's rights to be dropped")
+    User.update(is_active=True).where(User.id == world.ap.id).execute()
+    with connected(handle.endpoint("ap@nothing.com", PASSWORD), "ap-session", clean_session=False) as ap:
+        with connected(handle.service_endpoint(), handle.service.client_id("viewer")) as service:
+            service.publish("feeds/manual_feed_aj/a", b"marker")
+        ap.wait_message("feeds/manual_feed_aj/a", b"marker")
+        assert ("feeds/manual_feed_aj/a", b"while-disabled") not in ap.received()

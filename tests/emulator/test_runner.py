@@ -18,6 +18,7 @@ from emulator.runner import Emulator
 from emulator.sources import DoorSource, RandomWalkSource, SineSource
 from rtdp.accounts import ServiceAccount, create_user
 from rtdp.codec import Sample, decode, sample_from_fields
+from rtdp.errors import NotFound
 from rtdp.models import Axis, EmulatorState, Token, User
 from rtdp.mqtt import Endpoint, make_client
 from rtdp.settings import Settings
@@ -200,7 +201,7 @@ def test_missing_owner_is_a_clear_error(tmp_path: Path, any_db: pw.Database) -> 
     emulator = Emulator(settings_for(tmp_path), owner_email="nobody@example.com", sources=["sine"])
     with pytest.raises(EmulatorError, match="does not exist"):
         emulator.start()
-    with pytest.raises(EmulatorError, match="unknown emulator source"):
+    with pytest.raises(NotFound, match="unknown emulator source"):
         Emulator(settings_for(tmp_path), owner_email=OWNER, sources=["sine", "bogus"])
 
 

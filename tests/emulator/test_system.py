@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from emulator.errors import EmulatorError
-from emulator.system import SystemSource, default_feed
+from emulator.system import SystemSource
+from rtdp.emulation import system_feed
 from rtdp.topic import check_name
 from tests.support.env import wait_for
 
@@ -48,7 +49,7 @@ def test_real_proc_gives_sane_values() -> None:
         pytest.skip("no /proc on this system")
     source = SystemSource()
     check_name(source.feed, "feed")
-    assert source.feed == default_feed()
+    assert source.feed == system_feed()
     source.step(1.0)
     times = iter(range(2, 10**6))
 

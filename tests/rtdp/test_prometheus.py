@@ -26,5 +26,7 @@ def test_the_setting_is_optional_and_parsed() -> None:
     assert Settings.build(env={}).metrics is None
     assert Settings.build(env={"RTDP_METRICS": "127.0.0.1:9464"}).metrics == HostPort("127.0.0.1", 9464)
     assert Settings.build(env={}, metrics="127.0.0.1:0").metrics == HostPort("127.0.0.1", 0)
-    with pytest.raises(ConfigError, match="--metrics"):
+    with pytest.raises(ConfigError, match="^RTDP_METRICS: "):
         Settings.build(env={"RTDP_METRICS": "localhost:http"})
+    with pytest.raises(ConfigError, match="^--metrics: "):
+        Settings.build(env={}, metrics="localhost:http")

@@ -258,6 +258,6 @@ def test_retention_settings_validated() -> None:
 
     assert Settings.build(env={}).retention_interval == 600
     assert Settings.build(env={"RTDP_RETENTION_INTERVAL": "0"}).retention_interval == 0
-    with pytest.raises(ConfigError, match="retention_interval"):
+    with pytest.raises(ConfigError, match="^RTDP_RETENTION_INTERVAL: "):
         Settings.build(env={"RTDP_RETENTION_INTERVAL": "-1"})
     assert Feed.retention_days.null and Feed.retention_points.null

@@ -47,3 +47,16 @@ def test_embedded_broker_with_the_service_account(tmp_path: Path, sqlite_db: obj
             wait_for(lambda: ready(client), what="the viewer to connect to the embedded broker")
             response = client.get("/service/feed_input.json/feed_t/temp?y=1", headers=bearer(world.ep_token))
             assert response.status_code == 200, response.text
+
+
+def test_the_viewer_and_the_broker_keep_credentials_equally_long(settings: Settings, tmp_path: Path) -> None:
+    """One lifetime for a verified login everywhere (settings.credential_ttl): a revocation takes effect
+    within the same time on the web and on MQTT."""
+    from broker.server import EmbeddedBroker
+
+    broker = EmbeddedBroker(settings, ServiceAccount.load_or_create(tmp_path / "svc"))
+    broker.access.close()
+    with TestClient(create_app(settings)) as client:
+        state = client.app.state.viewer  # type: ignore[attr-defined]
+        assert state.credentials.ttl == broker.access.credential_ttl == settings.credential_ttl
+        assert state.decisions.ttl == settings.decision_ttl

@@ -300,3 +300,30 @@ def test_query_fields_agree_with_parse_qsl() -> None:
     for query in (b"", b"y=1", b"x=1&y=2", b"y=1&y=2", b"y", b"y=&x=1", b"&&y=3&", b"y=a=b", b"y=%31", b"y=1+2",
                   b"x=2014-11-22T10:50:42Z&y=\xe9", b"=1&y=2"):
         assert query_fields(query) == dict(parse_qsl(query.decode("latin-1"), keep_blank_values=True)), query
+
+
+def test_the_feed_quota_holds_on_every_way_to_create_a_feed(settings: Settings, watcher: Watcher) -> None:
+    """ep owns two feeds, ap one; with a quota of two, ap may create one more and ep none, admins any."""
+    from tests.viewer.conftest import make_world
+    from tests.viewer.test_pages import csrf, login
+
+    with TestClient(create_app(settings.replace(feed_quota=2))) as client:
+        wait_for(lambda: ready(client))
+        world = make_world()
+        for method in ("GET", "POST"):  # the lean ASGI path and the Starlette route
+            refused = client.request(method, f"{URL}/ep_third/a?y=1", headers=bearer(world.ep_token))
+            assert refused.status_code == 403 and refused.json()["code"] == "feed_quota", refused.text
+            assert "feed quota reached: ep@nothing.com owns 2 feeds and may own 2" in refused.json()["error"]
+        api = client.post("/api/v1/feeds", json={"name": "ep_api"}, headers=bearer(world.ep_token))
+        assert api.status_code == 403 and api.json()["code"] == "feed_quota"
+        login(client, "ep@nothing.com", "1234")
+        page = client.post("/feeds", data={"name": "ep_page", "csrf_token": csrf(client, "/")})
+        assert page.status_code == 403 and "feed quota reached" in page.text
+        assert not Feed.select().where(Feed.name.in_(["ep_third", "ep_api", "ep_page"])).exists()
+        # Writing to feeds one owns is not creating one.
+        assert client.get(f"{URL}/feed_t/temp?y=1", headers=bearer(world.ep_token)).status_code == 200
+        assert client.get(f"{URL}/ap_second/a?y=1", headers=bearer(world.ap_token)).status_code == 200
+        assert client.get(f"{URL}/ap_third/a?y=1", headers=bearer(world.ap_token)).status_code == 403
+        for n in range(3):
+            answer = client.post("/api/v1/feeds", json={"name": f"admin_{n}"}, headers=bearer(world.admin_token))
+            assert answer.status_code == 201, answer.text

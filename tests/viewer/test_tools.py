@@ -6,11 +6,10 @@ import re
 
 from starlette.testclient import TestClient
 
-from emulator.state import statuses
+from rtdp.emulation import source_feeds, statuses
 from rtdp.store import create_feed
 from tests.viewer.conftest import World
 from tests.viewer.test_pages import CSRF_RE, login
-from viewer.pages.tools import source_feeds
 
 
 def enabled(source: str) -> bool:

@@ -7,9 +7,9 @@ from collections import defaultdict
 import peewee as pw
 from starlette.responses import JSONResponse, Response
 
-from rtdp.errors import Conflict, InvalidInput, PermissionDenied
+from rtdp.errors import Conflict, InvalidInput, PermissionDenied, QuotaExceeded
 from rtdp.models import Axis, Feed, Share, User
-from rtdp.permissions import Access, allowed, readable_feeds
+from rtdp.permissions import Access, allowed, check_feed_quota, readable_feeds
 from rtdp.store import create_axis, create_feed, get_axis
 from rtdp.topic import check_name
 from viewer.access import may_manage
@@ -66,6 +66,7 @@ def feed_list(ctx: Ctx) -> Response:
 def create_feed_form(ctx: Ctx) -> Response:
     user = ctx.require_user()
     try:
+        check_feed_quota(user.id, ctx.settings.feed_quota)
         feed = create_feed(
             ctx.form.get("name", "").strip(),
             user,  # the owner is whoever creates it (the original's TODO)
@@ -74,7 +75,7 @@ def create_feed_form(ctx: Ctx) -> Response:
             description=ctx.form.get("description", "").strip(),
             public=ctx.form.get("public", "").lower() in BOOL_TRUE,
         )
-    except (InvalidInput, Conflict) as exc:
+    except (InvalidInput, Conflict, QuotaExceeded) as exc:
         if ctx.wants_json:
             raise
         feeds = _readable(ctx)

@@ -1,38 +1,21 @@
 """`/tools`: switch each emulator source on and off live (the original's "Toggle Sin Wave").
 
-The switch is the source's EmulatorState row (emulator.state); a running emulator, in this process or
-another one on the same database, polls it about once a second. Admins may switch every source; a
-feed's owner only the sources publishing to that feed.
-
-The viewer reaches into `emulator` here only for the switch and the list of sources (emulator.state and
-emulator.sources import nothing of the viewer, so the dependency points one way).
+The switch is the source's EmulatorState row (rtdp.emulation, shared with the emulator); a running
+emulator, in this process or another one on the same database, polls it about once a second. Admins may
+switch every source; a feed's owner only the sources publishing to that feed.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
 from starlette.responses import JSONResponse, Response
 
-from emulator.sources import SOURCES
-from emulator.state import set_enabled, statuses
-from rtdp.errors import InvalidInput, NotFound, PermissionDenied
+from rtdp.emulation import check_source, set_enabled, source_feeds, statuses
+from rtdp.errors import InvalidInput, PermissionDenied
 from rtdp.models import Feed, User
 from viewer.pages.render import Ctx
-
-
-@lru_cache(maxsize=1)
-def source_feeds() -> dict[str, str | None]:
-    """Each source's default feed name (None if the source cannot run here, e.g. `system` off Linux)."""
-    feeds: dict[str, str | None] = {}
-    for name, factory in SOURCES.items():
-        try:
-            feeds[name] = factory().feed
-        except Exception:  # noqa: BLE001 -- a source that cannot start here still gets a row, for admins
-            feeds[name] = None
-    return feeds
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,9 +79,7 @@ def tools_page(ctx: Ctx) -> Response:
 def toggle_source(ctx: Ctx) -> Response:
     """POST /tools/{source} with `enabled` = on|off (CSRF checked by the page wrapper)."""
     user = ctx.require_user()
-    source = ctx.request.path_params["source"]
-    if source not in SOURCES:
-        raise NotFound(f"no emulator source {source!r}")
+    source = check_source(ctx.request.path_params["source"])  # 404 for a name that is no source
     wanted = ctx.form.get("enabled", "").strip().lower()
     if wanted not in ("on", "off"):
         raise InvalidInput("enabled must be 'on' or 'off'", field="enabled")

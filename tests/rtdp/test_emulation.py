@@ -1,10 +1,13 @@
+"""The emulator's switches and source list in rtdp (what the viewer's /tools page and the emulator share)."""
+
 from __future__ import annotations
 
 import peewee as pw
 import pytest
 
-from emulator import state
-from emulator.errors import EmulatorError
+from emulator.sources import SOURCES as BUILDERS
+from rtdp import emulation as state
+from rtdp.errors import NotFound
 from rtdp.models import EmulatorState
 
 
@@ -38,5 +41,13 @@ def test_damaged_state_restarts_from_defaults(any_db: pw.Database) -> None:
 
 
 def test_unknown_source_is_refused(any_db: pw.Database) -> None:
-    with pytest.raises(EmulatorError, match="unknown emulator source 'nope'"):
+    with pytest.raises(NotFound, match="unknown emulator source 'nope'"):
         state.set_enabled("nope", True)
+
+
+def test_the_emulator_builds_exactly_the_sources_and_feeds_listed_here() -> None:
+    assert tuple(BUILDERS) == state.SOURCES
+    for name, feed in state.source_feeds().items():
+        if feed is not None:
+            assert BUILDERS[name]().feed == feed, name
+    assert state.source_feeds()["sine"] == "sin_wave_over_time_in_seconds"

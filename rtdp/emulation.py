@@ -1,4 +1,9 @@
-"""Each source's on/off switch and position, in the EmulatorState table (never anything secret).
+"""The emulator's switchboard, shared by the emulator and the viewer's `/tools` page: which simulated
+sources there are, the feed each publishes to by default, and each source's on/off switch and saved
+position (the EmulatorState table, never anything secret).
+
+Here rather than in `emulator/` so that the viewer depends on `rtdp` only (DESIGN.md's package
+table); the emulator's sources (emulator.sources) are built for exactly these names and feeds.
 
 Synchronous Peewee: call from a thread, never from an event loop.
 """
@@ -6,15 +11,49 @@ Synchronous Peewee: call from a thread, never from an event loop.
 from __future__ import annotations
 
 import json
+import os
+import re
+import socket
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
-from emulator.errors import EmulatorError
-from emulator.sources import SOURCES
+from rtdp.errors import NotFound
 from rtdp.models import EmulatorState
 
 SourceState = dict[str, Any]
+
+# Every source the emulator knows, in the order lists show them.
+SOURCES = ("sine", "door", "x10", "random_walk", "system")
+# Each source's feed unless configured otherwise (`system` depends on the machine: `system_feed()`).
+DEFAULT_FEEDS = {
+    "sine": "sin_wave_over_time_in_seconds",
+    "door": "front_door",
+    "x10": "x10_lamp",
+    "random_walk": "temperature",
+}
+PROC_STAT = "/proc/stat"
+
+
+def system_feed() -> str:
+    """`system_<hostname>`, reduced to the characters a feed name allows."""
+    host = re.sub(r"[^A-Za-z0-9_.\-]", "_", socket.gethostname().split(".")[0]) or "host"
+    return f"system_{host}"[:64]
+
+
+def available(source: str) -> bool:
+    """Whether this machine can run `source` (the system source reads Linux's /proc)."""
+    return source != "system" or os.path.exists(PROC_STAT)
+
+
+@lru_cache(maxsize=1)
+def source_feeds() -> dict[str, str | None]:
+    """Each source's default feed name; None for a source that cannot run here."""
+    return {
+        name: (DEFAULT_FEEDS[name] if name in DEFAULT_FEEDS else system_feed()) if available(name) else None
+        for name in SOURCES
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +66,7 @@ class SourceStatus:
 
 def check_source(source: str) -> str:
     if source not in SOURCES:
-        raise EmulatorError(f"unknown emulator source {source!r}; choose from {', '.join(SOURCES)}", source=source)
+        raise NotFound(f"unknown emulator source {source[:64]!r}; choose from {', '.join(SOURCES)}", source=source[:64])
     return source
 
 
