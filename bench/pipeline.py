@@ -417,6 +417,8 @@ def bench_bridge(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> 
         if args.profile:
             profile(bridge_pid, work / "bridge-profile.txt",
                     lambda: stored_rate(broker, db, work, "prof", args.single_points, args.publishers))
+            profile(bridge_pid, work / "bridge-arrays-profile.txt",
+                    lambda: stored_rate(broker, db, work, "parr", args.batch_points, args.publishers, 100))
     with mosquitto_stack(work / "latency", viewer=True) as (broker, _, url, token, _):
         bench_latency(work, args, rows["latency_mosquitto"], broker, url, token)
 

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import peewee as pw
 
@@ -42,9 +43,9 @@ UNAVAILABLE = (pw.OperationalError, pw.InterfaceError)
 DATABASE_ERRORS = (pw.DatabaseError, pw.InterfaceError)
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """A message as paho's network thread handed it over."""
+class Incoming(NamedTuple):
+    """A message as the network thread handed it over. A NamedTuple: one is built per message on the
+    network thread, and a frozen dataclass's __init__ (a setattr per field) cost several times more."""
 
     topic: str
     payload: bytes
