@@ -11,6 +11,7 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -159,9 +160,11 @@ class Writer:
         with self.db.atomic():
             stored = self._commit(prepared)
         committed = time.time()
-        for p in prepared:
-            if p.rejection is None:  # a rejected message was not stored: it has no store delay
-                self.stats.store_delay_hist.observe(max(0.0, committed - p.message.arrived))
+        # A rejected message was not stored: it has no store delay. Messages that arrived together (one
+        # network read) are observed together.
+        arrivals = Counter(p.message.arrived for p in prepared if p.rejection is None)
+        for arrived, times in arrivals.items():
+            self.stats.store_delay_hist.observe(max(0.0, committed - arrived), times)
         return self._result(prepared, stored, time.perf_counter() - started)
 
     def _isolated(self, prepared: list[_Prepared]) -> BatchResult:
