@@ -69,13 +69,17 @@ class Inbox(queue.Queue[Incoming]):
                 if timeout <= 0 or not self.not_empty.wait(timeout) or not self.queue:
                     return []
             pending = self.queue
+            # Only a full queue can have the producer waiting (put_many waits for room, never otherwise);
+            # notify() is Python code, worth skipping on every other take.
+            was_full = 0 < self.maxsize <= len(pending)
             taken: list[Incoming] = []
             count = 0
             while pending and count < points:
                 item = pending.popleft()
                 taken.append(item)
                 count += estimated_points(item.payload)
-            self.not_full.notify()
+            if was_full:
+                self.not_full.notify()
             return taken
 
 

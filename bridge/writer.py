@@ -223,16 +223,17 @@ class Writer:
                 if axis_id not in axes:
                     parts = feeds.setdefault(route.feed, [])
                     axes[axis_id] = (parts, f',"axis":"{route.axis}","x":', route.y_cast is not YCast.FLOAT)
-        # Built as text, in one comprehension when the batch went to one axis (the common case): a dict
-        # and json.dumps per point cost more than decoding it. Names are [A-Za-z0-9_.-] and x/y are
-        # finite floats (the codec rejects NaN and infinities), so the quoted name and repr() of a float
-        # or int are valid JSON.
-        if len(axes) == 1:
-            ((parts, middle, integral),) = axes.values()
+        # Built as text, in one comprehension when the batch went to one feed's axes of one y type (the
+        # common case): a dict and json.dumps per point cost more than decoding it. Names are
+        # [A-Za-z0-9_.-] and x/y are finite floats (the codec rejects NaN and infinities), so the quoted
+        # name and repr() of a float or int are valid JSON.
+        if len({(id(parts), integral) for parts, _, integral in axes.values()}) == 1:
+            parts, _, integral = next(iter(axes.values()))
+            middles = {axis_id: middle for axis_id, (_, middle, _) in axes.items()}
             if integral:
-                parts += [f'{{"id":{p.id}{middle}{p.x!r},"y":{int(p.y)}}}' for p in stored]
+                parts += [f'{{"id":{p.id}{middles[p.axis_id]}{p.x!r},"y":{int(p.y)}}}' for p in stored]
             else:
-                parts += [f'{{"id":{p.id}{middle}{p.x!r},"y":{p.y!r}}}' for p in stored]
+                parts += [f'{{"id":{p.id}{middles[p.axis_id]}{p.x!r},"y":{p.y!r}}}' for p in stored]
         else:
             for point in stored:
                 parts, middle, integral = axes[point.axis_id]

@@ -109,3 +109,17 @@ def test_stored_notices_list_each_feeds_points_in_id_order(writer: Writer, owner
     assert notice.payload == (
         f'[{{"id":{ids[0]},"axis":"c","x":8.0,"y":80}},{{"id":{ids[1]},"axis":"c","x":9.0,"y":-1}}]'
     ).encode()
+
+
+@pytest.mark.parametrize("y_cast", ["float", "int"])
+def test_one_notice_per_feed_names_each_points_axis_in_id_order(writer: Writer, owner: User, y_cast: str) -> None:
+    make_feed(owner, "f", x_cast="int", y_cast=y_cast)
+    batch = [message(f"feeds/f/{axis}", json.dumps({"x": i, "y": i})) for i in range(6) for axis in ("a", "b")]
+    result = writer.write(batch)
+    assert result is not None and [n.topic for n in result.notices] == ["rtdp/stored/f"]
+    points = json.loads(result.notices[0].payload)
+    assert [(p["axis"], p["x"], p["y"]) for p in points] == [(axis, i, i) for i in range(6) for axis in ("a", "b")]
+    assert [type(p["y"]) for p in points] == [float if y_cast == "float" else int] * 12
+    assert [p["id"] for p in points] == sorted(p["id"] for p in points)
+    stored = {(p.axis.name, p.x): p.id for p in Point.select()}
+    assert all(stored[(p["axis"], p["x"])] == p["id"] for p in points)
