@@ -68,6 +68,12 @@ class Row:
     target: str = ""
     check: Callable[[Row], bool] | None = None
     note: str = ""
+    # CPU seconds of the measured process (the bridge, or rtdp serve) per 10,000 points, per round.
+    cpu: list[float] = field(default_factory=list)
+
+    def add(self, result: Stored) -> None:
+        self.ours.append(result.rate)
+        self.cpu.append(result.cpu_per_10k)
 
     @property
     def median(self) -> float:
@@ -186,7 +192,8 @@ class Publishers:
 
 
 def stored(db: Path, prefix: str) -> int:
-    """Points stored on the axes whose name starts with `prefix` (read straight from SQLite, WAL)."""
+    """Points stored on the axes whose name starts with `prefix` (read straight from SQLite, WAL): the
+    exact count, which scans every such point. For the end of a run, not for polling."""
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
     try:
         row = conn.execute(
@@ -199,19 +206,58 @@ def stored(db: Path, prefix: str) -> int:
         conn.close()
 
 
+class Progress:
+    """Polls how many points the axes `<prefix>*` hold from their `point_count`, which write_points keeps
+    current in the same transaction as the points: a few rows of the axis table per poll, where counting
+    the points themselves costs more on every poll as the table grows, on the cores the bridge is using."""
+
+    def __init__(self, db: Path, prefix: str) -> None:
+        self.conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30, isolation_level=None)
+        self.prefix = prefix + "%"
+
+    def count(self) -> int:
+        row = self.conn.execute("SELECT coalesce(sum(point_count), 0) FROM axis WHERE name LIKE ?",
+                                (self.prefix,)).fetchone()
+        return int(row[0])
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux /proc), 0 without a pid."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Stored:
+    rate: float  # points/s from the first publish until the last point was committed
+    cpu_per_10k: float  # CPU seconds the measured process spent per 10,000 points in that time
+
+
 def stored_rate(broker: Broker, db: Path, work: Path, tag: str, points: int, publishers: int,
-                per_message: int = 1) -> float:
-    """Points/s from the first publish until the database holds all of them."""
+                per_message: int = 1, pid: int | None = None) -> Stored:
+    """Points/s from the first publish until the database holds all of them (committed)."""
     files = write_lines(work, tag, points, publishers, per_message)
     expected = (points // publishers) * publishers
+    progress = Progress(db, tag)
+    cpu = cpu_seconds(pid)
     started = time.perf_counter()
     pubs = Publishers(broker, files)
     try:
-        wait_for(lambda: stored(db, tag) >= expected, 120, interval=0.02, what=f"{expected} points stored ({tag})")
+        wait_for(lambda: progress.count() >= expected, 120, interval=0.02, what=f"{expected} points stored ({tag})")
     finally:
         elapsed = time.perf_counter() - started
+        used = cpu_seconds(pid) - cpu
+        progress.close()
         pubs.close()
-    return expected / elapsed
+    exact = stored(db, tag)
+    if exact != expected:
+        raise RuntimeError(f"{tag}: the axes count {expected} points but {exact} are stored")
+    return Stored(expected / elapsed, 10_000 * used / expected)
 
 
 def lost_on_disconnect(broker: Broker, db: Path, work: Path, tag: str, points: int) -> int:
@@ -307,9 +353,9 @@ def bench_embedded(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -
         sub = Subscriber(alone)
         try:
             for r in range(args.rounds):  # interleaved: load from other jobs hits both alike
-                row.ours.append(stored_rate(ours, db, work, f"e{r}", args.embedded_points, args.publishers))
+                row.add(stored_rate(ours, db, work, f"e{r}", args.embedded_points, args.publishers, pid=serve.pid))
                 row.baseline.append(delivered_rate(alone, sub, work, f"b{r}", args.embedded_points, args.publishers))
-                print(f"  embedded round {r}: serve {row.ours[-1]:,.0f} points/s, "
+                print(f"  embedded round {r}: serve {row.ours[-1]:,.0f} points/s ({row.cpu[-1]:.2f} CPU s/10k), "
                       f"broker alone {row.baseline[-1]:,.0f} msg/s", flush=True)
         finally:
             sub.close()
@@ -327,8 +373,9 @@ def bench_embedded(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -
 
 
 @contextmanager
-def mosquitto_stack(work: Path, viewer: bool) -> Iterator[tuple[Broker, Path, str, str]]:
-    """A private Mosquitto, one `rtdp bridge` on SQLite and optionally `rtdp viewer`: (broker, db, http, token)."""
+def mosquitto_stack(work: Path, viewer: bool) -> Iterator[tuple[Broker, Path, str, str, int]]:
+    """A private Mosquitto, one `rtdp bridge` on SQLite and optionally `rtdp viewer`:
+    (broker, db, the viewer's URL or "", token, the bridge's pid)."""
     data = work / "data"
     token = prepare(data)
     db = data / "rtdp.sqlite3"
@@ -342,33 +389,37 @@ def mosquitto_stack(work: Path, viewer: bool) -> Iterator[tuple[Broker, Path, st
         with process(bridge_cmd, work / "bridge.log") as bridge:
             wait_stored_probe(broker, db)
             if not viewer:
-                yield broker, db, str(bridge.pid), token
+                yield broker, db, "", token, bridge.pid
                 return
             with process(viewer_cmd, work / "viewer.log"):
                 url = f"http://127.0.0.1:{http_port}"
                 wait_for(lambda: ready(f"{url}/readyz"), 60, interval=0.1, what="viewer ready")
-                yield broker, db, url, token
+                yield broker, db, url, token, bridge.pid
 
 
 def bench_bridge(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
     single, batched = rows["bridge_single"], rows["bridge_batch"]
-    with mosquitto_stack(work / "bridge", viewer=False) as (broker, db, bridge_pid, _):
+    with mosquitto_stack(work / "bridge", viewer=False) as (broker, db, _, _, bridge_pid):
         sub = Subscriber(broker)
         try:
             for r in range(args.rounds):
-                single.ours.append(stored_rate(broker, db, work, f"s{r}", args.single_points, args.publishers))
+                single.add(stored_rate(broker, db, work, f"s{r}", args.single_points, args.publishers, pid=bridge_pid))
                 raw = delivered_rate(broker, sub, work, f"m{r}", args.single_points, args.publishers)
                 single.baseline.append(raw)
                 batched.baseline.append(raw)
-                batched.ours.append(stored_rate(broker, db, work, f"a{r}", args.batch_points, args.publishers, 100))
-                print(f"  bridge round {r}: single {single.ours[-1]:,.0f} points/s, arrays of 100 "
-                      f"{batched.ours[-1]:,.0f} points/s, raw pub->sub {raw:,.0f} msg/s", flush=True)
+                batched.add(stored_rate(broker, db, work, f"a{r}", args.batch_points, args.publishers, 100,
+                                        pid=bridge_pid))
+                print(f"  bridge round {r}: single {single.ours[-1]:,.0f} points/s ({single.cpu[-1]:.2f} CPU s/10k), "
+                      f"arrays of 100 {batched.ours[-1]:,.0f} points/s ({batched.cpu[-1]:.3f} CPU s/10k), "
+                      f"raw pub->sub {raw:,.0f} msg/s", flush=True)
         finally:
             sub.close()
         if args.profile:
-            profile(int(bridge_pid), work / "bridge-profile.txt",
+            profile(bridge_pid, work / "bridge-profile.txt",
                     lambda: stored_rate(broker, db, work, "prof", args.single_points, args.publishers))
-    with mosquitto_stack(work / "latency", viewer=True) as (broker, _, url, token):
+            profile(bridge_pid, work / "bridge-arrays-profile.txt",
+                    lambda: stored_rate(broker, db, work, "parr", args.batch_points, args.publishers, 100))
+    with mosquitto_stack(work / "latency", viewer=True) as (broker, _, url, token, _):
         bench_latency(work, args, rows["latency_mosquitto"], broker, url, token)
 
 
@@ -590,6 +641,8 @@ def print_table(rows: dict[str, Row]) -> str:
             continue
         latency = row.unit == "ms" and row.baseline_name == "p99"
         ours = f"{row.median:,.1f} | {row.base_median:,.1f} ms" if latency else f"{row.median:,.1f} {row.unit}"
+        if row.cpu:
+            ours += f" ({statistics.median(row.cpu):.3f} CPU s/10k)"
         base = "" if latency or not row.baseline else f"{row.base_median:,.1f}"
         ratio = "" if latency or not row.baseline else f"{row.ratio:.2f}"
         met = {True: "met", False: "NOT met", None: ""}[row.met]
@@ -665,7 +718,8 @@ def main() -> int:
                   "baseline_name": r.baseline_name, "median": r.median if r.ours else None,
                   "baseline_median": r.base_median if r.baseline else None,
                   "ratio": r.ratio if r.ours and r.baseline else None, "target": r.target, "met": r.met,
-                  "note": r.note}
+                  "note": r.note, "cpu_seconds_per_10k": r.cpu,
+                  "cpu_seconds_per_10k_median": statistics.median(r.cpu) if r.cpu else None}
             for key, r in rows.items()
         },
         "table": table,

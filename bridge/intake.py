@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 
 import peewee as pw
 
-from bridge.batching import BatchLoop
+from bridge.batching import BatchLoop, Inbox
 from bridge.errors import BridgeError
 from bridge.stats import Stats
 from bridge.writer import Incoming, Notice, Writer
@@ -59,7 +59,7 @@ class Intake:
         self.dropped = 0  # messages lost because the queue was full (written by the broker's loop only)
         self._db = db if db is not None else database_proxy
         self._writer = Writer(self._db, settings, self.stats)  # type: ignore[arg-type]
-        self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=capacity)
+        self._queue = Inbox(maxsize=capacity)
         self._publish: Publish | None = None
         self._batches = BatchLoop(
             settings, self._writer, self._queue, ack=self._ack, publish=self._send, drain_all=True

@@ -120,7 +120,9 @@ class _Fed(Protocol):
     """A Bridge (MQTT subscription) or an Intake (the embedded broker's hook): Stats and their queue."""
 
     stats: Stats
-    _queue: queue.Queue[Any]
+
+    @property
+    def _queue(self) -> queue.Queue[Any]: ...  # read-only here, so a Queue subclass (Inbox) fits
 
 
 def bridge_collector(source: _Fed) -> BridgeCollector:

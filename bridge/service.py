@@ -1,24 +1,26 @@
 """The bridge service: the MQTT subscription feeding the batching writer, and the process entry point.
 
 Threads (the boundary is the bounded queue):
-- paho's network thread (loop_start) runs the callbacks. `on_message` only wraps the message and puts
-  it on the queue; when the queue is full it blocks, so paho stops reading the socket and the broker
-  holds the rest (back-pressure; a QoS 1 message is never dropped here).
+- paho's network thread (loop_start) reads the socket. Incoming PUBLISH packets are parsed by
+  rtdp.wire's PublishReader, not by paho: each read's messages are wrapped and put on the queue in one
+  go (`_deliver`); when the queue is full it blocks, so paho stops reading the socket and the broker
+  holds the rest (back-pressure; a QoS 1 message is never dropped here). paho's callbacks still handle
+  everything else (connect, subscribe, disconnect).
 - the writer thread (bridge.batching.BatchLoop, shared with the embedded broker's intake) takes batches
   off the queue, stores them (bridge.writer), then acknowledges them and publishes what was stored and
   what was rejected.
 
-Calling paho from the writer thread: `ack()` and `publish()` only append a packet to paho's outgoing
-deque (a thread-safe append) and wake the network thread through its socket pair (paho 2.2,
-`Client._packet_queue`); with loop_start they never write to the socket themselves. publish() takes
-paho's `_out_message_mutex`. So both are safe to call from the writer thread, and neither blocks, which
-matters: the network thread may be blocked in on_message waiting for the writer to free queue space.
+Calling paho from the writer thread: acks (rtdp.wire.send_pubacks, one packet for a batch's PUBACKs)
+and `publish()` only append a packet to paho's outgoing deque (a thread-safe append) and wake the
+network thread through its socket pair (paho 2.2, `Client._packet_queue`); with loop_start they never
+write to the socket themselves. publish() takes paho's `_out_message_mutex`. So both are safe to call
+from the writer thread, and neither blocks, which matters: the network thread may be blocked in
+`_deliver` waiting for the writer to free queue space.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import signal
 import socket
 import threading
@@ -32,7 +34,7 @@ from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from bridge.batching import BatchLoop
+from bridge.batching import BatchLoop, Inbox
 from bridge.errors import BridgeError
 from bridge.retention import RetentionScheduler
 from bridge.stats import Stats
@@ -43,7 +45,7 @@ from rtdp.logs import RateLimitedLog
 from rtdp.models import database_proxy
 from rtdp.mqtt import Endpoint, make_client
 from rtdp.settings import Settings
-from rtdp.wire import buffer_reads
+from rtdp.wire import Publish, read_publishes, send_pubacks
 
 log = logging.getLogger("rtdp.bridge")
 
@@ -87,7 +89,7 @@ class Bridge:
         self._last_notice: mqtt.MQTTMessageInfo | None = None
         self._db = db if db is not None else database_proxy
         self._writer = Writer(self._db, settings, self.stats)  # type: ignore[arg-type]
-        self._queue: queue.Queue[Incoming] = queue.Queue(maxsize=settings.max_inflight)
+        self._queue = Inbox(maxsize=settings.max_inflight)
         self._batches = BatchLoop(settings, self._writer, self._queue, ack=self._ack, publish=self._publish)
         self.failed = self._batches.failed  # set if the writer thread died of an unexpected error
         self._closed = threading.Event()
@@ -97,9 +99,10 @@ class Bridge:
         self._client = make_client(
             endpoint, client_id, clean_session=False, manual_ack=True, max_inflight=min(settings.max_inflight, 1000)
         )
-        # One 64 KiB recv() serves many packets: paho's three recv() and a select() per packet made its
-        # network thread the bridge's limit at one point per message.
-        buffer_reads(self._client)
+        # One 64 KiB recv() serves many packets, parsed without paho's per-message work: paho's three
+        # recv() and a select() per packet, and its MQTTMessage and topic matching, made its network
+        # thread the bridge's limit at one point per message.
+        read_publishes(self._client, self._deliver)
         self._client.max_queued_messages_set(MAX_OUTGOING)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -192,33 +195,37 @@ class Bridge:
         if not self._closed.is_set():
             self._ratelog.log(logging.WARNING, "disconnect", "bridge: lost the broker (%s); reconnecting", reason_code)
 
-    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        self.stats.received += 1
+    def _deliver(self, publishes: list[Publish]) -> None:
+        now = time.time()
+        generation = self._generation
         try:
-            topic = message.topic
+            items = [Incoming(p.topic.decode(), p.payload, p.mid, p.qos, p.retain, now, generation) for p in publishes]
+        except UnicodeDecodeError:  # the writer rejects such a topic, naming it as best it can
+            items = [
+                Incoming(p.topic.decode(errors="replace"), p.payload, p.mid, p.qos, p.retain, now, generation)
+                for p in publishes
+            ]
+        self.stats.received += len(items)
+        # Not acknowledged if stopped while waiting for room: the broker redelivers to our next session.
+        self._queue.put_many(items, self._closed, PUT_POLL)
+
+    def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        # Only what rtdp.wire leaves to paho: a QoS 2 publish (our subscription asks for QoS 1), or every
+        # message on a paho whose packet reader could not be replaced.
+        try:
+            topic = message.topic.encode()
         except UnicodeDecodeError:
-            topic = message._topic.decode("utf-8", errors="replace")
-        item = Incoming(
-            topic, bytes(message.payload), message.mid, message.qos, bool(message.retain), time.time(), self._generation
-        )
-        while True:
-            try:
-                self._queue.put(item, timeout=PUT_POLL)
-                return
-            except queue.Full:
-                if self._closed.is_set():
-                    return  # not acknowledged: the broker redelivers it to our next session
+            topic = message._topic
+        self._deliver([Publish(topic, bytes(message.payload), message.mid, message.qos, bool(message.retain))])
 
     # -- the writer thread (bridge.batching) --------------------------------------------------------
 
     def _ack(self, batch: Sequence[Incoming]) -> None:
         generation = self._generation
-        client = self._client
-        for item in batch:
-            # A message id belongs to the connection that delivered it; after a reconnect the broker
-            # redelivers that message anyway (the (axis, x) upsert makes the second copy harmless).
-            if item.qos > 0 and item.generation == generation:
-                client.ack(item.mid, item.qos)
+        # A message id belongs to the connection that delivered it; after a reconnect the broker
+        # redelivers that message anyway (the (axis, x) upsert makes the second copy harmless).
+        mids = [item.mid for item in batch if item.qos == 1 and item.generation == generation]
+        send_pubacks(self._client, mids)
 
     def _publish(self, notice: Notice) -> None:
         info = self._client.publish(notice.topic, notice.payload, qos=NOTICE_QOS)

@@ -11,8 +11,10 @@ import logging
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import peewee as pw
 
@@ -42,9 +44,9 @@ UNAVAILABLE = (pw.OperationalError, pw.InterfaceError)
 DATABASE_ERRORS = (pw.DatabaseError, pw.InterfaceError)
 
 
-@dataclass(frozen=True, slots=True)
-class Incoming:
-    """A message as paho's network thread handed it over."""
+class Incoming(NamedTuple):
+    """A message as the network thread handed it over. A NamedTuple: one is built per message on the
+    network thread, and a frozen dataclass's __init__ (a setattr per field) cost several times more."""
 
     topic: str
     payload: bytes
@@ -160,9 +162,11 @@ class Writer:
         with self.db.atomic():
             stored = self._commit(prepared)
         committed = time.time()
-        for p in prepared:
-            if p.rejection is None:  # a rejected message was not stored: it has no store delay
-                self.stats.store_delay_hist.observe(max(0.0, committed - p.message.arrived))
+        # A rejected message was not stored: it has no store delay. Messages that arrived together (one
+        # network read) are observed together.
+        arrivals = Counter(p.message.arrived for p in prepared if p.rejection is None)
+        for arrived, times in arrivals.items():
+            self.stats.store_delay_hist.observe(max(0.0, committed - arrived), times)
         return self._result(prepared, stored, time.perf_counter() - started)
 
     def _isolated(self, prepared: list[_Prepared]) -> BatchResult:
@@ -221,16 +225,17 @@ class Writer:
                 if axis_id not in axes:
                     parts = feeds.setdefault(route.feed, [])
                     axes[axis_id] = (parts, f',"axis":"{route.axis}","x":', route.y_cast is not YCast.FLOAT)
-        # Built as text, in one comprehension when the batch went to one axis (the common case): a dict
-        # and json.dumps per point cost more than decoding it. Names are [A-Za-z0-9_.-] and x/y are
-        # finite floats (the codec rejects NaN and infinities), so the quoted name and repr() of a float
-        # or int are valid JSON.
-        if len(axes) == 1:
-            ((parts, middle, integral),) = axes.values()
+        # Built as text, in one comprehension when the batch went to one feed's axes of one y type (the
+        # common case): a dict and json.dumps per point cost more than decoding it. Names are
+        # [A-Za-z0-9_.-] and x/y are finite floats (the codec rejects NaN and infinities), so the quoted
+        # name and repr() of a float or int are valid JSON.
+        if len({(id(parts), integral) for parts, _, integral in axes.values()}) == 1:
+            parts, _, integral = next(iter(axes.values()))
+            middles = {axis_id: middle for axis_id, (_, middle, _) in axes.items()}
             if integral:
-                parts += [f'{{"id":{p.id}{middle}{p.x!r},"y":{int(p.y)}}}' for p in stored]
+                parts += [f'{{"id":{p.id}{middles[p.axis_id]}{p.x!r},"y":{int(p.y)}}}' for p in stored]
             else:
-                parts += [f'{{"id":{p.id}{middle}{p.x!r},"y":{p.y!r}}}' for p in stored]
+                parts += [f'{{"id":{p.id}{middles[p.axis_id]}{p.x!r},"y":{p.y!r}}}' for p in stored]
         else:
             for point in stored:
                 parts, middle, integral = axes[point.axis_id]

@@ -163,3 +163,17 @@ def test_the_feed_quota_limits_what_a_creator_makes(any_db: pw.Database, owner: 
     User.update(is_admin=True).where(User.id == owner.id).execute()  # admins have no quota
     result = writer.write([created("feeds/q9/a", "1", owner.id)])
     assert result is not None and result.stored_points == 1
+
+
+@pytest.mark.parametrize("y_cast", ["float", "int"])
+def test_one_notice_per_feed_names_each_points_axis_in_id_order(writer: Writer, owner: User, y_cast: str) -> None:
+    make_feed(owner, "f", x_cast="int", y_cast=y_cast)
+    batch = [message(f"feeds/f/{axis}", json.dumps({"x": i, "y": i})) for i in range(6) for axis in ("a", "b")]
+    result = writer.write(batch)
+    assert result is not None and [n.topic for n in result.notices] == ["rtdp/stored/f"]
+    points = json.loads(result.notices[0].payload)
+    assert [(p["axis"], p["x"], p["y"]) for p in points] == [(axis, i, i) for i in range(6) for axis in ("a", "b")]
+    assert [type(p["y"]) for p in points] == [float if y_cast == "float" else int] * 12
+    assert [p["id"] for p in points] == sorted(p["id"] for p in points)
+    stored = {(p.axis.name, p.x): p.id for p in Point.select()}
+    assert all(stored[(p["axis"], p["x"])] == p["id"] for p in points)

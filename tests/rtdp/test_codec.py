@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -9,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from rtdp import codec
 from rtdp.casts import MAX_EPOCH, MIN_EPOCH, XCast, YCast
 from rtdp.codec import MAX_BATCH, Casts, Sample, decode, encode, sample_from_fields
 from rtdp.errors import InvalidInput, PayloadTooLarge
@@ -397,3 +399,22 @@ def test_fast_path_keeps_going_after_an_element_it_leaves_to_the_general_path() 
     assert dec(payload, Casts(XCast.DATETIME, YCast.INT)) == [
         Sample(1.0, 1.0), Sample(2.0, 2.0), Sample(3.0, 3.0), Sample(NOW, 4.0)
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"x":1,"y":2}', "[1,2]", '"text"', "{", '{"y":1} {"y":2}', '{"y":1}x', '{"y":NaN}', '[{"y":-Infinity}]',
+        "[" * 5000 + "]" * 5000, '{"y":1e999}', '{"y":"\\ud800"}', "{}", "[]", "[1,]", '{"y":01}', "nul",
+    ],
+)
+def test_json_parsing_matches_the_decoder_exactly(text: str) -> None:
+    """The scanner shortcut gives the decoder's result, or raises its very error."""
+
+    def outcome(parse: Callable[[str], object]) -> object:
+        try:
+            return ("ok", parse(text))
+        except (ValueError, RecursionError) as exc:
+            return (type(exc), str(exc))
+
+    assert outcome(codec._parse_json) == outcome(codec._DECODER.decode)
