@@ -46,7 +46,7 @@ def broker_config(listen: HostPort, access: AccessControl, intake: Sink | None =
 
 
 class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
-    """amqtt 0.12.1 (pinned) with two security fixes and one delivery fix, all overriding private methods.
+    """amqtt 0.12.1 (pinned) with three security fixes and two delivery fixes, all overriding private methods.
 
     1. amqtt applies a CONNECT's client id (deleting a clean session's subscriptions, or taking an
        existing session over) before it checks the password, so a wrong password with the bridge's
@@ -64,6 +64,10 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        retained message without its own x (it would be stored again at every subscribe), so a point
        queued while `rtdp bridge` restarted was acknowledged and then rejected. Here they are
        delivered as the ordinary messages they are (retain 0, MQTT 3.1.1 section 3.3.1.3).
+    5. amqtt broadcasts (and retains) a client's will message without the PUBLISH check, so any user
+       could have a will forge points on `rtdp/stored/<feed>` or write to someone else's feed. Here a
+       CONNECT whose will topic it may not publish to is refused (NOT_AUTHORIZED), and the will is
+       checked again when it fires.
     """
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
@@ -97,6 +101,10 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
             raise MQTTError("CONNECT refused: bad credentials")
+        if client_session.will_flag and not await self._will_permitted(client_session):
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError(f"CONNECT refused: may not publish its will on {client_session.will_topic!r}")
 
         if client_session.clean_session:
             if client_session.client_id:
@@ -122,6 +130,18 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         if client_session.keep_alive > 0 and isinstance(delay, int):
             client_session.keep_alive += delay
         return handler, client_session
+
+    async def _will_permitted(self, session: Session) -> bool:
+        # Fix 5: amqtt broadcasts a will without any publish check.
+        return bool(await self._topic_filtering(session, topic=session.will_topic, action=Action.PUBLISH))
+
+    async def _handle_disconnect(
+        self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        # Fix 5, again when the will fires: the rights it was checked against at CONNECT may be gone.
+        if client_session.will_flag and not await self._will_permitted(client_session):
+            client_session.will_flag = False
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
     async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
         # amqtt's own loop, unchanged except at a disconnect (fix 3): deliver what the session holds

@@ -16,9 +16,10 @@ from broker.errors import PortInUse
 from broker.metrics import session_counts
 from broker.server import EmbeddedBroker
 from rtdp.accounts import ServiceAccount
+from rtdp.models import Share
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
-from tests.broker.clients import close, connected, login_result, open_client, publish_lines
+from tests.broker.clients import TestClient, close, connected, login_result, open_client, publish_lines
 from tests.broker.conftest import PASSWORD, World
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
 from tests.support.env import free_port, port_open, wait_for, wait_port
@@ -147,3 +148,58 @@ def test_a_publisher_that_disconnects_at_once_loses_nothing(embedded: EmbeddedBr
         publish_lines(embedded.endpoint("ep@nothing.com", PASSWORD), "feeds/manual_feed_a/burst", lines)
         wait_for(lambda: len(subscriber.received()) >= count, timeout=30, what=f"{count} messages")
         assert sorted(int(payload) for _, payload in subscriber.received()) == list(range(count))
+
+
+def will_client(endpoint: Endpoint, topic: str) -> TestClient:
+    """A client with a will on `topic`, connected (or refused)."""
+    test = TestClient(endpoint)
+    test.client.will_set(topic, b"will", qos=1)
+    test.client.connect(endpoint.host, endpoint.port, keepalive=30)
+    test.client.loop_start()
+    wait_for(lambda: test.connack is not None or test.disconnected.is_set(), what="CONNACK")
+    return test
+
+
+def drop(test: TestClient) -> None:
+    """The connection dies without a DISCONNECT, so the broker fires the will."""
+    test.client.loop_stop()
+    sock = test.client.socket()
+    assert sock is not None
+    sock.shutdown(socket.SHUT_RDWR)
+    sock.close()
+
+
+def test_a_will_needs_the_right_to_publish_on_its_topic(embedded: EmbeddedBrokerHandle) -> None:
+    """amqtt broadcast wills unchecked: ap could forge points on ep's stored notices or feed."""
+    ap = embedded.endpoint("ap@nothing.com", PASSWORD)
+    for topic in ("rtdp/stored/manual_feed_a", "feeds/manual_feed_a/a", "rtdp/errors/manual_feed_aj/a"):
+        refused = will_client(ap, topic)
+        close(refused)
+        assert refused.connack is not None and refused.connack.value == NOT_AUTHORIZED, topic
+    with connected(ap) as watcher:
+        assert watcher.subscribe("feeds/manual_feed_aj/#") == 1
+        device = will_client(ap, "feeds/manual_feed_aj/status")
+        assert device.connack is not None and not device.connack.is_failure
+        drop(device)
+        watcher.wait_message("feeds/manual_feed_aj/status", b"will")
+
+
+def test_a_will_is_checked_again_when_it_fires(
+    world: World, tmp_path: Path, service: ServiceAccount
+) -> None:
+    """Write access removed while the device was connected: its will is not sent."""
+    settings = Settings.build(env={}, data_dir=tmp_path / "data", decision_ttl=0)
+    share = Share.create(feed=world.ep_feed, user=world.ap, access="write")
+    with running_embedded_broker(settings, service) as embedded:
+        with connected(embedded.endpoint("ep@nothing.com", PASSWORD)) as watcher:
+            assert watcher.subscribe("feeds/manual_feed_a/#") == 1
+            device = will_client(embedded.endpoint("ap@nothing.com", PASSWORD), "feeds/manual_feed_a/status")
+            assert device.connack is not None and not device.connack.is_failure
+            share.delete_instance()
+            before = session_counts(embedded.broker).connected
+            drop(device)
+            wait_for(lambda: session_counts(embedded.broker).connected < before, what="the drop handled")
+            # The broadcast queue is in order: a will sent at the drop would arrive before this.
+            watcher.publish("feeds/manual_feed_a/status", b"marker")
+            watcher.wait_message("feeds/manual_feed_a/status", b"marker")
+            assert ("feeds/manual_feed_a/status", b"will") not in watcher.received()
