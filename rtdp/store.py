@@ -501,7 +501,7 @@ _RANGE_FIND = (
 def _extremes_by_range(
     db: pw.Database, axis_id: int, plan: Buckets, low: float, high: float
 ) -> dict[int, summary.Extremes]:
-    """SQLite, from the points: one aggregate per bucket over its x range of the (axis, x, y) index.
+    """SQLite, from the points: one aggregate per bucket over its x range of the (axis, x) index.
 
     A GROUP BY on the bucket number sorts every row in a temporary B-tree (about 3x slower over a
     million points); ranges read the index in order and sort nothing. With MIN() and MAX() together

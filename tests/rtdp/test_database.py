@@ -28,7 +28,7 @@ def test_schema_created_once_and_version_recorded(tmp_path: Path) -> None:
     db = open_database(url)  # reopening keeps the data and records the version once
     assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
     assert User.select().count() == 1
-    assert "point_axis_id_x_y" in {i.name for i in db.get_indexes("point")}
+    assert "point_axis_id_x_y" not in {i.name for i in db.get_indexes("point")}
     db.close()
 
 
@@ -40,12 +40,11 @@ def test_sqlite_pragmas(sqlite_db: pw.Database) -> None:
 def test_migrations_bring_an_old_schema_up_to_date(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'old.sqlite3'}"
     db = open_database(url)
-    # Make it look like version 2, before the covering point index.
-    db.execute_sql("DROP INDEX point_axis_id_x_y")
+    # Make it look like version 2, before the covering point index came and went.
     SchemaVersion.update(version=2).execute()
     db.close()
     db = open_database(url)
-    assert "point_axis_id_x_y" in {i.name for i in db.get_indexes("point")}
+    assert "point_axis_id_x_y" not in {i.name for i in db.get_indexes("point")}
     assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
     db.close()
 
