@@ -143,13 +143,8 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
     if not batch:
         return []
     received = time.time() if received_at is None else received_at
-    # Within one batch the last sample for an (axis, x) wins.
-    latest: dict[tuple[int, float], float] = {}
-    for axis_id, sample in batch:
-        key = (axis_id, sample.x)
-        if key in latest:
-            del latest[key]
-        latest[key] = sample.y
+    # Within one batch the last sample for an (axis, x) wins (at the place of the first).
+    latest = {(axis_id, sample.x): sample.y for axis_id, sample in batch}
     db = Point._meta.database
     stored: list[StoredPoint] = []
     rows = [(axis_id, x, y) for (axis_id, x), y in latest.items()]
@@ -216,7 +211,7 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
             Axis.update(last_x=top_x, last_y=top_y).where(
                 (Axis.id == axis_id) & (Axis.last_x.is_null() | (Axis.last_x <= top_x))
             ).execute()
-        stored.sort(key=lambda p: p.id)
+        stored.sort()  # by id: a StoredPoint is a tuple that starts with it
         _summarise(db, stored, levels, replaced_xs)
     return stored
 
@@ -264,8 +259,7 @@ def _insert_points(
     for axis_id, x, y in rows:
         params += (axis_id, x, y, received)
     cursor = _execute(db, _insert_sql(db.param, len(rows), ignore), params)
-    # float(): SQLite hands back integral REALs as ints.
-    return [StoredPoint(i, a, float(x), float(y)) for i, a, x, y in cursor.fetchall()]
+    return list(map(StoredPoint._make, cursor.fetchall()))
 
 
 def _delete_points(db: pw.Database, keys: Sequence[tuple[int, float]]) -> dict[int, int]:
@@ -295,7 +289,9 @@ def _insert_sql(param: str, rows: int, ignore: bool) -> str:
     conflict = f" ON CONFLICT ({_AXIS}, {_X}) DO NOTHING" if ignore else ""
     return (
         f"INSERT INTO {_TABLE} ({_AXIS}, {_X}, {_Y}, {_RECEIVED}) VALUES {values}{conflict}"
-        f" RETURNING {_ID}, {_AXIS}, {_X}, {_Y}"
+        # + 0.0: SQLite's RETURNING hands back integral REALs as ints; this way they come as floats
+        # and each row can become a StoredPoint as it is.
+        f" RETURNING {_ID}, {_AXIS}, {_X} + 0.0, {_Y} + 0.0"
     )
 
 
