@@ -249,7 +249,8 @@ def choose_level(count: int, low: float, high: float) -> int:
     span = high - low
     if count < 2 or not span > 0 or not math.isfinite(span):
         return OFF
-    level = math.ceil(math.log(PER_BLOCK * span / count, 16))
+    # Logs added, not PER_BLOCK * span: that product can overflow for x near the float limits.
+    level = math.ceil(math.log(span / count, 16) + math.log(PER_BLOCK, 16))
     level = max(MIN_LEVEL, min(MAX_LEVEL, level))
     try:
         block_of(low, level)

@@ -164,6 +164,10 @@ def test_x_beyond_the_block_numbers_turns_the_summary_off(axis: Axis) -> None:
     write_points([(other.id, Sample(1e300 * (i + 1), 1.0)) for i in range(PLAN_AT)])
     assert level_of(other) == summary.OFF
     assert query_points(other, max_points=10) == reference(other, 10)
+    edge = create_axis(Feed.get(), "edge")  # a span near the float limit: planning must not overflow
+    write_points([(edge.id, Sample(i * (1.5e308 / PLAN_AT), 1.0)) for i in range(PLAN_AT)])
+    assert level_of(edge) == summary.OFF
+    assert query_points(edge, max_points=10) == reference(edge, 10)
 
 
 def test_rows_go_with_their_axis(axis: Axis) -> None:
