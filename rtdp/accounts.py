@@ -69,6 +69,7 @@ def principal_for(user: User, token: Token | None = None) -> Principal:
         token_id=token.id if token else None,
         token_feed_id=token.feed_id if token else None,
         token_access=Access(token.access) if token and token.access else None,
+        password_version=None if token else int(user.session_version),
     )
 
 
@@ -110,7 +111,8 @@ def check_credentials(username: str | None, password: str | None) -> Principal:
 
 def refresh_principal(principal: Principal) -> Principal:
     """`principal` as the database has it now (admin flag, token limits), for a login held for a while:
-    raises AuthenticationFailed if its token was revoked or its user disabled or deleted."""
+    raises AuthenticationFailed if its token was revoked, its user disabled or deleted, or (a password
+    login) the password changed since."""
     if principal.service:
         return principal
     if principal.token_id is not None:
@@ -123,6 +125,8 @@ def refresh_principal(principal: Principal) -> Principal:
         user = User.get_or_none(User.id == principal.user_id)
     if user is None or not user.is_active:
         raise AuthenticationFailed("user disabled or deleted")
+    if principal.password_version is not None and principal.password_version != user.session_version:
+        raise AuthenticationFailed("password changed")
     return principal_for(user, row)
 
 

@@ -30,6 +30,9 @@ class Principal:
     token_access: Access | None = None
     # The internal service account (bridge, viewer): every topic, every feed.
     service: bool = False
+    # A password login: the user's session_version then (a password change bumps it, which ends the
+    # login when it is checked again). None for tokens and the service account.
+    password_version: int | None = None
 
     @property
     def cache_key(self) -> tuple[int, int | None]:

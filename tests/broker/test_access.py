@@ -358,6 +358,30 @@ def test_a_revoked_publisher_is_refused_and_disconnected(rechecking: EmbeddedBro
     assert handle.broker.access.refused_publishes == 1
 
 
+def test_a_password_change_ends_open_password_logins(rechecking: EmbeddedBrokerHandle, world: World) -> None:
+    """As it ends the user's web sessions: an MQTT connection that logged in with the old password
+    loses its rights (token logins are not affected)."""
+    handle = rechecking
+    token = token_for(world.ap)
+    with connected(handle.service_endpoint(), handle.service.client_id("bridge")) as watcher:
+        assert watcher.subscribe("feeds/#") == 1
+        ap = open_client(handle.endpoint("ap@nothing.com", PASSWORD))
+        device = open_client(handle.endpoint("device", token))
+        try:
+            ap.publish("feeds/manual_feed_aj/a", b"before")
+            watcher.wait_message("feeds/manual_feed_aj/a", b"before")
+            # What the account page does on a password change.
+            User.update(session_version=User.session_version + 1).where(User.id == world.ap.id).execute()
+            ap.publish("feeds/manual_feed_aj/a", b"after")  # PUBACKed by amqtt, then refused
+            wait_for(ap.disconnected.is_set, what="the old password's login to be disconnected")
+            device.publish("feeds/manual_feed_aj/a", b"token")
+            watcher.wait_message("feeds/manual_feed_aj/a", b"token")
+        finally:
+            close(ap)
+            close(device)
+    assert ("feeds/manual_feed_aj/a", b"after") not in watcher.received()
+
+
 def test_a_disabled_users_persistent_session_queues_nothing(rechecking: EmbeddedBrokerHandle, world: World) -> None:
     handle = rechecking
     with connected(handle.endpoint("ap@nothing.com", PASSWORD), "ap-session", clean_session=False) as ap:
