@@ -90,4 +90,8 @@ class BrokerCollector(Collector):
         yield CounterMetricFamily(
             "rtdp_broker_refused_subscribes", "Subscriptions refused by the topic ACL", value=access.refused_subscribes
         )
+        yield CounterMetricFamily(
+            "rtdp_broker_revoked", "Connections or sessions whose token or user was revoked while held",
+            value=access.revoked,
+        )
 

@@ -6,8 +6,10 @@ from collections.abc import Callable, Iterator
 
 import peewee as pw
 import pytest
+from prometheus_client import CollectorRegistry
 
 from broker.access import feed_wildcard
+from broker.metrics import BrokerCollector
 from rtdp.accounts import ServiceAccount, create_user
 from rtdp.models import Feed, Group, Membership, Share, User
 from rtdp.permissions import Access
@@ -380,6 +382,9 @@ def test_a_password_change_ends_open_password_logins(rechecking: EmbeddedBrokerH
             close(ap)
             close(device)
     assert ("feeds/manual_feed_aj/a", b"after") not in watcher.received()
+    registry = CollectorRegistry()
+    registry.register(BrokerCollector(handle.broker))
+    assert registry.get_sample_value("rtdp_broker_revoked_total") == handle.broker.access.revoked == 1
 
 
 def test_a_disabled_users_persistent_session_queues_nothing(rechecking: EmbeddedBrokerHandle, world: World) -> None:
