@@ -78,6 +78,27 @@ def _readable(sock: socket.socket) -> bool:
     return bool(select.select([sock], [], [], 0)[0])
 
 
+def _payloads() -> list[bytes]:
+    """3,000 payloads: small ones (several per read buffer) and two large ones (several buffers each)."""
+    sent = [f"{i}:{'x' * (i % 50)}".encode() for i in range(3000)]
+    sent[1000] = b"L" * (3 * wire.READ_SIZE + 17)
+    sent[2000] = bytes(range(256)) * 1000
+    return sent
+
+
+def _start(subscriber: mqtt.Client, mosquitto: Mosquitto, publisher_id: str) -> tuple[mqtt.Client, threading.Event]:
+    """Connect `subscriber` (to wire/#, QoS 1) and a publisher; the event is set at each SUBACK."""
+    subscribed = threading.Event()
+    subscriber.on_connect = lambda client, *args: client.subscribe("wire/#", qos=1)
+    subscriber.on_subscribe = lambda *args: subscribed.set()
+    subscriber.connect(mosquitto.host, mosquitto.port)
+    subscriber.loop_start()
+    publisher = make_client(Endpoint(mosquitto.host, mosquitto.port), publisher_id, max_inflight=1000)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    return publisher, subscribed
+
+
 def test_paho_through_buffered_reads(mosquitto: Mosquitto) -> None:
     """Many small QoS 1 messages (several per buffer) and large ones (several buffers per message) arrive
     whole and in order, with manual acks, across a reconnection (a new socket, buffered again)."""
@@ -85,26 +106,17 @@ def test_paho_through_buffered_reads(mosquitto: Mosquitto) -> None:
     subscriber = make_client(endpoint, "wire-sub", clean_session=False, manual_ack=True, max_inflight=1000)
     buffer_reads(subscriber)
     received: list[bytes] = []
-    subscribed = threading.Event()
 
     def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
         received.append(bytes(message.payload))
         client.ack(message.mid, message.qos)
 
     subscriber.on_message = on_message
-    subscriber.on_connect = lambda client, *args: client.subscribe("wire/#", qos=1)
-    subscriber.on_subscribe = lambda *args: subscribed.set()
-    subscriber.connect(mosquitto.host, mosquitto.port)
-    subscriber.loop_start()
-    publisher = make_client(endpoint, "wire-pub", max_inflight=1000)
-    publisher.connect(mosquitto.host, mosquitto.port)
-    publisher.loop_start()
+    publisher, subscribed = _start(subscriber, mosquitto, "wire-pub")
     try:
         assert subscribed.wait(10)
         assert isinstance(subscriber.socket(), BufferedSocket)
-        sent = [f"{i}:{'x' * (i % 50)}".encode() for i in range(3000)]
-        sent[1000] = b"L" * (3 * wire.READ_SIZE + 17)
-        sent[2000] = bytes(range(256)) * 1000
+        sent = _payloads()
         for payload in sent[:1500]:
             assert publisher.publish("wire/a", payload, qos=1).rc == mqtt.MQTT_ERR_SUCCESS
         wait_for(lambda: len(received) >= 1500, timeout=30)
@@ -237,19 +249,10 @@ def test_paho_through_the_publish_reader(mosquitto: Mosquitto) -> None:
             wire.send_pubacks(subscriber, [p.mid for p in publishes if p.qos == 1])
 
     wire.read_publishes(subscriber, deliver)
-    subscribed = threading.Event()
-    subscriber.on_connect = lambda client, *args: client.subscribe("wire/#", qos=1)
-    subscriber.on_subscribe = lambda *args: subscribed.set()
-    subscriber.connect(mosquitto.host, mosquitto.port)
-    subscriber.loop_start()
-    publisher = make_client(endpoint, "reader-pub", max_inflight=1000)
-    publisher.connect(mosquitto.host, mosquitto.port)
-    publisher.loop_start()
+    publisher, subscribed = _start(subscriber, mosquitto, "reader-pub")
     try:
         assert subscribed.wait(10)
-        sent = [f"{i}:{'x' * (i % 50)}".encode() for i in range(3000)]
-        sent[1000] = b"L" * (3 * wire.READ_SIZE + 17)
-        sent[2000] = bytes(range(256)) * 1000
+        sent = _payloads()
         for index, payload in enumerate(sent[:2500]):
             assert publisher.publish("wire/a", payload, qos=index % 2).rc == mqtt.MQTT_ERR_SUCCESS
         wait_for(lambda: len(received) >= 2500, timeout=30)
