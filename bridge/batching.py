@@ -61,13 +61,13 @@ class Inbox(queue.Queue[Incoming]):
                 self.not_empty.notify()
         return True
 
-    def get_many(self, points: int, timeout: float) -> list[Incoming]:
+    def get_many(self, points: int, timeout: float) -> tuple[list[Incoming], int]:
         """Messages off the head of the queue up to about `points` points (at least one message), waiting
-        up to `timeout` seconds for the first; [] if none came."""
+        up to `timeout` seconds for the first, and their points (estimated); ([], 0) if none came."""
         with self.not_empty:
             if not self.queue:
                 if timeout <= 0 or not self.not_empty.wait(timeout) or not self.queue:
-                    return []
+                    return [], 0
             pending = self.queue
             # Only a full queue can have the producer waiting (put_many waits for room, never otherwise);
             # notify() is Python code, worth skipping on every other take.
@@ -80,7 +80,7 @@ class Inbox(queue.Queue[Incoming]):
                 count += estimated_points(item.payload)
             if was_full:
                 self.not_full.notify()
-            return taken
+            return taken, count
 
 
 class BatchLoop:
@@ -160,23 +160,22 @@ class BatchLoop:
         load points are stored right away and under heavy load batches grow by themselves while the
         previous commit runs."""
         limit = self.settings.batch_size
-        batch = self.items.get_many(limit, wait)
+        batch, points = self.items.get_many(limit, wait)
         if not batch or wait == 0:
             return batch
-        points = sum(estimated_points(item.payload) for item in batch)
         window = min(self.settings.batch_interval, max(MIN_WINDOW, self._last_flush))
         deadline = time.monotonic() + window
         while points < limit:
-            more = self.items.get_many(limit - points, 0.0)
+            more, counted = self.items.get_many(limit - points, 0.0)
             if not more:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                more = self.items.get_many(limit - points, min(LINGER, remaining))
+                more, counted = self.items.get_many(limit - points, min(LINGER, remaining))
                 if not more:
                     break
             batch += more
-            points += sum(estimated_points(item.payload) for item in more)
+            points += counted
         return batch
 
     def _flush(self, batch: list[Incoming]) -> None:

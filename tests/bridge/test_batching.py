@@ -29,7 +29,7 @@ def test_put_many_waits_for_room_and_keeps_the_order() -> None:
     assert not done.is_set()  # bounded: the other four wait
     taken = []
     while len(taken) < 7:
-        taken += inbox.get_many(100, timeout=5)
+        taken += inbox.get_many(100, timeout=5)[0]
         assert inbox.qsize() <= 3
     thread.join(5)
     assert done.is_set() and taken == items
@@ -44,7 +44,7 @@ def test_put_many_gives_up_when_stopped_while_full() -> None:
     wait_for(lambda: inbox.qsize() == 2, what="the inbox full")
     stop.set()
     thread.join(5)
-    assert result == [False] and [i.mid for i in inbox.get_many(100, 0)] == [0, 1]
+    assert result == [False] and [i.mid for i in inbox.get_many(100, 0)[0]] == [0, 1]
 
 
 def test_get_many_takes_about_the_points_asked_for() -> None:
@@ -52,7 +52,8 @@ def test_get_many_takes_about_the_points_asked_for() -> None:
     stop = threading.Event()
     arrays = [item(n, b"[" + b",".join([b'{"y":1}'] * 40) + b"]") for n in range(5)]  # 40 points each
     inbox.put_many(arrays, stop)
-    assert [i.mid for i in inbox.get_many(100, 0)] == [0, 1, 2]  # up to the message that reaches 100
-    assert [i.mid for i in inbox.get_many(1, 0)] == [3]  # at least one message, however large
-    assert [i.mid for i in inbox.get_many(1000, 0)] == [4]
-    assert inbox.get_many(1000, 0) == [] and inbox.get_many(1000, 0.01) == []
+    taken, points = inbox.get_many(100, 0)
+    assert [i.mid for i in taken] == [0, 1, 2] and points == 120  # up to the message that reaches 100
+    assert [i.mid for i in inbox.get_many(1, 0)[0]] == [3]  # at least one message, however large
+    assert [i.mid for i in inbox.get_many(1000, 0)[0]] == [4]
+    assert inbox.get_many(1000, 0) == ([], 0) and inbox.get_many(1000, 0.01) == ([], 0)
