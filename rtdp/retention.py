@@ -251,7 +251,7 @@ def _delete_batch(axis_id: int, condition: Any, batch: int) -> tuple[int, int]:
             Axis.update(point_count=Axis.point_count - deleted).where(Axis.id == axis_id).execute()
             top = max(float(x) for _, x in rows)
             current = Axis.get_by_id(axis_id)
-            if current.summary_level is not None and current.summary_level != summary.OFF:
+            if summary.kept(current.summary_level):
                 summary.refresh(db, axis_id, current.summary_level, (float(x) for _, x in rows))
             if current.last_x is not None and top >= current.last_x:
                 _refresh_last(axis_id)

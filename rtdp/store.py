@@ -234,7 +234,7 @@ def _summarise(
             if total >= summary.PLAN_AT:
                 summary.plan(db, axis_id, total)  # built from the points, this batch's included
             continue
-        if level == summary.OFF:
+        if not summary.kept(level):
             continue
         try:
             summary.fold(db, axis_id, level, by_axis.get(axis_id, []))
@@ -400,7 +400,7 @@ def _downsample(
         # x is unique per axis and there are more points than max_points, so high > low.
         finest = Axis.select(Axis.summary_level).where(Axis.id == axis.id).scalar()
         buckets = max_points // 2
-        if finest is not None and finest != summary.OFF:
+        if summary.kept(finest):
             top = finest + summary.LEVELS - 1
             plan = plan_buckets(low, high, buckets, top)
             if plan.level >= finest:
@@ -436,12 +436,7 @@ def _points_of(buckets: dict[int, summary.Extremes]) -> list[tuple[int, float, f
 
 def _add_point(buckets: dict[int, summary.Extremes], plan: Buckets, point: tuple[int, float, float]) -> None:
     i, x, y = point
-    bucket = plan.bucket_of(x)
-    single = [1, y, x, i, y, x, i]
-    if bucket in buckets:
-        summary.merge(buckets[bucket], single)
-    else:
-        buckets[bucket] = single
+    summary.merge_into(buckets, plan.bucket_of(x), [1, y, x, i, y, x, i])
 
 
 def _from_summary(
@@ -456,11 +451,7 @@ def _from_summary(
     buckets: dict[int, summary.Extremes] = {}
     if full_first <= full_last:
         for block, extremes in summary.extremes(axis_id, plan.level, full_first, full_last).items():
-            bucket = block // plan.group
-            if bucket in buckets:
-                summary.merge(buckets[bucket], extremes)
-            else:
-                buckets[bucket] = extremes
+            summary.merge_into(buckets, block // plan.group, extremes)
     partial: list[tuple[float, float]] = []
     if full_first > first:
         partial.append((low, min(high, (first + 1) * w)))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 import peewee as pw
 
@@ -56,14 +56,32 @@ def width(level: int) -> float:
     return math.ldexp(1.0, BITS * level)
 
 
+def kept(level: int | None) -> TypeGuard[int]:
+    """Whether an axis with this `Axis.summary_level` has summary rows."""
+    return level is not None and level != OFF
+
+
+def _check_blocks(lowest: int, highest: int) -> None:
+    if not (-MAX_BLOCK < lowest and highest < MAX_BLOCK):
+        raise OutOfRange()
+
+
 def block_of(x: float, level: int) -> int:
     try:
         block = int(x // width(level))
-    except (OverflowError, ValueError):
+    except (OverflowError, ValueError):  # an infinite block number
         raise OutOfRange(x) from None
-    if not -MAX_BLOCK < block < MAX_BLOCK:
-        raise OutOfRange(x)
+    _check_blocks(block, block)
     return block
+
+
+def merge_into(aggregates: dict[int, Extremes], key: int, other: Extremes) -> None:
+    """Fold `other` into aggregates[key] (a copy of it when the key is new)."""
+    seen = aggregates.get(key)
+    if seen is None:
+        aggregates[key] = list(other)
+    else:
+        merge(seen, other)
 
 
 def merge(into: Extremes, other: Extremes) -> None:
@@ -105,8 +123,8 @@ def aggregate(points: Iterable[Sequence[Any]], level: int) -> dict[int, Extremes
         result = {int(b): e for b, e in blocks.items()}
     except (OverflowError, ValueError):  # an infinite block number
         raise OutOfRange() from None
-    if result and not (-MAX_BLOCK < min(result) and max(result) < MAX_BLOCK):
-        raise OutOfRange()
+    if result:
+        _check_blocks(min(result), max(result))
     return result
 
 
@@ -114,12 +132,7 @@ def coarsen(blocks: dict[int, Extremes]) -> dict[int, Extremes]:
     """The next level's aggregates from this level's (16 blocks make one)."""
     parents: dict[int, Extremes] = {}
     for b, e in blocks.items():
-        p = b >> BITS  # floor division by 16, negative blocks included
-        seen = parents.get(p)
-        if seen is None:
-            parents[p] = list(e)
-        else:
-            merge(seen, e)
+        merge_into(parents, b >> BITS, e)  # >>: floor division by 16, negative blocks included
     return parents
 
 
@@ -197,8 +210,7 @@ def refresh(db: pw.Database, axis_id: int, level: int, xs: Iterable[float]) -> N
         raise OutOfRange() from None
     if not blocks:
         return
-    if not (-MAX_BLOCK < blocks[0] and blocks[-1] < MAX_BLOCK):
-        raise OutOfRange()
+    _check_blocks(blocks[0], blocks[-1])
     for first, last in _runs(blocks):
         lo, hi = first * w, (last + 1) * w
         sql, params = (
@@ -210,7 +222,7 @@ def refresh(db: pw.Database, axis_id: int, level: int, xs: Iterable[float]) -> N
     for k in range(level + 1, level + LEVELS):
         blocks = sorted({b >> BITS for b in blocks})
         for first, last in _runs(blocks):
-            children = _rows(axis_id, k - 1, first << BITS, ((last + 1) << BITS) - 1)
+            children = extremes(axis_id, k - 1, first << BITS, ((last + 1) << BITS) - 1)
             _replace(axis_id, k, first, last, coarsen(children))
 
 
@@ -232,7 +244,8 @@ def _replace(axis_id: int, level: int, first: int, last: int, blocks: dict[int, 
     _write(Summary._meta.database, axis_id, _level_rows(level, blocks), add=False)
 
 
-def _rows(axis_id: int, level: int, first: int, last: int) -> dict[int, Extremes]:
+def extremes(axis_id: int, level: int, first: int, last: int) -> dict[int, Extremes]:
+    """The rows of blocks first..last of `level`."""
     # A plain cursor: Peewee's per-value conversions cost more than SQLite's reading of these rows.
     db = Summary._meta.database
     p = db.param
@@ -295,7 +308,7 @@ def rebuild(db: pw.Database, axis_id: int, level: int) -> None:
     if pending:
         _write(db, axis_id, _level_rows(level, aggregate(pending, level)), add=False)
     for k in range(level + 1, level + LEVELS):
-        _write(db, axis_id, _level_rows(k, coarsen(_rows(axis_id, k - 1, -MAX_BLOCK, MAX_BLOCK))), add=False)
+        _write(db, axis_id, _level_rows(k, coarsen(extremes(axis_id, k - 1, -MAX_BLOCK, MAX_BLOCK))), add=False)
 
 
 def turn_off(axis_id: int) -> None:
@@ -303,10 +316,3 @@ def turn_off(axis_id: int) -> None:
     Summary.delete().where(Summary.axis == axis_id).execute()
     Axis.update(summary_level=OFF).where(Axis.id == axis_id).execute()
 
-
-# -- reading ------------------------------------------------------------------------------------------
-
-
-def extremes(axis_id: int, level: int, first: int, last: int) -> dict[int, Extremes]:
-    """The rows of blocks first..last of `level`."""
-    return _rows(axis_id, level, first, last)
