@@ -1,11 +1,13 @@
 """The whole pipeline against its raw baselines, measured in the same run (issue 2's performance targets).
 
-    .venv/bin/python bench/pipeline.py [--quick] [--rounds 3] [--only embedded,bridge,latency,http,history]
+    .venv/bin/python bench/pipeline.py [--quick] [--rounds 3] [--only embedded,layouts,bridge,http,history]
 
 1. `rtdp serve` (embedded broker + bridge): points stored/s at QoS 1, one point per message, against the same
    embedded broker alone (`rtdp broker`) delivering mosquitto_pub -> mosquitto_sub at QoS 1.
 2. A private Mosquitto + one `rtdp bridge` on SQLite: points stored/s, one point per message and arrays of 100,
    against mosquitto_pub -> mosquitto_sub through the same Mosquitto.
+   Then the embedded broker's layouts: `rtdp serve` on uvloop (the default) and on asyncio, and broker, bridge
+   and viewer as three processes: points stored/s and latency, to pick the default.
 3. Latency publish -> SSE event at 1,000 points/s, for `rtdp serve` and for Mosquitto + bridge + viewer.
 4. The original URL /service/feed_input.json/<feed>/<axis>?y= (wrk) against a bare Starlette endpoint
    (bench/http_ingest.py), and no 200 for a point the broker did not acknowledge.
@@ -18,6 +20,7 @@ the rounds, and each baseline runs interleaved with what it is compared to, so t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -30,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -224,34 +227,35 @@ class Progress:
         self.conn.close()
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process so far (Linux /proc), 0 without a pid."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """User + system CPU time of some processes so far (Linux /proc), summed; 0 without pids."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
 class Stored:
     rate: float  # points/s from the first publish until the last point was committed
-    cpu_per_10k: float  # CPU seconds the measured process spent per 10,000 points in that time
+    cpu_per_10k: float  # CPU seconds the measured processes spent per 10,000 points in that time
 
 
 def stored_rate(broker: Broker, db: Path, work: Path, tag: str, points: int, publishers: int,
-                per_message: int = 1, pid: int | None = None) -> Stored:
+                per_message: int = 1, pids: Sequence[int] = ()) -> Stored:
     """Points/s from the first publish until the database holds all of them (committed)."""
     files = write_lines(work, tag, points, publishers, per_message)
     expected = (points // publishers) * publishers
     progress = Progress(db, tag)
-    cpu = cpu_seconds(pid)
+    cpu = cpu_seconds(pids)
     started = time.perf_counter()
     pubs = Publishers(broker, files)
     try:
         wait_for(lambda: progress.count() >= expected, 120, interval=0.02, what=f"{expected} points stored ({tag})")
     finally:
         elapsed = time.perf_counter() - started
-        used = cpu_seconds(pid) - cpu
+        used = cpu_seconds(pids) - cpu
         progress.close()
         pubs.close()
     exact = stored(db, tag)
@@ -353,7 +357,7 @@ def bench_embedded(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -
         sub = Subscriber(alone)
         try:
             for r in range(args.rounds):  # interleaved: load from other jobs hits both alike
-                row.add(stored_rate(ours, db, work, f"e{r}", args.embedded_points, args.publishers, pid=serve.pid))
+                row.add(stored_rate(ours, db, work, f"e{r}", args.embedded_points, args.publishers, pids=[serve.pid]))
                 row.baseline.append(delivered_rate(alone, sub, work, f"b{r}", args.embedded_points, args.publishers))
                 print(f"  embedded round {r}: serve {row.ours[-1]:,.0f} points/s ({row.cpu[-1]:.2f} CPU s/10k), "
                       f"broker alone {row.baseline[-1]:,.0f} msg/s", flush=True)
@@ -403,12 +407,13 @@ def bench_bridge(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> 
         sub = Subscriber(broker)
         try:
             for r in range(args.rounds):
-                single.add(stored_rate(broker, db, work, f"s{r}", args.single_points, args.publishers, pid=bridge_pid))
+                single.add(stored_rate(broker, db, work, f"s{r}", args.single_points, args.publishers,
+                                       pids=[bridge_pid]))
                 raw = delivered_rate(broker, sub, work, f"m{r}", args.single_points, args.publishers)
                 single.baseline.append(raw)
                 batched.baseline.append(raw)
                 batched.add(stored_rate(broker, db, work, f"a{r}", args.batch_points, args.publishers, 100,
-                                        pid=bridge_pid))
+                                        pids=[bridge_pid]))
                 print(f"  bridge round {r}: single {single.ours[-1]:,.0f} points/s ({single.cpu[-1]:.2f} CPU s/10k), "
                       f"arrays of 100 {batched.ours[-1]:,.0f} points/s ({batched.cpu[-1]:.3f} CPU s/10k), "
                       f"raw pub->sub {raw:,.0f} msg/s", flush=True)
@@ -499,6 +504,61 @@ def bench_latency(work: Path, args: argparse.Namespace, row: Row, broker: Broker
     row.note = f"{len(values)} of {count} events, sent at {count / sent_for:,.0f}/s"
     print(f"  latency {row.name}: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {values[-1]:.1f} ms ({row.note})",
           flush=True)
+
+
+# ---------------------------------------------------------------- 3b. one process or three, uvloop or asyncio
+
+
+LAYOUTS = ("uvloop", "asyncio", "split")
+
+
+@contextmanager
+def layout_stack(work: Path, layout: str) -> Iterator[tuple[Broker, Path, str, str, list[int]]]:
+    """The embedded broker three ways: `rtdp serve` on uvloop (the default) or on asyncio (`--loop`), or
+    `rtdp broker` + `rtdp bridge` + `rtdp viewer` as three processes (uvloop) on one data dir.
+    Yields (broker, db, the viewer's URL, token, the pids whose CPU is counted)."""
+    data = work / layout
+    token = prepare(data)
+    db = data / "rtdp.sqlite3"
+    mqtt_port, http_port = free_port(), free_port()
+    url = f"http://127.0.0.1:{http_port}"
+    common = ["--data-dir", str(data), "--log-level", "warning"]
+    http, mqtt = ["--http", f"127.0.0.1:{http_port}"], ["--mqtt", f"127.0.0.1:{mqtt_port}"]
+    broker = Broker("127.0.0.1", mqtt_port, "bench", token)
+    with contextlib.ExitStack() as stack:
+        if layout == "split":
+            procs = [stack.enter_context(process([RTDP, "broker", *mqtt, *common], work / f"{layout}-broker.log"))]
+            wait_port("127.0.0.1", mqtt_port, 60)
+            procs.append(stack.enter_context(process(
+                [RTDP, "bridge", *mqtt, "--client-id", "bench-split", *common], work / f"{layout}-bridge.log")))
+            procs.append(stack.enter_context(process([RTDP, "viewer", *mqtt, *http, *common],
+                                                     work / f"{layout}-viewer.log")))
+        else:
+            procs = [stack.enter_context(process([RTDP, "serve", "--loop", layout, *mqtt, *http, *common],
+                                                 work / f"{layout}-serve.log"))]
+            wait_port("127.0.0.1", mqtt_port, 60)
+        wait_stored_probe(broker, db)
+        wait_for(lambda: ready(f"{url}/readyz"), 60, interval=0.1, what=f"viewer ready ({layout})")
+        yield broker, db, url, token, [proc.pid for proc in procs]
+
+
+def bench_layouts(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
+    """The issue's question for the embedded broker: does uvloop, or three processes on the two cores, store
+    more? All three run at once, idle but for the one measured, rounds interleaved; then each one's latency."""
+    with contextlib.ExitStack() as stack:
+        stacks = {layout: stack.enter_context(layout_stack(work, layout)) for layout in LAYOUTS}
+        for r in range(args.rounds):
+            for layout, (broker, db, _, _, pids) in stacks.items():
+                rows[f"layout_{layout}"].add(stored_rate(broker, db, work, f"{layout[0]}{r}", args.embedded_points,
+                                                         args.publishers, pids=pids))
+            default = rows["layout_uvloop"].ours[-1]
+            for layout in LAYOUTS:
+                rows[f"layout_{layout}"].baseline.append(default)
+            print(f"  layouts round {r}: " + ", ".join(
+                f"{layout} {rows[f'layout_{layout}'].ours[-1]:,.0f} points/s "
+                f"({rows[f'layout_{layout}'].cpu[-1]:.2f} CPU s/10k)" for layout in LAYOUTS), flush=True)
+        for layout, (broker, _, url, token, _) in stacks.items():
+            bench_latency(work, args, rows[f"layout_latency_{layout}"], broker, url, token)
 
 
 # ---------------------------------------------------------------- 4. HTTP ingestion (bench/http_ingest.py)
@@ -625,6 +685,14 @@ def make_rows() -> dict[str, Row]:
         "latency_mosquitto": Row("latency pub->SSE, Mosquitto+bridge+viewer (p50 | p99)", "ms", baseline_name="p99",
                                  target="p50 <= 20, p99 <= 50",
                                  check=lambda r: r.median <= 20 and r.base_median <= 50),
+        "layout_uvloop": Row("rtdp serve on uvloop (default), 1 point/msg, stored", "points/s",
+                             baseline_name="the same"),
+        "layout_asyncio": Row("rtdp serve --loop asyncio, stored", "points/s", baseline_name="on uvloop"),
+        "layout_split": Row("rtdp broker + bridge + viewer (3 processes), stored", "points/s",
+                            baseline_name="serve on uvloop"),
+        "layout_latency_uvloop": Row("latency pub->SSE, serve on uvloop (p50 | p99)", "ms", baseline_name="p99"),
+        "layout_latency_asyncio": Row("latency pub->SSE, serve on asyncio (p50 | p99)", "ms", baseline_name="p99"),
+        "layout_latency_split": Row("latency pub->SSE, 3 processes (p50 | p99)", "ms", baseline_name="p99"),
         "http": Row("HTTP feed_input.json, 1 point/request", "req/s", baseline_name="bare Starlette",
                     target="ratio >= 0.5", check=lambda r: r.ratio >= 0.5),
         "http_unacked": Row("HTTP 200s for unacknowledged points", "count", target="0", check=lambda r: r.median == 0),
@@ -659,7 +727,7 @@ def print_table(rows: dict[str, Row]) -> str:
     return text
 
 
-SECTIONS = ("embedded", "bridge", "http", "history")
+SECTIONS = ("embedded", "layouts", "bridge", "http", "history")
 
 
 def main() -> int:
@@ -692,8 +760,8 @@ def main() -> int:
     try:
         for section in sections:
             print(f"{section}:", flush=True)
-            {"embedded": bench_embedded, "bridge": bench_bridge, "http": bench_http, "history": bench_history}[
-                section](work / section, args, rows)
+            {"embedded": bench_embedded, "layouts": bench_layouts, "bridge": bench_bridge, "http": bench_http,
+             "history": bench_history}[section](work / section, args, rows)
     finally:
         if args.keep:
             print(f"work dir kept: {work}")

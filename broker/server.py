@@ -375,12 +375,11 @@ async def serve(settings: Settings, service: ServiceAccount, stop: asyncio.Event
 
 
 def run(settings: Settings) -> None:
-    """`rtdp broker`: the embedded broker alone, on uvloop, until Ctrl-C or SIGTERM.
+    """`rtdp broker`: the embedded broker alone (on uvloop unless --loop asyncio), until Ctrl-C or SIGTERM.
 
     Raises PortInUse (a BrokerError) with a one-line message when the MQTT address is taken.
     """
-    import uvloop
-
+    from rtdp import eventloop
     from rtdp.database import open_database
     from rtdp.logs import configure_logging
 
@@ -389,6 +388,6 @@ def run(settings: Settings) -> None:
     db = open_database(settings.database_url)
     try:
         service = ServiceAccount.load_or_create(settings.data_dir)
-        uvloop.run(serve(settings, service))
+        eventloop.run(serve(settings, service), settings.loop)
     finally:
         db.close()

@@ -61,6 +61,14 @@ def log_option(func: F) -> F:
     )(func)
 
 
+def loop_option(func: F) -> F:
+    return click.option(
+        "--loop",
+        type=click.Choice(["auto", "uvloop", "asyncio"]),
+        help="Event loop: uvloop where installed (auto), or the standard asyncio one. [default: auto]",
+    )(func)
+
+
 HTTP_HELP = "Web address HOST:PORT. [default: 127.0.0.1:8000]"
 MQTT_HELP = "Embedded broker's address HOST:PORT. [default: 127.0.0.1:1883]"
 METRICS_HELP = "Serve Prometheus /metrics here, e.g. 127.0.0.1:9464. [default: off]"
@@ -84,6 +92,7 @@ def main() -> None:
 @click.option("--demo", is_flag=True, default=None, help="Create the original app's demo users and feeds if empty.")
 @click.option("--emulate", is_flag=True, default=None, help="Run the emulated devices (sine wave and others).")
 @log_option
+@loop_option
 @_fail_cleanly
 def serve(**options: Any) -> None:
     """Run broker, bridge and viewer together (embedded broker and SQLite: no configuration)."""
@@ -97,6 +106,7 @@ def serve(**options: Any) -> None:
 @click.option("--mqtt", help=MQTT_HELP)
 @click.option("--metrics", metavar="HOST:PORT", help=METRICS_HELP)
 @log_option
+@loop_option
 @_fail_cleanly
 def broker(**options: Any) -> None:
     """Run the embedded MQTT broker alone."""
@@ -127,6 +137,7 @@ def bridge(**options: Any) -> None:
 @click.option("--broker", help=BROKER_HELP)
 @click.option("--mqtt", help="Embedded broker to connect to, when --broker is not given. [default: 127.0.0.1:1883]")
 @log_option
+@loop_option
 @_fail_cleanly
 def viewer(**options: Any) -> None:
     """Run the web viewer alone (pages, API, SSE, HTTP ingestion)."""

@@ -1,8 +1,8 @@
 """`rtdp serve`: broker, bridge, viewer (and optionally the emulator) in one process.
 
-Part of the CLI layer, the one place allowed to compose the four packages. One uvloop event loop
-runs the embedded amqtt broker and uvicorn. With the embedded broker the bridge takes messages in
-through a hook inside the broker (bridge.intake: the same writer thread, Writer and codec as
+Part of the CLI layer, the one place allowed to compose the four packages. One event loop (uvloop unless
+`--loop asyncio`) runs the embedded amqtt broker and uvicorn. With the embedded broker the bridge takes
+messages in through a hook inside the broker (bridge.intake: the same writer thread, Writer and codec as
 `rtdp bridge`, without amqtt's QoS 1 delivery to a client) and sends its notices through the broker;
 with an external broker (`--broker`) it subscribes over MQTT as `rtdp bridge` does. Viewers and the
 emulator talk to the broker over loopback MQTT in every mode.
@@ -39,7 +39,7 @@ FAILURE_POLL = 1.0
 
 def serve(settings: Settings) -> None:
     """Run everything until Ctrl-C or SIGTERM. Raises RtdpError (one-line message) on a bad setting."""
-    import uvloop
+    from rtdp import eventloop
 
     configure_logging(settings.log_level)
     db = open_database(settings.database_url)
@@ -52,7 +52,7 @@ def serve(settings: Settings) -> None:
                 flush=True,
             )
         service = ServiceAccount.load_or_create(settings.data_dir)
-        uvloop.run(_serve(settings, service))
+        eventloop.run(_serve(settings, service), settings.loop)
     finally:
         db.close()
 

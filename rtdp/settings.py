@@ -25,6 +25,7 @@ OTHER_VARIABLES = frozenset(
      "RTDP_UPDATE_SCREENSHOT"}
 )
 OTHER_PREFIXES = ("RTDP_TEST_",)
+LOOPS = ("auto", "uvloop", "asyncio")  # rtdp.eventloop
 
 
 def option_label(name: str) -> str:
@@ -162,6 +163,8 @@ class Settings:
     decision_ttl: float = 5.0
     # Feeds a non-admin user may own, however they are created (auto-create, API, pages); 0: no limit.
     feed_quota: int = 100
+    # The asyncio event loop of serve, broker and viewer: auto (uvloop where installed), uvloop or asyncio.
+    loop: str = "auto"
 
     def __post_init__(self) -> None:
         if self.max_payload < 16:
@@ -194,6 +197,8 @@ class Settings:
             raise _invalid("decision_ttl", f"must be 0 to 3600 seconds, got {self.decision_ttl}")
         if self.feed_quota < 0:
             raise _invalid("feed_quota", f"must be 0 (no limit) or more, got {self.feed_quota}")
+        if self.loop not in LOOPS:
+            raise _invalid("loop", f"must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point
 
     @property

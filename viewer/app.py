@@ -22,6 +22,7 @@ from starlette.middleware import Middleware
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
+from rtdp import eventloop
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
 from rtdp.errors import ConfigError
@@ -192,6 +193,7 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
         "log_level": settings.log_level.lower(),
         "server_header": False,
         "timeout_graceful_shutdown": 5,
+        "loop": eventloop.resolve(settings.loop),
     }
     options.update(config)
     return ViewerServer(uvicorn.Config(app, **options), app, sock)

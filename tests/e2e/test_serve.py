@@ -221,3 +221,15 @@ def test_serve_emulate_feeds_the_original_sine_wave(tmp_path: Path) -> None:
             assert all(-1.0 <= p["y"] <= 1.0 for p in served.points(feed, axis))
         served.process.send_signal(signal.SIGINT)
         assert served.process.wait(20) == 0
+
+
+def test_serve_on_the_standard_asyncio_loop(tmp_path: Path) -> None:
+    """`--loop asyncio`: everything works without uvloop (the way out where uvloop is missing or misbehaves)."""
+    mqtt_port = free_port()
+    with running_serve(tmp_path, mqtt_port, "--mqtt", f"127.0.0.1:{mqtt_port}", "--loop", "asyncio") as served:
+        served.pub("feeds/manual_feed_a/axis_a00", '{"x": "2030-01-06T00:00:00Z", "y": 22}')
+        wait_for(lambda: any(p["y"] == 22 for p in served.points("manual_feed_a", "axis_a00")), timeout=15,
+                 interval=0.2, what="a point stored on the asyncio loop")
+        served.process.send_signal(signal.SIGINT)
+        assert served.process.wait(20) == 0
+    assert "Traceback" not in "".join(served.output)

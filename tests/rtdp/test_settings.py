@@ -78,6 +78,7 @@ def test_typed_options_pass_through() -> None:
         ("RTDP_CREDENTIAL_TTL", "-1"),
         ("RTDP_DECISION_TTL", "7200"),
         ("RTDP_FEED_QUOTA", "-5"),
+        ("RTDP_LOOP", "fast"),
     ],
 )
 def test_a_bad_variable_is_named_as_the_user_set_it(name: str, value: str) -> None:
@@ -97,6 +98,7 @@ def test_a_bad_variable_is_named_as_the_user_set_it(name: str, value: str) -> No
         ("share_group", "a/b", "--share-group"),
         ("timezone", "Mars/Olympus", "--timezone"),
         ("feed_quota", -1, "--feed-quota"),
+        ("loop", "tokio", "--loop"),
     ],
 )
 def test_a_bad_option_is_named_as_its_flag(option: str, value: object, label: str) -> None:
