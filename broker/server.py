@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import math
 import signal
 from types import TracebackType
 from typing import Any
@@ -45,8 +46,23 @@ def broker_config(listen: HostPort, access: AccessControl, intake: Sink | None =
     }
 
 
+class _KeepAliveHandler(BrokerProtocolHandler):  # type: ignore[misc]
+    """Fix 6 below: amqtt's broker-side handler reads with the keepalive as a timeout, then ignores the
+    timeout, so a device that lost power or network without closing its TCP connection stayed
+    "connected" until the kernel gave up (hours), and its will never fired."""
+
+    _closing: asyncio.Future[None] | None = None
+
+    def handle_read_timeout(self) -> None:
+        # MQTT 3.1.1 section 3.1.2.10: nothing received for 1.5 x the keepalive is a network failure:
+        # close as if the connection dropped, so the broker fires the will (checked, fix 5).
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self.handle_connection_closed())
+
+
 class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
-    """amqtt 0.12.1 (pinned) with three security fixes and two delivery fixes, all overriding private methods.
+    """amqtt 0.12.1 (pinned) with three security fixes and three delivery fixes, all overriding private
+    methods.
 
     1. amqtt applies a CONNECT's client id (deleting a clean session's subscriptions, or taking an
        existing session over) before it checks the password, so a wrong password with the bridge's
@@ -68,6 +84,8 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        could have a will forge points on `rtdp/stored/<feed>` or write to someone else's feed. Here a
        CONNECT whose will topic it may not publish to is refused (NOT_AUTHORIZED), and the will is
        checked again when it fires.
+    6. amqtt never drops a client that went silent (keepalive not enforced, `_KeepAliveHandler`); here a
+       client that sends nothing for 1.5 x its keepalive is disconnected and its will fires.
     """
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
@@ -89,7 +107,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         # amqtt's own method, with the authentication step moved before any use of the client id.
         # amqtt authenticates again later; AccessControl has cached the answer by then.
         try:
-            connecting = BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+            connecting = _KeepAliveHandler.init_from_connect(reader, writer, self.plugins_manager)
             handler, client_session = await connecting
         except (AMQTTError, NoDataError) as exc:
             raise AMQTTError(exc) from exc
@@ -126,9 +144,8 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         else:
             client_session.parent = 0
 
-        delay = self.config.get("timeout-disconnect-delay", 0)
-        if client_session.keep_alive > 0 and isinstance(delay, int):
-            client_session.keep_alive += delay
+        # The read timeout (fix 6): 1.5 x the client's keepalive, as MQTT 3.1.1 says; 0 means none.
+        client_session.keep_alive = math.ceil(1.5 * client_session.keep_alive)
         return handler, client_session
 
     async def _will_permitted(self, session: Session) -> bool:

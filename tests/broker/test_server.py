@@ -150,11 +150,11 @@ def test_a_publisher_that_disconnects_at_once_loses_nothing(embedded: EmbeddedBr
         assert sorted(int(payload) for _, payload in subscriber.received()) == list(range(count))
 
 
-def will_client(endpoint: Endpoint, topic: str) -> TestClient:
+def will_client(endpoint: Endpoint, topic: str, keepalive: int = 30) -> TestClient:
     """A client with a will on `topic`, connected (or refused)."""
     test = TestClient(endpoint)
     test.client.will_set(topic, b"will", qos=1)
-    test.client.connect(endpoint.host, endpoint.port, keepalive=30)
+    test.client.connect(endpoint.host, endpoint.port, keepalive=keepalive)
     test.client.loop_start()
     wait_for(lambda: test.connack is not None or test.disconnected.is_set(), what="CONNACK")
     return test
@@ -182,6 +182,26 @@ def test_a_will_needs_the_right_to_publish_on_its_topic(embedded: EmbeddedBroker
         assert device.connack is not None and not device.connack.is_failure
         drop(device)
         watcher.wait_message("feeds/manual_feed_aj/status", b"will")
+
+
+def test_a_silent_client_is_dropped_after_one_and_a_half_keepalives(embedded: EmbeddedBrokerHandle) -> None:
+    """A device that lost power keeps its TCP connection open on the broker's side; amqtt never
+    dropped it, so its will (the way others learn it is gone) never fired."""
+    ep = embedded.endpoint("ep@nothing.com", PASSWORD)
+    with connected(ep) as watcher:
+        assert watcher.subscribe("feeds/manual_feed_a/#") == 1
+        device = will_client(ep, "feeds/manual_feed_a/status", keepalive=1)
+        assert device.connack is not None and not device.connack.is_failure
+        before = session_counts(embedded.broker).connected
+        device.client.loop_stop()  # silent from now on: no PINGREQ, and the socket stays open
+        watcher.wait_message("feeds/manual_feed_a/status", b"will")
+        assert session_counts(embedded.broker).connected < before
+        sock = device.client.socket()
+        assert sock is not None
+        sock.settimeout(5)
+        while sock.recv(64):  # a PINGRESP may still be unread; then the broker's close (a timeout fails)
+            pass
+        sock.close()
 
 
 def test_a_will_is_checked_again_when_it_fires(
