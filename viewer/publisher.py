@@ -8,7 +8,8 @@ one loop iteration leave in one send() (paho would make a syscall per packet), a
 several PUBACKs (paho reads each packet in three pieces). A publish is answered only once the broker
 sent its PUBACK: at most `max_pending` wait at a time (paho's message ids wrap at 65,535 and would
 silently lose points), beyond that, on disconnect or on timeout the caller gets Unavailable (503) -
-never a success for a point the broker did not acknowledge.
+never a success for a point the broker did not acknowledge. After a disconnect, the publishes answered
+503 are not resent.
 """
 
 from __future__ import annotations
@@ -268,10 +269,19 @@ class Publisher:
         return threading.get_ident() == self._loop_thread
 
     def _fail_all(self) -> None:
+        """The connection is gone: every caller still waiting gets 503 now, and paho forgets their
+        publishes (and the timed-out ones), which it would otherwise resend after reconnecting: a point
+        answered 503 must not be stored later behind its caller's back (a retry without x would store
+        it twice). One the broker read before the connection dropped may be stored all the same."""
         futures = list(self._pending.values())
-        # paho keeps these and resends them after reconnecting: their mids stay taken until acknowledged.
-        self._late.update(self._pending)
+        forget = [*self._pending, *self._late]
         self._pending.clear()
+        self._late.clear()
+        client = self.client
+        # paho has no public way to drop a queued message; its queue is a dict by mid under this lock.
+        with client._out_message_mutex:
+            for mid in forget:
+                client._out_messages.pop(mid, None)
         for future in futures:
             _fail(future)
 
@@ -321,7 +331,6 @@ class Publisher:
         was = self.connected
         self.connected = False
         self._connected_event.clear()
-        # A clean session drops what was in flight: those callers get 503 now, not after the timeout.
         self._fail_all()
         if was and not self._stopping:
             log.warning("viewer lost the MQTT connection: %s", reason)
@@ -352,7 +361,9 @@ class Publisher:
 
 def _time_out(future: asyncio.Future[None]) -> None:
     if not future.done():
-        future.set_exception(Unavailable("the MQTT broker did not acknowledge in time; retry later", retry_after=2))
+        future.set_exception(Unavailable(
+            "the MQTT broker did not acknowledge in time (the point may still be stored: a retry with the same x"
+            " replaces it); retry later", retry_after=2))
 
 
 def _fail(future: asyncio.Future[None]) -> None:

@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import subprocess
 import threading
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,9 +12,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from rtdp.models import Axis, Feed
-from rtdp.settings import Settings
+from rtdp.settings import BrokerURL, Settings
 from tests.support.env import wait_for
-from tests.support.mosquitto import Mosquitto
+from tests.support.mosquitto import MOSQUITTO, Mosquitto, running_mosquitto
 from tests.viewer.conftest import LiveServer, Watcher, World, basic, bearer, ready
 from viewer.app import create_app
 from viewer.ingest import lean_path
@@ -233,6 +235,43 @@ def test_full_pending_window_is_503(settings: Settings, mosquitto: Mosquitto) ->
         waiting.join(10)
         # The waiting one was acknowledged once the broker woke up, within its timeout.
         assert first["r"].status_code == 200
+
+
+def test_a_point_answered_503_after_a_lost_connection_is_not_sent_again(settings: Settings, tmp_path: Path) -> None:
+    """paho resends unacknowledged QoS 1 publishes after reconnecting, so a point whose caller got 503
+    (and may retry it) used to be stored anyway. The restarted broker logs every PUBLISH it receives."""
+    with running_mosquitto(tmp_path / "m", extra_config="log_type all") as mosq:
+        app = create_app(settings.replace(broker=BrokerURL.parse(mosq.url), http_publish_timeout=30.0))
+        with TestClient(app) as client:
+            wait_for(lambda: ready(client))
+            from tests.viewer.conftest import make_world
+
+            headers = bearer(make_world().ep_token)
+            assert client.get(f"{URL}/feed_t/temp?y=1", headers=headers).status_code == 200
+            mosq.process.send_signal(signal.SIGSTOP)  # it will never read the next publish
+            answer: dict[str, Any] = {}
+            waiting = threading.Thread(
+                target=lambda: answer.update(r=client.get(f"{URL}/feed_t/temp?y=2", headers=headers))
+            )
+            waiting.start()
+            wait_for(lambda: "rtdp_http_pending_publishes 1.0" in client.get("/metrics").text)
+            mosq.process.kill()  # the connection drops with the publish unacknowledged
+            mosq.process.wait(5)
+            waiting.join(20)
+            assert answer["r"].status_code == 503, answer["r"].text
+            log = tmp_path / "m" / "restarted.log"
+            with log.open("wb") as out:
+                restarted = subprocess.Popen([MOSQUITTO or "mosquitto", "-c", str(mosq.config)], stdout=out,
+                                             stderr=subprocess.STDOUT)
+                try:
+                    wait_for(lambda: ready(client), timeout=30, what="the viewer to reconnect")
+                    assert client.get(f"{URL}/feed_t/temp?y=3", headers=headers).status_code == 200
+                finally:
+                    restarted.terminate()
+                    restarted.wait(5)
+            publishes = [line for line in log.read_text().splitlines()
+                         if "Received PUBLISH" in line and "feeds/feed_t/temp" in line]
+            assert len(publishes) == 1, publishes  # y=3 only: y=2 was not resent
 
 
 def _scope(method: str, path: str, headers: list[tuple[bytes, bytes]]) -> dict[str, Any]:
