@@ -1,13 +1,13 @@
 """The whole pipeline against its raw baselines, measured in the same run (issue 2's performance targets).
 
-    .venv/bin/python bench/pipeline.py [--quick] [--rounds 3] [--only embedded,layouts,bridge,http,history]
+    .venv/bin/python bench/pipeline.py [--quick] [--rounds 3] [--only embedded,layouts,bridge,postgres,http,history]
 
 1. `rtdp serve` (embedded broker + bridge): points stored/s at QoS 1, one point per message, against the same
    embedded broker alone (`rtdp broker`) delivering mosquitto_pub -> mosquitto_sub at QoS 1.
-2. A private Mosquitto + one `rtdp bridge` on SQLite: points stored/s, one point per message and arrays of 100,
-   against mosquitto_pub -> mosquitto_sub through the same Mosquitto.
    Then the embedded broker's layouts: `rtdp serve` on uvloop (the default) and on asyncio, and broker, bridge
    and viewer as three processes: points stored/s and latency, to pick the default.
+2. A private Mosquitto + one `rtdp bridge` on SQLite: points stored/s, one point per message and arrays of 100,
+   against mosquitto_pub -> mosquitto_sub through the same Mosquitto. Then the same on PostgreSQL (scaling out).
 3. Latency publish -> SSE event at 1,000 points/s, for `rtdp serve` and for Mosquitto + bridge + viewer.
 4. The original URL /service/feed_input.json/<feed>/<axis>?y= (wrk) against a bare Starlette endpoint
    (bench/http_ingest.py), and no 200 for a point the broker did not acknowledge.
@@ -115,16 +115,44 @@ def process(command: list[str], log: Path, **kwargs: Any) -> Iterator[subprocess
         out.close()
 
 
-def cli(data: Path, *args: str) -> str:
-    return subprocess.run([RTDP, *args, "--data-dir", str(data)], check=True, capture_output=True, text=True,
+# Where a run's points are stored: the SQLite file of a data dir, or a PostgreSQL URL.
+Db = Path | str
+
+
+def cli(data: Path, *args: str, db_url: str | None = None) -> str:
+    db = ["--db", db_url] if db_url else []
+    return subprocess.run([RTDP, *args, "--data-dir", str(data), *db], check=True, capture_output=True, text=True,
                           cwd=ROOT).stdout.strip()
 
 
-def prepare(data: Path) -> str:
+def prepare(data: Path, db_url: str | None = None) -> str:
     """A fresh data dir with a user, the feed `bench` and a token, made with the CLI; returns the token."""
-    cli(data, "user", "add", EMAIL, "--password", PASSWORD)
-    cli(data, "feed", "add", FEED, "--owner", EMAIL)
-    return cli(data, "token", "add", EMAIL).splitlines()[-1]
+    cli(data, "user", "add", EMAIL, "--password", PASSWORD, db_url=db_url)
+    cli(data, "feed", "add", FEED, "--owner", EMAIL, db_url=db_url)
+    return cli(data, "token", "add", EMAIL, db_url=db_url).splitlines()[-1]
+
+
+def _query(db: Db, sql: str, arg: str) -> int:
+    """One integer from SQLite (read-only, WAL) or PostgreSQL; 0 while the schema is not there yet."""
+    if isinstance(db, str):
+        import psycopg2
+
+        conn = psycopg2.connect(db)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(sql.replace("?", "%s"), (arg,))
+                return int(cursor.fetchone()[0])
+        except psycopg2.errors.UndefinedTable:
+            return 0
+        finally:
+            conn.close()
+    lite = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        return int(lite.execute(sql, (arg,)).fetchone()[0])
+    except sqlite3.OperationalError:  # schema not there yet
+        return 0
+    finally:
+        lite.close()
 
 
 @dataclass(frozen=True)
@@ -194,19 +222,11 @@ class Publishers:
                 raise RuntimeError(f"mosquitto_pub exited with {proc.returncode}")
 
 
-def stored(db: Path, prefix: str) -> int:
-    """Points stored on the axes whose name starts with `prefix` (read straight from SQLite, WAL): the
+def stored(db: Db, prefix: str) -> int:
+    """Points stored on the axes whose name starts with `prefix` (read straight from the database): the
     exact count, which scans every such point. For the end of a run, not for polling."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        row = conn.execute(
-            "SELECT count(*) FROM point JOIN axis ON point.axis_id = axis.id WHERE axis.name LIKE ?", (prefix + "%",)
-        ).fetchone()
-        return int(row[0])
-    except sqlite3.OperationalError:  # schema not there yet
-        return 0
-    finally:
-        conn.close()
+    return _query(db, "SELECT count(*) FROM point JOIN axis ON point.axis_id = axis.id WHERE axis.name LIKE ?",
+                  prefix + "%")
 
 
 class Progress:
@@ -214,14 +234,23 @@ class Progress:
     current in the same transaction as the points: a few rows of the axis table per poll, where counting
     the points themselves costs more on every poll as the table grows, on the cores the bridge is using."""
 
-    def __init__(self, db: Path, prefix: str) -> None:
-        self.conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30, isolation_level=None)
+    def __init__(self, db: Db, prefix: str) -> None:
         self.prefix = prefix + "%"
+        self.conn: Any
+        if isinstance(db, str):
+            import psycopg2
+
+            self.conn = psycopg2.connect(db)
+            self.conn.autocommit = True
+        else:
+            self.conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30, isolation_level=None)
 
     def count(self) -> int:
-        row = self.conn.execute("SELECT coalesce(sum(point_count), 0) FROM axis WHERE name LIKE ?",
-                                (self.prefix,)).fetchone()
-        return int(row[0])
+        cursor = self.conn.cursor()
+        placeholder = "%s" if not isinstance(self.conn, sqlite3.Connection) else "?"
+        cursor.execute(f"SELECT coalesce(sum(point_count), 0) FROM axis WHERE name LIKE {placeholder}",
+                       (self.prefix,))
+        return int(cursor.fetchone()[0])
 
     def close(self) -> None:
         self.conn.close()
@@ -242,7 +271,7 @@ class Stored:
     cpu_per_10k: float  # CPU seconds the measured processes spent per 10,000 points in that time
 
 
-def stored_rate(broker: Broker, db: Path, work: Path, tag: str, points: int, publishers: int,
+def stored_rate(broker: Broker, db: Db, work: Path, tag: str, points: int, publishers: int,
                 per_message: int = 1, pids: Sequence[int] = ()) -> Stored:
     """Points/s from the first publish until the database holds all of them (committed)."""
     files = write_lines(work, tag, points, publishers, per_message)
@@ -264,7 +293,7 @@ def stored_rate(broker: Broker, db: Path, work: Path, tag: str, points: int, pub
     return Stored(expected / elapsed, 10_000 * used / expected)
 
 
-def lost_on_disconnect(broker: Broker, db: Path, work: Path, tag: str, points: int) -> int:
+def lost_on_disconnect(broker: Broker, db: Db, work: Path, tag: str, points: int) -> int:
     """Points never stored when one `mosquitto_pub -l` exits right after its last publish (all PUBACKed)."""
     files = write_lines(work, tag, points, 1, 1)
     Publishers(broker, files, hold=False).close()
@@ -277,7 +306,7 @@ def lost_on_disconnect(broker: Broker, db: Path, work: Path, tag: str, points: i
     return points - last
 
 
-def wait_stored_probe(broker: Broker, db: Path, timeout: float = 60) -> None:
+def wait_stored_probe(broker: Broker, db: Db, timeout: float = 60) -> None:
     """Publish a probe point until it is stored: the bridge is subscribed and the axis machinery warm."""
     deadline = time.monotonic() + timeout
     while stored(db, "probe") == 0:
@@ -377,18 +406,19 @@ def bench_embedded(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -
 
 
 @contextmanager
-def mosquitto_stack(work: Path, viewer: bool) -> Iterator[tuple[Broker, Path, str, str, int]]:
-    """A private Mosquitto, one `rtdp bridge` on SQLite and optionally `rtdp viewer`:
+def mosquitto_stack(work: Path, viewer: bool, db_url: str | None = None) -> Iterator[tuple[Broker, Db, str, str, int]]:
+    """A private Mosquitto, one `rtdp bridge` on SQLite (or `db_url`) and optionally `rtdp viewer`:
     (broker, db, the viewer's URL or "", token, the bridge's pid)."""
     data = work / "data"
-    token = prepare(data)
-    db = data / "rtdp.sqlite3"
+    token = prepare(data, db_url)
+    db: Db = db_url or data / "rtdp.sqlite3"
+    url_of_db = db_url or f"sqlite:///{db}"
     with running_mosquitto(work / "mosquitto") as mosq:
         broker = Broker(mosq.host, mosq.port)
-        bridge_cmd = [RTDP, "bridge", "--broker", mosq.url, "--db", f"sqlite:///{db}", "--data-dir", str(data),
+        bridge_cmd = [RTDP, "bridge", "--broker", mosq.url, "--db", url_of_db, "--data-dir", str(data),
                       "--client-id", "bench-bridge", "--log-level", "warning"]
         http_port = free_port()
-        viewer_cmd = [RTDP, "viewer", "--broker", mosq.url, "--db", f"sqlite:///{db}", "--data-dir", str(data),
+        viewer_cmd = [RTDP, "viewer", "--broker", mosq.url, "--db", url_of_db, "--data-dir", str(data),
                       "--http", f"127.0.0.1:{http_port}", "--log-level", "warning"]
         with process(bridge_cmd, work / "bridge.log") as bridge:
             wait_stored_probe(broker, db)
@@ -426,6 +456,35 @@ def bench_bridge(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> 
                     lambda: stored_rate(broker, db, work, "parr", args.batch_points, args.publishers, 100))
     with mosquitto_stack(work / "latency", viewer=True) as (broker, _, url, token, _):
         bench_latency(work, args, rows["latency_mosquitto"], broker, url, token)
+
+
+def bench_postgres(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
+    """Scaling out: the bridge section's two rows with `rtdp bridge` on PostgreSQL (a throwaway database on
+    the machine's server, dropped afterwards), against Mosquitto pub->sub measured in the same rounds."""
+    from tests.support.postgres import available, throwaway_database
+
+    reason = available()
+    if reason:
+        print(f"  skipped: {reason}", flush=True)
+        return
+    single, batched = rows["pg_single"], rows["pg_batch"]
+    with throwaway_database() as url, mosquitto_stack(work / "pg", viewer=False, db_url=url) as (
+            broker, db, _, _, bridge_pid):
+        sub = Subscriber(broker)
+        try:
+            for r in range(args.rounds):
+                single.add(stored_rate(broker, db, work, f"s{r}", args.single_points, args.publishers,
+                                       pids=[bridge_pid]))
+                raw = delivered_rate(broker, sub, work, f"m{r}", args.single_points, args.publishers)
+                single.baseline.append(raw)
+                batched.baseline.append(raw)
+                batched.add(stored_rate(broker, db, work, f"a{r}", args.batch_points, args.publishers, 100,
+                                        pids=[bridge_pid]))
+                print(f"  postgres round {r}: single {single.ours[-1]:,.0f} points/s "
+                      f"({single.cpu[-1]:.2f} CPU s/10k), arrays of 100 {batched.ours[-1]:,.0f} points/s "
+                      f"({batched.cpu[-1]:.3f} CPU s/10k), raw pub->sub {raw:,.0f} msg/s", flush=True)
+        finally:
+            sub.close()
 
 
 # ---------------------------------------------------------------- 3. latency publish -> SSE
@@ -679,6 +738,10 @@ def make_rows() -> dict[str, Row]:
         "bridge_batch": Row("Mosquitto + bridge, arrays of 100, stored", "points/s",
                             baseline_name="Mosquitto pub->sub (msg/s)", target=">= 100,000/s",
                             check=lambda r: r.median >= 100_000),
+        "pg_single": Row("Mosquitto + bridge on PostgreSQL, 1 point/msg", "points/s",
+                         baseline_name="Mosquitto pub->sub (msg/s)"),
+        "pg_batch": Row("Mosquitto + bridge on PostgreSQL, arrays of 100", "points/s",
+                        baseline_name="Mosquitto pub->sub (msg/s)"),
         "latency_serve": Row("latency pub->SSE, rtdp serve (p50 | p99)", "ms", baseline_name="p99",
                              target="p50 <= 20, p99 <= 50",
                              check=lambda r: r.median <= 20 and r.base_median <= 50),
@@ -727,7 +790,7 @@ def print_table(rows: dict[str, Row]) -> str:
     return text
 
 
-SECTIONS = ("embedded", "layouts", "bridge", "http", "history")
+SECTIONS = ("embedded", "layouts", "bridge", "postgres", "http", "history")
 
 
 def main() -> int:
@@ -760,8 +823,9 @@ def main() -> int:
     try:
         for section in sections:
             print(f"{section}:", flush=True)
-            {"embedded": bench_embedded, "layouts": bench_layouts, "bridge": bench_bridge, "http": bench_http,
-             "history": bench_history}[section](work / section, args, rows)
+            {"embedded": bench_embedded, "layouts": bench_layouts, "bridge": bench_bridge,
+             "postgres": bench_postgres, "http": bench_http, "history": bench_history}[section](
+                work / section, args, rows)
     finally:
         if args.keep:
             print(f"work dir kept: {work}")
