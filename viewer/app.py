@@ -102,6 +102,7 @@ def create_app(
             max_pending=settings.http_max_pending,
             timeout=settings.http_publish_timeout,
             on_stored=hub.dispatch,
+            watched=hub.watched,
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))

@@ -85,6 +85,10 @@ class Hub:
             if not subs:
                 del self._feeds[sub.feed]
 
+    def watched(self, feed: str) -> bool:
+        """Whether any stream listens to `feed` (else its stored notices need not even be parsed)."""
+        return feed in self._feeds
+
     @property
     def client_count(self) -> int:
         return sum(len(subs) for subs in self._feeds.values())

@@ -177,6 +177,22 @@ def test_hub_drops_only_the_slow_subscriber() -> None:
     asyncio.run(scenario())
 
 
+def test_hub_says_which_feeds_are_watched() -> None:
+    """The publisher drops notices for unwatched feeds unparsed; a stream subscribes before replaying."""
+
+    async def scenario() -> None:
+        hub = Hub(queue_size=3)
+        assert not hub.watched("f")
+        first, second = hub.subscribe("f"), hub.subscribe("f")
+        assert hub.watched("f") and not hub.watched("g")
+        first.close()
+        assert hub.watched("f")
+        second.close()
+        assert not hub.watched("f")
+
+    asyncio.run(scenario())
+
+
 def test_open_stream_ends_when_access_is_revoked(live_server: LiveServer, live_world: World) -> None:
     """Permission is asked again while a stream is open: a revoked token, or a public feed made
     private again, ends the stream (the client's reconnect then gets 401/403/404)."""
