@@ -388,7 +388,12 @@ def bench_embedded(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -
             for r in range(args.rounds):  # interleaved: load from other jobs hits both alike
                 row.add(stored_rate(ours, db, work, f"e{r}", args.embedded_points, args.publishers, pids=[serve.pid]))
                 row.baseline.append(delivered_rate(alone, sub, work, f"b{r}", args.embedded_points, args.publishers))
+                arrays = rows["embedded_batch"]
+                arrays.add(stored_rate(ours, db, work, f"ea{r}", args.batch_points // 2, args.publishers, 100,
+                                       pids=[serve.pid]))
+                arrays.baseline.append(row.baseline[-1])
                 print(f"  embedded round {r}: serve {row.ours[-1]:,.0f} points/s ({row.cpu[-1]:.2f} CPU s/10k), "
+                      f"arrays of 100 {arrays.ours[-1]:,.0f} points/s ({arrays.cpu[-1]:.3f} CPU s/10k), "
                       f"broker alone {row.baseline[-1]:,.0f} msg/s", flush=True)
         finally:
             sub.close()
@@ -399,6 +404,8 @@ def bench_embedded(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -
         if args.profile:
             profile(serve.pid, work / "serve-profile.txt", lambda: stored_rate(
                 ours, db, work, "prof", args.embedded_points, args.publishers))
+            profile(serve.pid, work / "serve-arrays-profile.txt", lambda: stored_rate(
+                ours, db, work, "parr", args.batch_points // 2, args.publishers, 100))
         bench_latency(work, args, rows["latency_serve"], ours, f"http://127.0.0.1:{http_port}", serve_token)
 
 
@@ -730,6 +737,8 @@ def make_rows() -> dict[str, Row]:
         "embedded": Row("rtdp serve, QoS 1, 1 point/msg, stored", "points/s",
                         baseline_name="rtdp broker alone pub->sub",
                         target="ratio >= 0.8", check=lambda r: r.ratio >= 0.8),
+        "embedded_batch": Row("rtdp serve, QoS 1, arrays of 100, stored", "points/s",
+                              baseline_name="rtdp broker alone pub->sub (msg/s)"),
         "embedded_lost": Row("rtdp serve, points lost when the publisher exits at once", "points of 2000",
                              target="0", check=lambda r: r.median == 0),
         "bridge_single": Row("Mosquitto + bridge, 1 point/msg, stored", "points/s",
