@@ -223,3 +223,28 @@ def test_a_will_is_checked_again_when_it_fires(
             watcher.publish("feeds/manual_feed_a/status", b"marker")
             watcher.wait_message("feeds/manual_feed_a/status", b"marker")
             assert ("feeds/manual_feed_a/status", b"will") not in watcher.received()
+
+
+def test_packets_written_in_one_iteration_leave_together_in_order() -> None:
+    """The coalescing writer under amqtt: one send() per loop iteration, nothing reordered, nothing
+    left behind at close (a real socket pair)."""
+    from broker.server import _CoalescingWriter
+
+    async def scenario() -> bytes:
+        left, right = socket.socketpair()
+        _, raw_writer = await asyncio.open_connection(sock=left)
+        reader, _ = await asyncio.open_connection(sock=right)
+        writer = _CoalescingWriter(raw_writer)
+        sent: list[bytes] = []
+        original = raw_writer.write
+        raw_writer.write = lambda data: (sent.append(data), original(data))[1]  # type: ignore[method-assign]
+        for i in range(5):
+            writer.write(b"%d," % i)
+            await writer.drain()  # amqtt drains after every packet: that must not split them
+        await asyncio.sleep(0)
+        assert sent == [b"0,1,2,3,4,"]
+        writer.write(b"last")
+        await writer.close()  # before the next iteration: held data goes first
+        return await reader.read()
+
+    assert asyncio.run(scenario()) == b"0,1,2,3,4,last"
