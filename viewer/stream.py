@@ -29,6 +29,7 @@ from viewer.state import ViewerState, viewer_state
 
 REPLAY_PAGE = 5000
 _NOTHING = StoredEvent(0, "", 0.0, 0.0)  # no event within the recheck period
+MAX_POINT_ID = 2**63 - 1  # a 64-bit integer key (SQLite, PostgreSQL bigint); beyond it the query fails
 
 
 def _last_event_id(request: Request) -> int | None:
@@ -41,6 +42,8 @@ def _last_event_id(request: Request) -> int | None:
         raise InvalidInput("Last-Event-ID must be a point id (an integer)", field="last_event_id") from None
     if number < 0:
         raise InvalidInput("Last-Event-ID must not be negative", field="last_event_id")
+    if number > MAX_POINT_ID:
+        raise InvalidInput(f"Last-Event-ID must be at most {MAX_POINT_ID}", field="last_event_id")
     return number
 
 
