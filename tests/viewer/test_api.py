@@ -85,6 +85,21 @@ def test_create_update_delete(client: TestClient, world: World) -> None:
     assert client.get(f"{API}/new_feed", headers=AP).status_code == 404
 
 
+def test_retention_points_must_be_a_whole_number(client: TestClient, world: World) -> None:
+    # JSON's 1e400 is infinity (once a 500), and 1.5 was cut to 1: a purge down to one point per axis.
+    body = {"retention_points": 100}
+    assert client.patch(f"{API}/feed_a", json=body, headers=EP).json()["retention_points"] == 100
+    for raw in (b'{"retention_points": 1e400}', b'{"retention_points": -1e400}', b'{"retention_points": 1.5}'):
+        for method, url in (("PATCH", f"{API}/feed_a"), ("POST", API)):
+            content = raw if method == "PATCH" else raw.replace(b"{", b'{"name": "rp_feed", ', 1)
+            response = client.request(method, url, content=content, headers={**EP, "Content-Type": "application/json"})
+            assert response.status_code == 400, (method, raw, response.text)
+            assert response.json()["field"] == "retention_points"
+    assert client.get(f"{API}/feed_a", headers=EP).json()["retention_points"] == 100
+    assert client.get(f"{API}/rp_feed", headers=EP).status_code == 404
+    assert client.patch(f"{API}/feed_a", json={"retention_points": 5.0}, headers=EP).json()["retention_points"] == 5
+
+
 def test_axes(client: TestClient, world: World) -> None:
     url = f"{API}/feed_t/axes"
     assert client.get(url, headers=EP).json()["axes"][0]["name"] == "temp"
