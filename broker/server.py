@@ -86,7 +86,22 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        checked again when it fires.
     6. amqtt never drops a client that went silent (keepalive not enforced, `_KeepAliveHandler`); here a
        client that sends nothing for 1.5 x its keepalive is disconnected and its will fires.
+    7. amqtt ends a session's message loop at a publish to a `$` topic and leaves the connection open,
+       so every later publish of that client was acknowledged and silently dropped. Here such a publish
+       is refused like any other topic the client may not publish to, and the session goes on.
     """
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        message = wait_deliver.result()
+        topic = getattr(message, "topic", None)
+        if topic and topic.startswith("$"):
+            # Fix 7: the ACL refuses (logs and counts) it; nothing may publish to a $ topic, not even the
+            # service account, so the message is dropped either way.
+            await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH)
+            return True
+        return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # amqtt's own method (its name: "retained" means "queued while offline"), with retain=False.
