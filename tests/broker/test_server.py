@@ -122,6 +122,26 @@ def test_persistent_session_gets_messages_queued_while_offline(embedded: Embedde
         assert bridge.messages == [("feeds/manual_feed_a/a", b"while-offline", False)]
 
 
+@pytest.mark.parametrize("clean_session", [True, False], ids=["clean", "persistent"])
+def test_another_user_may_not_take_a_client_id_held_by_a_session(
+    embedded: EmbeddedBrokerHandle, clean_session: bool
+) -> None:
+    """ap, connecting with the client id of ep's persistent offline session, was handed what amqtt had
+    queued for ep (checked against ep's rights), i.e. ep's private points; a clean CONNECT wiped it."""
+    with connected(embedded.endpoint("ep@nothing.com", PASSWORD), "ep-device", clean_session=False) as ep:
+        assert ep.subscribe("feeds/manual_feed_a/#") == 1
+    wait_for(lambda: session_counts(embedded.broker).offline == 1, what="the session to be offline")
+    with connected(embedded.endpoint("ep@nothing.com", PASSWORD)) as publisher:
+        publisher.publish("feeds/manual_feed_a/a", b"private")
+    wait_for(lambda: session_counts(embedded.broker).queued_offline == 1, what="the message to be queued")
+    ap = open_client(embedded.endpoint("ap@nothing.com", PASSWORD), "ep-device", clean_session=clean_session)
+    close(ap)
+    assert ap.connack is not None and ap.connack.value == NOT_AUTHORIZED
+    assert ap.received() == []
+    with connected(embedded.endpoint("ep@nothing.com", PASSWORD), "ep-device", clean_session=False) as ep:
+        ep.wait_message("feeds/manual_feed_a/a", b"private")
+
+
 def test_take_over_keeps_the_new_connections_rights(embedded: EmbeddedBrokerHandle) -> None:
     """A second CONNECT with the same client id replaces the session (amqtt leaves the old
     connection open); when the old one disconnects, the broker must not forget who the new one is."""
