@@ -371,7 +371,14 @@ async def batch_points(request: Request) -> Response:
         except InvalidInput as exc:
             raise InvalidInput(f"element {index}: {exc.message}", index=index, field="axis") from None
         axis_names.append(item["axis"])
-    feed, missing = await state.run_db(_batch_targets, principal, name, set(axis_names), state.settings.auto_create)
+    distinct = set(axis_names)
+    if len(distinct) > state.settings.http_max_pending:
+        # One publish per axis, and no more than http_max_pending may await the broker: such a batch
+        # could never be accepted whole, only stored in part and answered 503 at every retry.
+        raise InvalidInput(
+            f"batch spans {len(distinct)} axes; at most {state.settings.http_max_pending} per request"
+        )
+    feed, missing = await state.run_db(_batch_targets, principal, name, distinct, state.settings.auto_create)
     casts = feed_casts(feed)
     now = time.time()
     by_axis: dict[str, list[Sample]] = defaultdict(list)
