@@ -89,6 +89,8 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     7. amqtt ends a session's message loop at a publish to a `$` topic and leaves the connection open,
        so every later publish of that client was acknowledged and silently dropped. Here such a publish
        is refused like any other topic the client may not publish to, and the session goes on.
+    8. For a PUBLISH without topic amqtt logs "closing connection" but leaves it open, ignoring the
+       client from then on. Here the connection is closed (MQTT 3.1.1 section 4.8).
     """
 
     async def _handle_message_delivery(
@@ -199,7 +201,10 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
                     unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
                 if connected and wait_deliver in done:
                     if not await self._handle_message_delivery(client_session, handler, wait_deliver):
-                        break
+                        # Fix 8: a PUBLISH without topic is a protocol error; amqtt only left this loop,
+                        # and the still open connection was acknowledged and ignored from then on.
+                        # Close it, and go on to handle that disconnect as any other.
+                        await handler.handle_connection_closed()
                     wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
             except asyncio.CancelledError:
                 break

@@ -142,6 +142,35 @@ def test_another_user_may_not_take_a_client_id_held_by_a_session(
         ep.wait_message("feeds/manual_feed_a/a", b"private")
 
 
+def _raw_packet(kind: int, body: bytes) -> bytes:
+    length, size = b"", len(body)
+    while True:
+        digit, size = size % 128, size // 128
+        length += bytes([digit | (0x80 if size else 0)])
+        if not size:
+            return bytes([kind]) + length + body
+
+
+def _mqtt_string(text: str) -> bytes:
+    return len(text.encode()).to_bytes(2, "big") + text.encode()
+
+
+def test_a_publish_without_topic_closes_the_connection(embedded: EmbeddedBrokerHandle) -> None:
+    """paho cannot send it: a PUBLISH with an empty topic (MQTT-4.7.3-1). amqtt logged "closing
+    connection" but only stopped the session's loop: the client was acknowledged and ignored forever."""
+    endpoint = embedded.endpoint("ep@nothing.com", PASSWORD)
+    connect = _mqtt_string("MQTT") + bytes([4, 0xC2]) + (30).to_bytes(2, "big")
+    connect += _mqtt_string("raw-client") + _mqtt_string("ep@nothing.com") + _mqtt_string(PASSWORD)
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as raw:
+        raw.sendall(_raw_packet(0x10, connect))
+        assert raw.recv(4) == bytes([0x20, 2, 0, 0])  # CONNACK, accepted
+        raw.sendall(_raw_packet(0x32, _mqtt_string("") + (1).to_bytes(2, "big") + b"1"))
+        received = b""
+        while chunk := raw.recv(64):  # the PUBACK (sent before any check), then the close
+            received += chunk
+        assert received in (b"", bytes([0x40, 2, 0, 1]))
+
+
 def test_take_over_keeps_the_new_connections_rights(embedded: EmbeddedBrokerHandle) -> None:
     """A second CONNECT with the same client id replaces the session (amqtt leaves the old
     connection open); when the old one disconnects, the broker must not forget who the new one is."""
