@@ -95,6 +95,11 @@ class _Held:
     expires: float
 
 
+def _rights(principal: Principal) -> tuple[bool, int, int | None, Access | None]:
+    """Who a principal is and what its token limits it to: a session passes only to the same rights."""
+    return principal.service, principal.user_id, principal.token_feed_id, principal.token_access
+
+
 class AccessControl:
     """Authentication and topic decisions for one embedded broker.
 
@@ -149,7 +154,8 @@ class AccessControl:
         """Check CONNECT credentials; on success remember the principal for the client id.
 
         A failed CONNECT leaves any principal already held for that client id alone, so a wrong
-        password sent with someone else's client id does not change what that client may do.
+        password sent with someone else's client id does not change what that client may do; and a
+        client id held under other rights (another user, another token scope) is refused.
         """
         if self.service.matches(username, password):
             held = _Held(self.service.principal(), math.inf)  # a secret of this process: never revoked
@@ -160,6 +166,16 @@ class AccessControl:
                 return False
             principal, verified = checked
             held = _Held(principal, verified + self.credential_ttl)
+        previous = self._principals.get(client_id or "")
+        if previous is not None and _rights(previous.principal) != _rights(held.principal):
+            # A session (connected, or persistent and offline) is held under this client id by someone
+            # with other rights: resuming it would hand them what amqtt queued under the holder's rights,
+            # and a clean CONNECT would wipe the holder's subscriptions.
+            self.auth_failures += 1
+            self._log.warning(
+                "client-id", "MQTT login by %r refused: client id %r is held by another user", username, client_id
+            )
+            return False
         self._principals[client_id or ""] = held
         return True
 

@@ -96,8 +96,8 @@ class _CoalescingWriter(StreamWriterAdapter):  # type: ignore[misc]
 
 
 class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
-    """amqtt 0.12.1 (pinned) with three security fixes and three delivery fixes, all overriding private
-    methods.
+    """amqtt 0.12.1 (pinned) with these fixes (1, 2 and 5 for security, the rest for delivery), all overriding
+    private methods, and two costs per message removed (`_topic_filtering`, `_CoalescingWriter`).
 
     1. amqtt applies a CONNECT's client id (deleting a clean session's subscriptions, or taking an
        existing session over) before it checks the password, so a wrong password with the bridge's
@@ -121,6 +121,11 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        checked again when it fires.
     6. amqtt never drops a client that went silent (keepalive not enforced, `_KeepAliveHandler`); here a
        client that sends nothing for 1.5 x its keepalive is disconnected and its will fires.
+    7. amqtt ends a session's message loop at a publish to a `$` topic and leaves the connection open,
+       so every later publish of that client was acknowledged and silently dropped. Here such a publish
+       is refused like any other topic the client may not publish to, and the session goes on.
+    8. For a PUBLISH without topic amqtt logs "closing connection" but leaves it open, ignoring the
+       client from then on. Here the connection is closed (MQTT 3.1.1 section 4.8).
     """
 
     def __init__(self, config: dict[str, Any], access: AccessControl) -> None:
@@ -139,6 +144,18 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
         await self._client_connected(listener_name, StreamReaderAdapter(reader), _CoalescingWriter(writer))
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        message = wait_deliver.result()
+        topic = getattr(message, "topic", None)
+        if topic and topic.startswith("$"):
+            # Fix 7: the ACL refuses (logs and counts) it; nothing may publish to a $ topic, not even the
+            # service account, so the message is dropped either way.
+            await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH)
+            return True
+        return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # amqtt's own method (its name: "retained" means "queued while offline"), with retain=False.
@@ -236,7 +253,10 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
                     unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
                 if connected and wait_deliver in done:
                     if not await self._handle_message_delivery(client_session, handler, wait_deliver):
-                        break
+                        # Fix 8: a PUBLISH without topic is a protocol error; amqtt only left this loop,
+                        # and the still open connection was acknowledged and ignored from then on.
+                        # Close it, and go on to handle that disconnect as any other.
+                        await handler.handle_connection_closed()
                     wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
             except asyncio.CancelledError:
                 break

@@ -26,6 +26,11 @@ class MonotonicIdField(pw.BigAutoField):
         return node
 
 
+# The largest id any row can have (64-bit keys on SQLite and PostgreSQL): a larger number from outside
+# matches nothing, and SQLite would raise OverflowError on it.
+MAX_ID = 2**63 - 1
+
+
 class BaseModel(pw.Model):
     class Meta:
         database = database_proxy

@@ -98,7 +98,7 @@ def check_retention(days: float | None, points: int | None) -> None:
     if days is not None and not 0 < days <= 36500:
         raise InvalidInput("retention days must be between 0 and 36500", field="retention_days")
     if points is not None and not 1 <= points <= 10**10:
-        raise InvalidInput("retention points must be positive", field="retention_points")
+        raise InvalidInput("retention points must be between 1 and 10000000000", field="retention_points")
 
 
 def create_axis(feed: Feed, name: str) -> Axis:

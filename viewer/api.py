@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -113,6 +114,16 @@ def _number_field(body: dict[str, Any], name: str) -> float | None:
     return value
 
 
+def _count_field(body: dict[str, Any], name: str) -> int | None:
+    """A whole number or null. JSON's 1e400 decodes to infinity, and int() would silently cut 1.5 to 1."""
+    value = _number_field(body, name)
+    if value is None:
+        return None
+    if not math.isfinite(value) or value != int(value):
+        raise InvalidInput(f"{name} must be a whole number or null", field=name)
+    return int(value)
+
+
 def _text_field(body: dict[str, Any], name: str, default: str = "") -> str:
     value = body.get(name, default)
     if not isinstance(value, str):
@@ -128,7 +139,7 @@ def _create_feed(principal: Principal, body: dict[str, Any], quota: int) -> dict
     unknown = set(body) - {"name", "x_cast", "y_cast", "description", "public", "retention_days", "retention_points"}
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))[:100]}")
-    days, points = _number_field(body, "retention_days"), _number_field(body, "retention_points")
+    days, points = _number_field(body, "retention_days"), _count_field(body, "retention_points")
     check_feed_quota(principal.user_id, quota)
     feed = create_feed(
         check_name(_text_field(body, "name"), "feed"),
@@ -138,7 +149,7 @@ def _create_feed(principal: Principal, body: dict[str, Any], quota: int) -> dict
         description=_text_field(body, "description"),
         public=bool(_bool_field(body, "public", False)),
         retention_days=days,
-        retention_points=None if points is None else int(points),
+        retention_points=points,
     )
     return _feeds_json([feed])[0]
 
@@ -155,8 +166,7 @@ def _update_feed(principal: Principal, name: str, body: dict[str, Any]) -> dict[
     if "retention_days" in body:
         feed.retention_days = _number_field(body, "retention_days")
     if "retention_points" in body:
-        points = _number_field(body, "retention_points")
-        feed.retention_points = None if points is None else int(points)
+        feed.retention_points = _count_field(body, "retention_points")
     check_retention(feed.retention_days, feed.retention_points)
     feed.save()
     return _feeds_json([feed])[0]
@@ -361,7 +371,14 @@ async def batch_points(request: Request) -> Response:
         except InvalidInput as exc:
             raise InvalidInput(f"element {index}: {exc.message}", index=index, field="axis") from None
         axis_names.append(item["axis"])
-    feed, missing = await state.run_db(_batch_targets, principal, name, set(axis_names), state.settings.auto_create)
+    distinct = set(axis_names)
+    if len(distinct) > state.settings.http_max_pending:
+        # One publish per axis, and no more than http_max_pending may await the broker: such a batch
+        # could never be accepted whole, only stored in part and answered 503 at every retry.
+        raise InvalidInput(
+            f"batch spans {len(distinct)} axes; at most {state.settings.http_max_pending} per request"
+        )
+    feed, missing = await state.run_db(_batch_targets, principal, name, distinct, state.settings.auto_create)
     casts = feed_casts(feed)
     now = time.time()
     by_axis: dict[str, list[Sample]] = defaultdict(list)

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from rtdp.casts import XCast, y_json
 from rtdp.codec import Casts
 from rtdp.errors import InvalidInput, RtdpError
-from rtdp.models import Feed
+from rtdp.models import MAX_ID, Feed
 from rtdp.store import feed_casts, points_after
 from viewer.access import find_feed
 from viewer.auth import principal_from_request
@@ -41,6 +41,8 @@ def _last_event_id(request: Request) -> int | None:
         raise InvalidInput("Last-Event-ID must be a point id (an integer)", field="last_event_id") from None
     if number < 0:
         raise InvalidInput("Last-Event-ID must not be negative", field="last_event_id")
+    if number > MAX_ID:
+        raise InvalidInput(f"Last-Event-ID must be at most {MAX_ID}", field="last_event_id")
     return number
 
 

@@ -168,6 +168,18 @@ def test_users_cannot_use_internal_or_other_topics(
     assert embedded.broker.access.refused_publishes == 6
 
 
+def test_a_dollar_topic_publish_is_refused_and_the_session_keeps_working(
+    embedded: EmbeddedBrokerHandle, service_sub: TestClient
+) -> None:
+    # amqtt stops a session's message loop at a publish to a $-topic but leaves the connection open:
+    # every later publish was acknowledged and silently dropped.
+    with connected(embedded.endpoint("ep@nothing.com", PASSWORD)) as ep:
+        assert not delivered_before_marker(ep, service_sub, "$SYS/broker/forged", "feeds/manual_feed_a/a")
+        assert not delivered_before_marker(ep, service_sub, "$x", "feeds/manual_feed_a/a", b"second")
+        assert not ep.disconnected.is_set()
+    assert embedded.broker.access.refused_publishes == 2
+
+
 # -- subscribing and receiving ---------------------------------------------------------------------
 
 

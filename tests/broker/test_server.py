@@ -122,6 +122,55 @@ def test_persistent_session_gets_messages_queued_while_offline(embedded: Embedde
         assert bridge.messages == [("feeds/manual_feed_a/a", b"while-offline", False)]
 
 
+@pytest.mark.parametrize("clean_session", [True, False], ids=["clean", "persistent"])
+def test_another_user_may_not_take_a_client_id_held_by_a_session(
+    embedded: EmbeddedBrokerHandle, clean_session: bool
+) -> None:
+    """ap, connecting with the client id of ep's persistent offline session, was handed what amqtt had
+    queued for ep (checked against ep's rights), i.e. ep's private points; a clean CONNECT wiped it."""
+    with connected(embedded.endpoint("ep@nothing.com", PASSWORD), "ep-device", clean_session=False) as ep:
+        assert ep.subscribe("feeds/manual_feed_a/#") == 1
+    wait_for(lambda: session_counts(embedded.broker).offline == 1, what="the session to be offline")
+    with connected(embedded.endpoint("ep@nothing.com", PASSWORD)) as publisher:
+        publisher.publish("feeds/manual_feed_a/a", b"private")
+    wait_for(lambda: session_counts(embedded.broker).queued_offline == 1, what="the message to be queued")
+    ap = open_client(embedded.endpoint("ap@nothing.com", PASSWORD), "ep-device", clean_session=clean_session)
+    close(ap)
+    assert ap.connack is not None and ap.connack.value == NOT_AUTHORIZED
+    assert ap.received() == []
+    with connected(embedded.endpoint("ep@nothing.com", PASSWORD), "ep-device", clean_session=False) as ep:
+        ep.wait_message("feeds/manual_feed_a/a", b"private")
+
+
+def _raw_packet(kind: int, body: bytes) -> bytes:
+    length, size = b"", len(body)
+    while True:
+        digit, size = size % 128, size // 128
+        length += bytes([digit | (0x80 if size else 0)])
+        if not size:
+            return bytes([kind]) + length + body
+
+
+def _mqtt_string(text: str) -> bytes:
+    return len(text.encode()).to_bytes(2, "big") + text.encode()
+
+
+def test_a_publish_without_topic_closes_the_connection(embedded: EmbeddedBrokerHandle) -> None:
+    """paho cannot send it: a PUBLISH with an empty topic (MQTT-4.7.3-1). amqtt logged "closing
+    connection" but only stopped the session's loop: the client was acknowledged and ignored forever."""
+    endpoint = embedded.endpoint("ep@nothing.com", PASSWORD)
+    connect = _mqtt_string("MQTT") + bytes([4, 0xC2]) + (30).to_bytes(2, "big")
+    connect += _mqtt_string("raw-client") + _mqtt_string("ep@nothing.com") + _mqtt_string(PASSWORD)
+    with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as raw:
+        raw.sendall(_raw_packet(0x10, connect))
+        assert raw.recv(4) == bytes([0x20, 2, 0, 0])  # CONNACK, accepted
+        raw.sendall(_raw_packet(0x32, _mqtt_string("") + (1).to_bytes(2, "big") + b"1"))
+        received = b""
+        while chunk := raw.recv(64):  # the PUBACK (sent before any check), then the close
+            received += chunk
+        assert received in (b"", bytes([0x40, 2, 0, 1]))
+
+
 def test_take_over_keeps_the_new_connections_rights(embedded: EmbeddedBrokerHandle) -> None:
     """A second CONNECT with the same client id replaces the session (amqtt leaves the old
     connection open); when the old one disconnects, the broker must not forget who the new one is."""

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 from pathlib import Path
 
@@ -85,6 +86,21 @@ def test_create_update_delete(client: TestClient, world: World) -> None:
     assert client.get(f"{API}/new_feed", headers=AP).status_code == 404
 
 
+def test_retention_points_must_be_a_whole_number(client: TestClient, world: World) -> None:
+    # JSON's 1e400 is infinity (once a 500), and 1.5 was cut to 1: a purge down to one point per axis.
+    body = {"retention_points": 100}
+    assert client.patch(f"{API}/feed_a", json=body, headers=EP).json()["retention_points"] == 100
+    for raw in (b'{"retention_points": 1e400}', b'{"retention_points": -1e400}', b'{"retention_points": 1.5}'):
+        for method, url in (("PATCH", f"{API}/feed_a"), ("POST", API)):
+            content = raw if method == "PATCH" else raw.replace(b"{", b'{"name": "rp_feed", ', 1)
+            response = client.request(method, url, content=content, headers={**EP, "Content-Type": "application/json"})
+            assert response.status_code == 400, (method, raw, response.text)
+            assert response.json()["field"] == "retention_points"
+    assert client.get(f"{API}/feed_a", headers=EP).json()["retention_points"] == 100
+    assert client.get(f"{API}/rp_feed", headers=EP).status_code == 404
+    assert client.patch(f"{API}/feed_a", json={"retention_points": 5.0}, headers=EP).json()["retention_points"] == 5
+
+
 def test_axes(client: TestClient, world: World) -> None:
     url = f"{API}/feed_t/axes"
     assert client.get(url, headers=EP).json()["axes"][0]["name"] == "temp"
@@ -163,6 +179,21 @@ def test_batch_is_all_or_nothing(client: TestClient, world: World, watcher: Watc
     assert wait_for(lambda: watcher.payloads("feeds/feed_a/axis_b")) == [[{"x": 1.0, "y": 10.0}]]
     assert watcher.payloads("feeds/feed_a/axis_a00") == [[{"x": 1.0, "y": 1.0}, {"x": 2.0, "y": 2.0}]]
     assert Axis.select().where(Axis.name == "axis_b").exists()
+
+
+def test_batch_over_more_axes_than_may_await_the_broker_is_refused_whole(settings: Settings) -> None:
+    # One publish per axis, at most http_max_pending awaiting PUBACK: a batch over more axes used to
+    # create every axis, store the first http_max_pending and answer 503, and so on at every retry.
+    with TestClient(create_app(dataclasses.replace(settings, http_max_pending=3))) as client:
+        wait_for(lambda: ready(client), what="the viewer to be ready")
+        make_world()
+        url = f"{API}/feed_a/points"
+        too_many = [{"axis": f"ax{i}", "x": 1, "y": i} for i in range(4)]
+        response = client.post(url, json=too_many, headers=EP)
+        assert response.status_code == 400, response.text
+        assert not Axis.select().where(Axis.name.in_([item["axis"] for item in too_many])).exists()
+        response = client.post(url, json=[*too_many[:3], {"axis": "ax0", "x": 2, "y": 5}], headers=EP)
+        assert response.status_code == 200, response.text
 
 
 def test_export_csv_and_json(client: TestClient, world: World) -> None:

@@ -284,6 +284,20 @@ def test_tokens_are_shown_once_and_can_be_revoked(client: TestClient, world: Wor
     assert Token.get_by_id(row.id).revoked
 
 
+def test_revoking_a_token_id_beyond_any_row_is_a_404(client: TestClient, world: World) -> None:
+    # 2**63 does not fit SQLite's integer: it was a 500 from an OverflowError.
+    login(client, "ap@nothing.com", "1234")
+
+    def revoke(token_id: str) -> int:
+        data = {"token_id": token_id, "csrf_token": csrf(client, "/account")}
+        return client.post("/account/tokens/revoke", data=data).status_code
+
+    for token_id in (str(2**63), "9" * 30, str(-(2**63) - 1)):
+        assert revoke(token_id) == 404, token_id
+    ep_token = Token.get(Token.user == world.ep.id)
+    assert revoke(str(ep_token.id)) == 404 and not Token.get_by_id(ep_token.id).revoked
+
+
 def test_a_token_revoked_on_the_account_page_stops_working_at_once(client: TestClient, world: World) -> None:
     """The viewer caches verified credentials; a change made through its own pages must not wait for that."""
     login(client, "ap@nothing.com", "1234")

@@ -132,6 +132,15 @@ def test_stream_permissions(live_server: LiveServer, live_world: World) -> None:
         assert kind == "comment"
 
 
+def test_last_event_id_beyond_any_point_id_is_a_400(live_server: LiveServer, live_world: World) -> None:
+    # A 64-bit point id is the most there can be: 2**63 once reached SQLite and killed the stream.
+    url = f"{live_server.url}/api/v1/feeds/feed_t/stream"
+    for value in (str(2**63), "9" * 30):
+        response = httpx.get(url, headers={**EP, "Last-Event-ID": value})
+        assert response.status_code == 400, value
+        assert response.json()["field"] == "last_event_id"
+
+
 def test_client_that_falls_behind_is_dropped_and_resumes(
     tmp_path: Any, mosquitto: Mosquitto, live_world: World, live_server: LiveServer
 ) -> None:

@@ -8,7 +8,7 @@ from starlette.responses import Response
 from rtdp.accounts import check_password, create_token, create_user
 from rtdp.credentials import hash_password, verify_password
 from rtdp.errors import AuthenticationFailed, InvalidInput, NotFound, RtdpError
-from rtdp.models import Feed, Token, User
+from rtdp.models import MAX_ID, Feed, Token, User
 from rtdp.permissions import Access, readable_feeds
 from viewer.pages.render import Ctx, error_field
 from viewer.session import sign_in, sign_out
@@ -140,6 +140,8 @@ def revoke_api_token(ctx: Ctx) -> Response:
         token_id = int(ctx.form.get("token_id", ""))
     except ValueError:
         raise InvalidInput("token_id must be a number") from None
+    if not 0 < token_id <= MAX_ID:
+        raise NotFound("no such token")
     updated = Token.update(revoked=True).where((Token.id == token_id) & (Token.user == user.id)).execute()
     if not updated:
         raise NotFound("no such token")
