@@ -176,20 +176,31 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
         replaced_xs: dict[int, list[float]] = defaultdict(list)
         for axis_id, x, _ in pending:
             replaced_xs[axis_id].append(x)
-        # Replace: delete then insert, so the replacement gets a new (higher) id for SSE replay.
-        # Repeated because on PostgreSQL a concurrent writer (another bridge of a share group) may
-        # insert the same (axis, x) between our delete and insert; SQLite holds its lock throughout.
+        # Replace with a new (higher) id for SSE replay: SQLite deletes then inserts; PostgreSQL
+        # updates the rows, id included (half the server's time of a delete and an insert). Repeated
+        # because on PostgreSQL a concurrent writer may delete or insert the same (axis, x) in between
+        # (the purge, another bridge of a share group); SQLite holds its lock throughout.
         replaced: dict[int, int] = defaultdict(int)
+        sqlite = _is_sqlite(db)
         for _ in range(REPLACE_ATTEMPTS):
             if not pending:
                 break
-            for start in range(0, len(pending), DELETE_CHUNK):
-                chunk = pending[start : start + DELETE_CHUNK]
-                for axis_id, count in _delete_points(db, [(a, x) for a, x, _ in chunk]).items():
-                    replaced[axis_id] += count
             done: list[StoredPoint] = []
-            for start in range(0, len(pending), INSERT_CHUNK):
-                done.extend(_insert_points(db, pending[start : start + INSERT_CHUNK], received))
+            absent = pending
+            if sqlite:
+                for start in range(0, len(pending), DELETE_CHUNK):
+                    chunk = pending[start : start + DELETE_CHUNK]
+                    for axis_id, count in _delete_points(db, [(a, x) for a, x, _ in chunk]).items():
+                        replaced[axis_id] += count
+            else:
+                for start in range(0, len(pending), INSERT_CHUNK):
+                    done.extend(_update_points(db, pending[start : start + INSERT_CHUNK], received))
+                for point in done:
+                    replaced[point.axis_id] += 1
+                updated = {(p.axis_id, p.x) for p in done}
+                absent = [row for row in pending if (row[0], row[1]) not in updated]
+            for start in range(0, len(absent), INSERT_CHUNK):
+                done.extend(_insert_points(db, absent[start : start + INSERT_CHUNK], received))
             stored.extend(done)
             written = {(p.axis_id, p.x) for p in done}
             pending = [row for row in pending if (row[0], row[1]) not in written]
@@ -262,18 +273,21 @@ def _insert_points(db: pw.Database, rows: Sequence[tuple[int, float, float]], re
     return list(map(StoredPoint._make, cursor.fetchall()))
 
 
+def _update_points(db: pw.Database, rows: Sequence[tuple[int, float, float]], received: float) -> list[StoredPoint]:
+    """PostgreSQL: give the stored points with these (axis, x) their new y and a new id; returns those
+    updated (a point deleted meanwhile is not)."""
+    axes, xs, ys = zip(*rows, strict=True)
+    cursor = _execute(db, _PG_UPDATE, (received, pg_ids(axes), pg_array(xs), pg_array(ys)))
+    return list(map(StoredPoint._make, cursor.fetchall()))
+
+
 def _delete_points(db: pw.Database, keys: Sequence[tuple[int, float]]) -> dict[int, int]:
-    """Delete the points with these (axis, x); returns how many each axis lost."""
-    if _is_sqlite(db):
-        params: list[object] = []
-        for axis_id, x in keys:
-            params += (axis_id, x)
-        cursor = _execute(db, _delete_sql(db.param, len(keys)), params)
-    else:
-        axes, xs = zip(*keys, strict=True)
-        cursor = _execute(db, _PG_DELETE, (pg_ids(axes), pg_array(xs)))
+    """SQLite: delete the points with these (axis, x); returns how many each axis lost."""
+    params: list[object] = []
+    for axis_id, x in keys:
+        params += (axis_id, x)
     counts: dict[int, int] = defaultdict(int)
-    for (axis_id,) in cursor.fetchall():
+    for (axis_id,) in _execute(db, _delete_sql(db.param, len(keys)), params).fetchall():
         counts[axis_id] += 1
     return counts
 
@@ -325,9 +339,13 @@ _PG_INSERT = (
     " SELECT axis, x, y, %s::float8 FROM unnest(%s::int8[], %s::float8[], %s::float8[]) AS new(axis, x, y)"
     f" ON CONFLICT ({_AXIS}, {_X}) DO NOTHING RETURNING {_ID}, {_AXIS}, {_X}, {_Y}"
 )
-_PG_DELETE = (
-    f"DELETE FROM {_TABLE} USING unnest(%s::int8[], %s::float8[]) AS gone(axis, x)"
-    f" WHERE {_TABLE}.{_AXIS} = gone.axis AND {_TABLE}.{_X} = gone.x RETURNING {_TABLE}.{_AXIS}"
+# DEFAULT: the next id from the sequence. The planner probes the (axis, x) index once per row
+# (checked with EXPLAIN on 2,000,000 points).
+_PG_UPDATE = (
+    f"UPDATE {_TABLE} SET {_ID} = DEFAULT, {_Y} = new.y, {_RECEIVED} = %s"
+    " FROM unnest(%s::int8[], %s::float8[], %s::float8[]) AS new(axis, x, y)"
+    f" WHERE {_TABLE}.{_AXIS} = new.axis AND {_TABLE}.{_X} = new.x"
+    f" RETURNING {_TABLE}.{_ID}, {_TABLE}.{_AXIS}, {_TABLE}.{_X}, {_TABLE}.{_Y}"
 )
 
 
