@@ -162,7 +162,7 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
             # that touches the feed rows waits for them.
             # Hand-written, one statement each: with a message per batch, building these with Peewee
             # and a round trip per feed cost a fifth of the time.
-            ids = pg_ids(axis_ids)
+            ids = _pg_ints(axis_ids)
             _execute(db, _PG_LOCK_FEEDS, (_PG_WRITE_LOCK, ids)).fetchall()
             _execute(db, _PG_LOCK_AXES, (ids,)).fetchall()
         # Insert what is new; a row that collides on (axis, x) is skipped here and replaced below.
@@ -269,7 +269,7 @@ def _insert_points(db: pw.Database, rows: Sequence[tuple[int, float, float]], re
         cursor = _execute(db, _insert_sql(db.param, len(rows)), params)
     else:
         axes, xs, ys = zip(*rows, strict=True)
-        cursor = _execute(db, _PG_INSERT, (received, pg_ids(axes), pg_array(xs), pg_array(ys)))
+        cursor = _execute(db, _PG_INSERT, (received, _pg_ints(axes), _pg_floats(xs), _pg_floats(ys)))
     return list(map(StoredPoint._make, cursor.fetchall()))
 
 
@@ -277,7 +277,7 @@ def _update_points(db: pw.Database, rows: Sequence[tuple[int, float, float]], re
     """PostgreSQL: give the stored points with these (axis, x) their new y and a new id; returns those
     updated (a point deleted meanwhile is not)."""
     axes, xs, ys = zip(*rows, strict=True)
-    cursor = _execute(db, _PG_UPDATE, (received, pg_ids(axes), pg_array(xs), pg_array(ys)))
+    cursor = _execute(db, _PG_UPDATE, (received, _pg_ints(axes), _pg_floats(xs), _pg_floats(ys)))
     return list(map(StoredPoint._make, cursor.fetchall()))
 
 
@@ -292,7 +292,7 @@ def _delete_points(db: pw.Database, keys: Sequence[tuple[int, float]]) -> dict[i
     return counts
 
 
-def pg_array(values: Iterable[float]) -> str:
+def _pg_floats(values: Iterable[float]) -> str:
     """A PostgreSQL array literal of floats, bound as one text parameter and cast in the statement.
 
     psycopg2 interpolates every parameter into the SQL text in Python, and the server then parses a
@@ -304,8 +304,8 @@ def pg_array(values: Iterable[float]) -> str:
     return "{" + ",".join(map(float.__repr__, map(float, values))) + "}"
 
 
-def pg_ids(values: Iterable[int]) -> str:
-    """A PostgreSQL array literal of integers (see pg_array)."""
+def _pg_ints(values: Iterable[int]) -> str:
+    """A PostgreSQL array literal of integers (see _pg_floats)."""
     return "{" + ",".join(map(str, map(int, values))) + "}"
 
 
