@@ -149,6 +149,23 @@ def test_write_points_returns_stored_points_in_id_order(axis: Axis) -> None:
     assert write_points([]) == []
 
 
+def test_every_float_is_stored_and_returned_exactly(axis: Axis, feed: Feed) -> None:
+    # PostgreSQL gets a batch as text arrays: each value must read back as the same double.
+    values = [0.1 + 0.2, 1 / 3, 5e-324, 2.2250738585072014e-308, 1.7976931348623157e308, -1e300, 2.0**53 + 2,
+              123456789.123456789, -0.5, 1e-7, 7]
+    other = create_axis(feed, "other")
+    batch = [(a, Sample(x, -x)) for x in values for a in (axis.id, other.id)]
+    stored = write_points(batch)
+    assert sorted((p.axis_id, p.x, p.y) for p in stored) == sorted((a, float(s.x), float(s.y)) for a, s in batch)
+    assert [(x, y) for _, x, y in rows(axis)] == sorted((float(x), -float(x)) for x in values)
+    # Replaced: the same values through the delete and the second insert.
+    again = write_points([(a, Sample(s.x, s.y * 2)) for a, s in batch])
+    assert sorted((p.axis_id, p.x, p.y) for p in again) == sorted((a, float(s.x), s.y * 2.0) for a, s in batch)
+    assert min(p.id for p in again) > max(p.id for p in stored)
+    assert [(x, y) for _, x, y in rows(other)] == sorted((float(x), -2.0 * x) for x in values)
+    assert fresh(axis).point_count == fresh(other).point_count == len(values)
+
+
 def test_same_x_replaces_with_a_higher_id(axis: Axis) -> None:
     first = write_points([(axis.id, Sample(1.0, 10.0)), (axis.id, Sample(2.0, 20.0))])
     second = write_points([(axis.id, Sample(2.0, 21.0)), (axis.id, Sample(3.0, 30.0))])
