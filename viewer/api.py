@@ -19,12 +19,14 @@ from rtdp.casts import XCast, cast_x, y_json
 from rtdp.codec import MAX_BATCH, Casts, Sample, encode, sample_from_fields
 from rtdp.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from rtdp.models import Axis, Feed, User
-from rtdp.permissions import Access, Principal, check_feed_quota, may_create_feeds, readable_feeds
+from rtdp.permissions import Access, Principal, allowed, check_feed_quota, may_create_feeds, readable_feeds
+from rtdp.settings import Settings
 from rtdp.store import (
     check_retention,
     create_axis,
     create_feed,
     ensure_axis,
+    ensure_feed,
     feed_casts,
     get_axis,
     query_points,
@@ -335,19 +337,50 @@ async def points_route(request: Request) -> Response:
     return JSONResponse({"feed": feed.name, "axis": axis.name, "points": points})
 
 
-def _batch_targets(principal: Principal, name: str, axes: set[str], auto_create: bool) -> tuple[Feed, list[str]]:
-    """The feed, and the axes auto-create will make once every element proved valid (nothing written here)."""
+def _batch_targets(
+    principal: Principal, name: str, axes: set[str], settings: Settings
+) -> tuple[Feed | None, list[str]]:
+    """The feed (None: auto-create will make it), and the axes auto-create will make once every element
+    proved valid. Nothing is written here."""
+    if not Feed.select().where(Feed.name == name).exists():
+        if not settings.auto_create:
+            raise NotFound(f"no feed named {name!r} (auto-create is off)", feed=name)
+        if not may_create_feeds(principal):
+            raise PermissionDenied("this token may not create feeds", feed=name)
+        check_feed_quota(principal.user_id, settings.feed_quota)
+        return None, sorted(axes)
     feed = find_feed(principal, name, Access.WRITE)
     existing = {a.name for a in Axis.select(Axis.name).where((Axis.feed == feed.id) & Axis.name.in_(list(axes)))}
     missing = sorted(axes - existing)
-    if missing and not auto_create:
+    if missing and not settings.auto_create:
         raise NotFound(f"feed {name!r} has no axis {missing[0]!r} (auto-create is off)", axis=missing[0])
     return feed, missing
 
 
-def _create_axes(feed: Feed, names: list[str]) -> None:
-    for axis_name in names:
+def _create_targets(principal: Principal, name: str, feed: Feed | None, axes: list[str], quota: int) -> Feed:
+    """Only once the whole batch is valid: the feed (owned by the caller, within the quota; or the one
+    someone made meanwhile, if the caller may write to it) and its missing axes."""
+    if feed is None:
+        check_feed_quota(principal.user_id, quota)
+        feed = ensure_feed(name, principal.user_id)
+        if not allowed(principal, feed, Access.WRITE):
+            raise PermissionDenied(f"you may not write to feed {name!r}", feed=name)
+    for axis_name in axes:
         ensure_axis(feed, axis_name)
+    return feed
+
+
+def _samples(document: list[Any], axis_names: list[str], casts: Casts, settings: Settings) -> dict[str, list[Sample]]:
+    """Every element cast for the feed, by axis; the first bad one refuses the whole batch, by index."""
+    now = time.time()
+    by_axis: dict[str, list[Sample]] = defaultdict(list)
+    for index, (item, axis_name) in enumerate(zip(document, axis_names, strict=True)):
+        try:
+            sample = sample_from_fields(item.get("x"), item.get("y"), casts, now=now, tz=settings.tz)
+        except InvalidInput as exc:
+            raise InvalidInput(f"element {index}: {exc.message}", index=index, **exc.detail) from None
+        by_axis[axis_name].append(sample)
+    return by_axis
 
 
 async def batch_points(request: Request) -> Response:
@@ -355,6 +388,7 @@ async def batch_points(request: Request) -> Response:
     state = viewer_state(request)
     principal = await require_principal(request)
     name = request.path_params["feed"]
+    check_name(name, "feed")
     document = await read_json(request, state.settings.max_payload)
     if not isinstance(document, list) or not document:
         raise InvalidInput("the body must be a non-empty JSON array of {\"axis\", \"x\", \"y\"} objects")
@@ -378,19 +412,17 @@ async def batch_points(request: Request) -> Response:
         raise InvalidInput(
             f"batch spans {len(distinct)} axes; at most {state.settings.http_max_pending} per request"
         )
-    feed, missing = await state.run_db(_batch_targets, principal, name, distinct, state.settings.auto_create)
-    casts = feed_casts(feed)
-    now = time.time()
-    by_axis: dict[str, list[Sample]] = defaultdict(list)
-    for index, (item, axis_name) in enumerate(zip(document, axis_names, strict=True)):
-        try:
-            sample = sample_from_fields(item.get("x"), item.get("y"), casts, now=now, tz=state.settings.tz)
-        except InvalidInput as exc:
-            raise InvalidInput(f"element {index}: {exc.message}", index=index, **exc.detail) from None
-        by_axis[axis_name].append(sample)
-    if missing:
-        # Only now: a batch refused for a bad element creates no axis.
-        await state.run_db(_create_axes, feed, missing)
+    settings = state.settings
+    target, missing = await state.run_db(_batch_targets, principal, name, distinct, settings)
+    casts = feed_casts(target if target is not None else Feed())  # a new feed gets the model's casts
+    by_axis = _samples(document, axis_names, casts, settings)
+    if target is None or missing:
+        # Only now: a batch refused for a bad element creates nothing.
+        feed = await state.run_db(_create_targets, principal, name, target, missing, settings.feed_quota)
+        if feed_casts(feed) != casts:  # someone created the feed meanwhile, with other casts
+            by_axis = _samples(document, axis_names, feed_casts(feed), settings)
+    else:
+        feed = target
     publishes = [
         state.publisher.publish(str(FeedTopic(feed.name, axis_name)), encode(samples))
         for axis_name, samples in by_axis.items()

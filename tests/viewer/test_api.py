@@ -181,6 +181,36 @@ def test_batch_is_all_or_nothing(client: TestClient, world: World, watcher: Watc
     assert Axis.select().where(Axis.name == "axis_b").exists()
 
 
+def test_batch_auto_creates_its_feed_for_the_caller_once_every_element_is_valid(
+    client: TestClient, world: World, watcher: Watcher
+) -> None:
+    """As the original URL does (README): the feed is the caller's, and a refused batch makes nothing."""
+    url = f"{API}/ap_batch/points"
+    x = 1.7e9
+    bad = [{"axis": "a", "x": x, "y": 1}, {"axis": "a", "x": x + 1, "y": "warm"}]
+    response = client.post(url, json=bad, headers=AP)
+    assert response.status_code == 400 and response.json()["index"] == 1
+    assert not Feed.select().where(Feed.name == "ap_batch").exists()
+    good = [{"axis": "a", "x": x, "y": 1}, {"axis": "b", "x": x, "y": 2}]
+    response = client.post(url, json=good, headers=AP)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"feed": "ap_batch", "accepted": 2, "axes": ["a", "b"]}
+    feed = Feed.get(Feed.name == "ap_batch")
+    assert feed.owner.email == "ap@nothing.com"
+    assert sorted(a.name for a in feed.axes) == ["a", "b"]
+    assert wait_for(lambda: watcher.payloads("feeds/ap_batch/b")) == [[{"x": x, "y": 2.0}]]
+    assert client.post(f"{API}/bad name/points", json=good, headers=AP).status_code == 400
+
+
+def test_batch_to_a_missing_feed_with_auto_create_off_is_404(settings: Settings) -> None:
+    with TestClient(create_app(settings.replace(auto_create=False))) as client:
+        wait_for(lambda: ready(client))
+        make_world()
+        response = client.post(f"{API}/nope/points", json=[{"axis": "a", "y": 1}], headers=EP)
+        assert response.status_code == 404 and "auto-create is off" in response.json()["error"]
+        assert not Feed.select().where(Feed.name == "nope").exists()
+
+
 def test_batch_over_more_axes_than_may_await_the_broker_is_refused_whole(settings: Settings) -> None:
     # One publish per axis, at most http_max_pending awaiting PUBACK: a batch over more axes used to
     # create every axis, store the first http_max_pending and answer 503, and so on at every retry.

@@ -355,10 +355,13 @@ def test_the_feed_quota_holds_on_every_way_to_create_a_feed(settings: Settings, 
             assert "feed quota reached: ep@nothing.com owns 2 feeds and may own 2" in refused.json()["error"]
         api = client.post("/api/v1/feeds", json={"name": "ep_api"}, headers=bearer(world.ep_token))
         assert api.status_code == 403 and api.json()["code"] == "feed_quota"
+        batch = client.post("/api/v1/feeds/ep_batch/points", json=[{"axis": "a", "y": 1}],
+                            headers=bearer(world.ep_token))
+        assert batch.status_code == 403 and batch.json()["code"] == "feed_quota"
         login(client, "ep@nothing.com", "1234")
         page = client.post("/feeds", data={"name": "ep_page", "csrf_token": csrf(client, "/")})
         assert page.status_code == 403 and "feed quota reached" in page.text
-        assert not Feed.select().where(Feed.name.in_(["ep_third", "ep_api", "ep_page"])).exists()
+        assert not Feed.select().where(Feed.name.in_(["ep_third", "ep_api", "ep_page", "ep_batch"])).exists()
         # Writing to feeds one owns is not creating one.
         assert client.get(f"{URL}/feed_t/temp?y=1", headers=bearer(world.ep_token)).status_code == 200
         assert client.get(f"{URL}/ap_second/a?y=1", headers=bearer(world.ap_token)).status_code == 200
