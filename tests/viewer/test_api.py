@@ -86,6 +86,26 @@ def test_create_update_delete(client: TestClient, world: World) -> None:
     assert client.get(f"{API}/new_feed", headers=AP).status_code == 404
 
 
+def test_a_token_for_one_feed_uses_its_points_but_cannot_change_or_delete_the_feed(
+    client: TestClient, world: World
+) -> None:
+    device = bearer(world.ep_other_feed_token)  # ep's token limited to feed_t
+    assert client.get(f"{API}/feed_t/axes/temp/points", headers=device).status_code == 200
+    assert client.post(f"{API}/feed_t/points", json=[{"axis": "temp", "y": 1}], headers=device).status_code == 200
+    for method, url, body in (
+        ("PATCH", f"{API}/feed_t", {"public": True}),
+        ("DELETE", f"{API}/feed_t", None),
+        ("PATCH", f"{API}/feed_t/axes/temp", {"name": "renamed"}),
+        ("DELETE", f"{API}/feed_t/axes/temp", None),
+    ):
+        response = client.request(method, url, json=body, headers=device)
+        assert response.status_code == 403, (method, url, response.text)
+    assert Feed.get(Feed.name == "feed_t").public is False
+    assert get_axis(world.feed_t, "temp") is not None
+    # ep's own login, or a token for all of ep's feeds, still may.
+    assert client.patch(f"{API}/feed_t", json={"description": "ok"}, headers=bearer(world.ep_token)).status_code == 200
+
+
 def test_retention_points_must_be_a_whole_number(client: TestClient, world: World) -> None:
     # JSON's 1e400 is infinity (once a 500), and 1.5 was cut to 1: a purge down to one point per axis.
     body = {"retention_points": 100}
