@@ -14,7 +14,7 @@ from rtdp.codec import Sample
 from rtdp.credentials import hash_token
 from rtdp.models import Axis, Feed, Share, Token, User
 from rtdp.settings import Settings
-from rtdp.store import create_axis, create_feed, write_points
+from rtdp.store import create_axis, create_feed, get_axis, write_points
 from tests.viewer.conftest import World
 from viewer.app import create_app
 from viewer.session import SECRET_FILE, SESSION_COOKIE, secret_key
@@ -436,3 +436,36 @@ def test_register_password_and_add_axis_errors_are_next_to_their_fields(client: 
         headers={"Accept": "application/json"},
     )
     assert as_json.status_code == 400 and as_json.json()["field"] == "axis"
+
+
+def test_the_original_page_urls_lead_to_their_pages_and_ap_is_refused_eps(client: TestClient, world: World) -> None:
+    """The original's TODO: ep at .../default/feed_data/<id> sees it, ap gets access denied."""
+    old = "/realtime_data_processor/default"
+    axis = get_axis(world.feed_a, "axis_a00")
+    feed_id, axis_id = world.feed_a.id, axis.id
+    # Not signed in: sign in first (following the redirect would show the feed's name).
+    answer = client.get(f"{old}/feed_data/{axis_id}", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/login?next=")
+    assert "feed_a" not in answer.headers["location"]
+    login(client, "ap@nothing.com", "1234")
+    for path in (f"feed_data/{axis_id}", f"feed_graph/{feed_id}", f"feed_axis_list/{feed_id}"):
+        refused = client.get(f"{old}/{path}", follow_redirects=False)
+        assert refused.status_code == 403 and "feed_a" not in refused.headers.get("location", ""), path
+    client.post("/logout", data={"csrf_token": csrf(client, "/")})
+    login(client, "ep@nothing.com", "1234")
+    expected = {
+        f"feed_data/{axis_id}": "/feeds/feed_a/axes/axis_a00",
+        f"feed_sparkline/{axis_id}": "/feeds/feed_a/sparklines",
+        f"feed_graph/{feed_id}": "/feeds/feed_a/graph",
+        f"feed_axis_list/{feed_id}": "/feeds/feed_a",
+        "feed_list": "/",
+        "admin_dashboard": "/admin",
+        "user/login": "/login",
+    }
+    for path, target in expected.items():
+        answer = client.get(f"{old}/{path}", follow_redirects=False)
+        assert (answer.status_code, answer.headers.get("location")) == (303, target), path
+    assert client.get(f"{old}/feed_data/{axis_id}").status_code == 200  # the page itself
+    for missing in ("feed_data/999999", "feed_data/x", "feed_data/\uff13", "feed_graph/99999999999999999999", "nope/1"):
+        assert client.get(f"{old}/{missing}", follow_redirects=False).status_code == 404, missing
+    assert client.get("/realtime_data_processor/tools/index", follow_redirects=False).headers["location"] == "/tools"

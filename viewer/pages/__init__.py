@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rtdp.settings import Settings
-from viewer.pages import accounts, admin, charts, feeds, tools
+from viewer.pages import accounts, admin, charts, feeds, legacy, tools
 from viewer.pages.render import STATIC, html_error_response, make_environment, page
 from viewer.session import session_middleware
 
@@ -62,6 +62,11 @@ def page_routes(settings: Settings) -> list[Route | Mount]:
         Route("/admin/stream", admin.admin_stream, methods=["GET"], name="admin_stream"),
         route("/tools", tools.tools_page, ["GET"], "tools"),
         route("/tools/{source}", tools.toggle_source, ["POST"], "toggle_source"),
+        # The original app's page URLs (its ingestion URL is in viewer.ingest).
+        route(legacy.PREFIX, legacy.legacy_page, ["GET"], "legacy_root"),
+        route(legacy.PREFIX + "/{controller}", legacy.legacy_page, ["GET"], "legacy_controller"),
+        route(legacy.PREFIX + "/{controller}/{function}", legacy.legacy_page, ["GET"], "legacy_function"),
+        route(legacy.PREFIX + "/{controller}/{function}/{arg}", legacy.legacy_page, ["GET"], "legacy_page"),
         Mount("/static", app=StaticFiles(directory=STATIC, check_dir=False), name="static"),
     ]
 
