@@ -95,9 +95,20 @@ class _Held:
     expires: float
 
 
-def _rights(principal: Principal) -> tuple[bool, int, int | None, Access | None]:
-    """Who a principal is and what its token limits it to: a session passes only to the same rights."""
-    return principal.service, principal.user_id, principal.token_feed_id, principal.token_access
+def session_id(client_id: str, principal: Principal) -> str:
+    """The id amqtt keeps a client's session under: the client's own id within the namespace of its
+    rights (who, and what its token limits it to).
+
+    Sessions of different rights can never meet: another user connecting with a device's client id
+    gets a session of its own instead of the device's queued messages, and cannot wipe or squat it;
+    a user's password login and their feed-limited device token do not share one either. A client
+    never sees the id (MQTT 3.1.1 has no way to tell it)."""
+    if principal.service:
+        return f"service/{client_id}"
+    scope = "" if principal.token_feed_id is None else f"f{principal.token_feed_id}"
+    if principal.token_access is not None:
+        scope += principal.token_access.value[0]
+    return f"u{principal.user_id}{'.' + scope if scope else ''}/{client_id}"
 
 
 class AccessControl:
@@ -154,30 +165,27 @@ class AccessControl:
         """Check CONNECT credentials; on success remember the principal for the client id.
 
         A failed CONNECT leaves any principal already held for that client id alone, so a wrong
-        password sent with someone else's client id does not change what that client may do; and a
-        client id held under other rights (another user, another token scope) is refused.
+        password sent with someone else's client id does not change what that client may do.
         """
-        if self.service.matches(username, password):
-            held = _Held(self.service.principal(), math.inf)  # a secret of this process: never revoked
-        else:
-            checked = await self._check_credentials(username, password)
-            if checked is None:
-                self.auth_failures += 1
-                return False
-            principal, verified = checked
-            held = _Held(principal, verified + self.credential_ttl)
-        previous = self._principals.get(client_id or "")
-        if previous is not None and _rights(previous.principal) != _rights(held.principal):
-            # A session (connected, or persistent and offline) is held under this client id by someone
-            # with other rights: resuming it would hand them what amqtt queued under the holder's rights,
-            # and a clean CONNECT would wipe the holder's subscriptions.
-            self.auth_failures += 1
-            self._log.warning(
-                "client-id", "MQTT login by %r refused: client id %r is held by another user", username, client_id
-            )
+        held = await self.login(username, password)
+        if held is None:
             return False
-        self._principals[client_id or ""] = held
+        self.hold(client_id, held)
         return True
+
+    async def login(self, username: str | None, password: str | None) -> _Held | None:
+        """The principal these credentials stand for (and until when), or None (counted as a failure)."""
+        if self.service.matches(username, password):
+            return _Held(self.service.principal(), math.inf)  # a secret of this process: never revoked
+        checked = await self._check_credentials(username, password)
+        if checked is None:
+            self.auth_failures += 1
+            return None
+        principal, verified = checked
+        return _Held(principal, verified + self.credential_ttl)
+
+    def hold(self, client_id: str | None, held: _Held) -> None:
+        self._principals[client_id or ""] = held
 
     async def _check_credentials(
         self, username: str | None, password: str | None

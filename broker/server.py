@@ -21,7 +21,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
-from broker.access import AccessControl, TopicAction
+from broker.access import AccessControl, TopicAction, session_id
 from broker.errors import BrokerError, PortInUse
 from broker.intake import Sink
 from broker.metrics import BrokerCollector
@@ -55,9 +55,10 @@ class _KeepAliveHandler(BrokerProtocolHandler):  # type: ignore[misc]
 
     def handle_read_timeout(self) -> None:
         # MQTT 3.1.1 section 3.1.2.10: nothing received for 1.5 x the keepalive is a network failure:
-        # close as if the connection dropped, so the broker fires the will (checked, fix 5).
-        if self._closing is None:
-            self._closing = asyncio.ensure_future(self.handle_connection_closed())
+        # close as if the connection dropped, so the broker fires the will (checked, fix 5). At every
+        # timeout, not once: before amqtt set up its disconnect waiter (a resumed session redelivering)
+        # the call does nothing; after it, a second call is a no-op. The reference keeps the task alive.
+        self._closing = asyncio.ensure_future(self.handle_connection_closed())
 
 
 class _CoalescingWriter(StreamWriterAdapter):  # type: ignore[misc]
@@ -96,7 +97,7 @@ class _CoalescingWriter(StreamWriterAdapter):  # type: ignore[misc]
 
 
 class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
-    """amqtt 0.12.1 (pinned) with these fixes (1, 2 and 5 for security, the rest for delivery), all overriding
+    """amqtt 0.12.1 (pinned) with these fixes (1, 2, 5 and 9 for security, the rest for delivery), all overriding
     private methods, and two costs per message removed (`_topic_filtering`, `_CoalescingWriter`).
 
     1. amqtt applies a CONNECT's client id (deleting a clean session's subscriptions, or taking an
@@ -126,6 +127,11 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        is refused like any other topic the client may not publish to, and the session goes on.
     8. For a PUBLISH without topic amqtt logs "closing connection" but leaves it open, ignoring the
        client from then on. Here the connection is closed (MQTT 3.1.1 section 4.8).
+    9. amqtt keeps sessions by the client id alone, so another user connecting with a device's id
+       resumed its session (and got what was queued for it) or wiped it. Here a session's id is the
+       client's id within the namespace of its rights (`broker.access.session_id`): the same user with
+       the same token scope resumes it; anyone else gets a session of their own. Queued messages are
+       checked again (RECEIVE) when they are finally sent.
     """
 
     def __init__(self, config: dict[str, Any], access: AccessControl) -> None:
@@ -165,6 +171,9 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         tasks = []
         while not session.retained_messages.empty():
             queued = await session.retained_messages.get()
+            # Checked when queued, against the rights of then: a share removed meanwhile counts now.
+            if not await self._topic_filtering(session, topic=queued.topic, action=Action.RECEIVE):
+                continue
             sending = handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
             tasks.append(asyncio.ensure_future(sending))
         if tasks:
@@ -184,10 +193,14 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             await writer.close()
             raise
 
-        if not await self._authenticate(client_session, None):
+        held = await self.access.login(client_session.username, client_session.password)
+        if held is None:
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
             raise MQTTError("CONNECT refused: bad credentials")
+        # Fix 9: the session lives under the client's id within the namespace of its rights.
+        client_session.client_id = session_id(client_session.client_id or gen_client_id(), held.principal)
+        self.access.hold(client_session.client_id, held)
         if client_session.will_flag and not await self._will_permitted(client_session):
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()

@@ -16,11 +16,12 @@ from broker.errors import PortInUse
 from broker.metrics import session_counts
 from broker.server import EmbeddedBroker
 from rtdp.accounts import ServiceAccount
-from rtdp.models import Share
+from rtdp.models import Share, Token
 from rtdp.mqtt import Endpoint
+from rtdp.permissions import Access
 from rtdp.settings import HostPort, Settings
 from tests.broker.clients import TestClient, close, connected, login_result, open_client, publish_lines
-from tests.broker.conftest import PASSWORD, World
+from tests.broker.conftest import PASSWORD, World, token_for
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
 from tests.support.env import free_port, port_open, wait_for, wait_port
 
@@ -122,53 +123,74 @@ def test_persistent_session_gets_messages_queued_while_offline(embedded: Embedde
         assert bridge.messages == [("feeds/manual_feed_a/a", b"while-offline", False)]
 
 
+def _queue_for_offline_session(embedded: EmbeddedBrokerHandle, endpoint: Endpoint, message: bytes) -> None:
+    """A persistent session `ep-device` subscribed to manual_feed_a, offline, with `message` queued."""
+    offline, queued = session_counts(embedded.broker).offline, session_counts(embedded.broker).queued_offline
+    with connected(endpoint, "ep-device", clean_session=False) as device:
+        assert device.subscribe("feeds/manual_feed_a/#") == 1
+    wait_for(lambda: session_counts(embedded.broker).offline == offline + 1, what="the session to be offline")
+    with connected(embedded.endpoint("ep@nothing.com", PASSWORD)) as publisher:
+        publisher.publish("feeds/manual_feed_a/a", message)
+    wait_for(lambda: session_counts(embedded.broker).queued_offline == queued + 1, what="the message to be queued")
+
+
 @pytest.mark.parametrize("clean_session", [True, False], ids=["clean", "persistent"])
-def test_another_user_may_not_take_a_client_id_held_by_a_session(
+def test_another_user_with_the_same_client_id_gets_a_session_of_its_own(
     embedded: EmbeddedBrokerHandle, clean_session: bool
 ) -> None:
-    """ap, connecting with the client id of ep's persistent offline session, was handed what amqtt had
-    queued for ep (checked against ep's rights), i.e. ep's private points; a clean CONNECT wiped it."""
-    with connected(embedded.endpoint("ep@nothing.com", PASSWORD), "ep-device", clean_session=False) as ep:
-        assert ep.subscribe("feeds/manual_feed_a/#") == 1
-    wait_for(lambda: session_counts(embedded.broker).offline == 1, what="the session to be offline")
-    with connected(embedded.endpoint("ep@nothing.com", PASSWORD)) as publisher:
-        publisher.publish("feeds/manual_feed_a/a", b"private")
-    wait_for(lambda: session_counts(embedded.broker).queued_offline == 1, what="the message to be queued")
+    """amqtt kept sessions by client id alone: ap, connecting with the id of ep's offline persistent
+    session, was handed what was queued for ep (ep's private points); a clean CONNECT wiped it. Refusing
+    such a CONNECT instead locked owners out of their own ids (a squatter, or their own other token)."""
+    ep = embedded.endpoint("ep@nothing.com", PASSWORD)
+    _queue_for_offline_session(embedded, ep, b"private")
     ap = open_client(embedded.endpoint("ap@nothing.com", PASSWORD), "ep-device", clean_session=clean_session)
     close(ap)
-    assert ap.connack is not None and ap.connack.value == NOT_AUTHORIZED
+    assert ap.connack is not None and not ap.connack.is_failure
+    # Queued messages go out once: ep still gets it, so ap did not.
+    with connected(ep, "ep-device", clean_session=False) as device:
+        device.wait_message("feeds/manual_feed_a/a", b"private")
     assert ap.received() == []
-    with connected(embedded.endpoint("ep@nothing.com", PASSWORD), "ep-device", clean_session=False) as ep:
-        ep.wait_message("feeds/manual_feed_a/a", b"private")
 
 
-def _raw_packet(kind: int, body: bytes) -> bytes:
-    length, size = b"", len(body)
-    while True:
-        digit, size = size % 128, size // 128
-        length += bytes([digit | (0x80 if size else 0)])
-        if not size:
-            return bytes([kind]) + length + body
+def test_nobody_is_locked_out_of_a_client_id(embedded: EmbeddedBrokerHandle, world: World) -> None:
+    """ap squatting ep's device id, and ep coming back with another token scope or a password."""
+    with connected(embedded.endpoint("ap@nothing.com", PASSWORD), "ep-device", clean_session=False):
+        pass
+    wait_for(lambda: session_counts(embedded.broker).offline == 1, what="ap's session to be offline")
+    device_token = token_for(world.ep, world.ep_feed, Access.WRITE)
+    _queue_for_offline_session(embedded, embedded.endpoint("device", device_token), b"mine")
+    with connected(embedded.endpoint("device", device_token), "ep-device", clean_session=False) as device:
+        device.wait_message("feeds/manual_feed_a/a", b"mine")
+    Token.update(revoked=True).execute()
+    for endpoint in (
+        embedded.endpoint("device", token_for(world.ep, world.ep_feed)),  # re-issued, read and write
+        embedded.endpoint("ep@nothing.com", PASSWORD),
+    ):
+        again = open_client(endpoint, "ep-device", clean_session=True)
+        close(again)
+        assert again.connack is not None and not again.connack.is_failure, again.connack
 
 
-def _mqtt_string(text: str) -> bytes:
-    return len(text.encode()).to_bytes(2, "big") + text.encode()
+def test_a_revoked_devices_session_is_not_resumed_by_another_user(
+    world: World, settings: Settings, service: ServiceAccount
+) -> None:
+    """Once the holder's token was revoked its principal was gone, and ap could resume the session."""
+    with running_embedded_broker(settings.replace(credential_ttl=0), service) as embedded:
+        _queue_for_offline_session(embedded, embedded.endpoint("device", token_for(world.ep)), b"private")
+        Token.update(revoked=True).execute()
+        with connected(embedded.endpoint("ep@nothing.com", PASSWORD)) as publisher:
 
+            def revoked() -> bool:  # the next message for the session re-checks its credentials
+                publisher.publish("feeds/manual_feed_a/a", b"trigger")
+                return embedded.broker.access.revoked >= 1
 
-def test_a_publish_without_topic_closes_the_connection(embedded: EmbeddedBrokerHandle) -> None:
-    """paho cannot send it: a PUBLISH with an empty topic (MQTT-4.7.3-1). amqtt logged "closing
-    connection" but only stopped the session's loop: the client was acknowledged and ignored forever."""
-    endpoint = embedded.endpoint("ep@nothing.com", PASSWORD)
-    connect = _mqtt_string("MQTT") + bytes([4, 0xC2]) + (30).to_bytes(2, "big")
-    connect += _mqtt_string("raw-client") + _mqtt_string("ep@nothing.com") + _mqtt_string(PASSWORD)
-    with socket.create_connection((endpoint.host, endpoint.port), timeout=10) as raw:
-        raw.sendall(_raw_packet(0x10, connect))
-        assert raw.recv(4) == bytes([0x20, 2, 0, 0])  # CONNACK, accepted
-        raw.sendall(_raw_packet(0x32, _mqtt_string("") + (1).to_bytes(2, "big") + b"1"))
-        received = b""
-        while chunk := raw.recv(64):  # the PUBACK (sent before any check), then the close
-            received += chunk
-        assert received in (b"", bytes([0x40, 2, 0, 1]))
+            wait_for(revoked, interval=0.2, what="the device's rights to be revoked")
+        ap = open_client(embedded.endpoint("ap@nothing.com", PASSWORD), "ep-device", clean_session=False)
+        close(ap)
+        assert ap.connack is not None and not ap.connack.is_failure
+        with connected(embedded.endpoint("device", token_for(world.ep)), "ep-device", clean_session=False) as device:
+            device.wait_message("feeds/manual_feed_a/a", b"private")
+        assert ("feeds/manual_feed_a/a", b"private") not in ap.received()
 
 
 def test_take_over_keeps_the_new_connections_rights(embedded: EmbeddedBrokerHandle) -> None:
