@@ -278,14 +278,10 @@ class Publisher:
         answered 503 must not be stored later behind its caller's back (a retry without x would store
         it twice). One the broker read before the connection dropped may be stored all the same."""
         futures = list(self._pending.values())
-        forget = [*self._pending, *self._late]
         self._pending.clear()
         self._late.clear()
-        client = self.client
-        # paho has no public way to drop a queued message; its queue is a dict by mid under this lock.
-        with client._out_message_mutex:
-            for mid in forget:
-                client._out_messages.pop(mid, None)
+        # paho queues nothing else of ours (only these publishes are QoS 1): drop all it would resend.
+        self.client.drop_out_messages()
         for future in futures:
             _fail(future)
 
