@@ -37,8 +37,8 @@ def find_feed(principal: Principal | None, name: str, access: Access = Access.RE
 def may_manage(principal: Principal, feed: Feed) -> bool:
     """Owner or admin, logged in or through a token for all their feeds that may write.
 
-    A token limited to one feed is a device's: it reads and writes that feed's points, but a stolen one
-    must not delete the feed's history, make it public or rename its axes."""
+    A token limited to one feed is a device's: it reads and writes that feed's points (so a stolen one
+    can still overwrite them), but it may not delete the feed, make it public or rename its axes."""
     if principal.token_feed_id is not None or not allowed(principal, feed, Access.WRITE):
         return False
     owner_id: int = feed.owner_id  # type: ignore[attr-defined]

@@ -357,17 +357,19 @@ def _batch_targets(
     return feed, missing
 
 
-def _create_targets(principal: Principal, name: str, feed: Feed | None, axes: list[str], quota: int) -> Feed:
-    """Only once the whole batch is valid: the feed (owned by the caller, within the quota; or the one
-    someone made meanwhile, if the caller may write to it) and its missing axes."""
-    if feed is None:
-        check_feed_quota(principal.user_id, quota)
-        feed = ensure_feed(name, principal.user_id)
-        if not allowed(principal, feed, Access.WRITE):
-            raise PermissionDenied(f"you may not write to feed {name!r}", feed=name)
-    for axis_name in axes:
-        ensure_axis(feed, axis_name)
+def _created_feed(principal: Principal, name: str, quota: int) -> Feed:
+    """Only once the whole batch is valid: the feed, owned by the caller within the quota (or the one
+    someone made meanwhile, if the caller may write to it)."""
+    check_feed_quota(principal.user_id, quota)
+    feed = ensure_feed(name, principal.user_id)
+    if not allowed(principal, feed, Access.WRITE):
+        raise PermissionDenied(f"you may not write to feed {name!r}", feed=name)
     return feed
+
+
+def _create_axes(feed: Feed, names: list[str]) -> None:
+    for axis_name in names:
+        ensure_axis(feed, axis_name)
 
 
 def _samples(document: list[Any], axis_names: list[str], casts: Casts, settings: Settings) -> dict[str, list[Sample]]:
@@ -416,13 +418,15 @@ async def batch_points(request: Request) -> Response:
     target, missing = await state.run_db(_batch_targets, principal, name, distinct, settings)
     casts = feed_casts(target if target is not None else Feed())  # a new feed gets the model's casts
     by_axis = _samples(document, axis_names, casts, settings)
-    if target is None or missing:
-        # Only now: a batch refused for a bad element creates nothing.
-        feed = await state.run_db(_create_targets, principal, name, target, missing, settings.feed_quota)
+    # Only now: a batch refused for a bad element creates nothing.
+    if target is None:
+        feed = await state.run_db(_created_feed, principal, name, settings.feed_quota)
         if feed_casts(feed) != casts:  # someone created the feed meanwhile, with other casts
             by_axis = _samples(document, axis_names, feed_casts(feed), settings)
     else:
         feed = target
+    if missing:
+        await state.run_db(_create_axes, feed, missing)
     publishes = [
         state.publisher.publish(str(FeedTopic(feed.name, axis_name)), encode(samples))
         for axis_name, samples in by_axis.items()
