@@ -439,23 +439,8 @@ def mosquitto_stack(work: Path, viewer: bool, db_url: str | None = None) -> Iter
 
 
 def bench_bridge(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
-    single, batched = rows["bridge_single"], rows["bridge_batch"]
     with mosquitto_stack(work / "bridge", viewer=False) as (broker, db, _, _, bridge_pid):
-        sub = Subscriber(broker)
-        try:
-            for r in range(args.rounds):
-                single.add(stored_rate(broker, db, work, f"s{r}", args.single_points, args.publishers,
-                                       pids=[bridge_pid]))
-                raw = delivered_rate(broker, sub, work, f"m{r}", args.single_points, args.publishers)
-                single.baseline.append(raw)
-                batched.baseline.append(raw)
-                batched.add(stored_rate(broker, db, work, f"a{r}", args.batch_points, args.publishers, 100,
-                                        pids=[bridge_pid]))
-                print(f"  bridge round {r}: single {single.ours[-1]:,.0f} points/s ({single.cpu[-1]:.2f} CPU s/10k), "
-                      f"arrays of 100 {batched.ours[-1]:,.0f} points/s ({batched.cpu[-1]:.3f} CPU s/10k), "
-                      f"raw pub->sub {raw:,.0f} msg/s", flush=True)
-        finally:
-            sub.close()
+        bridge_rounds("bridge", rows["bridge_single"], rows["bridge_batch"], broker, db, work, args, bridge_pid)
         if args.profile:
             profile(bridge_pid, work / "bridge-profile.txt",
                     lambda: stored_rate(broker, db, work, "prof", args.single_points, args.publishers))
@@ -474,24 +459,30 @@ def bench_postgres(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -
     if reason:
         print(f"  skipped: {reason}", flush=True)
         return
-    single, batched = rows["pg_single"], rows["pg_batch"]
     with throwaway_database() as url, mosquitto_stack(work / "pg", viewer=False, db_url=url) as (
             broker, db, _, _, bridge_pid):
-        sub = Subscriber(broker)
-        try:
-            for r in range(args.rounds):
-                single.add(stored_rate(broker, db, work, f"s{r}", args.single_points, args.publishers,
-                                       pids=[bridge_pid]))
-                raw = delivered_rate(broker, sub, work, f"m{r}", args.single_points, args.publishers)
-                single.baseline.append(raw)
-                batched.baseline.append(raw)
-                batched.add(stored_rate(broker, db, work, f"a{r}", args.batch_points, args.publishers, 100,
-                                        pids=[bridge_pid]))
-                print(f"  postgres round {r}: single {single.ours[-1]:,.0f} points/s "
-                      f"({single.cpu[-1]:.2f} CPU s/10k), arrays of 100 {batched.ours[-1]:,.0f} points/s "
-                      f"({batched.cpu[-1]:.3f} CPU s/10k), raw pub->sub {raw:,.0f} msg/s", flush=True)
-        finally:
-            sub.close()
+        bridge_rounds("postgres", rows["pg_single"], rows["pg_batch"], broker, db, work, args, bridge_pid)
+
+
+def bridge_rounds(label: str, single: Row, batched: Row, broker: Broker, db: Db, work: Path,
+                  args: argparse.Namespace, bridge_pid: int) -> None:
+    """The bridge's two rows (one point per message, arrays of 100) against Mosquitto pub->sub, the
+    three interleaved round by round."""
+    sub = Subscriber(broker)
+    try:
+        for r in range(args.rounds):
+            single.add(stored_rate(broker, db, work, f"s{r}", args.single_points, args.publishers,
+                                   pids=[bridge_pid]))
+            raw = delivered_rate(broker, sub, work, f"m{r}", args.single_points, args.publishers)
+            single.baseline.append(raw)
+            batched.baseline.append(raw)
+            batched.add(stored_rate(broker, db, work, f"a{r}", args.batch_points, args.publishers, 100,
+                                    pids=[bridge_pid]))
+            print(f"  {label} round {r}: single {single.ours[-1]:,.0f} points/s ({single.cpu[-1]:.2f} CPU s/10k), "
+                  f"arrays of 100 {batched.ours[-1]:,.0f} points/s ({batched.cpu[-1]:.3f} CPU s/10k), "
+                  f"raw pub->sub {raw:,.0f} msg/s", flush=True)
+    finally:
+        sub.close()
 
 
 # ---------------------------------------------------------------- 3. latency publish -> SSE
