@@ -1,4 +1,5 @@
-"""amqtt plugins that hand every authentication and topic question to an `AccessControl`.
+"""The amqtt plugin that hands every authentication question to an `AccessControl` (topic questions go
+to it directly: `broker.server._AmqttBroker._topic_filtering`).
 
 amqtt builds each plugin's `Config` dataclass from the broker config (dacite, strict); a field
 typed `Any` carries the `AccessControl` object itself, so no global state is needed.
@@ -9,16 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from amqtt.contexts import Action, BaseContext
-from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.contexts import BaseContext
+from amqtt.plugins.base import BaseAuthPlugin
 from amqtt.session import Session
 
-from broker.access import AccessControl, TopicAction
+from broker.access import AccessControl
 
 
 @dataclass
 class AccessConfig:
-    """Both plugins' options: the `AccessControl` they ask."""
+    """The plugin's options: the `AccessControl` it asks."""
 
     access: Any = None
 
@@ -53,21 +54,3 @@ class AuthPlugin(BaseAuthPlugin):  # type: ignore[misc]  # amqtt is untyped here
         current = get_session(client_id) if get_session is not None else None
         if current is None or current is client_session:
             self.access.forget(client_id)
-
-
-class TopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
-    """Feed topics follow `rtdp.permissions.allowed`; the rest of `rtdp/` and other topics are the
-    service account's alone."""
-
-    Config = AccessConfig
-
-    def __init__(self, context: BaseContext) -> None:
-        super().__init__(context)
-        self.access = _access(context)
-
-    async def topic_filtering(
-        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
-    ) -> bool | None:
-        if session is None or topic is None or action is None:
-            return False
-        return await self.access.permits(session.client_id, session.username, topic, TopicAction(action.value))

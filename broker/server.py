@@ -32,12 +32,10 @@ logger = logging.getLogger(__name__)
 
 
 def broker_config(listen: HostPort, access: AccessControl, intake: Sink | None = None) -> dict[str, Any]:
-    """amqtt's config: one TCP listener, our two plugins instead of amqtt's defaults (anonymous
-    login, $SYS topics, packet logging), and the intake plugin when a sink is given."""
-    plugins: dict[str, dict[str, Any]] = {
-        "broker.plugins.AuthPlugin": {"access": access},
-        "broker.plugins.TopicPlugin": {"access": access},
-    }
+    """amqtt's config: one TCP listener, our authentication plugin instead of amqtt's defaults
+    (anonymous login, $SYS topics, packet logging), and the intake plugin when a sink is given. Topic
+    decisions need no plugin: `_AmqttBroker._topic_filtering` asks the same AccessControl."""
+    plugins: dict[str, dict[str, Any]] = {"broker.plugins.AuthPlugin": {"access": access}}
     if intake is not None:
         plugins["broker.intake.IntakePlugin"] = {"sink": intake, "access": access}
     return {
@@ -139,9 +137,9 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         self.access = access
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
-        # The one topic plugin is ours (TopicPlugin, which asks the same AccessControl): ask it directly.
-        # amqtt runs every topic plugin as a task of its own and gathers them, for each incoming message
-        # and each delivery; that bookkeeping cost more than the (cached) decision itself.
+        # Every topic decision, asked of AccessControl directly: amqtt's way, a topic plugin run as a task
+        # of its own and gathered, for each incoming message and each delivery, cost more than the
+        # (cached) decision itself.
         if topic is None:
             return False
         return await self.access.permits(session.client_id, session.username, topic, TopicAction(action.value))
