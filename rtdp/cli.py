@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from rtdp.errors import RtdpError
-from rtdp.settings import Settings
+from rtdp.settings import LOOPS, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,7 +64,7 @@ def log_option(func: F) -> F:
 def loop_option(func: F) -> F:
     return click.option(
         "--loop",
-        type=click.Choice(["auto", "uvloop", "asyncio"]),
+        type=click.Choice(LOOPS),
         help="Event loop: uvloop where installed (auto), or the standard asyncio one. [default: auto]",
     )(func)
 
