@@ -32,7 +32,7 @@ from rtdp.store import (
     query_points,
 )
 from rtdp.topic import FeedTopic, check_name
-from viewer.access import check_query_size, find_feed, find_managed_feed, read_json, read_object
+from viewer.access import check_auto_create, check_query_size, find_feed, find_managed_feed, read_json, read_object
 from viewer.auth import principal_from_request, require_principal
 from viewer.state import ViewerState, viewer_state
 
@@ -343,11 +343,7 @@ def _batch_targets(
     """The feed (None: auto-create will make it), and the axes auto-create will make once every element
     proved valid. Nothing is written here."""
     if not Feed.select().where(Feed.name == name).exists():
-        if not settings.auto_create:
-            raise NotFound(f"no feed named {name!r} (auto-create is off)", feed=name)
-        if not may_create_feeds(principal):
-            raise PermissionDenied("this token may not create feeds", feed=name)
-        check_feed_quota(principal.user_id, settings.feed_quota)
+        check_auto_create(principal, name, settings)
         return None, sorted(axes)
     feed = find_feed(principal, name, Access.WRITE)
     existing = {a.name for a in Axis.select(Axis.name).where((Axis.feed == feed.id) & Axis.name.in_(list(axes)))}
@@ -357,10 +353,10 @@ def _batch_targets(
     return feed, missing
 
 
-def _created_feed(principal: Principal, name: str, quota: int) -> Feed:
+def _created_feed(principal: Principal, name: str, settings: Settings) -> Feed:
     """Only once the whole batch is valid: the feed, owned by the caller within the quota (or the one
     someone made meanwhile, if the caller may write to it)."""
-    check_feed_quota(principal.user_id, quota)
+    check_auto_create(principal, name, settings)
     feed = ensure_feed(name, principal.user_id)
     if not allowed(principal, feed, Access.WRITE):
         raise PermissionDenied(f"you may not write to feed {name!r}", feed=name)
@@ -420,7 +416,7 @@ async def batch_points(request: Request) -> Response:
     by_axis = _samples(document, axis_names, casts, settings)
     # Only now: a batch refused for a bad element creates nothing.
     if target is None:
-        feed = await state.run_db(_created_feed, principal, name, settings.feed_quota)
+        feed = await state.run_db(_created_feed, principal, name, settings)
         if feed_casts(feed) != casts:  # someone created the feed meanwhile, with other casts
             by_axis = _samples(document, axis_names, feed_casts(feed), settings)
     else:

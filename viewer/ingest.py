@@ -29,11 +29,11 @@ from rtdp.casts import XCast
 from rtdp.codec import Casts, Sample, encode, sample_from_fields
 from rtdp.errors import InvalidInput, NotFound, PermissionDenied, RtdpError
 from rtdp.models import Axis, Feed
-from rtdp.permissions import Access, Principal, allowed, check_feed_quota, may_create_feeds
+from rtdp.permissions import Access, Principal, allowed
 from rtdp.settings import Settings
 from rtdp.store import ensure_axis, ensure_feed, feed_casts
 from rtdp.topic import FeedTopic, check_name
-from viewer.access import MAX_QUERY, check_query_size, read_body, read_object
+from viewer.access import MAX_QUERY, check_auto_create, check_query_size, read_body, read_object
 from viewer.auth import require_principal
 from viewer.errors import MethodNotAllowed, URITooLong, error_parts
 from viewer.state import ViewerState, viewer_state
@@ -68,11 +68,7 @@ def resolve_target(
     auto_create = settings.auto_create
     feed = Feed.get_or_none(Feed.name == feed_name)
     if feed is None:
-        if not auto_create:
-            raise NotFound(f"no feed named {feed_name!r} (auto-create is off)", feed=feed_name)
-        if not may_create_feeds(principal):
-            raise PermissionDenied("this token may not create feeds", feed=feed_name)
-        check_feed_quota(principal.user_id, settings.feed_quota)
+        check_auto_create(principal, feed_name, settings)
         if not create:
             return _target(feed_name, axis_name, feed_casts(Feed()), pending=True)  # the model's default casts
         feed = ensure_feed(feed_name, principal.user_id)
