@@ -205,7 +205,7 @@ class Emulator:
 
     def _prepare_feed(self, source: Source, principal: Principal) -> None:
         """The source's feed and axes, created for the owner as an operator's tool does (no quota)."""
-        spec = catalog.FeedSpec(XCast.DATETIME, source.y_cast, f"emulated by rtdp ({source.name} source)")
+        spec = catalog.FeedSpec(XCast.DATETIME, source.y_cast, description=f"emulated by rtdp ({source.name} source)")
         try:
             places = catalog.resolve_axes(
                 principal, source.feed, list(source.axes), catalog.OPERATOR, create=True, spec=spec

@@ -52,15 +52,31 @@ OPERATOR = Policy(auto_create=True, feed_quota=0)
 
 @dataclass(frozen=True, slots=True)
 class FeedSpec:
-    """What a feed created on the way is made with (the model's defaults unless an entrance knows better)."""
+    """What a new feed is made with: the model's defaults unless the entrance knows better. Checked by
+    the store when the feed is made (an unknown cast is InvalidInput there)."""
 
-    x_cast: XCast = XCast.DATETIME
-    y_cast: YCast = YCast.FLOAT
+    x_cast: str = XCast.DATETIME.value
+    y_cast: str = YCast.FLOAT.value
     description: str = ""
+    public: bool = False
+    retention_days: float | None = None
+    retention_points: int | None = None
 
     @property
     def casts(self) -> Casts:
-        return Casts(self.x_cast, self.y_cast)
+        return Casts(XCast(self.x_cast), YCast(self.y_cast))
+
+    def create(self, name: str, owner_id: int) -> Feed:
+        return create_feed(
+            name,
+            owner_id,
+            x_cast=self.x_cast,
+            y_cast=self.y_cast,
+            description=self.description,
+            public=self.public,
+            retention_days=self.retention_days,
+            retention_points=self.retention_points,
+        )
 
 
 NEW_FEED = FeedSpec()
@@ -132,32 +148,12 @@ def check_feed_quota(owner_id: int, quota: int) -> None:
         )
 
 
-def new_feed(
-    principal: Principal,
-    name: str,
-    quota: int,
-    *,
-    x_cast: str = "datetime",
-    y_cast: str = "float",
-    description: str = "",
-    public: bool = False,
-    retention_days: float | None = None,
-    retention_points: int | None = None,
-) -> Feed:
+def new_feed(principal: Principal, name: str, quota: int, spec: FeedSpec = NEW_FEED) -> Feed:
     """A feed created on purpose (API, pages), owned by `principal`, within its feed quota."""
     if not may_create_feeds(principal):
         raise PermissionDenied("this token may not create feeds")
     check_feed_quota(principal.user_id, quota)
-    return create_feed(
-        name,
-        principal.user_id,
-        x_cast=x_cast,
-        y_cast=y_cast,
-        description=description,
-        public=public,
-        retention_days=retention_days,
-        retention_points=retention_points,
-    )
+    return spec.create(name, principal.user_id)
 
 
 def resolve(
@@ -197,9 +193,7 @@ def resolve_axes(
         if not create:
             return [Target(feed_name, name, spec.casts) for name in axis_names]
         try:
-            feed = create_feed(
-                feed_name, principal.user_id, x_cast=spec.x_cast, y_cast=spec.y_cast, description=spec.description
-            )
+            feed = spec.create(feed_name, principal.user_id)
             created_feed = True
         except Conflict:
             feed = get_feed(feed_name)  # created by someone else in between

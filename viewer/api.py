@@ -130,10 +130,7 @@ def _create_feed(principal: Principal, body: dict[str, Any], quota: int) -> dict
     unknown = set(body) - {"name", "x_cast", "y_cast", "description", "public", "retention_days", "retention_points"}
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))[:100]}")
-    feed = catalog.new_feed(
-        principal,
-        _text_field(body, "name"),  # checked by the store, as every feed name
-        quota,
+    spec = catalog.FeedSpec(
         x_cast=_text_field(body, "x_cast", "datetime"),
         y_cast=_text_field(body, "y_cast", "float"),
         description=_text_field(body, "description"),
@@ -141,6 +138,8 @@ def _create_feed(principal: Principal, body: dict[str, Any], quota: int) -> dict
         retention_days=_number_field(body, "retention_days"),
         retention_points=_count_field(body, "retention_points"),
     )
+    # The name is checked by the store, as every feed name.
+    feed = catalog.new_feed(principal, _text_field(body, "name"), quota, spec)
     return _feeds_json([feed])[0]
 
 

@@ -99,7 +99,7 @@ def test_who_may_create_feeds(owner: User) -> None:
         with pytest.raises(PermissionDenied, match="this token may not create feeds"):
             catalog.resolve(token, "garden", "rain", ON, create=False)
         with pytest.raises(PermissionDenied, match="this token may not create feeds"):
-            catalog.new_feed(token, "garden", 0)
+            catalog.new_feed(token, "garden", 0, catalog.FeedSpec(y_cast="int"))
     # The service account passes on messages of publishers it does not know: nobody to own a new feed.
     with pytest.raises(UnknownFeed) as unknown:
         catalog.resolve(SERVICE, "garden", "rain", ON, create=True)
@@ -136,7 +136,9 @@ def test_writing_needs_the_write_permission(owner: User, feed: Feed) -> None:
     stranger = principal_for(user("stranger@example.com"))
     with pytest.raises(PermissionDenied) as refused:
         catalog.resolve(stranger, "kitchen", "door", ON, create=False)
-    assert refused.value.as_dict() == {"error": "you may not write to feed 'kitchen'", "code": "forbidden", "feed": "kitchen"}
+    assert refused.value.as_dict() == {
+        "error": "you may not write to feed 'kitchen'", "code": "forbidden", "feed": "kitchen"
+    }
     Share.create(feed=feed, user=stranger.user_id, access="read")
     with pytest.raises(PermissionDenied):
         catalog.resolve(stranger, "kitchen", "new_axis", ON, create=True)
@@ -170,7 +172,7 @@ def test_several_axes_in_one_call_keep_their_order(owner: User, feed: Feed) -> N
 
 
 def test_a_new_feed_is_made_to_the_spec_and_a_lookup_may_be_a_cache(owner: User) -> None:
-    spec = catalog.FeedSpec(XCast.DATETIME, YCast.INT, "emulated")
+    spec = catalog.FeedSpec(XCast.DATETIME, YCast.INT, description="emulated")
     looked_up: list[str] = []
 
     def lookup(name: str) -> Feed | None:

@@ -68,15 +68,14 @@ def create_feed_form(ctx: Ctx) -> Response:
     user = ctx.require_user()
     assert ctx.principal is not None  # a signed-in user's
     try:
-        feed = catalog.new_feed(
-            ctx.principal,  # the owner is whoever creates it (the original's TODO)
-            ctx.form.get("name", "").strip(),
-            ctx.settings.feed_quota,
+        spec = catalog.FeedSpec(
             x_cast=ctx.form.get("x_cast", "datetime"),
             y_cast=ctx.form.get("y_cast", "float"),
             description=ctx.form.get("description", "").strip(),
             public=ctx.form.get("public", "").lower() in BOOL_TRUE,
         )
+        # The owner is whoever creates it (the original's TODO).
+        feed = catalog.new_feed(ctx.principal, ctx.form.get("name", "").strip(), ctx.settings.feed_quota, spec)
     except (InvalidInput, Conflict, QuotaExceeded) as exc:
         if ctx.wants_json:
             raise
