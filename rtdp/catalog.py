@@ -25,7 +25,7 @@ from rtdp.errors import Conflict, NotFound, PermissionDenied, QuotaExceeded, Unk
 from rtdp.models import Axis, Feed, User
 from rtdp.permissions import Access, Principal, allowed
 from rtdp.settings import Settings
-from rtdp.store import create_feed, ensure_axis, feed_casts, get_feed
+from rtdp.store import create_axis, create_feed, feed_casts, get_axis, get_feed
 
 FeedLookup = Callable[[str], Feed | None]
 
@@ -206,10 +206,14 @@ def resolve_axes(
     missing = sorted(set(axis_names) - set(ids))
     if missing and not policy.auto_create:
         raise NotFound(f"feed {feed_name!r} has no axis {missing[0]!r} (auto-create is off)", axis=missing[0])
-    if missing and create:
+    made: set[str] = set()
+    if create:
         for name in missing:
-            ids[name] = ensure_axis(feed, name).id
-    made = set(missing) if create else set()
+            try:
+                ids[name] = create_axis(feed, name).id
+                made.add(name)
+            except Conflict:
+                ids[name] = get_axis(feed, name).id  # created by someone else in between
     return [
         Target(feed_name, name, casts, feed.id, ids.get(name), owner_id, created_feed or name in made)
         for name in axis_names
