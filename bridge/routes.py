@@ -92,7 +92,8 @@ class Routes:
         if not route.pending:
             return route
         created = self._resolve(route.feed, route.axis, creator, create=True)
-        self._feeds.pop(route.feed, None)  # it may be remembered as missing
+        if route.feed_id is None:
+            self._feeds.pop(route.feed, None)  # remembered as missing until now
         if created.casts != route.casts:
             # Decoded for a new feed's default casts; someone made the feed with others meanwhile.
             raise Rejected("feed_changed", f"feed {route.feed!r} was just created with other casts: publish again")
