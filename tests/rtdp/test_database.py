@@ -8,12 +8,12 @@ from pathlib import Path
 import peewee as pw
 import pytest
 
-from rtdp import database, summary
+from rtdp import database
 from rtdp.codec import Sample
 from rtdp.database import SCHEMA_VERSION, SchemaVersion, open_database, redact
 from rtdp.errors import ConfigError
 from rtdp.models import ALL_MODELS, Axis, Point, Summary, User
-from rtdp.store import create_axis, create_feed, write_points
+from rtdp.store import create_axis, create_feed, summary, write_points
 from tests.support import postgres
 from tests.support.env import require
 
