@@ -26,7 +26,7 @@ from typing import Any
 import peewee as pw
 
 from rtdp.casts import XCast
-from rtdp.models import Axis, Feed, Point, PurgeLog, database_proxy
+from rtdp.models import Axis, Feed, Point, PurgeLog
 from rtdp.store import get_feed, summary
 from rtdp.store.dialect import dialect_of
 
@@ -228,7 +228,7 @@ def _delete_batch(axis_id: int, condition: Any, batch: int) -> tuple[int, int]:
     rows: list[tuple[int, float]] = list(selected)
     if not rows:
         return 0, 0
-    db = database_proxy.obj
+    db = Point._meta.database
     dialect = dialect_of(db)
     # The write lock first (SQLite): a deferred transaction that read first could fail with "database
     # is locked" when the bridge committed in between.

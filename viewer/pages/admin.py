@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from rtdp.errors import PermissionDenied
-from rtdp.models import Axis, Feed, Rejection, User, database_proxy
+from rtdp.models import Axis, Feed, Rejection, User
 from rtdp.retention import recent_purges
 from rtdp.store import dialect_of
 from viewer.pages.render import Ctx
@@ -115,7 +115,7 @@ class Sampler:
                 stop.wait(SAMPLE_EVERY)
         finally:
             try:
-                database_proxy.close()
+                self.state.db.close()
             except Exception:  # noqa: BLE001 -- this thread's connection; nothing to do if closing fails
                 pass
 
