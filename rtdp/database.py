@@ -104,7 +104,7 @@ def _connect(db: pw.Database, patience: float = 5.0) -> None:
             db.connect(reuse_if_open=True)
             return
         except pw.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            if not dialect_of(db).locked(exc) or time.monotonic() > deadline:
                 raise
             if not db.is_closed():
                 db.close()

@@ -214,7 +214,7 @@ def _delete_yielding(axis_id: int, condition: Any, batch: int) -> tuple[int, int
         try:
             return _delete_batch(axis_id, condition, batch)
         except pw.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == LOCK_ATTEMPTS:
+            if not dialect_of(Point._meta.database).locked(exc) or attempt == LOCK_ATTEMPTS:
                 raise
             time.sleep(0.05 * attempt)
     raise AssertionError("unreachable")

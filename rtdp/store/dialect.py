@@ -94,6 +94,11 @@ class Dialect(abc.ABC):
         retention purge), so that it and a writer of the axis cannot deadlock."""
 
     @abc.abstractmethod
+    def locked(self, exc: pw.OperationalError) -> bool:
+        """Whether `exc` says another connection held a lock longer than this one waited: worth trying
+        again (the retention purge, opening a brand-new database)."""
+
+    @abc.abstractmethod
     def insert_points(self, db: pw.Database, rows: Sequence[NewPoint], received: float) -> list[Row]:
         """Insert the rows whose (axis, x) is free, taking ids in the order of `rows`; the rows stored."""
 
@@ -185,6 +190,10 @@ class Sqlite(Dialect):
 
     def lock_axis(self, db: pw.Database, axis_id: int) -> None:
         pass  # write_transaction holds the only write lock already
+
+    def locked(self, exc: pw.OperationalError) -> bool:
+        # "database is locked" (busy timeout over) or "database table is locked".
+        return "locked" in str(exc)
 
     def insert_points(self, db: pw.Database, rows: Sequence[NewPoint], received: float) -> list[Row]:
         stored: list[Row] = []
@@ -339,6 +348,9 @@ class Postgres(Dialect):
         # The axis row, as lock_for_write takes it: a writer replacing points of this axis and the
         # purge wait for each other instead of deadlocking (each holding a row the other needs).
         execute(db, _PG_LOCK_AXES, (_pg_ints([axis_id]),)).fetchall()
+
+    def locked(self, exc: pw.OperationalError) -> bool:
+        return False  # lock waits block (no lock_timeout is set); they do not fail
 
     def insert_points(self, db: pw.Database, rows: Sequence[NewPoint], received: float) -> list[Row]:
         stored: list[Row] = []

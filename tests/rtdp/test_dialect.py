@@ -4,6 +4,7 @@ that knows which database it is."""
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 import peewee as pw
@@ -54,3 +55,18 @@ def test_no_module_but_the_dialect_asks_which_database_it_is() -> None:
         if ASKING.search(path.read_text())
     }
     assert asking == {"rtdp/store/dialect.py"}
+
+
+def test_sqlite_tells_a_lock_held_elsewhere(tmp_path: Path) -> None:
+    path = str(tmp_path / "held.sqlite3")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    other = pw.SqliteDatabase(path, timeout=0)
+    try:
+        with pytest.raises(pw.OperationalError) as caught:
+            other.execute_sql("BEGIN IMMEDIATE")
+        assert SQLITE.locked(caught.value)
+        assert not SQLITE.locked(pw.OperationalError("no such table: nothing"))
+    finally:
+        other.close()
+        holder.close()
