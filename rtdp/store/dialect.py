@@ -64,8 +64,6 @@ _AXIS_ID, _AXIS_FEED = Axis.id.column_name, Axis.feed.column_name
 class Dialect(abc.ABC):
     """One database's way of doing what rtdp.store, rtdp.retention and rtdp.database need."""
 
-    name: str
-
     @abc.abstractmethod
     def create(self, url: str) -> pw.Database:
         """An unconnected Peewee database for `url`; ConfigError (naming --db) when it cannot be."""
@@ -159,8 +157,6 @@ _RANGE_FIND = (
 
 class Sqlite(Dialect):
     """One file in WAL mode; one writer at a time, so writers need no locks of their own."""
-
-    name = "sqlite"
 
     def create(self, url: str) -> pw.Database:
         path = url.split("sqlite:///", 1)[1] if url.startswith("sqlite:///") else url
@@ -311,8 +307,6 @@ _PG_WINDOW_EXTREMES = (
 
 class Postgres(Dialect):
     """Concurrent writers (bridges of a share group, the purge): they take locks in one order."""
-
-    name = "postgresql"
 
     def create(self, url: str) -> pw.Database:
         try:
