@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import peewee as pw
@@ -185,3 +186,30 @@ def test_a_new_feed_is_made_to_the_spec_and_a_lookup_may_be_a_cache(owner: User)
     feed = Feed.get(Feed.name == "cpu")
     assert (feed.y_cast, feed.description) == ("int", "emulated")
     assert looked_up == ["cpu", "cpu"]
+
+
+def test_writers_racing_to_create_one_place_all_get_it(owner: User, any_db: pw.Database) -> None:
+    """Eight requests or messages for a new feed and axis at once: one creates, all write to the same place."""
+    principal = principal_for(owner)
+    barrier = threading.Barrier(8)
+    targets: list[catalog.Target] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            barrier.wait()
+            targets.append(catalog.resolve(principal, "racy", "a", ON, create=True))
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            any_db.close()  # each thread has its own connection
+
+    threads = [threading.Thread(target=run) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors, errors
+    assert len({(t.feed_id, t.axis_id) for t in targets}) == 1 and len(targets) == 8
+    assert sum(t.created for t in targets) >= 1
+    assert names(Feed) == ["racy"] and names(Axis) == ["a"]
