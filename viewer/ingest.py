@@ -2,7 +2,12 @@
 
 auth (401) -> feed (404, or auto-created with the caller as owner: 403 beyond their feed quota) -> write
 permission (403) -> axis (404 or auto-created) -> value (400 naming the field) -> QoS 1 publish, answered
-once acknowledged.
+once acknowledged. Feed, axis, permission and quota are rtdp.catalog's.
+
+The value is cast here, for the 400 and for the answer, and published in the canonical form. The
+writer decodes it again, as any MQTT message: what comes from the broker is not trusted (anyone with
+write access may publish to `feeds/...`, and a feed may have been recreated with other casts since),
+and for the canonical form that is the codec's fast path, about a microsecond a point.
 
 Two entries, one pipeline. What scripts send - GET with an Authorization header - takes `ingest_asgi`, a
 pure ASGI path in front of Starlette's middleware (errors, session cookie, exceptions) and router: that
