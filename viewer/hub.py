@@ -1,16 +1,31 @@
-"""The SSE hub: stored points from the broker fanned out to per-client bounded queues.
+"""The SSE hub: stored points from the broker, encoded once per feed and fanned out to bounded per-client queues.
 
-Runs on the event loop only (viewer.publisher drives paho on that loop and calls `dispatch` there). A client
-whose queue is full is dropped, not waited for: it reconnects with Last-Event-ID and replays from the
-database, so a slow browser never slows ingestion or anyone else.
+Runs on the event loop only (viewer.publisher drives paho on that loop and calls `dispatch` there). Each
+event becomes its SSE frame (`id:`, `event: point`, `data:`) once, and the same bytes object goes to every
+subscriber of the feed: with a thousand clients, encoding per client was most of the work. A client whose
+queue is full is cut, not waited for: its stream ends and it resumes with Last-Event-ID from the database,
+so a slow or stalled client never slows ingestion or anyone else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from rtdp.casts import XCast, y_json
+from rtdp.codec import Casts
+
+# One event on the wire as sse-starlette wrote it before (CRLF lines), so clients see the same bytes.
+FRAME = b"id: %d\r\nevent: point\r\ndata: %s\r\n\r\n"
+PING = b": ping\r\n\r\n"
+
+DEFAULT_CASTS = Casts()
+
+# (point id, its SSE frame): the id lets a stream skip what its replay already sent.
+Frame = tuple[int, bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,35 +38,66 @@ class StoredEvent:
     y: float
 
 
-class Subscription:
-    """One SSE client's queue. `None` in the queue means: stop (dropped, or the server is closing)."""
+def point_frame(point_id: int, axis: str, x: float, y: float, casts: Casts) -> Frame:
+    """The SSE frame of one stored point: data `{"id","axis","x","y"}`, x and y shown as the feed casts them."""
+    x_value: float | int = int(x) if casts.x is XCast.INT else x
+    data = json.dumps({"id": point_id, "axis": axis, "x": x_value, "y": y_json(y, casts.y)})
+    return point_id, FRAME % (point_id, data.encode())
 
-    def __init__(self, hub: Hub, feed: str, size: int) -> None:
+
+class Subscription:
+    """One SSE client's queue of frames, at most `size` of them; `ended` once cut or the server closes."""
+
+    def __init__(self, hub: Hub, feed: str, casts: Casts, size: int) -> None:
         self.hub = hub
         self.feed = feed
-        self.queue: asyncio.Queue[StoredEvent | None] = asyncio.Queue(maxsize=size)
+        self.casts = casts
+        self.size = size
+        self.frames: list[Frame] = []
+        self.ended = False
         self.dropped = False
+        self._waiter: asyncio.Future[None] | None = None
 
-    def offer(self, event: StoredEvent) -> bool:
-        """Queue `event`; False (and the client is told to stop) when the queue is full."""
-        if self.dropped:
+    def offer(self, frames: list[Frame]) -> bool:
+        """Queue `frames`; False (and the stream is told to end) when they do not fit."""
+        if self.ended:
             return False
-        try:
-            self.queue.put_nowait(event)
-            return True
-        except asyncio.QueueFull:
+        if len(self.frames) + len(frames) > self.size:
             self.stop(dropped=True)
             return False
+        self.frames.extend(frames)
+        self._wake()
+        return True
 
     def stop(self, *, dropped: bool = False) -> None:
+        """End the stream; what is queued is forgotten (the client replays what it missed)."""
         self.dropped = self.dropped or dropped
-        # Empty the queue so the stop marker always fits; the client replays what it missed.
-        while not self.queue.empty():
-            self.queue.get_nowait()
-        self.queue.put_nowait(None)
+        self.ended = True
+        self.frames = []
+        self._wake()
 
-    async def get(self) -> StoredEvent | None:
-        return await self.queue.get()
+    def take(self) -> list[Frame]:
+        """Everything queued, oldest first, and the queue empty again."""
+        frames, self.frames = self.frames, []
+        return frames
+
+    async def wait(self, timeout: float) -> None:
+        """Until frames are queued, the stream is ended, or `timeout` seconds passed."""
+        if self.frames or self.ended:
+            return
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        # A timer on the future rather than asyncio.wait_for: no extra task per wait, ten waits a second per client.
+        timer = loop.call_later(timeout, _wake, waiter)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _wake(self) -> None:
+        if self._waiter is not None:
+            _wake(self._waiter)
 
     def close(self) -> None:
         self.hub.unsubscribe(self)
@@ -63,27 +109,39 @@ class Subscription:
         self.close()
 
 
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 @dataclass
 class Hub:
     queue_size: int
     on_drop: Callable[[], None] = lambda: None
-    _feeds: dict[str, set[Subscription]] = field(default_factory=lambda: defaultdict(set))
+    # feed -> the casts its streams show points with -> those streams. One casts per feed but for the
+    # moments after a feed was recreated with other casts, when older streams still show the old ones.
+    _feeds: dict[str, dict[Casts, set[Subscription]]] = field(default_factory=lambda: defaultdict(dict))
     closed: bool = False
 
-    def subscribe(self, feed: str) -> Subscription:
-        sub = Subscription(self, feed, self.queue_size)
+    def subscribe(self, feed: str, casts: Casts = DEFAULT_CASTS) -> Subscription:
+        sub = Subscription(self, feed, casts, self.queue_size)
         if self.closed:
             sub.stop()
         else:
-            self._feeds[feed].add(sub)
+            self._feeds[feed].setdefault(casts, set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        subs = self._feeds.get(sub.feed)
+        groups = self._feeds.get(sub.feed)
+        if groups is None:
+            return
+        subs = groups.get(sub.casts)
         if subs is not None:
             subs.discard(sub)
             if not subs:
-                del self._feeds[sub.feed]
+                del groups[sub.casts]
+        if not groups:
+            del self._feeds[sub.feed]
 
     def watched(self, feed: str) -> bool:
         """Whether any stream listens to `feed` (else its stored notices need not even be parsed)."""
@@ -91,20 +149,21 @@ class Hub:
 
     @property
     def client_count(self) -> int:
-        return sum(len(subs) for subs in self._feeds.values())
+        return sum(len(subs) for groups in self._feeds.values() for subs in groups.values())
 
     def dispatch(self, feed: str, events: list[StoredEvent]) -> None:
-        for sub in list(self._feeds.get(feed, ())):
-            for event in events:
-                if not sub.offer(event):
+        for casts, subs in list(self._feeds.get(feed, {}).items()):
+            frames = [point_frame(e.id, e.axis, e.x, e.y, casts) for e in events]
+            for sub in list(subs):
+                if not sub.offer(frames):
                     self.unsubscribe(sub)
                     self.on_drop()
-                    break
 
     def close(self) -> None:
         """Server shutdown: every stream ends."""
         self.closed = True
-        for subs in list(self._feeds.values()):
-            for sub in list(subs):
-                sub.stop()
+        for groups in list(self._feeds.values()):
+            for subs in list(groups.values()):
+                for sub in list(subs):
+                    sub.stop()
         self._feeds.clear()

@@ -7,28 +7,27 @@ what came after Last-Event-ID, then pass live events, dropping any already repla
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-from sse_starlette.sse import EventSourceResponse, ServerSentEvent
-from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from rtdp.casts import XCast, y_json
-from rtdp.codec import Casts
 from rtdp.errors import InvalidInput, RtdpError
 from rtdp.models import MAX_ID, Feed
 from rtdp.store import feed_casts, points_after
 from viewer.access import find_feed
 from viewer.auth import principal_from_request
-from viewer.hub import StoredEvent, Subscription
+from viewer.hub import PING, Subscription, point_frame
 from viewer.state import ViewerState, viewer_state
 
 REPLAY_PAGE = 5000
-_NOTHING = StoredEvent(0, "", 0.0, 0.0)  # no event within the recheck period
+HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    (b"connection", b"keep-alive"),
+    (b"x-accel-buffering", b"no"),
+]
 
 
 def _last_event_id(request: Request) -> int | None:
@@ -46,55 +45,87 @@ def _last_event_id(request: Request) -> int | None:
     return number
 
 
-def _event(point_id: int, axis: str, x: float, y: float, casts: Casts) -> ServerSentEvent:
-    x_value: float | int = int(x) if casts.x is XCast.INT else x
-    data = json.dumps({"id": point_id, "axis": axis, "x": x_value, "y": y_json(y, casts.y)})
-    return ServerSentEvent(data=data, event="point", id=str(point_id))
+class EventStream(Response):
+    """The stream itself, written as plain ASGI: the hub's frames go out as they are, all that queued since the
+    last write in one chunk, with a ping comment every heartbeat. sse-starlette (a task group, a memory stream
+    and an encoding per event and client) cost more than everything else once a thousand clients listened."""
 
+    def __init__(
+        self,
+        state: ViewerState,
+        feed: Feed,
+        sub: Subscription,
+        last_id: int | None,
+        still_allowed: Callable[[], Awaitable[bool]],
+    ) -> None:
+        super().__init__(status_code=200)
+        self.state = state
+        self.feed = feed
+        self.sub = sub
+        self.last_id = last_id
+        self.still_allowed = still_allowed
 
-async def _events(
-    state: ViewerState,
-    feed: Feed,
-    sub: Subscription,
-    last_id: int | None,
-    still_allowed: Callable[[], Awaitable[bool]],
-) -> AsyncIterator[ServerSentEvent]:
-    casts = feed_casts(feed)
-    # Live events up to here were replayed already. Only those are dropped: with several bridges,
-    # notices may arrive slightly out of id order, and a later lower id is still news.
-    replayed = -1
-    try:
-        if last_id is not None:
-            replayed = last_id
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # Also when the client is gone before the first byte: the subscription must not outlive the stream.
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            listener = asyncio.create_task(self._listen(receive))
+            try:
+                await self._run(send)
+            finally:
+                listener.cancel()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            self.sub.close()
+
+    async def _listen(self, receive: Receive) -> None:
+        # uvicorn's send() returns quietly once the client left: only receive() tells, and ends the stream now.
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.sub.stop()
+
+    async def _run(self, send: Send) -> None:
+        state, sub = self.state, self.sub
+        # Live events up to here were replayed already. Only those are dropped: with several bridges,
+        # notices may arrive slightly out of id order, and a later lower id is still news.
+        replayed = -1
+        if self.last_id is not None:
+            replayed = self.last_id
+            casts = feed_casts(self.feed)
             while True:
-                rows = await state.run_db(points_after, feed, replayed, REPLAY_PAGE)
-                for point_id, axis, x, y in rows:
-                    yield _event(point_id, axis, x, y, casts)
-                    replayed = point_id
-                if len(rows) < REPLAY_PAGE:
+                rows = await state.run_db(points_after, self.feed, replayed, REPLAY_PAGE)
+                if rows:
+                    body = b"".join(point_frame(i, axis, x, y, casts)[1] for i, axis, x, y in rows)
+                    await _write(send, body)
+                    replayed = rows[-1][0]
+                if len(rows) < REPLAY_PAGE or sub.ended:
                     break
         # A stream can stay open for days: who may read it is asked again every heartbeat period, so a
         # revoked token, a removed share or a feed made private ends it (the cached answers expire).
-        recheck = state.settings.sse_heartbeat
-        next_check = time.monotonic() + recheck
+        loop = asyncio.get_running_loop()
+        period = state.settings.sse_heartbeat
+        tick = loop.time() + period
         while True:
-            try:
-                event = await asyncio.wait_for(sub.get(), timeout=recheck)
-            except TimeoutError:
-                event = _NOTHING
-            if time.monotonic() >= next_check:
-                if not await still_allowed():
+            await sub.wait(tick - loop.time())
+            if sub.ended:
+                return  # cut for falling behind, the client left, or the server is stopping: the client resumes
+            frames = sub.take()
+            if frames:
+                if frames[0][0] > replayed:
+                    body = b"".join(frame for _, frame in frames)
+                else:
+                    body = b"".join(frame for point_id, frame in frames if point_id > replayed)
+                if body:
+                    await _write(send, body)
+            if loop.time() >= tick:
+                if not await self.still_allowed():
                     return
-                next_check = time.monotonic() + recheck
-            if event is _NOTHING:
-                continue
-            if event is None:
-                return  # dropped for falling behind, or the server is stopping: the client resumes
-            if event.id > replayed:
-                yield _event(event.id, event.axis, event.x, event.y, casts)
-    finally:
-        # Also on cancellation (client gone): the subscription must not outlive the stream.
-        sub.close()
+                await _write(send, PING)
+                tick = loop.time() + period
+
+
+async def _write(send: Send, body: bytes) -> None:
+    await send({"type": "http.response.body", "body": body, "more_body": True})
 
 
 async def stream_route(request: Request) -> Response:
@@ -103,7 +134,8 @@ async def stream_route(request: Request) -> Response:
     principal = await principal_from_request(request)
     last_id = _last_event_id(request)
     feed = await state.run_db(find_feed, principal, request.path_params["feed"])
-    sub = state.hub.subscribe(feed.name)
+    # Subscribed before the replay starts, so nothing stored meanwhile falls between the two.
+    sub = state.hub.subscribe(feed.name, feed_casts(feed))
 
     async def still_allowed() -> bool:
         try:
@@ -113,12 +145,4 @@ async def stream_route(request: Request) -> Response:
             return False
         return True
 
-    headers: dict[str, Any] = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
-    response: Response = EventSourceResponse(
-        _events(state, feed, sub, last_id, still_allowed),
-        ping=state.settings.sse_heartbeat,
-        headers=headers,
-        # Runs even if the generator never started (client gone before the first byte).
-        background=BackgroundTask(sub.close),
-    )
-    return response
+    return EventStream(state, feed, sub, last_id, still_allowed)

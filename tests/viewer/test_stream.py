@@ -3,6 +3,7 @@ from __future__ import annotations
 import asyncio
 import json
 import queue
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -13,7 +14,8 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from rtdp.codec import Sample
+from rtdp.casts import XCast, YCast
+from rtdp.codec import Casts, Sample
 from rtdp.models import Feed, Token
 from rtdp.store import StoredPoint, get_axis, write_points
 from tests.support.env import wait_for
@@ -175,15 +177,30 @@ def test_hub_drops_only_the_slow_subscriber() -> None:
         other = hub.subscribe("g")
         for i in range(5):
             hub.dispatch("f", [StoredEvent(i, "a", float(i), 0.0)])
-            event = await fast.get()
-            assert event is not None and event.id == i
-        assert await slow.get() is None and slow.dropped
+            await fast.wait(5)
+            assert [point_id for point_id, _ in fast.take()] == [i]
+        await slow.wait(5)
+        assert slow.ended and slow.dropped and slow.take() == []
         assert hub.client_count == 2
-        assert other.queue.empty()
+        assert other.take() == []
         hub.close()
-        assert await fast.get() is None and not fast.dropped
+        await fast.wait(5)
+        assert fast.ended and not fast.dropped
 
     asyncio.run(scenario())
+
+
+def test_hub_encodes_each_event_once_for_all_subscribers() -> None:
+    """The same bytes object goes to every client of a feed; a feed recreated with other casts while old
+    streams are open gets one encoding per casts."""
+    hub = Hub(queue_size=10)
+    first, second = hub.subscribe("f"), hub.subscribe("f")
+    counted = hub.subscribe("f", Casts(XCast.INT, YCast.INT))
+    hub.dispatch("f", [StoredEvent(7, "a", 1000.0, 2.0)])
+    [(_, one)], [(_, two)], [(_, three)] = first.take(), second.take(), counted.take()
+    assert one is two
+    assert one == b'id: 7\r\nevent: point\r\ndata: {"id": 7, "axis": "a", "x": 1000.0, "y": 2.0}\r\n\r\n'
+    assert three == b'id: 7\r\nevent: point\r\ndata: {"id": 7, "axis": "a", "x": 1000, "y": 2}\r\n\r\n'
 
 
 def test_hub_says_which_feeds_are_watched() -> None:
@@ -221,3 +238,79 @@ def test_open_stream_ends_when_access_is_revoked(live_server: LiveServer, live_w
         Feed.update(public=False).where(Feed.id == live_world.feed_t.id).execute()
         state.forget_decisions()
         wait_for(lambda: END in list(client.items.queue), timeout=10, what="the stream to end")
+
+
+def _dechunk(raw: bytes) -> bytes:
+    """The body of a chunked HTTP/1.1 response (headers already removed)."""
+    body, rest = bytearray(), raw
+    while rest:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        body += rest[:size]
+        rest = rest[size + 2 :]
+    return bytes(body)
+
+
+def _frame_ids(body: bytes) -> list[int]:
+    # Only whole frames (ending in a blank line) count, as EventSource dispatches nothing else.
+    return [int(frame.split(b"\r\n")[0][4:]) for frame in body.split(b"\r\n\r\n")[:-1] if frame.startswith(b"id: ")]
+
+
+def test_stalled_reader_is_cut_while_a_fast_one_keeps_up_and_resumes_without_gap(
+    mosquitto: Mosquitto, live_world: World, live_server: LiveServer
+) -> None:
+    """A client that stops reading fills its socket, then its queue, and is cut alone; the reading one gets
+    every event. Once the stalled one reads again its stream ends after what it had, and resuming from the
+    last id it saw replays the rest: every point once."""
+    hub = live_server.app.state.viewer.hub
+    hub.queue_size = 1200
+    axis = get_axis(live_world.feed_t, "temp")
+    points = write_points([(axis.id, Sample(5000.0 + i, float(i))) for i in range(60_000)])
+    url = f"{live_server.url}/api/v1/feeds/feed_t/stream"
+    host, port = live_server.url.removeprefix("http://").split(":")
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # a small window fills sooner
+    stalled.connect((host, int(port)))
+    request = f"GET /api/v1/feeds/feed_t/stream HTTP/1.1\r\nHost: x\r\nAuthorization: {EP['Authorization']}\r\n"
+    stalled.sendall(f"{request}Connection: close\r\n\r\n".encode())
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-bridge", protocol=mqtt.MQTTv311)
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    try:
+        with stream(url, EP) as fast:
+            wait_for(lambda: hub.client_count == 2, what="both streams to subscribe")
+            received: list[int] = []
+            sent = 0
+            # One notice at a time, the next once the fast client has the last: it never lags, the stalled one does.
+            while hub.client_count == 2 and sent < len(points):
+                batch = points[sent : sent + 500]
+                payload = json.dumps([{"id": p.id, "axis": "temp", "x": p.x, "y": p.y} for p in batch])
+                publisher.publish("rtdp/stored/feed_t", payload, qos=1).wait_for_publish(5)
+                received += fast.ids(len(batch))
+                sent += len(batch)
+            assert hub.client_count == 1, "the stalled client was never cut"
+            assert "rtdp_sse_dropped_clients_total 1.0" in httpx.get(f"{live_server.url}/metrics").text
+            # The fast client goes on receiving after the cut.
+            after = points[sent : sent + 500]
+            payload = json.dumps([{"id": p.id, "axis": "temp", "x": p.x, "y": p.y} for p in after])
+            publisher.publish("rtdp/stored/feed_t", payload, qos=1).wait_for_publish(5)
+            received += fast.ids(len(after))
+            assert received == [p.id for p in points[: sent + len(after)]]
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+    # The stalled client reads again: what was written before the cut, then the end of the stream.
+    stalled.settimeout(10)
+    raw = bytearray()
+    while chunk := stalled.recv(65536):
+        raw += chunk
+    stalled.close()
+    head, _, body = bytes(raw).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    seen = _frame_ids(_dechunk(body))
+    assert seen and seen == [p.id for p in points[: len(seen)]]
+    with stream(url, {**EP, "Last-Event-ID": str(seen[-1])}) as resumed:
+        rest = resumed.ids(len(points) - len(seen))
+    assert seen + rest == [p.id for p in points]
