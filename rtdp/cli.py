@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from rtdp.errors import RtdpError
-from rtdp.settings import LOOPS, Settings
+from rtdp.settings import ACCESS_LOGS, LOOPS, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,6 +69,14 @@ def loop_option(func: F) -> F:
     )(func)
 
 
+def access_log_option(func: F) -> F:
+    return click.option(
+        "--access-log",
+        type=click.Choice(ACCESS_LOGS),
+        help="HTTP requests logged: errors (400 and above, repeats rate-limited), all, or off. [default: errors]",
+    )(func)
+
+
 HTTP_HELP = "Web address HOST:PORT. [default: 127.0.0.1:8000]"
 MQTT_HELP = "Embedded broker's address HOST:PORT. [default: 127.0.0.1:1883]"
 METRICS_HELP = "Serve Prometheus /metrics here, e.g. 127.0.0.1:9464. [default: off]"
@@ -92,6 +100,7 @@ def main() -> None:
 @click.option("--demo", is_flag=True, default=None, help="Create the original app's demo users and feeds if empty.")
 @click.option("--emulate", is_flag=True, default=None, help="Run the emulated devices (sine wave and others).")
 @log_option
+@access_log_option
 @loop_option
 @_fail_cleanly
 def serve(**options: Any) -> None:
@@ -137,6 +146,7 @@ def bridge(**options: Any) -> None:
 @click.option("--broker", help=BROKER_HELP)
 @click.option("--mqtt", help="Embedded broker to connect to, when --broker is not given. [default: 127.0.0.1:1883]")
 @log_option
+@access_log_option
 @loop_option
 @_fail_cleanly
 def viewer(**options: Any) -> None:

@@ -26,6 +26,7 @@ OTHER_VARIABLES = frozenset(
 )
 OTHER_PREFIXES = ("RTDP_TEST_",)
 LOOPS = ("auto", "uvloop", "asyncio")  # rtdp.eventloop
+ACCESS_LOGS = ("errors", "all", "off")  # viewer.accesslog
 
 
 def option_label(name: str) -> str:
@@ -150,6 +151,8 @@ class Settings:
     sse_heartbeat: float = 15.0
     secret_key: str | None = field(default=None, repr=False)
     log_level: str = "info"
+    # Which HTTP requests get a log line (viewer.accesslog): answers of 400 and above, every one, or none.
+    access_log: str = "errors"
     public_url: str | None = None
     # Seconds between retention purges in the bridge (rtdp.retention); 0 disables them.
     retention_interval: float = 600.0
@@ -197,6 +200,8 @@ class Settings:
             raise _invalid("decision_ttl", f"must be 0 to 3600 seconds, got {self.decision_ttl}")
         if self.feed_quota < 0:
             raise _invalid("feed_quota", f"must be 0 (no limit) or more, got {self.feed_quota}")
+        if self.access_log not in ACCESS_LOGS:
+            raise _invalid("access_log", f"must be one of {', '.join(ACCESS_LOGS)}, got {self.access_log!r}")
         if self.loop not in LOOPS:
             raise _invalid("loop", f"must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point

@@ -29,6 +29,7 @@ from rtdp.database import open_database
 from rtdp.errors import ConfigError
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
+from viewer.accesslog import AccessLog
 from viewer.api import api_routes
 from viewer.errors import Handler, exception_handlers
 from viewer.health import health_routes
@@ -128,21 +129,30 @@ def create_app(
     all_routes: list[BaseRoute] = [*health_routes(), *ingest_routes(), *api_routes(), *page_routes, *routes]
     all_middleware: list[Middleware] = [*page_middleware, *middleware]
     handlers: Any = exception_handlers(html_errors)
-    return ViewerApp(routes=all_routes, middleware=all_middleware, exception_handlers=handlers, lifespan=lifespan)
+    app = ViewerApp(routes=all_routes, middleware=all_middleware, exception_handlers=handlers, lifespan=lifespan)
+    app.access_log = AccessLog(settings.access_log)
+    return app
 
 
 class ViewerApp(Starlette):
     """Starlette, except that scripts' ingestion GETs (with an Authorization header) skip the middleware
     and router: viewer.ingest.ingest_asgi answers them itself, with the same checks and answers."""
 
+    access_log = AccessLog("off")
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         target = lean_path(scope)
         state: ViewerState | None = getattr(self.state, "viewer", None) if target is not None else None
+        access = self.access_log
         if target is None or state is None:
+            if access.errors and scope["type"] == "http":
+                send = access.wrap(scope, send)
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
-        await ingest_asgi(state, scope, target[0], target[1], send)
+        status = await ingest_asgi(state, scope, target[0], target[1], send)
+        if access.errors:
+            access.record(scope, status)
 
 
 def close_streams(app: Starlette) -> None:
@@ -198,6 +208,8 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
         "lifespan": "on",
         "log_level": settings.log_level.lower(),
         "server_header": False,
+        # uvicorn's line per request only when asked for all of them; the default mode is viewer.accesslog's.
+        "access_log": settings.access_log == "all",
         "timeout_graceful_shutdown": 5,
         "loop": eventloop.resolve(settings.loop),
     }

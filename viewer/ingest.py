@@ -178,24 +178,25 @@ def lean_path(scope: Scope) -> tuple[str, str] | None:
     return None
 
 
-async def ingest_asgi(state: ViewerState, scope: Scope, feed: str, axis: str, send: Send) -> None:
+async def ingest_asgi(state: ViewerState, scope: Scope, feed: str, axis: str, send: Send) -> int:
     """The lean path for GET with an Authorization header (see the module docstring): same checks,
-    same answers, same metrics as `feed_input`, without Starlette's per-request layers."""
+    same answers, same metrics as `feed_input`, without Starlette's per-request layers. Returns the status."""
     try:
         body = await _ingest(state, scope, feed, axis)
     except RtdpError as exc:
         state.metrics.count_ingest(exc.code)
         status, document, headers = error_parts(exc)
         await _send(send, status, json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(), headers)
-        return
+        return status
     except Exception:
         # As Starlette's ServerErrorMiddleware would: logged here, the client only learns that something broke.
         log.exception("unhandled error on GET %s", scope["path"])
         await _send(send, 500, b'{"error":"internal server error","code":"error"}', {})
-        return
+        return 500
     state.metrics.count_ingest("accepted")
     state.metrics.ingest_points.inc()
     await _send(send, 200, body, {})
+    return 200
 
 
 async def _ingest(state: ViewerState, scope: Scope, feed: str, axis: str) -> bytes:

@@ -99,6 +99,7 @@ def test_a_bad_variable_is_named_as_the_user_set_it(name: str, value: str) -> No
         ("timezone", "Mars/Olympus", "--timezone"),
         ("feed_quota", -1, "--feed-quota"),
         ("loop", "tokio", "--loop"),
+        ("access_log", "some", "--access-log"),
     ],
 )
 def test_a_bad_option_is_named_as_its_flag(option: str, value: object, label: str) -> None:
