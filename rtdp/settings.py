@@ -19,12 +19,10 @@ from rtdp.errors import ConfigError
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "RTDP_"
-# RTDP_ variables that are not settings: read by the scripts in examples/ and by the test suite.
+# RTDP_ variables that are not settings: read by the scripts in examples/.
 OTHER_VARIABLES = frozenset(
-    {"RTDP_TOKEN", "RTDP_URL", "RTDP_EMAIL", "RTDP_PASSWORD", "RTDP_MQTT_HOST", "RTDP_MQTT_PORT",
-     "RTDP_UPDATE_SCREENSHOT"}
+    {"RTDP_TOKEN", "RTDP_URL", "RTDP_EMAIL", "RTDP_PASSWORD", "RTDP_MQTT_HOST", "RTDP_MQTT_PORT"}
 )
-OTHER_PREFIXES = ("RTDP_TEST_",)
 LOOPS = ("auto", "uvloop", "asyncio")  # rtdp.eventloop
 
 
@@ -257,8 +255,6 @@ def _warn_unknown_variables(env: Mapping[str, str], names: list[str]) -> None:
     known = sorted(env_name(name) for name in names)
     for variable in env:
         if not variable.startswith(ENV_PREFIX) or variable in known or variable in OTHER_VARIABLES:
-            continue
-        if variable.startswith(OTHER_PREFIXES):
             continue
         close = difflib.get_close_matches(variable, known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else f"; the settings are {', '.join(known)}"
