@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import click
 
+from rtdp.emulation import SOURCES
 from rtdp.errors import RtdpError
 from rtdp.settings import LOOPS, Settings
 
@@ -299,7 +300,7 @@ def export(
         output.write("]\n")
 
 
-@main.command()
+@main.command(help=f"Run emulated devices: {', '.join(SOURCES)} (all by default).")
 @click.argument("sources", nargs=-1)
 @click.option("--via", type=click.Choice(["mqtt", "http"]), default="mqtt", show_default=True, help="How to publish.")
 @click.option("--owner", help="Email of the emulated feeds' owner. [default: the first admin]")
@@ -325,7 +326,6 @@ def emulate(
     list_sources: bool,
     **options: Any,
 ) -> None:
-    """Run emulated devices: sine, door, x10, random_walk, system (all by default)."""
     from emulator import available_sources, run, set_enabled, statuses
     from rtdp.logs import configure_logging
     from rtdp.serve import emulator_owner
