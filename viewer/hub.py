@@ -10,13 +10,12 @@ so a slow or stalled client never slows ingestion or anyone else.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from rtdp.casts import XCast, y_json
 from rtdp.codec import Casts
+from rtdp.notices import StoredEvent, stream_data
 
 # One event on the wire as sse-starlette wrote it before (CRLF lines), so clients see the same bytes.
 FRAME = b"id: %d\r\nevent: point\r\ndata: %s\r\n\r\n"
@@ -28,21 +27,9 @@ DEFAULT_CASTS = Casts()
 Frame = tuple[int, bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One stored point as the bridge announced it on rtdp/stored/<feed>."""
-
-    id: int
-    axis: str
-    x: float
-    y: float
-
-
-def point_frame(point_id: int, axis: str, x: float, y: float, casts: Casts) -> Frame:
+def point_frame(event: StoredEvent, casts: Casts) -> Frame:
     """The SSE frame of one stored point: data `{"id","axis","x","y"}`, x and y shown as the feed casts them."""
-    x_value: float | int = int(x) if casts.x is XCast.INT else x
-    data = json.dumps({"id": point_id, "axis": axis, "x": x_value, "y": y_json(y, casts.y)})
-    return point_id, FRAME % (point_id, data.encode())
+    return event.id, FRAME % (event.id, stream_data(event, casts).encode())
 
 
 class Subscription:
@@ -153,7 +140,7 @@ class Hub:
 
     def dispatch(self, feed: str, events: list[StoredEvent]) -> None:
         for casts, subs in list(self._feeds.get(feed, {}).items()):
-            frames = [point_frame(e.id, e.axis, e.x, e.y, casts) for e in events]
+            frames = [point_frame(event, casts) for event in events]
             for sub in list(subs):
                 if not sub.offer(frames):
                     self.unsubscribe(sub)

@@ -15,6 +15,7 @@ from starlette.types import Receive, Scope, Send
 
 from rtdp.errors import InvalidInput, RtdpError
 from rtdp.models import MAX_ID, Feed
+from rtdp.notices import StoredEvent
 from rtdp.store import feed_casts, points_after
 from viewer.access import find_feed
 from viewer.auth import principal_from_request
@@ -95,7 +96,7 @@ class EventStream(Response):
             while True:
                 rows = await state.run_db(points_after, self.feed, replayed, REPLAY_PAGE)
                 if rows:
-                    body = b"".join(point_frame(i, axis, x, y, casts)[1] for i, axis, x, y in rows)
+                    body = b"".join(point_frame(StoredEvent(*row), casts)[1] for row in rows)
                     await _write(send, body)
                     replayed = rows[-1][0]
                 if len(rows) < REPLAY_PAGE or sub.ended:
