@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -60,20 +61,39 @@ build_server(settings, app, **OPTIONS).run()
 """
 
 
-def wrk(url: str, seconds: int, connections: int, token: str | None = None) -> tuple[float, int, int]:
-    """(requests/s, requests, non-2xx) from wrk."""
+@dataclass(frozen=True)
+class Wrk:
+    """What one wrk run measured."""
+
+    rate: float
+    total: int
+    bad: int  # non-2xx/3xx answers
+    p99_ms: float
+
+
+def run_wrk(url: str, seconds: int, connections: int, token: str | None = None, script: Path | None = None) -> Wrk:
+    """wrk on `url` (GET, or what the Lua `script` sets), with a Bearer `token` if given."""
     # --timeout above the viewer's 5 s PUBACK wait, so a frozen broker shows as 503s, not socket timeouts.
     command = ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", "--timeout", "10s", "--latency", url]
     if token:
         command[1:1] = ["-H", f"Authorization: Bearer {token}"]
+    if script is not None:
+        command[1:1] = ["-s", str(script)]
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    p99 = re.search(r"99%\s+(\S+)", out)
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    p99_ms = float(p99.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)] if p99 else float("nan")
     print(f"  {url.split('?')[0]}: {rate:,.0f} req/s, {total} requests, non-2xx {bad.group(1) if bad else 0}, "
-          f"p99 {p99.group(1) if p99 else '?'}")
-    return rate, total, int(bad.group(1)) if bad else 0
+          f"p99 {p99_ms:.2f} ms", flush=True)
+    return Wrk(rate, total, int(bad.group(1)) if bad else 0, p99_ms)
+
+
+def wrk(url: str, seconds: int, connections: int, token: str | None = None) -> tuple[float, int, int]:
+    """(requests/s, requests, non-2xx) from wrk."""
+    result = run_wrk(url, seconds, connections, token)
+    return result.rate, result.total, result.bad
 
 
 def main() -> None:

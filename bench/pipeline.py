@@ -1,6 +1,7 @@
 """The whole pipeline against its raw baselines, measured in the same run (issue 2's performance targets).
 
-    .venv/bin/python bench/pipeline.py [--quick] [--rounds 3] [--only embedded,layouts,bridge,postgres,http,history]
+    .venv/bin/python bench/pipeline.py [--quick] [--rounds 3]
+        [--only embedded,layouts,bridge,postgres,http,history,serve_http,fanout]
 
 1. `rtdp serve` (embedded broker + bridge): points stored/s at QoS 1, one point per message, against the same
    embedded broker alone (`rtdp broker`) delivering mosquitto_pub -> mosquitto_sub at QoS 1.
@@ -12,6 +13,9 @@
 4. The original URL /service/feed_input.json/<feed>/<axis>?y= (wrk) against a bare Starlette endpoint
    (bench/http_ingest.py), and no 200 for a point the broker did not acknowledge.
 5. query_points(max_points=2000) over 1,000,000 points on SQLite (bench/store_bench.py).
+6. `rtdp serve`'s original URL (wrk, one point per request) against InfluxDB 1.x's single-point /write, no 200
+   for a point not stored, and reads right after a 200 (bench/http_serve.py; issue 16).
+7. 1,000 SSE clients on one feed of one `rtdp serve` at increasing rates (bench/sse_fanout.py; issue 16).
 
 Prints a table and writes bench/results/<timestamp>.json. The machine is shared: every figure is the median of
 the rounds, and each baseline runs interleaved with what it is compared to, so the ratios are the result.
@@ -790,7 +794,19 @@ def print_table(rows: dict[str, Row]) -> str:
     return text
 
 
-SECTIONS = ("embedded", "layouts", "bridge", "postgres", "http", "history")
+SECTIONS = ("embedded", "layouts", "bridge", "postgres", "http", "history", "serve_http", "fanout")
+
+
+def bench_serve_http(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
+    import http_serve  # it imports this module: not at the top
+
+    http_serve.section(work, args, rows)
+
+
+def bench_fanout(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
+    import sse_fanout  # it imports this module: not at the top
+
+    sse_fanout.section(work, args, rows)
 
 
 def main() -> int:
@@ -813,6 +829,9 @@ def main() -> int:
     args.frozen_seconds = 7 if quick else 10  # above the viewer's 5 s PUBACK wait
     args.connections = 50
     args.history_points = 1_000_000
+    args.fanout_clients = 1000
+    args.fanout_rates = (10, 50, 100) if quick else (10, 25, 50, 100)
+    args.fanout_seconds = 4 if quick else 8
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     load_before = os.getloadavg()
     started = time.time()
@@ -824,7 +843,8 @@ def main() -> int:
         for section in sections:
             print(f"{section}:", flush=True)
             {"embedded": bench_embedded, "layouts": bench_layouts, "bridge": bench_bridge,
-             "postgres": bench_postgres, "http": bench_http, "history": bench_history}[section](
+             "postgres": bench_postgres, "http": bench_http, "history": bench_history,
+             "serve_http": bench_serve_http, "fanout": bench_fanout}[section](
                 work / section, args, rows)
     finally:
         if args.keep:
