@@ -38,6 +38,7 @@ from viewer.ingest import ingest_asgi, ingest_routes, lean_path
 from viewer.metrics import Metrics
 from viewer.publisher import Publisher
 from viewer.state import ViewerState
+from viewer.stream import RAW_SEND
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +145,10 @@ class ViewerApp(Starlette):
         state: ViewerState | None = getattr(self.state, "viewer", None) if target is not None else None
         access = self.access_log
         if target is None or state is None:
-            if access.errors and scope["type"] == "http":
-                send = access.wrap(scope, send)
+            if scope["type"] == "http":
+                scope[RAW_SEND] = send
+                if access.errors:
+                    send = access.wrap(scope, send)
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self

@@ -44,6 +44,8 @@ class Subscription:
         self.ended = False
         self.dropped = False
         self._waiter: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline = 0.0
 
     def offer(self, frames: list[Frame]) -> bool:
         """Queue `frames`; False (and the stream is told to end) when they do not fit."""
@@ -68,18 +70,21 @@ class Subscription:
         frames, self.frames = self.frames, []
         return frames
 
-    async def wait(self, timeout: float) -> None:
-        """Until frames are queued, the stream is ended, or `timeout` seconds passed."""
-        if self.frames or self.ended:
-            return
+    async def wait(self, deadline: float) -> None:
+        """Until frames are queued, the stream is ended, or the loop's clock reaches `deadline`."""
         loop = asyncio.get_running_loop()
+        if self.frames or self.ended or loop.time() >= deadline:
+            return
+        # One timer per deadline (the heartbeat), kept across waits: a timer per wait, ten waits a second
+        # per client, was a tenth of the event loop's time with a thousand clients.
+        if self._timer is None or self._deadline != deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer, self._deadline = loop.call_at(deadline, self._wake), deadline
         waiter = self._waiter = loop.create_future()
-        # A timer on the future rather than asyncio.wait_for: no extra task per wait, ten waits a second per client.
-        timer = loop.call_later(timeout, _wake, waiter)
         try:
             await waiter
         finally:
-            timer.cancel()
             self._waiter = None
 
     def _wake(self) -> None:
@@ -87,6 +92,8 @@ class Subscription:
             _wake(self._waiter)
 
     def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         self.hub.unsubscribe(self)
 
     def __enter__(self) -> Subscription:

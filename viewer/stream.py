@@ -23,6 +23,8 @@ from viewer.hub import PING, Subscription, point_frame
 from viewer.state import ViewerState, viewer_state
 
 REPLAY_PAGE = 5000
+# The server's own send, which ViewerApp leaves in the scope: a stream writes its body through it.
+RAW_SEND = "rtdp.raw_send"
 HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-store"),
@@ -70,12 +72,19 @@ class EventStream(Response):
         # Also when the client is gone before the first byte: the subscription must not outlive the stream.
         try:
             await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+            # The start went through the middleware (session cookie, error handling, access log); the body
+            # skips it: none of it reads or changes a body, and its send wrappers were a fifth of the event
+            # loop's time in a profile at 50,000 events/s. For the same reason the writing runs in a task
+            # of its own: each wake-up resumes that shallow task, not the dozen frames of the ASGI stack.
+            body_send: Send = scope.get(RAW_SEND, send)
             listener = asyncio.create_task(self._listen(receive))
+            writer = asyncio.create_task(self._run(body_send))
             try:
-                await self._run(send)
+                await writer
             finally:
                 listener.cancel()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+                writer.cancel()
+            await body_send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             self.sub.close()
 
@@ -107,7 +116,7 @@ class EventStream(Response):
         period = state.settings.sse_heartbeat
         tick = loop.time() + period
         while True:
-            await sub.wait(tick - loop.time())
+            await sub.wait(tick)
             if sub.ended:
                 return  # cut for falling behind, the client left, or the server is stopping: the client resumes
             frames = sub.take()
