@@ -240,6 +240,10 @@ class Settings:
         1000, "Live streams: points queued per client; a client that falls further behind reconnects.",
         serve_and("viewer"),
     )
+    sse_max_lag: float = setting(
+        1.0, "Live streams: seconds a client's points may wait to be written; a client further behind reconnects.",
+        serve_and("viewer"),
+    )
     sse_heartbeat: float = setting(
         15.0, "Live streams: seconds between heartbeats; who may read is checked again as often.", serve_and("viewer")
     )
@@ -305,6 +309,8 @@ class Settings:
             raise _invalid("http_publish_timeout", f"must be in (0, 60] seconds, got {self.http_publish_timeout}")
         if self.sse_queue < 1:
             raise _invalid("sse_queue", f"must be at least 1, got {self.sse_queue}")
+        if not 0 < self.sse_max_lag <= 3600:
+            raise _invalid("sse_max_lag", f"must be in (0, 3600] seconds, got {self.sse_max_lag}")
         if self.sse_heartbeat <= 0:
             raise _invalid("sse_heartbeat", f"must be positive, got {self.sse_heartbeat}")
         if self.share_group is not None and ("/" in self.share_group or not self.share_group):

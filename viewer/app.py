@@ -100,7 +100,7 @@ def create_app(
         metrics = Metrics()
         for collector in collectors:
             metrics.registry.register(collector)
-        hub = Hub(settings.sse_queue, on_drop=metrics.sse_dropped.inc)
+        hub = Hub(settings.sse_queue, settings.sse_max_lag, on_drop=metrics.sse_dropped.inc)
         publisher = Publisher(
             endpoint,
             client_id,

@@ -10,6 +10,7 @@ so a slow or stalled client never slows ingestion or anyone else.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,27 +34,38 @@ def point_frame(event: StoredEvent, casts: Casts) -> Frame:
 
 
 class Subscription:
-    """One SSE client's queue of frames, at most `size` of them; `ended` once cut or the server closes."""
+    """One SSE client's queue of frames: at most `size` of them, and once the stream is live (it took from
+    the queue: its replay is over) none waiting longer than `max_lag` seconds. `ended` once cut or the
+    server closes."""
 
-    def __init__(self, hub: Hub, feed: str, casts: Casts, size: int) -> None:
+    def __init__(self, hub: Hub, feed: str, casts: Casts, size: int, max_lag: float) -> None:
         self.hub = hub
         self.feed = feed
         self.casts = casts
         self.size = size
+        self.max_lag = max_lag
         self.frames: list[Frame] = []
+        # When the oldest queued frame came (hub clock); None before the first take, while replaying.
+        self.since: float | None = None
+        self.live = False
         self.ended = False
         self.dropped = False
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
 
-    def offer(self, frames: list[Frame]) -> bool:
-        """Queue `frames`; False (and the stream is told to end) when they do not fit."""
+    def offer(self, frames: list[Frame], now: float) -> bool:
+        """Queue `frames`; False (and the stream is told to end) when they do not fit, or when what is queued
+        has waited too long: a client that falls behind is cut, not waited for by everyone."""
         if self.ended:
             return False
-        if len(self.frames) + len(frames) > self.size:
+        if len(self.frames) + len(frames) > self.size or (
+            self.since is not None and self.frames and now - self.since > self.max_lag
+        ):
             self.stop(dropped=True)
             return False
+        if not self.frames and self.live:
+            self.since = now
         self.frames.extend(frames)
         self._wake()
         return True
@@ -68,6 +80,8 @@ class Subscription:
     def take(self) -> list[Frame]:
         """Everything queued, oldest first, and the queue empty again."""
         frames, self.frames = self.frames, []
+        self.live = True
+        self.since = None
         return frames
 
     async def wait(self, deadline: float) -> None:
@@ -111,14 +125,17 @@ def _wake(waiter: asyncio.Future[None]) -> None:
 @dataclass
 class Hub:
     queue_size: int
+    # Seconds a live stream's queued frames may wait (settings.sse_max_lag).
+    max_lag: float = 1.0
     on_drop: Callable[[], None] = lambda: None
+    clock: Callable[[], float] = time.monotonic
     # feed -> the casts its streams show points with -> those streams. One casts per feed but for the
     # moments after a feed was recreated with other casts, when older streams still show the old ones.
     _feeds: dict[str, dict[Casts, set[Subscription]]] = field(default_factory=lambda: defaultdict(dict))
     closed: bool = False
 
     def subscribe(self, feed: str, casts: Casts = DEFAULT_CASTS) -> Subscription:
-        sub = Subscription(self, feed, casts, self.queue_size)
+        sub = Subscription(self, feed, casts, self.queue_size, self.max_lag)
         if self.closed:
             sub.stop()
         else:
@@ -146,10 +163,11 @@ class Hub:
         return sum(len(subs) for groups in self._feeds.values() for subs in groups.values())
 
     def dispatch(self, feed: str, events: list[StoredEvent]) -> None:
+        now = self.clock()
         for casts, subs in list(self._feeds.get(feed, {}).items()):
             frames = [point_frame(event, casts) for event in events]
             for sub in list(subs):
-                if not sub.offer(frames):
+                if not sub.offer(frames, now):
                     self.unsubscribe(sub)
                     self.on_drop()
 

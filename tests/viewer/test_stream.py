@@ -196,6 +196,23 @@ def test_hub_drops_only_the_slow_subscriber() -> None:
     asyncio.run(scenario())
 
 
+def test_hub_cuts_a_live_client_whose_points_waited_too_long() -> None:
+    """Beyond the process's capacity every stream falls behind a little; one whose queued points waited
+    longer than max_lag is cut (it resumes from the database), so those that stay are never far behind.
+    Before its first take (the replay) only the queue's size counts."""
+    now = [0.0]
+    hub = Hub(queue_size=100, max_lag=1.0, clock=lambda: now[0])
+    replaying, reading, behind = hub.subscribe("f"), hub.subscribe("f"), hub.subscribe("f")
+    reading.take(), behind.take()  # both are live
+    for second in range(5):
+        now[0] = float(second)
+        hub.dispatch("f", [StoredEvent(second, "a", float(second), 0.0)])
+        assert [point_id for point_id, _ in reading.take()] == [second]
+    assert behind.ended and behind.dropped  # its point from second 0 still waited at second 2
+    assert not replaying.ended and len(replaying.frames) == 5
+    assert hub.client_count == 2
+
+
 def test_hub_encodes_each_event_once_for_all_subscribers() -> None:
     """The same bytes object goes to every client of a feed; a feed recreated with other casts while old
     streams are open gets one encoding per casts."""
