@@ -24,7 +24,8 @@ from rtdp.models import ALL_MODELS, Axis, PurgeLog, Summary, database_proxy
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
-    # NORMAL is durable across application crashes in WAL mode (only an OS crash can lose the tail).
+    # NORMAL is durable across application crashes in WAL mode (only an OS crash can lose the tail);
+    # `open_database(..., synchronous="full")` (settings.sqlite_synchronous) also survives those.
     "synchronous": "normal",
     "foreign_keys": 1,
     "busy_timeout": 5000,
@@ -95,8 +96,9 @@ def redact(url: str) -> str:
     return url
 
 
-def open_database(url: str, *, create: bool = True) -> pw.Database:
-    """Open `url`, bind the models to it and bring the schema up to date."""
+def open_database(url: str, *, create: bool = True, synchronous: str = "normal") -> pw.Database:
+    """Open `url`, bind the models to it and bring the schema up to date. `synchronous` is SQLite's
+    pragma (`normal` or `full`, settings.sqlite_synchronous); PostgreSQL always syncs its commits."""
     scheme = urlsplit(url).scheme
     if scheme in ("sqlite", ""):
         path = url.split("sqlite:///", 1)[1] if url.startswith("sqlite:///") else url
@@ -107,7 +109,8 @@ def open_database(url: str, *, create: bool = True) -> pw.Database:
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"--db: cannot create the directory for {path}: {exc.strerror}") from None
-        db: pw.Database = pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=5)
+        pragmas = {**SQLITE_PRAGMAS, "synchronous": synchronous}
+        db: pw.Database = pw.SqliteDatabase(path, pragmas=pragmas, timeout=5)
     elif scheme in ("postgres", "postgresql", "postgresext"):
         try:
             db = connect(url, autorollback=True)

@@ -26,6 +26,7 @@ OTHER_VARIABLES = frozenset(
 )
 OTHER_PREFIXES = ("RTDP_TEST_",)
 LOOPS = ("auto", "uvloop", "asyncio")  # rtdp.eventloop
+SQLITE_SYNCHRONOUS = ("normal", "full")  # rtdp.database
 
 
 def option_label(name: str) -> str:
@@ -165,6 +166,12 @@ class Settings:
     feed_quota: int = 100
     # The asyncio event loop of serve, broker and viewer: auto (uvloop where installed), uvloop or asyncio.
     loop: str = "auto"
+    # Embedded broker: messages one MQTT client may have read but not yet settled (stored, for feeds/ in
+    # `rtdp serve`; QoS 1/2 ones are unacknowledged until then). Beyond it the broker stops reading from it.
+    mqtt_inflight: int = 100
+    # SQLite's `synchronous` pragma: normal (WAL: a commit survives a crash of the process, kill -9) or
+    # full (also a power loss or OS crash, at the cost of an fsync per commit).
+    sqlite_synchronous: str = "normal"
 
     def __post_init__(self) -> None:
         if self.max_payload < 16:
@@ -197,6 +204,11 @@ class Settings:
             raise _invalid("decision_ttl", f"must be 0 to 3600 seconds, got {self.decision_ttl}")
         if self.feed_quota < 0:
             raise _invalid("feed_quota", f"must be 0 (no limit) or more, got {self.feed_quota}")
+        if not 1 <= self.mqtt_inflight <= 65_535:
+            raise _invalid("mqtt_inflight", f"must be 1-65535, got {self.mqtt_inflight}")
+        if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            choices = ", ".join(SQLITE_SYNCHRONOUS)
+            raise _invalid("sqlite_synchronous", f"must be one of {choices}, got {self.sqlite_synchronous!r}")
         if self.loop not in LOOPS:
             raise _invalid("loop", f"must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point
