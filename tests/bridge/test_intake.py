@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import peewee as pw
 import pytest
 
@@ -184,3 +187,83 @@ def test_the_feed_quota_stops_auto_create_with_a_reason(world: World, settings: 
     assert intake.stats.rejected == {"feed_quota": 1}
     reason = Rejection.get(Rejection.feed == "ap_third").reason
     assert reason.startswith("feed quota reached: ap@nothing.com owns 2 feeds and may own 2")
+
+
+# -- acknowledged after the commit (issue 10), held rather than dropped (issue 11 #4) -----------------------
+
+
+@contextmanager
+def write_locked(db: pw.Database) -> Iterator[None]:
+    """Another connection holds SQLite's write lock: the writer's commits fail (after busy_timeout) and retry."""
+    locker = sqlite3.connect(db.database, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        yield
+        locker.execute("ROLLBACK")
+    finally:
+        locker.close()
+
+
+class Acks:
+    """A paho client's PUBACKs, by message id (paho calls on_publish from its network thread)."""
+
+    def __init__(self, client: mqtt.Client) -> None:
+        self.mids: set[int] = set()
+        self._lock = threading.Lock()
+        client.on_publish = self._on_publish
+
+    def _on_publish(self, client: mqtt.Client, userdata: object, mid: int, reason: object, props: object) -> None:
+        with self._lock:
+            self.mids.add(mid)
+
+    def count(self) -> int:
+        with self._lock:
+            return len(self.mids)
+
+
+@pytest.mark.parametrize("qos", [1, 2])
+def test_a_publish_is_acknowledged_only_once_its_point_committed(
+    served: tuple[EmbeddedBrokerHandle, Intake], sqlite_db: pw.Database, qos: int
+) -> None:
+    handle, intake = served
+    with connected(handle.endpoint("ep@nothing.com", PASSWORD)) as ep:
+        with write_locked(sqlite_db):
+            info = ep.client.publish("feeds/manual_feed_a/held", json.dumps({"x": BASE_X, "y": 1}), qos=qos)
+            wait_for(lambda: intake.stats.db_failures >= 1, timeout=30, what="a commit refused by the lock")
+            # The writer had the message and could not commit it: no PUBACK (QoS 2: PUBREC) may have been sent.
+            assert not info.is_published()
+            assert stored("manual_feed_a", "held") == 0
+        info.wait_for_publish(30)
+        assert info.is_published()
+        assert stored("manual_feed_a", "held") == 1
+
+
+def test_a_full_intake_holds_its_publishers_and_drops_nothing(
+    world: World, settings: Settings, sqlite_db: pw.Database
+) -> None:
+    """The database stalls under a QoS 1 publisher with an in-flight window of 100 and a QoS 0 flood: the
+    intake fills, the broker stops reading from both and acknowledges nothing; once the database is
+    back, everything acknowledged (and everything sent at QoS 0) is stored."""
+    count = 200
+    service = ServiceAccount.load_or_create(settings.data_dir)
+    intake = Intake(settings, capacity=3)
+    try:
+        with running_embedded_broker(settings.replace(mqtt_inflight=5), service, intake=intake) as handle:
+            intake.start(handle.broker.publish)
+            endpoint = handle.endpoint("ep@nothing.com", PASSWORD)
+            with connected(endpoint) as qos1, connected(endpoint) as qos0:
+                acks = Acks(qos1.client)
+                with write_locked(sqlite_db):
+                    for i in range(count):
+                        qos1.client.publish("feeds/manual_feed_a/one", json.dumps({"x": BASE_X + i, "y": i}), qos=1)
+                        qos0.client.publish("feeds/manual_feed_a/zero", json.dumps({"x": BASE_X + i, "y": i}), qos=0)
+                    wait_for(lambda: intake.full >= 1, what="the intake to fill")
+                    sessions = handle.broker._broker.sessions.values()  # type: ignore[union-attr]
+                    wait_for(lambda: sum(h.reading_paused for _, h in sessions) == 2, what="both clients held")
+                    assert acks.count() == 0
+                    assert intake.stats.received <= 3 + 2
+                wait_for(lambda: acks.count() == count, timeout=60, what="every PUBACK")
+                wait_for(lambda: stored("manual_feed_a", "zero") == count, timeout=60, what="every QoS 0 point")
+                assert stored("manual_feed_a", "one") == count
+    finally:
+        intake.stop()
