@@ -18,7 +18,7 @@ import pytest
 from bridge.intake import Intake
 from bridge.writer import Notice
 from rtdp.accounts import ServiceAccount
-from rtdp.models import Axis, Feed, Point, Rejection
+from rtdp.models import Axis, Feed, Point, Rejection, database_proxy
 from rtdp.settings import Settings
 from tests.broker.clients import connected, publish_lines
 from tests.broker.conftest import PASSWORD, World, make_world, token_for
@@ -46,7 +46,7 @@ def world(sqlite_db: pw.Database) -> World:
 @contextmanager
 def serving(settings: Settings) -> Iterator[tuple[EmbeddedBrokerHandle, Intake]]:
     service = ServiceAccount.load_or_create(settings.data_dir)
-    intake = Intake(settings)
+    intake = Intake(settings, database_proxy.obj)  # the database the `world` fixture opened
     try:
         with running_embedded_broker(settings, service, intake=intake) as handle:
             intake.start(handle.broker.publish)
@@ -109,7 +109,7 @@ def test_a_live_retained_publish_without_x_is_stored_once(served: tuple[Embedded
 def test_a_full_queue_holds_the_producer_and_each_message_settles_after_its_commit(
     world: World, settings: Settings
 ) -> None:
-    intake = Intake(settings, capacity=3)
+    intake = Intake(settings, database_proxy.obj, capacity=3)
     notices: list[Notice] = []
 
     async def main() -> list[bool]:
@@ -246,7 +246,7 @@ def test_a_full_intake_holds_its_publishers_and_drops_nothing(
     back, everything acknowledged (and everything sent at QoS 0) is stored."""
     count = 200
     service = ServiceAccount.load_or_create(settings.data_dir)
-    intake = Intake(settings, capacity=3)
+    intake = Intake(settings, sqlite_db, capacity=3)
     try:
         with running_embedded_broker(settings.replace(mqtt_inflight=5), service, intake=intake) as handle:
             intake.start(handle.broker.publish)
