@@ -4,7 +4,6 @@ the embedded broker acknowledged (PUBACK) is stored, exactly once (issue 10: ack
 from __future__ import annotations
 
 import os
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.support.env import free_port, wait_for
+from tests.support.processes import crash, terminate
 
 TOTAL = 20_000
 KILL_AT = (3_000, 8_000, 13_000)  # PUBACKs received before each kill
@@ -53,19 +53,10 @@ class Serve:
 
     def kill(self) -> None:
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
+        crash(self.process)
 
     def stop(self) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return -9
+        return terminate(self.process)
 
 
 class Publisher:
