@@ -229,12 +229,17 @@ def test_a_publish_is_acknowledged_only_once_its_point_committed(
     with connected(handle.endpoint("ep@nothing.com", PASSWORD)) as ep:
         with write_locked(sqlite_db):
             info = ep.client.publish("feeds/manual_feed_a/held", json.dumps({"x": BASE_X, "y": 1}), qos=qos)
+            # Refused (ap's feed), so nothing to store, but acknowledged in order: after the first one.
+            after = ep.client.publish("feeds/manual_feed_aj/not_mine", b"1", qos=qos)
+            wait_for(lambda: handle.broker.access.refused_publishes == 1, what="the second publish handled")
             wait_for(lambda: intake.stats.db_failures >= 1, timeout=30, what="a commit refused by the lock")
             # The writer had the message and could not commit it: no PUBACK (QoS 2: PUBREC) may have been sent.
             assert not info.is_published()
+            assert not after.is_published()
             assert stored("manual_feed_a", "held") == 0
         info.wait_for_publish(30)
-        assert info.is_published()
+        after.wait_for_publish(30)
+        assert info.is_published() and after.is_published()
         assert stored("manual_feed_a", "held") == 1
 
 
