@@ -24,7 +24,7 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
 from broker.access import AccessControl, TopicAction, session_id
-from broker.acks import AckAfterSettleHandler, settle
+from broker.acks import MAX_UNSETTLED, AckAfterSettleHandler, settle
 from broker.errors import BrokerError, PortInUse
 from broker.intake import Sink, wanted
 from broker.metrics import BrokerCollector
@@ -140,7 +140,11 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     """
 
     def __init__(
-        self, config: dict[str, Any], access: AccessControl, intake: Sink | None = None, max_unsettled: int = 100
+        self,
+        config: dict[str, Any],
+        access: AccessControl,
+        intake: Sink | None = None,
+        max_unsettled: int = MAX_UNSETTLED,
     ) -> None:
         super().__init__(config)
         self.access = access
