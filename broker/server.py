@@ -194,12 +194,24 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             settle(message)
             return
         await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_BROADCAST, client_id=client_id, message=message)
-        creator = self.access.creator(client_id, topic)
-        settled = getattr(message, "settled", None)
-        await intake.put(topic, bytes(message.data), bool(message.retain), time.time(), creator, settled)
+        if message.retain and not message.data:
+            # An empty retained publish clears the topic's retained message (MQTT 3.1.1 section 3.3.1.3):
+            # not a point, nothing to store.
+            settle(message)
+        else:
+            await self._store(intake, client_session, topic, message.data, message.retain, message)
         await self._broadcast_message(client_session, topic, message.data)
         if message.publish_packet and message.publish_packet.retain_flag:
             await self.retain_message(client_session, topic, message.data, message.qos)
+
+    async def _store(
+        self, intake: Sink, client_session: Session, topic: str, data: Any, retain: Any, message: Any = None
+    ) -> None:
+        # A permitted `feeds/...` message into the intake, which settles `message` (if any: a will has no
+        # ack) once stored; waits while the intake is full. With the publisher's id if it may create the feed.
+        creator = self.access.creator(client_session.client_id, topic)
+        settled = getattr(message, "settled", None)
+        await intake.put(topic, bytes(data), bool(retain), time.time(), creator, settled)
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # amqtt's own method (its name: "retained" means "queued while offline"), with retain=False.

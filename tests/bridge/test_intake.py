@@ -107,6 +107,17 @@ def test_a_live_retained_publish_without_x_is_stored_once(served: tuple[Embedded
     assert not intake.stats.rejected
 
 
+def test_an_empty_retained_publish_clears_and_is_no_point(served: tuple[EmbeddedBrokerHandle, Intake]) -> None:
+    """`mosquitto_pub -r -n`: MQTT's way to clear a retained message; it was reported as an empty payload."""
+    handle, intake = served
+    with connected(handle.endpoint("ep@nothing.com", PASSWORD)) as ep:
+        ep.publish("feeds/manual_feed_a/cleared", b"", retain=True)  # acknowledged: nothing to wait for
+        ep.publish("feeds/manual_feed_a/marker", b"1")
+        wait_for(lambda: stored("manual_feed_a", "marker") == 1, what="the marker")
+    assert not intake.stats.rejected
+    assert stored("manual_feed_a", "cleared") == 0
+
+
 def test_a_full_queue_holds_the_producer_and_each_message_settles_after_its_commit(
     world: World, settings: Settings
 ) -> None:
