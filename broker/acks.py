@@ -18,7 +18,6 @@ blocks, MQTT's own flow control. Reading resumes as its messages settle. A clien
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections import deque
 from typing import Any
 
@@ -28,8 +27,6 @@ from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.publish import PublishPacket
 from amqtt.session import INCOMING, ApplicationMessage, IncomingApplicationMessage, Session
-
-logger = logging.getLogger(__name__)
 
 # Unsettled messages one client may have before the broker stops reading from it (settings.mqtt_inflight).
 MAX_UNSETTLED = 100
@@ -91,7 +88,13 @@ class AckAfterSettleHandler(BrokerProtocolHandler):  # type: ignore[misc]
         self._acks: deque[tuple[asyncio.Future[None], bytes, int]] = deque()
 
     @property
+    def unsettled(self) -> int:
+        """Messages read from this client and not settled yet (broker.metrics)."""
+        return self._unsettled
+
+    @property
     def reading_paused(self) -> bool:
+        """Whether the broker stopped reading from this client (broker.metrics)."""
         return not self._gate.is_set()
 
     def attach(self, session: Session, reader: ReaderAdapter, writer: WriterAdapter) -> None:

@@ -18,6 +18,7 @@ import pytest
 
 from bridge.intake import Intake
 from bridge.writer import Notice
+from broker.metrics import session_counts
 from rtdp.accounts import ServiceAccount
 from rtdp.models import Axis, Feed, Point, Rejection, database_proxy
 from rtdp.settings import Settings
@@ -275,8 +276,8 @@ def test_a_full_intake_holds_its_publishers_and_drops_nothing(
                         qos1.client.publish("feeds/manual_feed_a/one", json.dumps({"x": BASE_X + i, "y": i}), qos=1)
                         qos0.client.publish("feeds/manual_feed_a/zero", json.dumps({"x": BASE_X + i, "y": i}), qos=0)
                     wait_for(lambda: intake.full >= 1, what="the intake to fill")
-                    sessions = handle.broker._broker.sessions.values()  # type: ignore[union-attr]
-                    wait_for(lambda: sum(h.reading_paused for _, h in sessions) == 2, what="both clients held")
+                    wait_for(lambda: session_counts(handle.broker).held == 2, what="both clients held")
+                    assert session_counts(handle.broker).unsettled >= 2 * 5
                     assert acks.count() == 0
                     # At most the queue's 3 and the batch the writer took before the lock stopped it.
                     assert intake.stats.received <= 3 + 3
