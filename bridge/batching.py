@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from bridge.writer import Incoming, Notice, Writer
+from bridge.writer import BatchResult, Incoming, Notice, Writer
 from rtdp.settings import Settings
 
 log = logging.getLogger("rtdp.bridge")
@@ -91,7 +91,7 @@ class Inbox(queue.Queue[Incoming]):
 class BatchLoop:
     """Runs the writer thread over `items`.
 
-    `ack(batch)` runs after a batch committed (not after an abandoned one); `publish(notice)` for each
+    `ack(batch, result)` runs after a batch committed (not after an abandoned one); `publish(notice)` for each
     stored/errors notice. Both are called on the writer thread and must not block. At stop, the loop
     drains up to one batch (`drain_all=False`: the rest stays unacknowledged for the broker to redeliver)
     or everything queued (`drain_all=True`: nobody would redeliver it).
@@ -108,7 +108,7 @@ class BatchLoop:
         writer: Writer,
         items: Inbox,
         *,
-        ack: Callable[[Sequence[Incoming]], None],
+        ack: Callable[[Sequence[Incoming], BatchResult], None],
         publish: Callable[[Notice], None],
         drain_all: bool = False,
         group_commit: bool = False,
@@ -195,7 +195,7 @@ class BatchLoop:
         result = self.writer.write(batch, abandon=self._abandon)
         if result is None:
             return
-        self.ack(batch)
+        self.ack(batch, result)
         for notice in result.notices:
             self.publish(notice)
         self._last_flush = time.perf_counter() - started

@@ -31,9 +31,11 @@ from collections.abc import Callable, Sequence
 import peewee as pw
 
 from bridge.batching import BatchLoop, Inbox
-from bridge.errors import BridgeError
+from bridge.errors import BridgeError, Rejected
 from bridge.stats import Stats
-from bridge.writer import Incoming, Notice, Writer
+from bridge.writer import BatchResult, Incoming, Notice, Writer
+from rtdp.errors import RtdpError
+from rtdp.handoff import Handoff
 from rtdp.logs import RateLimitedLog
 from rtdp.settings import Settings
 
@@ -84,9 +86,11 @@ class Intake:
         arrived: float,
         creator: int | None = None,
         settled: asyncio.Future[None] | None = None,
+        handoff: Handoff | None = None,
     ) -> None:
         """Queue one message for storing (on the broker's loop), waiting while the queue is full; `settled`
-        is resolved once it is stored.
+        is resolved once it is stored. `handoff`: a point from HTTP ingestion in this process (rtdp.handoff),
+        its receipt resolved with the outcome.
 
         `creator` is the publisher's user id when the message may create its feed (broker.intake): the
         writer then creates the feed for that user once the payload decoded (bridge.routes).
@@ -97,7 +101,7 @@ class Intake:
         """
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
-        item = Incoming(topic, payload, 0, 0, False, arrived, 0, creator, settled)
+        item = Incoming(topic, payload, 0, 0, False, arrived, 0, creator, settled, handoff)
         while True:
             try:
                 self._queue.put_nowait(item)
@@ -130,11 +134,16 @@ class Intake:
         if left:
             log.error("bridge: intake stopped with %d messages not stored (database unavailable)", left)
 
-    def _ack(self, batch: Sequence[Incoming]) -> None:
+    def _ack(self, batch: Sequence[Incoming], result: BatchResult) -> None:
         # On the writer thread, after the commit: one hop to the broker's loop for the whole batch.
         futures = [item.settled for item in batch if item.settled is not None]
-        if futures:
-            self._on_loop(_settle, futures)
+        receipts = [
+            (item.handoff.receipt, result.refused.get(index))
+            for index, item in enumerate(batch)
+            if item.handoff is not None
+        ]
+        if futures or receipts:
+            self._on_loop(_settle, futures, receipts)
 
     def _wake(self) -> None:
         # On the writer thread: it took messages off a full queue.
@@ -154,7 +163,12 @@ class Intake:
         self._publish(notice.topic, notice.payload)
 
 
-def _settle(futures: list[asyncio.Future[None]]) -> None:
+def _settle(
+    futures: list[asyncio.Future[None]], receipts: list[tuple[asyncio.Future[RtdpError | None], Rejected | None]]
+) -> None:
     for settled in futures:
         if not settled.done():
             settled.set_result(None)
+    for receipt, rejection in receipts:
+        if not receipt.done():  # its caller may have given up (timeout)
+            receipt.set_result(rejection)

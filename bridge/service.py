@@ -38,7 +38,7 @@ from bridge.batching import BatchLoop, Inbox
 from bridge.errors import BridgeError
 from bridge.retention import RetentionScheduler
 from bridge.stats import Stats
-from bridge.writer import Incoming, Notice, Writer
+from bridge.writer import BatchResult, Incoming, Notice, Writer
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
 from rtdp.logs import RateLimitedLog, configure_logging
@@ -218,7 +218,7 @@ class Bridge:
 
     # -- the writer thread (bridge.batching) --------------------------------------------------------
 
-    def _ack(self, batch: Sequence[Incoming]) -> None:
+    def _ack(self, batch: Sequence[Incoming], result: BatchResult) -> None:
         generation = self._generation
         # A message id belongs to the connection that delivered it; after a reconnect the broker
         # redelivers that message anyway (the (axis, x) upsert makes the second copy harmless).

@@ -24,6 +24,7 @@ from bridge.stats import Stats
 from rtdp import catalog, codec, store
 from rtdp.codec import Sample
 from rtdp.errors import InvalidInput
+from rtdp.handoff import Handoff
 from rtdp.logs import RateLimitedLog
 from rtdp.models import Rejection
 from rtdp.notices import AxisOf, ErrorNotice, encode_error, encode_stored
@@ -60,6 +61,8 @@ class Incoming(NamedTuple):
     # The embedded broker's future for this message (broker.acks), resolved once its batch committed:
     # then the publisher gets its PUBACK. Only the intake touches it; None over a subscription.
     settled: asyncio.Future[None] | None = None
+    # A point from HTTP ingestion in the same process (rtdp.handoff): already cast, with its receipt.
+    handoff: Handoff | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,8 @@ class BatchResult:
     stored_messages: int = 0
     notices: list[Notice] = field(default_factory=list)
     rejected: int = 0
+    # Why each refused message was refused, by its index in the batch.
+    refused: dict[int, Rejected] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -143,9 +148,13 @@ class Writer:
             # A retained message comes again on every subscribe: with no x of its own it would be stored
             # again at a new time. NaN as "now" marks the samples that took the default x.
             now = math.nan if message.retain else message.arrived
-            samples = codec.decode(
-                message.payload, route.casts, now=now, tz=self.tz, max_size=self.settings.max_payload
-            )
+            handoff = message.handoff
+            if handoff is not None and handoff.casts == route.casts:
+                samples = list(handoff.samples)  # cast by the viewer for these casts: stored as they are
+            else:
+                samples = codec.decode(
+                    message.payload, route.casts, now=now, tz=self.tz, max_size=self.settings.max_payload
+                )
             if message.retain and any(math.isnan(s.x) for s in samples):
                 raise Rejected(
                     "retained_without_x",
@@ -219,9 +228,10 @@ class Writer:
     def _result(self, prepared: list[_Prepared], stored: list[store.StoredPoint], seconds: float) -> BatchResult:
         result = BatchResult(stored_points=len(stored))
         axes: dict[int, AxisOf] = {}
-        for p in prepared:
+        for index, p in enumerate(prepared):
             if p.rejection is not None:
                 result.rejected += 1
+                result.refused[index] = p.rejection
                 result.notices.append(self._rejection_notice(p.message, p.rejection))
             elif p.route is not None and p.route.axis_id is not None:
                 result.stored_messages += 1

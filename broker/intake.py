@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+from rtdp.handoff import Handoff
 from rtdp.topic import FEEDS_PREFIX
 
 
@@ -27,6 +28,7 @@ class Sink(Protocol):
         arrived: float,
         creator: int | None,
         settled: asyncio.Future[None] | None,
+        handoff: Handoff | None = None,
     ) -> None:
         """Take one message (its publisher's retain flag, arrival in epoch seconds, the user id that may
         create its feed); wait while full; resolve `settled` once the message is stored."""

@@ -9,6 +9,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
@@ -29,6 +30,9 @@ from broker.errors import BrokerError, PortInUse
 from broker.intake import Sink, wanted
 from broker.metrics import BrokerCollector
 from rtdp.accounts import ServiceAccount
+from rtdp.codec import Casts, Sample
+from rtdp.errors import RtdpError, Unavailable
+from rtdp.handoff import Handoff
 from rtdp.settings import HostPort, Settings
 
 logger = logging.getLogger(__name__)
@@ -423,6 +427,24 @@ class EmbeddedBroker:
         server = self._broker._servers["default"].instance
         sockets = getattr(server, "sockets", None) or ()
         self._port = int(sockets[0].getsockname()[1]) if sockets else self.listen.port
+
+    async def ingest(self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample]) -> None:
+        """A point from inside the process (HTTP ingestion in `rtdp serve`, whose caller checked the write
+        permission with rtdp.catalog, as this broker's ACL would): stored through the intake as a permitted
+        publish on `topic` would be, delivered to this broker's subscribers, and returned once committed,
+        the moment a client's PUBACK would leave. `samples` are the payload as the caller cast it for
+        `casts` (rtdp.handoff). Raises the writer's rejection, or Unavailable when the broker is not running.
+        On the broker's loop."""
+        broker, intake = self._broker, self.intake
+        if broker is None or intake is None:
+            raise Unavailable("the embedded broker is not running; retry later", retry_after=2)
+        receipt: asyncio.Future[RtdpError | None] = asyncio.get_running_loop().create_future()
+        await intake.put(topic, payload, False, time.time(), None, None, Handoff(casts, samples, receipt))
+        # As for a client's publish: subscribers get it once the intake has it, not after the commit.
+        await broker.internal_message_broadcast(topic, payload, None)
+        rejection = await receipt
+        if rejection is not None:
+            raise rejection
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Broadcast a message from inside the process (as the service account would publish it, RECEIVE

@@ -116,7 +116,10 @@ async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database) -
     if broker is not None:
         collectors.append(BrokerCollector(broker))
     try:
-        app = create_app(settings, db=db, service=service, collectors=collectors)
+        # With the embedded broker, HTTP points go to it and the intake directly (rtdp.handoff): a 200 then
+        # means committed, and no loopback MQTT round trip per point.
+        direct = broker.ingest if broker is not None else None
+        app = create_app(settings, db=db, service=service, collectors=collectors, direct=direct)
         server = build_server(settings, app, log_config=None)
     except BaseException:
         await _stop_broker(broker, intake)

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from rtdp import catalog, export
 from rtdp.casts import XCast, cast_x, y_json
-from rtdp.codec import MAX_BATCH, Casts, Sample, encode, sample_from_fields
+from rtdp.codec import MAX_BATCH, Casts, Sample, sample_from_fields
 from rtdp.errors import Conflict, InvalidInput
 from rtdp.models import Axis, Feed, User
 from rtdp.permissions import Access, Principal, readable_feeds
@@ -377,7 +377,7 @@ async def batch_points(request: Request) -> Response:
         if places[0].casts != casts:  # someone created the feed meanwhile, with other casts
             by_axis = _samples(document, axis_names, places[0].casts, settings)
     publishes = [
-        state.publisher.publish(str(FeedTopic(name, axis_name)), encode(samples))
+        state.hand_over(str(FeedTopic(name, axis_name)), places[0].casts, samples)
         for axis_name, samples in by_axis.items()
     ]
     results = await asyncio.gather(*publishes, return_exceptions=True)

@@ -27,6 +27,7 @@ from rtdp import eventloop
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
 from rtdp.errors import ConfigError
+from rtdp.handoff import DirectWrite
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
 from viewer.accesslog import AccessLog
@@ -81,11 +82,13 @@ def create_app(
     routes: Sequence[BaseRoute] = (),
     middleware: Sequence[Middleware] = (),
     collectors: Sequence[Collector] = (),
+    direct: DirectWrite | None = None,
 ) -> Starlette:
     """The viewer app. `db`: the process's opened database (`rtdp serve`); without it the lifespan opens
     `settings.database_url` and closes it at the end (`rtdp viewer`). Extra `routes` and `middleware`
     are added after the built-in ones; extra Prometheus `collectors` (the bridge's and broker's in
-    `rtdp serve`) are registered on the app's /metrics registry."""
+    `rtdp serve`) are registered on the app's /metrics registry. `direct`: the embedded broker's in-process
+    entry (`rtdp serve`), which HTTP ingestion then uses instead of the MQTT client (rtdp.handoff)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -111,7 +114,7 @@ def create_app(
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool)
+        app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool, direct)
         publisher.start(loop)
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):

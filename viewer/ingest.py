@@ -1,13 +1,15 @@
-"""HTTP ingestion: the original's `/service/feed_input.json/<feed>/<axis>?x=&y=`, published to the broker.
+"""HTTP ingestion: the original's `/service/feed_input.json/<feed>/<axis>?x=&y=`, handed to the broker.
 
 auth (401) -> feed (404, or auto-created with the caller as owner: 403 beyond their feed quota) -> write
-permission (403) -> axis (404 or auto-created) -> value (400 naming the field) -> QoS 1 publish, answered
-once acknowledged. Feed, axis, permission and quota are rtdp.catalog's.
+permission (403) -> axis (404 or auto-created) -> value (400 naming the field) -> to the broker, answered
+once acknowledged (`ViewerState.hand_over`). Feed, axis, permission and quota are rtdp.catalog's.
 
-The value is cast here, for the 400 and for the answer, and published in the canonical form. The
-writer decodes it again, as any MQTT message: what comes from the broker is not trusted (anyone with
-write access may publish to `feeds/...`, and a feed may have been recreated with other casts since),
-and for the canonical form that is the codec's fast path, about a microsecond a point.
+The value is cast here, for the 400 and for the answer. Over MQTT it is published in the canonical form
+and the writer decodes it again, as any MQTT message: what comes from the broker is not trusted (anyone
+with write access may publish to `feeds/...`, and a feed may have been recreated with other casts
+since); for the canonical form that is the codec's fast path, about a microsecond a point. In `rtdp
+serve` the point goes to the embedded broker and the writer inside the process, and the samples cast
+here are stored as they are unless the feed's casts changed meanwhile (rtdp.handoff).
 
 Two entries, one pipeline. What scripts send - GET with an Authorization header - takes `ingest_asgi`, a
 pure ASGI path in front of Starlette's middleware (errors, session cookie, exceptions) and router: that
@@ -32,7 +34,7 @@ from starlette.types import Scope, Send
 
 from rtdp import catalog
 from rtdp.casts import XCast
-from rtdp.codec import Casts, Sample, encode, sample_from_fields
+from rtdp.codec import Casts, Sample, sample_from_fields
 from rtdp.errors import InvalidInput, RtdpError
 from rtdp.permissions import Principal
 from rtdp.topic import FeedTopic, check_name
@@ -157,7 +159,7 @@ async def _feed_input(request: Request, state: ViewerState) -> Response:
     target = await writable_target(state, principal, request.path_params["feed"], request.path_params["axis"])
     fields = await _fields(request, state.settings.max_payload)
     target, sample = await checked_sample(state, principal, target, fields)
-    await state.publisher.publish(target.topic, encode([sample]))
+    await state.hand_over(target.topic, target.casts, [sample])
     return Response(answer(target, sample), media_type="application/json")
 
 
@@ -206,7 +208,7 @@ async def _ingest(state: ViewerState, scope: Scope, feed: str, axis: str) -> byt
     principal = await require_principal(HTTPConnection(scope))
     target = await writable_target(state, principal, feed, axis)
     target, sample = await checked_sample(state, principal, target, query_fields(query))
-    await state.publisher.publish(target.topic, encode([sample]))
+    await state.hand_over(target.topic, target.casts, [sample])
     return answer(target, sample)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -14,6 +14,9 @@ from starlette.requests import HTTPConnection
 
 from rtdp.cache import TTLCache
 from rtdp.catalog import Policy
+from rtdp.codec import Casts, Sample, encode
+from rtdp.errors import Unavailable
+from rtdp.handoff import DirectWrite
 from rtdp.permissions import Principal
 from rtdp.settings import Settings
 from viewer.hub import Hub
@@ -32,6 +35,9 @@ class ViewerState:
     hub: Hub
     metrics: Metrics
     pool: ThreadPoolExecutor
+    # `rtdp serve` with its embedded broker: points go to the broker and writer in this process
+    # (rtdp.handoff), not through the MQTT client.
+    direct: DirectWrite | None = None
     # Verified credentials and feed/permission decisions, reused for `settings.credential_ttl` and
     # `settings.decision_ttl` (the broker uses the same lifetimes); changes made through this viewer
     # clear them at once.
@@ -49,6 +55,21 @@ class ViewerState:
         """Run a (synchronous, Peewee) call in the database thread pool, never on the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, functools.partial(func, *args, **kwargs))
+
+    async def hand_over(self, topic: str, casts: Casts, samples: Sequence[Sample]) -> None:
+        """Points checked and cast for `topic`, returned once the broker has them (over MQTT: its PUBACK), or
+        stored (in `rtdp serve`: committed and readable); RtdpError (503 and others) otherwise."""
+        if self.direct is None:
+            await self.publisher.publish(topic, encode(samples))
+            return
+        try:
+            async with asyncio.timeout(self.settings.http_publish_timeout):
+                await self.direct(topic, encode(samples), casts, samples)
+        except TimeoutError:
+            raise Unavailable(
+                "the points were not stored in time (they may still be: a retry with the same x replaces them);"
+                " retry later", retry_after=2,
+            ) from None
 
     def forget_decisions(self) -> None:
         """After a change made here (feed deleted, made private...), stop trusting cached decisions."""

@@ -16,10 +16,13 @@ import paho.mqtt.client as mqtt
 import peewee as pw
 import pytest
 
+from bridge.errors import Rejected
 from bridge.intake import Intake
 from bridge.writer import Notice
 from broker.metrics import session_counts
 from rtdp.accounts import ServiceAccount
+from rtdp.casts import XCast, YCast
+from rtdp.codec import Casts, Sample
 from rtdp.models import Axis, Feed, Point, Rejection, database_proxy
 from rtdp.settings import Settings
 from tests.broker.clients import connected, publish_lines
@@ -203,6 +206,38 @@ def test_the_feed_quota_stops_auto_create_with_a_reason(world: World, settings: 
 
 
 # -- acknowledged after the commit (issue 10), held rather than dropped (issue 11 #4) -----------------------
+
+
+def test_a_point_handed_over_in_process_is_stored_as_cast_and_reaches_subscribers(
+    served: tuple[EmbeddedBrokerHandle, Intake],
+) -> None:
+    """HTTP ingestion in rtdp serve (EmbeddedBroker.ingest): returns once committed, stores the samples the
+    viewer cast (the payload is not decoded again while the casts agree), and MQTT subscribers of the
+    topic and of the stored notices get what a client's publish would give them."""
+    handle, intake = served
+    casts = Casts()  # manual_feed_a's: datetime x, float y
+    with connected(handle.endpoint("ep@nothing.com", PASSWORD)) as ep:
+        assert ep.subscribe("feeds/manual_feed_a/#") == 1
+        assert ep.subscribe("rtdp/stored/manual_feed_a") == 1
+        # A payload the codec would refuse: stored all the same, so the samples were taken as they came.
+        handle.call(handle.broker.ingest("feeds/manual_feed_a/http", b"not json", casts, [Sample(BASE_X, 4.0)]))
+        assert stored("manual_feed_a", "http") == 1  # committed when ingest returned
+        wait_for(lambda: len(ep.received()) == 2, what="the point and its stored notice")
+        assert ("feeds/manual_feed_a/http", b"not json") in ep.received()
+    # Other casts than the feed's (it was recreated meanwhile): the payload is decoded as any message.
+    other = Casts(XCast.FLOAT, YCast.INT)
+    handle.call(handle.broker.ingest("feeds/manual_feed_a/http", b'{"x":1.7e9,"y":5}', other, [Sample(1.0, 9.0)]))
+    assert Point.select().join(Axis).where(Axis.name == "http").order_by(Point.id.desc()).get().y == 5.0
+
+
+def test_a_point_the_writer_refuses_in_process_raises_its_rejection(
+    served: tuple[EmbeddedBrokerHandle, Intake],
+) -> None:
+    handle, _ = served
+    with pytest.raises(Rejected) as refused:  # no such feed, and nobody to create it for
+        handle.call(handle.broker.ingest("feeds/nowhere/a", b"1", Casts(), [Sample(BASE_X, 1.0)]))
+    assert refused.value.code == "unknown_feed"
+    assert Rejection.select().count() == 1
 
 
 @contextmanager

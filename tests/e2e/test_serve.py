@@ -176,6 +176,40 @@ def test_serve_demo_mqtt_http_sse_errors_and_acl(served: Served) -> None:
     assert not any(p["y"] in (666, 667) for p in served.points("manual_feed_a", "axis_a00"))
 
 
+def test_serve_answers_an_http_point_once_it_is_stored_and_still_publishes_it(served: Served) -> None:
+    """rtdp serve hands HTTP points to its broker and writer in-process: the 200 comes after the commit, so a
+    read right after it sees the point, and MQTT subscribers of feeds/<feed>/<axis> still get it."""
+    assert MOSQUITTO_SUB is not None
+    sub = subprocess.Popen(
+        [MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(served.mqtt_port), "-u", EP[0], "-P", EP[1], "-q", "1",
+         "-t", "feeds/manual_feed_a/axis_a00", "-W", "60"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    seen: list[int] = []
+
+    def read() -> None:
+        assert sub.stdout is not None
+        for line in sub.stdout:
+            seen.extend(int(point["y"]) for point in json.loads(line))
+
+    threading.Thread(target=read, daemon=True).start()
+    url = "/service/feed_input.json/manual_feed_a/axis_a00"
+    try:
+        # The subscription is in place once a point sent after it arrives.
+        wait_for(lambda: served.get(url, y="100").status_code == 200 and 100 in seen, timeout=20, interval=0.3,
+                 what="mosquitto_sub to receive an HTTP point")
+        for second in range(20):
+            x = f"2031-01-01T00:00:{second:02d}Z"
+            answer = served.get(url, x=x, y=str(200 + second))
+            assert answer.status_code == 200, answer.text
+            read_back = served.get("/api/v1/feeds/manual_feed_a/axes/axis_a00/points", since=x, until=x)
+            assert [p["y"] for p in read_back.json()["points"]] == [200 + second], f"point {second} not readable"
+        wait_for(lambda: set(range(200, 220)) <= set(seen), timeout=20, what="every HTTP point on MQTT")
+    finally:
+        sub.terminate()
+        sub.wait(10)
+
+
 def test_serve_stops_cleanly_and_reports_a_port_in_use(served: Served) -> None:
     clash = subprocess.run(
         [*RTDP, "serve", "--data-dir", str(served.data_dir.parent / "other"), "--http",

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from broker.intake import Sink
 from broker.server import EmbeddedBroker
 from rtdp.accounts import ServiceAccount
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,11 @@ class EmbeddedBrokerHandle:
     port: int
     service: ServiceAccount
     broker: EmbeddedBroker  # .access has the counters; touch it only from the test thread for reading
+    loop: asyncio.AbstractEventLoop
+
+    def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
+        """Run `coroutine` on the broker's loop and return its result (or raise its error) here."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     @property
     def address(self) -> HostPort:
@@ -65,7 +73,7 @@ def running_embedded_broker(
             raise RuntimeError("the embedded broker did not start within 30 s")
         if failure:
             raise failure[0]
-        yield EmbeddedBrokerHandle(broker.address.host, broker.address.port, service, broker)
+        yield EmbeddedBrokerHandle(broker.address.host, broker.address.port, service, broker, loop)
     finally:
         if thread.is_alive():
             loop.call_soon_threadsafe(stop.set)
