@@ -2,7 +2,7 @@
 
 Threads (the boundary is the bounded queue):
 - paho's network thread (loop_start) reads the socket. Incoming PUBLISH packets are parsed by
-  rtdp.wire's PublishReader, not by paho: each read's messages are wrapped and put on the queue in one
+  rtdp.mqtt.internals' PublishReader, not by paho: each read's messages are wrapped and put on the queue in one
   go (`_deliver`); when the queue is full it blocks, so paho stops reading the socket and the broker
   holds the rest (back-pressure; a QoS 1 message is never dropped here). paho's callbacks still handle
   everything else (connect, subscribe, disconnect).
@@ -10,7 +10,7 @@ Threads (the boundary is the bounded queue):
   off the queue, stores them (bridge.writer), then acknowledges them and publishes what was stored and
   what was rejected.
 
-Calling paho from the writer thread: acks (rtdp.wire.send_pubacks, one packet for a batch's PUBACKs)
+Calling paho from the writer thread: acks (rtdp.mqtt.internals.send_pubacks, one packet for a batch's PUBACKs)
 and `publish()` only append a packet to paho's outgoing deque (a thread-safe append) and wake the
 network thread through its socket pair (paho 2.2, `Client._packet_queue`); with loop_start they never
 write to the socket themselves. publish() takes paho's `_out_message_mutex`. So both are safe to call
@@ -44,8 +44,8 @@ from rtdp.database import open_database
 from rtdp.logs import RateLimitedLog
 from rtdp.models import database_proxy
 from rtdp.mqtt import Endpoint, make_client
+from rtdp.mqtt.internals import Publish, read_publishes, send_pubacks
 from rtdp.settings import Settings
-from rtdp.wire import Publish, read_publishes, send_pubacks
 
 log = logging.getLogger("rtdp.bridge")
 
@@ -210,7 +210,7 @@ class Bridge:
         self._queue.put_many(items, self._closed, PUT_POLL)
 
     def _on_message(self, client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        # Only what rtdp.wire leaves to paho: a QoS 2 publish (our subscription asks for QoS 1), or every
+        # Only what PublishReader leaves to paho: a QoS 2 publish (our subscription asks for QoS 1), or every
         # message on a paho whose packet reader could not be replaced.
         try:
             topic = message.topic.encode()

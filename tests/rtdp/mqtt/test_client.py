@@ -1,0 +1,236 @@
+"""rtdp.mqtt.Client and LoopThread: PUBACK futures, what a lost connection does to them (resend or not),
+subscriptions with automatic and manual acks, the loop/thread boundary. Against Mosquitto, and against a
+scripted broker (real sockets, port 0) where the test must decide when a PUBACK comes or a connection ends."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+import threading
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from rtdp.mqtt import Client, ConnectionLost, Endpoint, LoopThread, Publish, PublishRefused, Subscription, make_client
+from tests.support.mosquitto import Mosquitto
+
+Connection = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    header = (await reader.readexactly(1))[0]
+    length = shift = 0
+    while True:
+        byte = (await reader.readexactly(1))[0]
+        length |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            break
+    return header, await reader.readexactly(length)
+
+
+class ScriptedBroker:
+    """Accepts every CONNECT with a CONNACK and does nothing else on its own: the test reads the client's
+    packets and answers (or hangs up) itself."""
+
+    def __init__(self) -> None:
+        self.connections: asyncio.Queue[Connection] = asyncio.Queue()
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> ScriptedBroker:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        header, _ = await read_packet(reader)
+        assert header == 0x10  # CONNECT
+        writer.write(b"\x20\x02\x00\x00")
+        await writer.drain()
+        await self.connections.put((reader, writer))
+
+    async def next_connection(self) -> Connection:
+        return await asyncio.wait_for(self.connections.get(), 10)
+
+
+def _topic(body: bytes) -> bytes:
+    return body[2 : 2 + int.from_bytes(body[:2], "big")]
+
+
+def test_a_publish_resolves_at_its_puback(mosquitto: Mosquitto) -> None:
+    async def main() -> None:
+        client = Client(Endpoint(mosquitto.host, mosquitto.port), "t-pub")
+        client.start()
+        assert await client.wait_connected(10)
+        futures = [client.publish("t/a", b"%d" % i) for i in range(200)]
+        assert client.outstanding > 0
+        await asyncio.wait_for(asyncio.gather(*futures), 10)
+        assert client.outstanding == 0
+        await client.stop()
+        assert not client.connected
+
+    asyncio.run(main())
+
+
+def test_without_resend_a_lost_connection_fails_the_publish_and_forgets_it() -> None:
+    async def main() -> None:
+        async with ScriptedBroker() as broker:
+            client = Client(Endpoint("127.0.0.1", broker.port), "t-noresend", resend=False)
+            client.start()
+            reader, writer = await broker.next_connection()
+            assert await client.wait_connected(10)
+            future = client.publish("t/first", b"1")
+            header, body = await read_packet(reader)
+            assert header & 0xF0 == 0x30 and _topic(body) == b"t/first"
+            writer.close()  # no PUBACK: the broker is gone
+            with pytest.raises(ConnectionLost):
+                await asyncio.wait_for(future, 10)
+            assert client.outstanding == 0
+            with pytest.raises(PublishRefused):  # nothing waits for a connection either
+                client.publish("t/meanwhile", b"2")
+            reader, writer = await broker.next_connection()
+            assert await client.wait_connected(10)
+            client.publish("t/second", b"3")
+            # The first thing after the CONNECT is the new publish: the failed ones are not sent again.
+            header, body = await read_packet(reader)
+            assert header & 0xF0 == 0x30 and _topic(body) == b"t/second"
+            await client.stop()
+
+    asyncio.run(main())
+
+
+def test_with_resend_a_publish_outlives_the_connection() -> None:
+    async def main() -> None:
+        async with ScriptedBroker() as broker:
+            client = Client(Endpoint("127.0.0.1", broker.port), "t-resend", resend=True)
+            client.start()
+            reader, writer = await broker.next_connection()
+            assert await client.wait_connected(10)
+            future = client.publish("t/kept", b"1")
+            await read_packet(reader)
+            writer.close()
+            reader, writer = await broker.next_connection()
+            header, body = await read_packet(reader)
+            assert header & 0xF0 == 0x30 and header & 0x08  # the same publish again, marked DUP
+            assert _topic(body) == b"t/kept" and not future.done()
+            mid = body[2 + len(b"t/kept") : 4 + len(b"t/kept")]
+            writer.write(b"\x40\x02" + mid)  # PUBACK
+            await asyncio.wait_for(future, 10)
+            assert client.outstanding == 0
+            await client.stop()
+
+    asyncio.run(main())
+
+
+def _publisher(mosquitto: Mosquitto) -> mqtt.Client:
+    publisher = make_client(Endpoint(mosquitto.host, mosquitto.port), "t-publisher")
+    publisher.connect(mosquitto.host, mosquitto.port)
+    publisher.loop_start()
+    return publisher
+
+
+def _send(publisher: mqtt.Client, topic: str, payloads: list[bytes]) -> None:
+    for payload in payloads:
+        publisher.publish(topic, payload, qos=1).wait_for_publish(10)
+
+
+def test_a_subscription_acks_by_itself_and_resubscribes(mosquitto: Mosquitto) -> None:
+    """Automatic acks: nothing comes twice after reconnecting with a persistent session; the subscription is
+    made again on the new connection."""
+    got: queue.Queue[Publish] = queue.Queue()
+    subscribed = threading.Event()
+    thread = LoopThread("t-mqtt")
+    thread.start()
+    client = Client(
+        Endpoint(mosquitto.host, mosquitto.port),
+        "t-auto",
+        clean_session=False,
+        subscription=Subscription("t/#", lambda publishes: [got.put(p) for p in publishes]),
+        on_subscribe=lambda ok: subscribed.set(),
+    )
+    publisher = _publisher(mosquitto)
+    try:
+        thread.run(client.start)
+        assert subscribed.wait(10)
+        payloads = [b"%d" % i for i in range(20)]
+        _send(publisher, "t/a", payloads)
+        assert [got.get(timeout=10).payload for _ in payloads] == payloads
+        subscribed.clear()
+        thread.run_async(client.stop())  # a clean disconnect: the acks queued so far leave before it
+        thread.run(client.start)
+        assert subscribed.wait(10)
+        _send(publisher, "t/a", [b"after"])
+        assert got.get(timeout=10).payload == b"after"  # not one of the 20 again
+        assert got.empty()
+    finally:
+        thread.run_async(client.stop())
+        thread.stop()
+        publisher.disconnect()
+        publisher.loop_stop()
+
+
+def test_manual_acks_from_another_thread(mosquitto: Mosquitto) -> None:
+    """The owner's thread acks through the loop (LoopThread.call); what it did not ack comes again after a
+    reconnection, what it acked does not; an ack for the old connection's message ids is ignored."""
+    got: queue.Queue[Publish] = queue.Queue()
+    subscribed = threading.Event()
+    thread = LoopThread("t-mqtt")
+    thread.start()
+    client = Client(
+        Endpoint(mosquitto.host, mosquitto.port),
+        "t-manual",
+        clean_session=False,
+        subscription=Subscription("t/#", lambda publishes: [got.put(p) for p in publishes], manual_ack=True),
+        on_subscribe=lambda ok: subscribed.set(),
+    )
+    publisher = _publisher(mosquitto)
+    try:
+        thread.run(client.start)
+        assert subscribed.wait(10)
+        payloads = [b"%d" % i for i in range(10)]
+        _send(publisher, "t/a", payloads)
+        first = [got.get(timeout=10) for _ in payloads]
+        generation = thread.run(lambda: client.generation)
+        thread.call(client.ack, [p.mid for p in first[:6]], generation)
+        subscribed.clear()
+        thread.run_async(client.stop())  # a clean disconnect: the acks queued so far leave before it
+        thread.run(client.start)
+        assert subscribed.wait(10)
+        again = [got.get(timeout=10) for _ in payloads[6:]]
+        assert [p.payload for p in again] == payloads[6:]
+        thread.call(client.ack, [p.mid for p in again], generation)  # the old connection's: ignored
+        thread.call(client.ack, [p.mid for p in again], generation + 1)
+        _send(publisher, "t/a", [b"after"])
+        assert got.get(timeout=10).payload == b"after"
+        assert got.empty()
+    finally:
+        thread.run_async(client.stop())
+        thread.stop()
+        publisher.disconnect()
+        publisher.loop_stop()
+
+
+def test_the_loop_thread_runs_calls_in_order_and_returns_results() -> None:
+    thread = LoopThread("t-loop")
+    thread.start()
+    try:
+        seen: list[int] = []
+        for i in range(100):
+            thread.call(seen.append, i)
+        assert thread.run(lambda: list(seen)) == list(range(100))
+        assert thread.run(threading.get_ident) != threading.get_ident()
+
+        def fail() -> None:
+            raise PublishRefused("no")
+
+        with pytest.raises(PublishRefused):
+            thread.run(fail)
+    finally:
+        thread.stop()
+    thread.call(seen.append, -1)  # after stop: dropped, not an error
+    assert seen == list(range(100))
