@@ -3,7 +3,9 @@ whatever the read sizes; paho through it and send_pubacks against a real broker.
 
 from __future__ import annotations
 
+import ast
 import threading
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -189,3 +191,38 @@ def test_paho_through_the_publish_reader(mosquitto: Mosquitto) -> None:
         for client in (publisher, subscriber):
             client.disconnect()
             client.loop_stop()
+
+
+# ---------------------------------------------------------------- one layer
+
+ROOT = Path(__file__).resolve().parents[3]
+PRODUCTION = ("rtdp", "broker", "bridge", "viewer", "emulator")
+
+
+def _production_files() -> list[Path]:
+    return [path for package in PRODUCTION for path in sorted((ROOT / package).rglob("*.py"))]
+
+
+def test_only_the_mqtt_layer_imports_paho() -> None:
+    importers = set()
+    for path in _production_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(name.split(".")[0] == "paho" for name in names):
+                importers.add(path.relative_to(ROOT).parent.as_posix())
+    assert importers == {"rtdp/mqtt"}
+
+
+def test_only_internals_uses_the_patched_names() -> None:
+    private = {qualified.split(".")[1] for qualified in wire.PATCHED}
+    users = {
+        path.relative_to(ROOT).as_posix()
+        for path in _production_files()
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        # An object's own attribute of the same name (self._topic) is not paho's.
+        if isinstance(node, ast.Attribute) and node.attr in private
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    }
+    assert users == {"rtdp/mqtt/internals.py"}
