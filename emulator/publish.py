@@ -6,7 +6,6 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -46,7 +45,6 @@ class MqttPublisher:
     def __init__(self, endpoint: Endpoint, client_id: str, *, qos: int = 1, loop: str = "auto") -> None:
         self.endpoint = endpoint
         self.qos = qos
-        self.connected = threading.Event()
         self._thread = LoopThread("rtdp-emulator-mqtt", loop)
         self.client = Client(
             endpoint,
@@ -55,9 +53,8 @@ class MqttPublisher:
             max_queued=MAX_QUEUED,
             resend=True,
             name="emulator",
-            on_connect=self.connected.set,
-            on_disconnect=lambda reason: self.connected.clear(),
         )
+        self.connected = self.client.up
 
     def open(self) -> None:
         # A broker that is not up yet (rtdp serve starts it beside us) is retried.

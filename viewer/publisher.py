@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 from collections.abc import Callable
 
 from rtdp.errors import Unavailable
@@ -63,8 +62,6 @@ class Publisher:
         # Callers waiting for their PUBACK (a metric); the client's `outstanding` also counts the mids whose
         # caller gave up (timeout) but whose PUBACK paho still awaits: both count against max_pending.
         self.pending = 0
-        # Waited on from another thread by wait_connected().
-        self._connected_event = threading.Event()
         subscription = Subscription(STORED_FILTER, self._on_messages) if on_stored is not None else None
         # paho's own in-flight limit off (0): after every PUBACK it scans all its outgoing messages for one
         # to release, O(in flight) per point. max_pending bounds what paho holds instead.
@@ -75,8 +72,6 @@ class Publisher:
             resend=False,
             subscription=subscription,
             name="viewer",
-            on_connect=self._connected_event.set,
-            on_disconnect=lambda reason: self._connected_event.clear(),
         )
 
     @property
@@ -94,12 +89,11 @@ class Publisher:
 
     def wait_connected(self, timeout: float) -> bool:
         """Blocking (call from a thread other than the loop's): True once connected."""
-        return self._connected_event.wait(timeout)
+        return self.client.up.wait(timeout)
 
     async def stop(self) -> None:
         """Disconnect cleanly and fail whatever still waits (503)."""
         await self.client.stop()
-        self._connected_event.clear()
 
     async def publish(self, topic: str, payload: bytes) -> None:
         """Publish at QoS 1 and return once the broker acknowledged it; Unavailable otherwise."""

@@ -97,7 +97,8 @@ class Client:
         self.keepalive = keepalive
         self.resend = resend
         self.subscription = subscription
-        self.connected = False
+        # Set while connected (CONNACK accepted): read or waited on from any thread.
+        self.up = threading.Event()
         # Bumped at every accepted CONNACK: a message id belongs to the connection that delivered it.
         self.generation = 0
         self._on_connect_hook = on_connect
@@ -109,7 +110,6 @@ class Client:
         self._supervisor: asyncio.Task[None] | None = None
         self._stopping = False
         self._socket_closed: asyncio.Event | None = None
-        self._up: asyncio.Event | None = None
         self._out = bytearray()
         self._writing = False
         # QoS 1 publishes awaiting their PUBACK, by message id. A future its caller gave up on (timed out,
@@ -149,18 +149,12 @@ class Client:
         self._loop = loop
         self._loop_thread = threading.get_ident()
         self._socket_closed = asyncio.Event()
-        self._up = asyncio.Event()
         self._stopping = False
         self._supervisor = loop.create_task(self._supervise(), name=f"rtdp-{self.name}-mqtt")
 
-    async def wait_connected(self, timeout: float) -> bool:
-        """True once connected (now or within `timeout` seconds)."""
-        assert self._up is not None, "start() first"
-        try:
-            await asyncio.wait_for(self._up.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+    @property
+    def connected(self) -> bool:
+        return self.up.is_set()
 
     async def stop(self, drain: float = 0.0) -> None:
         """Disconnect cleanly. While connected, first wait up to `drain` seconds for the PUBACKs of what
@@ -239,11 +233,10 @@ class Client:
             loop.add_reader(sock, self._read)
             if self.paho.want_write():
                 loop.add_writer(sock, self._write)
-            was_connected = False
+            generation = self.generation
             # Keepalive: paho pings, and closes the socket (-> _on_disconnect) when the broker is silent; a
             # CONNACK that never comes is caught the same way.
             while not closed.is_set():
-                was_connected = was_connected or self.connected
                 if self.paho.loop_misc() != mqtt.MQTT_ERR_SUCCESS:
                     break
                 try:
@@ -251,7 +244,7 @@ class Client:
                 except TimeoutError:
                     pass
             self._close_socket()
-            if was_connected or self.connected:
+            if self.generation != generation:  # it was up: the next attempt comes soon
                 delay = RECONNECT_MIN
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
@@ -392,9 +385,7 @@ class Client:
                               self.name, reason)
             return
         self.generation += 1
-        self.connected = True
-        if self._up is not None:
-            self._up.set()
+        self.up.set()
         # Subscribe on every connect, even with a session present: a clean session forgets subscriptions,
         # and amqtt can lose a persistent one's (a CONNECT reusing our client id with a wrong password).
         subscription = self.subscription
@@ -416,9 +407,7 @@ class Client:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         was = self.connected
-        self.connected = False
-        if self._up is not None:
-            self._up.clear()
+        self.up.clear()
         self._fail_all()
         if was and not self._stopping:
             self._ratelog.log(logging.WARNING, "lost", "%s: lost the MQTT connection (%s); reconnecting",

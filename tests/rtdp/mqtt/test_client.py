@@ -8,7 +8,6 @@ import asyncio
 import queue
 import threading
 
-import paho.mqtt.client as mqtt
 import pytest
 
 from rtdp.mqtt import Client, ConnectionLost, Endpoint, LoopThread, Publish, PublishRefused, Subscription, make_client
@@ -66,7 +65,7 @@ def test_a_publish_resolves_at_its_puback(mosquitto: Mosquitto) -> None:
     async def main() -> None:
         client = Client(Endpoint(mosquitto.host, mosquitto.port), "t-pub")
         client.start()
-        assert await client.wait_connected(10)
+        assert await asyncio.to_thread(client.up.wait, 10)
         futures = [client.publish("t/a", b"%d" % i) for i in range(200)]
         assert client.outstanding > 0
         await asyncio.wait_for(asyncio.gather(*futures), 10)
@@ -83,7 +82,7 @@ def test_without_resend_a_lost_connection_fails_the_publish_and_forgets_it() -> 
             client = Client(Endpoint("127.0.0.1", broker.port), "t-noresend", resend=False)
             client.start()
             reader, writer = await broker.next_connection()
-            assert await client.wait_connected(10)
+            assert await asyncio.to_thread(client.up.wait, 10)
             future = client.publish("t/first", b"1")
             header, body = await read_packet(reader)
             assert header & 0xF0 == 0x30 and _topic(body) == b"t/first"
@@ -94,7 +93,7 @@ def test_without_resend_a_lost_connection_fails_the_publish_and_forgets_it() -> 
             with pytest.raises(PublishRefused):  # nothing waits for a connection either
                 client.publish("t/meanwhile", b"2")
             reader, writer = await broker.next_connection()
-            assert await client.wait_connected(10)
+            assert await asyncio.to_thread(client.up.wait, 10)
             client.publish("t/second", b"3")
             # The first thing after the CONNECT is the new publish: the failed ones are not sent again.
             header, body = await read_packet(reader)
@@ -110,7 +109,7 @@ def test_with_resend_a_publish_outlives_the_connection() -> None:
             client = Client(Endpoint("127.0.0.1", broker.port), "t-resend", resend=True)
             client.start()
             reader, writer = await broker.next_connection()
-            assert await client.wait_connected(10)
+            assert await asyncio.to_thread(client.up.wait, 10)
             future = client.publish("t/kept", b"1")
             await read_packet(reader)
             writer.close()
@@ -127,92 +126,90 @@ def test_with_resend_a_publish_outlives_the_connection() -> None:
     asyncio.run(main())
 
 
-def _publisher(mosquitto: Mosquitto) -> mqtt.Client:
-    publisher = make_client(Endpoint(mosquitto.host, mosquitto.port), "t-publisher")
-    publisher.connect(mosquitto.host, mosquitto.port)
-    publisher.loop_start()
-    return publisher
+class Subscriber:
+    """A Client subscribed to t/# with a persistent session, on a LoopThread (as the bridge runs it), and
+    a plain paho publisher beside it."""
 
+    def __init__(self, mosquitto: Mosquitto, client_id: str, *, manual_ack: bool) -> None:
+        self.got: queue.Queue[Publish] = queue.Queue()
+        self.subscribed = threading.Event()
+        self.thread = LoopThread("t-mqtt")
+        self.thread.start()
+        self.client = Client(
+            Endpoint(mosquitto.host, mosquitto.port),
+            client_id,
+            clean_session=False,
+            subscription=Subscription("t/#", self._put, manual_ack=manual_ack),
+            on_subscribe=lambda ok: self.subscribed.set(),
+        )
+        self.publisher = make_client(Endpoint(mosquitto.host, mosquitto.port), f"{client_id}-publisher")
+        self.publisher.connect(mosquitto.host, mosquitto.port)
+        self.publisher.loop_start()
+        self.thread.run(self.client.start)
+        assert self.subscribed.wait(10)
 
-def _send(publisher: mqtt.Client, topic: str, payloads: list[bytes]) -> None:
-    for payload in payloads:
-        publisher.publish(topic, payload, qos=1).wait_for_publish(10)
+    def _put(self, publishes: list[Publish]) -> None:
+        for publish in publishes:
+            self.got.put(publish)
+
+    def send(self, payloads: list[bytes]) -> list[Publish]:
+        """Publish at QoS 1 and return what the subscriber received of it."""
+        for payload in payloads:
+            self.publisher.publish("t/a", payload, qos=1).wait_for_publish(10)
+        return [self.got.get(timeout=10) for _ in payloads]
+
+    def reconnect(self) -> None:
+        """A clean disconnect (what was queued so far, acks included, leaves before it), then a new
+        connection with the same session, subscribed again."""
+        self.subscribed.clear()
+        self.thread.run_async(self.client.stop())
+        self.thread.run(self.client.start)
+        assert self.subscribed.wait(10)
+
+    def close(self) -> None:
+        self.thread.run_async(self.client.stop())
+        self.thread.stop()
+        self.publisher.disconnect()
+        self.publisher.loop_stop()
 
 
 def test_a_subscription_acks_by_itself_and_resubscribes(mosquitto: Mosquitto) -> None:
     """Automatic acks: nothing comes twice after reconnecting with a persistent session; the subscription is
     made again on the new connection."""
-    got: queue.Queue[Publish] = queue.Queue()
-    subscribed = threading.Event()
-    thread = LoopThread("t-mqtt")
-    thread.start()
-    client = Client(
-        Endpoint(mosquitto.host, mosquitto.port),
-        "t-auto",
-        clean_session=False,
-        subscription=Subscription("t/#", lambda publishes: [got.put(p) for p in publishes]),
-        on_subscribe=lambda ok: subscribed.set(),
-    )
-    publisher = _publisher(mosquitto)
+    subscriber = Subscriber(mosquitto, "t-auto", manual_ack=False)
     try:
-        thread.run(client.start)
-        assert subscribed.wait(10)
         payloads = [b"%d" % i for i in range(20)]
-        _send(publisher, "t/a", payloads)
-        assert [got.get(timeout=10).payload for _ in payloads] == payloads
-        subscribed.clear()
-        thread.run_async(client.stop())  # a clean disconnect: the acks queued so far leave before it
-        thread.run(client.start)
-        assert subscribed.wait(10)
-        _send(publisher, "t/a", [b"after"])
-        assert got.get(timeout=10).payload == b"after"  # not one of the 20 again
-        assert got.empty()
+        assert [p.payload for p in subscriber.send(payloads)] == payloads
+        subscriber.reconnect()
+        assert [p.payload for p in subscriber.send([b"after"])] == [b"after"]  # not one of the 20 again
+        assert subscriber.got.empty()
     finally:
-        thread.run_async(client.stop())
-        thread.stop()
-        publisher.disconnect()
-        publisher.loop_stop()
+        subscriber.close()
 
 
 def test_manual_acks_from_another_thread(mosquitto: Mosquitto) -> None:
     """The owner's thread acks through the loop (LoopThread.call); what it did not ack comes again after a
     reconnection, what it acked does not; an ack for the old connection's message ids is ignored."""
-    got: queue.Queue[Publish] = queue.Queue()
-    subscribed = threading.Event()
-    thread = LoopThread("t-mqtt")
-    thread.start()
-    client = Client(
-        Endpoint(mosquitto.host, mosquitto.port),
-        "t-manual",
-        clean_session=False,
-        subscription=Subscription("t/#", lambda publishes: [got.put(p) for p in publishes], manual_ack=True),
-        on_subscribe=lambda ok: subscribed.set(),
-    )
-    publisher = _publisher(mosquitto)
+    subscriber = Subscriber(mosquitto, "t-manual", manual_ack=True)
+    thread, client = subscriber.thread, subscriber.client
     try:
-        thread.run(client.start)
-        assert subscribed.wait(10)
         payloads = [b"%d" % i for i in range(10)]
-        _send(publisher, "t/a", payloads)
-        first = [got.get(timeout=10) for _ in payloads]
+        first = subscriber.send(payloads)
         generation = thread.run(lambda: client.generation)
         thread.call(client.ack, [p.mid for p in first[:6]], generation)
-        subscribed.clear()
-        thread.run_async(client.stop())  # a clean disconnect: the acks queued so far leave before it
-        thread.run(client.start)
-        assert subscribed.wait(10)
-        again = [got.get(timeout=10) for _ in payloads[6:]]
+        subscriber.reconnect()
+        again = [subscriber.got.get(timeout=10) for _ in payloads[6:]]
         assert [p.payload for p in again] == payloads[6:]
         thread.call(client.ack, [p.mid for p in again], generation)  # the old connection's: ignored
-        thread.call(client.ack, [p.mid for p in again], generation + 1)
-        _send(publisher, "t/a", [b"after"])
-        assert got.get(timeout=10).payload == b"after"
-        assert got.empty()
+        subscriber.reconnect()
+        again = [subscriber.got.get(timeout=10) for _ in payloads[6:]]
+        assert [p.payload for p in again] == payloads[6:]
+        thread.call(client.ack, [p.mid for p in again], generation + 2)
+        subscriber.reconnect()
+        assert [p.payload for p in subscriber.send([b"after"])] == [b"after"]
+        assert subscriber.got.empty()
     finally:
-        thread.run_async(client.stop())
-        thread.stop()
-        publisher.disconnect()
-        publisher.loop_stop()
+        subscriber.close()
 
 
 def test_the_loop_thread_runs_calls_in_order_and_returns_results() -> None:
