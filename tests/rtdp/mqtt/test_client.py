@@ -53,8 +53,11 @@ class ScriptedBroker:
         await writer.drain()
         await self.connections.put((reader, writer))
 
-    async def next_connection(self) -> Connection:
-        return await asyncio.wait_for(self.connections.get(), 10)
+    async def next_connection(self, client: Client) -> Connection:
+        """The client's next connection, once the client saw its CONNACK."""
+        connection = await asyncio.wait_for(self.connections.get(), 10)
+        assert await asyncio.to_thread(client.up.wait, 10)
+        return connection
 
 
 def _topic(body: bytes) -> bytes:
@@ -81,8 +84,7 @@ def test_without_resend_a_lost_connection_fails_the_publish_and_forgets_it() -> 
         async with ScriptedBroker() as broker:
             client = Client(Endpoint("127.0.0.1", broker.port), "t-noresend", resend=False)
             client.start()
-            reader, writer = await broker.next_connection()
-            assert await asyncio.to_thread(client.up.wait, 10)
+            reader, writer = await broker.next_connection(client)
             future = client.publish("t/first", b"1")
             header, body = await read_packet(reader)
             assert header & 0xF0 == 0x30 and _topic(body) == b"t/first"
@@ -92,8 +94,7 @@ def test_without_resend_a_lost_connection_fails_the_publish_and_forgets_it() -> 
             assert client.outstanding == 0
             with pytest.raises(PublishRefused):  # nothing waits for a connection either
                 client.publish("t/meanwhile", b"2")
-            reader, writer = await broker.next_connection()
-            assert await asyncio.to_thread(client.up.wait, 10)
+            reader, writer = await broker.next_connection(client)
             client.publish("t/second", b"3")
             # The first thing after the CONNECT is the new publish: the failed ones are not sent again.
             header, body = await read_packet(reader)
@@ -108,12 +109,11 @@ def test_with_resend_a_publish_outlives_the_connection() -> None:
         async with ScriptedBroker() as broker:
             client = Client(Endpoint("127.0.0.1", broker.port), "t-resend", resend=True)
             client.start()
-            reader, writer = await broker.next_connection()
-            assert await asyncio.to_thread(client.up.wait, 10)
+            reader, writer = await broker.next_connection(client)
             future = client.publish("t/kept", b"1")
             await read_packet(reader)
             writer.close()
-            reader, writer = await broker.next_connection()
+            reader, writer = await broker.next_connection(client)
             header, body = await read_packet(reader)
             assert header & 0xF0 == 0x30 and header & 0x08  # the same publish again, marked DUP
             assert _topic(body) == b"t/kept" and not future.done()
