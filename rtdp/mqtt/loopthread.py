@@ -63,7 +63,9 @@ class LoopThread:
         thread = self._thread
         if thread is None or self.loop.is_closed():
             return
+        # The executor (the client's connect() calls) is shut down on the loop's own thread: the caller's
+        # thread may be running a loop of its own, where run_until_complete would refuse.
+        self.run_async(self.loop.shutdown_default_executor())
         self.loop.call_soon_threadsafe(self.loop.stop)
         thread.join()
-        self.loop.run_until_complete(self.loop.shutdown_default_executor())
         self.loop.close()

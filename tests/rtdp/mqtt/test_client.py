@@ -231,3 +231,16 @@ def test_the_loop_thread_runs_calls_in_order_and_returns_results() -> None:
         thread.stop()
     thread.call(seen.append, -1)  # after stop: dropped, not an error
     assert seen == list(range(100))
+
+
+def test_the_loop_thread_stops_from_a_thread_running_its_own_loop() -> None:
+    """rtdp serve's bridge is stopped from a worker thread, the browser tests stop one from a thread whose
+    loop is running: either must work."""
+    thread = LoopThread("t-loop")
+    thread.start()
+
+    async def inside_a_loop() -> None:
+        thread.stop()
+
+    asyncio.run(inside_a_loop())
+    assert thread.loop.is_closed()
