@@ -32,7 +32,6 @@ from bridge.writer import Incoming, Notice, Writer
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
 from rtdp.logs import RateLimitedLog
-from rtdp.models import database_proxy
 from rtdp.mqtt import Client, Endpoint, LoopThread, MqttError, Publish, Subscription
 from rtdp.settings import Settings
 
@@ -65,7 +64,7 @@ class Bridge:
         settings: Settings,
         endpoint: Endpoint,
         client_id: str,
-        db: pw.Database | pw.DatabaseProxy | None = None,
+        db: pw.Database,
     ) -> None:
         self.settings = settings
         self.endpoint = endpoint
@@ -73,8 +72,7 @@ class Bridge:
         self.stats = Stats()
         self.subscription = subscription_filter(settings.share_group)
         self.ready = threading.Event()  # set while connected and subscribed
-        self._db = db if db is not None else database_proxy
-        self._writer = Writer(self._db, settings, self.stats)  # type: ignore[arg-type]
+        self._writer = Writer(db, settings, self.stats)
         self._queue = Inbox(maxsize=settings.max_inflight)
         self._batches = BatchLoop(settings, self._writer, self._queue, ack=self._ack, publish=self._publish)
         self.failed = self._batches.failed  # set if the writer thread died of an unexpected error
