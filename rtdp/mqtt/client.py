@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,9 +71,11 @@ class Client:
     """One paho client, its connection supervised on the event loop that `start()` runs on.
 
     `publish()` returns a future resolved at the broker's PUBACK. With `resend=True` (the bridge, the
-    emulator) QoS 1 publishes outlive a disconnect: paho keeps them (up to `max_queued`) and sends them again
-    after reconnecting. With `resend=False` (the viewer) a disconnect fails every one still unacknowledged
-    with ConnectionLost and paho forgets them: nothing is sent behind a caller's back after it was told no.
+    emulator) QoS 1 publishes outlive a disconnect: paho keeps those it sent (and sends them again after
+    reconnecting), the client those made while not connected (up to `max_queued` in all), in order. With
+    `resend=False` (the viewer) a disconnect fails every one still unacknowledged with ConnectionLost, paho
+    forgets them, and nothing is taken while not connected: nothing is sent behind a caller's back after
+    it was told no.
     """
 
     def __init__(
@@ -96,6 +99,7 @@ class Client:
         self.name = name
         self.keepalive = keepalive
         self.resend = resend
+        self.max_queued = max_queued
         self.subscription = subscription
         # Set while connected (CONNACK accepted): read or waited on from any thread.
         self.up = threading.Event()
@@ -115,6 +119,10 @@ class Client:
         # QoS 1 publishes awaiting their PUBACK, by message id. A future its caller gave up on (timed out,
         # cancelled) stays until the PUBACK: paho still holds the message, so it counts in `outstanding`.
         self._acks: dict[int, asyncio.Future[None]] = {}
+        # QoS 1 publishes made while not connected (resend): handed to paho after its CONNACK handling.
+        # paho would send one made between its CONNECT and the CONNACK at once, and one made before the
+        # socket existed only after the CONNACK: out of order.
+        self._backlog: deque[tuple[str, bytes, bool, asyncio.Future[None]]] = deque()
         self.paho = make_client(
             endpoint,
             client_id,
@@ -139,7 +147,7 @@ class Client:
     @property
     def outstanding(self) -> int:
         """QoS 1 publishes paho holds until their PUBACK (message ids wrap at 65,535: owners bound this)."""
-        return len(self._acks)
+        return len(self._acks) + len(self._backlog)
 
     # -- the owner's side (on the loop thread) ---------------------------------------------------------
 
@@ -182,6 +190,19 @@ class Client:
         did not take it."""
         loop = self._loop
         assert loop is not None, "start() first"
+        future: asyncio.Future[None] = loop.create_future()
+        if self.connected:
+            return self._send(topic, payload, qos, retain, future)
+        if not self.resend or qos == 0:
+            raise PublishRefused(f"publish to {topic} failed: not connected", topic=topic)
+        if self.max_queued and self.outstanding >= self.max_queued:
+            raise PublishRefused(f"publish to {topic} failed: {self.max_queued} publishes wait already", topic=topic)
+        self._backlog.append((topic, payload, retain, future))
+        return future
+
+    def _send(
+        self, topic: str, payload: bytes, qos: int, retain: bool, future: asyncio.Future[None]
+    ) -> asyncio.Future[None]:
         # With on_socket_register_write set, paho only queues here: the PUBACK can only arrive later,
         # through loop_read on this thread, so registering the future after publish() returns is safe.
         info = self.paho.publish(topic, payload, qos=qos, retain=retain)
@@ -191,7 +212,6 @@ class Client:
             if qos > 0 and rc == mqtt.MQTT_ERR_NO_CONN:
                 self.paho.drop_out_messages()  # nothing of ours may wait for a connection (resend=False)
             raise PublishRefused(f"publish to {topic} failed: {mqtt.error_string(rc)}", topic=topic)
-        future: asyncio.Future[None] = loop.create_future()
         if qos == 0:
             future.set_result(None)
         else:
@@ -397,6 +417,18 @@ class Client:
                  self.client_id)
         if self._on_connect_hook is not None:
             self._on_connect_hook()
+        if self._backlog and self._loop is not None:
+            # After paho's own CONNACK handling, which sends again what it held from before.
+            self._loop.call_soon(self._send_backlog)
+
+    def _send_backlog(self) -> None:
+        while self._backlog and self.connected:
+            topic, payload, retain, future = self._backlog.popleft()
+            try:
+                self._send(topic, payload, 1, retain, future)
+            except PublishRefused as exc:  # not expected: the backlog counts against paho's queue limit
+                log.warning("%s: %s", self.name, exc.message)
+                future.cancel()
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: Any, properties: Any) -> None:
         ok = not any(code.is_failure for code in codes)

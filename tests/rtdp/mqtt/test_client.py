@@ -34,6 +34,9 @@ class ScriptedBroker:
 
     def __init__(self) -> None:
         self.connections: asyncio.Queue[Connection] = asyncio.Queue()
+        self.connect_seen = asyncio.Event()  # a CONNECT arrived
+        self.connack = asyncio.Event()  # clear it to hold the CONNACK back
+        self.connack.set()
         self.port = 0
         self._server: asyncio.Server | None = None
 
@@ -49,6 +52,8 @@ class ScriptedBroker:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         header, _ = await read_packet(reader)
         assert header == 0x10  # CONNECT
+        self.connect_seen.set()
+        await self.connack.wait()
         writer.write(b"\x20\x02\x00\x00")
         await writer.drain()
         await self.connections.put((reader, writer))
@@ -121,6 +126,28 @@ def test_with_resend_a_publish_outlives_the_connection() -> None:
             writer.write(b"\x40\x02" + mid)  # PUBACK
             await asyncio.wait_for(future, 10)
             assert client.outstanding == 0
+            await client.stop()
+
+    asyncio.run(main())
+
+
+def test_what_is_published_while_connecting_leaves_in_order() -> None:
+    """Publishes made before the socket exists and between the CONNECT and the CONNACK leave in the order
+    they were made (paho alone sends the second kind at once and the first only after the CONNACK)."""
+
+    async def main() -> None:
+        async with ScriptedBroker() as broker:
+            broker.connack.clear()
+            client = Client(Endpoint("127.0.0.1", broker.port), "t-order", resend=True)
+            client.start()
+            first = client.publish("t/first", b"1")
+            await asyncio.wait_for(broker.connect_seen.wait(), 10)
+            second = client.publish("t/second", b"2")
+            broker.connack.set()
+            reader, writer = await broker.next_connection(client)
+            topics = [_topic((await read_packet(reader))[1]) for _ in range(2)]
+            assert topics == [b"t/first", b"t/second"]
+            assert client.outstanding == 2 and not first.done() and not second.done()
             await client.stop()
 
     asyncio.run(main())
