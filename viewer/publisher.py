@@ -10,14 +10,13 @@ point the broker did not acknowledge. After a disconnect, the publishes answered
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 
 from rtdp.errors import Unavailable
 from rtdp.mqtt import Client, Endpoint, MqttError, Publish, Subscription
+from rtdp.notices import StoredEvent, decode_stored
 from rtdp.topic import STORED_PREFIX, check_name
-from viewer.hub import StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -25,18 +24,6 @@ STORED_FILTER = f"{STORED_PREFIX}/+"
 _STORED_PREFIX = f"{STORED_PREFIX}/".encode()
 
 StoredHandler = Callable[[str, list[StoredEvent]], None]
-
-
-def parse_stored(payload: bytes | bytearray) -> list[StoredEvent]:
-    """The bridge's `[{"id","axis","x","y"}, ...]`; malformed elements are skipped."""
-    document = json.loads(payload)
-    events = []
-    for item in document if isinstance(document, list) else ():
-        try:
-            events.append(StoredEvent(int(item["id"]), str(item["axis"]), float(item["x"]), float(item["y"])))
-        except (KeyError, TypeError, ValueError):
-            continue
-    return events
 
 
 class Publisher:
@@ -131,7 +118,7 @@ class Publisher:
                 continue
             try:
                 check_name(feed, "feed")
-                events = parse_stored(publish.payload)
+                events = decode_stored(publish.payload)
             except Exception:  # noqa: BLE001 -- a bad message must never break the read loop
                 log.warning("ignoring malformed message on %s", publish.topic[:100].decode(errors="replace"))
                 continue
