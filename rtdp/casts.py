@@ -104,9 +104,14 @@ def parse_datetime(value: str, tz: tzinfo) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
     try:
-        return moment.timestamp()
+        epoch = moment.timestamp()
     except (OverflowError, ValueError):
         raise InvalidInput(f"x is out of range: {_shown(value)}", field="x") from None
+    # An offset can carry a time just inside year 1 or 9999 outside them in UTC (0001-01-01T00:00+01:00),
+    # where no page or export could render it back.
+    if not MIN_EPOCH <= epoch <= MAX_EPOCH:
+        raise InvalidInput(f"x is out of range for a time: {_shown(value)}", field="x")
+    return epoch
 
 
 def cast_x(value: object, cast: XCast, tz: tzinfo) -> float:

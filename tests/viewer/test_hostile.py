@@ -1,0 +1,52 @@
+"""Issue 11, the web side: one test per finding (numbered as in the issue), each an attack that used to
+work. The broker's findings (#3, #4, #6, #13, #15 and MQTT's part of #2) are tested in tests/broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from rtdp.casts import parse_datetime
+from rtdp.errors import InvalidInput
+from rtdp.settings import Settings
+from tests.support.env import wait_for
+from tests.viewer.conftest import World, bearer, ready
+from viewer.app import create_app
+from viewer.state import ViewerState
+
+URL = "/service/feed_input.json"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    # Generous sign-up and login limits by default: the tests of those limits set their own.
+    return settings.replace(signups_per_hour=1000, login_attempts=1000)
+
+
+@contextmanager
+def app_client(settings: Settings, address: str = "testclient", **changes: Any) -> Iterator[TestClient]:
+    with TestClient(create_app(settings.replace(**changes)), client=(address, 50000)) as client:
+        wait_for(lambda: ready(client), what="the viewer to be ready")
+        yield client
+
+
+def _state(client: TestClient) -> ViewerState:
+    state: ViewerState = client.app.state.viewer  # type: ignore[attr-defined]
+    return state
+
+
+# 5. A datetime with a UTC offset landing outside years 1-9999.
+
+
+@pytest.mark.parametrize("x", ["0001-01-01T00:30:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_05_an_offset_time_outside_years_1_to_9999_is_refused(client: TestClient, world: World, x: str) -> None:
+    answer = client.get(f"{URL}/feed_t/temp", params={"x": x, "y": "1"}, headers=bearer(world.ep_token))
+    assert answer.status_code == 400 and answer.json()["field"] == "x"
+    # MQTT decodes with the same cast, so the broker refuses it too.
+    with pytest.raises(InvalidInput):
+        parse_datetime(x, UTC)
