@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,12 +26,24 @@ from rtdp.permissions import Access, Principal
 
 MAX_EMAIL = 254
 SERVICE_ACCOUNT_FILE = "service-account.json"
+# Control, format (bidi overrides such as U+202E, zero-width joiners), private-use, surrogate and
+# unassigned characters: an address holding them can display as someone else's.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn"})
+
+
+def _has_hidden(value: str) -> bool:
+    return any(unicodedata.category(c) in _HIDDEN_CATEGORIES for c in value)
 
 
 def normalize_email(email: str) -> str:
     value = email.strip().lower()
-    if not 3 <= len(value) <= MAX_EMAIL or value.count("@") != 1 or any(c.isspace() for c in value):
-        raise InvalidInput(f"invalid email address {email[:80]!r}", field="email")
+    if (
+        not 3 <= len(value) <= MAX_EMAIL
+        or value.count("@") != 1
+        or any(c.isspace() for c in value)
+        or _has_hidden(value)
+    ):
+        raise InvalidInput(f"invalid email address {email[:80]!a}", field="email")
     local, domain = value.split("@")
     if not local or not domain or "/" in value or "#" in value or "+" in domain:
         raise InvalidInput(f"invalid email address {email[:80]!r}", field="email")

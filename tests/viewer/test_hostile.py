@@ -11,11 +11,14 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from rtdp.accounts import normalize_email
 from rtdp.casts import parse_datetime
 from rtdp.errors import InvalidInput
+from rtdp.models import User
 from rtdp.settings import Settings
 from tests.support.env import wait_for
 from tests.viewer.conftest import World, bearer, ready
+from tests.viewer.test_pages import csrf
 from viewer.app import create_app
 from viewer.state import ViewerState
 
@@ -50,3 +53,17 @@ def test_05_an_offset_time_outside_years_1_to_9999_is_refused(client: TestClient
     # MQTT decodes with the same cast, so the broker refuses it too.
     with pytest.raises(InvalidInput):
         parse_datetime(x, UTC)
+
+
+# 10. Bidirectional-control characters in an email displayed it as someone else's.
+
+
+@pytest.mark.parametrize("email", ["\u202emoc.gnihton@pe", "ep\u200b@nothing.com", "ep@nothing.com\u2066", "a\x07@b.c"])
+def test_10_invisible_and_bidi_characters_are_refused_in_emails(client: TestClient, email: str) -> None:
+    with pytest.raises(InvalidInput):
+        normalize_email(email)
+    answer = client.post(
+        "/register", data={"email": email, "password": "longenough", "csrf_token": csrf(client, "/register")}
+    )
+    assert answer.status_code == 400 and "invalid email" in answer.text
+    assert not User.select().exists()
