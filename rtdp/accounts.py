@@ -23,6 +23,7 @@ from rtdp.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from rtdp.models import Feed, Token, User
 from rtdp.mosquitto_passwd import mosquitto_hash
 from rtdp.permissions import Access, Principal
+from rtdp.private import private_dir
 
 MAX_EMAIL = 254
 SERVICE_ACCOUNT_FILE = "service-account.json"
@@ -200,7 +201,7 @@ class ServiceAccount:
         path = data_dir / SERVICE_ACCOUNT_FILE
         if path.exists():
             return cls._read(path)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         account = cls(
             username=f"rtdp-service-{secrets.token_hex(4)}",
             password=secrets.token_urlsafe(32),

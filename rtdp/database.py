@@ -21,6 +21,7 @@ from playhouse.migrate import migrate as run_migrations
 from rtdp import summary
 from rtdp.errors import ConfigError
 from rtdp.models import ALL_MODELS, Axis, PurgeLog, Summary, database_proxy
+from rtdp.private import private_dir, private_file
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
@@ -104,9 +105,10 @@ def open_database(url: str, *, create: bool = True) -> pw.Database:
             raise ConfigError(f"--db: no file in {url!r} (use sqlite:///PATH)")
         if path != ":memory:":
             try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                private_dir(Path(path).parent)
+                private_file(Path(path))
             except OSError as exc:
-                raise ConfigError(f"--db: cannot create the directory for {path}: {exc.strerror}") from None
+                raise ConfigError(f"--db: cannot create {path}: {exc.strerror}") from None
         db: pw.Database = pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=5)
     elif scheme in ("postgres", "postgresql", "postgresext"):
         try:

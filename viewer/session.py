@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from rtdp.errors import PermissionDenied
 from rtdp.models import User
+from rtdp.private import private_dir
 from rtdp.settings import Settings
 
 SESSION_COOKIE = "rtdp_session"
@@ -40,7 +41,7 @@ def secret_key(settings: Settings) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     key = secrets.token_urlsafe(48)
     try:
         # O_EXCL: two processes starting together must not each write their own key.

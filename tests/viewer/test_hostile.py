@@ -3,9 +3,11 @@ work. The broker's findings (#3, #4, #6, #13, #15 and MQTT's part of #2) are tes
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from starlette.testclient import TestClient
 
 from rtdp.accounts import normalize_email
 from rtdp.casts import parse_datetime
+from rtdp.database import open_database
 from rtdp.errors import InvalidInput
 from rtdp.models import User
 from rtdp.settings import Settings
@@ -67,3 +70,19 @@ def test_10_invisible_and_bidi_characters_are_refused_in_emails(client: TestClie
     )
     assert answer.status_code == 400 and "invalid email" in answer.text
     assert not User.select().exists()
+
+
+# 14. File modes; registration told who has an account.
+
+
+def test_14_the_data_dir_is_0700_and_the_database_files_0600(tmp_path: Path) -> None:
+    data = tmp_path / "fresh"
+    db = open_database(f"sqlite:///{data / 'rtdp.sqlite3'}")
+    try:
+        User.create(email="x@example.com", password_hash="-")  # writes: the -wal and -shm files exist now
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        files = sorted(data.iterdir())
+        assert [f.name for f in files] == ["rtdp.sqlite3", "rtdp.sqlite3-shm", "rtdp.sqlite3-wal"]
+        assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
+    finally:
+        db.close()
