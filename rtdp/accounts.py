@@ -20,7 +20,7 @@ from rtdp.credentials import (
     verify_password,
 )
 from rtdp.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
-from rtdp.models import Feed, Token, User
+from rtdp.models import Feed, Token, User, database_proxy
 from rtdp.mosquitto_passwd import mosquitto_hash
 from rtdp.permissions import Access, Principal
 from rtdp.private import private_dir
@@ -55,13 +55,32 @@ def create_user(email: str, password: str, *, admin: bool = False, display_name:
     address = normalize_email(email)
     if not password:
         raise InvalidInput("password must not be empty", field="password")
+    return _insert_user(address, hash_password(password), admin=admin, display_name=display_name)
+
+
+def register_user(email: str, password_hash: str) -> User:
+    """Sign-up: a new user with a password hashed beforehand (outside any transaction); the first user
+    administers the server (there is nobody else to make them one). Raises Conflict if the email is taken.
+
+    On SQLite the transaction takes the write lock first (IMMEDIATE), so concurrent sign-ups wait for
+    each other (busy_timeout) instead of failing "database is locked" when upgrading a read.
+    """
+    address = normalize_email(email)
+    db = database_proxy.obj
+    transaction = db.atomic(lock_type="IMMEDIATE") if isinstance(db, pw.SqliteDatabase) else db.atomic()
+    with transaction:
+        first = not User.select().exists()
+        return _insert_user(address, password_hash, admin=first)
+
+
+def _insert_user(address: str, password_hash: str, *, admin: bool, display_name: str = "") -> User:
     if User.select().where(User.email == address).exists():
         raise Conflict(f"a user with email {address} already exists", field="email")
     try:
         return User.create(
             email=address,
             display_name=display_name or address.split("@")[0],
-            password_hash=hash_password(password),
+            password_hash=password_hash,
             is_admin=admin,
         )
     except pw.IntegrityError:

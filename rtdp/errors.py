@@ -41,6 +41,17 @@ class AuthenticationFailed(RtdpError):
     status = 401
 
 
+class TooManyAttempts(RtdpError):
+    """Too many password attempts (or sign-ups) from one address or for one account; retry later."""
+
+    code = "too_many_attempts"
+    status = 429
+
+    def __init__(self, message: str, retry_after: int = 1, **detail: object) -> None:
+        super().__init__(message, **detail)
+        self.retry_after = retry_after
+
+
 class PermissionDenied(RtdpError):
     code = "forbidden"
     status = 403

@@ -165,6 +165,14 @@ class Settings:
     feed_quota: int = 100
     # The asyncio event loop of serve, broker and viewer: auto (uvloop where installed), uvloop or asyncio.
     loop: str = "auto"
+    # Password attempts (login form, HTTP Basic) allowed per account and per client address in
+    # `login_window` seconds, as a burst refilled evenly; beyond, 429 with Retry-After.
+    login_attempts: int = 10
+    login_window: float = 60.0
+    # Accounts one client address may register per hour (the form answers 429 beyond).
+    signups_per_hour: int = 10
+    # Threads hashing passwords (argon2): a login flood waits for these, never for the database's.
+    hash_threads: int = 2
 
     def __post_init__(self) -> None:
         if self.max_payload < 16:
@@ -197,6 +205,14 @@ class Settings:
             raise _invalid("decision_ttl", f"must be 0 to 3600 seconds, got {self.decision_ttl}")
         if self.feed_quota < 0:
             raise _invalid("feed_quota", f"must be 0 (no limit) or more, got {self.feed_quota}")
+        if not 1 <= self.login_attempts <= 100_000:
+            raise _invalid("login_attempts", f"must be 1-100000, got {self.login_attempts}")
+        if not 0 < self.login_window <= 86400:
+            raise _invalid("login_window", f"must be in (0, 86400] seconds, got {self.login_window}")
+        if not 1 <= self.signups_per_hour <= 100_000:
+            raise _invalid("signups_per_hour", f"must be 1-100000, got {self.signups_per_hour}")
+        if not 1 <= self.hash_threads <= 64:
+            raise _invalid("hash_threads", f"must be 1-64, got {self.hash_threads}")
         if self.loop not in LOOPS:
             raise _invalid("loop", f"must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point

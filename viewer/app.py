@@ -86,11 +86,13 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-db")
+        hash_pool = ThreadPoolExecutor(max_workers=settings.hash_threads, thread_name_prefix="rtdp-hash")
         try:
             db = await loop.run_in_executor(pool, open_database, settings.database_url)
             endpoint, client_id = await loop.run_in_executor(pool, _endpoint, settings, service)
         except BaseException:
             pool.shutdown(wait=False)
+            hash_pool.shutdown(wait=False)
             raise
         metrics = Metrics()
         for collector in collectors:
@@ -106,7 +108,7 @@ def create_app(
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        app.state.viewer = ViewerState(settings, db, publisher, hub, metrics, pool)
+        app.state.viewer = ViewerState(settings, db, publisher, hub, metrics, pool, hash_pool)
         publisher.start(loop)
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):
@@ -116,6 +118,7 @@ def create_app(
         finally:
             hub.close()
             await publisher.stop()
+            hash_pool.shutdown(wait=True)
             pool.shutdown(wait=True)
             db.close()
 

@@ -4,12 +4,15 @@ work. The broker's findings (#3, #4, #6, #13, #15 and MQTT's part of #2) are tes
 from __future__ import annotations
 
 import stat
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import UTC
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from starlette.testclient import TestClient
 
@@ -20,9 +23,10 @@ from rtdp.errors import InvalidInput
 from rtdp.models import User
 from rtdp.settings import Settings
 from tests.support.env import wait_for
-from tests.viewer.conftest import World, bearer, ready
-from tests.viewer.test_pages import csrf
+from tests.viewer.conftest import LiveServer, World, basic, bearer, make_world, ready
+from tests.viewer.test_pages import CSRF_RE, csrf, login
 from viewer.app import create_app
+from viewer.session import SESSION_COOKIE
 from viewer.state import ViewerState
 
 URL = "/service/feed_input.json"
@@ -58,6 +62,136 @@ def test_05_an_offset_time_outside_years_1_to_9999_is_refused(client: TestClient
         parse_datetime(x, UTC)
 
 
+# 7. Brute force: login form, HTTP Basic; hashing apart from the database pool.
+
+
+def test_07_the_login_form_is_throttled_per_account_and_per_address(settings: Settings) -> None:
+    with app_client(settings, login_attempts=3) as client:
+        make_world()
+        for _ in range(3):
+            wrong = client.post("/login", data={"email": "ep@nothing.com", "password": "x", "csrf_token": csrf(client)})
+            assert wrong.status_code == 400
+        # Even the right password now waits: the guesser cannot tell.
+        right = client.post("/login", data={"email": "ep@nothing.com", "password": "1234", "csrf_token": csrf(client)})
+        assert right.status_code == 429 and int(right.headers["retry-after"]) >= 1
+        # The same address trying another account is refused as well.
+        other = client.post("/login", data={"email": "ap@nothing.com", "password": "1234", "csrf_token": csrf(client)})
+        assert other.status_code == 429
+
+    # One guess from each of many addresses: the account's own bucket runs out all the same.
+    with app_client(settings, login_attempts=2) as running:
+        for address in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+            from_there = TestClient(running.app, client=(address, 1))  # no `with`: the app is running
+            answer = from_there.post(
+                "/login", data={"email": "ep@nothing.com", "password": "x", "csrf_token": csrf(from_there)}
+            )
+            assert answer.status_code == (429 if address == "10.0.0.3" else 400)
+
+
+def test_07_http_basic_is_throttled_with_429_and_retry_after(settings: Settings) -> None:
+    with app_client(settings, login_attempts=3) as client:
+        world = make_world()
+        for _ in range(3):
+            assert client.get("/api/v1/feeds", headers=basic("ep@nothing.com", "guess")).status_code == 401
+        refused = client.get("/api/v1/feeds", headers=basic("ep@nothing.com", "1234"))
+        assert refused.status_code == 429 and refused.json()["code"] == "too_many_attempts"
+        assert int(refused.headers["retry-after"]) >= 1
+        # Tokens are not passwords: no hashing, no throttle.
+        assert client.get("/api/v1/feeds", headers=bearer(world.ep_token)).status_code == 200
+
+
+def test_07_password_checks_wait_in_their_own_pool_not_the_databases(client: TestClient, world: World) -> None:
+    state = _state(client)
+    release = threading.Event()
+    blockers = [state.hash_pool.submit(release.wait) for _ in range(state.settings.hash_threads)]
+    try:
+        with ThreadPoolExecutor(1) as background:
+            password_call = background.submit(
+                client.get, "/api/v1/feeds", headers=basic("ep@nothing.com", "1234")
+            )
+            # While every hashing thread is busy, token calls (database pool only) still answer...
+            for _ in range(5):
+                assert client.get("/api/v1/feeds", headers=bearer(world.ep_token)).status_code == 200
+            # ...and the password call is still waiting for a hashing thread.
+            assert not password_call.done()
+            release.set()
+            assert password_call.result(timeout=30).status_code == 200
+    finally:
+        release.set()
+        for blocker in blockers:
+            blocker.result(timeout=5)
+
+
+# 8. Logging out did not invalidate the session cookie.
+
+
+def test_08_a_cookie_copied_before_logout_is_dead_after_it(client: TestClient, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    stolen = client.cookies[SESSION_COOKIE]
+    home = client.get("/")
+    token = CSRF_RE.search(home.text).group(1)  # type: ignore[union-attr]
+    assert client.post("/logout", data={"csrf_token": token}, follow_redirects=False).status_code == 303
+    client.cookies.clear()
+    client.cookies[SESSION_COOKIE] = stolen
+    assert "ep@nothing.com" not in client.get("/").text
+    assert client.get("/feeds/feed_a", follow_redirects=False).status_code == 303  # to /login
+    assert client.get("/api/v1/feeds/feed_a").status_code in (401, 403, 404)
+
+
+def test_08_password_change_and_disabling_end_sessions_at_once(client: TestClient, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    other = TestClient(client.app)
+    other.cookies[SESSION_COOKIE] = client.cookies[SESSION_COOKIE]
+    assert "ep@nothing.com" in other.get("/").text
+    token = CSRF_RE.search(client.get("/account").text).group(1)  # type: ignore[union-attr]
+    changed = client.post(
+        "/account/password",
+        data={"current_password": "1234", "new_password": "a-new-password", "csrf_token": token},
+    )
+    assert changed.status_code == 200
+    assert "ep@nothing.com" not in other.get("/").text  # the copy ended
+    assert "ep@nothing.com" in client.get("/").text  # this session carried on
+    User.update(is_active=False).where(User.id == world.ep.id).execute()
+    assert "ep@nothing.com" not in client.get("/").text
+
+
+# 9. Concurrent registration answered 500 "database is locked"; no sign-up limit.
+
+
+def test_09_concurrent_sign_ups_all_succeed(live_server: LiveServer) -> None:
+    def register(number: int) -> int:
+        with httpx.Client(base_url=live_server.url) as browser:
+            page = browser.get("/register")
+            token = CSRF_RE.search(page.text).group(1)  # type: ignore[union-attr]
+            answer = browser.post(
+                "/register",
+                data={"email": f"user{number}@example.com", "password": "longenough", "csrf_token": token},
+            )
+            return answer.status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        statuses = list(pool.map(register, range(16)))
+    assert statuses == [303] * 16
+    assert User.select().count() == 16
+    assert User.select().where(User.is_admin == True).count() == 1  # noqa: E712
+
+
+def test_09_sign_ups_are_limited_per_address(settings: Settings) -> None:
+    with app_client(settings, signups_per_hour=2) as client:
+        for number in range(2):
+            answer = client.post(
+                "/register",
+                data={"email": f"u{number}@example.com", "password": "longenough", "csrf_token": csrf(client)},
+                follow_redirects=False,
+            )
+            assert answer.status_code == 303
+        refused = client.post(
+            "/register", data={"email": "u9@example.com", "password": "longenough", "csrf_token": csrf(client)}
+        )
+        assert refused.status_code == 429 and "retry-after" in refused.headers
+        assert not User.select().where(User.email == "u9@example.com").exists()
+
+
 # 10. Bidirectional-control characters in an email displayed it as someone else's.
 
 
@@ -86,3 +220,17 @@ def test_14_the_data_dir_is_0700_and_the_database_files_0600(tmp_path: Path) -> 
         assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == {f.name: 0o600 for f in files}
     finally:
         db.close()
+
+
+def test_14_registering_a_taken_email_answers_as_a_new_one(client: TestClient, world: World) -> None:
+    def attempt(email: str) -> httpx.Response:
+        return client.post(
+            "/register",
+            data={"email": email, "password": "longenough", "csrf_token": csrf(client, "/register")},
+            follow_redirects=False,
+        )
+
+    new, taken = attempt("new@example.com"), attempt("ep@nothing.com")
+    assert (new.status_code, new.headers["location"]) == (taken.status_code, taken.headers["location"])
+    assert (new.status_code, new.headers["location"]) == (303, "/login?registered=1")
+    assert new.text == taken.text
