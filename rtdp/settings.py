@@ -173,6 +173,15 @@ class Settings:
     signups_per_hour: int = 10
     # Threads hashing passwords (argon2): a login flood waits for these, never for the database's.
     hash_threads: int = 2
+    # HTTP: the request line and headers together may hold this many bytes (431, or 414 for the line).
+    http_max_header: int = 16 * 1024
+    # HTTP: seconds a client has to send its request line and headers, once connected or between requests.
+    http_header_timeout: float = 10.0
+    # HTTP: seconds an idle keep-alive connection is kept open.
+    http_keepalive: float = 5.0
+    # HTTP: open connections in total and from one client address; more are closed at once.
+    http_max_connections: int = 512
+    http_connections_per_ip: int = 64
 
     def __post_init__(self) -> None:
         if self.max_payload < 16:
@@ -213,6 +222,18 @@ class Settings:
             raise _invalid("signups_per_hour", f"must be 1-100000, got {self.signups_per_hour}")
         if not 1 <= self.hash_threads <= 64:
             raise _invalid("hash_threads", f"must be 1-64, got {self.hash_threads}")
+        if not 1024 <= self.http_max_header <= 1024 * 1024:
+            raise _invalid("http_max_header", f"must be 1024-1048576 bytes, got {self.http_max_header}")
+        if not 0 < self.http_header_timeout <= 600:
+            raise _invalid("http_header_timeout", f"must be in (0, 600] seconds, got {self.http_header_timeout}")
+        if not 0 < self.http_keepalive <= 600:
+            raise _invalid("http_keepalive", f"must be in (0, 600] seconds, got {self.http_keepalive}")
+        if not 1 <= self.http_connections_per_ip <= self.http_max_connections:
+            raise _invalid(
+                "http_connections_per_ip",
+                f"must be 1 to --http-max-connections ({self.http_max_connections}),"
+                f" got {self.http_connections_per_ip}",
+            )
         if self.loop not in LOOPS:
             raise _invalid("loop", f"must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point

@@ -29,6 +29,7 @@ from rtdp.errors import ConfigError
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
 from viewer.api import api_routes
+from viewer.connection import guarded_protocol
 from viewer.errors import Handler, exception_handlers
 from viewer.health import health_routes
 from viewer.hub import Hub
@@ -198,6 +199,9 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
         "server_header": False,
         "timeout_graceful_shutdown": 5,
         "loop": eventloop.resolve(settings.loop),
+        # Bounded request heads, header timeout and connection caps (viewer.connection).
+        "http": guarded_protocol(settings),
+        "timeout_keep_alive": settings.http_keepalive,
     }
     options.update(config)
     return ViewerServer(uvicorn.Config(app, **options), app, sock)

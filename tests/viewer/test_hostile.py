@@ -3,6 +3,8 @@ work. The broker's findings (#3, #4, #6, #13, #15 and MQTT's part of #2) are tes
 
 from __future__ import annotations
 
+import select
+import socket
 import stat
 import threading
 from collections.abc import Iterator
@@ -23,7 +25,7 @@ from rtdp.errors import InvalidInput
 from rtdp.models import User
 from rtdp.settings import Settings
 from tests.support.env import wait_for
-from tests.viewer.conftest import LiveServer, World, basic, bearer, make_world, ready
+from tests.viewer.conftest import LiveServer, World, basic, bearer, make_world, ready, serving
 from tests.viewer.test_pages import CSRF_RE, csrf, login
 from viewer.app import create_app
 from viewer.session import SESSION_COOKIE
@@ -48,6 +50,109 @@ def app_client(settings: Settings, address: str = "testclient", **changes: Any) 
 def _state(client: TestClient) -> ViewerState:
     state: ViewerState = client.app.state.viewer  # type: ignore[attr-defined]
     return state
+
+
+# 1. No limit on the request line or header size.
+
+
+def _connect(live: LiveServer, source: str = "127.0.0.1") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", live.server.port), timeout=10, source_address=(source, 0))
+    return sock
+
+
+def _answer(sock: socket.socket) -> bytes:
+    """What the server sends until it closes the connection (or the status line, for a kept one)."""
+    received = b""
+    while b"\r\n" not in received:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+    return received
+
+
+@pytest.mark.parametrize(
+    ("head", "status"),
+    [
+        (b"GET /" + b"a" * 20_000 + b" HTTP/1.1\r\nhost: x\r\n\r\n", b"414"),
+        (b"GET / HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 20_000 + b"\r\n\r\n", b"431"),
+        (b"GET / HTTP/1.1\r\nhost: x\r\n" + b"x-many: aaaaaaaaaa\r\n" * 1000 + b"\r\n", b"431"),
+        (b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: " + b"a" * 15_000 + b"\r\n\r\n", b"200"),
+    ],
+)
+def test_01_a_request_head_beyond_16_kib_is_refused(live_server: LiveServer, head: bytes, status: bytes) -> None:
+    with _connect(live_server) as sock:
+        sock.sendall(head)
+        assert _answer(sock).startswith(b"HTTP/1.1 " + status)
+
+
+def test_01_an_endless_header_is_not_kept(live_server: LiveServer) -> None:
+    with _connect(live_server) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-endless: ")
+        sent = 0
+        try:
+            # 64 MiB without an end: refused after the first 16 KiB, the rest read and dropped.
+            while sent < 64 * 1024 * 1024:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except OSError:
+            pass  # closed once refused: the point is that it was
+        assert _answer(sock).startswith(b"HTTP/1.1 431")
+    assert httpx.get(f"{live_server.url}/healthz").status_code == 200
+
+
+# 2. Idle connections were never dropped and there was no connection cap (HTTP).
+
+
+def _closed_by_server(sock: socket.socket, trickle: bool) -> bool:
+    """Send one byte of a request head every loop (when `trickle`), until the server closes."""
+    sock.sendall(b"GET / HTTP/1.1\r\n")
+    for _ in range(200):
+        readable, _, _ = select.select([sock], [], [], 0.1)
+        if readable:
+            return sock.recv(1024) == b""
+        if trickle:
+            try:
+                sock.sendall(b"x")
+            except OSError:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_02_a_head_not_sent_within_the_header_timeout_closes_the_connection(settings: Settings, trickle: bool) -> None:
+    with serving(settings.replace(http_header_timeout=0.5)) as live, _connect(live) as sock:
+        assert _closed_by_server(sock, trickle)
+
+
+def test_02_a_connection_that_never_sends_is_closed(settings: Settings) -> None:
+    with serving(settings.replace(http_header_timeout=0.5)) as live, _connect(live) as sock:
+        readable, _, _ = select.select([sock], [], [], 20)
+        assert readable and sock.recv(1024) == b""
+
+
+def test_02_connections_are_capped_per_address_and_in_total(settings: Settings) -> None:
+    limited = settings.replace(http_max_connections=4, http_connections_per_ip=2)
+    with serving(limited) as live:
+        held = [_connect(live), _connect(live)]
+        try:
+            with _connect(live) as third:
+                assert _answer(third).startswith(b"HTTP/1.1 503")
+            held += [_connect(live, "127.0.0.2"), _connect(live, "127.0.0.3")]
+            with _connect(live, "127.0.0.4") as fifth:
+                assert _answer(fifth).startswith(b"HTTP/1.1 503")
+        finally:
+            for sock in held:
+                sock.close()
+        # Once they are gone, everyone is served again.
+        wait_for(lambda: not live.server.server_state.connections, what="the held connections to close")
+        assert httpx.get(f"{live.url}/healthz").status_code == 200
+
+
+def test_02_connections_closed_before_a_request_leave_nothing_behind(live_server: LiveServer) -> None:
+    for _ in range(50):
+        _connect(live_server).close()
+    wait_for(lambda: not live_server.server.server_state.connections, what="every connection to be let go")
 
 
 # 5. A datetime with a UTC offset landing outside years 1-9999.
