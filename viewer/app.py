@@ -31,6 +31,7 @@ from rtdp.settings import HostPort, Settings
 from viewer.api import api_routes
 from viewer.connection import guarded_protocol
 from viewer.errors import Handler, exception_handlers
+from viewer.headers import with_security_headers
 from viewer.health import health_routes
 from viewer.hub import Hub
 from viewer.ingest import ingest_asgi, ingest_routes, lean_path
@@ -132,9 +133,12 @@ def create_app(
 
 class ViewerApp(Starlette):
     """Starlette, except that scripts' ingestion GETs (with an Authorization header) skip the middleware
-    and router: viewer.ingest.ingest_asgi answers them itself, with the same checks and answers."""
+    and router: viewer.ingest.ingest_asgi answers them itself, with the same checks and answers. Every
+    HTTP response gets viewer.headers' security headers."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            send = with_security_headers(send)
         target = lean_path(scope)
         state: ViewerState | None = getattr(self.state, "viewer", None) if target is not None else None
         if target is None or state is None:

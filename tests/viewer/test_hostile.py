@@ -3,6 +3,7 @@ work. The broker's findings (#3, #4, #6, #13, #15 and MQTT's part of #2) are tes
 
 from __future__ import annotations
 
+import re
 import select
 import socket
 import stat
@@ -339,3 +340,51 @@ def test_14_registering_a_taken_email_answers_as_a_new_one(client: TestClient, w
     assert (new.status_code, new.headers["location"]) == (taken.status_code, taken.headers["location"])
     assert (new.status_code, new.headers["location"]) == (303, "/login?registered=1")
     assert new.text == taken.text
+
+
+@pytest.mark.parametrize(
+    ("path", "headers"),
+    [
+        ("/", {}),
+        ("/login", {}),
+        ("/static/rtdp.css", {}),
+        ("/no/such/page", {}),
+        ("/api/v1/feeds", {"authorization": "Bearer nope"}),
+        (f"{URL}/feed_a/axis_a00?x=1&y=2", {"authorization": "Bearer nope"}),  # the lean ingestion path
+    ],
+)
+def test_14_every_response_carries_the_security_headers(client: TestClient, path: str, headers: dict[str, str]) -> None:
+    answer = client.get(path, headers=headers)
+    policy = answer.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "style-src 'self';" in policy and "unsafe" not in policy
+    assert "frame-ancestors 'none'" in policy
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert answer.headers["referrer-policy"] == "same-origin"
+
+
+def test_14_templates_hold_no_inline_script_or_style() -> None:
+    templates = Path(__file__).resolve().parents[2] / "viewer" / "templates"
+    for template in sorted(templates.glob("*.html")):
+        text = template.read_text()
+        for tag in re.findall(r"<script[^>]*>", text):
+            assert 'src="/static/' in tag or 'type="application/json"' in tag, (template.name, tag)
+        assert "<style" not in text and not re.search(r"\sstyle=", text), template.name
+        assert not re.search(r"\son[a-z]+=", text), template.name  # no inline event handlers
+
+
+@pytest.mark.parametrize("host", ["evil.example/x", 'a"b', "a b", "x" * 300])
+def test_14_an_odd_host_header_is_not_shown_back(client: TestClient, world: World, host: str) -> None:
+    login(client, "ep@nothing.com", "1234")
+    page = client.get("/feeds/feed_t", headers={"host": host}).text
+    assert "http://127.0.0.1:0/service/feed_input.json/feed_t/temp" in page  # the listening address
+    assert host not in page
+
+
+def test_14_a_public_url_wins_over_the_host_header(settings: Settings) -> None:
+    with app_client(settings, public_url="http://rtdp.example.org") as client:
+        make_world()
+        login(client, "ep@nothing.com", "1234")
+        page = client.get("/feeds/feed_t", headers={"host": "evil.example"}).text
+        assert "http://rtdp.example.org/service/feed_input.json/feed_t/temp" in page
+        assert "evil.example" not in page
