@@ -369,14 +369,26 @@ def _create_axes(feed: Feed, names: list[str]) -> None:
 
 
 def _samples(document: list[Any], axis_names: list[str], casts: Casts, settings: Settings) -> dict[str, list[Sample]]:
-    """Every element cast for the feed, by axis; the first bad one refuses the whole batch, by index."""
+    """Every element cast for the feed, by axis; the first bad one refuses the whole batch, by index.
+
+    Two elements with one x on one axis are refused too: the second would replace the first, and the
+    answer would count a point that is not stored (elements without x on a datetime feed all get the
+    same time, so a batch gives each point of an axis its own x)."""
     now = time.time()
     by_axis: dict[str, list[Sample]] = defaultdict(list)
+    seen: dict[tuple[str, float], int] = {}
     for index, (item, axis_name) in enumerate(zip(document, axis_names, strict=True)):
         try:
             sample = sample_from_fields(item.get("x"), item.get("y"), casts, now=now, tz=settings.tz)
         except InvalidInput as exc:
             raise InvalidInput(f"element {index}: {exc.message}", index=index, **exc.detail) from None
+        first = seen.setdefault((axis_name, sample.x), index)
+        if first != index:
+            raise InvalidInput(
+                f"element {index}: same x as element {first} on axis {axis_name!r}; give each point its own x",
+                index=index,
+                field="x",
+            )
         by_axis[axis_name].append(sample)
     return by_axis
 

@@ -312,6 +312,23 @@ def test_10_invisible_and_bidi_characters_are_refused_in_emails(client: TestClie
     assert not User.select().exists()
 
 
+# 12. A JSON array without x answered `accepted: 100` and stored 1 point.
+
+
+def test_12_a_batch_giving_one_axis_the_same_x_twice_is_refused(client: TestClient, world: World) -> None:
+    api = "/api/v1/feeds/feed_t/points"
+    without_x = [{"axis": "temp", "y": value} for value in range(100)]
+    answer = client.post(api, json=without_x, headers=bearer(world.ep_token))
+    assert answer.status_code == 400
+    assert answer.json()["index"] == 1 and "same x as element 0" in answer.json()["error"]
+    twice = [{"axis": "temp", "x": 5, "y": 1}, {"axis": "other", "x": 5, "y": 1}, {"axis": "temp", "x": 5, "y": 2}]
+    assert client.post(api, json=twice, headers=bearer(world.ep_token)).json()["index"] == 2
+    # One point per axis without x, or distinct x: accepted, and what is counted is what is stored.
+    fine = [{"axis": "temp", "y": 1}, {"axis": "other", "y": 2}, {"axis": "temp", "x": 5, "y": 3}]
+    accepted = client.post(api, json=fine, headers=bearer(world.ep_token))
+    assert accepted.status_code == 200 and accepted.json()["accepted"] == 3
+
+
 # 14. File modes; registration told who has an account.
 
 
