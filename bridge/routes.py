@@ -65,10 +65,17 @@ class Routes:
     """Topic -> Route cache. Used by the writer thread only (not thread-safe)."""
 
     def __init__(
-        self, ttl: float = 30.0, miss_ttl: float = 1.0, max_entries: int = 100_000, *, feed_quota: int = 0
+        self,
+        ttl: float = 30.0,
+        miss_ttl: float = 1.0,
+        max_entries: int = 100_000,
+        *,
+        feed_quota: int = 0,
+        axis_quota: int = 0,
     ) -> None:
         self.ttl = ttl
         self.feed_quota = feed_quota  # feeds a non-admin creator may own (0: no limit)
+        self.axis_quota = axis_quota  # axes a feed may have (0: no limit)
         self.miss_ttl = miss_ttl
         self.max_entries = max_entries
         self._routes: dict[str, tuple[float, Route]] = {}
@@ -131,7 +138,10 @@ class Routes:
             if entry is None or entry[1] is None:
                 raise Rejected("unknown_feed", f"no feed named {route.feed!r}")
             feed = entry[1]
-        axis = store.ensure_axis(feed, route.axis)
+        try:
+            axis = store.ensure_axis(feed, route.axis, quota=self.axis_quota)
+        except PermissionDenied as exc:  # the axis quota
+            raise Rejected(exc.code, exc.message, **exc.detail) from None
         created = Route(route.feed, route.axis, axis.id, route.casts, feed.owner_id)
         self._remember(topic, created, time.monotonic())
         return created

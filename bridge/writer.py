@@ -92,7 +92,7 @@ class Writer:
         self.settings = settings
         self.tz = settings.tz
         self.stats = stats
-        self.routes = routes or Routes(feed_quota=settings.feed_quota)
+        self.routes = routes or Routes(feed_quota=settings.feed_quota, axis_quota=settings.axis_quota)
         self.ratelog = RateLimitedLog(log)
 
     def write(self, messages: Sequence[Incoming], abandon: threading.Event | None = None) -> BatchResult | None:

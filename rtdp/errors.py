@@ -63,6 +63,12 @@ class QuotaExceeded(PermissionDenied):
     code = "feed_quota"
 
 
+class AxisQuotaExceeded(QuotaExceeded):
+    """The feed has as many axes as the axis quota allows."""
+
+    code = "axis_quota"
+
+
 class NotFound(RtdpError):
     code = "not_found"
     status = 404

@@ -163,6 +163,10 @@ class Settings:
     decision_ttl: float = 5.0
     # Feeds a non-admin user may own, however they are created (auto-create, API, pages); 0: no limit.
     feed_quota: int = 100
+    # Axes one feed may have, however they are created (auto-create, API, pages); 0: no limit.
+    axis_quota: int = 1000
+    # Axes listed per feed page (with their copy-paste examples); more go on further pages (?page=2).
+    page_size: int = 100
     # The asyncio event loop of serve, broker and viewer: auto (uvloop where installed), uvloop or asyncio.
     loop: str = "auto"
     # Password attempts (login form, HTTP Basic) allowed per account and per client address in
@@ -234,6 +238,10 @@ class Settings:
                 f"must be 1 to --http-max-connections ({self.http_max_connections}),"
                 f" got {self.http_connections_per_ip}",
             )
+        if self.axis_quota < 0:
+            raise _invalid("axis_quota", f"must be 0 (no limit) or more, got {self.axis_quota}")
+        if not 1 <= self.page_size <= 10_000:
+            raise _invalid("page_size", f"must be 1-10000, got {self.page_size}")
         if self.loop not in LOOPS:
             raise _invalid("loop", f"must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point

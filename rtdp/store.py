@@ -15,7 +15,7 @@ import peewee as pw
 from rtdp import summary
 from rtdp.casts import XCast, YCast
 from rtdp.codec import Casts, Sample
-from rtdp.errors import Conflict, InvalidInput, NotFound
+from rtdp.errors import AxisQuotaExceeded, Conflict, InvalidInput, NotFound
 from rtdp.models import Axis, Feed, Point, User
 from rtdp.topic import check_name
 
@@ -101,8 +101,22 @@ def check_retention(days: float | None, points: int | None) -> None:
         raise InvalidInput("retention points must be between 1 and 10000000000", field="retention_points")
 
 
-def create_axis(feed: Feed, name: str) -> Axis:
+def check_axis_quota(feed: Feed, quota: int) -> None:
+    """Raise AxisQuotaExceeded if `feed` may not get one more axis: it has `quota` already (0: no limit)."""
+    if quota <= 0:
+        return
+    count = Axis.select(Axis.id).where(Axis.feed == feed.id).count()
+    if count >= quota:
+        raise AxisQuotaExceeded(
+            f"axis quota reached: feed {feed.name!r} has {count} axes and may have {quota}; delete an axis first",
+            quota=quota,
+        )
+
+
+def create_axis(feed: Feed, name: str, *, quota: int = 0) -> Axis:
+    """A new axis; `quota` is the most axes the feed may have (0: no limit, as for `rtdp axis add`)."""
     check_name(name, "axis")
+    check_axis_quota(feed, quota)
     try:
         with Axis._meta.database.atomic():
             return Axis.create(feed=feed, name=name)
@@ -110,12 +124,14 @@ def create_axis(feed: Feed, name: str) -> Axis:
         raise Conflict(f"feed {feed.name!r} already has an axis named {name!r}", field="name") from None
 
 
-def ensure_axis(feed: Feed, name: str) -> Axis:
-    """The axis, created if missing; safe when two writers race to create it."""
+def ensure_axis(feed: Feed, name: str, *, quota: int = 0) -> Axis:
+    """The axis, created if missing (within `quota` axes per feed, 0: no limit); safe when two writers
+    race to create it."""
     axis = Axis.get_or_none((Axis.feed == feed.id) & (Axis.name == name))
     if axis is not None:
         return axis
     check_name(name, "axis")
+    check_axis_quota(feed, quota)
     try:
         with Axis._meta.database.atomic():
             return Axis.create(feed=feed, name=name)

@@ -191,9 +191,9 @@ def _list_axes(principal: Principal | None, name: str) -> list[dict[str, Any]]:
     return [axis_json(a, casts) for a in Axis.select().where(Axis.feed == feed.id).order_by(Axis.name)]
 
 
-def _create_axis(principal: Principal, name: str, body: dict[str, Any]) -> dict[str, Any]:
+def _create_axis(principal: Principal, name: str, body: dict[str, Any], quota: int) -> dict[str, Any]:
     feed = find_feed(principal, name, Access.WRITE)
-    axis = create_axis(feed, _text_field(body, "name"))
+    axis = create_axis(feed, _text_field(body, "name"), quota=quota)
     return axis_json(axis, feed_casts(feed))
 
 
@@ -296,7 +296,8 @@ async def axes_route(request: Request) -> Response:
         return JSONResponse({"feed": name, "axes": await state.run_db(_list_axes, principal, name)})
     principal = await require_principal(request)
     body = await read_object(request, state.settings.max_payload)
-    return JSONResponse(await state.run_db(_create_axis, principal, name, body), status_code=201)
+    created = await state.run_db(_create_axis, principal, name, body, state.settings.axis_quota)
+    return JSONResponse(created, status_code=201)
 
 
 async def axis_route(request: Request) -> Response:
@@ -363,9 +364,9 @@ def _created_feed(principal: Principal, name: str, settings: Settings) -> Feed:
     return feed
 
 
-def _create_axes(feed: Feed, names: list[str]) -> None:
+def _create_axes(feed: Feed, names: list[str], quota: int) -> None:
     for axis_name in names:
-        ensure_axis(feed, axis_name)
+        ensure_axis(feed, axis_name, quota=quota)
 
 
 def _samples(document: list[Any], axis_names: list[str], casts: Casts, settings: Settings) -> dict[str, list[Sample]]:
@@ -434,7 +435,7 @@ async def batch_points(request: Request) -> Response:
     else:
         feed = target
     if missing:
-        await state.run_db(_create_axes, feed, missing)
+        await state.run_db(_create_axes, feed, missing, settings.axis_quota)
     publishes = [
         state.publisher.publish(str(FeedTopic(feed.name, axis_name)), encode(samples))
         for axis_name, samples in by_axis.items()

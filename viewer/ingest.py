@@ -79,7 +79,7 @@ def resolve_target(
             raise NotFound(f"feed {feed_name!r} has no axis {axis_name!r} (auto-create is off)", axis=axis_name)
         if not create:
             return _target(feed_name, axis_name, feed_casts(feed), pending=True)
-        ensure_axis(feed, axis_name)
+        ensure_axis(feed, axis_name, quota=settings.axis_quota)
     return _target(feed_name, axis_name, feed_casts(feed))
 
 

@@ -25,6 +25,7 @@ from rtdp.database import open_database
 from rtdp.errors import InvalidInput
 from rtdp.models import User
 from rtdp.settings import Settings
+from rtdp.store import create_axis
 from tests.support.env import wait_for
 from tests.viewer.conftest import LiveServer, World, basic, bearer, make_world, ready, serving
 from tests.viewer.test_pages import CSRF_RE, csrf, login
@@ -310,6 +311,38 @@ def test_10_invisible_and_bidi_characters_are_refused_in_emails(client: TestClie
     )
     assert answer.status_code == 400 and "invalid email" in answer.text
     assert not User.select().exists()
+
+
+# 11. No axis quota (20,000 axes in 3 s) and pages that listed every axis at once.
+
+
+def test_11_a_feed_gets_at_most_axis_quota_axes_however_they_are_made(settings: Settings) -> None:
+    with app_client(settings, axis_quota=3) as client:
+        world = make_world()  # feed_t has one axis, temp
+        auth = bearer(world.ep_token)
+        assert client.get(f"{URL}/feed_t/a1?y=1", headers=auth).status_code == 200
+        assert client.post("/api/v1/feeds/feed_t/axes", json={"name": "a2"}, headers=auth).status_code == 201
+        refused = [
+            client.get(f"{URL}/feed_t/a3?y=1", headers=auth),
+            client.post("/api/v1/feeds/feed_t/axes", json={"name": "a3"}, headers=auth),
+            client.post("/api/v1/feeds/feed_t/points", json=[{"axis": "a3", "y": 1}], headers=auth),
+        ]
+        assert [(r.status_code, r.json()["code"]) for r in refused] == [(403, "axis_quota")] * 3
+        # Writing to the axes it has goes on.
+        assert client.get(f"{URL}/feed_t/a2?y=1", headers=auth).status_code == 200
+
+
+def test_11_the_feed_page_lists_a_page_of_axes_at_a_time(settings: Settings) -> None:
+    with app_client(settings, page_size=2) as client:
+        world = make_world()
+        for name in ("b", "c", "d", "e"):
+            create_axis(world.feed_t, name)
+        login(client, "ep@nothing.com", "1234")
+        first = client.get("/feeds/feed_t").text
+        assert re.findall(r'<tr data-axis="(\w+)"', first) == ["b", "c"] and 'href="?page=2"' in first
+        last = client.get("/feeds/feed_t?page=3").text
+        assert re.findall(r'<tr data-axis="(\w+)"', last) == ["temp"] and "?page=4" not in last
+        assert client.get("/feeds/feed_t?page=0").status_code == 400
 
 
 # 12. A JSON array without x answered `accepted: 100` and stored 1 point.

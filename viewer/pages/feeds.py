@@ -123,13 +123,28 @@ def feed_page(ctx: Ctx) -> Response:
     return _feed_page(ctx, feed)
 
 
+def _page_number(ctx: Ctx) -> int:
+    text = ctx.request.query_params.get("page", "1")
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        raise InvalidInput("page must be a whole number from 1")
+    return int(text)
+
+
 def _feed_page(ctx: Ctx, feed: Feed, status: int = 200, **extra: object) -> Response:
-    axes = list(Axis.select().where(Axis.feed == feed.id).order_by(Axis.name))
+    # A page of axes at a time: a feed with thousands of axes must not make a page of megabytes.
+    size = ctx.settings.page_size
+    number = _page_number(ctx)
+    query = Axis.select().where(Axis.feed == feed.id).order_by(Axis.name)
+    axes = list(query.offset((number - 1) * size).limit(size + 1))
+    more = len(axes) > size
+    axes = axes[:size]
     return ctx.render(
         "feed.html",
         status=status,
         feed=feed,
         axes=axes,
+        page=number,
+        more=more,
         sparks=sparklines(axes),
         can_write=allowed(ctx.principal, feed, Access.WRITE),
         can_manage=_may_manage(ctx, feed),
@@ -155,8 +170,8 @@ def add_axis(ctx: Ctx) -> Response:
     feed = ctx.feed(ctx.request.path_params["feed"], Access.WRITE)
     name = ctx.form.get("name", "").strip()
     try:
-        axis = create_axis(feed, name)
-    except (InvalidInput, Conflict) as exc:
+        axis = create_axis(feed, name, quota=ctx.settings.axis_quota)
+    except (InvalidInput, Conflict, QuotaExceeded) as exc:
         if ctx.wants_json:
             raise
         # Without JavaScript the form posts here: show the page again with the message at the field.
