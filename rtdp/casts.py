@@ -141,8 +141,17 @@ def cast_x(value: object, cast: XCast, tz: tzinfo) -> float:
 def format_x(x: float, cast: XCast) -> str:
     """x as text for CSV: ISO 8601 UTC for datetime feeds, plain numbers otherwise."""
     if cast is XCast.DATETIME:
-        return datetime.fromtimestamp(x, UTC).isoformat().replace("+00:00", "Z")
+        return format_time(x, "auto")
     return format_number(x, integral=cast is XCast.INT)
+
+
+def format_time(x: float, timespec: str) -> str:
+    """Epoch seconds as ISO 8601 UTC (`2014-11-22T10:50:42.189000Z`); a time outside years 1-9999, which
+    only older versions could store, as its epoch seconds, so a page or an export never breaks on it."""
+    try:
+        return datetime.fromtimestamp(x, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return repr(x)
 
 
 def format_number(value: float, integral: bool) -> str:

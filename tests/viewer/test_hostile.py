@@ -20,12 +20,13 @@ import pytest
 from starlette.testclient import TestClient
 
 from rtdp.accounts import normalize_email
-from rtdp.casts import parse_datetime
+from rtdp.casts import MAX_EPOCH, MIN_EPOCH, parse_datetime
+from rtdp.codec import Sample
 from rtdp.database import open_database
 from rtdp.errors import InvalidInput
-from rtdp.models import User
+from rtdp.models import Axis, User
 from rtdp.settings import Settings
-from rtdp.store import create_axis
+from rtdp.store import create_axis, write_points
 from tests.support.env import wait_for
 from tests.viewer.conftest import LiveServer, World, basic, bearer, make_world, ready, serving
 from tests.viewer.test_pages import CSRF_RE, csrf, login
@@ -167,6 +168,18 @@ def test_05_an_offset_time_outside_years_1_to_9999_is_refused(client: TestClient
     # MQTT decodes with the same cast, so the broker refuses it too.
     with pytest.raises(InvalidInput):
         parse_datetime(x, UTC)
+
+
+def test_05_pages_and_exports_survive_such_a_point_stored_before_the_fix(client: TestClient, world: World) -> None:
+    axis = Axis.get((Axis.feed == world.feed_t.id) & (Axis.name == "temp"))
+    write_points([(axis.id, Sample(MIN_EPOCH - 1800, 1.0)), (axis.id, Sample(MAX_EPOCH + 1800, 2.0))])
+    login(client, "ep@nothing.com", "1234")
+    assert client.get("/feeds/feed_t/axes/temp").status_code == 200
+    assert client.get("/feeds/feed_t").status_code == 200
+    csv = client.get("/api/v1/feeds/feed_t/export?format=csv")
+    assert csv.status_code == 200 and len(csv.text.strip().splitlines()) == 3  # header and both points
+    exported = client.get("/api/v1/feeds/feed_t/export?format=json")
+    assert exported.status_code == 200 and len(exported.json()) == 2
 
 
 # 7. Brute force: login form, HTTP Basic; hashing apart from the database pool.

@@ -21,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from rtdp.accounts import principal_for
+from rtdp.casts import format_time
 from rtdp.errors import AuthenticationFailed, NotFound, PermissionDenied, RtdpError
 from rtdp.models import Feed, User
 from rtdp.permissions import Access, Principal, allowed
@@ -41,14 +42,17 @@ class LoginRequired(AuthenticationFailed):
 def _fmt_time(value: float | None) -> str:
     if value is None:
         return ""
-    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):
+        return repr(value)  # outside years 1-9999 (stored by older versions): not worth a broken page
 
 
 def _fmt_x(value: float | None, x_cast: str) -> str:
     if value is None:
         return ""
     if x_cast == "datetime":
-        return datetime.fromtimestamp(value, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return format_time(value, "microseconds")
     return _fmt_y(value, "int" if x_cast == "int" else "float")
 
 
