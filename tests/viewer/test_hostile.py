@@ -220,6 +220,25 @@ def test_07_http_basic_is_throttled_with_429_and_retry_after(settings: Settings)
         assert client.get("/api/v1/feeds", headers=bearer(world.ep_token)).status_code == 200
 
 
+def test_07_guessing_the_current_password_with_a_borrowed_session_is_throttled(settings: Settings) -> None:
+    with app_client(settings, login_attempts=3) as client:
+        make_world()
+        login(client, "ep@nothing.com", "1234")  # one attempt spent
+        for _ in range(2):
+            token = CSRF_RE.search(client.get("/account").text).group(1)  # type: ignore[union-attr]
+            guess = client.post(
+                "/account/password",
+                data={"current_password": "guess", "new_password": "a-new-password", "csrf_token": token},
+            )
+            assert guess.status_code == 400
+        token = CSRF_RE.search(client.get("/account").text).group(1)  # type: ignore[union-attr]
+        refused = client.post(
+            "/account/password",
+            data={"current_password": "1234", "new_password": "a-new-password", "csrf_token": token},
+        )
+        assert refused.status_code == 429 and "retry-after" in refused.headers
+
+
 def test_07_password_checks_wait_in_their_own_pool_not_the_databases(client: TestClient, world: World) -> None:
     state = _state(client)
     release = threading.Event()

@@ -114,7 +114,16 @@ def account(ctx: Ctx) -> Response:
 def change_password(ctx: Ctx) -> Response:
     user = ctx.require_user()
     new = ctx.form.get("new_password", "")
-    if not verify_password(user.password_hash, ctx.form.get("current_password", "")):
+    state = viewer_state(ctx.request)
+    # A guess at the current password too (a borrowed session): throttled and hashed like a login.
+    try:
+        state.logins.take([account_key(user.email), address_key(client_address(ctx.request))])
+    except TooManyAttempts as exc:
+        response = _account_page(ctx, user, status=429, password_error=f"{exc.message}.")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    current = ctx.form.get("current_password", "")
+    if not state.hash_pool.submit(verify_password, user.password_hash, current).result():
         return _account_page(
             ctx, user, status=400, password_error="The current password is wrong.", password_field="current_password"
         )
@@ -130,7 +139,8 @@ def change_password(ctx: Ctx) -> Response:
         return _account_page(
             ctx, user, status=400, password_error="The two new passwords differ.", password_field="new_password2"
         )
-    User.update(password_hash=hash_password(new), session_version=User.session_version + 1).where(
+    new_hash = state.hash_pool.submit(hash_password, new).result()
+    User.update(password_hash=new_hash, session_version=User.session_version + 1).where(
         User.id == user.id
     ).execute()
     user = User.get_by_id(user.id)
