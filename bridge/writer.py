@@ -85,7 +85,12 @@ class _Prepared:
 
 
 class Writer:
-    """Turns batches of messages into stored points and rejections. Runs on one thread."""
+    """Turns batches of messages into stored points and rejections. Runs on one thread.
+
+    `db` is the process's opened database (rtdp.database.open_database), the one the models are bound
+    to: the writer runs its transactions and its thread's connection on it, and rtdp.store's
+    functions inside those transactions reach the same object through the models.
+    """
 
     def __init__(self, db: pw.Database, settings: Settings, stats: Stats, routes: Routes | None = None) -> None:
         self.db = db

@@ -21,7 +21,7 @@ from rtdp import emulation as state
 from rtdp.accounts import create_token, get_user, principal_for
 from rtdp.database import open_database
 from rtdp.errors import Conflict, NotFound, RtdpError
-from rtdp.models import Feed, Token, User, database_proxy
+from rtdp.models import Feed, Token, User
 from rtdp.mqtt import Endpoint
 from rtdp.permissions import Access, allowed
 from rtdp.settings import Settings
@@ -76,7 +76,8 @@ class _Throttle:
 
 
 class Emulator:
-    """Simulated devices publishing over MQTT (default) or HTTP, authenticated with a token.
+    """Simulated devices publishing over MQTT (default) or HTTP, authenticated with a token. `db` is the
+    process's opened database (rtdp.database.open_database).
 
     `start()` prepares feeds, axes, saved positions and (unless `token` is given) a write token for
     `owner_email` in the emulator's thread, waits for that, and raises EmulatorError if it failed. It and
@@ -87,6 +88,7 @@ class Emulator:
     def __init__(
         self,
         settings: Settings,
+        db: pw.Database,
         *,
         owner_email: str,
         sources: Sequence[str | Source] = (),
@@ -99,6 +101,7 @@ class Emulator:
         if via not in ("mqtt", "http"):
             raise EmulatorError(f"via must be 'mqtt' or 'http', got {via!r}")
         self.settings = settings
+        self.db = db
         self.owner_email = owner_email
         self.sources = resolve_sources(sources)
         self.via: Via = via
@@ -158,8 +161,6 @@ class Emulator:
         publisher: Publisher | None = None
         try:
             try:
-                if database_proxy.obj is None:
-                    open_database(self.settings.database_url)
                 owner = self._prepare()
                 publisher = self._publisher(owner)
                 publisher.open()
@@ -180,9 +181,8 @@ class Emulator:
             if publisher is not None:
                 publisher.close()
             self._revoke_token()
-            db = database_proxy.obj
-            if db is not None and not db.is_closed():
-                db.close()  # this thread's connection only (Peewee keeps one per thread)
+            if not self.db.is_closed():
+                self.db.close()  # this thread's connection only (Peewee keeps one per thread)
 
     def _prepare(self) -> User:
         try:
@@ -307,8 +307,8 @@ def run(
     stop_event: threading.Event | None = None,
 ) -> None:
     """Run the emulator until Ctrl-C or `stop_event` is set (`rtdp emulate [SOURCE...]`). Opens the database."""
-    open_database(settings.database_url)
-    emulator = Emulator(settings, owner_email=owner_email, sources=sources, via=via, token=token, http_url=http_url)
+    db = open_database(settings.database_url)
+    emulator = Emulator(settings, db, owner_email=owner_email, sources=sources, via=via, token=token, http_url=http_url)
     emulator.start()
     stop = stop_event or threading.Event()
     try:

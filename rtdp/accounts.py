@@ -20,10 +20,11 @@ from rtdp.credentials import (
     verify_password,
 )
 from rtdp.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
-from rtdp.models import Feed, Token, User, database_proxy
+from rtdp.models import Feed, Token, User
 from rtdp.mosquitto_passwd import mosquitto_hash
 from rtdp.permissions import Access, Principal
 from rtdp.private import private_dir
+from rtdp.store.dialect import dialect_of
 
 MAX_EMAIL = 254
 SERVICE_ACCOUNT_FILE = "service-account.json"
@@ -58,17 +59,15 @@ def create_user(email: str, password: str, *, admin: bool = False, display_name:
     return _insert_user(address, hash_password(password), admin=admin, display_name=display_name)
 
 
-def register_user(email: str, password_hash: str) -> User:
+def register_user(db: pw.Database, email: str, password_hash: str) -> User:
     """Sign-up: a new user with a password hashed beforehand (outside any transaction); the first user
     administers the server (there is nobody else to make them one). Raises Conflict if the email is taken.
 
-    On SQLite the transaction takes the write lock first (IMMEDIATE), so concurrent sign-ups wait for
-    each other (busy_timeout) instead of failing "database is locked" when upgrading a read.
+    The transaction is a write transaction from the start (on SQLite it takes the write lock first), so
+    concurrent sign-ups wait for each other instead of failing "database is locked" when upgrading a read.
     """
     address = normalize_email(email)
-    db = database_proxy.obj
-    transaction = db.atomic(lock_type="IMMEDIATE") if isinstance(db, pw.SqliteDatabase) else db.atomic()
-    with transaction:
+    with dialect_of(db).write_transaction(db):
         first = not User.select().exists()
         return _insert_user(address, password_hash, admin=first)
 

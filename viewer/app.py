@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
+import peewee as pw
 import uvicorn
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
@@ -76,13 +77,16 @@ def _endpoint(settings: Settings, service: ServiceAccount | None) -> tuple[Endpo
 def create_app(
     settings: Settings,
     *,
+    db: pw.Database | None = None,
     service: ServiceAccount | None = None,
     routes: Sequence[BaseRoute] = (),
     middleware: Sequence[Middleware] = (),
     collectors: Sequence[Collector] = (),
 ) -> Starlette:
-    """The viewer app. Extra `routes` and `middleware` are added after the built-in ones; extra Prometheus
-    `collectors` (the bridge's and broker's in `rtdp serve`) are registered on the app's /metrics registry."""
+    """The viewer app. `db`: the process's opened database (`rtdp serve`); without it the lifespan opens
+    `settings.database_url` and closes it at the end (`rtdp viewer`). Extra `routes` and `middleware`
+    are added after the built-in ones; extra Prometheus `collectors` (the bridge's and broker's in
+    `rtdp serve`) are registered on the app's /metrics registry."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -90,7 +94,7 @@ def create_app(
         pool = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-db")
         hash_pool = ThreadPoolExecutor(max_workers=settings.hash_threads, thread_name_prefix="rtdp-hash")
         try:
-            db = await loop.run_in_executor(pool, open_database, settings.database_url)
+            opened = db if db is not None else await loop.run_in_executor(pool, open_database, settings.database_url)
             endpoint, client_id = await loop.run_in_executor(pool, _endpoint, settings, service)
         except BaseException:
             pool.shutdown(wait=False)
@@ -110,7 +114,7 @@ def create_app(
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        app.state.viewer = ViewerState(settings, db, publisher, hub, metrics, pool, hash_pool)
+        app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool, hash_pool)
         publisher.start(loop)
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):
@@ -122,7 +126,8 @@ def create_app(
             await publisher.stop()
             hash_pool.shutdown(wait=True)
             pool.shutdown(wait=True)
-            db.close()
+            if db is None:
+                opened.close()
 
     page_routes, page_middleware, html_errors = _page_parts(settings)
     all_routes: list[BaseRoute] = [*health_routes(), *ingest_routes(), *api_routes(), *page_routes, *routes]

@@ -351,9 +351,9 @@ def test_concurrent_writers_of_the_same_points(axis: Axis, any_db: pw.Database) 
 
 
 def test_max_points_is_capped(axis: Axis, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rtdp.store
+    import rtdp.store.read
 
-    monkeypatch.setattr(rtdp.store, "MAX_LIMIT", 50)
+    monkeypatch.setattr(rtdp.store.read, "MAX_LIMIT", 50)
     write_points([(axis.id, Sample(float(i), float(i))) for i in range(120)])
     result = query_points(axis, max_points=10**9)
     assert len(result) <= 50 and {y for _, _, y in result} >= {0.0, 119.0}

@@ -3,11 +3,13 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import peewee as pw
 import pytest
 from starlette.testclient import TestClient
 
 from rtdp.accounts import ServiceAccount
 from rtdp.errors import ConfigError
+from rtdp.models import database_proxy
 from rtdp.settings import HostPort, Settings
 from tests.support.embedded import running_embedded_broker
 from tests.support.env import wait_for
@@ -34,6 +36,17 @@ def test_two_apps_at_once_have_their_own_metrics(settings: Settings) -> None:
         first.get("/service/feed_input.json/f/a?y=1")  # 401, counted by the first app only
         assert 'rtdp_http_ingest_total{outcome="unauthenticated"} 1.0' in first.get("/metrics").text
         assert "unauthenticated" not in second.get("/metrics").text
+
+
+def test_the_app_uses_the_database_it_is_given(tmp_path: Path, settings: Settings, any_db: pw.Database) -> None:
+    """`rtdp serve` opens the database once and hands it over: the lifespan must not open it again."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    unopenable = settings.replace(db_url=f"sqlite:///{blocker}/rtdp.sqlite3")  # its directory is a file
+    with TestClient(create_app(unopenable, db=any_db)) as client:
+        wait_for(lambda: ready(client), what="the viewer to be ready")
+        assert client.get("/readyz").json()["database"] is True
+    assert database_proxy.obj is any_db, "the models stay bound to the database the process opened"
 
 
 def test_embedded_broker_with_the_service_account(tmp_path: Path, sqlite_db: object) -> None:

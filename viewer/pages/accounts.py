@@ -78,7 +78,7 @@ def register(ctx: Ctx) -> Response:
         # Hashed for a taken address too (same time either way), in the hashing pool, before any transaction.
         password_hash = state.hash_pool.submit(hash_password, password).result()
         try:
-            register_user(email, password_hash)
+            register_user(state.db, email, password_hash)
         except Conflict:
             pass
     except RtdpError as exc:
