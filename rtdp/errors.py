@@ -41,15 +41,19 @@ class AuthenticationFailed(RtdpError):
     status = 401
 
 
-class TooManyAttempts(RtdpError):
-    """Too many password attempts (or sign-ups) from one address or for one account; retry later."""
-
-    code = "too_many_attempts"
-    status = 429
+class RetryLater(RtdpError):
+    """An error that passes: `retry_after` seconds is when to try again (HTTP's Retry-After)."""
 
     def __init__(self, message: str, retry_after: int = 1, **detail: object) -> None:
         super().__init__(message, **detail)
         self.retry_after = retry_after
+
+
+class TooManyAttempts(RetryLater):
+    """Too many password attempts (or sign-ups) from one address or for one account; retry later."""
+
+    code = "too_many_attempts"
+    status = 429
 
 
 class PermissionDenied(RtdpError):
@@ -79,12 +83,8 @@ class Conflict(RtdpError):
     status = 409
 
 
-class Unavailable(RtdpError):
+class Unavailable(RetryLater):
     """A dependency (broker, database) is down or saturated; retry later."""
 
     code = "unavailable"
     status = 503
-
-    def __init__(self, message: str, retry_after: int = 1, **detail: object) -> None:
-        super().__init__(message, **detail)
-        self.retry_after = retry_after

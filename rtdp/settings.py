@@ -183,9 +183,10 @@ class Settings:
     http_header_timeout: float = 10.0
     # HTTP: seconds an idle keep-alive connection is kept open.
     http_keepalive: float = 5.0
-    # HTTP: open connections in total and from one client address; more are closed at once.
+    # HTTP: open connections in total and from one client address; more are answered 503 and closed at
+    # once. Per address above a script's own pool (httpx opens up to 100) and a browser's 6 per host.
     http_max_connections: int = 512
-    http_connections_per_ip: int = 64
+    http_connections_per_ip: int = 128
 
     def __post_init__(self) -> None:
         if self.max_payload < 16:

@@ -50,7 +50,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     max_header = 16 * 1024
     header_timeout = 10.0
     max_connections = 512
-    connections_per_ip = 64
+    connections_per_ip = 128
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from rtdp.errors import RtdpError, TooManyAttempts, Unavailable
+from rtdp.errors import RetryLater, RtdpError
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ def error_response(request: Request, status: int, body: dict[str, object], heade
 def error_parts(exc: RtdpError) -> tuple[int, dict[str, object], dict[str, str]]:
     """Status, JSON body and headers for `exc`: shared by the handlers and the lean ingestion path."""
     headers: dict[str, str] = {}
-    if isinstance(exc, Unavailable | TooManyAttempts):
+    if isinstance(exc, RetryLater):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = "GET, POST"

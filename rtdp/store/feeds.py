@@ -89,11 +89,8 @@ def check_axis_quota(feed: Feed, quota: int) -> None:
 
 def create_axis(feed: Feed, name: str, *, quota: int = 0) -> Axis:
     """A new axis; `quota` is the most axes the feed may have (0: no limit, as for `rtdp axis add`)."""
-    check_name(name, "axis")
-    check_axis_quota(feed, quota)
     try:
-        with Axis._meta.database.atomic():
-            return Axis.create(feed=feed, name=name)
+        return _insert_axis(feed, name, quota)
     except pw.IntegrityError:
         raise Conflict(f"feed {feed.name!r} already has an axis named {name!r}", field="name") from None
 
@@ -104,13 +101,18 @@ def ensure_axis(feed: Feed, name: str, *, quota: int = 0) -> Axis:
     axis = Axis.get_or_none((Axis.feed == feed.id) & (Axis.name == name))
     if axis is not None:
         return axis
-    check_name(name, "axis")
-    check_axis_quota(feed, quota)
     try:
-        with Axis._meta.database.atomic():
-            return Axis.create(feed=feed, name=name)
+        return _insert_axis(feed, name, quota)
     except pw.IntegrityError:
         return get_axis(feed, name)
+
+
+def _insert_axis(feed: Feed, name: str, quota: int) -> Axis:
+    check_name(name, "axis")
+    check_axis_quota(feed, quota)
+    with Axis._meta.database.atomic():
+        axis: Axis = Axis.create(feed=feed, name=name)
+        return axis
 
 
 def ensure_feed(name: str, owner_id: int) -> Feed:
