@@ -165,7 +165,8 @@ class Settings:
     feed_quota: int = 100
     # Axes one feed may have, however they are created (auto-create, API, pages); 0: no limit.
     axis_quota: int = 1000
-    # Axes listed per feed page (with their copy-paste examples); more go on further pages (?page=2).
+    # Axes listed per feed page (with their copy-paste examples), and feed/axis rows per /admin page and
+    # its live snapshots; more go on further pages (?page=2).
     page_size: int = 100
     # The asyncio event loop of serve, broker and viewer: auto (uvloop where installed), uvloop or asyncio.
     loop: str = "auto"

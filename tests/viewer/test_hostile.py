@@ -377,6 +377,22 @@ def test_11_the_feed_page_lists_a_page_of_axes_at_a_time(settings: Settings) -> 
         assert client.get("/feeds/feed_t?page=0").status_code == 400
 
 
+def test_11_the_dashboard_and_its_stream_hold_a_page_of_rows(settings: Settings) -> None:
+    with app_client(settings, page_size=2) as client:
+        world = make_world()  # rows: feed_a/axis_a00, feed_ap/axis_aj_00, feed_t/temp, feed_t/z
+        create_axis(world.feed_t, "z")
+        login(client, "admin@nothing.com", "secret-admin")
+        first = client.get("/admin").text
+        assert re.findall(r'<tr data-feed="(\w+)" data-axis="(\w+)"', first) == [
+            ("feed_a", "axis_a00"), ("feed_ap", "axis_aj_00")
+        ]
+        assert 'href="?page=2"' in first and '"stream": "/admin/stream?page=1"' in first
+        second = client.get("/admin?page=2").text
+        assert re.findall(r'<tr data-feed="(\w+)" data-axis="(\w+)"', second) == [("feed_t", "temp"), ("feed_t", "z")]
+        assert "?page=3" not in second
+        assert client.get("/admin/stream?page=x").status_code == 400
+
+
 # 12. A JSON array without x answered `accepted: 100` and stored 1 point.
 
 

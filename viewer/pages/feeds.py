@@ -14,7 +14,7 @@ from rtdp.store import create_axis, create_feed, get_axis
 from rtdp.topic import check_name
 from viewer.access import may_manage
 from viewer.pages.examples import examples_for
-from viewer.pages.render import Ctx, error_field
+from viewer.pages.render import Ctx, error_field, page_number
 from viewer.pages.spark import sparklines
 
 BOOL_TRUE = ("on", "true", "1", "yes")
@@ -123,17 +123,10 @@ def feed_page(ctx: Ctx) -> Response:
     return _feed_page(ctx, feed)
 
 
-def _page_number(ctx: Ctx) -> int:
-    text = ctx.request.query_params.get("page", "1")
-    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1_000_000:
-        raise InvalidInput("page must be a whole number from 1")
-    return int(text)
-
-
 def _feed_page(ctx: Ctx, feed: Feed, status: int = 200, **extra: object) -> Response:
     # A page of axes at a time: a feed with thousands of axes must not make a page of megabytes.
     size = ctx.settings.page_size
-    number = _page_number(ctx)
+    number = page_number(ctx.request)
     query = Axis.select().where(Axis.feed == feed.id).order_by(Axis.name)
     axes = list(query.offset((number - 1) * size).limit(size + 1))
     more = len(axes) > size

@@ -22,7 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 
 from rtdp.accounts import principal_for
 from rtdp.casts import format_time
-from rtdp.errors import AuthenticationFailed, NotFound, PermissionDenied, RtdpError
+from rtdp.errors import AuthenticationFailed, InvalidInput, NotFound, PermissionDenied, RtdpError
 from rtdp.models import Feed, User
 from rtdp.permissions import Access, Principal, allowed
 from rtdp.settings import Settings
@@ -121,6 +121,14 @@ class Ctx:
 
     def redirect(self, url: str) -> RedirectResponse:
         return RedirectResponse(url, status_code=303)
+
+
+def page_number(request: Request) -> int:
+    """The `page` query parameter of a paged list (1 when absent)."""
+    text = request.query_params.get("page", "1")
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        raise InvalidInput("page must be a whole number from 1")
+    return int(text)
 
 
 def error_field(exc: RtdpError, fields: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> str | None:
