@@ -21,7 +21,7 @@ import peewee as pw
 from bridge.errors import Rejected
 from bridge.routes import Route, Routes, errors_topic_for
 from bridge.stats import Stats
-from rtdp import codec, store
+from rtdp import catalog, codec, store
 from rtdp.casts import YCast
 from rtdp.codec import Sample
 from rtdp.errors import InvalidInput
@@ -97,7 +97,7 @@ class Writer:
         self.settings = settings
         self.tz = settings.tz
         self.stats = stats
-        self.routes = routes or Routes(feed_quota=settings.feed_quota, axis_quota=settings.axis_quota)
+        self.routes = routes or Routes(catalog.Policy.of(settings))
         self.ratelog = RateLimitedLog(log)
 
     def write(self, messages: Sequence[Incoming], abandon: threading.Event | None = None) -> BatchResult | None:

@@ -88,3 +88,10 @@ class Unavailable(RetryLater):
 
     code = "unavailable"
     status = 503
+
+
+class UnknownFeed(NotFound):
+    """A point for a feed that does not exist, from a writer that cannot create it (the bridge, which
+    does not know who published)."""
+
+    code = "unknown_feed"

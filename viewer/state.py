@@ -13,6 +13,7 @@ import peewee as pw
 from starlette.requests import HTTPConnection
 
 from rtdp.cache import TTLCache
+from rtdp.catalog import Policy
 from rtdp.permissions import Principal
 from rtdp.settings import Settings
 from rtdp.throttle import Throttle
@@ -43,8 +44,11 @@ class ViewerState:
     # Password attempts per account and per address (login form, HTTP Basic); sign-ups per address.
     logins: Throttle = field(init=False)
     signups: Throttle = field(init=False)
+    # What writing may create (auto-create, feed quota): rtdp.catalog's rules, with these settings.
+    policy: Policy = field(init=False)
 
     def __post_init__(self) -> None:
+        self.policy = Policy.of(self.settings)
         self.credentials = TTLCache(self.settings.credential_ttl)
         self.decisions = TTLCache(self.settings.decision_ttl)
         self.logins = Throttle(self.settings.login_attempts, self.settings.login_window)

@@ -8,11 +8,11 @@ from __future__ import annotations
 from rtdp.store.dialect import INSERT_CHUNK, dialect_of
 from rtdp.store.export import iter_export
 from rtdp.store.feeds import (
+    check_axis_quota,
     check_retention,
     create_axis,
     create_feed,
     ensure_axis,
-    ensure_feed,
     feed_casts,
     get_axis,
     get_feed,
@@ -25,12 +25,12 @@ __all__ = [
     "MAX_LIMIT",
     "Buckets",
     "StoredPoint",
+    "check_axis_quota",
     "check_retention",
     "create_axis",
     "create_feed",
     "dialect_of",
     "ensure_axis",
-    "ensure_feed",
     "feed_casts",
     "get_axis",
     "get_feed",

@@ -75,12 +75,12 @@ def check_retention(days: float | None, points: int | None) -> None:
         raise InvalidInput("retention points must be between 1 and 10000000000", field="retention_points")
 
 
-def check_axis_quota(feed: Feed, quota: int) -> None:
-    """Raise AxisQuotaExceeded if `feed` may not get one more axis: it has `quota` already (0: no limit)."""
+def check_axis_quota(feed: Feed, quota: int, adding: int = 1) -> None:
+    """Raise AxisQuotaExceeded if `feed` may not get `adding` more axes within `quota` (0: no limit)."""
     if quota <= 0:
         return
     count = Axis.select(Axis.id).where(Axis.feed == feed.id).count()
-    if count >= quota:
+    if count + adding > quota:
         raise AxisQuotaExceeded(
             f"axis quota reached: feed {feed.name!r} has {count} axes and may have {quota}; delete an axis first",
             quota=quota,
@@ -114,12 +114,3 @@ def _insert_axis(feed: Feed, name: str, quota: int) -> Axis:
         axis: Axis = Axis.create(feed=feed, name=name)
         return axis
 
-
-def ensure_feed(name: str, owner_id: int) -> Feed:
-    feed = Feed.get_or_none(Feed.name == name)
-    if feed is not None:
-        return feed
-    try:
-        return create_feed(name, owner_id)
-    except Conflict:
-        return get_feed(name)
