@@ -14,6 +14,7 @@ from typing import Literal
 
 import peewee as pw
 
+from emulator import system  # noqa: F401 -- defining SystemSource registers it (emulator.sources.Source)
 from emulator.errors import EmulatorError, PublishFailed
 from emulator.publish import HttpPublisher, MqttPublisher, Publisher
 from emulator.sources import SOURCES, Source
@@ -37,7 +38,7 @@ LOG_EVERY = 30.0  # seconds between repeated warnings about the same trouble
 
 def available_sources() -> list[str]:
     """Source names this machine can run (the system source needs Linux's /proc)."""
-    return [name for name in SOURCES if state.available(name)]
+    return [name for name in state.SOURCES if state.available(name)]
 
 
 def resolve_sources(sources: Sequence[str | Source]) -> list[Source]:
