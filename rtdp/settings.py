@@ -24,6 +24,7 @@ OTHER_VARIABLES = frozenset(
     {"RTDP_TOKEN", "RTDP_URL", "RTDP_EMAIL", "RTDP_PASSWORD", "RTDP_MQTT_HOST", "RTDP_MQTT_PORT"}
 )
 LOOPS = ("auto", "uvloop", "asyncio")  # rtdp.eventloop
+SQLITE_SYNCHRONOUS = ("normal", "full")  # rtdp.database
 
 
 def option_label(name: str) -> str:
@@ -322,6 +323,18 @@ class Settings:
     http_connections_per_ip: int = setting(
         128, "Open HTTP connections from one address (behind a proxy: all of them).", serve_and("viewer")
     )
+    # Embedded broker: messages one MQTT client may have read but not yet settled (stored, for feeds/ in
+    # `rtdp serve`; QoS 1/2 ones are unacknowledged until then). Beyond it the broker stops reading from it.
+    mqtt_inflight: int = setting(
+        100, "Embedded broker: messages one client may have sent but not yet had stored; beyond it the"
+        " broker stops reading from that client (MQTT's own back-pressure).", serve_and("broker"),
+    )
+    # SQLite's `synchronous` pragma: normal (WAL: a commit survives a crash of the process, kill -9) or
+    # full (also a power loss or OS crash, at the cost of an fsync per commit).
+    sqlite_synchronous: str = setting(
+        "normal", "SQLite durability: normal (a commit survives kill -9) or full (also a power loss, at the"
+        " cost of an fsync per commit).", serve_and("bridge"), choices=SQLITE_SYNCHRONOUS,
+    )
 
     def __post_init__(self) -> None:
         if self.max_payload < 16:
@@ -378,6 +391,11 @@ class Settings:
             raise _invalid("axis_quota", f"must be 0 (no limit) or more, got {self.axis_quota}")
         if not 1 <= self.page_size <= 10_000:
             raise _invalid("page_size", f"must be 1-10000, got {self.page_size}")
+        if not 1 <= self.mqtt_inflight <= 65_535:
+            raise _invalid("mqtt_inflight", f"must be 1-65535, got {self.mqtt_inflight}")
+        if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            choices = ", ".join(SQLITE_SYNCHRONOUS)
+            raise _invalid("sqlite_synchronous", f"must be one of {choices}, got {self.sqlite_synchronous!r}")
         if self.loop not in LOOPS:
             raise _invalid("loop", f"must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point
