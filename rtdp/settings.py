@@ -285,10 +285,11 @@ class Settings:
     page_size: int = setting(
         100, "Axes per feed page, and feed/axis rows per /admin page (1-10000).", serve_and("viewer")
     )
-    # The asyncio event loop of serve, broker and viewer: auto (uvloop where installed), uvloop or asyncio.
+    # The asyncio event loop of serve, broker and viewer, and of the bridge's and emulator's MQTT thread:
+    # auto (uvloop where installed), uvloop or asyncio.
     loop: str = setting(
         "auto", "Event loop: uvloop where installed (auto), or the standard asyncio one.",
-        serve_and("broker", "viewer"), choices=LOOPS,
+        serve_and("broker", "bridge", "viewer", "emulate"), choices=LOOPS,
     )
     # Password attempts (login form, HTTP Basic) allowed per account and per client address in
     # `login_window` seconds, as a burst refilled evenly; beyond, 429 with Retry-After.
