@@ -185,14 +185,17 @@ class ClientsProcess:
 
 
 @contextmanager
-def running_serve(work: Path) -> Iterator[tuple[str, str, int, int]]:
-    """`rtdp serve` in a fresh data dir: (web URL, token, MQTT port, pid)."""
+def running_serve(work: Path, clients: int) -> Iterator[tuple[str, str, int, int]]:
+    """`rtdp serve` in a fresh data dir, taking `clients` connections from this one address:
+    (web URL, token, MQTT port, pid)."""
     data = work / "serve"
     token = pipeline.prepare(data)
     pipeline.cli(data, "axis", "add", pipeline.FEED, "live")
     http_port, mqtt_port = free_port(), free_port()
+    room = str(clients + 50)  # the defaults (512 in all, 128 per address) are below the clients measured
     command = [pipeline.RTDP, "serve", "--data-dir", str(data), "--http", f"127.0.0.1:{http_port}",
-               "--mqtt", f"127.0.0.1:{mqtt_port}", "--log-level", "warning"]
+               "--mqtt", f"127.0.0.1:{mqtt_port}", "--log-level", "warning",
+               "--http-max-connections", room, "--http-connections-per-ip", room]
     url = f"http://127.0.0.1:{http_port}"
     with pipeline.process(command, work / "serve.log") as proc:
         wait_for(lambda: pipeline.ready(f"{url}/readyz"), 60, interval=0.1, what="rtdp serve")
@@ -216,7 +219,7 @@ def run(work: Path, clients: int, rates: list[int], seconds: float) -> list[Leve
     from paho.mqtt.enums import CallbackAPIVersion
 
     levels = []
-    with running_serve(work) as (url, token, mqtt_port, pid):
+    with running_serve(work, clients) as (url, token, mqtt_port, pid):
         readers = ClientsProcess(url, token, clients)
         publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-fanout", protocol=mqtt.MQTTv311)
         publisher.username_pw_set("bench", token)

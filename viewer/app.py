@@ -32,7 +32,9 @@ from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
 from viewer.accesslog import AccessLog
 from viewer.api import api_routes
+from viewer.connection import guarded_protocol
 from viewer.errors import ErrorPage, exception_handlers
+from viewer.headers import with_security_headers
 from viewer.health import health_routes
 from viewer.hub import Hub
 from viewer.ingest import ingest_asgi, ingest_routes, lean_path
@@ -94,11 +96,13 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-db")
+        hash_pool = ThreadPoolExecutor(max_workers=settings.hash_threads, thread_name_prefix="rtdp-hash")
         try:
             opened = db if db is not None else await loop.run_in_executor(pool, open_database, settings.database_url)
             endpoint, client_id = await loop.run_in_executor(pool, _endpoint, settings, service)
         except BaseException:
             pool.shutdown(wait=False)
+            hash_pool.shutdown(wait=False)
             raise
         metrics = Metrics()
         for collector in collectors:
@@ -114,7 +118,7 @@ def create_app(
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool, direct)
+        app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool, hash_pool, direct)
         publisher.start(loop)
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):
@@ -124,6 +128,7 @@ def create_app(
         finally:
             hub.close()
             await publisher.stop()
+            hash_pool.shutdown(wait=True)
             pool.shutdown(wait=True)
             if db is None:
                 opened.close()
@@ -139,19 +144,22 @@ def create_app(
 
 class ViewerApp(Starlette):
     """Starlette, except that scripts' ingestion GETs (with an Authorization header) skip the middleware
-    and router: viewer.ingest.ingest_asgi answers them itself, with the same checks and answers."""
+    and router: viewer.ingest.ingest_asgi answers them itself, with the same checks and answers. Every
+    HTTP response gets viewer.headers' security headers."""
 
     access_log = AccessLog("off")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            # An SSE stream writes its body with the server's own send (viewer.stream): headers go on the start.
+            scope[RAW_SEND] = send
+            send = with_security_headers(send)
         target = lean_path(scope)
         state: ViewerState | None = getattr(self.state, "viewer", None) if target is not None else None
         access = self.access_log
         if target is None or state is None:
-            if scope["type"] == "http":
-                scope[RAW_SEND] = send
-                if access.errors:
-                    send = access.wrap(scope, send)
+            if access.errors and scope["type"] == "http":
+                send = access.wrap(scope, send)
             await super().__call__(scope, receive, send)
             return
         scope["app"] = self
@@ -217,6 +225,9 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
         "access_log": settings.access_log == "all",
         "timeout_graceful_shutdown": 5,
         "loop": eventloop.resolve(settings.loop),
+        # Bounded request heads, header timeout and connection caps (viewer.connection).
+        "http": guarded_protocol(settings),
+        "timeout_keep_alive": settings.http_keepalive,
     }
     options.update(config)
     return ViewerServer(uvicorn.Config(app, **options), app, sock)
