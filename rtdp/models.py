@@ -169,6 +169,17 @@ class Token(BaseModel):
     broker_hash = pw.CharField(max_length=255, null=True)
 
 
+class RightsRevision(BaseModel):
+    """One row: a number bumped by every change to who may do what (shares, groups, public, owner, users),
+    so that every process's cached permission decisions can see cheaply that they are stale (rtdp.revision)."""
+
+    id = pw.IntegerField(primary_key=True)
+    value = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "rights_revision"
+
+
 class EmulatorState(BaseModel):
     source = pw.CharField(max_length=64, primary_key=True)
     enabled = pw.BooleanField(default=False)
@@ -199,4 +210,5 @@ class PurgeLog(BaseModel):
 
 ALL_MODELS: list[type[BaseModel]] = [
     User, Group, Membership, Feed, Share, Axis, Point, Summary, Token, EmulatorState, Rejection, PurgeLog,
+    RightsRevision,
 ]

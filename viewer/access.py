@@ -15,7 +15,7 @@ from starlette.requests import Request
 
 from rtdp.errors import AuthenticationFailed, InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
 from rtdp.models import Feed
-from rtdp.permissions import Access, Principal, allowed, check_feed_quota, may_create_feeds
+from rtdp.permissions import Access, Principal, allowed, check_feed_quota, may_create_feeds, may_manage
 from rtdp.settings import Settings
 from viewer.errors import URITooLong
 
@@ -43,17 +43,6 @@ def check_auto_create(principal: Principal, name: str, settings: Settings) -> No
     if not may_create_feeds(principal):
         raise PermissionDenied("this token may not create feeds", feed=name)
     check_feed_quota(principal.user_id, settings.feed_quota)
-
-
-def may_manage(principal: Principal, feed: Feed) -> bool:
-    """Owner or admin, logged in or through a token for all their feeds that may write.
-
-    A token limited to one feed is a device's: it reads and writes that feed's points (so a stolen one
-    can still overwrite them), but it may not delete the feed, make it public or rename its axes."""
-    if principal.token_feed_id is not None or not allowed(principal, feed, Access.WRITE):
-        return False
-    owner_id: int = feed.owner_id  # type: ignore[attr-defined]
-    return principal.service or principal.is_admin or owner_id == principal.user_id
 
 
 def find_managed_feed(principal: Principal, name: str) -> Feed:

@@ -9,10 +9,10 @@ from starlette.responses import JSONResponse, Response
 
 from rtdp.errors import Conflict, InvalidInput, PermissionDenied, QuotaExceeded
 from rtdp.models import Axis, Feed, Share, User
-from rtdp.permissions import Access, allowed, check_feed_quota, readable_feeds
+from rtdp.permissions import Access, allowed, check_feed_quota, may_manage, readable_feeds
+from rtdp.sharing import shares_of
 from rtdp.store import create_axis, create_feed, get_axis
 from rtdp.topic import check_name
-from viewer.access import may_manage
 from viewer.pages.examples import examples_for
 from viewer.pages.render import Ctx, error_field
 from viewer.pages.spark import sparklines
@@ -120,11 +120,12 @@ def delete_feed(ctx: Ctx) -> Response:
 
 def feed_page(ctx: Ctx) -> Response:
     feed = ctx.feed(ctx.request.path_params["feed"])
-    return _feed_page(ctx, feed)
+    return feed_page_response(ctx, feed)
 
 
-def _feed_page(ctx: Ctx, feed: Feed, status: int = 200, **extra: object) -> Response:
+def feed_page_response(ctx: Ctx, feed: Feed, status: int = 200, **extra: object) -> Response:
     axes = list(Axis.select().where(Axis.feed == feed.id).order_by(Axis.name))
+    can_manage = _may_manage(ctx, feed)
     return ctx.render(
         "feed.html",
         status=status,
@@ -132,7 +133,9 @@ def _feed_page(ctx: Ctx, feed: Feed, status: int = 200, **extra: object) -> Resp
         axes=axes,
         sparks=sparklines(axes),
         can_write=allowed(ctx.principal, feed, Access.WRITE),
-        can_manage=_may_manage(ctx, feed),
+        can_manage=can_manage,
+        # The Sharing section: only whoever may change it sees who else may read.
+        shares=shares_of(feed) if can_manage else [],
         examples={axis.name: examples_for(ctx.request, ctx.settings, feed, axis.name) for axis in axes},
         example_new=examples_for(ctx.request, ctx.settings, feed, "AXIS"),
         **extra,
@@ -160,7 +163,7 @@ def add_axis(ctx: Ctx) -> Response:
         if ctx.wants_json:
             raise
         # Without JavaScript the form posts here: show the page again with the message at the field.
-        return _feed_page(
+        return feed_page_response(
             ctx,
             feed,
             status=exc.status,
