@@ -30,12 +30,14 @@ from typing import TypeVar
 
 import peewee as pw
 
+from rtdp import revision
 from rtdp.accounts import ServiceAccount, check_credentials, refresh_principal
 from rtdp.cache import TTLCache, credential_key
 from rtdp.errors import AuthenticationFailed, InvalidInput
 from rtdp.logs import RateLimitedLog
 from rtdp.models import Feed
 from rtdp.permissions import Access, Principal, allowed, may_create_feeds
+from rtdp.revision import RevisionWatcher
 from rtdp.topic import ERRORS_PREFIX, FEEDS_PREFIX, STORED_PREFIX, FeedTopic, feed_of_filter
 
 logger = logging.getLogger(__name__)
@@ -146,6 +148,20 @@ class AccessControl:
         self._decisions: TTLCache[tuple[tuple[int, int | None], str, Access], Decision] = TTLCache(decision_ttl)
         self._executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-broker-db")
         self._log = RateLimitedLog(logger)
+        # Started by the broker: drops the caches when any process changed who may do what.
+        self.rights = RevisionWatcher(self._read_revision, self.rights_changed)
+
+    async def _read_revision(self) -> int:
+        return await self._in_thread(revision.current)
+
+    def rights_changed(self) -> None:
+        """On the broker's loop: cached decisions and logins are stale, and every held principal is read
+        again before its next decision (its user may have been disabled or made admin)."""
+        self._decisions.clear()
+        self._credentials.clear()
+        for key, held in list(self._principals.items()):
+            if not held.principal.service:
+                self._principals[key] = _Held(held.principal, -math.inf)
 
     async def _in_thread(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(func, *args))

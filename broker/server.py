@@ -368,6 +368,7 @@ class EmbeddedBroker:
         server = self._broker._servers["default"].instance
         sockets = getattr(server, "sockets", None) or ()
         self._port = int(sockets[0].getsockname()[1]) if sockets else self.listen.port
+        self.access.rights.start()
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Broadcast a message from inside the process (as the service account would publish it, RECEIVE
@@ -421,6 +422,7 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         broker, self._broker = self._broker, None
         self._port = None
+        await self.access.rights.stop()
         if broker is not None:
             try:
                 await broker.shutdown()

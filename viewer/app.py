@@ -36,6 +36,7 @@ from viewer.hub import Hub
 from viewer.ingest import ingest_asgi, ingest_routes, lean_path
 from viewer.metrics import Metrics
 from viewer.publisher import Publisher
+from viewer.sharing_api import sharing_routes
 from viewer.state import ViewerState
 
 log = logging.getLogger(__name__)
@@ -110,14 +111,17 @@ def create_app(
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool)
+        state = ViewerState(settings, opened, publisher, hub, metrics, pool)
+        app.state.viewer = state
         publisher.start(loop)
+        state.rights.start()
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):
             log.warning("MQTT broker %s:%s not reachable yet; retrying", endpoint.host, endpoint.port)
         try:
             yield
         finally:
+            await state.rights.stop()
             hub.close()
             await publisher.stop()
             pool.shutdown(wait=True)
@@ -125,7 +129,9 @@ def create_app(
                 opened.close()
 
     page_routes, page_middleware, html_errors = _page_parts(settings)
-    all_routes: list[BaseRoute] = [*health_routes(), *ingest_routes(), *api_routes(), *page_routes, *routes]
+    all_routes: list[BaseRoute] = [
+        *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *page_routes, *routes
+    ]
     all_middleware: list[Middleware] = [*page_middleware, *middleware]
     handlers: Any = exception_handlers(html_errors)
     return ViewerApp(routes=all_routes, middleware=all_middleware, exception_handlers=handlers, lifespan=lifespan)

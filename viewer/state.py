@@ -12,8 +12,10 @@ from typing import Any, ParamSpec, TypeVar
 import peewee as pw
 from starlette.requests import HTTPConnection
 
+from rtdp import revision
 from rtdp.cache import TTLCache
 from rtdp.permissions import Principal
+from rtdp.revision import RevisionWatcher
 from rtdp.settings import Settings
 from viewer.hub import Hub
 from viewer.metrics import Metrics
@@ -36,10 +38,22 @@ class ViewerState:
     # clear them at once.
     credentials: TTLCache[Any, Principal] = field(init=False)
     decisions: TTLCache[Any, Any] = field(init=False)
+    # Drops both caches and has open streams check again when any process changed who may do what.
+    rights: RevisionWatcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.credentials = TTLCache(self.settings.credential_ttl)
         self.decisions = TTLCache(self.settings.decision_ttl)
+        self.rights = RevisionWatcher(self._read_revision, self.rights_changed)
+
+    async def _read_revision(self) -> int:
+        return await self.run_db(revision.current)
+
+    def rights_changed(self) -> None:
+        """On the event loop: stop trusting cached logins and decisions; open streams check again."""
+        self.forget_decisions()
+        self.credentials.clear()
+        self.hub.recheck()
 
     async def run_db(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a (synchronous, Peewee) call in the database thread pool, never on the event loop."""

@@ -128,7 +128,8 @@ def test_transfer_gives_the_feed_and_keeps_a_write_share_for_the_previous_owner(
     given = sharing.transfer(p(world.ep), "feed_a", "ap@nothing.com")
     assert given.owner_id == world.ap.id
     # ap's own share went (an owner needs none); ep keeps writing through one.
-    assert [(v.user, v.access) for v in sharing.list_shares(p(world.ap), "feed_a")] == [("ep@nothing.com", Access.WRITE)]
+    kept = sharing.list_shares(p(world.ap), "feed_a")
+    assert [(v.user, v.access) for v in kept] == [("ep@nothing.com", Access.WRITE)]
     assert allowed(p(world.ep), feed(), Access.WRITE)
     with pytest.raises(PermissionDenied):
         sharing.list_shares(p(world.ep), "feed_a")  # no longer ep's to manage
