@@ -246,6 +246,59 @@ def axis_add(feed_name: str, name: str, **options: Any) -> None:
     click.echo(f"created axis {feed_name}/{created.name}")
 
 
+@main.group()
+def share() -> None:
+    """Share feeds with users and groups (the feed page and the API do the same)."""
+
+
+@share.command("add")
+@click.argument("feed_name", metavar="FEED")
+@click.option("--user", "email", help="Share with this user (email).")
+@click.option("--group", help="Share with this group (name).")
+@click.option("--write", is_flag=True, help="Let them write too (add points and axes). [default: read only]")
+@data_options
+@_fail_cleanly
+def share_add(feed_name: str, email: str | None, group: str | None, write: bool, **options: Any) -> None:
+    """Share FEED with a user or a group; again with the same one changes its access."""
+    from rtdp.permissions import OPERATOR, Access
+    from rtdp.sharing import add_share
+
+    if (email is None) == (group is None):
+        raise click.UsageError("give exactly one of --user EMAIL or --group NAME")
+    _open(options)
+    added = add_share(OPERATOR, feed_name, user=email, group=group, access=Access.WRITE if write else Access.READ)
+    click.echo(f"share {added.id}: {added.grantee} may {added.access.value} {added.feed}")
+
+
+@share.command("list")
+@click.argument("feed_name", metavar="FEED")
+@data_options
+@_fail_cleanly
+def share_list(feed_name: str, **options: Any) -> None:
+    """List FEED's shares: id, access, user or group."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.sharing import list_shares
+
+    _open(options)
+    for view in list_shares(OPERATOR, feed_name):
+        click.echo(f"{view.id}\t{view.access.value}\t{view.grantee}")
+
+
+@share.command("remove")
+@click.argument("feed_name", metavar="FEED")
+@click.argument("share_id", metavar="ID", type=click.IntRange(min=1))
+@data_options
+@_fail_cleanly
+def share_remove(feed_name: str, share_id: int, **options: Any) -> None:
+    """Remove share ID (see `rtdp share list FEED`); open streams and subscriptions stop within a second."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.sharing import remove_share
+
+    _open(options)
+    removed = remove_share(OPERATOR, feed_name, share_id)
+    click.echo(f"removed share {removed.id}: {removed.grantee} no longer may {removed.access.value} {removed.feed}")
+
+
 @main.command()
 @click.argument("feed_name", metavar="FEED")
 @click.option("--axis", "axis_names", multiple=True, help="Only this axis (repeatable). [default: all]")
