@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rtdp.settings import Settings
-from viewer.pages import accounts, admin, charts, feeds, legacy, tools
+from viewer.pages import accounts, admin, charts, feeds, legacy, sharing, tools
 from viewer.pages.render import STATIC, html_error_response, make_environment, page
 from viewer.session import session_middleware
 
@@ -53,6 +53,10 @@ def page_routes(settings: Settings) -> list[Route | Mount]:
         route("/feeds/{feed}", feeds.feed_page, ["GET"], "feed"),
         route("/feeds/{feed}/delete", feeds.delete_feed, ["POST"], "delete_feed"),
         route("/feeds/{feed}/axes", feeds.add_axis, ["POST"], "add_axis"),
+        route("/feeds/{feed}/shares", sharing.add_share, ["POST"], "add_share"),
+        route("/feeds/{feed}/shares/{id:int}/delete", sharing.remove_share, ["POST"], "remove_share"),
+        route("/feeds/{feed}/public", sharing.set_public, ["POST"], "set_public"),
+        route("/feeds/{feed}/owner", sharing.transfer, ["POST"], "transfer_feed"),
         route("/feeds/{feed}/axes/{axis}", charts.axis_page, ["GET"], "axis"),
         route("/feeds/{feed}/axes/{axis}/rename", feeds.rename_axis, ["POST"], "rename_axis"),
         route("/feeds/{feed}/axes/{axis}/delete", feeds.delete_axis, ["POST"], "delete_axis"),

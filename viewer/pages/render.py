@@ -174,13 +174,13 @@ def page(settings: Settings, env: Environment, handler: Handler) -> Endpoint:
 
 
 def _forget_cached_decisions(request: Request) -> None:
-    """A form may have revoked a token, changed a password, deleted a feed or axis: the viewer's cached
-    credentials and permission decisions must not outlive that (viewer.state promises it). On the event
-    loop, like every other use of those caches (TTLCache is not thread-safe); forms are rare."""
+    """A form may have revoked a token, changed a password, deleted a feed or axis, removed a share: the
+    viewer's cached credentials and permission decisions must not outlive that (viewer.state promises
+    it), and open streams check again. On the event loop, like every other use of those caches
+    (TTLCache is not thread-safe); forms are rare."""
     state = getattr(request.app.state, "viewer", None)
     if state is not None:
-        state.forget_decisions()
-        state.credentials.clear()
+        state.rights_changed()
 
 
 def html_error_response(settings: Settings, env: Environment) -> Callable[[Request, Exception], Awaitable[Response]]:
