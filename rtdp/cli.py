@@ -299,6 +299,87 @@ def share_remove(feed_name: str, share_id: int, **options: Any) -> None:
     click.echo(f"removed share {removed.id}: {removed.grantee} no longer may {removed.access.value} {removed.feed}")
 
 
+@main.group()
+def group() -> None:
+    """Manage groups of users (share a feed with a group: `rtdp share add FEED --group NAME`)."""
+
+
+@group.command("add")
+@click.argument("name")
+@click.option("--description", default="", help="What the group is for.")
+@data_options
+@_fail_cleanly
+def group_add(name: str, description: str, **options: Any) -> None:
+    """Create group NAME."""
+    from rtdp.groups import create_group
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    click.echo(f"created group {create_group(OPERATOR, name, description).name}")
+
+
+@group.command("list")
+@data_options
+@_fail_cleanly
+def group_list(**options: Any) -> None:
+    """List groups and their members."""
+    from rtdp.groups import list_groups
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    for view in list_groups(OPERATOR):
+        click.echo(f"{view.name}\t{', '.join(view.members or [])}")
+
+
+@group.command("remove")
+@click.argument("name")
+@data_options
+@_fail_cleanly
+def group_remove(name: str, **options: Any) -> None:
+    """Remove group NAME, its memberships and the shares made to it."""
+    from rtdp.groups import remove_group
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    remove_group(OPERATOR, name)
+    click.echo(f"removed group {name}")
+
+
+@group.group("member")
+def group_member() -> None:
+    """Add users to groups and remove them."""
+
+
+@group_member.command("add")
+@click.argument("name", metavar="GROUP")
+@click.argument("email")
+@data_options
+@_fail_cleanly
+def group_member_add(name: str, email: str, **options: Any) -> None:
+    """Add the user EMAIL to GROUP."""
+    from rtdp.groups import add_member
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    view = add_member(OPERATOR, name, email)
+    click.echo(f"group {view.name}: {', '.join(view.members or [])}")
+
+
+@group_member.command("remove")
+@click.argument("name", metavar="GROUP")
+@click.argument("email")
+@data_options
+@_fail_cleanly
+def group_member_remove(name: str, email: str, **options: Any) -> None:
+    """Remove the user EMAIL from GROUP (they lose its shares at once)."""
+    from rtdp.groups import remove_member
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    view = remove_member(OPERATOR, name, email)
+    click.echo(f"group {view.name}: {', '.join(view.members or []) or '(no members)'}")
+
+
 @main.command()
 @click.argument("feed_name", metavar="FEED")
 @click.option("--axis", "axis_names", multiple=True, help="Only this axis (repeatable). [default: all]")

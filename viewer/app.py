@@ -31,6 +31,7 @@ from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
 from viewer.api import api_routes
 from viewer.errors import Handler, exception_handlers
+from viewer.groups_api import group_routes
 from viewer.health import health_routes
 from viewer.hub import Hub
 from viewer.ingest import ingest_asgi, ingest_routes, lean_path
@@ -130,7 +131,7 @@ def create_app(
 
     page_routes, page_middleware, html_errors = _page_parts(settings)
     all_routes: list[BaseRoute] = [
-        *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *page_routes, *routes
+        *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *group_routes(), *page_routes, *routes
     ]
     all_middleware: list[Middleware] = [*page_middleware, *middleware]
     handlers: Any = exception_handlers(html_errors)

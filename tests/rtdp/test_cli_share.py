@@ -1,4 +1,4 @@
-"""`rtdp share add|list|remove` through click on a data dir, as an administrator runs them."""
+"""`rtdp share add|list|remove` and `rtdp group ...` through click on a data dir, as an administrator runs them."""
 
 from __future__ import annotations
 
@@ -48,3 +48,15 @@ def test_share_errors_are_messages_without_traceback(tmp_path: Path) -> None:
         result = run(tmp_path, *args)
         assert result.exit_code != 0, args
         assert "Traceback" not in result.output and "Error" in result.output or "error:" in result.output, result.output
+
+
+def test_group_add_list_members_remove(tmp_path: Path) -> None:
+    run(tmp_path, "user", "add", "ap@nothing.com", "--password", "1234")
+    assert run(tmp_path, "group", "add", "lab", "--description", "the lab").output == "created group lab\n"
+    assert run(tmp_path, "group", "member", "add", "lab", "AP@nothing.com").output == "group lab: ap@nothing.com\n"
+    assert run(tmp_path, "group", "list").output == "lab\tap@nothing.com\n"
+    assert run(tmp_path, "group", "member", "remove", "lab", "ap@nothing.com").output == "group lab: (no members)\n"
+    assert run(tmp_path, "group", "member", "remove", "lab", "ap@nothing.com").exit_code == 1
+    assert run(tmp_path, "group", "add", "lab").exit_code == 1  # exists
+    assert run(tmp_path, "group", "remove", "lab").output == "removed group lab\n"
+    assert run(tmp_path, "group", "list").output == ""
