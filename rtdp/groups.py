@@ -53,6 +53,13 @@ def _group(name: str) -> Group:
     return found
 
 
+def _member(email: str) -> User:
+    try:
+        return get_user(email)
+    except NotFound as exc:
+        raise NotFound(exc.message, field="user") from None
+
+
 def _members(group_ids: list[int]) -> dict[int, list[str]]:
     members: dict[int, list[str]] = {gid: [] for gid in group_ids}
     if group_ids:
@@ -105,7 +112,7 @@ def remove_group(actor: Principal, name: str) -> None:
 def add_member(actor: Principal, name: str, email: str) -> GroupView:
     _admin(actor, "change a group's members")
     with Group._meta.database.atomic():
-        group, user = _group(name), get_user(email)
+        group, user = _group(name), _member(email)
         if not Membership.select().where((Membership.group == group.id) & (Membership.user == user.id)).exists():
             Membership.create(group=group, user=user)
             revision.bump()
@@ -115,7 +122,7 @@ def add_member(actor: Principal, name: str, email: str) -> GroupView:
 def remove_member(actor: Principal, name: str, email: str) -> GroupView:
     _admin(actor, "change a group's members")
     with Group._meta.database.atomic():
-        group, user = _group(name), get_user(email)
+        group, user = _group(name), _member(email)
         removed = Membership.delete().where((Membership.group == group.id) & (Membership.user == user.id)).execute()
         if not removed:
             raise NotFound(f"{user.email} is not in group {group.name!r}", field="user")

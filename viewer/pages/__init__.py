@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rtdp.settings import Settings
-from viewer.pages import accounts, admin, charts, feeds, legacy, sharing, tools
+from viewer.pages import accounts, admin, charts, feeds, groups, legacy, sharing, tools
 from viewer.pages.render import STATIC, html_error_response, make_environment, page
 from viewer.session import session_middleware
 
@@ -62,6 +62,11 @@ def page_routes(settings: Settings) -> list[Route | Mount]:
         route("/feeds/{feed}/axes/{axis}/delete", feeds.delete_axis, ["POST"], "delete_axis"),
         route("/feeds/{feed}/graph", charts.graph_page, ["GET"], "graph"),
         route("/feeds/{feed}/sparklines", charts.sparklines_page, ["GET"], "sparklines"),
+        route("/groups", groups.groups_page, ["GET"], "groups"),
+        route("/groups", groups.create_group, ["POST"], "create_group"),
+        route("/groups/{group}/delete", groups.remove_group, ["POST"], "remove_group"),
+        route("/groups/{group}/members", groups.add_member, ["POST"], "add_member"),
+        route("/groups/{group}/members/remove", groups.remove_member, ["POST"], "remove_member"),
         route("/admin", admin.admin_page, ["GET"], "admin"),
         Route("/admin/stream", admin.admin_stream, methods=["GET"], name="admin_stream"),
         route("/tools", tools.tools_page, ["GET"], "tools"),
