@@ -166,12 +166,107 @@ def user() -> None:
 @data_options
 @_fail_cleanly
 def user_add(email: str, password: str, admin: bool, **options: Any) -> None:
-    """Create a user."""
+    """Create a user (the password rule of the Register page applies)."""
     from rtdp.accounts import create_user
+    from rtdp.credentials import check_new_password
 
+    check_new_password(password)
     _open(options)
     created = create_user(email, password, admin=admin)
     click.echo(f"created user {created.email}{' (admin)' if admin else ''}")
+
+
+@user.command("list")
+@data_options
+@_fail_cleanly
+def user_list(**options: Any) -> None:
+    """List users: email, admin, active or disabled, feeds owned."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import list_users
+
+    _open(options)
+    for view in list_users(OPERATOR):
+        state = ("admin " if view.admin else "") + ("active" if view.active else "disabled")
+        click.echo(f"{view.email}\t{state}\t{view.feeds} feeds")
+
+
+@user.command("disable")
+@click.argument("email")
+@data_options
+@_fail_cleanly
+def user_disable(email: str, **options: Any) -> None:
+    """Disable EMAIL: no login, no token, open connections end; nothing is deleted."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import set_active
+
+    _open(options)
+    click.echo(f"disabled user {set_active(OPERATOR, email, False).email}")
+
+
+@user.command("enable")
+@click.argument("email")
+@data_options
+@_fail_cleanly
+def user_enable(email: str, **options: Any) -> None:
+    """Enable EMAIL again."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import set_active
+
+    _open(options)
+    click.echo(f"enabled user {set_active(OPERATOR, email, True).email}")
+
+
+@user.command("remove")
+@click.argument("email")
+@click.option("--feeds-to", metavar="EMAIL", help="Give the user's feeds to this user. [default: delete them]")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@data_options
+@_fail_cleanly
+def user_remove(email: str, feeds_to: str | None, yes: bool, **options: Any) -> None:
+    """Remove EMAIL with their tokens and shares, and their feeds with all points unless --feeds-to."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import remove_user
+
+    if not yes and not feeds_to:
+        click.confirm(f"Remove {email} and delete every feed they own, with all its points?", abort=True)
+    _open(options)
+    removal = remove_user(OPERATOR, email, feeds_to)
+    click.echo(f"removed user {removal.email}")
+    if removal.feeds_given:
+        click.echo(f"gave {len(removal.feeds_given)} feeds to {removal.given_to}: {', '.join(removal.feeds_given)}")
+    if removal.feeds_deleted:
+        click.echo(f"deleted {len(removal.feeds_deleted)} feeds: {', '.join(removal.feeds_deleted)}")
+
+
+@user.command("passwd")
+@click.argument("email")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="The new password.")
+@data_options
+@_fail_cleanly
+def user_passwd(email: str, password: str, **options: Any) -> None:
+    """Set EMAIL's password (the rule of the Register page applies); their sessions end."""
+    from rtdp.credentials import check_new_password
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import set_password
+
+    check_new_password(password)
+    _open(options)
+    click.echo(f"new password for {set_password(OPERATOR, email, password).email}")
+
+
+@user.command("admin")
+@click.argument("email")
+@click.option("--revoke", is_flag=True, help="Take the administrator's rights away instead.")
+@data_options
+@_fail_cleanly
+def user_admin(email: str, revoke: bool, **options: Any) -> None:
+    """Make EMAIL an administrator (or, with --revoke, no longer one)."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import set_admin
+
+    _open(options)
+    view = set_admin(OPERATOR, email, not revoke)
+    click.echo(f"{view.email} is {'an administrator' if view.admin else 'no longer an administrator'}")
 
 
 @main.group()

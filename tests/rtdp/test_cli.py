@@ -17,7 +17,7 @@ def run(data_dir: Path, *args: str) -> Result:
 
 
 def test_users_tokens_feeds_axes_and_export(tmp_path: Path) -> None:
-    assert run(tmp_path, "user", "add", "Ep@Nothing.com", "--password", "1234", "--admin").output.startswith(
+    assert run(tmp_path, "user", "add", "Ep@Nothing.com", "--password", "a-long-password", "--admin").output.startswith(
         "created user ep@nothing.com (admin)"
     )
     assert run(tmp_path, "feed", "add", "lab", "--owner", "ep@nothing.com", "--y-cast", "int").exit_code == 0
@@ -50,7 +50,7 @@ def test_users_tokens_feeds_axes_and_export(tmp_path: Path) -> None:
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
-    run(tmp_path, "user", "add", "ep@nothing.com", "--password", "1234")
+    run(tmp_path, "user", "add", "ep@nothing.com", "--password", "a-long-password")
     for args in (
         ("token", "add", "ep@nothing.com", "--feed", "missing"),
         ("feed", "add", "bad/name", "--owner", "ep@nothing.com"),

@@ -6,14 +6,12 @@ import peewee as pw
 from starlette.responses import Response
 
 from rtdp.accounts import check_password, create_token, create_user
-from rtdp.credentials import hash_password, verify_password
+from rtdp.credentials import check_new_password, hash_password, verify_password
 from rtdp.errors import AuthenticationFailed, InvalidInput, NotFound, RtdpError
 from rtdp.models import MAX_ID, Feed, Token, User
 from rtdp.permissions import Access, readable_feeds
 from viewer.pages.render import Ctx, error_field
 from viewer.session import sign_in, sign_out
-
-MIN_PASSWORD = 8
 
 
 def _safe_next(target: str | None) -> str:
@@ -52,8 +50,7 @@ def register(ctx: Ctx) -> Response:
     email = ctx.form.get("email", "")
     password = ctx.form.get("password", "")
     try:
-        if len(password) < MIN_PASSWORD:
-            raise InvalidInput(f"The password must have at least {MIN_PASSWORD} characters.", field="password")
+        check_new_password(password)
         if password != ctx.form.get("password2", password):
             raise InvalidInput("The two passwords differ.", field="password2")
         db = User._meta.database
@@ -96,14 +93,10 @@ def change_password(ctx: Ctx) -> Response:
         return _account_page(
             ctx, user, status=400, password_error="The current password is wrong.", password_field="current_password"
         )
-    if len(new) < MIN_PASSWORD:
-        return _account_page(
-            ctx,
-            user,
-            status=400,
-            password_error=f"The new password must have at least {MIN_PASSWORD} characters.",
-            password_field="new_password",
-        )
+    try:
+        check_new_password(new, "new_password")
+    except InvalidInput as exc:
+        return _account_page(ctx, user, status=400, password_error=exc.message, password_field="new_password")
     if new != ctx.form.get("new_password2", new):
         return _account_page(
             ctx, user, status=400, password_error="The two new passwords differ.", password_field="new_password2"
