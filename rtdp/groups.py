@@ -22,7 +22,7 @@ from rtdp import revision
 from rtdp.accounts import get_user
 from rtdp.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from rtdp.models import Group, Membership, User
-from rtdp.permissions import Principal
+from rtdp.permissions import Principal, may_administer
 from rtdp.topic import check_name
 
 MAX_DESCRIPTION = 500
@@ -41,8 +41,7 @@ class GroupView:
 
 
 def _admin(actor: Principal, action: str) -> None:
-    # A token limited to one feed is a device's, even an admin's: it does not manage people.
-    if not (actor.service or (actor.is_admin and actor.token_feed_id is None)):
+    if not may_administer(actor):
         raise PermissionDenied(f"only an administrator may {action}")
 
 

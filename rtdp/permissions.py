@@ -84,6 +84,14 @@ def may_manage(principal: Principal, feed: Feed) -> bool:
     return principal.service or principal.is_admin or feed.owner_id == principal.user_id
 
 
+def may_administer(principal: Principal) -> bool:
+    """May manage users and groups: an admin signed in, or through a token that is not limited to one
+    feed (a device's) or to reading."""
+    return principal.service or (
+        principal.is_admin and principal.token_feed_id is None and principal.token_access is None
+    )
+
+
 def may_create_feeds(principal: Principal) -> bool:
     """A token limited to one feed, or to reading, must not create feeds of its own."""
     return principal.token_feed_id is None and principal.token_access is not Access.READ

@@ -26,7 +26,7 @@ from rtdp.accounts import get_user
 from rtdp.credentials import check_new_password, hash_password
 from rtdp.errors import Conflict, InvalidInput, PermissionDenied
 from rtdp.models import Feed, User
-from rtdp.permissions import Principal
+from rtdp.permissions import Principal, may_administer
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,9 +67,8 @@ class Removal:
         }
 
 
-def _admin(actor: Principal) -> None:
-    # A device token of an admin's (limited to one feed) or a read-only token does not administer people.
-    if not (actor.service or (actor.is_admin and actor.token_feed_id is None and actor.token_access is None)):
+def require_admin(actor: Principal) -> None:
+    if not may_administer(actor):
         raise PermissionDenied("only an administrator may manage users")
 
 
@@ -82,7 +81,7 @@ def _feed_count(user: User) -> int:
 
 
 def list_users(actor: Principal) -> list[UserView]:
-    _admin(actor)
+    require_admin(actor)
     rows: Any = Feed.select(Feed.owner, pw.fn.COUNT(Feed.id)).group_by(Feed.owner).tuples()
     counts: dict[int, int] = {owner_id: count for owner_id, count in rows}
     return [_view(user, int(counts.get(user.id, 0))) for user in User.select().order_by(User.email)]
@@ -101,7 +100,7 @@ def _keep_an_admin(user: User) -> None:
 
 def set_active(actor: Principal, email: str, active: bool) -> UserView:
     """Disable (no login, no token, open connections end) or enable a user; nothing is deleted."""
-    _admin(actor)
+    require_admin(actor)
     with User._meta.database.atomic():
         user = get_user(email)
         if not active:
@@ -113,7 +112,7 @@ def set_active(actor: Principal, email: str, active: bool) -> UserView:
 
 
 def set_admin(actor: Principal, email: str, admin: bool) -> UserView:
-    _admin(actor)
+    require_admin(actor)
     with User._meta.database.atomic():
         user = get_user(email)
         if not admin:
@@ -126,7 +125,7 @@ def set_admin(actor: Principal, email: str, admin: bool) -> UserView:
 
 def set_password(actor: Principal, email: str, password: str) -> UserView:
     """A new password (the one password rule applies); the user's sessions end."""
-    _admin(actor)
+    require_admin(actor)
     check_new_password(password)
     hashed = hash_password(password)
     with User._meta.database.atomic():
@@ -138,7 +137,7 @@ def set_password(actor: Principal, email: str, password: str) -> UserView:
 
 def remove_user(actor: Principal, email: str, feeds_to: str | None = None) -> Removal:
     """Remove the user and all they own; with `feeds_to`, their feeds go to that user instead."""
-    _admin(actor)
+    require_admin(actor)
     with User._meta.database.atomic():
         user = get_user(email)
         _not_self(actor, user, "remove")

@@ -39,6 +39,7 @@ from viewer.metrics import Metrics
 from viewer.publisher import Publisher
 from viewer.sharing_api import sharing_routes
 from viewer.state import ViewerState
+from viewer.users_api import user_routes
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,8 @@ def create_app(
 
     page_routes, page_middleware, html_errors = _page_parts(settings)
     all_routes: list[BaseRoute] = [
-        *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *group_routes(), *page_routes, *routes
+        *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *group_routes(), *user_routes(),
+        *page_routes, *routes,
     ]
     all_middleware: list[Middleware] = [*page_middleware, *middleware]
     handlers: Any = exception_handlers(html_errors)
