@@ -19,7 +19,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rtdp.settings import Settings
-from viewer.pages import accounts, admin, charts, feeds, groups, legacy, sharing, tools
+from viewer.pages import accounts, admin, charts, feeds, groups, legacy, sharing, tools, users
 from viewer.pages.render import STATIC, html_error_response, make_environment, page
 from viewer.session import session_middleware
 
@@ -68,6 +68,9 @@ def page_routes(settings: Settings) -> list[Route | Mount]:
         route("/groups/{group}/members", groups.add_member, ["POST"], "add_member"),
         route("/groups/{group}/members/remove", groups.remove_member, ["POST"], "remove_member"),
         route("/admin", admin.admin_page, ["GET"], "admin"),
+        route("/admin/users", users.users_page, ["GET"], "users"),
+        route("/admin/users/{email}", users.change_user, ["POST"], "change_user"),
+        route("/admin/users/{email}/remove", users.remove_user, ["POST"], "remove_user"),
         Route("/admin/stream", admin.admin_stream, methods=["GET"], name="admin_stream"),
         route("/tools", tools.tools_page, ["GET"], "tools"),
         route("/tools/{source}", tools.toggle_source, ["POST"], "toggle_source"),
