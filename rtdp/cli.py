@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import click
 
 from rtdp.errors import RtdpError
-from rtdp.settings import LOOPS, Settings
+from rtdp.settings import LOOPS, REGISTRATION, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -69,6 +69,15 @@ def loop_option(func: F) -> F:
     )(func)
 
 
+def registration_option(func: F) -> F:
+    return click.option(
+        "--registration",
+        type=click.Choice(REGISTRATION),
+        help="Who may register on the page: anyone (open) or nobody (closed; the first account on an empty"
+        " database may, and becomes admin). [default: closed, open with --demo]",
+    )(func)
+
+
 HTTP_HELP = "Web address HOST:PORT. [default: 127.0.0.1:8000]"
 MQTT_HELP = "Embedded broker's address HOST:PORT. [default: 127.0.0.1:1883]"
 METRICS_HELP = "Serve Prometheus /metrics here, e.g. 127.0.0.1:9464. [default: off]"
@@ -91,6 +100,7 @@ def main() -> None:
 @click.option("--broker", help=BROKER_HELP)
 @click.option("--demo", is_flag=True, default=None, help="Create the original app's demo users and feeds if empty.")
 @click.option("--emulate", is_flag=True, default=None, help="Run the emulated devices (sine wave and others).")
+@registration_option
 @log_option
 @loop_option
 @_fail_cleanly
@@ -136,6 +146,7 @@ def bridge(**options: Any) -> None:
 @click.option("--http", help=HTTP_HELP)
 @click.option("--broker", help=BROKER_HELP)
 @click.option("--mqtt", help="Embedded broker to connect to, when --broker is not given. [default: 127.0.0.1:1883]")
+@registration_option
 @log_option
 @loop_option
 @_fail_cleanly

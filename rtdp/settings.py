@@ -26,6 +26,7 @@ OTHER_VARIABLES = frozenset(
 )
 OTHER_PREFIXES = ("RTDP_TEST_",)
 LOOPS = ("auto", "uvloop", "asyncio")  # rtdp.eventloop
+REGISTRATION = ("open", "closed")  # Settings.registration
 
 
 def option_label(name: str) -> str:
@@ -131,7 +132,9 @@ class Settings:
     demo: bool = False
     emulate: bool = False
     auto_create: bool = True
-    registration: bool = True
+    # Who may register on the page: "open" (anyone) or "closed"; None: closed, or open with `demo`. While
+    # the database has no user the first account may always register, and becomes an administrator.
+    registration: str | None = None
     max_payload: int = 256 * 1024
     timezone: str = "UTC"
     share_group: str | None = None
@@ -197,6 +200,8 @@ class Settings:
             raise _invalid("decision_ttl", f"must be 0 to 3600 seconds, got {self.decision_ttl}")
         if self.feed_quota < 0:
             raise _invalid("feed_quota", f"must be 0 (no limit) or more, got {self.feed_quota}")
+        if self.registration not in (None, *REGISTRATION):
+            raise _invalid("registration", f"must be open or closed, got {self.registration!r}")
         if self.loop not in LOOPS:
             raise _invalid("loop", f"must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point
@@ -207,6 +212,11 @@ class Settings:
             return ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise _invalid("timezone", f"unknown time zone {self.timezone!r}") from None
+
+    @property
+    def registration_open(self) -> bool:
+        """Anyone may register (the first account on an empty database may anyway: viewer.pages)."""
+        return self.registration == "open" if self.registration is not None else self.demo
 
     @property
     def database_url(self) -> str:

@@ -10,8 +10,10 @@ from rtdp.credentials import check_new_password, hash_password, verify_password
 from rtdp.errors import AuthenticationFailed, InvalidInput, NotFound, RtdpError
 from rtdp.models import MAX_ID, Feed, Token, User
 from rtdp.permissions import Access, readable_feeds
-from viewer.pages.render import Ctx, error_field
+from viewer.pages.render import Ctx, error_field, may_register
 from viewer.session import sign_in, sign_out
+
+CLOSED = "Registration is closed on this server; ask an administrator for an account."
 
 
 def _safe_next(target: str | None) -> str:
@@ -43,8 +45,8 @@ def logout(ctx: Ctx) -> Response:
 
 
 def register(ctx: Ctx) -> Response:
-    if not ctx.settings.registration:
-        raise NotFound("Registration is closed on this server; ask an administrator for an account.")
+    if not may_register(ctx.settings):
+        raise NotFound(CLOSED)
     if ctx.request.method == "GET":
         return ctx.render("register.html", email="")
     email = ctx.form.get("email", "")
@@ -57,6 +59,8 @@ def register(ctx: Ctx) -> Response:
         with db.atomic():
             # The first user administers the server (there is nobody else to make them one).
             first = not User.select().exists()
+            if not first and not ctx.settings.registration_open:
+                raise NotFound(CLOSED)  # someone else was first a moment ago
             user = create_user(email, password, admin=first)
     except RtdpError as exc:
         return ctx.render(

@@ -110,13 +110,19 @@ class Ctx:
             request=self.request,
             user=self.user,
             csrf=csrf_token(self.request) if "session" in self.request.scope else "",
-            registration=self.settings.registration,
+            registration=may_register(self.settings),
             **context,
         )
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
     def redirect(self, url: str) -> RedirectResponse:
         return RedirectResponse(url, status_code=303)
+
+
+def may_register(settings: Settings) -> bool:
+    """Whether the Register page takes new accounts: registration is open, or nobody has an account yet
+    (the first one becomes the administrator). Synchronous (one small query when closed)."""
+    return settings.registration_open or not User.select(User.id).exists()
 
 
 def error_field(exc: RtdpError, fields: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> str | None:
