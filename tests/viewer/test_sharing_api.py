@@ -70,12 +70,12 @@ def test_bad_requests_are_4xx_naming_the_problem(client: TestClient, world: Worl
 
 
 def test_public_on_and_off_takes_effect_at_once(client: TestClient, world: World) -> None:
-    assert client.get("/api/v1/feeds/feed_a").status_code == 404
+    assert client.get("/api/v1/feeds/feed_a").status_code == 401
     assert client.patch("/api/v1/feeds/feed_a", json={"public": True}, headers=EP).json()["public"] is True
     assert client.get("/api/v1/feeds/feed_a").status_code == 200
     assert client.get(SHARES, headers=EP).json()["public"] is True
     assert client.patch("/api/v1/feeds/feed_a", json={"public": False}, headers=EP).json()["public"] is False
-    assert client.get("/api/v1/feeds/feed_a").status_code == 404
+    assert client.get("/api/v1/feeds/feed_a").status_code == 401
 
 
 def test_transfer_of_ownership(client: TestClient, world: World) -> None:
