@@ -189,11 +189,11 @@ class AccessControl:
         self.hold(client_id, held)
         return True
 
-    async def login(self, username: str | None, password: str | None) -> _Held | None:
+    async def login(self, username: str | None, password: str | None, address: str | None = None) -> _Held | None:
         """The principal these credentials stand for (and until when), or None (counted as a failure)."""
         if self.service.matches(username, password):
             return _Held(self.service.principal(), math.inf)  # a secret of this process: never revoked
-        checked = await self._check_credentials(username, password)
+        checked = await self._check_credentials(username, password, address)
         if checked is None:
             self.auth_failures += 1
             return None
@@ -204,7 +204,7 @@ class AccessControl:
         self._principals[client_id or ""] = held
 
     async def _check_credentials(
-        self, username: str | None, password: str | None
+        self, username: str | None, password: str | None, address: str | None = None
     ) -> tuple[Principal, float] | None:
         if not password:
             self._log.warning("anonymous", "MQTT connection without credentials refused")
@@ -215,7 +215,7 @@ class AccessControl:
             return cached
         verified = time.monotonic()
         try:
-            principal = await self._in_thread(check_credentials, username, password)
+            principal = await self._in_thread(check_credentials, username, password, address)
         except AuthenticationFailed as exc:
             self._log.warning("auth", "MQTT login refused for user %r: %s", (username or "")[:80], exc.message)
             return None

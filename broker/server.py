@@ -191,7 +191,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             await writer.close()
             raise
 
-        held = await self.access.login(client_session.username, client_session.password)
+        held = await self.access.login(client_session.username, client_session.password, remote_address)
         if held is None:
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()

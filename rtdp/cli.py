@@ -291,10 +291,15 @@ def token() -> None:
 @click.option("--read", "access", flag_value="read", help="Read only.")
 @click.option("--write", "access", flag_value="write", help="Write (and read).")
 @click.option("--name", default="", help="A label for the token.")
+@click.option("--expires-days", type=click.IntRange(1, 3650), help="Stop working after N days. [default: never]")
 @data_options
 @_fail_cleanly
-def token_add(email: str, feed: str | None, access: str | None, name: str, **options: Any) -> None:
+def token_add(
+    email: str, feed: str | None, access: str | None, name: str, expires_days: int | None, **options: Any
+) -> None:
     """Create a token for EMAIL and print it (it is shown only this once)."""
+    import time
+
     from rtdp.accounts import create_token, get_user
     from rtdp.permissions import Access
     from rtdp.store import get_feed
@@ -305,6 +310,7 @@ def token_add(email: str, feed: str | None, access: str | None, name: str, **opt
         feed=get_feed(feed) if feed else None,
         access=Access(access) if access else None,
         name=name,
+        expires=time.time() + expires_days * 86400 if expires_days else None,
     )
     click.echo(issued.token)
 

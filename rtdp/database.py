@@ -65,6 +65,16 @@ def _create_rights_revision(db: pw.Database) -> None:
     db.create_tables([RightsRevision], safe=True)
 
 
+def _add_token_address_and_expiry(db: pw.Database) -> None:
+    # Token.last_address (shown on the Account page) and Token.expires (optional expiry).
+    migrator = SchemaMigrator.from_database(db)
+    present = {c.name for c in db.get_columns("token")}
+    if "last_address" not in present:
+        run_migrations(migrator.add_column("token", "last_address", pw.CharField(max_length=64, null=True)))
+    if "expires" not in present:
+        run_migrations(migrator.add_column("token", "expires", pw.DoubleField(null=True)))
+
+
 MIGRATIONS: list[Migration] = [
     _add_token_broker_hash,
     _index_point_axis_x_y,
@@ -72,6 +82,7 @@ MIGRATIONS: list[Migration] = [
     _create_point_summary,
     _drop_point_axis_x_y,
     _create_rights_revision,
+    _add_token_address_and_expiry,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

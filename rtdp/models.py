@@ -162,7 +162,11 @@ class Token(BaseModel):
     feed_id: int | None
     access = pw.CharField(max_length=8, null=True)  # None (both), "read" or "write"
     created = pw.DoubleField(default=_now)
+    # When and from where the token was last used, written at most once a minute (rtdp.accounts).
     last_used = pw.DoubleField(null=True)
+    last_address = pw.CharField(max_length=64, null=True)
+    # After this time (epoch seconds) the token no longer works; None: never expires.
+    expires = pw.DoubleField(null=True)
     revoked = pw.BooleanField(default=False)
     # The token in Mosquitto's password-file format (PBKDF2-SHA512), for `rtdp mosquitto-files`:
     # only the plaintext can produce it and we keep no plaintext. None for tokens made before it existed.

@@ -74,10 +74,11 @@ async def _from_header(conn: HTTPConnection, header: str) -> Principal:
     key = credential_key(username, password)
     principal = state.credentials.get(key)
     if principal is None:
+        address = conn.client.host if conn.client else None
         if username is None:
-            principal = await state.run_db(check_token, password)
+            principal = await state.run_db(check_token, password, address)
         else:
-            principal = await state.run_db(check_credentials, username, password)
+            principal = await state.run_db(check_credentials, username, password, address)
         state.credentials.put(key, principal)
     return principal
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import peewee as pw
 from starlette.responses import Response
 
@@ -13,6 +15,7 @@ from rtdp.permissions import Access, readable_feeds
 from viewer.pages.render import Ctx, error_field, may_register
 from viewer.session import sign_in, sign_out
 
+MAX_TOKEN_DAYS = 3650
 CLOSED = "Registration is closed on this server; ask an administrator for an account."
 
 
@@ -82,7 +85,7 @@ def _account_page(ctx: Ctx, user: User, status: int = 200, **extra: object) -> R
         .order_by(Token.created.desc())
     )
     feeds = list(readable_feeds(ctx.principal).order_by(Feed.name))
-    return ctx.render("account.html", status=status, tokens=tokens, feeds=feeds, **extra)
+    return ctx.render("account.html", status=status, tokens=tokens, feeds=feeds, now=time.time(), **extra)
 
 
 def account(ctx: Ctx) -> Response:
@@ -126,9 +129,28 @@ def create_api_token(ctx: Ctx) -> Response:
         access = Access(access_text) if access_text else None
     except ValueError:
         raise InvalidInput(f"unknown access {access_text[:20]!r}: use read or write") from None
-    issued = create_token(user, feed=feed, access=access, name=ctx.form.get("name", "")[:100])
+    issued = create_token(
+        user,
+        feed=feed,
+        access=access,
+        name=ctx.form.get("name", "")[:100],
+        expires=expires_at(ctx.form.get("expires_days", "")),
+    )
     # Shown once, in this response only: the database keeps only its hash.
     return _account_page(ctx, user, new_token=issued.token, new_token_name=issued.row.name)
+
+
+def expires_at(days: str) -> float | None:
+    """The expiry of a token valid for `days` days from now ("" for never)."""
+    if not days:
+        return None
+    try:
+        count = int(days)
+    except ValueError:
+        raise InvalidInput("expires_days must be a number of days", field="expires_days") from None
+    if not 1 <= count <= MAX_TOKEN_DAYS:
+        raise InvalidInput(f"expires_days must be 1 to {MAX_TOKEN_DAYS}", field="expires_days")
+    return time.time() + count * 86400
 
 
 def revoke_api_token(ctx: Ctx) -> Response:
