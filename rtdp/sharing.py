@@ -43,11 +43,13 @@ class ShareView:
 
 
 def managed_feed(actor: Principal, name: str) -> Feed:
-    """The feed `name` if `actor` may manage it. A feed the actor may not even read is reported
-    missing, so that names of private feeds cannot be probed."""
+    """The feed `name` if `actor` (someone signed in) may manage it: NotFound or PermissionDenied, as
+    the API answers signed-in callers for any feed route (viewer.access)."""
     feed = Feed.get_or_none(Feed.name == name[:64]) if len(name) <= 64 else None
-    if feed is None or not allowed(actor, feed, Access.READ):
+    if feed is None:
         raise NotFound(f"no feed named {name[:64]!r}", feed=name[:64])
+    if not allowed(actor, feed, Access.READ):
+        raise PermissionDenied(f"you may not read feed {name!r}", feed=name)
     if not may_manage(actor, feed):
         raise PermissionDenied(f"only the owner or an administrator may share feed {name!r}", feed=name)
     return feed

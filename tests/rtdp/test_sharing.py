@@ -80,8 +80,7 @@ def test_a_group_share_reaches_its_members_only(world: World) -> None:
 
 
 def test_only_the_owner_an_admin_or_the_command_line_may_share(world: World) -> None:
-    # A stranger cannot even learn that the private feed exists.
-    with pytest.raises(NotFound):
+    with pytest.raises(PermissionDenied):
         sharing.add_share(p(world.ap), "feed_a", user="ap@nothing.com")
     # A write share adds points, not readers.
     sharing.add_share(p(world.ep), "feed_a", group="lab", access="write")

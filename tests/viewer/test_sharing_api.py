@@ -39,8 +39,8 @@ def test_the_owner_shares_lists_and_removes(client: TestClient, world: World) ->
 def test_who_may_share(client: TestClient, world: World) -> None:
     anonymous = client.get(SHARES)
     assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"].startswith("Basic")
-    # Another user cannot tell the private feed exists; a reader through a share may not manage it.
-    assert client.post(SHARES, json={"user": "ap@nothing.com"}, headers=AP).status_code == 404
+    # Another user, and a reader through a share, may not manage it.
+    assert client.post(SHARES, json={"user": "ap@nothing.com"}, headers=AP).status_code == 403
     client.post(SHARES, json={"user": "ap@nothing.com", "access": "write"}, headers=EP)
     assert client.get(SHARES, headers=AP).status_code == 403
     assert client.post(SHARES, json={"user": "ap@nothing.com"}, headers=bearer(world.ap_token)).status_code == 403
