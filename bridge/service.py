@@ -41,7 +41,7 @@ from bridge.stats import Stats
 from bridge.writer import Incoming, Notice, Writer
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
-from rtdp.logs import RateLimitedLog
+from rtdp.logs import RateLimitedLog, configure_logging
 from rtdp.mqtt import Endpoint, make_client
 from rtdp.settings import Settings
 from rtdp.wire import Publish, read_publishes, send_pubacks
@@ -256,6 +256,7 @@ def connection_for(settings: Settings) -> tuple[Endpoint, str]:
 
 def run(settings: Settings) -> None:
     """`rtdp bridge`: store points until SIGINT or SIGTERM, then drain and exit."""
+    configure_logging(settings.log_level)
     db = open_database(settings.database_url)
     endpoint, client_id = connection_for(settings)
     bridge = Bridge(settings, endpoint, client_id, db)

@@ -19,9 +19,10 @@ from typing import Any
 import peewee as pw
 
 from rtdp import revision
+from rtdp.catalog import check_feed_quota
 from rtdp.errors import InvalidInput, NotFound, PermissionDenied
 from rtdp.models import MAX_ID, Feed, Group, Share, User
-from rtdp.permissions import Access, Principal, allowed, check_feed_quota, may_manage
+from rtdp.permissions import Access, Principal, allowed, may_manage
 
 
 @dataclass(frozen=True, slots=True)

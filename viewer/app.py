@@ -30,7 +30,7 @@ from rtdp.errors import ConfigError
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
 from viewer.api import api_routes
-from viewer.errors import Handler, exception_handlers
+from viewer.errors import ErrorPage, exception_handlers
 from viewer.groups_api import group_routes
 from viewer.health import health_routes
 from viewer.hub import Hub
@@ -47,7 +47,7 @@ DB_THREADS = 4
 CONNECT_WAIT = 3.0
 
 
-def _page_parts(settings: Settings) -> tuple[list[BaseRoute], list[Middleware], Handler | None]:
+def _page_parts(settings: Settings) -> tuple[list[BaseRoute], list[Middleware], ErrorPage | None]:
     """Routes, middleware and the HTML error page of `viewer.pages`, when that package is present."""
     try:
         from viewer import pages
@@ -57,8 +57,7 @@ def _page_parts(settings: Settings) -> tuple[list[BaseRoute], list[Middleware], 
         return [], [], None
     routes: list[BaseRoute] = list(pages.page_routes(settings))
     middleware: list[Middleware] = list(pages.page_middleware(settings))
-    html = pages.page_exception_handlers(settings).get(404)
-    return routes, middleware, html
+    return routes, middleware, pages.page_errors(settings)
 
 
 def _endpoint(settings: Settings, service: ServiceAccount | None) -> tuple[Endpoint, str]:

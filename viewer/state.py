@@ -14,6 +14,7 @@ from starlette.requests import HTTPConnection
 
 from rtdp import revision
 from rtdp.cache import TTLCache
+from rtdp.catalog import Policy
 from rtdp.permissions import Principal
 from rtdp.revision import RevisionWatcher
 from rtdp.settings import Settings
@@ -38,10 +39,13 @@ class ViewerState:
     # clear them at once.
     credentials: TTLCache[Any, Principal] = field(init=False)
     decisions: TTLCache[Any, Any] = field(init=False)
+    # What writing may create (auto-create, feed quota): rtdp.catalog's rules, with these settings.
+    policy: Policy = field(init=False)
     # Drops both caches and has open streams check again when any process changed who may do what.
     rights: RevisionWatcher = field(init=False)
 
     def __post_init__(self) -> None:
+        self.policy = Policy.of(self.settings)
         self.credentials = TTLCache(self.settings.credential_ttl)
         self.decisions = TTLCache(self.settings.decision_ttl)
         self.rights = RevisionWatcher(self._read_revision, self.rights_changed)

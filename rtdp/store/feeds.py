@@ -95,13 +95,3 @@ def ensure_axis(feed: Feed, name: str) -> Axis:
             return Axis.create(feed=feed, name=name)
     except pw.IntegrityError:
         return get_axis(feed, name)
-
-
-def ensure_feed(name: str, owner_id: int) -> Feed:
-    feed = Feed.get_or_none(Feed.name == name)
-    if feed is not None:
-        return feed
-    try:
-        return create_feed(name, owner_id)
-    except Conflict:
-        return get_feed(name)

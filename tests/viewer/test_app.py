@@ -5,6 +5,9 @@ from pathlib import Path
 
 import peewee as pw
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from rtdp.accounts import ServiceAccount
@@ -73,3 +76,23 @@ def test_the_viewer_and_the_broker_keep_credentials_equally_long(settings: Setti
         state = client.app.state.viewer  # type: ignore[attr-defined]
         assert state.credentials.ttl == broker.access.credential_ttl == settings.credential_ttl
         assert state.decisions.ttl == settings.decision_ttl
+
+
+def test_every_error_on_a_page_path_is_drawn_in_the_sites_layout(settings: Settings) -> None:
+    # One renderer for error pages: an unhandled error, a wrong method and a missing page look alike.
+    def broken(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    app = create_app(settings, routes=[Route("/broken", broken), Route("/api/v1/broken", broken)])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        crash = client.get("/broken")
+        assert crash.status_code == 500 and 'class="site"' in crash.text
+        assert "internal server error" in crash.text and "boom" not in crash.text
+        assert client.get("/api/v1/broken").json() == {"error": "internal server error", "code": "error"}
+        wrong = client.post("/account")
+        assert wrong.status_code == 405 and 'class="site"' in wrong.text
+        assert set(wrong.headers["allow"].split(", ")) == {"GET", "HEAD"}
+        missing = client.get("/no/such/page")
+        assert missing.status_code == 404 and "There is no page at this address." in missing.text
+        asked = client.get("/no/such/page", headers={"accept": "application/json"})
+        assert asked.json() == {"error": "There is no page at this address.", "code": "not_found"}
