@@ -100,25 +100,21 @@ def _keep_an_admin(user: User) -> None:
 
 def set_active(actor: Principal, email: str, active: bool) -> UserView:
     """Disable (no login, no token, open connections end) or enable a user; nothing is deleted."""
-    require_admin(actor)
-    with User._meta.database.atomic():
-        user = get_user(email)
-        if not active:
-            _not_self(actor, user, "disable")
-            _keep_an_admin(user)
-        User.update(is_active=active).where(User.id == user.id).execute()
-        revision.bump()
-        return _view(get_user(email), _feed_count(user))
+    return _set_flag(actor, email, User.is_active, active, "disable")
 
 
 def set_admin(actor: Principal, email: str, admin: bool) -> UserView:
+    return _set_flag(actor, email, User.is_admin, admin, "unmake an administrator of")
+
+
+def _set_flag(actor: Principal, email: str, flag: pw.BooleanField, on: bool, taking_away: str) -> UserView:
     require_admin(actor)
     with User._meta.database.atomic():
         user = get_user(email)
-        if not admin:
-            _not_self(actor, user, "unmake an administrator of")
+        if not on:
+            _not_self(actor, user, taking_away)
             _keep_an_admin(user)
-        User.update(is_admin=admin).where(User.id == user.id).execute()
+        User.update({flag: on}).where(User.id == user.id).execute()
         revision.bump()
         return _view(get_user(email), _feed_count(user))
 

@@ -11,11 +11,7 @@ from rtdp.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from rtdp.models import Feed, Share, User
 from rtdp.permissions import OPERATOR, Access, allowed
 from rtdp.store import create_feed
-
-
-def user(email: str, admin: bool = False) -> User:
-    created: User = User.create(email=email, password_hash="unused", is_admin=admin)
-    return created
+from tests.rtdp.test_permissions import user
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from rtdp.errors import InvalidInput, NotFound, PermissionDenied, QuotaExceeded
 from rtdp.models import MAX_ID, Feed, Group, Membership, Share, User
 from rtdp.permissions import OPERATOR, Access, Principal, allowed
 from rtdp.store import create_feed
+from tests.rtdp.test_permissions import user
 
 
 @dataclass
@@ -25,10 +26,6 @@ class World:
     feed: Feed
     group: Group
 
-
-def user(email: str, admin: bool = False) -> User:
-    created: User = User.create(email=email, password_hash="unused", is_admin=admin)
-    return created
 
 
 @pytest.fixture

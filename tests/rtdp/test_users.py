@@ -12,11 +12,7 @@ from rtdp.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, 
 from rtdp.models import Axis, Feed, Point, Token, User
 from rtdp.permissions import OPERATOR, Principal
 from rtdp.store import create_axis, create_feed
-
-
-def user(email: str, admin: bool = False) -> User:
-    created: User = User.create(email=email, password_hash="unused", is_admin=admin)
-    return created
+from tests.rtdp.test_permissions import user
 
 
 @pytest.fixture

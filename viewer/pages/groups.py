@@ -8,16 +8,13 @@ from starlette.responses import JSONResponse, Response
 from rtdp import groups
 from rtdp.errors import Conflict, InvalidInput, NotFound
 from rtdp.permissions import Principal
-from viewer.pages.render import Ctx, LoginRequired, error_field
+from viewer.pages.render import Ctx, error_field
 
 GROUP_FIELDS = ("name", "description", "user")
 
 
 def _actor(ctx: Ctx) -> Principal:
-    ctx.require_user()
-    if ctx.principal is None:
-        raise LoginRequired("sign in to see groups")
-    return ctx.principal
+    return ctx.require_principal()
 
 
 def _page(ctx: Ctx, status: int = 200, **extra: object) -> Response:

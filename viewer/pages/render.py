@@ -97,6 +97,13 @@ class Ctx:
             raise LoginRequired("sign in to see this page")
         return self.user
 
+    def require_principal(self) -> Principal:
+        """The signed-in user as the permission rule sees them (rtdp.permissions)."""
+        self.require_user()
+        if self.principal is None:
+            raise LoginRequired("sign in to see this page")
+        return self.principal
+
     def feed(self, name: str, access: Access = Access.READ) -> Feed:
         """The named feed if this principal may `access` it: 404 if missing, login or 403 if not allowed."""
         feed = get_feed(name)

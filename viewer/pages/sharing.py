@@ -9,16 +9,13 @@ from rtdp import sharing
 from rtdp.errors import InvalidInput, NotFound, PermissionDenied
 from rtdp.permissions import Principal
 from viewer.pages.feeds import BOOL_TRUE, feed_page_response
-from viewer.pages.render import Ctx, LoginRequired, error_field
+from viewer.pages.render import Ctx, error_field
 
 SHARE_FIELDS = ("grantee", "access", "owner")
 
 
 def _actor(ctx: Ctx) -> Principal:
-    ctx.require_user()
-    if ctx.principal is None:
-        raise LoginRequired("sign in to share feeds")
-    return ctx.principal
+    return ctx.require_principal()
 
 
 def _done(ctx: Ctx, name: str, result: dict[str, object]) -> Response:

@@ -9,15 +9,13 @@ from rtdp import users
 from rtdp.errors import Conflict, InvalidInput, NotFound
 from rtdp.permissions import Principal
 from viewer.pages.feeds import BOOL_TRUE
-from viewer.pages.render import Ctx, LoginRequired
+from viewer.pages.render import Ctx
 
 
 def _actor(ctx: Ctx) -> Principal:
-    ctx.require_user()
-    if ctx.principal is None:
-        raise LoginRequired("sign in to manage users")
-    users.require_admin(ctx.principal)
-    return ctx.principal
+    actor = ctx.require_principal()
+    users.require_admin(actor)
+    return actor
 
 
 def _page(ctx: Ctx, status: int = 200, **extra: object) -> Response:
