@@ -36,6 +36,7 @@ from viewer.health import health_routes
 from viewer.hub import Hub
 from viewer.ingest import ingest_asgi, ingest_routes, lean_path
 from viewer.metrics import Metrics
+from viewer.openapi import openapi_routes
 from viewer.publisher import Publisher
 from viewer.sharing_api import sharing_routes
 from viewer.state import ViewerState
@@ -132,6 +133,7 @@ def create_app(
     page_routes, page_middleware, html_errors = _page_parts(settings)
     all_routes: list[BaseRoute] = [
         *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *group_routes(), *user_routes(),
+        *openapi_routes(),
         *page_routes, *routes,
     ]
     all_middleware: list[Middleware] = [*page_middleware, *middleware]
