@@ -8,6 +8,7 @@ import errno
 import logging
 import math
 import signal
+import time
 from types import TracebackType
 from typing import Any
 
@@ -16,14 +17,16 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.errors import BrokerError as AmqttBrokerError
+from amqtt.events import BrokerEvents
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
 
 from broker.access import AccessControl, TopicAction, session_id
+from broker.acks import MAX_UNSETTLED, AckAfterSettleHandler, settle
 from broker.errors import BrokerError, PortInUse
-from broker.intake import Sink
+from broker.intake import Sink, wanted
 from broker.metrics import BrokerCollector
 from rtdp.accounts import ServiceAccount
 from rtdp.settings import HostPort, Settings
@@ -31,20 +34,19 @@ from rtdp.settings import HostPort, Settings
 logger = logging.getLogger(__name__)
 
 
-def broker_config(listen: HostPort, access: AccessControl, intake: Sink | None = None) -> dict[str, Any]:
-    """amqtt's config: one TCP listener, our authentication plugin instead of amqtt's defaults
-    (anonymous login, $SYS topics, packet logging), and the intake plugin when a sink is given. Topic
-    decisions need no plugin: `_AmqttBroker._topic_filtering` asks the same AccessControl."""
+def broker_config(listen: HostPort, access: AccessControl) -> dict[str, Any]:
+    """amqtt's config: one TCP listener and our authentication plugin instead of amqtt's defaults
+    (anonymous login, $SYS topics, packet logging). Topic decisions need no plugin:
+    `_AmqttBroker._topic_filtering` asks the same AccessControl; the intake is called by
+    `_AmqttBroker._handle_message_delivery`."""
     plugins: dict[str, dict[str, Any]] = {"broker.plugins.AuthPlugin": {"access": access}}
-    if intake is not None:
-        plugins["broker.intake.IntakePlugin"] = {"sink": intake, "access": access}
     return {
         "listeners": {"default": {"type": "tcp", "bind": f"{listen.host}:{listen.port}", "max_connections": 0}},
         "plugins": plugins,
     }
 
 
-class _KeepAliveHandler(BrokerProtocolHandler):  # type: ignore[misc]
+class _KeepAliveHandler(AckAfterSettleHandler):
     """Fix 6 below: amqtt's broker-side handler reads with the keepalive as a timeout, then ignores the
     timeout, so a device that lost power or network without closing its TCP connection stayed
     "connected" until the kernel gave up (hours), and its will never fired."""
@@ -130,11 +132,24 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        client's id within the namespace of its rights (`broker.access.session_id`): the same user with
        the same token scope resumes it; anyone else gets a session of their own. Queued messages are
        checked again (RECEIVE) when they are finally sent.
+    10. amqtt acknowledges a publish as soon as it has read it (`broker.acks`), so in `rtdp serve` a crash
+       lost acknowledged points, and a full intake dropped them. Here a `feeds/...` publish is handed to
+       the intake directly (no plugin event: those are fire-and-forget tasks that cannot wait) and
+       acknowledged once its batch committed; while the intake is full the session waits, and a client
+       with too many unsettled messages is no longer read from.
     """
 
-    def __init__(self, config: dict[str, Any], access: AccessControl) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        access: AccessControl,
+        intake: Sink | None = None,
+        max_unsettled: int = MAX_UNSETTLED,
+    ) -> None:
         super().__init__(config)
         self.access = access
+        self.intake = intake
+        self.max_unsettled = max_unsettled
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         # Every topic decision, asked of AccessControl directly: amqtt's way, a topic plugin run as a task
@@ -154,12 +169,49 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     ) -> bool:
         message = wait_deliver.result()
         topic = getattr(message, "topic", None)
-        if topic and topic.startswith("$"):
-            # Fix 7: the ACL refuses (logs and counts) it; nothing may publish to a $ topic, not even the
-            # service account, so the message is dropped either way.
-            await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH)
+        if self.intake is not None and topic and wanted(topic) and "#" not in topic and "+" not in topic:
+            await self._hand_over(self.intake, client_session, message)
             return True
-        return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+        try:
+            if topic and topic.startswith("$"):
+                # Fix 7: the ACL refuses (logs and counts) it; nothing may publish to a $ topic, not even the
+                # service account, so the message is dropped either way.
+                await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH)
+                return True
+            return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+        finally:
+            # Fix 10: nothing stores this one, its ack may go now (a refused publish is acknowledged too:
+            # MQTT 3.1.1 has no other answer).
+            settle(message)
+
+    async def _hand_over(self, intake: Sink, client_session: Session, message: Any) -> None:
+        # amqtt's delivery steps for a valid topic, with the intake between the PUBLISH check and the
+        # broadcast. Fix 10: the intake settles the message once its batch committed, and makes this
+        # session's loop wait while its queue is full (back-pressure; acknowledged and dropped before).
+        client_id, topic = client_session.client_id, message.topic
+        await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_RECEIVED, client_id=client_id, message=message)
+        if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+            settle(message)
+            return
+        await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_BROADCAST, client_id=client_id, message=message)
+        if message.retain and not message.data:
+            # An empty retained publish clears the topic's retained message (MQTT 3.1.1 section 3.3.1.3):
+            # not a point, nothing to store.
+            settle(message)
+        else:
+            await self._store(intake, client_session, topic, message.data, message.retain, message)
+        await self._broadcast_message(client_session, topic, message.data)
+        if message.publish_packet and message.publish_packet.retain_flag:
+            await self.retain_message(client_session, topic, message.data, message.qos)
+
+    async def _store(
+        self, intake: Sink, client_session: Session, topic: str, data: Any, retain: Any, message: Any = None
+    ) -> None:
+        # A permitted `feeds/...` message into the intake, which settles `message` (if any: a will has no
+        # ack) once stored; waits while the intake is full. With the publisher's id if it may create the feed.
+        creator = self.access.creator(client_session.client_id, topic)
+        settled = getattr(message, "settled", None)
+        await intake.put(topic, bytes(data), bool(retain), time.time(), creator, settled)
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # amqtt's own method (its name: "retained" means "queued while offline"), with retain=False.
@@ -190,6 +242,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         except MQTTError:
             await writer.close()
             raise
+        handler.max_unsettled = self.max_unsettled
 
         held = await self.access.login(client_session.username, client_session.password, remote_address)
         if held is None:
@@ -325,8 +378,8 @@ class EmbeddedBroker:
     `await start()` inside a running event loop (amqtt needs one), then `address` is the bound
     address (port 0 picks a free port). `access` holds the counters. Use as `async with`.
 
-    `intake(topic, payload, retain, arrived, creator)`, if given, receives every permitted `feeds/...`
-    publish on the broker's loop (broker.intake); `publish()` sends messages into the broker from any
+    `intake.put(...)`, if an intake is given, receives every permitted `feeds/...` publish on the broker's
+    loop and settles it once stored (broker.intake); `publish()` sends messages into the broker from any
     thread. Feeds are auto-created (`settings.auto_create`) only with an intake: the intake tells the
     writer who published, a subscribing bridge cannot know (see bridge.routes).
     """
@@ -358,7 +411,9 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._broker = _AmqttBroker(broker_config(self.listen, self.access, self.intake), self.access)
+        self._broker = _AmqttBroker(
+            broker_config(self.listen, self.access), self.access, self.intake, self.settings.mqtt_inflight
+        )
         try:
             await self._broker.start()
         except AmqttBrokerError as exc:

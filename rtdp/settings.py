@@ -25,6 +25,7 @@ OTHER_VARIABLES = frozenset(
 )
 LOOPS = ("auto", "uvloop", "asyncio")  # rtdp.eventloop
 REGISTRATION = ("open", "closed")  # Settings.registration
+SQLITE_SYNCHRONOUS = ("normal", "full")  # rtdp.database
 
 
 def option_label(name: str) -> str:
@@ -284,10 +285,23 @@ class Settings:
     feed_quota: int = setting(
         100, "Feeds a user who is not an admin may own; 0: no limit.", serve_and("bridge", "viewer")
     )
-    # The asyncio event loop of serve, broker and viewer: auto (uvloop where installed), uvloop or asyncio.
+    # The asyncio event loop of serve, broker and viewer, and of the bridge's and emulator's MQTT thread:
+    # auto (uvloop where installed), uvloop or asyncio.
     loop: str = setting(
         "auto", "Event loop: uvloop where installed (auto), or the standard asyncio one.",
-        serve_and("broker", "viewer"), choices=LOOPS,
+        serve_and("broker", "bridge", "viewer", "emulate"), choices=LOOPS,
+    )
+    # Embedded broker: messages one MQTT client may have read but not yet settled (stored, for feeds/ in
+    # `rtdp serve`; QoS 1/2 ones are unacknowledged until then). Beyond it the broker stops reading from it.
+    mqtt_inflight: int = setting(
+        100, "Embedded broker: messages one client may have sent but not yet had stored; beyond it the"
+        " broker stops reading from that client (MQTT's own back-pressure).", serve_and("broker"),
+    )
+    # SQLite's `synchronous` pragma: normal (WAL: a commit survives a crash of the process, kill -9) or
+    # full (also a power loss or OS crash, at the cost of an fsync per commit).
+    sqlite_synchronous: str = setting(
+        "normal", "SQLite durability: normal (a commit survives kill -9) or full (also a power loss, at the"
+        " cost of an fsync per commit).", serve_and("bridge"), choices=SQLITE_SYNCHRONOUS,
     )
 
     def __post_init__(self) -> None:
@@ -323,6 +337,11 @@ class Settings:
             raise _invalid("feed_quota", f"must be 0 (no limit) or more, got {self.feed_quota}")
         if self.registration not in (None, *REGISTRATION):
             raise _invalid("registration", f"must be open or closed, got {self.registration!r}")
+        if not 1 <= self.mqtt_inflight <= 65_535:
+            raise _invalid("mqtt_inflight", f"must be 1-65535, got {self.mqtt_inflight}")
+        if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            choices = ", ".join(SQLITE_SYNCHRONOUS)
+            raise _invalid("sqlite_synchronous", f"must be one of {choices}, got {self.sqlite_synchronous!r}")
         if self.loop not in LOOPS:
             raise _invalid("loop", f"must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point
