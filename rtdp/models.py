@@ -173,6 +173,16 @@ class Token(BaseModel):
     broker_hash = pw.CharField(max_length=255, null=True)
 
 
+class BrowserSession(BaseModel):
+    """A browser sign-in. The cookie carries a random key, the database its SHA-256: deleting the row
+    (sign-out, password change) ends the session at once, whatever the signed cookie still says."""
+
+    key_hash = pw.CharField(max_length=64, primary_key=True)
+    user = pw.ForeignKeyField(User, backref="browser_sessions", on_delete="CASCADE")
+    user_id: int
+    created = pw.DoubleField(default=_now, index=True)
+
+
 class RightsRevision(BaseModel):
     """One row: a number bumped by every change to who may do what (shares, groups, public, owner, users),
     so that every process's cached permission decisions can see cheaply that they are stale (rtdp.revision)."""
@@ -214,5 +224,5 @@ class PurgeLog(BaseModel):
 
 ALL_MODELS: list[type[BaseModel]] = [
     User, Group, Membership, Feed, Share, Axis, Point, Summary, Token, EmulatorState, Rejection, PurgeLog,
-    RightsRevision,
+    BrowserSession, RightsRevision,
 ]

@@ -25,7 +25,7 @@ from rtdp import revision
 from rtdp.accounts import get_user
 from rtdp.credentials import check_new_password, hash_password
 from rtdp.errors import Conflict, InvalidInput, PermissionDenied
-from rtdp.models import Feed, User
+from rtdp.models import BrowserSession, Feed, User
 from rtdp.permissions import Principal, may_administer
 
 
@@ -115,6 +115,8 @@ def _set_flag(actor: Principal, email: str, flag: pw.BooleanField, on: bool, tak
             _not_self(actor, user, taking_away)
             _keep_an_admin(user)
         User.update({flag: on}).where(User.id == user.id).execute()
+        if flag is User.is_active and not on:
+            BrowserSession.delete().where(BrowserSession.user == user.id).execute()  # signed out everywhere
         revision.bump()
         return _view(get_user(email), _feed_count(user))
 
@@ -127,6 +129,7 @@ def set_password(actor: Principal, email: str, password: str) -> UserView:
     with User._meta.database.atomic():
         user = get_user(email)
         User.update(password_hash=hashed, session_version=User.session_version + 1).where(User.id == user.id).execute()
+        BrowserSession.delete().where(BrowserSession.user == user.id).execute()
         revision.bump()
         return _view(user, _feed_count(user))
 

@@ -212,13 +212,13 @@ def test_only_opening_binds_the_models() -> None:
 
 
 def test_migration_adds_token_use_and_expiry_and_the_rights_revision(tmp_path: Path) -> None:
-    """Versions 6 -> 8: the rights revision table and Token.last_address and .expires appear."""
-    url = f"sqlite:///{tmp_path / 'v6.sqlite3'}"
+    """Versions 7 -> 9: the rights revision table and Token.last_address and .expires appear."""
+    url = f"sqlite:///{tmp_path / 'v7.sqlite3'}"
     db = open_database(url)
     db.execute_sql("DROP TABLE rights_revision")
     db.execute_sql("ALTER TABLE token DROP COLUMN last_address")
     db.execute_sql("ALTER TABLE token DROP COLUMN expires")
-    SchemaVersion.update(version=6).execute()
+    SchemaVersion.update(version=7).execute()
     db.close()
     db = open_database(url)
     assert {"last_address", "expires"} <= {c.name for c in db.get_columns("token")}
