@@ -30,13 +30,14 @@ from typing import TypeVar
 
 import peewee as pw
 
-from rtdp import catalog
+from rtdp import catalog, revision
 from rtdp.accounts import ServiceAccount, check_credentials, refresh_principal
 from rtdp.cache import TTLCache, credential_key
 from rtdp.errors import AuthenticationFailed, InvalidInput
 from rtdp.logs import RateLimitedLog
 from rtdp.models import Feed
 from rtdp.permissions import Access, Principal, allowed
+from rtdp.revision import RevisionWatcher
 from rtdp.topic import ERRORS_PREFIX, FEEDS_PREFIX, STORED_PREFIX, FeedTopic, feed_of_filter
 
 logger = logging.getLogger(__name__)
@@ -148,6 +149,20 @@ class AccessControl:
         self._decisions: TTLCache[tuple[tuple[int, int | None], str, Access], Decision] = TTLCache(decision_ttl)
         self._executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-broker-db")
         self._log = RateLimitedLog(logger)
+        # Started by the broker: drops the caches when any process changed who may do what.
+        self.rights = RevisionWatcher(self._read_revision, self.rights_changed)
+
+    async def _read_revision(self) -> int:
+        return await self._in_thread(revision.current)
+
+    def rights_changed(self) -> None:
+        """On the broker's loop: cached decisions and logins are stale, and every held principal is read
+        again before its next decision (its user may have been disabled or made admin)."""
+        self._decisions.clear()
+        self._credentials.clear()
+        for key, held in list(self._principals.items()):
+            if not held.principal.service:
+                self._principals[key] = _Held(held.principal, -math.inf)
 
     async def _in_thread(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(func, *args))
@@ -175,11 +190,11 @@ class AccessControl:
         self.hold(client_id, held)
         return True
 
-    async def login(self, username: str | None, password: str | None) -> _Held | None:
+    async def login(self, username: str | None, password: str | None, address: str | None = None) -> _Held | None:
         """The principal these credentials stand for (and until when), or None (counted as a failure)."""
         if self.service.matches(username, password):
             return _Held(self.service.principal(), math.inf)  # a secret of this process: never revoked
-        checked = await self._check_credentials(username, password)
+        checked = await self._check_credentials(username, password, address)
         if checked is None:
             self.auth_failures += 1
             return None
@@ -190,7 +205,7 @@ class AccessControl:
         self._principals[client_id or ""] = held
 
     async def _check_credentials(
-        self, username: str | None, password: str | None
+        self, username: str | None, password: str | None, address: str | None = None
     ) -> tuple[Principal, float] | None:
         if not password:
             self._log.warning("anonymous", "MQTT connection without credentials refused")
@@ -201,7 +216,7 @@ class AccessControl:
             return cached
         verified = time.monotonic()
         try:
-            principal = await self._in_thread(check_credentials, username, password)
+            principal = await self._in_thread(check_credentials, username, password, address)
         except AuthenticationFailed as exc:
             self._log.warning("auth", "MQTT login refused for user %r: %s", (username or "")[:80], exc.message)
             return None

@@ -248,7 +248,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             raise
         handler.max_unsettled = self.max_unsettled
 
-        held = await self.access.login(client_session.username, client_session.password)
+        held = await self.access.login(client_session.username, client_session.password, remote_address)
         if held is None:
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
@@ -427,6 +427,7 @@ class EmbeddedBroker:
         server = self._broker._servers["default"].instance
         sockets = getattr(server, "sockets", None) or ()
         self._port = int(sockets[0].getsockname()[1]) if sockets else self.listen.port
+        self.access.rights.start()
 
     async def ingest(self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample]) -> None:
         """A point from inside the process (HTTP ingestion in `rtdp serve`, whose caller checked the write
@@ -498,6 +499,7 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         broker, self._broker = self._broker, None
         self._port = None
+        await self.access.rights.stop()
         if broker is not None:
             try:
                 await broker.shutdown()

@@ -50,6 +50,8 @@ class Subscription:
         self.live = False
         self.ended = False
         self.dropped = False
+        # Rights changed somewhere (rtdp.revision): the stream asks at once whether its reader still may read.
+        self.recheck_due = False
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
@@ -77,6 +79,10 @@ class Subscription:
         self.frames = []
         self._wake()
 
+    def ask_recheck(self) -> None:
+        self.recheck_due = True
+        self._wake()
+
     def take(self) -> list[Frame]:
         """Everything queued, oldest first, and the queue empty again."""
         frames, self.frames = self.frames, []
@@ -87,7 +93,7 @@ class Subscription:
     async def wait(self, deadline: float) -> None:
         """Until frames are queued, the stream is ended, or the loop's clock reaches `deadline`."""
         loop = asyncio.get_running_loop()
-        if self.frames or self.ended or loop.time() >= deadline:
+        if self.frames or self.ended or self.recheck_due or loop.time() >= deadline:
             return
         # One timer per deadline (the heartbeat), kept across waits: a timer per wait, ten waits a second
         # per client, was a tenth of the event loop's time with a thousand clients.
@@ -170,6 +176,13 @@ class Hub:
                 if not sub.offer(frames, now):
                     self.unsubscribe(sub)
                     self.on_drop()
+
+    def recheck(self) -> None:
+        """Rights changed: every stream asks again whether its reader may still read its feed."""
+        for groups in self._feeds.values():
+            for subs in groups.values():
+                for sub in subs:
+                    sub.ask_recheck()
 
     def close(self) -> None:
         """Server shutdown: every stream ends."""

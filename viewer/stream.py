@@ -111,7 +111,8 @@ class EventStream(Response):
                 if len(rows) < REPLAY_PAGE or sub.ended:
                     break
         # A stream can stay open for days: who may read it is asked again every heartbeat period, so a
-        # revoked token, a removed share or a feed made private ends it (the cached answers expire).
+        # revoked token or a disabled user ends it (the cached answers expire), and at once when the
+        # rights changed (a share removed, the feed made private: the hub asks for a recheck).
         loop = asyncio.get_running_loop()
         period = state.settings.sse_heartbeat
         tick = loop.time() + period
@@ -127,6 +128,10 @@ class EventStream(Response):
                     body = b"".join(frame for point_id, frame in frames if point_id > replayed)
                 if body:
                     await _write(send, body)
+            if sub.recheck_due:
+                sub.recheck_due = False
+                if not await self.still_allowed():
+                    return
             if loop.time() >= tick:
                 if not await self.still_allowed():
                     return
