@@ -11,7 +11,7 @@ import signal
 from types import TracebackType
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
+from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -23,6 +23,7 @@ from amqtt.utils import gen_client_id
 
 from broker.access import AccessControl, TopicAction, session_id
 from broker.errors import BrokerError, PortInUse
+from broker.gate import GateCounter, PacketGate
 from broker.intake import Sink
 from broker.metrics import BrokerCollector
 from rtdp.accounts import ServiceAccount
@@ -132,9 +133,11 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        checked again (RECEIVE) when they are finally sent.
     """
 
-    def __init__(self, config: dict[str, Any], access: AccessControl) -> None:
+    def __init__(self, config: dict[str, Any], access: AccessControl, max_payload: int) -> None:
         super().__init__(config)
         self.access = access
+        self.max_payload = max_payload
+        self.gate = GateCounter()
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         # Every topic decision, asked of AccessControl directly: amqtt's way, a topic plugin run as a task
@@ -147,7 +150,8 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
-        await self._client_connected(listener_name, StreamReaderAdapter(reader), _CoalescingWriter(writer))
+        gate = PacketGate(reader, writer, self.max_payload, self.gate)
+        await self._client_connected(listener_name, gate, _CoalescingWriter(writer))
 
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
@@ -186,6 +190,8 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             connecting = _KeepAliveHandler.init_from_connect(reader, writer, self.plugins_manager)
             handler, client_session = await connecting
         except (AMQTTError, NoDataError) as exc:
+            # No CONNECT came (the client left, or the gate refused it): amqtt left the socket open.
+            await writer.close()
             raise AMQTTError(exc) from exc
         except MQTTError:
             await writer.close()
@@ -358,7 +364,8 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._broker = _AmqttBroker(broker_config(self.listen, self.access, self.intake), self.access)
+        config = broker_config(self.listen, self.access, self.intake)
+        self._broker = _AmqttBroker(config, self.access, self.settings.max_payload)
         try:
             await self._broker.start()
         except AmqttBrokerError as exc:
