@@ -57,6 +57,7 @@ class IntakePlugin(BasePlugin[BaseContext]):  # type: ignore[misc]  # amqtt is u
 
     async def on_broker_message_broadcast(self, *, client_id: str, message: ApplicationMessage) -> None:
         topic = message.topic
-        if wanted(topic):
+        # An empty retained publish clears the topic's retained message (MQTT 3.1.1 section 3.3.1.3): not a point.
+        if wanted(topic) and not (message.retain and not message.data):
             creator = self.access.creator(client_id, topic)
             self.sink(topic, bytes(message.data), bool(message.retain), time.time(), creator)

@@ -8,6 +8,7 @@ import errno
 import logging
 import math
 import signal
+from collections import deque
 from types import TracebackType
 from typing import Any
 
@@ -16,20 +17,27 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.errors import BrokerError as AmqttBrokerError
+from amqtt.events import BrokerEvents
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.constants import QOS_1, QOS_2
+from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.session import Session
+from amqtt.session import ApplicationMessage, Session
 from amqtt.utils import gen_client_id
 
 from broker.access import AccessControl, TopicAction, session_id
+from broker.delivery import DeliveryHandler
 from broker.errors import BrokerError, PortInUse
 from broker.gate import GateCounter, PacketGate
 from broker.intake import Sink
 from broker.metrics import BrokerCollector
 from rtdp.accounts import ServiceAccount
 from rtdp.settings import HostPort, Settings
+from rtdp.topic import feed_of_filter
 
 logger = logging.getLogger(__name__)
+
+_PUBLISHED_QOS = "rtdp.published_qos"  # a session attribute: the QoS of the message it is delivering
 
 
 def broker_config(listen: HostPort, access: AccessControl, intake: Sink | None = None) -> dict[str, Any]:
@@ -45,7 +53,7 @@ def broker_config(listen: HostPort, access: AccessControl, intake: Sink | None =
     }
 
 
-class _KeepAliveHandler(BrokerProtocolHandler):  # type: ignore[misc]
+class _KeepAliveHandler(DeliveryHandler):
     """Fix 6 below: amqtt's broker-side handler reads with the keepalive as a timeout, then ignores the
     timeout, so a device that lost power or network without closing its TCP connection stayed
     "connected" until the kernel gave up (hours), and its will never fired."""
@@ -138,6 +146,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         self.access = access
         self.max_payload = max_payload
         self.gate = GateCounter()
+        self._retained_feeds: dict[str, int] = {}  # retained topic -> id of the feed it was set on
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         # Every topic decision, asked of AccessControl directly: amqtt's way, a topic plugin run as a task
@@ -163,23 +172,54 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             # service account, so the message is dropped either way.
             await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH)
             return True
+        if message is not None:
+            # Fix 10: the QoS it was published with, for `_broadcast_message` (amqtt does not pass it on).
+            # One session delivers one message at a time, so the attribute cannot be overwritten meanwhile.
+            client_session.attributes[_PUBLISHED_QOS] = message.qos
         return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
 
-    async def _publish_session_retained_messages(self, session: Session) -> None:
-        # amqtt's own method (its name: "retained" means "queued while offline"), with retain=False.
-        handler = self._get_handler(session)
-        if handler is None:
-            return
-        tasks = []
-        while not session.retained_messages.empty():
-            queued = await session.retained_messages.get()
-            # Checked when queued, against the rights of then: a share removed meanwhile counts now.
-            if not await self._topic_filtering(session, topic=queued.topic, action=Action.RECEIVE):
+    async def _broadcast_message(
+        self, session: Session | None, topic: str | None, data: Any, force_qos: int | None = None
+    ) -> None:
+        # A broadcast's "qos" is the QoS it was published with (a will's own); none for our own notices.
+        if force_qos is None and session is not None:
+            force_qos = session.attributes.get(_PUBLISHED_QOS)
+        await super()._broadcast_message(session, topic, data, force_qos)
+
+    async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
+        # amqtt's own fan-out, but with fix 10: each subscriber gets min(published QoS, granted QoS) (MQTT
+        # 3.1.1 section 3.8.4); amqtt sent every client publish at the subscription's QoS, a QoS 0 publish
+        # at QoS 1 included. Our own notices (no published QoS) go at the subscription's QoS.
+        broadcast = await self._broadcast_queue.get()
+        topic, published = broadcast["topic"], broadcast.get("qos")
+        for topic_filter, subscriptions in list(self._subscriptions.items()):
+            if not self._matches(topic, topic_filter):
                 continue
-            sending = handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
-            tasks.append(asyncio.ensure_future(sending))
-        if tasks:
-            await asyncio.wait(tasks)
+            for target, granted in list(subscriptions):
+                qos = granted if published is None else min(published, granted)
+                if not await self._topic_filtering(target, topic=topic, action=Action.RECEIVE):
+                    continue
+                if target.transitions.state != "connected":
+                    # Queued for an offline persistent session, QoS 1 and 2 only (3.1.2.4).
+                    if not target.clean_session and qos in (QOS_1, QOS_2):
+                        await self._retain_broadcast_message(broadcast, qos, target)
+                    continue
+                handler = self._get_handler(target)
+                if handler is not None:
+                    sending = handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)
+                    running_tasks.append(asyncio.ensure_future(sending))
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        # amqtt's own method (its name: "retained" means "queued while offline"), with retain=False, and
+        # without waiting for the acknowledgements (broker.delivery).
+        handler = self._get_handler(session)
+        if not isinstance(handler, DeliveryHandler):
+            return
+        while not session.retained_messages.empty():
+            queued = session.retained_messages.get_nowait()
+            # Checked when queued, against the rights of then: a share removed meanwhile counts now.
+            if await self._topic_filtering(session, topic=queued.topic, action=Action.RECEIVE):
+                handler.send_later(queued.topic, queued.data, queued.qos, retain=False)
 
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
@@ -244,7 +284,46 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         # Fix 5, again when the will fires: the rights it was checked against at CONNECT may be gone.
         if client_session.will_flag and not await self._will_permitted(client_session):
             client_session.will_flag = False
+        if client_session.will_flag and not isinstance(disconnect_waiter.result(), DisconnectPacket):
+            # Fix 11: amqtt broadcasts a will without the event a client's publish fires, so the intake
+            # (broker.intake) never stored a will on `feeds/...`. Fired and awaited here, while the
+            # client's principal is still held (for the feed's creator).
+            will = ApplicationMessage(
+                None, client_session.will_topic, client_session.will_qos, client_session.will_message,
+                bool(client_session.will_retain),
+            )
+            await self.plugins_manager.fire_event(
+                BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id, message=will, wait=True
+            )
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+
+    async def retain_message(
+        self, source_session: Session | None, topic_name: str | None, data: Any, qos: int | None = None
+    ) -> None:
+        # Fix 12: a retained message on a feed's topic is kept only while that feed exists, and is tied
+        # to it by id: one set before the feed existed, or on a feed since deleted, reached whoever
+        # created a feed of that name later. (The first retained publish that creates a feed is
+        # therefore not kept: the feed does not exist yet when it arrives.)
+        feed = feed_of_filter(topic_name) if topic_name else None
+        if data and feed is not None and topic_name is not None:
+            feed_id = await self.access.feed_id(feed)
+            if feed_id is None:
+                return
+            self._retained_feeds[topic_name] = feed_id
+        elif topic_name is not None:
+            self._retained_feeds.pop(topic_name, None)
+        await super().retain_message(source_session, topic_name, data, qos)
+
+    async def _retained_feed_current(self, topic: str) -> bool:
+        """A retained message's feed is still the one it was set on (checked before each delivery)."""
+        feed = feed_of_filter(topic)
+        if feed is None:
+            return True
+        if self._retained_feeds.get(topic) == await self.access.feed_id(feed, fresh=True):
+            return True
+        self._retained_messages.pop(topic, None)  # the feed was deleted (and maybe made again by someone)
+        self._retained_feeds.pop(topic, None)
+        return False
 
     async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
         # amqtt's own loop, unchanged except at a disconnect (fix 3): deliver what the session holds
@@ -310,19 +389,16 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         topic_filter, qos = subscription
         holders = self._subscriptions.get(topic_filter, [])
         handler = self._get_handler(session)
-        if handler is None or not any(held is session for held, _ in holders):
+        if not isinstance(handler, DeliveryHandler) or not any(held is session for held, _ in holders):
             return
-        tasks = []
         for topic, retained in list(self._retained_messages.items()):
             if not self._matches(topic, topic_filter):
                 continue
             if not await self._topic_filtering(session, topic=topic, action=Action.RECEIVE):
                 continue
-            qos_out = min(qos, retained.qos or qos)
-            sending = handler.mqtt_publish(retained.topic, retained.data, qos_out, retain=True)
-            tasks.append(asyncio.ensure_future(sending))
-        if tasks:
-            await asyncio.wait(tasks)
+            if not await self._retained_feed_current(topic):
+                continue
+            handler.send_later(retained.topic, retained.data, min(qos, retained.qos or qos), retain=True)
 
 
 class EmbeddedBroker:
