@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -29,6 +30,7 @@ class TestClient:
         self.connack: ReasonCode | None = None
         self.disconnected = threading.Event()
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.full: list[mqtt.MQTTMessage] = []  # the same messages with their QoS and flags
         self.granted: dict[int, list[int]] = {}
         self._lock = threading.Lock()
         self.client.on_connect = self._on_connect
@@ -45,6 +47,7 @@ class TestClient:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self._lock:
             self.messages.append((message.topic, message.payload, bool(message.retain)))
+            self.full.append(message)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
         self.granted[mid] = [code.value for code in codes]
@@ -113,3 +116,22 @@ def publish_lines(endpoint: Endpoint, topic: str, lines: list[str]) -> None:
     stdin = "".join(f"{line}\n" for line in lines).encode()
     done = subprocess.run(command, input=stdin, capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def will_client(endpoint: Endpoint, topic: str, keepalive: int = 30) -> TestClient:
+    """A client with a will on `topic`, connected (or refused)."""
+    test = TestClient(endpoint)
+    test.client.will_set(topic, b"will", qos=1)
+    test.client.connect(endpoint.host, endpoint.port, keepalive=keepalive)
+    test.client.loop_start()
+    wait_for(lambda: test.connack is not None or test.disconnected.is_set(), what="CONNACK")
+    return test
+
+
+def drop(test: TestClient) -> None:
+    """The connection dies without a DISCONNECT, so the broker fires the will."""
+    test.client.loop_stop()
+    sock = test.client.socket()
+    assert sock is not None
+    sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

@@ -60,3 +60,26 @@ def read_exactly(sock: socket.socket, size: int) -> bytes:
         assert chunk, f"closed after {data!r}"
         data += chunk
     return data
+
+
+def read_packet(sock: socket.socket) -> tuple[int, bytes]:
+    """One packet from the broker: (first byte, body)."""
+    first = read_exactly(sock, 1)[0]
+    length, shift = 0, 0
+    while True:
+        digit = read_exactly(sock, 1)[0]
+        length += (digit & 0x7F) << shift
+        shift += 7
+        if not digit & 0x80:
+            break
+    return first, read_exactly(sock, length) if length else b""
+
+
+def publish_fields(first: int, body: bytes) -> tuple[str, bytes, int, bool, int | None]:
+    """A PUBLISH's topic, payload, QoS, DUP flag and packet id."""
+    qos = (first >> 1) & 3
+    size = struct.unpack("!H", body[:2])[0]
+    topic = body[2 : 2 + size].decode()
+    pos = 2 + size
+    packet_id = struct.unpack("!H", body[pos : pos + 2])[0] if qos else None
+    return topic, body[pos + (2 if qos else 0) :], qos, bool(first & 0x08), packet_id
