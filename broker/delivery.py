@@ -21,12 +21,23 @@ connection's writes keep their order.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.mqtt.pubrel import PubrelPacket
 from amqtt.session import OUTGOING
+
+from rtdp.logs import RateLimitedLog
+
+logger = logging.getLogger(__name__)
+
+# Unacknowledged deliveries one session may hold: MQTT's packet ids run out at 65,535 (amqtt then raised
+# and logged a traceback per message). A client that acknowledges nothing loses what comes beyond.
+MAX_INFLIGHT = 65_000
+
+_log = RateLimitedLog(logger)
 
 
 class DeliveryHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
@@ -44,6 +55,14 @@ class DeliveryHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is 
     async def stop(self) -> None:
         self._ended = True
         await super().stop()
+
+    async def mqtt_publish(self, topic: str, data: Any, qos: int | None, retain: bool, ack_timeout: Any = None) -> Any:
+        session = self.session
+        if qos and len(session.inflight_out) + len(session.inflight_in) >= MAX_INFLIGHT:
+            unacknowledged = "MQTT client %r holds %d unacknowledged messages: one dropped"
+            _log.warning("inflight", unacknowledged, session.client_id, MAX_INFLIGHT)
+            return None
+        return await super().mqtt_publish(topic, data, qos, retain, ack_timeout)
 
     def send_later(self, topic: str, data: bytes | bytearray, qos: int | None, *, retain: bool) -> None:
         """Start sending a message to the client; its flow runs on, the caller does not wait for it."""
