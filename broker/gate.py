@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from amqtt.adapters import ReaderAdapter
+from amqtt.adapters import ReaderAdapter, WriterAdapter
 
 from rtdp.logs import RateLimitedLog
 
@@ -65,14 +65,13 @@ def encode_length(length: int) -> bytes:
 class PacketGate(ReaderAdapter):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
     """amqtt's reader for one connection: whole packets, checked (see the module docstring).
 
-    A violation closes the connection and reads as the end of the stream, so amqtt handles it as a
-    dropped connection: the will, if any, is published (MQTT 3.1.1 section 3.1.2.5). `refusals`
-    counts the connections closed here, across all gates sharing the counter object."""
+    `source` is the connection's own reader (TCP or WebSocket), `writer` the one amqtt writes to. A
+    violation closes the connection and reads as the end of the stream, so amqtt handles it as a
+    dropped connection: the will, if any, is published (MQTT 3.1.1 section 3.1.2.5). The counter
+    object counts the connections closed here, across all gates sharing it."""
 
-    def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, max_payload: int, counter: GateCounter
-    ) -> None:
-        self._reader = reader
+    def __init__(self, source: ReaderAdapter, writer: WriterAdapter, max_payload: int, counter: GateCounter) -> None:
+        self._source = source
         self._writer = writer
         self._max_payload = max_payload
         self._counter = counter
@@ -87,14 +86,14 @@ class PacketGate(ReaderAdapter):  # type: ignore[misc]  # amqtt is untyped here 
         end = len(self._packet) if n < 0 else self._pos + n
         if end > len(self._packet):
             # amqtt's parse wants more than the remaining length holds: a malformed packet.
-            self._refuse(ProtocolViolation("a packet shorter than its fields"))
+            await self._refuse(ProtocolViolation("a packet shorter than its fields"))
             return b""
         data = self._packet[self._pos : end]
         self._pos = end
         return data
 
     def feed_eof(self) -> None:
-        self._reader.feed_eof()
+        self._source.feed_eof()
 
     async def _next_packet(self) -> bool:
         if self._closed:
@@ -102,14 +101,20 @@ class PacketGate(ReaderAdapter):  # type: ignore[misc]  # amqtt is untyped here 
         try:
             self._packet, self._pos = await self._read_packet(), 0
         except ProtocolViolation as exc:
-            self._refuse(exc)
+            await self._refuse(exc)
             return False
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, EOFError):
             return False  # the client went away: amqtt sees the end of the stream
         return True
 
+    async def _exactly(self, size: int) -> bytes:
+        data = await self._source.read(size) if size else b""
+        if len(data) < size:
+            raise EOFError
+        return bytes(data)
+
     async def _read_packet(self) -> bytes:
-        first = (await self._reader.readexactly(1))[0]
+        first = (await self._exactly(1))[0]
         kind, flags = first >> 4, first & 0x0F
         length = await self._remaining_length()
         if kind not in _FLAGS:
@@ -123,7 +128,7 @@ class PacketGate(ReaderAdapter):  # type: ignore[misc]  # amqtt is untyped here 
             return await self._read_publish(first, flags, length)
         if length > _OTHER_LIMIT:
             raise ProtocolViolation(f"packet type {kind} of {length} bytes")
-        body = await self._reader.readexactly(length)
+        body = await self._exactly(length)
         if kind == CONNECT:
             body = await self._check_connect(body)
             self._connected = True
@@ -134,7 +139,7 @@ class PacketGate(ReaderAdapter):  # type: ignore[misc]  # amqtt is untyped here 
     async def _remaining_length(self) -> int:
         value = 0
         for position in range(4):
-            digit = (await self._reader.readexactly(1))[0]
+            digit = (await self._exactly(1))[0]
             value += (digit & 0x7F) << (7 * position)
             if not digit & 0x80:
                 return value
@@ -146,12 +151,12 @@ class PacketGate(ReaderAdapter):  # type: ignore[misc]  # amqtt is untyped here 
             raise ProtocolViolation("a PUBLISH with QoS 3")
         if length < 2:
             raise ProtocolViolation("a PUBLISH without topic")
-        head = await self._reader.readexactly(2)
+        head = await self._exactly(2)
         fields = 2 + int.from_bytes(head, "big") + (2 if qos else 0)
         if length - fields > self._max_payload:
             # Refused on its first bytes: the payload is neither read nor buffered.
             raise ProtocolViolation(f"a PUBLISH payload of {length - fields} bytes (limit {self._max_payload})")
-        rest = await self._reader.readexactly(length - 2)
+        rest = await self._exactly(length - 2)
         return bytes((first,)) + encode_length(length) + head + rest
 
     async def _check_connect(self, body: bytes) -> bytes:
@@ -161,17 +166,21 @@ class PacketGate(ReaderAdapter):  # type: ignore[misc]  # amqtt is untyped here 
             return _MQTT_311 + body[len(_MQTT_31) :]
         if body.startswith(b"\x00\x04MQTT") and len(body) > 6:
             # Another version of MQTT: say so (a 3.1.1 CONNACK, which every version's client reads) and close.
-            self._writer.write(_UNACCEPTABLE_PROTOCOL_VERSION)
+            self._writer.write(_UNACCEPTABLE_PROTOCOL_VERSION)  # sent by the close
             raise ProtocolViolation(f"MQTT protocol level {body[6]} (only 3.1.1 and 3.1 are spoken)")
         raise ProtocolViolation("a CONNECT for another protocol")
 
-    def _refuse(self, violation: ProtocolViolation) -> None:
+    async def _refuse(self, violation: ProtocolViolation) -> None:
         self._closed = True
         self._packet, self._pos = b"", 0
         self._counter.refused += 1
-        peer = self._writer.get_extra_info("peername")
+        peer = self._writer.get_peer_info()
         self._counter.log.warning("violation", "MQTT connection from %s closed: %s", peer, violation)
-        self._writer.close()
+        try:
+            await self._writer.drain()  # a CONNACK written just before (a WebSocket sends only then)
+            await self._writer.close()
+        except OSError:
+            pass  # already gone
 
 
 class GateCounter:

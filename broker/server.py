@@ -12,7 +12,14 @@ from collections import deque
 from types import TracebackType
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, StreamWriterAdapter, WriterAdapter
+from amqtt.adapters import (
+    ReaderAdapter,
+    StreamReaderAdapter,
+    StreamWriterAdapter,
+    WebSocketsReader,
+    WebSocketsWriter,
+    WriterAdapter,
+)
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
@@ -24,6 +31,7 @@ from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import ApplicationMessage, Session
 from amqtt.utils import gen_client_id
+from websockets.asyncio.server import ServerConnection
 
 from broker.access import AccessControl, TopicAction, session_id
 from broker.delivery import DeliveryHandler
@@ -40,17 +48,20 @@ logger = logging.getLogger(__name__)
 _PUBLISHED_QOS = "rtdp.published_qos"  # a session attribute: the QoS of the message it is delivering
 
 
-def broker_config(listen: HostPort, access: AccessControl, intake: Sink | None = None) -> dict[str, Any]:
-    """amqtt's config: one TCP listener, our authentication plugin instead of amqtt's defaults
-    (anonymous login, $SYS topics, packet logging), and the intake plugin when a sink is given. Topic
-    decisions need no plugin: `_AmqttBroker._topic_filtering` asks the same AccessControl."""
+def broker_config(
+    listen: HostPort, access: AccessControl, intake: Sink | None = None, websocket: HostPort | None = None
+) -> dict[str, Any]:
+    """amqtt's config: one TCP listener (and one for MQTT over WebSockets if `websocket`), our
+    authentication plugin instead of amqtt's defaults (anonymous login, $SYS topics, packet logging),
+    and the intake plugin when a sink is given. Topic decisions need no plugin:
+    `_AmqttBroker._topic_filtering` asks the same AccessControl."""
     plugins: dict[str, dict[str, Any]] = {"broker.plugins.AuthPlugin": {"access": access}}
     if intake is not None:
         plugins["broker.intake.IntakePlugin"] = {"sink": intake, "access": access}
-    return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{listen.host}:{listen.port}", "max_connections": 0}},
-        "plugins": plugins,
-    }
+    listeners = {"default": {"type": "tcp", "bind": f"{listen.host}:{listen.port}", "max_connections": 0}}
+    if websocket is not None:
+        listeners["ws"] = {"type": "ws", "bind": f"{websocket.host}:{websocket.port}", "max_connections": 0}
+    return {"listeners": listeners, "plugins": plugins}
 
 
 class _KeepAliveHandler(DeliveryHandler):
@@ -159,8 +170,15 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
-        gate = PacketGate(reader, writer, self.max_payload, self.gate)
-        await self._client_connected(listener_name, gate, _CoalescingWriter(writer))
+        coalescing = _CoalescingWriter(writer)
+        gate = PacketGate(StreamReaderAdapter(reader), coalescing, self.max_payload, self.gate)
+        await self._client_connected(listener_name, gate, coalescing)
+
+    async def ws_connected(self, websocket: ServerConnection, listener_name: str) -> None:
+        # MQTT over WebSockets (`--mqtt-ws`): the same gate, authentication and ACL as over TCP.
+        writer = WebSocketsWriter(websocket)
+        gate = PacketGate(WebSocketsReader(websocket), writer, self.max_payload, self.gate)
+        await self._client_connected(listener_name, gate, writer)
 
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
@@ -430,6 +448,7 @@ class EmbeddedBroker:
         self._broker: _AmqttBroker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._port: int | None = None
+        self._ws_port: int | None = None
         self._sending: set[asyncio.Future[None]] = set()
 
     @property
@@ -440,7 +459,7 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        config = broker_config(self.listen, self.access, self.intake)
+        config = broker_config(self.listen, self.access, self.intake, self.settings.mqtt_ws)
         self._broker = _AmqttBroker(config, self.access, self.settings.max_payload)
         try:
             await self._broker.start()
@@ -448,9 +467,22 @@ class EmbeddedBroker:
             self.access.close()
             self._broker = None
             raise self._start_error(exc) from None
-        server = self._broker._servers["default"].instance
-        sockets = getattr(server, "sockets", None) or ()
-        self._port = int(sockets[0].getsockname()[1]) if sockets else self.listen.port
+        self._port = self._bound_port("default", self.listen)
+        if self.settings.mqtt_ws is not None:
+            self._ws_port = self._bound_port("ws", self.settings.mqtt_ws)
+
+    def _bound_port(self, listener: str, asked: HostPort) -> int:
+        assert self._broker is not None
+        sockets = getattr(self._broker._servers[listener].instance, "sockets", None) or ()
+        return int(next(iter(sockets)).getsockname()[1]) if sockets else asked.port
+
+    @property
+    def ws_address(self) -> HostPort | None:
+        """Where MQTT over WebSockets is served (`settings.mqtt_ws`, its port bound), or None."""
+        asked = self.settings.mqtt_ws
+        if asked is None or self._ws_port is None:
+            return None
+        return HostPort(asked.host, self._ws_port)
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Broadcast a message from inside the process (as the service account would publish it, RECEIVE
@@ -493,6 +525,13 @@ class EmbeddedBroker:
     def _start_error(self, exc: AmqttBrokerError) -> BrokerError:
         cause = exc.__cause__
         if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            ws = self.settings.mqtt_ws
+            if ws is not None:  # amqtt does not say which listener failed
+                return PortInUse(
+                    f"MQTT address {self.listen} or WebSocket address {ws} is already in use: choose"
+                    " another with --mqtt HOST:PORT or --mqtt-ws HOST:PORT",
+                    address=f"{self.listen} {ws}",
+                )
             return PortInUse(
                 f"MQTT address {self.listen} is already in use: choose another with --mqtt HOST:PORT",
                 address=str(self.listen),
@@ -503,7 +542,7 @@ class EmbeddedBroker:
 
     async def stop(self) -> None:
         broker, self._broker = self._broker, None
-        self._port = None
+        self._port = self._ws_port = None
         if broker is not None:
             try:
                 await broker.shutdown()
@@ -547,6 +586,8 @@ async def serve(settings: Settings, service: ServiceAccount, stop: asyncio.Event
 
                 metrics_server = serve_metrics(settings.metrics, BrokerCollector(broker))[0]
             print(f"MQTT broker listening on mqtt://{broker.address}", flush=True)
+            if broker.ws_address is not None:
+                print(f"MQTT over WebSockets on ws://{broker.ws_address}", flush=True)
             try:
                 await stop.wait()
             finally:

@@ -71,6 +71,7 @@ def loop_option(func: F) -> F:
 
 HTTP_HELP = "Web address HOST:PORT. [default: 127.0.0.1:8000]"
 MQTT_HELP = "Embedded broker's address HOST:PORT. [default: 127.0.0.1:1883]"
+MQTT_WS_HELP = "Also serve MQTT over WebSockets at HOST:PORT (for browser clients), e.g. 127.0.0.1:8083. [default: off]"
 METRICS_HELP = "Serve Prometheus /metrics here, e.g. 127.0.0.1:9464. [default: off]"
 BROKER_HELP = "External broker URL mqtt://USER:PASS@HOST:PORT (instead of the embedded one)."
 
@@ -88,6 +89,7 @@ def main() -> None:
 @data_options
 @click.option("--http", help=HTTP_HELP)
 @click.option("--mqtt", help=MQTT_HELP)
+@click.option("--mqtt-ws", metavar="HOST:PORT", help=MQTT_WS_HELP)
 @click.option("--broker", help=BROKER_HELP)
 @click.option("--demo", is_flag=True, default=None, help="Create the original app's demo users and feeds if empty.")
 @click.option("--emulate", is_flag=True, default=None, help="Run the emulated devices (sine wave and others).")
@@ -104,6 +106,7 @@ def serve(**options: Any) -> None:
 @main.command()
 @data_options
 @click.option("--mqtt", help=MQTT_HELP)
+@click.option("--mqtt-ws", metavar="HOST:PORT", help=MQTT_WS_HELP)
 @click.option("--metrics", metavar="HOST:PORT", help=METRICS_HELP)
 @log_option
 @loop_option

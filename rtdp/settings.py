@@ -125,6 +125,8 @@ class Settings:
     data_dir: Path = Path("rtdp-data")
     http: HostPort = HostPort("127.0.0.1", 8000)
     mqtt: HostPort = HostPort("127.0.0.1", 1883)
+    # The embedded broker also speaks MQTT over WebSockets here (browser clients); None: not at all.
+    mqtt_ws: HostPort | None = None
     # An external broker; None means run the embedded one on `mqtt`.
     broker: BrokerURL | None = None
     db_url: str | None = None
@@ -275,7 +277,7 @@ def _convert(name: str, raw: Any, declared: Any, label: str) -> Any:
         return Path(raw)
     if name == "http" or name == "mqtt":
         return HostPort.parse(raw, label)
-    if name == "metrics":
+    if name in ("metrics", "mqtt_ws"):
         return HostPort.parse(raw, label) if raw else None
     if name == "broker":
         return BrokerURL.parse(raw, label) if raw else None

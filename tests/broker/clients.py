@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from rtdp.mqtt import Endpoint, make_client
@@ -25,8 +26,17 @@ class TestClient:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True) -> None:
-        self.client = make_client(endpoint, client_id or f"test-{next(_ids)}", clean_session=clean_session)
+    def __init__(
+        self, endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True, websocket: bool = False
+    ) -> None:
+        client_id = client_id or f"test-{next(_ids)}"
+        if websocket:  # MQTT over WebSockets (`--mqtt-ws`)
+            self.client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id, clean_session, protocol=mqtt.MQTTv311, transport="websockets"
+            )
+            self.client.username_pw_set(endpoint.username, endpoint.password)
+        else:
+            self.client = make_client(endpoint, client_id, clean_session=clean_session)
         self.connack: ReasonCode | None = None
         self.disconnected = threading.Event()
         self.messages: list[tuple[str, bytes, bool]] = []
@@ -74,9 +84,11 @@ class TestClient:
         wait_for(lambda: (topic, payload) in self.received(), what=f"{topic} {payload!r}")
 
 
-def open_client(endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True) -> TestClient:
+def open_client(
+    endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True, websocket: bool = False
+) -> TestClient:
     """Connect and wait for the CONNACK (accepted or refused)."""
-    test = TestClient(endpoint, client_id, clean_session=clean_session)
+    test = TestClient(endpoint, client_id, clean_session=clean_session, websocket=websocket)
     test.client.connect(endpoint.host, endpoint.port, keepalive=30)
     test.client.loop_start()
     wait_for(lambda: test.connack is not None or test.disconnected.is_set(), what="CONNACK")
@@ -84,9 +96,11 @@ def open_client(endpoint: Endpoint, client_id: str | None = None, *, clean_sessi
 
 
 @contextmanager
-def connected(endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True) -> Iterator[TestClient]:
+def connected(
+    endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True, websocket: bool = False
+) -> Iterator[TestClient]:
     """A client that must be accepted; disconnected at the end."""
-    test = open_client(endpoint, client_id, clean_session=clean_session)
+    test = open_client(endpoint, client_id, clean_session=clean_session, websocket=websocket)
     try:
         assert test.connack is not None and not test.connack.is_failure, f"refused: {test.connack}"
         yield test
