@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
+import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect
@@ -15,9 +19,12 @@ from rtdp.settings import HostPort, Settings
 from tests.broker import raw
 from tests.broker.clients import close, connected, open_client
 from tests.broker.conftest import PASSWORD, World
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
+from tests.support.env import require
 
 EP = "ep@nothing.com"
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -65,3 +72,46 @@ def test_the_packet_gate_guards_websockets_too(ws_broker: EmbeddedBrokerHandle) 
             return [message if isinstance(message, bytes) else message.encode() async for message in ws]
 
     assert b"".join(asyncio.run(attempt())) == b"\x20\x02\x00\x01"
+
+
+JS = Path(__file__).parent / "js" / "mqttjs_roundtrip.js"
+MQTTJS = REPO / "node_modules" / "mqtt"
+
+
+def _ws_url(handle: EmbeddedBrokerHandle) -> str:
+    endpoint = _ws_endpoint(handle)
+    return f"ws://{endpoint.host}:{endpoint.port}/mqtt"
+
+
+def test_mqttjs_in_node(ws_broker: EmbeddedBrokerHandle) -> None:
+    require(shutil.which("node") is not None and MQTTJS.is_dir(), "node or MQTT.js missing (npm ci)")
+    done = subprocess.run(
+        ["node", str(JS), _ws_url(ws_broker), EP, PASSWORD, "feeds/manual_feed_a/js"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "NODE_PATH": str(REPO / "node_modules")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "feeds/manual_feed_a/js from-mqttjs 1"
+
+
+def test_mqttjs_in_chromium(ws_broker: EmbeddedBrokerHandle) -> None:
+    """The case the listener is for: MQTT.js in a web page."""
+    require(CHROMIUM is not None, "chromium is not installed (apt-get install chromium)")
+    require(MQTTJS.is_dir(), "MQTT.js missing (npm ci)")
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    with playwright_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.add_script_tag(path=str(MQTTJS / "dist" / "mqtt.min.js"))
+            page.add_script_tag(content=JS.read_text())
+            line = page.evaluate(
+                "([url, user, password, topic]) => roundtrip(mqtt, url, user, password, topic)",
+                [_ws_url(ws_broker), EP, PASSWORD, "feeds/manual_feed_a/browser"],
+            )
+        finally:
+            browser.close()
+    assert line == "feeds/manual_feed_a/browser from-mqttjs 1"
