@@ -115,7 +115,7 @@ class _CoalescingWriter(StreamWriterAdapter):  # type: ignore[misc]
 
 
 class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
-    """amqtt 0.12.1 (pinned) with these fixes (1, 2, 5 and 9 for security, the rest for delivery), all overriding
+    """amqtt 0.12.1 (pinned) with these fixes (1, 2, 5, 9 and 12 for security, the rest for delivery), all overriding
     private methods, and two costs per message removed (`_topic_filtering`, `_CoalescingWriter`).
 
     1. amqtt applies a CONNECT's client id (deleting a clean session's subscriptions, or taking an
@@ -150,6 +150,14 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        client's id within the namespace of its rights (`broker.access.session_id`): the same user with
        the same token scope resumes it; anyone else gets a session of their own. Queued messages are
        checked again (RECEIVE) when they are finally sent.
+    10. amqtt sent a client's publish at each subscription's granted QoS (a QoS 0 publish at QoS 1); here
+       at min(published, granted), MQTT 3.1.1 section 3.8.4.
+    11. amqtt sends a will without the event the intake listens to, so a will on `feeds/...` was never
+       stored; here it fires that event too.
+    12. Retained messages on a feed's topics are kept only while the feed exists, tied to its id.
+
+    Every packet passes `broker.gate` first (protocol violations, versions, payload size), and the
+    handler (`broker.delivery`) keeps unacknowledged deliveries for a persistent session's reconnect.
     """
 
     def __init__(self, config: dict[str, Any], access: AccessControl, max_payload: int) -> None:
