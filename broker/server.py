@@ -45,6 +45,9 @@ from rtdp.topic import feed_of_filter
 
 logger = logging.getLogger(__name__)
 
+# Seconds the connections get to finish their disconnect when the broker stops.
+SHUTDOWN_GRACE = 5.0
+
 _PUBLISHED_QOS = "rtdp.published_qos"  # a session attribute: the QoS of the message it is delivering
 
 
@@ -166,6 +169,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         self.max_payload = max_payload
         self.gate = GateCounter()
         self._retained_feeds: dict[str, int] = {}  # retained topic -> id of the feed it was set on
+        self._connections: set[asyncio.Task[Any]] = set()
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         # Every topic decision, asked of AccessControl directly: amqtt's way, a topic plugin run as a task
@@ -180,13 +184,35 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     ) -> None:
         coalescing = _CoalescingWriter(writer)
         gate = PacketGate(StreamReaderAdapter(reader), coalescing, self.max_payload, self.gate)
-        await self._client_connected(listener_name, gate, coalescing)
+        await self._connection(listener_name, gate, coalescing)
 
     async def ws_connected(self, websocket: ServerConnection, listener_name: str) -> None:
         # MQTT over WebSockets (`--mqtt-ws`): the same gate, authentication and ACL as over TCP.
         writer = WebSocketsWriter(websocket)
         gate = PacketGate(WebSocketsReader(websocket), writer, self.max_payload, self.gate)
-        await self._client_connected(listener_name, gate, writer)
+        await self._connection(listener_name, gate, writer)
+
+    async def _connection(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        # Each connection's task is known, so that `end_connections` can let them finish at a shutdown:
+        # amqtt leaves them running, and a loop closed under them destroyed them mid-disconnect.
+        task = asyncio.current_task()
+        assert task is not None  # the server runs each connection in a task of its own
+        self._connections.add(task)
+        try:
+            await self._client_connected(listener_name, reader, writer)
+        finally:
+            self._connections.discard(task)
+
+    async def end_connections(self, grace: float) -> None:
+        """After `shutdown()`: give the connections' tasks `grace` seconds to finish their disconnect (a
+        publisher's held messages delivered, a will sent), then cancel what is left."""
+        tasks = list(self._connections)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
@@ -554,6 +580,7 @@ class EmbeddedBroker:
         if broker is not None:
             try:
                 await broker.shutdown()
+                await broker.end_connections(grace=SHUTDOWN_GRACE)
             finally:
                 self.access.close()
 
