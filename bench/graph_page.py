@@ -53,6 +53,7 @@ from bridge.service import Bridge  # noqa: E402
 from rtdp.accounts import create_user  # noqa: E402
 from rtdp.codec import Sample  # noqa: E402
 from rtdp.database import open_database  # noqa: E402
+from rtdp.models import database_proxy  # noqa: E402
 from rtdp.mqtt import Endpoint  # noqa: E402
 from rtdp.settings import BrokerURL, HostPort, Settings  # noqa: E402
 from rtdp.store import create_axis, create_feed, write_points  # noqa: E402
@@ -377,7 +378,8 @@ def main() -> int:
             print(f"  {filled}", flush=True)
             with running_viewer(settings) as url:
                 assert settings.broker is not None
-                bridge = Bridge(settings, Endpoint.of(settings.broker), "bench-bridge")
+                # The database the viewer opened: the one the models are bound to.
+                bridge = Bridge(settings, Endpoint.of(settings.broker), "bench-bridge", database_proxy.obj)
                 bridge.start()
                 wait_for(bridge.ready.is_set, 10, what="the bridge to subscribe")
                 try:

@@ -30,7 +30,6 @@ from bridge.errors import BridgeError
 from bridge.stats import Stats
 from bridge.writer import Incoming, Notice, Writer
 from rtdp.logs import RateLimitedLog
-from rtdp.models import database_proxy
 from rtdp.settings import Settings
 
 log = logging.getLogger("rtdp.bridge")
@@ -50,15 +49,14 @@ class Intake:
     def __init__(
         self,
         settings: Settings,
-        db: pw.Database | pw.DatabaseProxy | None = None,
+        db: pw.Database,
         *,
         capacity: int = CAPACITY,
     ) -> None:
         self.settings = settings
         self.stats = Stats()
         self.dropped = 0  # messages lost because the queue was full (written by the broker's loop only)
-        self._db = db if db is not None else database_proxy
-        self._writer = Writer(self._db, settings, self.stats)  # type: ignore[arg-type]
+        self._writer = Writer(db, settings, self.stats)
         self._queue = Inbox(maxsize=capacity)
         self._publish: Publish | None = None
         self._batches = BatchLoop(

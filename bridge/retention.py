@@ -13,7 +13,6 @@ import time
 import peewee as pw
 
 from rtdp.errors import RtdpError
-from rtdp.models import database_proxy
 from rtdp.retention import PurgeReport, purge
 from rtdp.settings import Settings
 
@@ -23,13 +22,13 @@ log = logging.getLogger("rtdp.bridge.retention")
 class RetentionScheduler:
     """`start()` purges once at once, then every `settings.retention_interval` seconds until `stop()`.
 
-    With `retention_interval` 0 it does nothing. `db` is the opened database (default: the one the
-    models are bound to); the thread opens its own connection and closes it when it ends.
+    With `retention_interval` 0 it does nothing. `db` is the process's opened database; the thread
+    opens its own connection to it and closes it when it ends.
     """
 
-    def __init__(self, settings: Settings, db: pw.Database | None = None) -> None:
+    def __init__(self, settings: Settings, db: pw.Database) -> None:
         self.interval = settings.retention_interval
-        self.db = db if db is not None else database_proxy
+        self.db = db
         self.last: PurgeReport | None = None
         self.runs = 0
         self.failures = 0

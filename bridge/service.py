@@ -41,8 +41,7 @@ from bridge.stats import Stats
 from bridge.writer import Incoming, Notice, Writer
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
-from rtdp.logs import RateLimitedLog
-from rtdp.models import database_proxy
+from rtdp.logs import RateLimitedLog, configure_logging
 from rtdp.mqtt import Endpoint, make_client
 from rtdp.settings import Settings
 from rtdp.wire import Publish, read_publishes, send_pubacks
@@ -77,7 +76,7 @@ class Bridge:
         settings: Settings,
         endpoint: Endpoint,
         client_id: str,
-        db: pw.Database | pw.DatabaseProxy | None = None,
+        db: pw.Database,
     ) -> None:
         self.settings = settings
         self.endpoint = endpoint
@@ -87,8 +86,7 @@ class Bridge:
         self.ready = threading.Event()  # set while connected and subscribed
         self._disconnected = threading.Event()
         self._last_notice: mqtt.MQTTMessageInfo | None = None
-        self._db = db if db is not None else database_proxy
-        self._writer = Writer(self._db, settings, self.stats)  # type: ignore[arg-type]
+        self._writer = Writer(db, settings, self.stats)
         self._queue = Inbox(maxsize=settings.max_inflight)
         self._batches = BatchLoop(settings, self._writer, self._queue, ack=self._ack, publish=self._publish)
         self.failed = self._batches.failed  # set if the writer thread died of an unexpected error
@@ -258,6 +256,7 @@ def connection_for(settings: Settings) -> tuple[Endpoint, str]:
 
 def run(settings: Settings) -> None:
     """`rtdp bridge`: store points until SIGINT or SIGTERM, then drain and exit."""
+    configure_logging(settings.log_level)
     db = open_database(settings.database_url)
     endpoint, client_id = connection_for(settings)
     bridge = Bridge(settings, endpoint, client_id, db)

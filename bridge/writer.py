@@ -6,7 +6,6 @@ retry after a database failure, or after a cached axis turned out to be gone, st
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
@@ -21,12 +20,12 @@ import peewee as pw
 from bridge.errors import Rejected
 from bridge.routes import Route, Routes, errors_topic_for
 from bridge.stats import Stats
-from rtdp import codec, store
-from rtdp.casts import YCast
+from rtdp import catalog, codec, store
 from rtdp.codec import Sample
 from rtdp.errors import InvalidInput
 from rtdp.logs import RateLimitedLog
 from rtdp.models import Rejection
+from rtdp.notices import AxisOf, ErrorNotice, encode_error, encode_stored
 from rtdp.settings import Settings
 from rtdp.topic import stored_topic
 
@@ -34,7 +33,6 @@ log = logging.getLogger("rtdp.bridge")
 
 # The Rejection table keeps about this many recent rows (a dashboard needs the latest, not all).
 REJECTIONS_KEPT = 10_000
-PAYLOAD_SHOWN = 200
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
 
@@ -85,14 +83,19 @@ class _Prepared:
 
 
 class Writer:
-    """Turns batches of messages into stored points and rejections. Runs on one thread."""
+    """Turns batches of messages into stored points and rejections. Runs on one thread.
+
+    `db` is the process's opened database (rtdp.database.open_database), the one the models are bound
+    to: the writer runs its transactions and its thread's connection on it, and rtdp.store's
+    functions inside those transactions reach the same object through the models.
+    """
 
     def __init__(self, db: pw.Database, settings: Settings, stats: Stats, routes: Routes | None = None) -> None:
         self.db = db
         self.settings = settings
         self.tz = settings.tz
         self.stats = stats
-        self.routes = routes or Routes(feed_quota=settings.feed_quota)
+        self.routes = routes or Routes(catalog.Policy.of(settings))
         self.ratelog = RateLimitedLog(log)
 
     def write(self, messages: Sequence[Incoming], abandon: threading.Event | None = None) -> BatchResult | None:
@@ -211,10 +214,7 @@ class Writer:
 
     def _result(self, prepared: list[_Prepared], stored: list[store.StoredPoint], seconds: float) -> BatchResult:
         result = BatchResult(stored_points=len(stored))
-        # Per axis: the point list of its feed's notice, the JSON between a point's id and its x, and
-        # whether y is shown as an integer.
-        feeds: dict[str, list[str]] = {}
-        axes: dict[int, tuple[list[str], str, bool]] = {}
+        axes: dict[int, AxisOf] = {}
         for p in prepared:
             if p.rejection is not None:
                 result.rejected += 1
@@ -223,27 +223,9 @@ class Writer:
                 result.stored_messages += 1
                 route, axis_id = p.route, p.route.axis_id
                 if axis_id not in axes:
-                    parts = feeds.setdefault(route.feed, [])
-                    axes[axis_id] = (parts, f',"axis":"{route.axis}","x":', route.y_cast is not YCast.FLOAT)
-        # Built as text, in one comprehension when the batch went to one feed's axes of one y type (the
-        # common case): a dict and json.dumps per point cost more than decoding it. Names are
-        # [A-Za-z0-9_.-] and x/y are finite floats (the codec rejects NaN and infinities), so the quoted
-        # name and repr() of a float or int are valid JSON.
-        if len({(id(parts), integral) for parts, _, integral in axes.values()}) == 1:
-            parts, _, integral = next(iter(axes.values()))
-            middles = {axis_id: middle for axis_id, (_, middle, _) in axes.items()}
-            if integral:
-                parts += [f'{{"id":{p.id}{middles[p.axis_id]}{p.x!r},"y":{int(p.y)}}}' for p in stored]
-            else:
-                parts += [f'{{"id":{p.id}{middles[p.axis_id]}{p.x!r},"y":{p.y!r}}}' for p in stored]
-        else:
-            for point in stored:
-                parts, middle, integral = axes[point.axis_id]
-                y = int(point.y) if integral else point.y
-                parts.append(f'{{"id":{point.id}{middle}{point.x!r},"y":{y!r}}}')
-        for feed, points in feeds.items():
-            if points:
-                result.notices.append(Notice(stored_topic(feed), ("[" + ",".join(points) + "]").encode()))
+                    axes[axis_id] = AxisOf(route.feed, route.axis, route.y_cast)
+        for feed, payload in encode_stored(stored, axes).items():
+            result.notices.append(Notice(stored_topic(feed), payload))
         self.stats.record_batch(len(stored), result.stored_messages, seconds)
         return result
 
@@ -253,6 +235,5 @@ class Writer:
         self.ratelog.log(
             logging.INFO, rejection.code, "rejected a message on %r: %s", message.topic[:120], rejection.message
         )
-        shown = message.payload[: PAYLOAD_SHOWN * 4].decode("utf-8", errors="replace")[:PAYLOAD_SHOWN]
-        body = {**rejection.as_dict(), "topic": message.topic[:256], "payload": shown}
-        return Notice(topic, json.dumps(body, separators=(",", ":"), default=str).encode())
+        notice = ErrorNotice.of(rejection.message, rejection.code, rejection.detail, message.topic, message.payload)
+        return Notice(topic, encode_error(notice))

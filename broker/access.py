@@ -10,9 +10,9 @@ after that its token and user are read again before the next decision, so a revo
 disabled user loses an open connection (and a persistent session) within that time; the client is
 then disconnected (`on_revoked`).
 
-A publish to a feed that does not exist is allowed when the publisher may create feeds, and nothing
-is created here: the bridge's writer creates the feed, owned by the publisher (`creator()`), only
-once a payload for it decoded, and refuses it beyond the owner's feed quota.
+A publish to a feed that does not exist is allowed when the publisher may create feeds (rtdp.catalog's
+rule), and nothing is created here: the bridge's writer creates the feed, owned by the publisher
+(`creator()`), only once a payload for it decoded, and refuses it beyond the owner's feed quota.
 """
 
 from __future__ import annotations
@@ -30,12 +30,13 @@ from typing import TypeVar
 
 import peewee as pw
 
+from rtdp import catalog
 from rtdp.accounts import ServiceAccount, check_credentials, refresh_principal
 from rtdp.cache import TTLCache, credential_key
 from rtdp.errors import AuthenticationFailed, InvalidInput
 from rtdp.logs import RateLimitedLog
 from rtdp.models import Feed
-from rtdp.permissions import Access, Principal, allowed, may_create_feeds
+from rtdp.permissions import Access, Principal, allowed
 from rtdp.topic import ERRORS_PREFIX, FEEDS_PREFIX, STORED_PREFIX, FeedTopic, feed_of_filter
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,8 @@ class AccessControl:
         """`auto_create`: publishes may go to feeds that do not exist yet (only worth it when the writer
         learns the publisher: the intake of `rtdp serve`). Lifetimes come from the settings."""
         self.service = service
-        self.auto_create = auto_create
+        # Only whether a publish may create its feed is decided here (no quota: the writer counts it).
+        self.policy = catalog.Policy(auto_create=auto_create)
         self.credential_ttl = credential_ttl
         self.auth_failures = 0
         self.refused_publishes = 0
@@ -313,11 +315,15 @@ class AccessControl:
             self._decisions.put(key, decision)
         return decision not in (Decision.DENY, Decision.MISSING)
 
+    @property
+    def auto_create(self) -> bool:
+        return self.policy.auto_create
+
     def _decide(self, principal: Principal, name: str, access: Access) -> Decision:
         """Runs in a worker thread (Peewee is synchronous). Creates nothing (see the module docstring)."""
         feed = Feed.get_or_none(Feed.name == name)
         if feed is None:
-            if access is Access.WRITE and self.auto_create and may_create_feeds(principal):
+            if access is Access.WRITE and catalog.may_create(principal, self.policy):
                 return Decision.CREATE
             return Decision.MISSING
         return Decision.ALLOW if allowed(principal, feed, access) else Decision.DENY
@@ -341,10 +347,8 @@ class AccessControl:
         its feed (the writer creates it once the payload decoded, and checks again that this user may
         write to it if someone else made it first); None when the feed existed and the decision stands.
         Called on the broker's loop for every message: dictionary lookups only."""
-        if not self.auto_create:
-            return None
         held = self._principals.get(client_id or "")
-        if held is None or held.principal.service or not may_create_feeds(held.principal):
+        if held is None or not catalog.may_create(held.principal, self.policy):
             return None
         feed = _published_feed(topic)
         if feed is None:

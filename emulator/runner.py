@@ -14,18 +14,20 @@ from typing import Literal
 
 import peewee as pw
 
+from emulator import system  # noqa: F401 -- defining SystemSource registers it (emulator.sources.Source)
 from emulator.errors import EmulatorError, PublishFailed
 from emulator.publish import HttpPublisher, MqttPublisher, Publisher
 from emulator.sources import SOURCES, Source
+from rtdp import catalog
 from rtdp import emulation as state
 from rtdp.accounts import create_token, get_user, principal_for
+from rtdp.casts import XCast
 from rtdp.database import open_database
-from rtdp.errors import Conflict, NotFound, RtdpError
-from rtdp.models import Feed, Token, User, database_proxy
+from rtdp.errors import NotFound, PermissionDenied, RtdpError
+from rtdp.models import Token, User
 from rtdp.mqtt import Endpoint
-from rtdp.permissions import Access, allowed
+from rtdp.permissions import Access, Principal
 from rtdp.settings import Settings
-from rtdp.store import create_feed, ensure_axis, get_feed
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ LOG_EVERY = 30.0  # seconds between repeated warnings about the same trouble
 
 def available_sources() -> list[str]:
     """Source names this machine can run (the system source needs Linux's /proc)."""
-    return [name for name in SOURCES if state.available(name)]
+    return [name for name in state.SOURCES if state.available(name)]
 
 
 def resolve_sources(sources: Sequence[str | Source]) -> list[Source]:
@@ -76,7 +78,8 @@ class _Throttle:
 
 
 class Emulator:
-    """Simulated devices publishing over MQTT (default) or HTTP, authenticated with a token.
+    """Simulated devices publishing over MQTT (default) or HTTP, authenticated with a token. `db` is the
+    process's opened database (rtdp.database.open_database).
 
     `start()` prepares feeds, axes, saved positions and (unless `token` is given) a write token for
     `owner_email` in the emulator's thread, waits for that, and raises EmulatorError if it failed. It and
@@ -87,6 +90,7 @@ class Emulator:
     def __init__(
         self,
         settings: Settings,
+        db: pw.Database,
         *,
         owner_email: str,
         sources: Sequence[str | Source] = (),
@@ -99,6 +103,7 @@ class Emulator:
         if via not in ("mqtt", "http"):
             raise EmulatorError(f"via must be 'mqtt' or 'http', got {via!r}")
         self.settings = settings
+        self.db = db
         self.owner_email = owner_email
         self.sources = resolve_sources(sources)
         self.via: Via = via
@@ -158,8 +163,6 @@ class Emulator:
         publisher: Publisher | None = None
         try:
             try:
-                if database_proxy.obj is None:
-                    open_database(self.settings.database_url)
                 owner = self._prepare()
                 publisher = self._publisher(owner)
                 publisher.open()
@@ -180,9 +183,8 @@ class Emulator:
             if publisher is not None:
                 publisher.close()
             self._revoke_token()
-            db = database_proxy.obj
-            if db is not None and not db.is_closed():
-                db.close()  # this thread's connection only (Peewee keeps one per thread)
+            if not self.db.is_closed():
+                self.db.close()  # this thread's connection only (Peewee keeps one per thread)
 
     def _prepare(self) -> User:
         try:
@@ -194,11 +196,7 @@ class Emulator:
             ) from None
         principal = principal_for(owner)
         for source in self.sources:
-            feed = self._ensure_feed(source, owner)
-            if not allowed(principal, feed, Access.WRITE):
-                log.warning("emulator: %s may not write to feed %r; its points will be refused", owner.email, feed.name)
-            for axis in source.axes:
-                ensure_axis(feed, axis)
+            self._prepare_feed(source, principal)
             source.restore(state.load(source.name).state)
         if self.token is None:
             issued = create_token(owner, access=Access.WRITE, name="emulator (revoked when it stops)")
@@ -206,26 +204,24 @@ class Emulator:
             self._created_token_id = issued.row.id
         return owner
 
-    def _ensure_feed(self, source: Source, owner: User) -> Feed:
+    def _prepare_feed(self, source: Source, principal: Principal) -> None:
+        """The source's feed and axes, created for the owner as an operator's tool does (no quota)."""
+        spec = catalog.FeedSpec(XCast.DATETIME, source.y_cast, description=f"emulated by rtdp ({source.name} source)")
         try:
-            feed = get_feed(source.feed)
-        except NotFound:
-            try:
-                return create_feed(
-                    source.feed,
-                    owner,
-                    x_cast="datetime",
-                    y_cast=source.y_cast.value,
-                    description=f"emulated by rtdp ({source.name} source)",
-                )
-            except Conflict:  # created by someone else in between
-                feed = get_feed(source.feed)
-        if feed.y_cast != source.y_cast.value or feed.x_cast != "datetime":
+            places = catalog.resolve_axes(
+                principal, source.feed, list(source.axes), catalog.OPERATOR, create=True, spec=spec
+            )
+        except PermissionDenied:
+            log.warning(
+                "emulator: %s may not write to feed %r; its points will be refused", principal.email, source.feed
+            )
+            return
+        casts = places[0].casts
+        if casts != spec.casts:
             log.warning(
                 "emulator: feed %r has casts x=%s y=%s, the %s source sends x=datetime y=%s",
-                feed.name, feed.x_cast, feed.y_cast, source.name, source.y_cast.value,
+                source.feed, casts.x.value, casts.y.value, source.name, source.y_cast.value,
             )
-        return feed
 
     def _publisher(self, owner: User) -> Publisher:
         assert self.token is not None
@@ -307,8 +303,8 @@ def run(
     stop_event: threading.Event | None = None,
 ) -> None:
     """Run the emulator until Ctrl-C or `stop_event` is set (`rtdp emulate [SOURCE...]`). Opens the database."""
-    open_database(settings.database_url)
-    emulator = Emulator(settings, owner_email=owner_email, sources=sources, via=via, token=token, http_url=http_url)
+    db = open_database(settings.database_url)
+    emulator = Emulator(settings, db, owner_email=owner_email, sources=sources, via=via, token=token, http_url=http_url)
     emulator.start()
     stop = stop_event or threading.Event()
     try:

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
 from typing import Any, ClassVar, NamedTuple
 
 from rtdp.casts import YCast
-from rtdp.emulation import DEFAULT_FEEDS
+from rtdp.emulation import check_source, default_feed
 
 State = dict[str, Any]
+# Each registered source's implementation by name, filled as the classes are defined (emulator.system's
+# too, once imported: emulator.runner does).
+SOURCES: dict[str, type[Source]] = {}
 
 
 class Reading(NamedTuple):
@@ -25,9 +27,18 @@ class Reading(NamedTuple):
 
 
 class Source:
-    """Base class: a named feed with fixed axes, stepped every `interval` seconds."""
+    """Base class: a named feed with fixed axes, stepped every `interval` seconds.
+
+    A subclass that sets `name` is the implementation of that source of rtdp.emulation's registry (an
+    unknown name fails when its module is imported); `SOURCES` maps the names to them.
+    """
 
     name: ClassVar[str]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            SOURCES[check_source(cls.name)] = cls
     y_cast: ClassVar[YCast] = YCast.FLOAT
     feed: str
     axes: tuple[str, ...]
@@ -72,10 +83,10 @@ class SineSource(Source):
         seed: int | None = None,
         interval: float = 1.0,
         step: float = 0.1,
-        feed: str = DEFAULT_FEEDS["sine"],
+        feed: str | None = None,
     ) -> None:
         super().__init__(seed=seed, interval=interval)
-        self.feed = feed
+        self.feed = default_feed(self.name) if feed is None else feed
         self.axes = tuple(self.PHASES)
         self.angle_step = step
         self.t = 0.0  # the position in the wave, in radians; persisted
@@ -100,12 +111,12 @@ class _Toggle(Source):
     key: ClassVar[str] = "on"
 
     def __init__(
-        self, *, seed: int | None, interval: float, feed: str, axis: str, min_dwell: float, max_dwell: float
+        self, *, seed: int | None, interval: float, feed: str | None, axis: str, min_dwell: float, max_dwell: float
     ) -> None:
         super().__init__(seed=seed, interval=interval)
         if not 0 <= min_dwell <= max_dwell:
             raise ValueError(f"{self.name}: need 0 <= min_dwell <= max_dwell, got {min_dwell}, {max_dwell}")
-        self.feed = feed
+        self.feed = default_feed(self.name) if feed is None else feed
         self.axes = (axis,)
         self.min_dwell = min_dwell
         self.max_dwell = max_dwell
@@ -143,7 +154,7 @@ class DoorSource(_Toggle):
         *,
         seed: int | None = None,
         interval: float = 1.0,
-        feed: str = DEFAULT_FEEDS["door"],
+        feed: str | None = None,
         axis: str = "state",
         min_dwell: float = 3.0,
         max_dwell: float = 60.0,
@@ -162,7 +173,7 @@ class X10Source(_Toggle):
         *,
         seed: int | None = None,
         interval: float = 1.0,
-        feed: str = DEFAULT_FEEDS["x10"],
+        feed: str | None = None,
         axis: str = "state",
         min_dwell: float = 10.0,
         max_dwell: float = 300.0,
@@ -180,7 +191,7 @@ class RandomWalkSource(Source):
         *,
         seed: int | None = None,
         interval: float = 1.0,
-        feed: str = DEFAULT_FEEDS["random_walk"],
+        feed: str | None = None,
         axis: str = "celsius",
         mean: float = 21.0,
         sigma: float = 0.2,
@@ -190,7 +201,7 @@ class RandomWalkSource(Source):
         super().__init__(seed=seed, interval=interval)
         if not low <= mean <= high:
             raise ValueError(f"random_walk: need low <= mean <= high, got {low}, {mean}, {high}")
-        self.feed = feed
+        self.feed = default_feed(self.name) if feed is None else feed
         self.axes = (axis,)
         self.mean = float(mean)
         self.sigma = float(sigma)
@@ -210,20 +221,3 @@ class RandomWalkSource(Source):
         self.value = min(self.high, max(self.low, _float(state, "value", self.value)))
 
 
-SourceFactory = Callable[..., Source]
-
-
-def _system(**options: Any) -> Source:
-    # Imported late: the system source reads /proc and is the only Linux-specific one.
-    from emulator.system import SystemSource
-
-    return SystemSource(**options)
-
-
-SOURCES: dict[str, SourceFactory] = {
-    "sine": SineSource,
-    "door": DoorSource,
-    "x10": X10Source,
-    "random_walk": RandomWalkSource,
-    "system": _system,
-}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from emulator.errors import EmulatorError
 from emulator.sources import Reading, Source
-from rtdp.emulation import system_feed
+from rtdp.emulation import default_feed
 
 AXES = ("cpu_percent", "memory_percent", "load_1m", "net_rx_bytes_per_s", "net_tx_bytes_per_s")
 
@@ -26,7 +26,7 @@ class SystemSource(Source):
         proc: Path | str = "/proc",
     ) -> None:
         super().__init__(seed=seed, interval=interval)
-        self.feed = feed or system_feed()
+        self.feed = feed or default_feed(self.name)
         self.axes = AXES
         self.proc = Path(proc)
         if not (self.proc / "stat").exists():

@@ -13,8 +13,9 @@ from typing import Any, TypeVar
 
 import click
 
+from rtdp.emulation import SOURCES
 from rtdp.errors import RtdpError
-from rtdp.settings import LOOPS, Settings
+from rtdp.settings import SPECS, Settings, Spec, default_text, env_name
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,61 +41,57 @@ def _fail_cleanly(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def data_options(func: F) -> F:
-    """--data-dir and --db: every command can work on the same database as a running server."""
-    func = click.option(
-        "--db",
-        "db_url",
-        help="Database URL: sqlite:///PATH or postgresql://USER@HOST/DB. [default: SQLite in the data dir]",
-    )(func)
-    func = click.option(
-        "--data-dir", type=click.Path(file_okay=False, path_type=Path), help="Data directory. [default: ./rtdp-data]"
-    )(func)
-    return func
+def settings_options(command: str) -> Callable[[F], F]:
+    """Every option of `command` that is a setting, built from the settings table (rtdp.settings.SPECS).
+
+    Options default to None, so a setting not given falls to its RTDP_ variable, then to its default."""
+
+    def decorate(func: F) -> F:
+        for name, spec in reversed(SPECS.items()):
+            if spec.flag is not None and spec.takes(command):
+                func = _option(name, spec)(func)
+        return func
+
+    return decorate
 
 
-def log_option(func: F) -> F:
-    return click.option(
-        "--log-level",
-        type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
-        help="Logging level. [default: info]",
-    )(func)
+# How --help shows a setting's value, by its type (click would say TEXT: Settings converts the text).
+METAVARS = {
+    "int": "N", "float": "NUMBER", "HostPort": "HOST:PORT", "HostPort | None": "HOST:PORT", "BrokerURL | None": "URL"
+}
 
 
-def loop_option(func: F) -> F:
-    return click.option(
-        "--loop",
-        type=click.Choice(LOOPS),
-        help="Event loop: uvloop where installed (auto), or the standard asyncio one. [default: auto]",
-    )(func)
+def _option(name: str, spec: Spec) -> Callable[[F], F]:
+    kind = str(Settings.__dataclass_fields__[name].type)
+    flag = spec.flag
+    assert flag is not None
+    extra: dict[str, Any] = {"metavar": spec.metavar or METAVARS.get(kind)}
+    if kind == "bool":
+        flag = f"{flag}/--no-{flag.removeprefix('--')}"
+        extra = {}
+    elif spec.choices:
+        extra["type"] = click.Choice(spec.choices, case_sensitive=False)
+        extra["metavar"] = None
+    elif kind == "Path":
+        extra["type"] = click.Path(file_okay=False, path_type=Path)
+    return click.option(flag, name, default=None, help=f"{spec.help} [default: {default_text(name)}]", **extra)
 
 
-HTTP_HELP = "Web address HOST:PORT. [default: 127.0.0.1:8000]"
-MQTT_HELP = "Embedded broker's address HOST:PORT. [default: 127.0.0.1:1883]"
-MQTT_WS_HELP = "Also serve MQTT over WebSockets at HOST:PORT (for browser clients), e.g. 127.0.0.1:8083. [default: off]"
-METRICS_HELP = "Serve Prometheus /metrics here, e.g. 127.0.0.1:9464. [default: off]"
-BROKER_HELP = "External broker URL mqtt://USER:PASS@HOST:PORT (instead of the embedded one)."
+ENV_ONLY = "; ".join(f"{env_name(name)}: {spec.help}" for name, spec in SPECS.items() if spec.flag is None)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Every setting can also be given as an RTDP_ environment variable (--max-payload as RTDP_MAX_PAYLOAD); "
+    f"these only so: {ENV_ONLY} All settings: docs/settings.md.",
+)
 @click.version_option(package_name="rtdp")
 def main() -> None:
-    """Real-time data processor: MQTT or HTTP in, stored safely, live graphs out.
-
-    Every option can also be set with an RTDP_ environment variable (RTDP_DATA_DIR, RTDP_HTTP, ...).
-    """
+    """Real-time data processor: MQTT or HTTP in, stored safely, live graphs out."""
 
 
 @main.command()
-@data_options
-@click.option("--http", help=HTTP_HELP)
-@click.option("--mqtt", help=MQTT_HELP)
-@click.option("--mqtt-ws", metavar="HOST:PORT", help=MQTT_WS_HELP)
-@click.option("--broker", help=BROKER_HELP)
-@click.option("--demo", is_flag=True, default=None, help="Create the original app's demo users and feeds if empty.")
-@click.option("--emulate", is_flag=True, default=None, help="Run the emulated devices (sine wave and others).")
-@log_option
-@loop_option
+@settings_options("serve")
 @_fail_cleanly
 def serve(**options: Any) -> None:
     """Run broker, bridge and viewer together (embedded broker and SQLite: no configuration)."""
@@ -104,12 +101,7 @@ def serve(**options: Any) -> None:
 
 
 @main.command()
-@data_options
-@click.option("--mqtt", help=MQTT_HELP)
-@click.option("--mqtt-ws", metavar="HOST:PORT", help=MQTT_WS_HELP)
-@click.option("--metrics", metavar="HOST:PORT", help=METRICS_HELP)
-@log_option
-@loop_option
+@settings_options("broker")
 @_fail_cleanly
 def broker(**options: Any) -> None:
     """Run the embedded MQTT broker alone."""
@@ -119,13 +111,7 @@ def broker(**options: Any) -> None:
 
 
 @main.command()
-@data_options
-@click.option("--broker", help=BROKER_HELP)
-@click.option("--mqtt", help="Embedded broker to connect to, when --broker is not given. [default: 127.0.0.1:1883]")
-@click.option("--share-group", help="Share the feeds/# subscription with other bridges ($share/NAME/...).")
-@click.option("--metrics", metavar="HOST:PORT", help=METRICS_HELP)
-@click.option("--client-id", help="Stable MQTT client id, so the broker keeps the session. [default: derived]")
-@log_option
+@settings_options("bridge")
 @_fail_cleanly
 def bridge(**options: Any) -> None:
     """Run the bridge alone: subscribe, validate, store, acknowledge, republish."""
@@ -135,12 +121,7 @@ def bridge(**options: Any) -> None:
 
 
 @main.command()
-@data_options
-@click.option("--http", help=HTTP_HELP)
-@click.option("--broker", help=BROKER_HELP)
-@click.option("--mqtt", help="Embedded broker to connect to, when --broker is not given. [default: 127.0.0.1:1883]")
-@log_option
-@loop_option
+@settings_options("viewer")
 @_fail_cleanly
 def viewer(**options: Any) -> None:
     """Run the web viewer alone (pages, API, SSE, HTTP ingestion)."""
@@ -166,7 +147,7 @@ def user() -> None:
 @click.argument("email")
 @click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="The user's password.")
 @click.option("--admin", is_flag=True, help="Make the user an administrator.")
-@data_options
+@settings_options("user add")
 @_fail_cleanly
 def user_add(email: str, password: str, admin: bool, **options: Any) -> None:
     """Create a user."""
@@ -188,7 +169,7 @@ def token() -> None:
 @click.option("--read", "access", flag_value="read", help="Read only.")
 @click.option("--write", "access", flag_value="write", help="Write (and read).")
 @click.option("--name", default="", help="A label for the token.")
-@data_options
+@settings_options("token add")
 @_fail_cleanly
 def token_add(email: str, feed: str | None, access: str | None, name: str, **options: Any) -> None:
     """Create a token for EMAIL and print it (it is shown only this once)."""
@@ -218,7 +199,7 @@ def feed() -> None:
 @click.option("--y-cast", type=click.Choice(["float", "int", "bool"]), default="float", show_default=True)
 @click.option("--description", default="")
 @click.option("--public", is_flag=True, help="Readable without login.")
-@data_options
+@settings_options("feed add")
 @_fail_cleanly
 def feed_add(name: str, owner: str, x_cast: str, y_cast: str, description: str, public: bool, **options: Any) -> None:
     """Create a feed."""
@@ -238,7 +219,7 @@ def axis() -> None:
 @axis.command("add")
 @click.argument("feed_name", metavar="FEED")
 @click.argument("name", metavar="AXIS")
-@data_options
+@settings_options("axis add")
 @_fail_cleanly
 def axis_add(feed_name: str, name: str, **options: Any) -> None:
     """Create an axis in FEED."""
@@ -256,7 +237,7 @@ def axis_add(feed_name: str, name: str, **options: Any) -> None:
 @click.option("--until", help="Up to this x.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.File("w"), default="-", help="File to write. [default: stdout]")
-@data_options
+@settings_options("export")
 @_fail_cleanly
 def export(
     feed_name: str,
@@ -302,7 +283,7 @@ def export(
         output.write("]\n")
 
 
-@main.command()
+@main.command(help=f"Run emulated devices: {', '.join(SOURCES)} (all by default).")
 @click.argument("sources", nargs=-1)
 @click.option("--via", type=click.Choice(["mqtt", "http"]), default="mqtt", show_default=True, help="How to publish.")
 @click.option("--owner", help="Email of the emulated feeds' owner. [default: the first admin]")
@@ -311,11 +292,7 @@ def export(
 @click.option("--enable", "enable", multiple=True, metavar="SOURCE", help="Switch SOURCE on (live) and exit.")
 @click.option("--disable", "disable", multiple=True, metavar="SOURCE", help="Switch SOURCE off (live) and exit.")
 @click.option("--list", "list_sources", is_flag=True, help="Show each source's switch and position, then exit.")
-@click.option("--http", help=HTTP_HELP)
-@click.option("--broker", help=BROKER_HELP)
-@click.option("--mqtt", help="Embedded broker to connect to, when --broker is not given. [default: 127.0.0.1:1883]")
-@data_options
-@log_option
+@settings_options("emulate")
 @_fail_cleanly
 def emulate(
     sources: tuple[str, ...],
@@ -328,7 +305,6 @@ def emulate(
     list_sources: bool,
     **options: Any,
 ) -> None:
-    """Run emulated devices: sine, door, x10, random_walk, system (all by default)."""
     from emulator import available_sources, run, set_enabled, statuses
     from rtdp.logs import configure_logging
     from rtdp.serve import emulator_owner
@@ -360,7 +336,7 @@ def emulate(
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for passwd and acl. [default: DATA_DIR/mosquitto]",
 )
-@data_options
+@settings_options("mosquitto-files")
 @_fail_cleanly
 def mosquitto_files(out: Path | None, **options: Any) -> None:
     """Write an external Mosquitto's password and ACL files from rtdp's tokens and permissions.
@@ -380,7 +356,7 @@ def mosquitto_files(out: Path | None, **options: Any) -> None:
 @main.command()
 @click.option("--dry-run", is_flag=True, help="Only count what would be removed.")
 @click.option("--feed", "feed_names", multiple=True, metavar="FEED", help="Only this feed (repeatable). [default: all]")
-@data_options
+@settings_options("purge")
 @_fail_cleanly
 def purge(dry_run: bool, feed_names: tuple[str, ...], **options: Any) -> None:
     """Delete points beyond each feed's retention (days and/or points per axis) now.
@@ -408,7 +384,7 @@ def purge(dry_run: bool, feed_names: tuple[str, ...], **options: Any) -> None:
     help="Axis of an x,y file, created if missing [default: the feed's only axis]; in an axis,x,y file, only this one.",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar (on a terminal).")
-@data_options
+@settings_options("import")
 @_fail_cleanly
 def import_(feed_name: str, file: Path, axis_name: str | None, progress: bool, **options: Any) -> None:
     """Import a CSV file of points into FEED (header x,y, or axis,x,y as `rtdp export` writes).

@@ -1,4 +1,5 @@
-"""Opening the database: SQLite (WAL) by default, PostgreSQL by URL; schema created on first start.
+"""Opening the database: SQLite (WAL) by default, PostgreSQL by URL (the URL chooses the
+rtdp.store.dialect); schema created on first start.
 
 Migrations: the schema version lives in `schema_version`. Version 1 is `create_tables`. A later
 change adds a numbered step to `MIGRATIONS` (a function using `playhouse.migrate`), applied in order
@@ -9,27 +10,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import peewee as pw
-from playhouse.db_url import connect
 from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as run_migrations
 
-from rtdp import summary
 from rtdp.errors import ConfigError
 from rtdp.models import ALL_MODELS, Axis, PurgeLog, Summary, database_proxy
-
-SQLITE_PRAGMAS = {
-    "journal_mode": "wal",
-    # NORMAL is durable across application crashes in WAL mode (only an OS crash can lose the tail).
-    "synchronous": "normal",
-    "foreign_keys": 1,
-    "busy_timeout": 5000,
-    "cache_size": -32000,
-}
+from rtdp.store import summary
+from rtdp.store.dialect import dialect_of, open_url, redact
 
 Migration = Callable[[pw.Database], None]
 
@@ -42,7 +32,7 @@ def _add_token_broker_hash(db: pw.Database) -> None:
 
 
 def _index_point_axis_x_y(db: pw.Database) -> None:
-    # The covering (axis, x, y) index that downsampling in rtdp.store reads instead of the rows.
+    # The covering (axis, x, y) index that downsampling in rtdp.store.read instead of the rows.
     db.execute_sql("CREATE INDEX IF NOT EXISTS point_axis_id_x_y ON point (axis_id, x, y)")  # type: ignore[no-untyped-call]
 
 
@@ -52,7 +42,7 @@ def _create_purge_log(db: pw.Database) -> None:
 
 
 def _create_point_summary(db: pw.Database) -> None:
-    # Per-block summaries for downsampling (rtdp.summary). Axes that already hold enough points are
+    # Per-block summaries for downsampling (rtdp.store.summary). Axes that already hold enough points are
     # summarised now, once, so that no writer has to do it in the middle of a batch.
     if "summary_level" not in {c.name for c in db.get_columns("axis")}:
         migrator = SchemaMigrator.from_database(db)
@@ -88,33 +78,9 @@ class SchemaVersion(pw.Model):
         table_name = "schema_version"
 
 
-def redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
-
-
 def open_database(url: str, *, create: bool = True) -> pw.Database:
     """Open `url`, bind the models to it and bring the schema up to date."""
-    scheme = urlsplit(url).scheme
-    if scheme in ("sqlite", ""):
-        path = url.split("sqlite:///", 1)[1] if url.startswith("sqlite:///") else url
-        if not path:
-            raise ConfigError(f"--db: no file in {url!r} (use sqlite:///PATH)")
-        if path != ":memory:":
-            try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ConfigError(f"--db: cannot create the directory for {path}: {exc.strerror}") from None
-        db: pw.Database = pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=5)
-    elif scheme in ("postgres", "postgresql", "postgresext"):
-        try:
-            db = connect(url, autorollback=True)
-        except (ImportError, RuntimeError) as exc:
-            raise ConfigError(f"--db: PostgreSQL needs psycopg2 (pip install rtdp[postgres]): {exc}") from None
-    else:
-        raise ConfigError(f"--db: unsupported database URL {redact(url)!r} (use sqlite:/// or postgresql://)")
+    db = open_url(url)
     database_proxy.initialize(db)
     try:
         _connect(db)
@@ -138,25 +104,19 @@ def _connect(db: pw.Database, patience: float = 5.0) -> None:
             db.connect(reuse_if_open=True)
             return
         except pw.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() > deadline:
+            if not dialect_of(db).locked(exc) or time.monotonic() > deadline:
                 raise
             if not db.is_closed():
                 db.close()
             time.sleep(0.02)
 
 
-# Any constant: serialises schema creation between processes starting at once on one PostgreSQL.
-_PG_MIGRATION_LOCK = 0x72746470
-
-
 def migrate(db: pw.Database) -> None:
     """Create the schema on first start, or bring it up to date: once, even when processes race."""
-    # SQLite: take the write lock before reading the version, so a racing process waits here
-    # instead of failing to upgrade its read transaction. PostgreSQL: a transaction-scoped lock.
-    transaction = db.atomic(lock_type="IMMEDIATE") if isinstance(db, pw.SqliteDatabase) else db.atomic()
-    with transaction:
-        if not isinstance(db, pw.SqliteDatabase):
-            db.execute_sql("SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))  # type: ignore[no-untyped-call]
+    # A racing process waits here instead of failing to upgrade its read transaction.
+    dialect = dialect_of(db)
+    with dialect.write_transaction(db):
+        dialect.serialise_migrations(db)
         db.create_tables([SchemaVersion], safe=True)
         row = SchemaVersion.select().first()
         if row is None:

@@ -24,15 +24,17 @@ from rtdp.models import EmulatorState
 
 SourceState = dict[str, Any]
 
-# Every source the emulator knows, in the order lists show them.
-SOURCES = ("sine", "door", "x10", "random_walk", "system")
-# Each source's feed unless configured otherwise (`system` depends on the machine: `system_feed()`).
-DEFAULT_FEEDS = {
+# The registry of sources: every source the emulator knows, in the order lists show them, with the feed
+# it publishes to unless configured otherwise (None: this machine's, see `system_feed()`). The emulator's
+# implementations register against these names (emulator.sources.Source); nothing else lists them.
+DEFAULT_FEEDS: dict[str, str | None] = {
     "sine": "sin_wave_over_time_in_seconds",
     "door": "front_door",
     "x10": "x10_lamp",
     "random_walk": "temperature",
+    "system": None,
 }
+SOURCES = tuple(DEFAULT_FEEDS)
 PROC_STAT = "/proc/stat"
 
 
@@ -47,13 +49,16 @@ def available(source: str) -> bool:
     return source != "system" or os.path.exists(PROC_STAT)
 
 
+def default_feed(source: str) -> str:
+    """The feed `source` publishes to unless configured otherwise."""
+    feed = DEFAULT_FEEDS[check_source(source)]
+    return system_feed() if feed is None else feed
+
+
 @lru_cache(maxsize=1)
 def source_feeds() -> dict[str, str | None]:
     """Each source's default feed name; None for a source that cannot run here."""
-    return {
-        name: (DEFAULT_FEEDS[name] if name in DEFAULT_FEEDS else system_feed()) if available(name) else None
-        for name in SOURCES
-    }
+    return {name: default_feed(name) if available(name) else None for name in SOURCES}
 
 
 @dataclass(frozen=True, slots=True)

@@ -71,3 +71,10 @@ class Unavailable(RtdpError):
     def __init__(self, message: str, retry_after: int = 1, **detail: object) -> None:
         super().__init__(message, **detail)
         self.retry_after = retry_after
+
+
+class UnknownFeed(NotFound):
+    """A point for a feed that does not exist, from a writer that cannot create it (the bridge, which
+    does not know who published)."""
+
+    code = "unknown_feed"

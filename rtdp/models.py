@@ -14,16 +14,14 @@ def _now() -> float:
 
 
 class MonotonicIdField(pw.BigAutoField):
-    """An auto id that never reuses a value, even after the highest row is deleted.
-
-    SQLite reuses max(rowid)+1 unless the column says AUTOINCREMENT; PostgreSQL sequences never reuse.
-    """
+    """An auto id that never reuses a value, even after the highest row is deleted (how: the dialect's
+    `autoincrement`)."""
 
     def ddl(self, ctx):  # type: ignore[no-untyped-def]
-        node = super().ddl(ctx)
-        if isinstance(database_proxy.obj, pw.SqliteDatabase):
-            return pw.NodeList((node, pw.SQL("AUTOINCREMENT")))
-        return node
+        # Imported here: the store's modules import these models.
+        from rtdp.store.dialect import dialect_of
+
+        return dialect_of(database_proxy).autoincrement(super().ddl(ctx))
 
 
 # The largest id any row can have (64-bit keys on SQLite and PostgreSQL): a larger number from outside
@@ -109,7 +107,7 @@ class Axis(BaseModel):
     last_seen = pw.DoubleField(null=True)
     point_count = pw.BigIntegerField(default=0)
     # The finest level of the axis's rows in Summary: None until it has enough points, 127 for never
-    # (rtdp.summary).
+    # (rtdp.store.summary).
     summary_level = pw.SmallIntegerField(null=True)
 
     class Meta:
@@ -127,13 +125,13 @@ class Point(BaseModel):
 
     class Meta:
         # Only (axis, x): a covering (axis, x, y) index made downsampling's scans a third faster but
-        # every insert ~12% slower; downsampling now reads per-block summaries (rtdp.summary).
+        # every insert ~12% slower; downsampling now reads per-block summaries (rtdp.store.summary).
         indexes = ((("axis", "x"), True),)
 
 
 class Summary(BaseModel):
     """Per block of x (16**level wide): how many points an axis has there, and the lowest and the
-    highest of them. Kept exact by rtdp.store and rtdp.retention; read by downsampling (rtdp.summary)."""
+    highest of them. Kept exact by rtdp.store.write and rtdp.retention; read by downsampling (rtdp.store.summary)."""
 
     axis = pw.ForeignKeyField(Axis, on_delete="CASCADE", index=False)
     axis_id: int

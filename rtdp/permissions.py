@@ -1,6 +1,5 @@
 """The one permission rule: who may read or write a feed. Pages, API, SSE, HTTP ingestion and the
-embedded broker's topic ACL all ask `allowed()`. And who may create one more feed: `may_create_feeds`
-and `check_feed_quota`, asked on every path that creates a feed for a user."""
+embedded broker's topic ACL all ask `allowed()`. Who may create a feed is rtdp.catalog's."""
 
 from __future__ import annotations
 
@@ -9,8 +8,7 @@ from enum import StrEnum
 
 import peewee as pw
 
-from rtdp.errors import PermissionDenied, QuotaExceeded
-from rtdp.models import Feed, Membership, Share, User
+from rtdp.models import Feed, Membership, Share
 
 
 class Access(StrEnum):
@@ -66,30 +64,6 @@ def allowed(principal: Principal | None, feed: Feed, access: Access) -> bool:
         & ((Share.user == principal.user_id) | Share.group.in_(groups))
     )
     return bool(query.exists())
-
-
-def may_create_feeds(principal: Principal) -> bool:
-    """A token limited to one feed, or to reading, must not create feeds of its own."""
-    return principal.token_feed_id is None and principal.token_access is not Access.READ
-
-
-def check_feed_quota(owner_id: int, quota: int) -> None:
-    """Raise QuotaExceeded if the user may not own one more feed: a non-admin owning `quota` feeds
-    already (0: no limit). Synchronous (Peewee)."""
-    if quota <= 0:
-        return
-    user = User.get_or_none(User.id == owner_id)
-    if user is None:
-        raise PermissionDenied("unknown user: no feed created")
-    if user.is_admin:
-        return
-    owned = Feed.select(Feed.id).where(Feed.owner == owner_id).count()
-    if owned >= quota:
-        raise QuotaExceeded(
-            f"feed quota reached: {user.email} owns {owned} feeds and may own {quota}; "
-            "delete a feed or ask an administrator",
-            quota=quota,
-        )
 
 
 def readable_feeds(principal: Principal | None) -> pw.ModelSelect[Feed]:

@@ -25,10 +25,10 @@ from typing import Any
 
 import peewee as pw
 
-from rtdp import summary
 from rtdp.casts import XCast
-from rtdp.models import Axis, Feed, Point, PurgeLog, database_proxy
-from rtdp.store import get_feed
+from rtdp.models import Axis, Feed, Point, PurgeLog
+from rtdp.store import get_feed, summary
+from rtdp.store.dialect import dialect_of
 
 DAY = 86_400.0
 # Upper bound for `batch`: ids are bound parameters (SQLite allows 32,766 per statement).
@@ -214,19 +214,10 @@ def _delete_yielding(axis_id: int, condition: Any, batch: int) -> tuple[int, int
         try:
             return _delete_batch(axis_id, condition, batch)
         except pw.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == LOCK_ATTEMPTS:
+            if not dialect_of(Point._meta.database).locked(exc) or attempt == LOCK_ATTEMPTS:
                 raise
             time.sleep(0.05 * attempt)
     raise AssertionError("unreachable")
-
-
-def _transaction() -> Any:
-    db = database_proxy.obj
-    if isinstance(db, pw.SqliteDatabase):
-        # Take the write lock first: a deferred transaction that read first could fail with
-        # "database is locked" when the bridge committed in between.
-        return db.atomic(lock_type="IMMEDIATE")
-    return db.atomic()
 
 
 def _delete_batch(axis_id: int, condition: Any, batch: int) -> tuple[int, int]:
@@ -237,14 +228,14 @@ def _delete_batch(axis_id: int, condition: Any, batch: int) -> tuple[int, int]:
     rows: list[tuple[int, float]] = list(selected)
     if not rows:
         return 0, 0
-    db = database_proxy.obj
-    with _transaction():
-        if not isinstance(db, pw.SqliteDatabase):
-            # PostgreSQL: lock the axis row as write_points does, before touching its points, so a
-            # writer replacing points of this axis and the purge wait for each other instead of
-            # deadlocking (each holding a row the other needs).
-            lock: Any = Axis.select(Axis.id).where(Axis.id == axis_id)
-            list(lock.for_update("FOR NO KEY UPDATE"))
+    db = Point._meta.database
+    dialect = dialect_of(db)
+    # The write lock first (SQLite): a deferred transaction that read first could fail with "database
+    # is locked" when the bridge committed in between.
+    with dialect.write_transaction(db):
+        # Before touching its points (PostgreSQL): a writer of this axis and the purge wait for each
+        # other instead of deadlocking.
+        dialect.lock_axis(db, axis_id)
         # Count what really went: a concurrent replacement may have deleted some of these ids.
         deleted = Point.delete().where(Point.id.in_([i for i, _ in rows]) & condition).execute()
         if deleted:

@@ -5,7 +5,8 @@ Part of the CLI layer, the one place allowed to compose the four packages. One e
 messages in through a hook inside the broker (bridge.intake: the same writer thread, Writer and codec as
 `rtdp bridge`, without amqtt's QoS 1 delivery to a client) and sends its notices through the broker;
 with an external broker (`--broker`) it subscribes over MQTT as `rtdp bridge` does. Viewers and the
-emulator talk to the broker over loopback MQTT in every mode.
+emulator talk to the broker over loopback MQTT in every mode. The database is opened here, once, and
+handed to each part.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import sys
 import threading
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
+
+import peewee as pw
 
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
@@ -52,7 +55,7 @@ def serve(settings: Settings) -> None:
                 flush=True,
             )
         service = ServiceAccount.load_or_create(settings.data_dir)
-        eventloop.run(_serve(settings, service), settings.loop)
+        eventloop.run(_serve(settings, service, db), settings.loop)
     finally:
         db.close()
 
@@ -71,7 +74,7 @@ def _no_uvicorn_signals() -> Iterator[None]:
     yield
 
 
-async def _serve(settings: Settings, service: ServiceAccount) -> None:
+async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database) -> None:
     from bridge.intake import Intake
     from bridge.service import Bridge, default_client_id
     from broker.server import EmbeddedBroker, quiet_amqtt_logging
@@ -87,7 +90,7 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
     bridge: Bridge | None = None
     if settings.embedded_broker:
         quiet_amqtt_logging()
-        intake = Intake(settings)
+        intake = Intake(settings, db)
         broker = EmbeddedBroker(settings, service, intake=intake.offer)
         await broker.start()
         intake.start(broker.publish)
@@ -99,7 +102,7 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
         assert settings.broker is not None
         endpoint = Endpoint.of(settings.broker)
         client_id = settings.client_id or default_client_id(settings)
-        bridge = Bridge(settings, endpoint, client_id)
+        bridge = Bridge(settings, endpoint, client_id, db)
         mqtt_address = str(settings.broker)
 
     from bridge.metrics import bridge_collector
@@ -113,7 +116,7 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
     if broker is not None:
         collectors.append(BrokerCollector(broker))
     try:
-        app = create_app(settings, service=service, collectors=collectors)
+        app = create_app(settings, db=db, service=service, collectors=collectors)
         server = build_server(settings, app, log_config=None)
     except BaseException:
         await _stop_broker(broker, intake)
@@ -122,7 +125,7 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
 
     from bridge.retention import RetentionScheduler
 
-    retention = RetentionScheduler(settings)
+    retention = RetentionScheduler(settings, db)
     writer_failed = writer.failed
     emulator = None
     try:
@@ -133,7 +136,7 @@ async def _serve(settings: Settings, service: ServiceAccount) -> None:
             from emulator.runner import Emulator
 
             owner = await asyncio.to_thread(emulator_owner)
-            emulator = Emulator(settings, owner_email=owner, sources=())
+            emulator = Emulator(settings, db, owner_email=owner, sources=())
             await asyncio.to_thread(emulator.start)
 
         def stop() -> None:

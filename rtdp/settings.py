@@ -19,18 +19,20 @@ from rtdp.errors import ConfigError
 log = logging.getLogger(__name__)
 
 ENV_PREFIX = "RTDP_"
-# RTDP_ variables that are not settings: read by the scripts in examples/ and by the test suite.
+# RTDP_ variables that are not settings: read by the scripts in examples/.
 OTHER_VARIABLES = frozenset(
-    {"RTDP_TOKEN", "RTDP_URL", "RTDP_EMAIL", "RTDP_PASSWORD", "RTDP_MQTT_HOST", "RTDP_MQTT_PORT",
-     "RTDP_UPDATE_SCREENSHOT"}
+    {"RTDP_TOKEN", "RTDP_URL", "RTDP_EMAIL", "RTDP_PASSWORD", "RTDP_MQTT_HOST", "RTDP_MQTT_PORT"}
 )
-OTHER_PREFIXES = ("RTDP_TEST_",)
 LOOPS = ("auto", "uvloop", "asyncio")  # rtdp.eventloop
 
 
 def option_label(name: str) -> str:
-    """How error messages name a setting: as its command-line option (`--max-payload`)."""
-    return "--" + name.replace("_", "-")
+    """How error messages name a setting: as its command-line option (`--max-payload`), or as its
+    RTDP_ variable when it has no option."""
+    spec = SPECS.get(name)
+    if spec is not None and spec.flag is None:
+        return env_name(name)
+    return spec.flag if spec is not None and spec.flag else "--" + name.replace("_", "-")
 
 
 def env_name(name: str) -> str:
@@ -118,55 +120,173 @@ def _bool(value: str, name: str) -> bool:
     raise ConfigError(f"{name}: expected a boolean, got {value!r}")
 
 
+# The settings table. Each field of Settings below is declared with `setting(...)`: its default, its help
+# text, the commands that take it, and its flag. rtdp.cli builds every command's options from it and
+# docs/settings.md is generated from it (scripts/docs), so a setting is added in one place:
+#     name: type = setting(default, "Help text.", serve_and("viewer"))
+# plus its check in Settings.__post_init__ and, for a new kind of value, a line in _convert.
+EVERY = "*"  # in `commands`: every command, the management ones too
+_NAMED = ""  # setting(flag=...): the option named after the setting
+LEVELS = ("debug", "info", "warning", "error", "critical")
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """How a setting is given and explained."""
+
+    help: str
+    # The `rtdp` commands that take it as an option (EVERY: all of them).
+    commands: tuple[str, ...]
+    # Its command-line option (`--name-with-dashes` unless given); None: only its RTDP_ variable sets it
+    # (a secret has no place in `ps`).
+    flag: str | None
+    # The default as --help and the docs show it; None: str() of the default.
+    shown: str | None = None
+    metavar: str | None = None
+    choices: tuple[str, ...] = ()
+
+    def takes(self, command: str) -> bool:
+        return EVERY in self.commands or command in self.commands
+
+
+def serve_and(*commands: str) -> tuple[str, ...]:
+    """`rtdp serve` runs every part, so it takes every setting of the parts it runs."""
+    return ("serve", *commands)
+
+
+def setting(
+    default: Any,
+    help: str,  # noqa: A002 -- the word click and the docs use
+    commands: tuple[str, ...],
+    *,
+    flag: str | None = _NAMED,
+    shown: str | None = None,
+    metavar: str | None = None,
+    choices: tuple[str, ...] = (),
+    secret: bool = False,
+) -> Any:
+    """A Settings field with its row of the table."""
+    spec = Spec(help, commands, flag, shown, metavar, choices)
+    return field(default=default, repr=not secret, metadata={"spec": spec})
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything a process needs to know, validated once when built."""
 
-    data_dir: Path = Path("rtdp-data")
-    http: HostPort = HostPort("127.0.0.1", 8000)
-    mqtt: HostPort = HostPort("127.0.0.1", 1883)
+    data_dir: Path = setting(
+        Path("rtdp-data"), "Data directory: the SQLite database, the service account, import state.", (EVERY,),
+        shown="./rtdp-data",
+    )
+    db_url: str | None = setting(
+        None, "Database URL: sqlite:///PATH or postgresql://USER@HOST/DB.", (EVERY,), flag="--db",
+        shown="SQLite in the data dir",
+    )
+    http: HostPort = setting(HostPort("127.0.0.1", 8000), "Web address HOST:PORT.", serve_and("viewer", "emulate"))
+    mqtt: HostPort = setting(
+        HostPort("127.0.0.1", 1883),
+        "The embedded broker's address HOST:PORT (the others connect to it when --broker is not given).",
+        serve_and("broker", "bridge", "viewer", "emulate"),
+    )
     # The embedded broker also speaks MQTT over WebSockets here (browser clients); None: not at all.
-    mqtt_ws: HostPort | None = None
+    mqtt_ws: HostPort | None = setting(
+        None, "Also serve MQTT over WebSockets here, e.g. 127.0.0.1:8083 (for MQTT clients in a browser).",
+        serve_and("broker"), metavar="HOST:PORT", shown="off",
+    )
     # An external broker; None means run the embedded one on `mqtt`.
-    broker: BrokerURL | None = None
-    db_url: str | None = None
-    demo: bool = False
-    emulate: bool = False
-    auto_create: bool = True
-    registration: bool = True
-    max_payload: int = 256 * 1024
-    timezone: str = "UTC"
-    share_group: str | None = None
+    broker: BrokerURL | None = setting(
+        None, "External broker URL mqtt://USER:PASS@HOST:PORT (instead of the embedded one).",
+        serve_and("bridge", "viewer", "emulate"), shown="the embedded broker",
+    )
+    demo: bool = setting(False, "Create the original app's demo users and feeds if empty.", serve_and())
+    emulate: bool = setting(False, "Run the emulated devices (sine wave and others).", serve_and())
+    auto_create: bool = setting(
+        True, "Create a feed on its first valid point, owned by its publisher (HTTP, embedded broker).",
+        serve_and("broker", "viewer"),
+    )
+    registration: bool = setting(True, "Let visitors create an account on /register.", serve_and("viewer"))
+    max_payload: int = setting(
+        256 * 1024, "Largest payload accepted, in bytes (at least 16).", serve_and("bridge", "viewer")
+    )
+    timezone: str = setting(
+        "UTC", "Time zone of times given without an offset.", serve_and("bridge", "viewer", "export", "import")
+    )
+    share_group: str | None = setting(
+        None, "Share the feeds/# subscription with other bridges ($share/NAME/...).", serve_and("bridge"),
+        shown="none",
+    )
     # The bridge's MQTT client id; None derives a stable one (the broker keeps its session by id).
-    client_id: str | None = None
+    client_id: str | None = setting(
+        None, "Stable MQTT client id of the bridge, so the broker keeps its session.", serve_and("bridge"),
+        shown="derived",
+    )
     # Bridge batching: flush at this many points or this many seconds, whichever comes first.
-    batch_size: int = 2000
-    batch_interval: float = 0.05
+    batch_size: int = setting(
+        2000, "The bridge commits at this many points, or after --batch-interval (1-100000).", serve_and("bridge")
+    )
+    batch_interval: float = setting(
+        0.05, "Seconds the bridge collects points before it commits them, at most (up to 4).", serve_and("bridge")
+    )
     # QoS 1 messages the bridge may hold unacknowledged (bounds paho's 65,535 message ids).
-    max_inflight: int = 1000
+    max_inflight: int = setting(
+        1000, "QoS 1 messages the bridge may hold unacknowledged (1-60000).", serve_and("bridge")
+    )
     # HTTP ingestion: publishes awaiting their PUBACK before new requests get 503.
-    http_max_pending: int = 1000
+    http_max_pending: int = setting(
+        1000, "HTTP points awaiting the broker's acknowledgement before more get 503 (1-60000).", serve_and("viewer")
+    )
     # HTTP ingestion: seconds to wait for the broker's PUBACK before answering 503.
-    http_publish_timeout: float = 5.0
-    sse_queue: int = 1000
-    sse_heartbeat: float = 15.0
-    secret_key: str | None = field(default=None, repr=False)
-    log_level: str = "info"
-    public_url: str | None = None
+    http_publish_timeout: float = setting(
+        5.0, "Seconds an HTTP point waits for the broker's acknowledgement before 503 (up to 60).",
+        serve_and("viewer"),
+    )
+    sse_queue: int = setting(
+        1000, "Live streams: points queued per client; a client that falls further behind reconnects.",
+        serve_and("viewer"),
+    )
+    sse_heartbeat: float = setting(
+        15.0, "Live streams: seconds between heartbeats; who may read is checked again as often.", serve_and("viewer")
+    )
+    secret_key: str | None = setting(
+        None, "Key that signs session cookies (the same on every viewer of one site).", serve_and("viewer"),
+        flag=None, shown="generated once into the data dir", secret=True,
+    )
+    log_level: str = setting(
+        "info", "Logging level.", serve_and("broker", "bridge", "viewer", "emulate"), choices=LEVELS
+    )
+    public_url: str | None = setting(
+        None, "The address people reach the web at, e.g. https://rtdp.example.org (behind a proxy).",
+        serve_and("viewer", "emulate"), shown="the --http address",
+    )
     # Seconds between retention purges in the bridge (rtdp.retention); 0 disables them.
-    retention_interval: float = 600.0
+    retention_interval: float = setting(
+        600.0, "Seconds between the bridge's retention purges; 0 turns them off.", serve_and("bridge")
+    )
     # `rtdp bridge` / `rtdp broker` run apart: serve Prometheus /metrics here (None: no metrics server).
-    metrics: HostPort | None = None
+    metrics: HostPort | None = setting(
+        None, "Serve Prometheus /metrics here, e.g. 127.0.0.1:9464 (`rtdp serve`: on the web address).",
+        ("broker", "bridge"), metavar="HOST:PORT", shown="off",
+    )
     # Seconds a verified login (password, token, session) is trusted before it is checked again, by the
     # viewer and by the embedded broker, also for an open MQTT connection: a revoked token or a disabled
     # user loses access within this time.
-    credential_ttl: float = 30.0
+    credential_ttl: float = setting(
+        30.0, "Seconds a verified login is trusted before it is checked again, on the web and MQTT (0-3600).",
+        serve_and("broker", "viewer"),
+    )
     # Seconds a feed permission decision is reused (a removed share or a deleted feed counts after it).
-    decision_ttl: float = 5.0
+    decision_ttl: float = setting(
+        5.0, "Seconds a feed permission decision is reused (0-3600).", serve_and("broker", "viewer")
+    )
     # Feeds a non-admin user may own, however they are created (auto-create, API, pages); 0: no limit.
-    feed_quota: int = 100
+    feed_quota: int = setting(
+        100, "Feeds a user who is not an admin may own; 0: no limit.", serve_and("bridge", "viewer")
+    )
     # The asyncio event loop of serve, broker and viewer: auto (uvloop where installed), uvloop or asyncio.
-    loop: str = "auto"
+    loop: str = setting(
+        "auto", "Event loop: uvloop where installed (auto), or the standard asyncio one.",
+        serve_and("broker", "viewer"), choices=LOOPS,
+    )
 
     def __post_init__(self) -> None:
         if self.max_payload < 16:
@@ -189,7 +309,7 @@ class Settings:
             raise _invalid("sse_heartbeat", f"must be positive, got {self.sse_heartbeat}")
         if self.share_group is not None and ("/" in self.share_group or not self.share_group):
             raise _invalid("share_group", f"must be a non-empty name without '/', got {self.share_group!r}")
-        if self.log_level.lower() not in ("debug", "info", "warning", "error", "critical"):
+        if self.log_level.lower() not in LEVELS:
             raise _invalid("log_level", f"unknown level {self.log_level!r}")
         if not 0 <= self.retention_interval <= 7 * 86400:
             raise _invalid("retention_interval", f"must be 0 (off) to 604800 seconds, got {self.retention_interval}")
@@ -255,12 +375,58 @@ class Settings:
             raise
 
 
+def _specs() -> dict[str, Spec]:
+    found: dict[str, Spec] = {}
+    for spec_field in dataclasses.fields(Settings):
+        spec = spec_field.metadata.get("spec")
+        if spec is None:
+            continue  # a field declared without setting(): tests/rtdp/test_settings.py names it
+        if spec.flag == _NAMED:
+            spec = dataclasses.replace(spec, flag="--" + spec_field.name.replace("_", "-"))
+        found[spec_field.name] = spec
+    return found
+
+
+# Each setting's row of the table, in the order of the fields.
+SPECS: dict[str, Spec] = _specs()
+
+
+def default_text(name: str) -> str:
+    """A setting's default as --help and docs/settings.md show it."""
+    spec, default = SPECS[name], Settings.__dataclass_fields__[name].default
+    if spec.shown is not None:
+        return spec.shown
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(default)
+
+
+def reference() -> str:
+    """docs/settings.md, generated from the table (scripts/docs writes it; a test compares)."""
+    lines = [
+        "# Settings",
+        "",
+        "<!-- Generated from the table in rtdp/settings.py by scripts/docs: edit it there. -->",
+        "",
+        "Each setting comes from its command-line option, else its `RTDP_` environment variable, else its",
+        "default. `rtdp serve` runs every part, so it takes the settings of all of them; the other commands",
+        "take those of the part they run. An option shown as `--x` is a switch with `--no-x` for off; as a",
+        "variable it takes 1/0, true/false, yes/no or on/off.",
+        "",
+        "| option | variable | default | commands | meaning |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for name, spec in SPECS.items():
+        option = f"`{spec.flag}`" if spec.flag else "(none)"
+        commands = "all" if EVERY in spec.commands else ", ".join(spec.commands)
+        lines.append(f"| {option} | `{env_name(name)}` | {default_text(name)} | {commands} | {spec.help} |")
+    return "\n".join(lines) + "\n"
+
+
 def _warn_unknown_variables(env: Mapping[str, str], names: list[str]) -> None:
     known = sorted(env_name(name) for name in names)
     for variable in env:
         if not variable.startswith(ENV_PREFIX) or variable in known or variable in OTHER_VARIABLES:
-            continue
-        if variable.startswith(OTHER_PREFIXES):
             continue
         close = difflib.get_close_matches(variable, known, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]}?" if close else f"; the settings are {', '.join(known)}"

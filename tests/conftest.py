@@ -9,8 +9,11 @@ import pytest
 from rtdp.database import open_database
 from rtdp.models import ALL_MODELS
 from tests.support import postgres
-from tests.support.env import require
+from tests.support.env import forget_suite_variables, require
 from tests.support.mosquitto import MOSQUITTO, Mosquitto, running_mosquitto
+
+# Read by the imports above; rtdp (in this process or one the suite starts) must not see them.
+forget_suite_variables()
 
 
 @pytest.fixture(scope="session")

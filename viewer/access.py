@@ -15,8 +15,7 @@ from starlette.requests import Request
 
 from rtdp.errors import AuthenticationFailed, InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
 from rtdp.models import Feed
-from rtdp.permissions import Access, Principal, allowed, check_feed_quota, may_create_feeds
-from rtdp.settings import Settings
+from rtdp.permissions import Access, Principal, allowed
 from viewer.errors import URITooLong
 
 MAX_QUERY = 8 * 1024
@@ -33,16 +32,6 @@ def find_feed(principal: Principal | None, name: str, access: Access = Access.RE
             raise AuthenticationFailed("authentication required to change this feed")
         raise PermissionDenied(f"you may not write to feed {name!r}", feed=name)
     return feed
-
-
-def check_auto_create(principal: Principal, name: str, settings: Settings) -> None:
-    """Writing to feed `name`, which does not exist, may create it: auto-create is on, the principal may
-    create feeds (not a token limited to one feed or to reading) and is within its feed quota."""
-    if not settings.auto_create:
-        raise NotFound(f"no feed named {name!r} (auto-create is off)", feed=name)
-    if not may_create_feeds(principal):
-        raise PermissionDenied("this token may not create feeds", feed=name)
-    check_feed_quota(principal.user_id, settings.feed_quota)
 
 
 def may_manage(principal: Principal, feed: Feed) -> bool:

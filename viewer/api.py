@@ -14,25 +14,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from rtdp import export
+from rtdp import catalog, export
 from rtdp.casts import XCast, cast_x, y_json
 from rtdp.codec import MAX_BATCH, Casts, Sample, encode, sample_from_fields
-from rtdp.errors import Conflict, InvalidInput, NotFound, PermissionDenied
+from rtdp.errors import Conflict, InvalidInput
 from rtdp.models import Axis, Feed, User
-from rtdp.permissions import Access, Principal, allowed, check_feed_quota, may_create_feeds, readable_feeds
+from rtdp.permissions import Access, Principal, readable_feeds
 from rtdp.settings import Settings
-from rtdp.store import (
-    check_retention,
-    create_axis,
-    create_feed,
-    ensure_axis,
-    ensure_feed,
-    feed_casts,
-    get_axis,
-    query_points,
-)
+from rtdp.store import check_retention, create_axis, feed_casts, get_axis, query_points
 from rtdp.topic import FeedTopic, check_name
-from viewer.access import check_auto_create, check_query_size, find_feed, find_managed_feed, read_json, read_object
+from viewer.access import check_query_size, find_feed, find_managed_feed, read_json, read_object
 from viewer.auth import principal_from_request, require_principal
 from viewer.state import ViewerState, viewer_state
 
@@ -136,23 +127,19 @@ def _text_field(body: dict[str, Any], name: str, default: str = "") -> str:
 
 
 def _create_feed(principal: Principal, body: dict[str, Any], quota: int) -> dict[str, Any]:
-    if not may_create_feeds(principal):
-        raise PermissionDenied("this token may not create feeds")
     unknown = set(body) - {"name", "x_cast", "y_cast", "description", "public", "retention_days", "retention_points"}
     if unknown:
         raise InvalidInput(f"unknown field(s): {', '.join(sorted(unknown))[:100]}")
-    days, points = _number_field(body, "retention_days"), _count_field(body, "retention_points")
-    check_feed_quota(principal.user_id, quota)
-    feed = create_feed(
-        check_name(_text_field(body, "name"), "feed"),
-        principal.user_id,
+    spec = catalog.FeedSpec(
         x_cast=_text_field(body, "x_cast", "datetime"),
         y_cast=_text_field(body, "y_cast", "float"),
         description=_text_field(body, "description"),
         public=bool(_bool_field(body, "public", False)),
-        retention_days=days,
-        retention_points=points,
+        retention_days=_number_field(body, "retention_days"),
+        retention_points=_count_field(body, "retention_points"),
     )
+    # The name is checked by the store, as every feed name.
+    feed = catalog.new_feed(principal, _text_field(body, "name"), quota, spec)
     return _feeds_json([feed])[0]
 
 
@@ -337,37 +324,6 @@ async def points_route(request: Request) -> Response:
     return JSONResponse({"feed": feed.name, "axis": axis.name, "points": points})
 
 
-def _batch_targets(
-    principal: Principal, name: str, axes: set[str], settings: Settings
-) -> tuple[Feed | None, list[str]]:
-    """The feed (None: auto-create will make it), and the axes auto-create will make once every element
-    proved valid. Nothing is written here."""
-    if not Feed.select().where(Feed.name == name).exists():
-        check_auto_create(principal, name, settings)
-        return None, sorted(axes)
-    feed = find_feed(principal, name, Access.WRITE)
-    existing = {a.name for a in Axis.select(Axis.name).where((Axis.feed == feed.id) & Axis.name.in_(list(axes)))}
-    missing = sorted(axes - existing)
-    if missing and not settings.auto_create:
-        raise NotFound(f"feed {name!r} has no axis {missing[0]!r} (auto-create is off)", axis=missing[0])
-    return feed, missing
-
-
-def _created_feed(principal: Principal, name: str, settings: Settings) -> Feed:
-    """Only once the whole batch is valid: the feed, owned by the caller within the quota (or the one
-    someone made meanwhile, if the caller may write to it)."""
-    check_auto_create(principal, name, settings)
-    feed = ensure_feed(name, principal.user_id)
-    if not allowed(principal, feed, Access.WRITE):
-        raise PermissionDenied(f"you may not write to feed {name!r}", feed=name)
-    return feed
-
-
-def _create_axes(feed: Feed, names: list[str]) -> None:
-    for axis_name in names:
-        ensure_axis(feed, axis_name)
-
-
 def _samples(document: list[Any], axis_names: list[str], casts: Casts, settings: Settings) -> dict[str, list[Sample]]:
     """Every element cast for the feed, by axis; the first bad one refuses the whole batch, by index."""
     now = time.time()
@@ -411,20 +367,17 @@ async def batch_points(request: Request) -> Response:
             f"batch spans {len(distinct)} axes; at most {state.settings.http_max_pending} per request"
         )
     settings = state.settings
-    target, missing = await state.run_db(_batch_targets, principal, name, distinct, settings)
-    casts = feed_casts(target if target is not None else Feed())  # a new feed gets the model's casts
+    axes = sorted(distinct)
+    places = await state.run_db(catalog.resolve_axes, principal, name, axes, state.policy, create=False)
+    casts = places[0].casts
     by_axis = _samples(document, axis_names, casts, settings)
     # Only now: a batch refused for a bad element creates nothing.
-    if target is None:
-        feed = await state.run_db(_created_feed, principal, name, settings)
-        if feed_casts(feed) != casts:  # someone created the feed meanwhile, with other casts
-            by_axis = _samples(document, axis_names, feed_casts(feed), settings)
-    else:
-        feed = target
-    if missing:
-        await state.run_db(_create_axes, feed, missing)
+    if any(place.pending for place in places):
+        places = await state.run_db(catalog.resolve_axes, principal, name, axes, state.policy, create=True)
+        if places[0].casts != casts:  # someone created the feed meanwhile, with other casts
+            by_axis = _samples(document, axis_names, places[0].casts, settings)
     publishes = [
-        state.publisher.publish(str(FeedTopic(feed.name, axis_name)), encode(samples))
+        state.publisher.publish(str(FeedTopic(name, axis_name)), encode(samples))
         for axis_name, samples in by_axis.items()
     ]
     results = await asyncio.gather(*publishes, return_exceptions=True)
@@ -433,7 +386,7 @@ async def batch_points(request: Request) -> Response:
             # Some axes may have been stored: a retry is harmless, every message carries its x.
             raise result
     state.metrics.ingest_points.inc(len(document))
-    return JSONResponse({"feed": feed.name, "accepted": len(document), "axes": sorted(by_axis)})
+    return JSONResponse({"feed": name, "accepted": len(document), "axes": sorted(by_axis)})
 
 
 def _export_plan(principal: Principal | None, name: str, axis_name: str | None) -> tuple[Feed, list[Axis]]:

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
+import peewee as pw
 import uvicorn
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
@@ -29,7 +30,7 @@ from rtdp.errors import ConfigError
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
 from viewer.api import api_routes
-from viewer.errors import Handler, exception_handlers
+from viewer.errors import ErrorPage, exception_handlers
 from viewer.health import health_routes
 from viewer.hub import Hub
 from viewer.ingest import ingest_asgi, ingest_routes, lean_path
@@ -43,7 +44,7 @@ DB_THREADS = 4
 CONNECT_WAIT = 3.0
 
 
-def _page_parts(settings: Settings) -> tuple[list[BaseRoute], list[Middleware], Handler | None]:
+def _page_parts(settings: Settings) -> tuple[list[BaseRoute], list[Middleware], ErrorPage | None]:
     """Routes, middleware and the HTML error page of `viewer.pages`, when that package is present."""
     try:
         from viewer import pages
@@ -53,8 +54,7 @@ def _page_parts(settings: Settings) -> tuple[list[BaseRoute], list[Middleware], 
         return [], [], None
     routes: list[BaseRoute] = list(pages.page_routes(settings))
     middleware: list[Middleware] = list(pages.page_middleware(settings))
-    html = pages.page_exception_handlers(settings).get(404)
-    return routes, middleware, html
+    return routes, middleware, pages.page_errors(settings)
 
 
 def _endpoint(settings: Settings, service: ServiceAccount | None) -> tuple[Endpoint, str]:
@@ -74,20 +74,23 @@ def _endpoint(settings: Settings, service: ServiceAccount | None) -> tuple[Endpo
 def create_app(
     settings: Settings,
     *,
+    db: pw.Database | None = None,
     service: ServiceAccount | None = None,
     routes: Sequence[BaseRoute] = (),
     middleware: Sequence[Middleware] = (),
     collectors: Sequence[Collector] = (),
 ) -> Starlette:
-    """The viewer app. Extra `routes` and `middleware` are added after the built-in ones; extra Prometheus
-    `collectors` (the bridge's and broker's in `rtdp serve`) are registered on the app's /metrics registry."""
+    """The viewer app. `db`: the process's opened database (`rtdp serve`); without it the lifespan opens
+    `settings.database_url` and closes it at the end (`rtdp viewer`). Extra `routes` and `middleware`
+    are added after the built-in ones; extra Prometheus `collectors` (the bridge's and broker's in
+    `rtdp serve`) are registered on the app's /metrics registry."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-db")
         try:
-            db = await loop.run_in_executor(pool, open_database, settings.database_url)
+            opened = db if db is not None else await loop.run_in_executor(pool, open_database, settings.database_url)
             endpoint, client_id = await loop.run_in_executor(pool, _endpoint, settings, service)
         except BaseException:
             pool.shutdown(wait=False)
@@ -106,7 +109,7 @@ def create_app(
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        app.state.viewer = ViewerState(settings, db, publisher, hub, metrics, pool)
+        app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool)
         publisher.start(loop)
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):
@@ -117,7 +120,8 @@ def create_app(
             hub.close()
             await publisher.stop()
             pool.shutdown(wait=True)
-            db.close()
+            if db is None:
+                opened.close()
 
     page_routes, page_middleware, html_errors = _page_parts(settings)
     all_routes: list[BaseRoute] = [*health_routes(), *ingest_routes(), *api_routes(), *page_routes, *routes]

@@ -1,15 +1,18 @@
-"""One place that maps errors to responses: JSON for `/api` and `/service`, a small HTML page otherwise."""
+"""One place that maps errors to responses: JSON for `/api` and `/service`, an HTML page otherwise.
+
+The page is drawn by the one error-page renderer the pages package gives (viewer.pages.render.error_page,
+in the site's layout); a viewer without that package answers JSON everywhere.
+"""
 
 from __future__ import annotations
 
-import html
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from rtdp.errors import RtdpError, Unavailable
 
@@ -36,19 +39,22 @@ class URITooLong(ViewerError):
     status = 414
 
 
+# Draws an error as an HTML page: (request, status, JSON body, headers); see viewer.pages.render.
+ErrorPage = Callable[[Request, int, dict[str, object], dict[str, str]], Awaitable[Response]]
+# What a page path that matches no route says (the JSON answer keeps Starlette's "Not Found").
+NO_PAGE = "There is no page at this address."
+
+
 def wants_json(request: Request) -> bool:
     return request.url.path.startswith(JSON_PREFIXES)
 
 
-def error_response(request: Request, status: int, body: dict[str, object], headers: dict[str, str]) -> Response:
-    if wants_json(request):
+async def error_response(
+    request: Request, status: int, body: dict[str, object], headers: dict[str, str], page: ErrorPage | None
+) -> Response:
+    if page is None or wants_json(request):
         return JSONResponse(body, status_code=status, headers=headers)
-    message = html.escape(str(body.get("error", "error")))
-    page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>{status}</title></head>"
-        f"<body><h1>{status}</h1><p>{message}</p><p><a href=\"/\">Feeds</a></p></body></html>"
-    )
-    return HTMLResponse(page, status_code=status, headers=headers)
+    return await page(request, status, body, headers)
 
 
 def error_parts(exc: RtdpError) -> tuple[int, dict[str, object], dict[str, str]]:
@@ -64,39 +70,27 @@ def error_parts(exc: RtdpError) -> tuple[int, dict[str, object], dict[str, str]]
     return status, exc.as_dict(), headers
 
 
-async def rtdp_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RtdpError)
-    status, body, headers = error_parts(exc)
-    return error_response(request, status, body, headers)
-
-
-async def http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    body: dict[str, object] = {"error": exc.detail, "code": CODES.get(exc.status_code, "error")}
-    return error_response(request, exc.status_code, body, dict(exc.headers or {}))
-
-
-async def server_error(request: Request, exc: Exception) -> Response:
-    # Logged with the traceback here; the client only learns that something broke.
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(request, 500, {"error": "internal server error", "code": "error"}, {})
-
-
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
-def exception_handlers(html: Handler | None = None) -> dict[Any, Handler]:
-    """The app's handlers; `html`, when given, renders errors for paths that are not JSON (the pages)."""
+def exception_handlers(page: ErrorPage | None = None) -> dict[Any, Handler]:
+    """The app's handlers; `page`, when given, draws errors on paths that are not JSON (the pages)."""
 
-    def choose(json_handler: Handler) -> Handler:
-        if html is None:
-            return json_handler
+    async def rtdp_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RtdpError)
+        status, body, headers = error_parts(exc)
+        return await error_response(request, status, body, headers, page)
 
-        async def handle(request: Request, exc: Exception) -> Response:
-            if wants_json(request):
-                return await json_handler(request, exc)
-            return await html(request, exc)
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        body: dict[str, object] = {"error": exc.detail, "code": CODES.get(exc.status_code, "error")}
+        if exc.status_code == 404 and not wants_json(request):
+            body["error"] = NO_PAGE
+        return await error_response(request, exc.status_code, body, dict(exc.headers or {}), page)
 
-        return handle
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Logged with the traceback here; the client only learns that something broke.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return await error_response(request, 500, {"error": "internal server error", "code": "error"}, {}, page)
 
-    return {RtdpError: choose(rtdp_error), HTTPException: choose(http_error), Exception: server_error}
+    return {RtdpError: rtdp_error, HTTPException: http_error, Exception: server_error}

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
+import peewee as pw
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from rtdp.models import database_proxy
 from viewer.state import viewer_state
 
 
-def _database_writable() -> bool:
-    db = database_proxy.obj
+def _database_writable(db: pw.Database) -> bool:
     # A write transaction that changes nothing: proves the database takes writes (not locked, not read-only).
     with db.atomic():
-        db.execute_sql("UPDATE schema_version SET version = version WHERE 1 = 0")
+        db.execute_sql("UPDATE schema_version SET version = version WHERE 1 = 0")  # type: ignore[no-untyped-call]
     return True
 
 
@@ -26,7 +25,7 @@ async def readyz(request: Request) -> Response:
     state = viewer_state(request)
     mqtt_ok = state.publisher.connected
     try:
-        db_ok = await state.run_db(_database_writable)
+        db_ok = await state.run_db(_database_writable, state.db)
     except Exception:  # noqa: BLE001 -- any database failure means "not ready", reported below
         db_ok = False
     body = {"status": "ready" if mqtt_ok and db_ok else "unavailable", "mqtt": mqtt_ok, "database": db_ok}

@@ -12,15 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True, slots=True)
-class StoredEvent:
-    """One stored point as the bridge announced it on rtdp/stored/<feed>."""
-
-    id: int
-    axis: str
-    x: float
-    y: float
+from rtdp.notices import StoredEvent
 
 
 class Subscription:

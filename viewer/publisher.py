@@ -15,7 +15,6 @@ never a success for a point the broker did not acknowledge. After a disconnect, 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -25,9 +24,9 @@ import paho.mqtt.client as mqtt
 
 from rtdp.errors import Unavailable
 from rtdp.mqtt import Endpoint, make_client
+from rtdp.notices import StoredEvent, decode_stored
 from rtdp.topic import STORED_PREFIX, check_name
 from rtdp.wire import BufferedSocket, buffer_reads
-from viewer.hub import StoredEvent
 
 log = logging.getLogger(__name__)
 
@@ -39,18 +38,6 @@ RECONNECT_MIN = 0.5
 RECONNECT_MAX = 10.0
 
 StoredHandler = Callable[[str, list[StoredEvent]], None]
-
-
-def parse_stored(payload: bytes | bytearray) -> list[StoredEvent]:
-    """The bridge's `[{"id","axis","x","y"}, ...]`; malformed elements are skipped."""
-    document = json.loads(payload)
-    events = []
-    for item in document if isinstance(document, list) else ():
-        try:
-            events.append(StoredEvent(int(item["id"]), str(item["axis"]), float(item["x"]), float(item["y"])))
-        except (KeyError, TypeError, ValueError):
-            continue
-    return events
 
 
 class Publisher:
@@ -350,7 +337,7 @@ class Publisher:
             return
         try:
             check_name(feed, "feed")
-            events = parse_stored(message.payload)
+            events = decode_stored(message.payload)
         except Exception:  # noqa: BLE001 -- a bad message must never break the read loop
             log.warning("ignoring malformed message on %s", message.topic[:100])
             return

@@ -13,6 +13,7 @@ import peewee as pw
 from starlette.requests import HTTPConnection
 
 from rtdp.cache import TTLCache
+from rtdp.catalog import Policy
 from rtdp.permissions import Principal
 from rtdp.settings import Settings
 from viewer.hub import Hub
@@ -36,8 +37,11 @@ class ViewerState:
     # clear them at once.
     credentials: TTLCache[Any, Principal] = field(init=False)
     decisions: TTLCache[Any, Any] = field(init=False)
+    # What writing may create (auto-create, feed quota): rtdp.catalog's rules, with these settings.
+    policy: Policy = field(init=False)
 
     def __post_init__(self) -> None:
+        self.policy = Policy.of(self.settings)
         self.credentials = TTLCache(self.settings.credential_ttl)
         self.decisions = TTLCache(self.settings.decision_ttl)
 

@@ -7,7 +7,6 @@ what came after Last-Event-ID, then pass live events, dropping any already repla
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -17,14 +16,14 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rtdp.casts import XCast, y_json
 from rtdp.codec import Casts
 from rtdp.errors import InvalidInput, RtdpError
 from rtdp.models import MAX_ID, Feed
+from rtdp.notices import StoredEvent, stream_data
 from rtdp.store import feed_casts, points_after
 from viewer.access import find_feed
 from viewer.auth import principal_from_request
-from viewer.hub import StoredEvent, Subscription
+from viewer.hub import Subscription
 from viewer.state import ViewerState, viewer_state
 
 REPLAY_PAGE = 5000
@@ -46,10 +45,8 @@ def _last_event_id(request: Request) -> int | None:
     return number
 
 
-def _event(point_id: int, axis: str, x: float, y: float, casts: Casts) -> ServerSentEvent:
-    x_value: float | int = int(x) if casts.x is XCast.INT else x
-    data = json.dumps({"id": point_id, "axis": axis, "x": x_value, "y": y_json(y, casts.y)})
-    return ServerSentEvent(data=data, event="point", id=str(point_id))
+def _event(event: StoredEvent, casts: Casts) -> ServerSentEvent:
+    return ServerSentEvent(data=stream_data(event, casts), event="point", id=str(event.id))
 
 
 async def _events(
@@ -69,7 +66,7 @@ async def _events(
             while True:
                 rows = await state.run_db(points_after, feed, replayed, REPLAY_PAGE)
                 for point_id, axis, x, y in rows:
-                    yield _event(point_id, axis, x, y, casts)
+                    yield _event(StoredEvent(point_id, axis, x, y), casts)
                     replayed = point_id
                 if len(rows) < REPLAY_PAGE:
                     break
@@ -91,7 +88,7 @@ async def _events(
             if event is None:
                 return  # dropped for falling behind, or the server is stopping: the client resumes
             if event.id > replayed:
-                yield _event(event.id, event.axis, event.x, event.y, casts)
+                yield _event(event, casts)
     finally:
         # Also on cancellation (client gone): the subscription must not outlive the stream.
         sub.close()

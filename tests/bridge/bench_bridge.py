@@ -2,7 +2,7 @@
 
     .venv/bin/python -m tests.bridge.bench_bridge [--db URL] [--single N] [--batched N] [--profile]
 
-Starts a private Mosquitto and `python -m bridge` (SQLite in a temp dir unless --db), creates a feed,
+Starts a private Mosquitto and `python -m rtdp bridge` (SQLite in a temp dir unless --db), creates a feed,
 feeds `mosquitto_pub -l` (a C publisher) and reports stored points per second, from the first line
 published to the last point committed. `--profile` runs the bridge under cProfile and prints the top.
 """
@@ -56,7 +56,7 @@ def run_one(mode: str, points: int, db_url: str | None, profile: bool, workdir: 
             python = [spy, "record", "--format", "raw", "--rate", "200", "-o", str(prof), "--", sys.executable]
         log = (workdir / f"bridge-{mode}.log").open("wb")
         bridge = subprocess.Popen(
-            [*python, "-m", "bridge", "--broker", broker.url, "--db", url, "--client-id", f"bench-{mode}",
+            [*python, "-m", "rtdp", "bridge", "--broker", broker.url, "--db", url, "--client-id", f"bench-{mode}",
              "--data-dir", str(workdir / "data"), "--log-level", "warning"],
             cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
         )

@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 class BridgeProcess:
     def __init__(self, broker: Mosquitto, db_url: str, log: Path) -> None:
         self.args = [
-            sys.executable, "-m", "bridge", "--broker", broker.url, "--db", db_url, "--client-id", "fault-bridge",
-            "--data-dir", str(log.parent / "data"),
+            sys.executable, "-m", "rtdp", "bridge", "--broker", broker.url, "--db", db_url,
+            "--client-id", "fault-bridge", "--data-dir", str(log.parent / "data"),
         ]
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None

@@ -14,7 +14,7 @@ import pytest
 from bridge.intake import Intake
 from bridge.writer import Notice
 from rtdp.accounts import ServiceAccount
-from rtdp.models import Axis, Feed, Point, Rejection
+from rtdp.models import Axis, Feed, Point, Rejection, database_proxy
 from rtdp.settings import Settings
 from tests.broker.clients import connected, publish_lines
 from tests.broker.conftest import PASSWORD, World, make_world, token_for
@@ -42,7 +42,7 @@ def world(sqlite_db: pw.Database) -> World:
 @contextmanager
 def serving(settings: Settings) -> Iterator[tuple[EmbeddedBrokerHandle, Intake]]:
     service = ServiceAccount.load_or_create(settings.data_dir)
-    intake = Intake(settings)
+    intake = Intake(settings, database_proxy.obj)  # the database the `world` fixture opened
     try:
         with running_embedded_broker(settings, service, intake=intake.offer) as handle:
             intake.start(handle.broker.publish)
@@ -104,7 +104,7 @@ def test_a_live_retained_publish_without_x_is_stored_once(served: tuple[Embedded
 
 
 def test_a_full_queue_drops_loudly_and_stop_stores_everything_queued(world: World, settings: Settings) -> None:
-    intake = Intake(settings, capacity=3)
+    intake = Intake(settings, database_proxy.obj, capacity=3)
     accepted = [intake.offer("feeds/manual_feed_a/q", json.dumps({"x": BASE_X + i, "y": i}).encode(), False, 0.0)
                 for i in range(4)]
     assert accepted == [True, True, True, False]

@@ -1,14 +1,17 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from rtdp.models import Axis, Point, Rejection, User
 from tests.bridge.conftest import BridgeHarness, Publisher, make_feed
 from tests.support.env import wait_for, wait_port
-from tests.support.mosquitto import MOSQUITTO
+from tests.support.mosquitto import MOSQUITTO, Mosquitto
 
 
 def test_every_payload_form_is_stored(harness: BridgeHarness, owner: User) -> None:
@@ -193,3 +196,21 @@ def test_bridge_reconnects_and_resubscribes_when_the_broker_returns(harness: Bri
         harness.stop()
         restarted.terminate()
         restarted.wait(10)
+
+
+def test_rtdp_bridge_logs_at_its_level_and_stops_on_sigterm(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    # The command itself, as an operator runs it: its own process, its own log on stderr.
+    log = tmp_path / "bridge.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "rtdp", "bridge", "--broker", mosquitto.url, "--data-dir", str(tmp_path / "data"),
+             "--client-id", "cli-bridge", "--log-level", "info"],
+            stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: b"bridge: subscribing" in log.read_bytes(), timeout=30, what="the bridge to subscribe")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    assert code == 0, log.read_text()[-3000:]
+    assert "bridge: stopped" in log.read_text()

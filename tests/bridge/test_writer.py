@@ -11,7 +11,7 @@ import pytest
 import bridge.writer as writer_module
 from bridge.stats import Stats
 from bridge.writer import Incoming, Writer
-from rtdp.models import Feed, Point, Rejection, Share, User
+from rtdp.models import Axis, Feed, Point, Rejection, Share, User
 from rtdp.settings import Settings
 from tests.bridge.conftest import make_feed
 
@@ -177,3 +177,16 @@ def test_one_notice_per_feed_names_each_points_axis_in_id_order(writer: Writer, 
     assert [p["id"] for p in points] == sorted(p["id"] for p in points)
     stored = {(p.axis.name, p.x): p.id for p in Point.select()}
     assert all(stored[(p["axis"], p["x"])] == p["id"] for p in points)
+
+
+def test_auto_create_off_holds_for_axes_over_mqtt_as_over_http(any_db: pw.Database, owner: User) -> None:
+    """One rule (rtdp.catalog): with auto-create off a new axis is refused here too, as the viewer does."""
+    writer = Writer(any_db, Settings.build(env={}, auto_create=False), Stats())
+    make_feed(owner, "f")
+    result = writer.write([message("feeds/f/new_axis", "1"), message("feeds/nobody_knows/a", "1")])
+    assert result is not None and result.rejected == 2
+    assert writer.stats.rejected == {"not_found": 1, "unknown_feed": 1}
+    [notice] = [n for n in result.notices if n.topic == "rtdp/errors/f/new_axis"]
+    assert json.loads(notice.payload)["error"] == "feed 'f' has no axis 'new_axis' (auto-create is off)"
+    assert "axis" not in json.loads(notice.payload)  # the topic names it
+    assert not Axis.select().where(Axis.name == "new_axis").exists()

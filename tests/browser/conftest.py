@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bridge.service import Bridge
+from rtdp.models import database_proxy
 from rtdp.mqtt import Endpoint
 from rtdp.settings import Settings
 from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
@@ -62,7 +63,8 @@ def page(browser: Browser) -> Iterator[tuple[Page, ConsoleErrors]]:
 def bridge(live_server: LiveServer, settings: Settings) -> Iterator[Bridge]:  # noqa: F811 -- pytest fixtures
     """The real bridge on the same broker and database: MQTT in, stored, rtdp/stored/<feed> out."""
     assert settings.broker is not None
-    running = Bridge(settings, Endpoint.of(settings.broker), "browser-test-bridge")
+    # The database the live server opened: the one the models are bound to.
+    running = Bridge(settings, Endpoint.of(settings.broker), "browser-test-bridge", database_proxy.obj)
     running.start()
     wait_for(running.ready.is_set, 10, what="the bridge to subscribe")
     yield running

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from bridge.service import Bridge
 from rtdp.accounts import create_user
 from rtdp.settings import Settings
 from tests.browser.conftest import ConsoleErrors
+from tests.support.env import UPDATE_SCREENSHOT
 from tests.viewer.conftest import LiveServer
 
 pytestmark = [pytest.mark.browser, pytest.mark.mosquitto, pytest.mark.slow]
@@ -106,7 +106,7 @@ def test_feed_to_live_graph_through_the_real_pipeline(
     expect(tab.locator(".u-legend")).to_contain_text("temp")
     expect(tab.locator(".u-legend")).to_contain_text("rh")
     # The README's picture: refreshed only on request, so a test run never dirties the work tree.
-    shot = DOCS / "graph.png" if os.environ.get("RTDP_UPDATE_SCREENSHOT") else tmp_path / "graph.png"
+    shot = DOCS / "graph.png" if UPDATE_SCREENSHOT else tmp_path / "graph.png"
     tab.locator("main").screenshot(path=str(shot))
     assert shot.stat().st_size > 10_000
 

@@ -19,7 +19,7 @@ from emulator.sources import DoorSource, RandomWalkSource, SineSource
 from rtdp.accounts import ServiceAccount, create_user
 from rtdp.codec import Sample, decode, sample_from_fields
 from rtdp.errors import NotFound
-from rtdp.models import Axis, EmulatorState, Token, User
+from rtdp.models import Axis, EmulatorState, Token, User, database_proxy
 from rtdp.mqtt import Endpoint, make_client
 from rtdp.settings import Settings
 from rtdp.store import feed_casts, get_axis, get_feed
@@ -68,6 +68,11 @@ def subscriber(mosquitto: Mosquitto) -> Iterator[Subscriber]:
     sub.close()
 
 
+def opened() -> pw.Database:
+    """The database the test's fixture opened (any_db or sqlite_db): the one the models are bound to."""
+    return database_proxy.obj
+
+
 @pytest.fixture
 def owner(any_db: pw.Database) -> User:
     return create_user(OWNER, "secret-password")
@@ -95,7 +100,7 @@ def test_mqtt_readings_reach_the_broker_and_decode_under_the_feed_casts(
         RandomWalkSource(seed=2, interval=0.02),
     ]
     started = time.time()
-    with Emulator(settings_for(tmp_path, mosquitto), owner_email=OWNER, sources=sources) as emulator:
+    with Emulator(settings_for(tmp_path, mosquitto), opened(), owner_email=OWNER, sources=sources) as emulator:
         for topic in (f"feeds/{SINE_FEED}/axis_at_90_degrees", "feeds/front_door/state", "feeds/temperature/celsius"):
             wait_for(partial(has_at_least, subscriber, topic, 5), what=f"5 messages on {topic}")
         token_row = Token.get(Token.user == owner.id)
@@ -122,13 +127,13 @@ def test_sine_phase_continues_across_a_restart(
 ) -> None:
     settings = settings_for(tmp_path, mosquitto)
     topic = f"feeds/{SINE_FEED}/axis_at_0_degrees"
-    with Emulator(settings, owner_email=OWNER, sources=[SineSource(interval=0.02, step=0.25)]):
+    with Emulator(settings, opened(), owner_email=OWNER, sources=[SineSource(interval=0.02, step=0.25)]):
         wait_for(lambda: len(subscriber.on(topic)) >= 4, what="first run")
     first_run = len(subscriber.on(topic))
     saved = EmulatorState.get_by_id("sine")
     assert saved.enabled
     assert "token" not in saved.state.lower()
-    with Emulator(settings, owner_email=OWNER, sources=[SineSource(interval=0.02, step=0.25)]):
+    with Emulator(settings, opened(), owner_email=OWNER, sources=[SineSource(interval=0.02, step=0.25)]):
         wait_for(lambda: len(subscriber.on(topic)) >= first_run + 4, what="second run")
     ys = [decoded(p, SINE_FEED).y for p in subscriber.on(topic)]
     # One unbroken wave: the second run started where the first stopped.
@@ -139,7 +144,8 @@ def test_disabled_source_idles_and_switching_takes_effect_live(
     tmp_path: Path, owner: User, mosquitto: Mosquitto, subscriber: Subscriber
 ) -> None:
     sources = [SineSource(interval=0.02), RandomWalkSource(seed=1, interval=0.02)]
-    emulator = Emulator(settings_for(tmp_path, mosquitto), owner_email=OWNER, sources=sources, poll_interval=0.05)
+    settings = settings_for(tmp_path, mosquitto)
+    emulator = Emulator(settings, opened(), owner_email=OWNER, sources=sources, poll_interval=0.05)
     emulator.set_enabled("random_walk", False)
     with emulator:
         wait_for(lambda: emulator.steps["sine"] >= 30, what="sine steps while random_walk is off")
@@ -162,7 +168,7 @@ def test_http_path_sends_the_original_url_with_a_bearer_token(tmp_path: Path, ow
     with recording_server() as server:
         sources = [SineSource(interval=0.02, step=0.5), DoorSource(seed=3, interval=0.02, min_dwell=0, max_dwell=0.05)]
         with Emulator(
-            settings_for(tmp_path), owner_email=OWNER, sources=sources, via="http", token="given-token",
+            settings_for(tmp_path), opened(), owner_email=OWNER, sources=sources, via="http", token="given-token",
             http_url=server.url,
         ) as emulator:
             wait_for(lambda: len(server.requests) >= 12, what="12 HTTP requests")
@@ -187,7 +193,7 @@ def test_http_errors_are_counted_and_do_not_stop_the_runner(tmp_path: Path, owne
     with recording_server() as server:
         server.status = 503
         with Emulator(
-            settings_for(tmp_path), owner_email=OWNER, sources=[SineSource(interval=0.02)], via="http",
+            settings_for(tmp_path), opened(), owner_email=OWNER, sources=[SineSource(interval=0.02)], via="http",
             http_url=server.url,
         ) as emulator:
             wait_for(lambda: emulator.failed["sine"] >= 6, what="refused requests")
@@ -198,20 +204,21 @@ def test_http_errors_are_counted_and_do_not_stop_the_runner(tmp_path: Path, owne
 
 
 def test_missing_owner_is_a_clear_error(tmp_path: Path, any_db: pw.Database) -> None:
-    emulator = Emulator(settings_for(tmp_path), owner_email="nobody@example.com", sources=["sine"])
+    emulator = Emulator(settings_for(tmp_path), opened(), owner_email="nobody@example.com", sources=["sine"])
     with pytest.raises(EmulatorError, match="does not exist"):
         emulator.start()
     with pytest.raises(NotFound, match="unknown emulator source"):
-        Emulator(settings_for(tmp_path), owner_email=OWNER, sources=["sine", "bogus"])
+        Emulator(settings_for(tmp_path), opened(), owner_email=OWNER, sources=["sine", "bogus"])
 
 
 def test_existing_feed_and_axes_are_reused(tmp_path: Path, owner: User) -> None:
     with recording_server() as server:
-        first = Emulator(settings_for(tmp_path), owner_email=OWNER, sources=["sine"], via="http", http_url=server.url)
+        settings = settings_for(tmp_path)
+        first = Emulator(settings, opened(), owner_email=OWNER, sources=["sine"], via="http", http_url=server.url)
         first.start()
         first.stop()
         axis_id = get_axis(get_feed(SINE_FEED), "axis_at_0_degrees").id
-        with Emulator(settings_for(tmp_path), owner_email=OWNER, sources=["sine"], via="http", http_url=server.url):
+        with Emulator(settings, opened(), owner_email=OWNER, sources=["sine"], via="http", http_url=server.url):
             pass
     assert get_axis(get_feed(SINE_FEED), "axis_at_0_degrees").id == axis_id
 
@@ -243,7 +250,7 @@ def test_http_path_end_to_end_through_the_viewer(tmp_path: Path, sqlite_db: pw.D
         with running_viewer(settings) as url:
             door = DoorSource(seed=4, interval=0.02, min_dwell=0, max_dwell=0.05)
             sources = [SineSource(interval=0.02, step=0.5), door]
-            with Emulator(settings, owner_email=OWNER, sources=sources, via="http", http_url=url) as emulator:
+            with Emulator(settings, opened(), owner_email=OWNER, sources=sources, via="http", http_url=url) as emulator:
                 wait_for(lambda: len(subscriber.on(f"feeds/{SINE_FEED}/axis_at_45_degrees")) >= 4, what="sine")
                 wait_for(lambda: len(subscriber.on("feeds/front_door/state")) >= 2, what="door")
         assert emulator.failed == {"sine": 0, "door": 0}
@@ -271,7 +278,7 @@ def test_mqtt_through_the_embedded_broker_authenticates_with_the_token(tmp_path:
         watcher.loop_start()
         try:
             assert subscribed.wait(10)
-            with Emulator(settings, owner_email=OWNER, sources=[SineSource(interval=0.02)]):
+            with Emulator(settings, opened(), owner_email=OWNER, sources=[SineSource(interval=0.02)]):
                 wait_for(lambda: len(received) >= 9, what="sine points through the embedded broker")
         finally:
             watcher.disconnect()
@@ -288,7 +295,7 @@ def test_system_source_publishes_this_machines_load(tmp_path: Path, owner: User)
 
     source = SystemSource(interval=0.02, feed="system_test")
     with recording_server() as server, Emulator(
-        settings_for(tmp_path), owner_email=OWNER, sources=[source], via="http", http_url=server.url
+        settings_for(tmp_path), opened(), owner_email=OWNER, sources=[source], via="http", http_url=server.url
     ):
         wait_for(lambda: any(r.path.endswith("/system_test/cpu_percent") for r in server.requests), what="cpu %")
     feed = get_feed("system_test")

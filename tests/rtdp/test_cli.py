@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
+import click
+import pytest
 from click.testing import CliRunner, Result
 
 from rtdp.cli import main
 from rtdp.database import open_database
 from rtdp.models import Token, User
+from rtdp.settings import SPECS, Settings, env_name, reference
 
 
 def run(data_dir: Path, *args: str) -> Result:
@@ -73,3 +77,51 @@ def test_emulator_switches_from_the_command_line(tmp_path: Path) -> None:
     assert states["door"] == "on" and states["x10"] == "off"
     unknown = run(tmp_path, "emulate", "--enable", "toaster")
     assert unknown.exit_code != 0 and unknown.output.startswith("error: ")
+
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMANDS = {
+    " ".join(path): command
+    for path, command in [
+        *(((name,), cmd) for name, cmd in main.commands.items() if not isinstance(cmd, click.Group)),
+        *(
+            ((group, name), cmd)
+            for group, grp in main.commands.items()
+            if isinstance(grp, click.Group)
+            for name, cmd in grp.commands.items()
+        ),
+    ]
+}
+
+
+def test_the_settings_reference_is_generated_from_the_table() -> None:
+    assert (ROOT / "docs" / "settings.md").read_text() == reference(), "run scripts/docs"
+
+
+def test_every_setting_has_help_and_a_flag_or_its_variable_in_the_help() -> None:
+    assert list(SPECS) == [spec_field.name for spec_field in dataclasses.fields(Settings)], (
+        "declare every Settings field with setting(...)"
+    )
+    top = CliRunner().invoke(main, ["--help"], terminal_width=1000).output
+    for name, spec in SPECS.items():
+        assert spec.help.endswith((".", ")")), name
+        assert spec.commands, name
+        if spec.flag is None:
+            assert env_name(name) in top, name
+        else:
+            assert any(spec.takes(command) for command in COMMANDS), name
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_each_command_takes_exactly_the_settings_the_table_gives_it(command: str) -> None:
+    options = {param.name for param in COMMANDS[command].params if isinstance(param, click.Option)}
+    wanted = {name for name, spec in SPECS.items() if spec.flag is not None and spec.takes(command)}
+    assert wanted <= options
+    assert not (options - wanted) & set(SPECS)
+    assert {"data_dir", "db_url"} <= wanted
+
+
+def test_an_option_from_the_table_reaches_the_settings(tmp_path: Path) -> None:
+    result = run(tmp_path, "export", "lab", "--timezone", "Mars/Olympus")
+    assert result.exit_code == 2 and "--timezone: unknown time zone 'Mars/Olympus'" in result.output
+    assert "Error: " in run(tmp_path, "purge", "--timezone", "UTC").output  # purge does not take it

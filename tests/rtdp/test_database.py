@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import ast
 import multiprocessing
 import multiprocessing.synchronize
 from collections.abc import Iterator
@@ -8,12 +9,12 @@ from pathlib import Path
 import peewee as pw
 import pytest
 
-from rtdp import database, summary
+from rtdp import database
 from rtdp.codec import Sample
 from rtdp.database import SCHEMA_VERSION, SchemaVersion, open_database, redact
 from rtdp.errors import ConfigError
 from rtdp.models import ALL_MODELS, Axis, Point, Summary, User
-from rtdp.store import create_axis, create_feed, write_points
+from rtdp.store import create_axis, create_feed, summary, write_points
 from tests.support import postgres
 from tests.support.env import require
 
@@ -147,3 +148,55 @@ def test_processes_opening_a_new_postgres_database_at_once(empty_pg: str) -> Non
 
 def test_migration_steps_are_numbered() -> None:
     assert SCHEMA_VERSION == 1 + len(database.MIGRATIONS)
+
+
+# Where a process is assembled: the one place in each that opens the database and hands it on.
+ASSEMBLIES = {
+    ("rtdp/cli.py", "_open"),  # the one-shot commands
+    ("rtdp/serve.py", "serve"),
+    ("bridge/service.py", "run"),
+    ("broker/server.py", "run"),
+    ("emulator/runner.py", "run"),
+    ("viewer/app.py", "lifespan"),  # `rtdp viewer`; `rtdp serve` passes its database in
+}
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("rtdp", "bridge", "broker", "viewer", "emulator")
+
+
+class _Uses(ast.NodeVisitor):
+    """(file, innermost enclosing function) of every use of a name; imports are not uses."""
+
+    def __init__(self, name: str, file: str) -> None:
+        self.name, self.file = name, file
+        self.functions: list[str] = []
+        self.found: set[tuple[str, str]] = set()
+
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
+        self.functions.append(node.name)
+        self.generic_visit(node)
+        self.functions.pop()
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_Name(self, node: ast.Name) -> None:
+        if node.id == self.name:
+            self.found.add((self.file, self.functions[-1] if self.functions else "<module>"))
+
+
+def _uses(name: str) -> set[tuple[str, str]]:
+    found: set[tuple[str, str]] = set()
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            visitor = _Uses(name, str(path.relative_to(ROOT)))
+            visitor.visit(ast.parse(path.read_text(), str(path)))
+            found |= visitor.found
+    return found
+
+
+def test_the_database_is_opened_only_where_a_process_is_assembled() -> None:
+    assert _uses("open_database") == ASSEMBLIES
+
+
+def test_only_opening_binds_the_models() -> None:
+    """Components use the database they are given; only open_database binds the models' proxy."""
+    assert {file for file, _ in _uses("database_proxy")} <= {"rtdp/models.py", "rtdp/database.py"}

@@ -6,6 +6,7 @@ import peewee as pw
 import pytest
 
 from emulator.sources import SOURCES as BUILDERS
+from emulator.sources import Source
 from rtdp import emulation as state
 from rtdp.errors import NotFound
 from rtdp.models import EmulatorState
@@ -46,8 +47,18 @@ def test_unknown_source_is_refused(any_db: pw.Database) -> None:
 
 
 def test_the_emulator_builds_exactly_the_sources_and_feeds_listed_here() -> None:
-    assert tuple(BUILDERS) == state.SOURCES
+    assert sorted(BUILDERS) == sorted(state.SOURCES)
+    assert all(BUILDERS[name].name == name for name in state.SOURCES)
     for name, feed in state.source_feeds().items():
         if feed is not None:
             assert BUILDERS[name]().feed == feed, name
     assert state.source_feeds()["sine"] == "sin_wave_over_time_in_seconds"
+
+
+def test_an_implementation_of_no_listed_source_is_refused_when_defined() -> None:
+    with pytest.raises(NotFound, match="unknown emulator source 'bogus'"):
+
+        class Bogus(Source):
+            name = "bogus"
+
+    assert "bogus" not in BUILDERS

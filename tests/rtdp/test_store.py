@@ -17,7 +17,6 @@ from rtdp.store import (
     create_axis,
     create_feed,
     ensure_axis,
-    ensure_feed,
     feed_casts,
     get_axis,
     get_feed,
@@ -93,12 +92,6 @@ def test_create_axis(feed: Feed, axis: Axis) -> None:
         create_axis(feed, "a/b")
     with pytest.raises(NotFound):
         get_axis(feed, "missing")
-
-
-def test_ensure_feed(owner: User, feed: Feed) -> None:
-    assert ensure_feed("manual_feed_a", owner.id).id == feed.id
-    created = ensure_feed("new_feed", owner.id)
-    assert created.owner_id == owner.id and created.x_cast == "datetime" and created.y_cast == "float"
 
 
 def _race(workers: int, action: Callable[[], int], db: pw.Database) -> tuple[list[int], list[BaseException]]:
@@ -351,9 +344,9 @@ def test_concurrent_writers_of_the_same_points(axis: Axis, any_db: pw.Database) 
 
 
 def test_max_points_is_capped(axis: Axis, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rtdp.store
+    import rtdp.store.read
 
-    monkeypatch.setattr(rtdp.store, "MAX_LIMIT", 50)
+    monkeypatch.setattr(rtdp.store.read, "MAX_LIMIT", 50)
     write_points([(axis.id, Sample(float(i), float(i))) for i in range(120)])
     result = query_points(axis, max_points=10**9)
     assert len(result) <= 50 and {y for _, _, y in result} >= {0.0, 119.0}

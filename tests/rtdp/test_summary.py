@@ -1,4 +1,4 @@
-"""The per-block summaries (rtdp.summary): always equal to what the points say, whatever happens to
+"""The per-block summaries (rtdp.store.summary): always equal to what the points say, whatever happens to
 the points, and downsampling from them answers exactly as downsampling from the points."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ import threading
 import peewee as pw
 import pytest
 
-from rtdp import retention, summary
+from rtdp import retention
 from rtdp.codec import Sample
 from rtdp.models import Axis, Feed, Point, Summary, User
-from rtdp.store import create_axis, create_feed, plan_buckets, query_points, write_points
+from rtdp.store import create_axis, create_feed, plan_buckets, query_points, summary, write_points
 
 PLAN_AT = 200  # small, so that the tests reach the summary quickly
 

@@ -12,8 +12,20 @@ import pytest
 
 T = TypeVar("T")
 
+# The suite's own knobs (also RTDP_TEST_PG_* in postgres.py). rtdp's settings know nothing of them:
+# they are read when the suite loads, then forget_suite_variables() takes them out of the environment,
+# so neither the code under test nor the processes the suite starts see them.
+SUITE_VARIABLES = ("RTDP_TEST_", "RTDP_UPDATE_SCREENSHOT")
 # .ci/run sets this: a missing PostgreSQL, Mosquitto or Chromium must fail CI, not skip silently.
 REQUIRE_ALL = os.environ.get("RTDP_TEST_REQUIRE_ALL", "") not in ("", "0", "false")
+# Rewrite docs/graph.png (the README's picture) from the browser test instead of a temporary file.
+UPDATE_SCREENSHOT = bool(os.environ.get("RTDP_UPDATE_SCREENSHOT"))
+
+
+def forget_suite_variables() -> None:
+    """Remove the suite's knobs from os.environ once read (tests/conftest.py, when the suite loads)."""
+    for name in [name for name in os.environ if name.startswith(SUITE_VARIABLES)]:
+        del os.environ[name]
 
 
 def require(condition: bool, reason: str) -> None:

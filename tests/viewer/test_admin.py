@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import peewee as pw
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from starlette.testclient import TestClient
 
@@ -111,14 +112,14 @@ def test_the_stream_sends_snapshots_to_admins(live_server: LiveServer, live_worl
     assert float(second["at"]) > float(first["at"])
 
 
-def test_serve_composition_shows_broker_and_bridge_numbers(tmp_path: Path, sqlite_db: object) -> None:
+def test_serve_composition_shows_broker_and_bridge_numbers(tmp_path: Path, sqlite_db: pw.Database) -> None:
     """What `rtdp serve` wires: the bridge's and the broker's collectors on the viewer's registry."""
     service = ServiceAccount.load_or_create(tmp_path / "data")
     base = Settings(data_dir=tmp_path / "data", db_url=f"sqlite:///{tmp_path / 'rtdp.sqlite3'}")
     world = make_world()
     with running_embedded_broker(base, service) as broker:
         settings = base.replace(mqtt=broker.address)
-        bridge = Bridge(settings, broker.service_endpoint(), service.client_id("bridge"))
+        bridge = Bridge(settings, broker.service_endpoint(), service.client_id("bridge"), sqlite_db)
         collectors = [bridge_collector(bridge), BrokerCollector(broker.broker)]
         with TestClient(create_app(settings, service=service, collectors=collectors)) as client:
             bridge.start()

@@ -3,11 +3,16 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import peewee as pw
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from rtdp.accounts import ServiceAccount
 from rtdp.errors import ConfigError
+from rtdp.models import database_proxy
 from rtdp.settings import HostPort, Settings
 from tests.support.embedded import running_embedded_broker
 from tests.support.env import wait_for
@@ -36,6 +41,17 @@ def test_two_apps_at_once_have_their_own_metrics(settings: Settings) -> None:
         assert "unauthenticated" not in second.get("/metrics").text
 
 
+def test_the_app_uses_the_database_it_is_given(tmp_path: Path, settings: Settings, any_db: pw.Database) -> None:
+    """`rtdp serve` opens the database once and hands it over: the lifespan must not open it again."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    unopenable = settings.replace(db_url=f"sqlite:///{blocker}/rtdp.sqlite3")  # its directory is a file
+    with TestClient(create_app(unopenable, db=any_db)) as client:
+        wait_for(lambda: ready(client), what="the viewer to be ready")
+        assert client.get("/readyz").json()["database"] is True
+    assert database_proxy.obj is any_db, "the models stay bound to the database the process opened"
+
+
 def test_embedded_broker_with_the_service_account(tmp_path: Path, sqlite_db: object) -> None:
     """`rtdp serve` mode: the viewer logs in to the embedded amqtt broker as the service account."""
     service = ServiceAccount.load_or_create(tmp_path / "data")
@@ -60,3 +76,23 @@ def test_the_viewer_and_the_broker_keep_credentials_equally_long(settings: Setti
         state = client.app.state.viewer  # type: ignore[attr-defined]
         assert state.credentials.ttl == broker.access.credential_ttl == settings.credential_ttl
         assert state.decisions.ttl == settings.decision_ttl
+
+
+def test_every_error_on_a_page_path_is_drawn_in_the_sites_layout(settings: Settings) -> None:
+    # One renderer for error pages: an unhandled error, a wrong method and a missing page look alike.
+    def broken(request: Request) -> Response:
+        raise RuntimeError("boom")
+
+    app = create_app(settings, routes=[Route("/broken", broken), Route("/api/v1/broken", broken)])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        crash = client.get("/broken")
+        assert crash.status_code == 500 and 'class="site"' in crash.text
+        assert "internal server error" in crash.text and "boom" not in crash.text
+        assert client.get("/api/v1/broken").json() == {"error": "internal server error", "code": "error"}
+        wrong = client.post("/account")
+        assert wrong.status_code == 405 and 'class="site"' in wrong.text
+        assert set(wrong.headers["allow"].split(", ")) == {"GET", "HEAD"}
+        missing = client.get("/no/such/page")
+        assert missing.status_code == 404 and "There is no page at this address." in missing.text
+        asked = client.get("/no/such/page", headers={"accept": "application/json"})
+        assert asked.json() == {"error": "There is no page at this address.", "code": "not_found"}

@@ -15,11 +15,12 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from rtdp.codec import Sample
 from rtdp.models import Feed, Token
+from rtdp.notices import StoredEvent
 from rtdp.store import StoredPoint, get_axis, write_points
 from tests.support.env import wait_for
 from tests.support.mosquitto import Mosquitto
 from tests.viewer.conftest import LiveServer, World, basic, bearer
-from viewer.hub import Hub, StoredEvent
+from viewer.hub import Hub
 
 EP = basic("ep@nothing.com", "1234")
 END = object()

@@ -4,26 +4,26 @@ create_app adds them as:
 
     Starlette(routes=[*api_routes, *page_routes(settings)],
               middleware=[*page_middleware(settings), ...],
-              exception_handlers=page_exception_handlers(settings))   # for non-/api paths
+              exception_handlers=viewer.errors.exception_handlers(page_errors(settings)))  # non-/api paths
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from jinja2 import Environment
 from starlette.middleware import Middleware
-from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from rtdp.settings import Settings
+from viewer.errors import ErrorPage
 from viewer.pages import accounts, admin, charts, feeds, legacy, tools
-from viewer.pages.render import STATIC, html_error_response, make_environment, page
+from viewer.pages.render import STATIC, error_pages, make_environment, page
 from viewer.session import session_middleware
 
-__all__ = ["page_routes", "page_middleware", "page_exception_handlers", "STATIC"]
+__all__ = ["page_routes", "page_middleware", "page_errors", "STATIC"]
 
 
 def _environment() -> Environment:
@@ -76,9 +76,6 @@ def page_middleware(settings: Settings) -> list[Middleware]:
     return [session_middleware(settings)]
 
 
-def page_exception_handlers(
-    settings: Settings,
-) -> dict[int | type[Exception], Callable[[Request, Exception], Awaitable[Response]]]:
-    """404/403/405 as pages in the site's layout. Use for paths outside /api and /service."""
-    handler = html_error_response(settings, _environment())
-    return {404: handler, 403: handler, 405: handler}
+def page_errors(settings: Settings) -> ErrorPage:
+    """Errors on paths outside /api and /service as pages in the site's layout."""
+    return error_pages(settings, _environment())

@@ -10,7 +10,7 @@ Where the numbers come from:
 - broker, bridge and SSE numbers: the app's Prometheus registry (viewer/metrics.py). In `rtdp serve` the
   broker's and bridge's collectors are registered there; in `rtdp viewer` run apart they are not, and
   those panels say "not in this process" (rates, lag, batch size, commit time, broker clients);
-- database size: the SQLite files (database, -wal, -shm) or pg_database_size.
+- database size: as the database's dialect measures it (rtdp.store.dialect).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import threading
 import time
 from collections import deque
@@ -33,8 +32,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from rtdp.errors import PermissionDenied
-from rtdp.models import Axis, Feed, Rejection, User, database_proxy
+from rtdp.models import Axis, Feed, Rejection, User
 from rtdp.retention import recent_purges
+from rtdp.store import dialect_of
 from viewer.pages.render import Ctx
 from viewer.session import session_user
 from viewer.state import ViewerState, viewer_state
@@ -115,7 +115,7 @@ class Sampler:
                 stop.wait(SAMPLE_EVERY)
         finally:
             try:
-                database_proxy.close()
+                self.state.db.close()
             except Exception:  # noqa: BLE001 -- this thread's connection; nothing to do if closing fails
                 pass
 
@@ -133,16 +133,6 @@ def sampler_for(request: Request) -> Sampler:
             sampler.start()
             request.app.state.admin_sampler = sampler
         return sampler
-
-
-def database_size(db: pw.Database) -> int | None:
-    if isinstance(db, pw.PostgresqlDatabase):
-        row = db.execute_sql("SELECT pg_database_size(current_database())").fetchone()  # type: ignore[no-untyped-call]
-        return int(row[0]) if row else None
-    path = getattr(db, "database", None)
-    if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
-        return None
-    return sum(os.path.getsize(p) for p in (path, path + "-wal", path + "-shm") if os.path.exists(p))
 
 
 def read_registry(registry: CollectorRegistry) -> Samples:
@@ -246,7 +236,7 @@ def snapshot(
     previous, seconds = (before[1], now - before[0]) if before is not None else (None, 0.0)
     feeds, recent = feed_rows(rates, now)
     try:
-        size = database_size(state.db)
+        size = dialect_of(state.db).size(state.db)
     except (pw.PeeweeException, OSError):
         size = None
     system = system_numbers(samples, previous, seconds)

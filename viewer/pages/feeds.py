@@ -7,10 +7,11 @@ from collections import defaultdict
 import peewee as pw
 from starlette.responses import JSONResponse, Response
 
+from rtdp import catalog
 from rtdp.errors import Conflict, InvalidInput, PermissionDenied, QuotaExceeded
 from rtdp.models import Axis, Feed, Share, User
-from rtdp.permissions import Access, allowed, check_feed_quota, readable_feeds
-from rtdp.store import create_axis, create_feed, get_axis
+from rtdp.permissions import Access, allowed, readable_feeds
+from rtdp.store import create_axis, get_axis
 from rtdp.topic import check_name
 from viewer.access import may_manage
 from viewer.pages.examples import examples_for
@@ -65,16 +66,16 @@ def feed_list(ctx: Ctx) -> Response:
 
 def create_feed_form(ctx: Ctx) -> Response:
     user = ctx.require_user()
+    assert ctx.principal is not None  # a signed-in user's
     try:
-        check_feed_quota(user.id, ctx.settings.feed_quota)
-        feed = create_feed(
-            ctx.form.get("name", "").strip(),
-            user,  # the owner is whoever creates it (the original's TODO)
+        spec = catalog.FeedSpec(
             x_cast=ctx.form.get("x_cast", "datetime"),
             y_cast=ctx.form.get("y_cast", "float"),
             description=ctx.form.get("description", "").strip(),
             public=ctx.form.get("public", "").lower() in BOOL_TRUE,
         )
+        # The owner is whoever creates it (the original's TODO).
+        feed = catalog.new_feed(ctx.principal, ctx.form.get("name", "").strip(), ctx.settings.feed_quota, spec)
     except (InvalidInput, Conflict, QuotaExceeded) as exc:
         if ctx.wants_json:
             raise

@@ -21,11 +21,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from rtdp.accounts import principal_for
-from rtdp.errors import AuthenticationFailed, NotFound, PermissionDenied, RtdpError
+from rtdp.errors import AuthenticationFailed, PermissionDenied, RtdpError
 from rtdp.models import Feed, User
 from rtdp.permissions import Access, Principal, allowed
 from rtdp.settings import Settings
 from rtdp.store import get_feed
+from viewer.errors import ErrorPage, error_parts
 from viewer.session import check_csrf, csrf_token, session_user
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -133,16 +134,29 @@ Handler = Callable[[Ctx], Response]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def error_page(ctx: Ctx, exc: RtdpError) -> Response:
+TITLES = {400: "Bad request", 401: "Sign in required", 403: "Access denied", 404: "Not found", 409: "Conflict"}
+# Of an error's headers, those a page keeps: WWW-Authenticate would make a browser ask for Basic credentials
+# instead of showing the page (pages sign in through /login).
+PAGE_HEADERS = ("Allow", "Retry-After")
+
+
+def error_page(ctx: Ctx, status: int, body: Mapping[str, object], headers: Mapping[str, str]) -> Response:
+    """Every error on a page path, drawn once: error.html in the site's layout (JSON for fetch() callers)."""
     if ctx.wants_json:
-        return JSONResponse(exc.as_dict(), status_code=exc.status)
-    if isinstance(exc, LoginRequired) and ctx.request.method == "GET":
+        return JSONResponse(dict(body), status_code=status, headers=dict(headers))
+    response = ctx.render(
+        "error.html", status=status, title=TITLES.get(status, "Error"), message=str(body.get("error")), code=status
+    )
+    response.headers.update({name: value for name, value in headers.items() if name in PAGE_HEADERS})
+    return response
+
+
+def _failed(ctx: Ctx, exc: RtdpError) -> Response:
+    if isinstance(exc, LoginRequired) and ctx.request.method == "GET" and not ctx.wants_json:
         target = ctx.request.url.path + (f"?{ctx.request.url.query}" if ctx.request.url.query else "")
         return ctx.redirect(f"/login?next={quote(target, safe='')}")
-    titles = {400: "Bad request", 401: "Sign in required", 403: "Access denied", 404: "Not found", 409: "Conflict"}
-    return ctx.render(
-        "error.html", status=exc.status, title=titles.get(exc.status, "Error"), message=exc.message, code=exc.status
-    )
+    status, body, headers = error_parts(exc)
+    return error_page(ctx, status, body, headers)
 
 
 def page(settings: Settings, env: Environment, handler: Handler) -> Endpoint:
@@ -163,7 +177,7 @@ def page(settings: Settings, env: Environment, handler: Handler) -> Endpoint:
                     check_csrf(request, form.get("csrf_token"))
                 return handler(ctx)
             except RtdpError as exc:
-                return error_page(ctx, exc)
+                return _failed(ctx, exc)
 
         response = await run_in_threadpool(run)
         if request.method == "POST":
@@ -183,22 +197,18 @@ def _forget_cached_decisions(request: Request) -> None:
         state.credentials.clear()
 
 
-def html_error_response(settings: Settings, env: Environment) -> Callable[[Request, Exception], Awaitable[Response]]:
-    """An exception handler for the app: 404/403/... outside /api and /service as a page in the layout."""
+def error_pages(settings: Settings, env: Environment) -> ErrorPage:
+    """How the app's error handlers draw errors on page paths (viewer.errors): `error_page`, signed in."""
 
-    async def handle(request: Request, exc: Exception) -> Response:
-        status = exc.status if isinstance(exc, RtdpError) else int(getattr(exc, "status_code", 500))
-        message = getattr(exc, "message", None) or getattr(exc, "detail", None) or "Something went wrong."
-        error = RtdpError(str(message))
-        error.status = status
-        if status == 404 and not isinstance(exc, RtdpError):
-            error = NotFound("There is no page at this address.")
-
+    async def draw(request: Request, status: int, body: dict[str, object], headers: dict[str, str]) -> Response:
         def run() -> Response:
             ctx = Ctx(request, settings, env)
-            ctx.user = session_user(request)
-            return error_page(ctx, error)
+            try:
+                ctx.user = session_user(request)
+            except Exception:  # noqa: BLE001 -- the page for an error must not fail on what failed (the database)
+                ctx.user = None
+            return error_page(ctx, status, body, headers)
 
         return await run_in_threadpool(run)
 
-    return handle
+    return draw

@@ -30,6 +30,7 @@ from typing import Any, TypeGuard
 import peewee as pw
 
 from rtdp.models import Axis, Point, Summary
+from rtdp.store.dialect import execute
 
 # Blocks of level k are 16**k wide: a power of two, so x / width and block * width are exact.
 BITS = 4
@@ -167,10 +168,6 @@ def _insert_sql(param: str, rows: int, add: bool) -> str:
     )
 
 
-def _execute(db: pw.Database, sql: str, params: Sequence[object]) -> Any:
-    return db.execute_sql(sql, params)  # type: ignore[no-untyped-call]
-
-
 def _write(db: pw.Database, axis_id: int, rows: list[tuple[int, int, Extremes]], *, add: bool) -> None:
     """Upsert (`add`: fold into existing rows) or insert (rows known to be absent) (level, block,
     aggregate) rows."""
@@ -179,7 +176,7 @@ def _write(db: pw.Database, axis_id: int, rows: list[tuple[int, int, Extremes]],
         params: list[object] = []
         for level, b, e in chunk:
             params += (axis_id, level, b, *e)
-        _execute(db, _insert_sql(db.param, len(chunk), add), params)
+        execute(db, _insert_sql(db.param, len(chunk), add), params)
 
 
 def _level_rows(level: int, blocks: dict[int, Extremes]) -> list[tuple[int, int, Extremes]]:
@@ -218,7 +215,7 @@ def refresh(db: pw.Database, axis_id: int, level: int, xs: Iterable[float]) -> N
             .where((Point.axis == axis_id) & (Point.x >= lo) & (Point.x < hi))
             .sql()
         )
-        _replace(axis_id, level, first, last, aggregate(_execute(db, sql, params), level))
+        _replace(axis_id, level, first, last, aggregate(execute(db, sql, params), level))
     for k in range(level + 1, level + LEVELS):
         blocks = sorted({b >> BITS for b in blocks})
         for first, last in _runs(blocks):
@@ -253,7 +250,7 @@ def extremes(axis_id: int, level: int, first: int, last: int) -> dict[int, Extre
         f"SELECT block, {_COLUMNS.split(', ', 3)[3]} FROM {_T}"
         f" WHERE axis_id = {p} AND level = {p} AND block BETWEEN {p} AND {p}"
     )
-    cursor = _execute(db, sql, (axis_id, level, first, last))
+    cursor = execute(db, sql, (axis_id, level, first, last))
     return {b: [n, float(ly), float(lx), li, float(hy), float(hx), hi] for b, n, ly, lx, li, hy, hx, hi in cursor}
 
 
