@@ -3,7 +3,8 @@
 MQTT in (`feeds/#`, QoS 1, persistent session, manual acks) -> decode and cast -> one transaction per
 batch -> PUBACK after commit -> `rtdp/stored/<feed>` and `rtdp/errors/<feed>/<axis>` out. In `rtdp serve`
 with the embedded broker, messages come in through a hook inside the broker instead (bridge.intake: same
-writer loop, no acks since amqtt acknowledged on receipt, notices through the broker's own broadcast).
+writer loop with group commit, acks by resolving the broker's per-message futures after the commit,
+notices through the broker's own broadcast).
 
 Decisions (see bridge.service and bridge.writer for the why):
 - Delivery is at least once: a message is acknowledged only after its batch committed. A point with

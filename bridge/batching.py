@@ -41,7 +41,10 @@ class Inbox(queue.Queue[Incoming]):
     """The bounded queue between whoever receives messages and the writer thread: a `queue.Queue` (so
     its depth and head are read the usual way, by metrics) that also moves many messages per lock
     acquisition. With one point per message, a Condition round per message on each side was a large
-    share of both threads' time."""
+    share of both threads' time. `on_room`, if set, is called (on the taking thread, must not block) when
+    messages were taken off a full queue: a producer on an event loop cannot wait on `not_full`."""
+
+    on_room: Callable[[], None] | None = None
 
     def put_many(self, items: Sequence[Incoming], stop: threading.Event, poll: float = 0.5) -> bool:
         """Append `items` in order, waiting while the queue is full (back-pressure). False if `stop` was
@@ -80,6 +83,8 @@ class Inbox(queue.Queue[Incoming]):
                 count += estimated_points(item.payload)
             if was_full:
                 self.not_full.notify()
+                if self.on_room is not None:
+                    self.on_room()
             return taken, count
 
 
@@ -90,6 +95,11 @@ class BatchLoop:
     stored/errors notice. Both are called on the writer thread and must not block. At stop, the loop
     drains up to one batch (`drain_all=False`: the rest stays unacknowledged for the broker to redeliver)
     or everything queued (`drain_all=True`: nobody would redeliver it).
+
+    `group_commit=True` (the embedded broker's intake, whose publishers wait for the commit before they
+    send more than their in-flight window): a batch is everything queued when the previous commit ended,
+    taken at once. Lingering for more would only add latency, since what the publishers would send
+    next waits for this commit's acks.
     """
 
     def __init__(
@@ -101,6 +111,7 @@ class BatchLoop:
         ack: Callable[[Sequence[Incoming]], None],
         publish: Callable[[Notice], None],
         drain_all: bool = False,
+        group_commit: bool = False,
     ) -> None:
         self.settings = settings
         self.writer = writer
@@ -108,6 +119,7 @@ class BatchLoop:
         self.ack = ack
         self.publish = publish
         self.drain_all = drain_all
+        self.group_commit = group_commit
         self.failed = threading.Event()  # set if the writer thread died of an unexpected error
         self._stopping = threading.Event()
         self._abandon = threading.Event()
@@ -161,7 +173,7 @@ class BatchLoop:
         previous commit runs."""
         limit = self.settings.batch_size
         batch, points = self.items.get_many(limit, wait)
-        if not batch or wait == 0:
+        if not batch or wait == 0 or self.group_commit:
             return batch
         window = min(self.settings.batch_interval, max(MIN_WINDOW, self._last_flush))
         deadline = time.monotonic() + window

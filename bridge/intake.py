@@ -1,24 +1,29 @@
 """The bridge inside the embedded broker's process (`rtdp serve`): messages in from a broker hook, not MQTT.
 
 The embedded broker hands over each `feeds/...` message it has accepted and permitted (broker.intake);
-`offer()` puts it on a bounded queue without blocking (it runs on the broker's event loop), and the same
-BatchLoop and Writer as the subscribing Bridge store it. Notices (`rtdp/stored/...`, `rtdp/errors/...`)
-go to a `publish` callable, the broker's own broadcast, so viewers receive them over MQTT as always.
+`put()` queues it for the same BatchLoop and Writer as the subscribing Bridge. Notices
+(`rtdp/stored/...`, `rtdp/errors/...`) go to a `publish` callable, the broker's own broadcast, so
+viewers receive them over MQTT as always.
 
 Why not a subscription: amqtt's QoS 1 delivery to the bridge's client (a task and a 5 s timer per
 message, a socket write, our PUBACK read back) was its costliest work; this skips it.
 
-Acknowledgement and back-pressure: amqtt PUBACKs a publish before any hook sees it and offers no way to
-slow the reading of a client's socket (its reader queues every publish without limit, its plugin events
-are fire-and-forget tasks). Waiting in the hook would only move the pile into amqtt's own unbounded
-memory. So the queue is large (CAPACITY messages, seconds of amqtt's peak rate, minutes of a database
-outage at normal rates) and when it is full a message is dropped, counted (`dropped`) and logged as
-an error: bounded memory rather than growth until the process dies. Nothing here is redelivered, so
-`stop()` stores everything queued before returning.
+Acknowledgement after commit: each message comes with the broker's `settled` future (broker.acks); once
+its batch committed (a rejected message: once its rejection is recorded) the writer thread resolves
+the batch's futures on the broker's loop with one `call_soon_threadsafe`, and the broker sends the
+PUBACKs. Group commit: the writer starts the next commit as soon as the last one finished, with
+everything queued meanwhile, so a publisher's in-flight window (20 for paho and mosquitto_pub) fills
+the next batch instead of waiting for a timer.
+
+Back-pressure: when the queue is full `put()` waits, which holds the publisher's session in the broker
+(and, past its in-flight limit, the broker stops reading from it); the writer thread wakes it when it
+takes from a full queue. Nothing is acknowledged and dropped. Waits are counted (`full`) and logged as
+a rate-limited summary. `stop()` stores everything queued before returning.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import queue
 from collections.abc import Callable, Sequence
@@ -34,16 +39,19 @@ from rtdp.settings import Settings
 
 log = logging.getLogger("rtdp.bridge")
 
-CAPACITY = 100_000
+# Messages queued for the writer, from all clients together. Each client has at most
+# settings.mqtt_inflight of its messages unsettled, so this is reached only when the database stalls.
+CAPACITY = 10_000
 
 Publish = Callable[[str, bytes], None]
 
 
 class Intake:
-    """Stores what the embedded broker hands to `offer()`; `start(publish)` once the broker runs.
+    """Stores what the embedded broker hands to `put()`; `start(publish)` once the broker runs.
 
-    `offer` may be called before `start` (messages wait in the queue). `stats` and `dropped` are the
-    counters; `failed` is set if the writer thread died of an unexpected error.
+    `put` may be called before `start` (messages wait in the queue). `stats` and `full` (how many times a
+    message waited for room) are the counters; `failed` is set if the writer thread died of an
+    unexpected error.
     """
 
     def __init__(
@@ -55,18 +63,30 @@ class Intake:
     ) -> None:
         self.settings = settings
         self.stats = Stats()
-        self.dropped = 0  # messages lost because the queue was full (written by the broker's loop only)
+        self.full = 0  # times a message waited because the queue was full (written by the broker's loop only)
         self._writer = Writer(db, settings, self.stats)
         self._queue = Inbox(maxsize=capacity)
+        self._queue.on_room = self._wake
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._room = asyncio.Event()
         self._publish: Publish | None = None
         self._batches = BatchLoop(
-            settings, self._writer, self._queue, ack=self._ack, publish=self._send, drain_all=True
+            settings, self._writer, self._queue, ack=self._ack, publish=self._send, drain_all=True, group_commit=True
         )
         self.failed = self._batches.failed
         self._ratelog = RateLimitedLog(log)
 
-    def offer(self, topic: str, payload: bytes, retain: bool, arrived: float, creator: int | None = None) -> bool:
-        """Queue one message for storing; never blocks. False if it was dropped (queue full).
+    async def put(
+        self,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        arrived: float,
+        creator: int | None = None,
+        settled: asyncio.Future[None] | None = None,
+    ) -> None:
+        """Queue one message for storing (on the broker's loop), waiting while the queue is full; `settled`
+        is resolved once it is stored.
 
         `creator` is the publisher's user id when the message may create its feed (broker.intake): the
         writer then creates the feed for that user once the payload decoded (bridge.routes).
@@ -75,19 +95,25 @@ class Intake:
         publish with retain 0 (MQTT 3.1.1, 3.3.1.3) and only copies re-sent on subscribe with retain 1,
         which are what the writer's retained-without-x rule is for; the intake only sees live publishes.
         """
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        item = Incoming(topic, payload, 0, 0, False, arrived, 0, creator, settled)
+        while True:
+            try:
+                self._queue.put_nowait(item)
+                break
+            except queue.Full:
+                self.full += 1
+                self._ratelog.log(
+                    logging.WARNING, "intake_full",
+                    "bridge: intake queue full (%d messages; the database is too slow or unavailable): "
+                    "publishers wait, %d waits so far",
+                    self._queue.maxsize, self.full,
+                )
+                # Cleared before waiting, on this loop: a wake-up scheduled by the writer thread runs after.
+                self._room.clear()
+                await self._room.wait()
         self.stats.received += 1
-        try:
-            self._queue.put_nowait(Incoming(topic, payload, 0, 0, False, arrived, 0, creator))
-        except queue.Full:
-            self.dropped += 1
-            self._ratelog.log(
-                logging.ERROR, "intake_full",
-                "bridge: intake queue full (%d messages; the database is too slow or unavailable): "
-                "dropped a message on %r, %d dropped so far",
-                self._queue.maxsize, topic[:120], self.dropped,
-            )
-            return False
-        return True
 
     def start(self, publish: Publish) -> None:
         """Start the writer thread; notices go to `publish(topic, payload)` (called on that thread)."""
@@ -105,8 +131,30 @@ class Intake:
             log.error("bridge: intake stopped with %d messages not stored (database unavailable)", left)
 
     def _ack(self, batch: Sequence[Incoming]) -> None:
-        pass  # amqtt acknowledged each message before handing it over
+        # On the writer thread, after the commit: one hop to the broker's loop for the whole batch.
+        futures = [item.settled for item in batch if item.settled is not None]
+        if futures:
+            self._on_loop(_settle, futures)
+
+    def _wake(self) -> None:
+        # On the writer thread: it took messages off a full queue.
+        self._on_loop(self._room.set)
+
+    def _on_loop(self, callback: Callable[..., object], *args: object) -> None:
+        loop = self._loop
+        if loop is None:
+            return  # nothing was put from a loop: nobody waits
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:
+            pass  # the broker's loop closed: its connections and their acks are gone
 
     def _send(self, notice: Notice) -> None:
         assert self._publish is not None  # the loop runs only after start(publish)
         self._publish(notice.topic, notice.payload)
+
+
+def _settle(futures: list[asyncio.Future[None]]) -> None:
+    for settled in futures:
+        if not settled.done():
+            settled.set_result(None)

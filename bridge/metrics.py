@@ -39,8 +39,9 @@ def queue_lag(items: queue.Queue[Any], now: float | None = None) -> float:
 
 
 class BridgeCollector(Collector):
-    """Exports one bridge's Stats. `queued`, `lag` and `dropped` (callables) add the queue's depth, the age
-    of its oldest message and the intake's drops when the caller can see them (see `bridge_collector`)."""
+    """Exports one bridge's Stats. `queued`, `lag` and `full` (callables) add the queue's depth, the age
+    of its oldest message and the intake's waits for room when the caller can see them (see
+    `bridge_collector`)."""
 
     def __init__(
         self,
@@ -48,12 +49,12 @@ class BridgeCollector(Collector):
         *,
         queued: Callable[[], int] | None = None,
         lag: Callable[[], float] | None = None,
-        dropped: Callable[[], int] | None = None,
+        full: Callable[[], int] | None = None,
     ) -> None:
         self.stats = stats
         self.queued = queued
         self.lag = lag
-        self.dropped = dropped
+        self.full = full
 
     def collect(self) -> Iterable[Metric]:
         s = self.stats
@@ -105,11 +106,11 @@ class BridgeCollector(Collector):
                 "rtdp_bridge_lag_seconds", "Age of the oldest message waiting in the bridge's queue (0 when empty)",
                 value=self.lag(),
             )
-        if self.dropped is not None:
+        if self.full is not None:
             yield CounterMetricFamily(
-                "rtdp_bridge_intake_dropped_messages",
-                "Messages the embedded broker's intake dropped (queue full): lost, amqtt had acknowledged them",
-                value=self.dropped(),
+                "rtdp_bridge_intake_full_waits",
+                "Times a message waited for room in the embedded broker's full intake (its publisher was held)",
+                value=self.full(),
             )
 
 def _histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
@@ -127,12 +128,12 @@ class _Fed(Protocol):
 
 def bridge_collector(source: _Fed) -> BridgeCollector:
     """The collector for a running Bridge or Intake: its Stats plus its queue's depth and lag, and (for an
-    Intake, which never blocks the broker) the messages it dropped because its queue was full."""
+    Intake) how many times the broker waited because its queue was full."""
     items = source._queue  # same package: the queue is the bridge's own business
     return BridgeCollector(
         source.stats,
         queued=items.qsize,
         lag=lambda: queue_lag(items),
-        dropped=(lambda: int(getattr(source, "dropped", 0))) if hasattr(source, "dropped") else None,
+        full=(lambda: int(getattr(source, "full", 0))) if hasattr(source, "full") else None,
     )
 

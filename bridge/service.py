@@ -257,7 +257,7 @@ def connection_for(settings: Settings) -> tuple[Endpoint, str]:
 def run(settings: Settings) -> None:
     """`rtdp bridge`: store points until SIGINT or SIGTERM, then drain and exit."""
     configure_logging(settings.log_level)
-    db = open_database(settings.database_url)
+    db = open_database(settings.database_url, synchronous=settings.sqlite_synchronous)
     endpoint, client_id = connection_for(settings)
     bridge = Bridge(settings, endpoint, client_id, db)
     stop = threading.Event()

@@ -6,6 +6,7 @@ retry after a database failure, or after a cached axis turned out to be gone, st
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -56,6 +57,9 @@ class Incoming(NamedTuple):
     generation: int = 0
     # The publisher's user id when the message may create its feed (embedded broker only, bridge.routes).
     creator: int | None = None
+    # The embedded broker's future for this message (broker.acks), resolved once its batch committed:
+    # then the publisher gets its PUBACK. Only the intake touches it; None over a subscription.
+    settled: asyncio.Future[None] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,10 @@ class SessionCounts:
     inflight_out: int = 0
     queued_offline: int = 0
     retained: int = 0
+    # Messages read from clients and not yet settled (stored, for feeds/ in `rtdp serve`; QoS 1/2 ones not
+    # acknowledged until then), and the clients the broker stopped reading from (broker.acks).
+    unsettled: int = 0
+    held: int = 0
 
 
 def session_counts(broker: EmbeddedBroker) -> SessionCounts:
@@ -35,22 +39,24 @@ def session_counts(broker: EmbeddedBroker) -> SessionCounts:
     amqtt: Any = broker._broker  # same package: EmbeddedBroker owns the amqtt instance
     if amqtt is None:
         return SessionCounts()
-    sessions: list[Any] = []
+    sessions: list[tuple[Any, Any]] = []
     for _ in range(COPY_ATTEMPTS):
         try:
-            sessions = [session for session, _handler in list(amqtt._sessions.values())]
+            sessions = list(amqtt._sessions.values())
             break
         except RuntimeError:  # changed size during the copy (a connect on the broker's loop): try again
             continue
-    connected = offline = inflight = queued = 0
-    for session in sessions:
+    connected = offline = inflight = queued = unsettled = held = 0
+    for session, handler in sessions:
         if session.transitions.state == "connected":
             connected += 1
+            unsettled += getattr(handler, "unsettled", 0)
+            held += bool(getattr(handler, "reading_paused", False))
         elif not session.clean_session:
             offline += 1
             queued += session.retained_messages.qsize()
         inflight += len(session.inflight_out)
-    return SessionCounts(connected, offline, inflight, queued, len(amqtt._retained_messages))
+    return SessionCounts(connected, offline, inflight, queued, len(amqtt._retained_messages), unsettled, held)
 
 
 class BrokerCollector(Collector):
@@ -74,6 +80,16 @@ class BrokerCollector(Collector):
             value=counts.queued_offline,
         )
         yield GaugeMetricFamily("rtdp_broker_retained_messages", "Retained messages held", value=counts.retained)
+        yield GaugeMetricFamily(
+            "rtdp_broker_unsettled_messages",
+            "Messages read from clients and not yet stored (QoS 1/2: not yet acknowledged)",
+            value=counts.unsettled,
+        )
+        yield GaugeMetricFamily(
+            "rtdp_broker_clients_held",
+            "Clients not read from because they have RTDP_MQTT_INFLIGHT messages unsettled (back-pressure)",
+            value=counts.held,
+        )
         yield CounterMetricFamily(
             "rtdp_broker_messages_in", "PUBLISH packets received (including refused ones)", value=access.messages_in
         )

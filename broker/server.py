@@ -8,6 +8,7 @@ import errno
 import logging
 import math
 import signal
+import time
 from collections import deque
 from types import TracebackType
 from typing import Any
@@ -29,15 +30,16 @@ from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-from amqtt.session import ApplicationMessage, Session
+from amqtt.session import Session
 from amqtt.utils import gen_client_id
 from websockets.asyncio.server import ServerConnection
 
 from broker.access import AccessControl, TopicAction, session_id
+from broker.acks import MAX_UNSETTLED, AckAfterSettleHandler, settle
 from broker.delivery import DeliveryHandler
 from broker.errors import BrokerError, PortInUse
 from broker.gate import GateCounter, PacketGate
-from broker.intake import Sink
+from broker.intake import Sink, wanted
 from broker.metrics import BrokerCollector
 from rtdp.accounts import ServiceAccount
 from rtdp.settings import HostPort, Settings
@@ -51,23 +53,19 @@ SHUTDOWN_GRACE = 5.0
 _PUBLISHED_QOS = "rtdp.published_qos"  # a session attribute: the QoS of the message it is delivering
 
 
-def broker_config(
-    listen: HostPort, access: AccessControl, intake: Sink | None = None, websocket: HostPort | None = None
-) -> dict[str, Any]:
-    """amqtt's config: one TCP listener (and one for MQTT over WebSockets if `websocket`), our
-    authentication plugin instead of amqtt's defaults (anonymous login, $SYS topics, packet logging),
-    and the intake plugin when a sink is given. Topic decisions need no plugin:
-    `_AmqttBroker._topic_filtering` asks the same AccessControl."""
+def broker_config(listen: HostPort, access: AccessControl, websocket: HostPort | None = None) -> dict[str, Any]:
+    """amqtt's config: one TCP listener (and one for MQTT over WebSockets if `websocket`) and our
+    authentication plugin instead of amqtt's defaults (anonymous login, $SYS topics, packet logging).
+    Topic decisions need no plugin: `_AmqttBroker._topic_filtering` asks the same AccessControl; the
+    intake is called by `_AmqttBroker._handle_message_delivery`."""
     plugins: dict[str, dict[str, Any]] = {"broker.plugins.AuthPlugin": {"access": access}}
-    if intake is not None:
-        plugins["broker.intake.IntakePlugin"] = {"sink": intake, "access": access}
     listeners = {"default": {"type": "tcp", "bind": f"{listen.host}:{listen.port}", "max_connections": 0}}
     if websocket is not None:
         listeners["ws"] = {"type": "ws", "bind": f"{websocket.host}:{websocket.port}", "max_connections": 0}
     return {"listeners": listeners, "plugins": plugins}
 
 
-class _KeepAliveHandler(DeliveryHandler):
+class _KeepAliveHandler(AckAfterSettleHandler, DeliveryHandler):
     """Fix 6 below: amqtt's broker-side handler reads with the keepalive as a timeout, then ignores the
     timeout, so a device that lost power or network without closing its TCP connection stayed
     "connected" until the kernel gave up (hours), and its will never fired."""
@@ -153,19 +151,35 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        client's id within the namespace of its rights (`broker.access.session_id`): the same user with
        the same token scope resumes it; anyone else gets a session of their own. Queued messages are
        checked again (RECEIVE) when they are finally sent.
-    10. amqtt sent a client's publish at each subscription's granted QoS (a QoS 0 publish at QoS 1); here
+    10. amqtt acknowledges a publish as soon as it has read it (`broker.acks`), so in `rtdp serve` a crash
+       lost acknowledged points, and a full intake dropped them. Here a `feeds/...` publish is handed to
+       the intake directly (no plugin event: those are fire-and-forget tasks that cannot wait) and
+       acknowledged once its batch committed; while the intake is full the session waits, and a client
+       with too many unsettled messages is no longer read from.
+    11. amqtt sent a client's publish at each subscription's granted QoS (a QoS 0 publish at QoS 1); here
        at min(published, granted), MQTT 3.1.1 section 3.8.4.
-    11. amqtt sends a will without the event the intake listens to, so a will on `feeds/...` was never
-       stored; here it fires that event too.
-    12. Retained messages on a feed's topics are kept only while the feed exists, tied to its id.
+    12. amqtt broadcasts a will without handing it to the intake, so a will on `feeds/...` was never
+       stored; here it is stored like a publish.
+    13. Retained messages on a feed's topics are kept only while the feed exists, tied to its id.
 
-    Every packet passes `broker.gate` first (protocol violations, versions, payload size), and the
-    handler (`broker.delivery`) keeps unacknowledged deliveries for a persistent session's reconnect.
+    Every packet passes `broker.gate` first (protocol violations, versions, payload size); the handler
+    acknowledges incoming messages once settled (`broker.acks`) and keeps unacknowledged deliveries for
+    a persistent session's reconnect (`broker.delivery`).
     """
 
-    def __init__(self, config: dict[str, Any], access: AccessControl, max_payload: int) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        access: AccessControl,
+        intake: Sink | None = None,
+        max_unsettled: int = MAX_UNSETTLED,
+        *,
+        max_payload: int,
+    ) -> None:
         super().__init__(config)
         self.access = access
+        self.intake = intake
+        self.max_unsettled = max_unsettled
         self.max_payload = max_payload
         self.gate = GateCounter()
         self._retained_feeds: dict[str, int] = {}  # retained topic -> id of the feed it was set on
@@ -219,16 +233,53 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     ) -> bool:
         message = wait_deliver.result()
         topic = getattr(message, "topic", None)
-        if topic and topic.startswith("$"):
-            # Fix 7: the ACL refuses (logs and counts) it; nothing may publish to a $ topic, not even the
-            # service account, so the message is dropped either way.
-            await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH)
-            return True
         if message is not None:
-            # Fix 10: the QoS it was published with, for `_broadcast_message` (amqtt does not pass it on).
+            # Fix 11: the QoS it was published with, for `_broadcast_message` (amqtt does not pass it on).
             # One session delivers one message at a time, so the attribute cannot be overwritten meanwhile.
             client_session.attributes[_PUBLISHED_QOS] = message.qos
-        return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+        if self.intake is not None and topic and wanted(topic) and "#" not in topic and "+" not in topic:
+            await self._hand_over(self.intake, client_session, message)
+            return True
+        try:
+            if topic and topic.startswith("$"):
+                # Fix 7: the ACL refuses (logs and counts) it; nothing may publish to a $ topic, not even the
+                # service account, so the message is dropped either way.
+                await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH)
+                return True
+            return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+        finally:
+            # Fix 10: nothing stores this one, its ack may go now (a refused publish is acknowledged too:
+            # MQTT 3.1.1 has no other answer).
+            settle(message)
+
+    async def _hand_over(self, intake: Sink, client_session: Session, message: Any) -> None:
+        # amqtt's delivery steps for a valid topic, with the intake between the PUBLISH check and the
+        # broadcast. Fix 10: the intake settles the message once its batch committed, and makes this
+        # session's loop wait while its queue is full (back-pressure; acknowledged and dropped before).
+        client_id, topic = client_session.client_id, message.topic
+        await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_RECEIVED, client_id=client_id, message=message)
+        if not await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+            settle(message)
+            return
+        await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_BROADCAST, client_id=client_id, message=message)
+        if message.retain and not message.data:
+            # An empty retained publish clears the topic's retained message (MQTT 3.1.1 section 3.3.1.3):
+            # not a point, nothing to store.
+            settle(message)
+        else:
+            await self._store(intake, client_session, topic, message.data, message.retain, message)
+        await self._broadcast_message(client_session, topic, message.data)
+        if message.publish_packet and message.publish_packet.retain_flag:
+            await self.retain_message(client_session, topic, message.data, message.qos)
+
+    async def _store(
+        self, intake: Sink, client_session: Session, topic: str, data: Any, retain: Any, message: Any = None
+    ) -> None:
+        # A permitted `feeds/...` message into the intake, which settles `message` (if any: a will has no
+        # ack) once stored; waits while the intake is full. With the publisher's id if it may create the feed.
+        creator = self.access.creator(client_session.client_id, topic)
+        settled = getattr(message, "settled", None)
+        await intake.put(topic, bytes(data), bool(retain), time.time(), creator, settled)
 
     async def _broadcast_message(
         self, session: Session | None, topic: str | None, data: Any, force_qos: int | None = None
@@ -239,7 +290,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         await super()._broadcast_message(session, topic, data, force_qos)
 
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
-        # amqtt's own fan-out, but with fix 10: each subscriber gets min(published QoS, granted QoS) (MQTT
+        # amqtt's own fan-out, but with fix 11: each subscriber gets min(published QoS, granted QoS) (MQTT
         # 3.1.1 section 3.8.4); amqtt sent every client publish at the subscription's QoS, a QoS 0 publish
         # at QoS 1 included. Our own notices (no published QoS) go at the subscription's QoS.
         broadcast = await self._broadcast_queue.get()
@@ -288,6 +339,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         except MQTTError:
             await writer.close()
             raise
+        handler.max_unsettled = self.max_unsettled
 
         held = await self.access.login(client_session.username, client_session.password)
         if held is None:
@@ -336,23 +388,19 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         # Fix 5, again when the will fires: the rights it was checked against at CONNECT may be gone.
         if client_session.will_flag and not await self._will_permitted(client_session):
             client_session.will_flag = False
-        if client_session.will_flag and not isinstance(disconnect_waiter.result(), DisconnectPacket):
-            # Fix 11: amqtt broadcasts a will without the event a client's publish fires, so the intake
-            # (broker.intake) never stored a will on `feeds/...`. Fired and awaited here, while the
-            # client's principal is still held (for the feed's creator).
-            will = ApplicationMessage(
-                None, client_session.will_topic, client_session.will_qos, client_session.will_message,
-                bool(client_session.will_retain),
-            )
-            await self.plugins_manager.fire_event(
-                BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id, message=will, wait=True
-            )
+        will_fires = client_session.will_flag and not isinstance(disconnect_waiter.result(), DisconnectPacket)
+        topic, data = client_session.will_topic, client_session.will_message
+        if will_fires and self.intake is not None and topic and wanted(topic) and data:
+            # Fix 12: amqtt broadcasts a will without handing it to the intake, so a will on `feeds/...`
+            # was never stored. Stored here, while the client's principal is still held (for the feed's
+            # creator); a will has nobody to acknowledge.
+            await self._store(self.intake, client_session, topic, data, client_session.will_retain)
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
     async def retain_message(
         self, source_session: Session | None, topic_name: str | None, data: Any, qos: int | None = None
     ) -> None:
-        # Fix 12: a retained message on a feed's topic is kept only while that feed exists, and is tied
+        # Fix 13: a retained message on a feed's topic is kept only while that feed exists, and is tied
         # to it by id: one set before the feed existed, or on a feed since deleted, reached whoever
         # created a feed of that name later. (The first retained publish that creates a feed is
         # therefore not kept: the feed does not exist yet when it arrives.)
@@ -459,8 +507,8 @@ class EmbeddedBroker:
     `await start()` inside a running event loop (amqtt needs one), then `address` is the bound
     address (port 0 picks a free port). `access` holds the counters. Use as `async with`.
 
-    `intake(topic, payload, retain, arrived, creator)`, if given, receives every permitted `feeds/...`
-    publish on the broker's loop (broker.intake); `publish()` sends messages into the broker from any
+    `intake.put(...)`, if an intake is given, receives every permitted `feeds/...` publish on the broker's
+    loop and settles it once stored (broker.intake); `publish()` sends messages into the broker from any
     thread. Feeds are auto-created (`settings.auto_create`) only with an intake: the intake tells the
     writer who published, a subscribing bridge cannot know (see bridge.routes).
     """
@@ -493,8 +541,10 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        config = broker_config(self.listen, self.access, self.intake, self.settings.mqtt_ws)
-        self._broker = _AmqttBroker(config, self.access, self.settings.max_payload)
+        config = broker_config(self.listen, self.access, self.settings.mqtt_ws)
+        self._broker = _AmqttBroker(
+            config, self.access, self.intake, self.settings.mqtt_inflight, max_payload=self.settings.max_payload
+        )
         try:
             await self._broker.start()
         except AmqttBrokerError as exc:

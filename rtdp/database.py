@@ -78,9 +78,10 @@ class SchemaVersion(pw.Model):
         table_name = "schema_version"
 
 
-def open_database(url: str, *, create: bool = True) -> pw.Database:
-    """Open `url`, bind the models to it and bring the schema up to date."""
-    db = open_url(url)
+def open_database(url: str, *, create: bool = True, synchronous: str = "normal") -> pw.Database:
+    """Open `url`, bind the models to it and bring the schema up to date. `synchronous` is SQLite's
+    pragma (`normal` or `full`, settings.sqlite_synchronous); PostgreSQL always syncs its commits."""
+    db = open_url(url, synchronous=synchronous)
     database_proxy.initialize(db)
     try:
         _connect(db)

@@ -45,7 +45,7 @@ def serve(settings: Settings) -> None:
     from rtdp import eventloop
 
     configure_logging(settings.log_level)
-    db = open_database(settings.database_url)
+    db = open_database(settings.database_url, synchronous=settings.sqlite_synchronous)
     try:
         if settings.demo and seed_demo():
             print(
@@ -91,7 +91,7 @@ async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database) -
     if settings.embedded_broker:
         quiet_amqtt_logging()
         intake = Intake(settings, db)
-        broker = EmbeddedBroker(settings, service, intake=intake.offer)
+        broker = EmbeddedBroker(settings, service, intake=intake)
         await broker.start()
         intake.start(broker.publish)
         address = broker.address
@@ -176,8 +176,8 @@ async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database) -
 
 async def stop_on_failure(failed: threading.Event, server: Any) -> None:
     """Stop serving once the bridge's writer thread died (a bug: bad data and database outages are handled).
-    Serving on would keep acknowledging points that nobody stores: the embedded broker PUBACKs before the
-    intake, whose queue fills and then drops. `rtdp bridge` exits in the same case."""
+    Serving on would hold every publisher: nothing would be committed and so nothing acknowledged.
+    `rtdp bridge` exits in the same case."""
     while not failed.is_set():
         await asyncio.sleep(FAILURE_POLL)
     log.error("the bridge's writer thread failed: stopping")
@@ -185,8 +185,9 @@ async def stop_on_failure(failed: threading.Event, server: Any) -> None:
 
 
 async def _stop_broker(broker: EmbeddedBroker | None, intake: Intake | None) -> None:
-    # The broker first: once it stopped handing messages over, the intake stores all it holds (amqtt
-    # acknowledged them, nobody would redeliver them). Its last notices find no broker: nobody listens.
+    # The broker first: once it stopped handing messages over, the intake stores all it holds (their
+    # publishers, disconnected before the acks, send them again; the (axis, x) upsert absorbs a second
+    # copy). Its last notices find no broker: nobody listens.
     try:
         if broker is not None:
             await broker.stop()

@@ -24,6 +24,7 @@ OTHER_VARIABLES = frozenset(
     {"RTDP_TOKEN", "RTDP_URL", "RTDP_EMAIL", "RTDP_PASSWORD", "RTDP_MQTT_HOST", "RTDP_MQTT_PORT"}
 )
 LOOPS = ("auto", "uvloop", "asyncio")  # rtdp.eventloop
+SQLITE_SYNCHRONOUS = ("normal", "full")  # rtdp.database
 
 
 def option_label(name: str) -> str:
@@ -287,6 +288,18 @@ class Settings:
         "auto", "Event loop: uvloop where installed (auto), or the standard asyncio one.",
         serve_and("broker", "viewer"), choices=LOOPS,
     )
+    # Embedded broker: messages one MQTT client may have read but not yet settled (stored, for feeds/ in
+    # `rtdp serve`; QoS 1/2 ones are unacknowledged until then). Beyond it the broker stops reading from it.
+    mqtt_inflight: int = setting(
+        100, "Embedded broker: messages one client may have sent but not yet had stored; beyond it the"
+        " broker stops reading from that client (MQTT's own back-pressure).", serve_and("broker"),
+    )
+    # SQLite's `synchronous` pragma: normal (WAL: a commit survives a crash of the process, kill -9) or
+    # full (also a power loss or OS crash, at the cost of an fsync per commit).
+    sqlite_synchronous: str = setting(
+        "normal", "SQLite durability: normal (a commit survives kill -9) or full (also a power loss, at the"
+        " cost of an fsync per commit).", serve_and("bridge"), choices=SQLITE_SYNCHRONOUS,
+    )
 
     def __post_init__(self) -> None:
         if self.max_payload < 16:
@@ -319,6 +332,11 @@ class Settings:
             raise _invalid("decision_ttl", f"must be 0 to 3600 seconds, got {self.decision_ttl}")
         if self.feed_quota < 0:
             raise _invalid("feed_quota", f"must be 0 (no limit) or more, got {self.feed_quota}")
+        if not 1 <= self.mqtt_inflight <= 65_535:
+            raise _invalid("mqtt_inflight", f"must be 1-65535, got {self.mqtt_inflight}")
+        if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
+            choices = ", ".join(SQLITE_SYNCHRONOUS)
+            raise _invalid("sqlite_synchronous", f"must be one of {choices}, got {self.sqlite_synchronous!r}")
         if self.loop not in LOOPS:
             raise _invalid("loop", f"must be one of {', '.join(LOOPS)}, got {self.loop!r}")
         self.tz  # noqa: B018 -- validates the time zone name now, not at the first point

@@ -65,8 +65,10 @@ class Dialect(abc.ABC):
     """One database's way of doing what rtdp.store, rtdp.retention and rtdp.database need."""
 
     @abc.abstractmethod
-    def create(self, url: str) -> pw.Database:
-        """An unconnected Peewee database for `url`; ConfigError (naming --db) when it cannot be."""
+    def create(self, url: str, *, synchronous: str = "normal") -> pw.Database:
+        """An unconnected Peewee database for `url`; ConfigError (naming --db) when it cannot be.
+        `synchronous` is SQLite's pragma (settings.sqlite_synchronous); a database that syncs every
+        commit anyway ignores it."""
 
     @abc.abstractmethod
     def autoincrement(self, node: Any) -> Any:
@@ -123,7 +125,8 @@ class Dialect(abc.ABC):
 
 SQLITE_PRAGMAS = {
     "journal_mode": "wal",
-    # NORMAL is durable across application crashes in WAL mode (only an OS crash can lose the tail).
+    # NORMAL is durable across application crashes in WAL mode (only an OS crash or a power loss can lose
+    # the commits since the last checkpoint); `create(url, synchronous="full")` also survives those.
     "synchronous": "normal",
     "foreign_keys": 1,
     "busy_timeout": 5000,
@@ -158,7 +161,7 @@ _RANGE_FIND = (
 class Sqlite(Dialect):
     """One file in WAL mode; one writer at a time, so writers need no locks of their own."""
 
-    def create(self, url: str) -> pw.Database:
+    def create(self, url: str, *, synchronous: str = "normal") -> pw.Database:
         path = url.split("sqlite:///", 1)[1] if url.startswith("sqlite:///") else url
         if not path:
             raise ConfigError(f"--db: no file in {url!r} (use sqlite:///PATH)")
@@ -167,7 +170,7 @@ class Sqlite(Dialect):
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise ConfigError(f"--db: cannot create the directory for {path}: {exc.strerror}") from None
-        return pw.SqliteDatabase(path, pragmas=SQLITE_PRAGMAS, timeout=5)
+        return pw.SqliteDatabase(path, pragmas={**SQLITE_PRAGMAS, "synchronous": synchronous}, timeout=5)
 
     def autoincrement(self, node: Any) -> Any:
         # SQLite reuses max(rowid)+1 unless the column says AUTOINCREMENT; PostgreSQL sequences never reuse.
@@ -308,7 +311,7 @@ _PG_WINDOW_EXTREMES = (
 class Postgres(Dialect):
     """Concurrent writers (bridges of a share group, the purge): they take locks in one order."""
 
-    def create(self, url: str) -> pw.Database:
+    def create(self, url: str, *, synchronous: str = "normal") -> pw.Database:
         try:
             db: pw.Database = connect(url, autorollback=True)
             return db
@@ -396,12 +399,12 @@ SCHEMES: dict[str, Dialect] = {
 _ATTRIBUTE = "rtdp_dialect"
 
 
-def open_url(url: str) -> pw.Database:
+def open_url(url: str, *, synchronous: str = "normal") -> pw.Database:
     """An unconnected database for `url`, carrying its dialect (see dialect_of)."""
     dialect = SCHEMES.get(urlsplit(url).scheme)
     if dialect is None:
         raise ConfigError(f"--db: unsupported database URL {redact(url)!r} (use sqlite:/// or postgresql://)")
-    db = dialect.create(url)
+    db = dialect.create(url, synchronous=synchronous)
     setattr(db, _ATTRIBUTE, dialect)
     return db
 

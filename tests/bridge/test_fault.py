@@ -5,7 +5,6 @@ acknowledged; the (axis, x) upsert absorbs what was stored but not yet acknowled
 from __future__ import annotations
 
 import shutil
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,7 @@ from rtdp.models import Axis, Point, User
 from rtdp.store import create_feed
 from tests.support.env import require, wait_for
 from tests.support.mosquitto import Mosquitto
+from tests.support.processes import crash, terminate
 
 TOTAL = 20_000
 KILL_AT = (3_000, 8_000, 13_000)
@@ -41,19 +41,10 @@ class BridgeProcess:
 
     def kill(self) -> None:
         assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
+        crash(self.process)
 
     def stop(self) -> int:
-        if self.process is None or self.process.poll() is not None:
-            return 0
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            return -9
+        return terminate(self.process)
 
 
 @pytest.fixture

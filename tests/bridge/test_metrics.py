@@ -94,13 +94,13 @@ def test_serve_metrics_answers_over_http() -> None:
     assert samples(text)[("rtdp_bridge_points_total", (("outcome", "stored"),))] == 7
 
 
-def test_an_intake_also_reports_what_it_dropped() -> None:
-    class FakeIntake:  # the shape of bridge.intake.Intake: stats, its queue, and `dropped`
+def test_an_intake_also_reports_its_waits_for_room() -> None:
+    class FakeIntake:  # the shape of bridge.intake.Intake: stats, its queue, and `full`
         def __init__(self) -> None:
             self.stats = Stats()
             self._queue: queue.Queue[Incoming] = queue.Queue()
-            self.dropped = 3
+            self.full = 3
 
     registry = CollectorRegistry()
     registry.register(bridge_collector(FakeIntake()))
-    assert scrape(registry)[("rtdp_bridge_intake_dropped_messages_total", ())] == 3
+    assert scrape(registry)[("rtdp_bridge_intake_full_waits_total", ())] == 3

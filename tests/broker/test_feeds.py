@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 
@@ -18,15 +19,26 @@ from tests.support.env import wait_for
 
 
 class Sink:
-    """Stands for `rtdp serve`'s intake: records what the broker hands over (on the broker's thread)."""
+    """Stands for `rtdp serve`'s intake (broker.intake.Sink): records what the broker hands over, on the
+    broker's thread, and settles each message at once (as if stored)."""
 
     def __init__(self) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
         self._lock = threading.Lock()
 
-    def __call__(self, topic: str, payload: bytes, retain: bool, arrived: float, creator: int | None) -> None:
+    async def put(
+        self,
+        topic: str,
+        payload: bytes,
+        retain: bool,
+        arrived: float,
+        creator: int | None,
+        settled: asyncio.Future[None] | None,
+    ) -> None:
         with self._lock:
             self.messages.append((topic, payload, retain))
+        if settled is not None and not settled.done():
+            settled.set_result(None)
 
     def received(self) -> list[tuple[str, bytes, bool]]:
         with self._lock:

@@ -23,6 +23,7 @@ def test_metrics_follow_clients_messages_and_refusals(embedded: EmbeddedBrokerHa
     registry.register(BrokerCollector(embedded.broker))
     before = scrape(registry)
     assert before["rtdp_broker_clients_connected"] == 0
+    assert before["rtdp_broker_unsettled_messages"] == before["rtdp_broker_clients_held"] == 0
 
     assert login_result(embedded.endpoint("ep@nothing.com", "wrong")) is not None
     with (

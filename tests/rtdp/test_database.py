@@ -36,6 +36,15 @@ def test_schema_created_once_and_version_recorded(tmp_path: Path) -> None:
 def test_sqlite_pragmas(sqlite_db: pw.Database) -> None:
     assert sqlite_db.execute_sql("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert sqlite_db.execute_sql("PRAGMA foreign_keys").fetchone()[0] == 1
+    assert sqlite_db.execute_sql("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
+
+
+def test_sqlite_synchronous_full_syncs_every_commit(tmp_path: Path) -> None:
+    db = open_database(f"sqlite:///{tmp_path / 'full.sqlite3'}", synchronous="full")
+    try:
+        assert db.execute_sql("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        db.close()
 
 
 def test_migrations_bring_an_old_schema_up_to_date(tmp_path: Path) -> None:

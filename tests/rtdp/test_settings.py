@@ -81,6 +81,8 @@ def test_typed_options_pass_through() -> None:
         ("RTDP_DECISION_TTL", "7200"),
         ("RTDP_FEED_QUOTA", "-5"),
         ("RTDP_LOOP", "fast"),
+        ("RTDP_MQTT_INFLIGHT", "0"),
+        ("RTDP_SQLITE_SYNCHRONOUS", "off"),
     ],
 )
 def test_a_bad_variable_is_named_as_the_user_set_it(name: str, value: str) -> None:

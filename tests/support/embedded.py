@@ -38,7 +38,7 @@ def running_embedded_broker(
     settings: Settings, service: ServiceAccount, *, port: int = 0, intake: Sink | None = None
 ) -> Iterator[EmbeddedBrokerHandle]:
     """Run the embedded broker against the already opened database; port 0 picks a free port.
-    `intake` receives every permitted feeds/ publish (broker.intake)."""
+    `intake` receives every permitted feeds/ publish and settles it (broker.intake)."""
     broker = EmbeddedBroker(settings, service, listen=HostPort("127.0.0.1", port), intake=intake)
     ready = threading.Event()
     failure: list[BaseException] = []
