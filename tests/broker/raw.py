@@ -37,8 +37,8 @@ def subscribe(topic_filter: str, qos_byte: int = 1, packet_id: int = 1) -> bytes
 
 
 def open_socket(host: str, port: int) -> socket.socket:
-    sock = socket.create_connection((host, port), timeout=10)
-    sock.settimeout(10)  # a broker that neither answers nor closes fails the test instead of hanging it
+    sock = socket.create_connection((host, port), timeout=30)
+    sock.settimeout(30)  # a broker that neither answers nor closes fails the test instead of hanging it
     return sock
 
 
