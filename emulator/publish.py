@@ -6,16 +6,13 @@ from __future__ import annotations
 import http.client
 import json
 import logging
-import threading
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Protocol
-
-import paho.mqtt.client as mqtt
+from typing import Protocol
 
 from emulator.errors import PublishFailed
-from rtdp.mqtt import Endpoint, make_client
+from rtdp.mqtt import Client, Endpoint, LoopThread, MqttError
 
 log = logging.getLogger(__name__)
 
@@ -42,64 +39,38 @@ class Publisher(Protocol):
 
 
 class MqttPublisher:
-    """A paho client with its own network thread; reconnects by itself while the emulator runs."""
+    """An MQTT client on an event-loop thread of its own; reconnects by itself while the emulator runs, and
+    keeps what it publishes meanwhile (up to MAX_QUEUED) for the next connection, as a device would."""
 
-    def __init__(self, endpoint: Endpoint, client_id: str, *, qos: int = 1) -> None:
+    def __init__(self, endpoint: Endpoint, client_id: str, *, qos: int = 1, loop: str = "auto") -> None:
         self.endpoint = endpoint
         self.qos = qos
-        self.connected = threading.Event()
-        # Publishes handed to paho and PUBACKs received: close() waits for the difference to drain.
-        self._counts = threading.Condition()
-        self.sent = 0
-        self.acked = 0
-        self.client = make_client(endpoint, client_id, clean_session=True, max_inflight=20)
-        self.client.max_queued_messages_set(MAX_QUEUED)
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if reason.is_failure:
-            log.warning("emulator: broker %s:%s refused the connection: %s", self.endpoint.host, self.endpoint.port,
-                        reason)
-            return
-        self.connected.set()
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self.connected.clear()
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any) -> None:
-        with self._counts:
-            self.acked += 1
-            self._counts.notify_all()
+        self._thread = LoopThread("rtdp-emulator-mqtt", loop)
+        self.client = Client(
+            endpoint,
+            client_id,
+            max_inflight=20,
+            max_queued=MAX_QUEUED,
+            resend=True,
+            name="emulator",
+        )
+        self.connected = self.client.up
 
     def open(self) -> None:
-        # connect_async + loop_start: a broker that is not up yet (rtdp serve starts it beside us) is retried.
-        self.client.connect_async(self.endpoint.host, self.endpoint.port, keepalive=30)
-        self.client.loop_start()
+        # A broker that is not up yet (rtdp serve starts it beside us) is retried.
+        self._thread.start()
+        self._thread.run(self.client.start)
 
     def publish(self, feed: str, axis: str, x: float, y: float | bool) -> None:
-        counted = self.qos > 0
-        if counted:
-            # Counted before the call: the PUBACK may arrive on paho's thread before publish() returns.
-            # The lock is not held across publish(): paho's own callback lock would make that a deadlock.
-            with self._counts:
-                self.sent += 1
-        info = self.client.publish(topic(feed, axis), payload(x, y), qos=self.qos)
-        # NO_CONN with QoS 1 means queued for the reconnect, which is what a device would do.
-        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-            if counted:
-                with self._counts:
-                    self.sent -= 1
-            raise PublishFailed(f"publish to {topic(feed, axis)} failed: {mqtt.error_string(info.rc)}")
+        try:
+            self._thread.run(self.client.publish, topic(feed, axis), payload(x, y), self.qos)
+        except MqttError as exc:
+            raise PublishFailed(exc.message) from None
 
     def close(self, drain: float = 2.0) -> None:
         """Give what is in flight a moment to be acknowledged (a stop loses nothing), then disconnect."""
-        if self.connected.is_set():
-            with self._counts:
-                self._counts.wait_for(lambda: self.acked >= self.sent, timeout=drain)
-        self.client.disconnect()
-        self.client.loop_stop()
+        self._thread.run_async(self.client.stop(drain=drain))
+        self._thread.stop()
 
 
 class HttpPublisher:

@@ -228,7 +228,11 @@ class Emulator:
         if self.via == "http":
             return HttpPublisher(self.http_url, self.token)
         target = self.settings.broker or self.settings.mqtt
-        return MqttPublisher(Endpoint.of(target, owner.email, self.token), f"rtdp-emulator-{secrets.token_hex(6)}")
+        return MqttPublisher(
+            Endpoint.of(target, owner.email, self.token),
+            f"rtdp-emulator-{secrets.token_hex(6)}",
+            loop=self.settings.loop,
+        )
 
     def _loop(self, publisher: Publisher) -> None:
         names = [source.name for source in self.sources]

@@ -109,11 +109,22 @@ class _Toggle(Source):
 
     y_cast = YCast.BOOL
     key: ClassVar[str] = "on"
+    # Each device's typical dwell times (seconds), the defaults of min_dwell and max_dwell.
+    dwell: ClassVar[tuple[float, float]] = (1.0, 10.0)
 
     def __init__(
-        self, *, seed: int | None, interval: float, feed: str | None, axis: str, min_dwell: float, max_dwell: float
+        self,
+        *,
+        seed: int | None = None,
+        interval: float = 1.0,
+        feed: str | None = None,
+        axis: str = "state",
+        min_dwell: float | None = None,
+        max_dwell: float | None = None,
     ) -> None:
         super().__init__(seed=seed, interval=interval)
+        min_dwell = self.dwell[0] if min_dwell is None else min_dwell
+        max_dwell = self.dwell[1] if max_dwell is None else max_dwell
         if not 0 <= min_dwell <= max_dwell:
             raise ValueError(f"{self.name}: need 0 <= min_dwell <= max_dwell, got {min_dwell}, {max_dwell}")
         self.feed = default_feed(self.name) if feed is None else feed
@@ -148,18 +159,7 @@ class DoorSource(_Toggle):
 
     name = "door"
     key = "open"
-
-    def __init__(
-        self,
-        *,
-        seed: int | None = None,
-        interval: float = 1.0,
-        feed: str | None = None,
-        axis: str = "state",
-        min_dwell: float = 3.0,
-        max_dwell: float = 60.0,
-    ) -> None:
-        super().__init__(seed=seed, interval=interval, feed=feed, axis=axis, min_dwell=min_dwell, max_dwell=max_dwell)
+    dwell = (3.0, 60.0)
 
 
 class X10Source(_Toggle):
@@ -167,18 +167,7 @@ class X10Source(_Toggle):
 
     name = "x10"
     key = "on"
-
-    def __init__(
-        self,
-        *,
-        seed: int | None = None,
-        interval: float = 1.0,
-        feed: str | None = None,
-        axis: str = "state",
-        min_dwell: float = 10.0,
-        max_dwell: float = 300.0,
-    ) -> None:
-        super().__init__(seed=seed, interval=interval, feed=feed, axis=axis, min_dwell=min_dwell, max_dwell=max_dwell)
+    dwell = (10.0, 300.0)
 
 
 class RandomWalkSource(Source):

@@ -83,11 +83,16 @@ def cast_y(value: object, cast: YCast) -> float:
         )
     number = _number(value, "y")
     if cast is YCast.INT:
-        if not number.is_integer():
-            raise InvalidInput(f"y must be an integer for this feed, got {_shown(value)}", field="y")
-        if abs(number) > MAX_EXACT_INT:
-            raise InvalidInput(f"y is too large for an int feed: {_shown(value)}", field="y")
+        _check_int(number, value, "y")
     return number
+
+
+def _check_int(number: float, value: object, name: str) -> None:
+    # An int feed stores doubles: only whole numbers that a double holds exactly.
+    if not number.is_integer():
+        raise InvalidInput(f"{name} must be an integer for this feed, got {_shown(value)}", field=name)
+    if abs(number) > MAX_EXACT_INT:
+        raise InvalidInput(f"{name} is too large for an int feed: {_shown(value)}", field=name)
 
 
 def parse_datetime(value: str, tz: tzinfo) -> float:
@@ -126,10 +131,7 @@ def cast_x(value: object, cast: XCast, tz: tzinfo) -> float:
         return number
     number = _number(value, "x")
     if cast is XCast.INT:
-        if not number.is_integer():
-            raise InvalidInput(f"x must be an integer for this feed, got {_shown(value)}", field="x")
-        if abs(number) > MAX_EXACT_INT:
-            raise InvalidInput(f"x is too large for an int feed: {_shown(value)}", field="x")
+        _check_int(number, value, "x")
     return number
 
 

@@ -33,3 +33,12 @@ def run(main: Coroutine[Any, Any, T], choice: str) -> T:
 
         return uvloop.run(main)
     return asyncio.run(main)
+
+
+def new_loop(choice: str) -> asyncio.AbstractEventLoop:
+    """A new loop of the chosen kind, not running (for a thread of its own: rtdp.mqtt.loopthread)."""
+    if resolve(choice) == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop()
+    return asyncio.new_event_loop()

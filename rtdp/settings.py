@@ -283,10 +283,11 @@ class Settings:
     feed_quota: int = setting(
         100, "Feeds a user who is not an admin may own; 0: no limit.", serve_and("bridge", "viewer")
     )
-    # The asyncio event loop of serve, broker and viewer: auto (uvloop where installed), uvloop or asyncio.
+    # The asyncio event loop of serve, broker and viewer, and of the bridge's and emulator's MQTT thread:
+    # auto (uvloop where installed), uvloop or asyncio.
     loop: str = setting(
         "auto", "Event loop: uvloop where installed (auto), or the standard asyncio one.",
-        serve_and("broker", "viewer"), choices=LOOPS,
+        serve_and("broker", "bridge", "viewer", "emulate"), choices=LOOPS,
     )
     # Embedded broker: messages one MQTT client may have read but not yet settled (stored, for feeds/ in
     # `rtdp serve`; QoS 1/2 ones are unacknowledged until then). Beyond it the broker stops reading from it.

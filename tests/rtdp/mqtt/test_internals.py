@@ -1,81 +1,29 @@
-"""BufferedSocket and PublishReader: the bytes and packets paho asks for, in order, whatever the read sizes;
-and paho through them."""
+"""rtdp.mqtt.internals: the private paho names it needs exist; PublishReader hands over the packets in order,
+whatever the read sizes; paho through it and send_pubacks against a real broker."""
 
 from __future__ import annotations
 
-import socket
+import ast
 import threading
-from collections.abc import Iterator
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
-from rtdp import wire
 from rtdp.mqtt import Endpoint, make_client
-from rtdp.wire import BufferedSocket, buffer_reads
+from rtdp.mqtt import internals as wire
 from tests.support.env import wait_for
 from tests.support.mosquitto import Mosquitto
 
 
-@pytest.fixture
-def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
-    left, right = socket.socketpair()
-    yield left, right
-    left.close()
-    right.close()
+def test_every_patched_paho_name_exists() -> None:
+    """pyproject pins paho's minor version; this says which private name a new paho lacks."""
+    assert wire.missing_names() == []
 
 
-def test_reads_come_from_one_buffer_in_order(pair: tuple[socket.socket, socket.socket]) -> None:
-    writer, reader = pair
-    stream = bytes(range(256)) * 40  # 10,240 bytes, every offset distinct mod 256
-    writer.sendall(stream)
-    buffered = BufferedSocket(reader)
-    got = b""
-    sizes = [1, 1, 7, 300, 1, 5000, 2, 10_000]
-    for size in sizes:
-        chunk = buffered.recv(size)
-        assert 0 < len(chunk) <= size
-        got += chunk
-        assert buffered.pending() == len(stream) - len(got)  # everything came in the first recv
-        if len(got) == len(stream):
-            break
-    assert got == stream
-
-
-def test_a_short_buffer_gives_a_short_read_then_refills(
-    pair: tuple[socket.socket, socket.socket], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(wire, "READ_SIZE", 4)
-    writer, reader = pair
-    writer.sendall(b"abcdefgh")
-    buffered = BufferedSocket(reader)
-    assert buffered.recv(1) == b"a"
-    assert buffered.pending() == 3
-    assert buffered.recv(10) == b"bcd"  # what the buffer holds; paho asks again for the rest
-    assert buffered.recv(10) == b"efgh"  # asked for more than READ_SIZE: one recv of that size
-    assert buffered.pending() == 0
-
-
-def test_nothing_waiting_and_end_of_stream_pass_through(pair: tuple[socket.socket, socket.socket]) -> None:
-    writer, reader = pair
-    reader.setblocking(False)
-    buffered = BufferedSocket(reader)
-    with pytest.raises(BlockingIOError):
-        buffered.recv(1)
-    writer.sendall(b"xy")
-    writer.close()
-    wait_for(lambda: buffered.pending() > 0 or _readable(reader), timeout=5)
-    assert buffered.recv(1) == b"x"
-    assert buffered.recv(1) == b"y"
-    assert buffered.recv(1) == b""
-    assert buffered.fileno() == reader.fileno()
-    assert buffered.getsockname() == reader.getsockname()  # anything else is the socket's own
-
-
-def _readable(sock: socket.socket) -> bool:
-    import select
-
-    return bool(select.select([sock], [], [], 0)[0])
+def test_a_missing_name_is_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(mqtt.Client, "_packet_queue")
+    assert wire.missing_names() == ["Client._packet_queue"]
 
 
 def _payloads() -> list[bytes]:
@@ -97,42 +45,6 @@ def _start(subscriber: mqtt.Client, mosquitto: Mosquitto, publisher_id: str) -> 
     publisher.connect(mosquitto.host, mosquitto.port)
     publisher.loop_start()
     return publisher, subscribed
-
-
-def test_paho_through_buffered_reads(mosquitto: Mosquitto) -> None:
-    """Many small QoS 1 messages (several per buffer) and large ones (several buffers per message) arrive
-    whole and in order, with manual acks, across a reconnection (a new socket, buffered again)."""
-    endpoint = Endpoint(mosquitto.host, mosquitto.port)
-    subscriber = make_client(endpoint, "wire-sub", clean_session=False, manual_ack=True, max_inflight=1000)
-    buffer_reads(subscriber)
-    received: list[bytes] = []
-
-    def on_message(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
-        received.append(bytes(message.payload))
-        client.ack(message.mid, message.qos)
-
-    subscriber.on_message = on_message
-    publisher, subscribed = _start(subscriber, mosquitto, "wire-pub")
-    try:
-        assert subscribed.wait(10)
-        assert isinstance(subscriber.socket(), BufferedSocket)
-        sent = _payloads()
-        for payload in sent[:1500]:
-            assert publisher.publish("wire/a", payload, qos=1).rc == mqtt.MQTT_ERR_SUCCESS
-        wait_for(lambda: len(received) >= 1500, timeout=30)
-        subscribed.clear()
-        subscriber.reconnect()
-        assert subscribed.wait(10)
-        assert isinstance(subscriber.socket(), BufferedSocket)
-        for payload in sent[1500:]:
-            assert publisher.publish("wire/a", payload, qos=1).rc == mqtt.MQTT_ERR_SUCCESS
-        # QoS 1 is at least once: what the reconnection cut off before its PUBACK comes again.
-        wait_for(lambda: len(set(received)) >= len(sent), timeout=30)
-        assert list(dict.fromkeys(received)) == sent
-    finally:
-        for client in (publisher, subscriber):
-            client.disconnect()
-            client.loop_stop()
 
 
 # ---------------------------------------------------------------- PublishReader
@@ -279,3 +191,38 @@ def test_paho_through_the_publish_reader(mosquitto: Mosquitto) -> None:
         for client in (publisher, subscriber):
             client.disconnect()
             client.loop_stop()
+
+
+# ---------------------------------------------------------------- one layer
+
+ROOT = Path(__file__).resolve().parents[3]
+PRODUCTION = ("rtdp", "broker", "bridge", "viewer", "emulator")
+
+
+def _production_files() -> list[Path]:
+    return [path for package in PRODUCTION for path in sorted((ROOT / package).rglob("*.py"))]
+
+
+def test_only_the_mqtt_layer_imports_paho() -> None:
+    importers = set()
+    for path in _production_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = [alias.name for alias in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(name.split(".")[0] == "paho" for name in names):
+                importers.add(path.relative_to(ROOT).parent.as_posix())
+    assert importers == {"rtdp/mqtt"}
+
+
+def test_only_internals_uses_the_patched_names() -> None:
+    private = {qualified.split(".")[1] for qualified in wire.PATCHED}
+    users = {
+        path.relative_to(ROOT).as_posix()
+        for path in _production_files()
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        # An object's own attribute of the same name (self._topic) is not paho's.
+        if isinstance(node, ast.Attribute) and node.attr in private
+        and not (isinstance(node.value, ast.Name) and node.value.id == "self")
+    }
+    assert users == {"rtdp/mqtt/internals.py"}

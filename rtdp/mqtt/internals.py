@@ -1,106 +1,60 @@
-"""Fewer system calls and less Python per packet for paho (bridge and viewer).
+"""The one module that touches paho's private names (listed in PATCHED; pyproject pins paho's minor version).
 
-paho (2.x) reads every packet with at least three `recv` calls (the command byte, the remaining length,
-then the rest), each after a `select`, and turns each PUBLISH into an MQTTMessage matched against the
-callback filters. For a stream of small QoS 1 publishes that is most of its network thread's time, and
-the network thread is what limits the bridge at one point per message. Two ways around it:
+paho (2.x) reads every packet with at least three `recv` calls (the command byte, the remaining length, then
+the rest), each after a `select`, turns each PUBLISH into an MQTTMessage matched against the callback
+filters, and makes a `send` per queued packet. For a stream of small QoS 1 publishes that was most of a
+client's time (the bridge's limit at one point per message). So:
 
-- `BufferedSocket` (`buffer_reads`) takes whatever the kernel holds in one `recv` of up to 64 KiB and
-  hands it out as paho asks; its `pending()` tells paho (as an SSL socket does) that bytes are already
-  waiting, so paho reads them without another `select`. paho still parses every packet.
-- `PublishReader` (`read_publishes`) replaces paho's packet reader: one `recv` of up to 64 KiB, every
-  complete PUBLISH (QoS 0 or 1) in it parsed here and handed over as one list, any other packet
-  (CONNACK, SUBACK, PUBACK, PINGRESP, a QoS 2 PUBLISH) given to paho's own handling, in order.
+- `PublishReader` replaces paho's packet reader: one `recv` of up to 64 KiB, every complete PUBLISH (QoS 0
+  or 1) in it parsed here and handed over as one list, any other packet (CONNACK, SUBACK, PUBACK, PINGRESP,
+  a QoS 2 PUBLISH) given to paho's own handling, in order.
+- `send_pubacks` queues many PUBACKs as one packet; `buffer_sends` collects what paho writes so that the
+  owner sends it once per event-loop iteration.
+- `close_socket` drops the connection now, through paho, so its state and callbacks stay consistent.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol, cast
+from typing import NamedTuple
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.exception import MalformedPacket
 
 READ_SIZE = 64 * 1024
 
-
-class _Socket(Protocol):
-    def recv(self, size: int, /) -> bytes: ...
-    def send(self, data: bytes | bytearray, /) -> int: ...
-    def close(self) -> None: ...
-    def fileno(self) -> int: ...
-    def setblocking(self, flag: bool, /) -> None: ...
-
-
-class BufferedSocket:
-    """A socket whose reads come from one buffer refilled `READ_SIZE` bytes at a time. Writes, errors
-    (BlockingIOError when nothing is waiting, SSL's want-read) and end of stream (b"") pass through."""
-
-    __slots__ = ("_sock", "_buffer", "_pos")
-
-    def __init__(self, sock: _Socket) -> None:
-        self._sock = sock
-        self._buffer = b""
-        self._pos = 0
-
-    def recv(self, size: int) -> bytes:
-        pos = self._pos
-        buffer = self._buffer
-        if pos >= len(buffer):
-            buffer = self._sock.recv(max(size, READ_SIZE))
-            if len(buffer) <= size:
-                # Empty (end of stream) or no more than was asked: nothing to keep.
-                self._buffer, self._pos = b"", 0
-                return buffer
-            self._buffer = buffer
-            pos = 0
-        # An offset, not a shorter copy of the rest: slicing off the front would copy the whole buffer
-        # on every read. A short read (less left than asked) is fine: paho asks again for the rest.
-        end = min(pos + size, len(buffer))
-        self._pos = end
-        return buffer[pos:end]
-
-    def pending(self) -> int:
-        """Bytes readable without a system call (paho skips its select while this is non-zero)."""
-        inner = getattr(self._sock, "pending", None)
-        return len(self._buffer) - self._pos + (inner() if inner is not None else 0)
-
-    def send(self, data: bytes | bytearray) -> int:
-        return self._sock.send(data)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def fileno(self) -> int:
-        return self._sock.fileno()
-
-    def setblocking(self, flag: bool) -> None:
-        self._sock.setblocking(flag)
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else paho or a callback may use (settimeout, getpeername, ...) is the socket's own.
-        if name == "_sock":  # not set yet (a copy being made): no recursion
-            raise AttributeError(name)
-        return getattr(self._sock, name)
+# Every private paho name used below, as "Class.name": tests/rtdp/mqtt/test_internals.py fails when the
+# installed paho lacks one (pyproject pins paho to the minor version this was written for).
+PATCHED = (
+    "Client._sock",
+    "Client._sock_recv",
+    "Client._sock_send",
+    "Client._sock_close",
+    "Client._msgtime_mutex",
+    "Client._last_bytes_received",
+    "Client._in_packet",
+    "Client._packet_read",
+    "Client._packet_handle",
+    "Client._packet_queue",
+    "MQTTMessage._topic",
+)
 
 
-def buffer_reads(client: mqtt.Client) -> None:
-    """Make `client` read through a BufferedSocket on every (re)connection. Call before connecting.
-
-    paho has no public hook for the socket it creates, so this wraps its `_create_socket` (paho 2.x),
-    the same place paho itself wraps a socket for websockets; on a paho without it, nothing changes.
-    """
-    create = getattr(client, "_create_socket", None)
-    if create is None:
-        return
-    factory = cast(Callable[[], _Socket], create)
-
-    def create_buffered() -> BufferedSocket:
-        return BufferedSocket(factory())
-
-    client._create_socket = create_buffered  # type: ignore[method-assign]
+def missing_names() -> list[str]:
+    """The names in PATCHED that the installed paho does not have (on fresh instances: some are set in
+    __init__)."""
+    instances = {
+        "Client": mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311),
+        "MQTTMessage": mqtt.MQTTMessage(),
+    }
+    missing = []
+    for qualified in PATCHED:
+        owner, name = qualified.split(".")
+        if not hasattr(instances[owner], name):
+            missing.append(qualified)
+    return missing
 
 
 class Publish(NamedTuple):
@@ -129,8 +83,8 @@ class PublishReader:
         self._needed = 0  # bytes the incomplete packet at the head of the buffer still lacks
 
     def read(self) -> MQTTErrorCode:
-        """Read once and handle every complete packet; paho calls it when the socket is readable (or its
-        SSL layer has bytes pending). MQTT_ERR_AGAIN tells paho's loop_read to go back to select."""
+        """Read once and handle every complete packet; paho's loop_read calls it when the socket is readable.
+        MQTT_ERR_AGAIN tells loop_read that nothing more can be read now."""
         client = self._client
         sock = client._sock
         if sock is None:
@@ -207,7 +161,7 @@ class PublishReader:
         return MQTTErrorCode.MQTT_ERR_AGAIN
 
     def _handle(self, header: int, body: bytearray, length: int) -> MQTTErrorCode:
-        """One packet through paho's own handling, set up as its reader would leave it (paho 2.x)."""
+        """One packet through paho's own handling, set up as its reader would leave it (paho 2.2)."""
         client = self._client
         client._in_packet = {
             "command": header,
@@ -238,14 +192,10 @@ class PublishReader:
 
 def read_publishes(client: mqtt.Client, deliver: Callable[[list[Publish]], None]) -> None:
     """Make `client` (MQTT 3.1.1) parse incoming packets with a `PublishReader`: every QoS 0 and 1 PUBLISH
-    goes to `deliver`, as a list per read, on paho's network thread, instead of to on_message (which
-    still gets QoS 2). Nothing is acknowledged here: with manual_ack the owner acks. Call before
-    connecting; on a paho without `_packet_read` (the private method this replaces), nothing changes.
-    """
-    if not hasattr(client, "_packet_read") or not hasattr(client, "_packet_handle"):
-        return
+    goes to `deliver`, as a list per read, instead of to on_message (which still gets QoS 2). Nothing is
+    acknowledged here: the owner acks (`send_pubacks`). Call before connecting."""
     if client.protocol not in (mqtt.MQTTv31, mqtt.MQTTv311):  # MQTT 5 publishes carry properties
-        return
+        raise ValueError("PublishReader parses MQTT 3.1.1 only")
     client._packet_read = PublishReader(client, deliver).read  # type: ignore[method-assign]
 
 
@@ -253,14 +203,25 @@ _PUBACK = struct.Struct("!BBH")
 
 
 def send_pubacks(client: mqtt.Client, mids: Sequence[int]) -> None:
-    """Acknowledge QoS 1 messages (manual_ack) in one packet write: paho's `ack()` queues a packet, wakes
-    its network thread and costs a send() for each. From any thread, as `ack()`."""
+    """Acknowledge QoS 1 messages as one queued packet: paho's `ack()` queues a packet, and costs a send(),
+    for each."""
     if not mids:
         return
-    queue_packet = getattr(client, "_packet_queue", None)
-    if queue_packet is None:  # not paho 2.x: one at a time
-        for mid in mids:
-            client.ack(mid, 1)
-        return
     pack = _PUBACK.pack
-    queue_packet(mqtt.PUBACK, b"".join([pack(mqtt.PUBACK, 2, mid) for mid in mids]), 0, 0)
+    client._packet_queue(mqtt.PUBACK, b"".join([pack(mqtt.PUBACK, 2, mid) for mid in mids]), 0, 0)
+
+
+def buffer_sends(client: mqtt.Client, send: Callable[[bytes | bytearray], int]) -> None:
+    """Everything paho writes goes to `send` (which must take it all) instead of the socket."""
+    client._sock_send = send  # type: ignore[method-assign,assignment]
+
+
+def close_socket(client: mqtt.Client) -> None:
+    """Drop the connection now (paho has no public way): its socket-close callbacks run as usual."""
+    client._sock_close()
+
+
+def raw_topic(message: mqtt.MQTTMessage) -> bytes:
+    """A message's topic as received: `message.topic` fails on bytes that are not UTF-8."""
+    topic: bytes = message._topic
+    return topic

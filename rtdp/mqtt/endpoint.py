@@ -1,4 +1,4 @@
-"""Making paho-mqtt clients the same way everywhere (bridge, viewer, emulator, CLI tools)."""
+"""Where and as whom a client connects, and paho clients made the same way everywhere."""
 
 from __future__ import annotations
 
