@@ -6,6 +6,7 @@ import json
 import os
 import secrets
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,15 +23,29 @@ from rtdp.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound
 from rtdp.models import Feed, Token, User
 from rtdp.mosquitto_passwd import mosquitto_hash
 from rtdp.permissions import Access, Principal
+from rtdp.private import private_dir
+from rtdp.store.dialect import dialect_of
 
 MAX_EMAIL = 254
 SERVICE_ACCOUNT_FILE = "service-account.json"
+# Control, format (bidi overrides such as U+202E, zero-width joiners), private-use, surrogate and
+# unassigned characters: an address holding them can display as someone else's.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Cs", "Cn"})
+
+
+def _has_hidden(value: str) -> bool:
+    return any(unicodedata.category(c) in _HIDDEN_CATEGORIES for c in value)
 
 
 def normalize_email(email: str) -> str:
     value = email.strip().lower()
-    if not 3 <= len(value) <= MAX_EMAIL or value.count("@") != 1 or any(c.isspace() for c in value):
-        raise InvalidInput(f"invalid email address {email[:80]!r}", field="email")
+    if (
+        not 3 <= len(value) <= MAX_EMAIL
+        or value.count("@") != 1
+        or any(c.isspace() for c in value)
+        or _has_hidden(value)
+    ):
+        raise InvalidInput(f"invalid email address {email[:80]!a}", field="email")
     local, domain = value.split("@")
     if not local or not domain or "/" in value or "#" in value or "+" in domain:
         raise InvalidInput(f"invalid email address {email[:80]!r}", field="email")
@@ -41,13 +56,30 @@ def create_user(email: str, password: str, *, admin: bool = False, display_name:
     address = normalize_email(email)
     if not password:
         raise InvalidInput("password must not be empty", field="password")
+    return _insert_user(address, hash_password(password), admin=admin, display_name=display_name)
+
+
+def register_user(db: pw.Database, email: str, password_hash: str) -> User:
+    """Sign-up: a new user with a password hashed beforehand (outside any transaction); the first user
+    administers the server (there is nobody else to make them one). Raises Conflict if the email is taken.
+
+    The transaction is a write transaction from the start (on SQLite it takes the write lock first), so
+    concurrent sign-ups wait for each other instead of failing "database is locked" when upgrading a read.
+    """
+    address = normalize_email(email)
+    with dialect_of(db).write_transaction(db):
+        first = not User.select().exists()
+        return _insert_user(address, password_hash, admin=first)
+
+
+def _insert_user(address: str, password_hash: str, *, admin: bool, display_name: str = "") -> User:
     if User.select().where(User.email == address).exists():
         raise Conflict(f"a user with email {address} already exists", field="email")
     try:
         return User.create(
             email=address,
             display_name=display_name or address.split("@")[0],
-            password_hash=hash_password(password),
+            password_hash=password_hash,
             is_admin=admin,
         )
     except pw.IntegrityError:
@@ -187,7 +219,7 @@ class ServiceAccount:
         path = data_dir / SERVICE_ACCOUNT_FILE
         if path.exists():
             return cls._read(path)
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         account = cls(
             username=f"rtdp-service-{secrets.token_hex(4)}",
             password=secrets.token_urlsafe(32),

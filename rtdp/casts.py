@@ -109,9 +109,14 @@ def parse_datetime(value: str, tz: tzinfo) -> float:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
     try:
-        return moment.timestamp()
+        epoch = moment.timestamp()
     except (OverflowError, ValueError):
         raise InvalidInput(f"x is out of range: {_shown(value)}", field="x") from None
+    # An offset can carry a time just inside year 1 or 9999 outside them in UTC (0001-01-01T00:00+01:00),
+    # where no page or export could render it back.
+    if not MIN_EPOCH <= epoch <= MAX_EPOCH:
+        raise InvalidInput(f"x is out of range for a time: {_shown(value)}", field="x")
+    return epoch
 
 
 def cast_x(value: object, cast: XCast, tz: tzinfo) -> float:
@@ -138,8 +143,17 @@ def cast_x(value: object, cast: XCast, tz: tzinfo) -> float:
 def format_x(x: float, cast: XCast) -> str:
     """x as text for CSV: ISO 8601 UTC for datetime feeds, plain numbers otherwise."""
     if cast is XCast.DATETIME:
-        return datetime.fromtimestamp(x, UTC).isoformat().replace("+00:00", "Z")
+        return format_time(x, "auto")
     return format_number(x, integral=cast is XCast.INT)
+
+
+def format_time(x: float, timespec: str) -> str:
+    """Epoch seconds as ISO 8601 UTC (`2014-11-22T10:50:42.189000Z`); a time outside years 1-9999, which
+    only older versions could store, as its epoch seconds, so a page or an export never breaks on it."""
+    try:
+        return datetime.fromtimestamp(x, UTC).isoformat(timespec=timespec).replace("+00:00", "Z")
+    except (ValueError, OverflowError, OSError):
+        return repr(x)
 
 
 def format_number(value: float, integral: bool) -> str:

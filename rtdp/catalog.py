@@ -1,7 +1,7 @@
 """The catalog: naming a point's place. Every entrance that writes points - the original URL, the batch
 API, the embedded broker's ACL, the bridge's writer, the pages, the emulator - asks here for the feed and
-axis a principal writes to, so the write permission, who may create feeds, the feed quota and
-auto-create are decided in this one module.
+axis a principal writes to, so the write permission, who may create feeds, the feed and axis quotas
+and auto-create are decided in this one module.
 
 Two steps for writers: `resolve(..., create=False)` checks everything and writes nothing; a feed or axis
 that auto-create would make comes back `pending`, with the casts a new feed gets. The entrance casts its
@@ -25,7 +25,7 @@ from rtdp.errors import Conflict, NotFound, PermissionDenied, QuotaExceeded, Unk
 from rtdp.models import Axis, Feed, User
 from rtdp.permissions import Access, Principal, allowed
 from rtdp.settings import Settings
-from rtdp.store import create_axis, create_feed, feed_casts, get_axis, get_feed
+from rtdp.store import check_axis_quota, create_axis, create_feed, feed_casts, get_axis, get_feed
 
 FeedLookup = Callable[[str], Feed | None]
 
@@ -40,14 +40,15 @@ class Policy:
 
     auto_create: bool = True  # unknown feeds (for principals that may create feeds) and axes
     feed_quota: int = 0  # feeds a non-admin may own; 0: no limit
+    axis_quota: int = 0  # axes a feed may have; 0: no limit
 
     @classmethod
     def of(cls, settings: Settings) -> Policy:
-        return cls(settings.auto_create, settings.feed_quota)
+        return cls(settings.auto_create, settings.feed_quota, settings.axis_quota)
 
 
 # The operator's own tools (the emulator, like `rtdp feed add`): they create what they need, unlimited.
-OPERATOR = Policy(auto_create=True, feed_quota=0)
+OPERATOR = Policy(auto_create=True, feed_quota=0, axis_quota=0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,11 +207,13 @@ def resolve_axes(
     missing = sorted(set(axis_names) - set(ids))
     if missing and not policy.auto_create:
         raise NotFound(f"feed {feed_name!r} has no axis {missing[0]!r} (auto-create is off)", axis=missing[0])
+    if missing:
+        check_axis_quota(feed, policy.axis_quota, len(missing))  # before making any of them
     made: set[str] = set()
     if create:
         for name in missing:
             try:
-                ids[name] = create_axis(feed, name).id
+                ids[name] = create_axis(feed, name, quota=policy.axis_quota).id
                 made.add(name)
             except Conflict:
                 ids[name] = get_axis(feed, name).id  # created by someone else in between

@@ -17,7 +17,7 @@ from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as run_migrations
 
 from rtdp.errors import ConfigError
-from rtdp.models import ALL_MODELS, Axis, PurgeLog, Summary, database_proxy
+from rtdp.models import ALL_MODELS, Axis, BrowserSession, PurgeLog, Summary, database_proxy
 from rtdp.store import summary
 from rtdp.store.dialect import dialect_of, open_url, redact
 
@@ -60,12 +60,18 @@ def _drop_point_axis_x_y(db: pw.Database) -> None:
     db.execute_sql("DROP INDEX IF EXISTS point_axis_id_x_y")  # type: ignore[no-untyped-call]
 
 
+def _create_browser_session(db: pw.Database) -> None:
+    # BrowserSession: sign-ins the server can end (sign-out, password change); older cookies sign in again.
+    db.create_tables([BrowserSession], safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     _add_token_broker_hash,
     _index_point_axis_x_y,
     _create_purge_log,
     _create_point_summary,
     _drop_point_axis_x_y,
+    _create_browser_session,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

@@ -41,6 +41,21 @@ class AuthenticationFailed(RtdpError):
     status = 401
 
 
+class RetryLater(RtdpError):
+    """An error that passes: `retry_after` seconds is when to try again (HTTP's Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int = 1, **detail: object) -> None:
+        super().__init__(message, **detail)
+        self.retry_after = retry_after
+
+
+class TooManyAttempts(RetryLater):
+    """Too many password attempts (or sign-ups) from one address or for one account; retry later."""
+
+    code = "too_many_attempts"
+    status = 429
+
+
 class PermissionDenied(RtdpError):
     code = "forbidden"
     status = 403
@@ -50,6 +65,12 @@ class QuotaExceeded(PermissionDenied):
     """The user owns as many feeds as the feed quota allows."""
 
     code = "feed_quota"
+
+
+class AxisQuotaExceeded(QuotaExceeded):
+    """The feed has as many axes as the axis quota allows."""
+
+    code = "axis_quota"
 
 
 class NotFound(RtdpError):
@@ -62,15 +83,11 @@ class Conflict(RtdpError):
     status = 409
 
 
-class Unavailable(RtdpError):
+class Unavailable(RetryLater):
     """A dependency (broker, database) is down or saturated; retry later."""
 
     code = "unavailable"
     status = 503
-
-    def __init__(self, message: str, retry_after: int = 1, **detail: object) -> None:
-        super().__init__(message, **detail)
-        self.retry_after = retry_after
 
 
 class UnknownFeed(NotFound):

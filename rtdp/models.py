@@ -169,6 +169,16 @@ class Token(BaseModel):
     broker_hash = pw.CharField(max_length=255, null=True)
 
 
+class BrowserSession(BaseModel):
+    """A browser sign-in. The cookie carries a random key, the database its SHA-256: deleting the row
+    (sign-out, password change) ends the session at once, whatever the signed cookie still says."""
+
+    key_hash = pw.CharField(max_length=64, primary_key=True)
+    user = pw.ForeignKeyField(User, backref="browser_sessions", on_delete="CASCADE")
+    user_id: int
+    created = pw.DoubleField(default=_now, index=True)
+
+
 class EmulatorState(BaseModel):
     source = pw.CharField(max_length=64, primary_key=True)
     enabled = pw.BooleanField(default=False)
@@ -199,4 +209,5 @@ class PurgeLog(BaseModel):
 
 ALL_MODELS: list[type[BaseModel]] = [
     User, Group, Membership, Feed, Share, Axis, Point, Summary, Token, EmulatorState, Rejection, PurgeLog,
+    BrowserSession,
 ]

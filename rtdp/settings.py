@@ -283,11 +283,51 @@ class Settings:
     feed_quota: int = setting(
         100, "Feeds a user who is not an admin may own; 0: no limit.", serve_and("bridge", "viewer")
     )
+    # Axes one feed may have, however they are created (auto-create, API, pages, MQTT); 0: no limit.
+    axis_quota: int = setting(1000, "Axes one feed may have; 0: no limit.", serve_and("bridge", "viewer"))
+    # Axes listed per feed page (with their copy-paste examples), and feed/axis rows per /admin page and
+    # its live snapshots; more go on further pages (?page=2).
+    page_size: int = setting(
+        100, "Axes per feed page, and feed/axis rows per /admin page (1-10000).", serve_and("viewer")
+    )
     # The asyncio event loop of serve, broker and viewer, and of the bridge's and emulator's MQTT thread:
     # auto (uvloop where installed), uvloop or asyncio.
     loop: str = setting(
         "auto", "Event loop: uvloop where installed (auto), or the standard asyncio one.",
         serve_and("broker", "bridge", "viewer", "emulate"), choices=LOOPS,
+    )
+    # Password attempts (login form, HTTP Basic) allowed per account and per client address in
+    # `login_window` seconds, as a burst refilled evenly; beyond, 429 with Retry-After.
+    login_attempts: int = setting(
+        10, "Password attempts per account and per address in --login-window seconds; more get 429.",
+        serve_and("viewer"),
+    )
+    login_window: float = setting(60.0, "Seconds in which --login-attempts refill (evenly).", serve_and("viewer"))
+    # Accounts one client address may register per hour (the form answers 429 beyond).
+    signups_per_hour: int = setting(10, "Accounts one address may register per hour.", serve_and("viewer"))
+    # Threads hashing passwords (argon2): a login flood waits for these, never for the database's.
+    hash_threads: int = setting(
+        2, "Threads verifying passwords, apart from the database's (1-64).", serve_and("viewer")
+    )
+    # HTTP: the request line and headers together may hold this many bytes (431, or 414 for the line).
+    http_max_header: int = setting(
+        16 * 1024, "Bytes in an HTTP request line and headers; more get 414 or 431.", serve_and("viewer")
+    )
+    # HTTP: seconds a client has to send its request line and headers, once connected or between requests.
+    http_header_timeout: float = setting(
+        10.0, "Seconds to send an HTTP request's line and headers, however slowly.", serve_and("viewer")
+    )
+    # HTTP: seconds an idle keep-alive connection is kept open.
+    http_keepalive: float = setting(
+        5.0, "Seconds an idle HTTP keep-alive connection stays open.", serve_and("viewer")
+    )
+    # HTTP: open connections in total and from one client address; more are answered 503 and closed at
+    # once. Per address above a script's own pool (httpx opens up to 100) and a browser's 6 per host.
+    http_max_connections: int = setting(
+        512, "Open HTTP connections in all; more are answered 503 and closed.", serve_and("viewer")
+    )
+    http_connections_per_ip: int = setting(
+        128, "Open HTTP connections from one address (behind a proxy: all of them).", serve_and("viewer")
     )
     # Embedded broker: messages one MQTT client may have read but not yet settled (stored, for feeds/ in
     # `rtdp serve`; QoS 1/2 ones are unacknowledged until then). Beyond it the broker stops reading from it.
@@ -333,6 +373,30 @@ class Settings:
             raise _invalid("decision_ttl", f"must be 0 to 3600 seconds, got {self.decision_ttl}")
         if self.feed_quota < 0:
             raise _invalid("feed_quota", f"must be 0 (no limit) or more, got {self.feed_quota}")
+        if not 1 <= self.login_attempts <= 100_000:
+            raise _invalid("login_attempts", f"must be 1-100000, got {self.login_attempts}")
+        if not 0 < self.login_window <= 86400:
+            raise _invalid("login_window", f"must be in (0, 86400] seconds, got {self.login_window}")
+        if not 1 <= self.signups_per_hour <= 100_000:
+            raise _invalid("signups_per_hour", f"must be 1-100000, got {self.signups_per_hour}")
+        if not 1 <= self.hash_threads <= 64:
+            raise _invalid("hash_threads", f"must be 1-64, got {self.hash_threads}")
+        if not 1024 <= self.http_max_header <= 1024 * 1024:
+            raise _invalid("http_max_header", f"must be 1024-1048576 bytes, got {self.http_max_header}")
+        if not 0 < self.http_header_timeout <= 600:
+            raise _invalid("http_header_timeout", f"must be in (0, 600] seconds, got {self.http_header_timeout}")
+        if not 0 < self.http_keepalive <= 600:
+            raise _invalid("http_keepalive", f"must be in (0, 600] seconds, got {self.http_keepalive}")
+        if not 1 <= self.http_connections_per_ip <= self.http_max_connections:
+            raise _invalid(
+                "http_connections_per_ip",
+                f"must be 1 to --http-max-connections ({self.http_max_connections}),"
+                f" got {self.http_connections_per_ip}",
+            )
+        if self.axis_quota < 0:
+            raise _invalid("axis_quota", f"must be 0 (no limit) or more, got {self.axis_quota}")
+        if not 1 <= self.page_size <= 10_000:
+            raise _invalid("page_size", f"must be 1-10000, got {self.page_size}")
         if not 1 <= self.mqtt_inflight <= 65_535:
             raise _invalid("mqtt_inflight", f"must be 1-65535, got {self.mqtt_inflight}")
         if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:

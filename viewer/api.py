@@ -178,9 +178,9 @@ def _list_axes(principal: Principal | None, name: str) -> list[dict[str, Any]]:
     return [axis_json(a, casts) for a in Axis.select().where(Axis.feed == feed.id).order_by(Axis.name)]
 
 
-def _create_axis(principal: Principal, name: str, body: dict[str, Any]) -> dict[str, Any]:
+def _create_axis(principal: Principal, name: str, body: dict[str, Any], quota: int) -> dict[str, Any]:
     feed = find_feed(principal, name, Access.WRITE)
-    axis = create_axis(feed, _text_field(body, "name"))
+    axis = create_axis(feed, _text_field(body, "name"), quota=quota)
     return axis_json(axis, feed_casts(feed))
 
 
@@ -283,7 +283,8 @@ async def axes_route(request: Request) -> Response:
         return JSONResponse({"feed": name, "axes": await state.run_db(_list_axes, principal, name)})
     principal = await require_principal(request)
     body = await read_object(request, state.settings.max_payload)
-    return JSONResponse(await state.run_db(_create_axis, principal, name, body), status_code=201)
+    created = await state.run_db(_create_axis, principal, name, body, state.settings.axis_quota)
+    return JSONResponse(created, status_code=201)
 
 
 async def axis_route(request: Request) -> Response:
@@ -325,14 +326,26 @@ async def points_route(request: Request) -> Response:
 
 
 def _samples(document: list[Any], axis_names: list[str], casts: Casts, settings: Settings) -> dict[str, list[Sample]]:
-    """Every element cast for the feed, by axis; the first bad one refuses the whole batch, by index."""
+    """Every element cast for the feed, by axis; the first bad one refuses the whole batch, by index.
+
+    Two elements with one x on one axis are refused too: the second would replace the first, and the
+    answer would count a point that is not stored (elements without x on a datetime feed all get the
+    same time, so a batch gives each point of an axis its own x)."""
     now = time.time()
     by_axis: dict[str, list[Sample]] = defaultdict(list)
+    seen: dict[tuple[str, float], int] = {}
     for index, (item, axis_name) in enumerate(zip(document, axis_names, strict=True)):
         try:
             sample = sample_from_fields(item.get("x"), item.get("y"), casts, now=now, tz=settings.tz)
         except InvalidInput as exc:
             raise InvalidInput(f"element {index}: {exc.message}", index=index, **exc.detail) from None
+        first = seen.setdefault((axis_name, sample.x), index)
+        if first != index:
+            raise InvalidInput(
+                f"element {index}: same x as element {first} on axis {axis_name!r}; give each point its own x",
+                index=index,
+                field="x",
+            )
         by_axis[axis_name].append(sample)
     return by_axis
 

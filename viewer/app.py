@@ -30,7 +30,9 @@ from rtdp.errors import ConfigError
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
 from viewer.api import api_routes
+from viewer.connection import guarded_protocol
 from viewer.errors import ErrorPage, exception_handlers
+from viewer.headers import with_security_headers
 from viewer.health import health_routes
 from viewer.hub import Hub
 from viewer.ingest import ingest_asgi, ingest_routes, lean_path
@@ -89,11 +91,13 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-db")
+        hash_pool = ThreadPoolExecutor(max_workers=settings.hash_threads, thread_name_prefix="rtdp-hash")
         try:
             opened = db if db is not None else await loop.run_in_executor(pool, open_database, settings.database_url)
             endpoint, client_id = await loop.run_in_executor(pool, _endpoint, settings, service)
         except BaseException:
             pool.shutdown(wait=False)
+            hash_pool.shutdown(wait=False)
             raise
         metrics = Metrics()
         for collector in collectors:
@@ -109,7 +113,7 @@ def create_app(
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool)
+        app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool, hash_pool)
         publisher.start(loop)
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):
@@ -119,6 +123,7 @@ def create_app(
         finally:
             hub.close()
             await publisher.stop()
+            hash_pool.shutdown(wait=True)
             pool.shutdown(wait=True)
             if db is None:
                 opened.close()
@@ -132,9 +137,12 @@ def create_app(
 
 class ViewerApp(Starlette):
     """Starlette, except that scripts' ingestion GETs (with an Authorization header) skip the middleware
-    and router: viewer.ingest.ingest_asgi answers them itself, with the same checks and answers."""
+    and router: viewer.ingest.ingest_asgi answers them itself, with the same checks and answers. Every
+    HTTP response gets viewer.headers' security headers."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            send = with_security_headers(send)
         target = lean_path(scope)
         state: ViewerState | None = getattr(self.state, "viewer", None) if target is not None else None
         if target is None or state is None:
@@ -199,6 +207,9 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
         "server_header": False,
         "timeout_graceful_shutdown": 5,
         "loop": eventloop.resolve(settings.loop),
+        # Bounded request heads, header timeout and connection caps (viewer.connection).
+        "http": guarded_protocol(settings),
+        "timeout_keep_alive": settings.http_keepalive,
     }
     options.update(config)
     return ViewerServer(uvicorn.Config(app, **options), app, sock)

@@ -8,10 +8,12 @@ from typing import Any
 
 from starlette.requests import HTTPConnection
 
-from rtdp.accounts import check_credentials, check_token, principal_for
+from rtdp.accounts import check_password, check_token, principal_for
 from rtdp.cache import credential_key
+from rtdp.credentials import looks_like_token
 from rtdp.errors import AuthenticationFailed
 from rtdp.permissions import Principal
+from rtdp.throttle import account_key, address_key
 from viewer.session import CSRF_HEADER, CsrfRejected, active_user, csrf_matches
 from viewer.state import viewer_state
 
@@ -74,16 +76,26 @@ async def _from_header(conn: HTTPConnection, header: str) -> Principal:
     key = credential_key(username, password)
     principal = state.credentials.get(key)
     if principal is None:
-        if username is None:
+        if not password:
+            raise AuthenticationFailed("credentials required")
+        if username is None or looks_like_token(password):
             principal = await state.run_db(check_token, password)
         else:
-            principal = await state.run_db(check_credentials, username, password)
+            if not username:
+                raise AuthenticationFailed("credentials required")
+            # A password guess: throttled per account and address, hashed in its own pool.
+            state.logins.take([account_key(username), address_key(client_address(conn))])
+            principal = await state.run_hash(check_password, username, password)
         state.credentials.put(key, principal)
     return principal
 
 
-def _session_principal(user_id: int, version: int) -> Principal | None:
-    user = active_user(user_id, version)
+def client_address(conn: HTTPConnection) -> str | None:
+    return conn.client.host if conn.client else None
+
+
+def _session_principal(user_id: int, version: int, key: str) -> Principal | None:
+    user = active_user(user_id, version, key)
     return principal_for(user) if user is not None else None
 
 
@@ -93,12 +105,15 @@ async def _from_session(conn: HTTPConnection, session: dict[str, Any]) -> Princi
         version = int(session.get("session_version", 0))
     except (TypeError, ValueError):
         return None
+    key = session.get("key")
+    if not isinstance(key, str):
+        return None
     state = viewer_state(conn)
-    key = ("session", user_id, version)
-    principal = state.credentials.get(key)
+    cache_key = ("session", user_id, version, credential_key(None, key))
+    principal = state.credentials.get(cache_key)
     if principal is None:
-        principal = await state.run_db(_session_principal, user_id, version)
+        principal = await state.run_db(_session_principal, user_id, version, key)
         if principal is None:
             return None
-        state.credentials.put(key, principal)
+        state.credentials.put(cache_key, principal)
     return principal

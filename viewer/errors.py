@@ -14,13 +14,13 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from rtdp.errors import RtdpError, Unavailable
+from rtdp.errors import RetryLater, RtdpError
 
 log = logging.getLogger(__name__)
 
 JSON_PREFIXES = ("/api/", "/service/", "/realtime_data_processor/service/", "/readyz", "/healthz")
 CODES = {400: "invalid", 401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-         409: "conflict", 413: "too_large", 414: "uri_too_long", 503: "unavailable"}
+         409: "conflict", 429: "too_many_attempts", 413: "too_large", 414: "uri_too_long", 503: "unavailable"}
 
 
 class ViewerError(RtdpError):
@@ -60,7 +60,7 @@ async def error_response(
 def error_parts(exc: RtdpError) -> tuple[int, dict[str, object], dict[str, str]]:
     """Status, JSON body and headers for `exc`: shared by the handlers and the lean ingestion path."""
     headers: dict[str, str] = {}
-    if isinstance(exc, Unavailable):
+    if isinstance(exc, RetryLater):
         headers["Retry-After"] = str(exc.retry_after)
     if isinstance(exc, MethodNotAllowed):
         headers["Allow"] = "GET, POST"

@@ -1,15 +1,18 @@
 """Browser sessions: the signed session cookie, who is signed in, and CSRF tokens for forms.
 
 The session cookie (Starlette's SessionMiddleware, signed with itsdangerous) holds only `user_id`,
-`session_version` and `csrf`. A password change bumps `User.session_version`, so every cookie
-issued before it stops working.
+`session_version`, `key` and `csrf`. The key names a BrowserSession row: signing out deletes it, a
+password change deletes all of the user's (and bumps `User.session_version`), so a copied cookie
+stops working at once, not when it expires.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 import secrets
+import time
 from pathlib import Path
 
 from starlette.middleware import Middleware
@@ -17,7 +20,8 @@ from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 
 from rtdp.errors import PermissionDenied
-from rtdp.models import User
+from rtdp.models import BrowserSession, User
+from rtdp.private import private_dir
 from rtdp.settings import Settings
 
 SESSION_COOKIE = "rtdp_session"
@@ -40,7 +44,7 @@ def secret_key(settings: Settings) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     key = secrets.token_urlsafe(48)
     try:
         # O_EXCL: two processes starting together must not each write their own key.
@@ -65,34 +69,56 @@ def session_middleware(settings: Settings) -> Middleware:
     )
 
 
+def _key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
 def sign_in(request: Request, user: User) -> None:
-    """Start a fresh session for `user` (a new CSRF token too: nothing carries over from before)."""
+    """Start a fresh session for `user` (a new CSRF token too: nothing carries over from before).
+    Synchronous (database): call from a thread."""
+    key = secrets.token_urlsafe(32)
+    BrowserSession.delete().where(BrowserSession.created < time.time() - SESSION_MAX_AGE).execute()
+    BrowserSession.create(key_hash=_key_hash(key), user=user.id)
     request.session.clear()
     request.session["user_id"] = user.id
     request.session["session_version"] = user.session_version
+    request.session["key"] = key
     request.session["csrf"] = secrets.token_urlsafe(32)
 
 
 def sign_out(request: Request) -> None:
+    """End this session, on the server too. Synchronous (database): call from a thread."""
+    key = request.session.get("key")
+    if isinstance(key, str):
+        BrowserSession.delete().where(BrowserSession.key_hash == _key_hash(key)).execute()
     request.session.clear()
 
 
-def active_user(user_id: object, version: object) -> User | None:
-    """The user a session cookie names, if still active and the cookie is not older than their last
-    password change. Synchronous (database): call from a thread."""
-    if not isinstance(user_id, int):
+def end_sessions(user_id: int) -> None:
+    """End every browser session of a user (password changed, user disabled)."""
+    BrowserSession.delete().where(BrowserSession.user == user_id).execute()
+
+
+def active_user(user_id: object, version: object, key: object) -> User | None:
+    """The user a session cookie names, if still active, the session not ended and the cookie not older
+    than their last password change. Synchronous (database): call from a thread."""
+    if not isinstance(user_id, int) or not isinstance(key, str):
         return None
     user = User.get_or_none(User.id == user_id)
     if user is None or not user.is_active or user.session_version != version:
         return None
-    return user
+    alive = BrowserSession.select().where(
+        (BrowserSession.key_hash == _key_hash(key)) & (BrowserSession.user == user_id)
+    )
+    return user if alive.exists() else None
 
 
 def session_user(request: Request) -> User | None:
     """The signed-in user, or None. Synchronous (database): call from a thread."""
     if "session" not in request.scope:
         return None
-    return active_user(request.session.get("user_id"), request.session.get("session_version"))
+    session = request.session
+    return active_user(session.get("user_id"), session.get("session_version"), session.get("key"))
 
 
 def csrf_token(request: Request) -> str:

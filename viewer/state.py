@@ -16,6 +16,7 @@ from rtdp.cache import TTLCache
 from rtdp.catalog import Policy
 from rtdp.permissions import Principal
 from rtdp.settings import Settings
+from rtdp.throttle import Throttle
 from viewer.hub import Hub
 from viewer.metrics import Metrics
 from viewer.publisher import Publisher
@@ -32,11 +33,17 @@ class ViewerState:
     hub: Hub
     metrics: Metrics
     pool: ThreadPoolExecutor
+    # Password hashing (argon2) has its own few threads: a login flood queues there and never holds
+    # the database pool that token-authenticated requests need.
+    hash_pool: ThreadPoolExecutor
     # Verified credentials and feed/permission decisions, reused for `settings.credential_ttl` and
     # `settings.decision_ttl` (the broker uses the same lifetimes); changes made through this viewer
     # clear them at once.
     credentials: TTLCache[Any, Principal] = field(init=False)
     decisions: TTLCache[Any, Any] = field(init=False)
+    # Password attempts per account and per address (login form, HTTP Basic); sign-ups per address.
+    logins: Throttle = field(init=False)
+    signups: Throttle = field(init=False)
     # What writing may create (auto-create, feed quota): rtdp.catalog's rules, with these settings.
     policy: Policy = field(init=False)
 
@@ -44,11 +51,18 @@ class ViewerState:
         self.policy = Policy.of(self.settings)
         self.credentials = TTLCache(self.settings.credential_ttl)
         self.decisions = TTLCache(self.settings.decision_ttl)
+        self.logins = Throttle(self.settings.login_attempts, self.settings.login_window)
+        self.signups = Throttle(self.settings.signups_per_hour, 3600.0)
 
     async def run_db(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a (synchronous, Peewee) call in the database thread pool, never on the event loop."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, functools.partial(func, *args, **kwargs))
+
+    async def run_hash(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a call that hashes a password in the bounded hashing pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.hash_pool, functools.partial(func, *args, **kwargs))
 
     def forget_decisions(self) -> None:
         """After a change made here (feed deleted, made private...), stop trusting cached decisions."""

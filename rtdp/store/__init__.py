@@ -8,6 +8,7 @@ from __future__ import annotations
 from rtdp.store.dialect import INSERT_CHUNK, dialect_of
 from rtdp.store.export import iter_export
 from rtdp.store.feeds import (
+    check_axis_quota,
     check_retention,
     create_axis,
     create_feed,
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_LIMIT",
     "Buckets",
     "StoredPoint",
+    "check_axis_quota",
     "check_retention",
     "create_axis",
     "create_feed",

@@ -27,6 +27,7 @@ from playhouse.db_url import connect
 
 from rtdp.errors import ConfigError
 from rtdp.models import Axis, Point
+from rtdp.private import private_dir, private_file
 
 if TYPE_CHECKING:
     from rtdp.store.read import Buckets
@@ -167,9 +168,10 @@ class Sqlite(Dialect):
             raise ConfigError(f"--db: no file in {url!r} (use sqlite:///PATH)")
         if path != ":memory:":
             try:
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+                private_dir(Path(path).parent)
+                private_file(Path(path))
             except OSError as exc:
-                raise ConfigError(f"--db: cannot create the directory for {path}: {exc.strerror}") from None
+                raise ConfigError(f"--db: cannot create {path}: {exc.strerror}") from None
         return pw.SqliteDatabase(path, pragmas={**SQLITE_PRAGMAS, "synchronous": synchronous}, timeout=5)
 
     def autoincrement(self, node: Any) -> Any:

@@ -7,7 +7,7 @@ import peewee as pw
 
 from rtdp.casts import XCast, YCast
 from rtdp.codec import Casts
-from rtdp.errors import Conflict, InvalidInput, NotFound
+from rtdp.errors import AxisQuotaExceeded, Conflict, InvalidInput, NotFound
 from rtdp.models import Axis, Feed, User
 from rtdp.topic import check_name
 
@@ -75,23 +75,42 @@ def check_retention(days: float | None, points: int | None) -> None:
         raise InvalidInput("retention points must be between 1 and 10000000000", field="retention_points")
 
 
-def create_axis(feed: Feed, name: str) -> Axis:
-    check_name(name, "axis")
+def check_axis_quota(feed: Feed, quota: int, adding: int = 1) -> None:
+    """Raise AxisQuotaExceeded if `feed` may not get `adding` more axes within `quota` (0: no limit)."""
+    if quota <= 0:
+        return
+    count = Axis.select(Axis.id).where(Axis.feed == feed.id).count()
+    if count + adding > quota:
+        raise AxisQuotaExceeded(
+            f"axis quota reached: feed {feed.name!r} has {count} axes and may have {quota}; delete an axis first",
+            quota=quota,
+        )
+
+
+def create_axis(feed: Feed, name: str, *, quota: int = 0) -> Axis:
+    """A new axis; `quota` is the most axes the feed may have (0: no limit, as for `rtdp axis add`)."""
     try:
-        with Axis._meta.database.atomic():
-            return Axis.create(feed=feed, name=name)
+        return _insert_axis(feed, name, quota)
     except pw.IntegrityError:
         raise Conflict(f"feed {feed.name!r} already has an axis named {name!r}", field="name") from None
 
 
-def ensure_axis(feed: Feed, name: str) -> Axis:
-    """The axis, created if missing; safe when two writers race to create it."""
+def ensure_axis(feed: Feed, name: str, *, quota: int = 0) -> Axis:
+    """The axis, created if missing (within `quota` axes per feed, 0: no limit); safe when two writers
+    race to create it."""
     axis = Axis.get_or_none((Axis.feed == feed.id) & (Axis.name == name))
     if axis is not None:
         return axis
-    check_name(name, "axis")
     try:
-        with Axis._meta.database.atomic():
-            return Axis.create(feed=feed, name=name)
+        return _insert_axis(feed, name, quota)
     except pw.IntegrityError:
         return get_axis(feed, name)
+
+
+def _insert_axis(feed: Feed, name: str, quota: int) -> Axis:
+    check_name(name, "axis")
+    check_axis_quota(feed, quota)
+    with Axis._meta.database.atomic():
+        axis: Axis = Axis.create(feed=feed, name=name)
+        return axis
+

@@ -165,6 +165,16 @@ def test_the_feed_quota_limits_what_a_creator_makes(any_db: pw.Database, owner: 
     assert result is not None and result.stored_points == 1
 
 
+def test_the_axis_quota_limits_the_axes_a_feed_gets(any_db: pw.Database, owner: User) -> None:
+    writer = Writer(any_db, Settings.build(env={}, axis_quota=2), Stats())
+    make_feed(owner, "wide")
+    result = writer.write([message(f"feeds/wide/a{n}", "1") for n in range(4)])
+    assert result is not None and (result.stored_points, result.rejected) == (2, 2)
+    assert writer.stats.rejected == {"axis_quota": 2}
+    result = writer.write([message("feeds/wide/a0", "2")])  # the axes it has still take points
+    assert result is not None and result.stored_points == 1
+
+
 @pytest.mark.parametrize("y_cast", ["float", "int"])
 def test_one_notice_per_feed_names_each_points_axis_in_id_order(writer: Writer, owner: User, y_cast: str) -> None:
     make_feed(owner, "f", x_cast="int", y_cast=y_cast)

@@ -103,6 +103,16 @@ def test_a_bad_variable_is_named_as_the_user_set_it(name: str, value: str) -> No
         ("timezone", "Mars/Olympus", "--timezone"),
         ("feed_quota", -1, "--feed-quota"),
         ("loop", "tokio", "--loop"),
+        ("axis_quota", -1, "--axis-quota"),
+        ("page_size", 0, "--page-size"),
+        ("login_attempts", 0, "--login-attempts"),
+        ("login_window", "0", "--login-window"),
+        ("signups_per_hour", 0, "--signups-per-hour"),
+        ("hash_threads", 0, "--hash-threads"),
+        ("http_max_header", 100, "--http-max-header"),
+        ("http_header_timeout", 0, "--http-header-timeout"),
+        ("http_keepalive", -1, "--http-keepalive"),
+        ("http_connections_per_ip", 1000, "--http-connections-per-ip"),
     ],
 )
 def test_a_bad_option_is_named_as_its_flag(option: str, value: object, label: str) -> None:

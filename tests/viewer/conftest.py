@@ -8,6 +8,7 @@ import functools
 import json
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,13 @@ class LiveServer:
 @pytest.fixture
 def live_server(settings: Settings) -> Iterator[LiveServer]:
     """The app on a real uvicorn (port 0) in a thread: what SSE clients and load tests need."""
+    with serving(settings) as live:
+        yield live
+
+
+@contextmanager
+def serving(settings: Settings) -> Iterator[LiveServer]:
+    """`create_app(settings)` on a real uvicorn (port 0) in a thread, until the block ends."""
     app = create_app(settings)
     server = build_server(settings, app, log_level="warning")
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)

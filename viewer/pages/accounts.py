@@ -5,13 +5,16 @@ from __future__ import annotations
 import peewee as pw
 from starlette.responses import Response
 
-from rtdp.accounts import check_password, create_token, create_user
+from rtdp.accounts import check_password, create_token, normalize_email, register_user
 from rtdp.credentials import hash_password, verify_password
-from rtdp.errors import AuthenticationFailed, InvalidInput, NotFound, RtdpError
+from rtdp.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, RtdpError, TooManyAttempts
 from rtdp.models import MAX_ID, Feed, Token, User
 from rtdp.permissions import Access, readable_feeds
+from rtdp.throttle import account_key, address_key
+from viewer.auth import client_address
 from viewer.pages.render import Ctx, error_field
-from viewer.session import sign_in, sign_out
+from viewer.session import end_sessions, sign_in, sign_out
+from viewer.state import viewer_state
 
 MIN_PASSWORD = 8
 
@@ -28,10 +31,18 @@ def login(ctx: Ctx) -> Response:
     if ctx.request.method == "GET":
         if ctx.user is not None:
             return ctx.redirect(next_url)
-        return ctx.render("login.html", next=next_url, email="")
+        notice = REGISTERED if ctx.request.query_params.get("registered") else None
+        return ctx.render("login.html", next=next_url, email="", notice=notice)
     email = ctx.form.get("email", "")
+    state = viewer_state(ctx.request)
     try:
-        principal = check_password(email, ctx.form.get("password", ""))
+        state.logins.take([account_key(email), address_key(client_address(ctx.request))])
+        # In the hashing pool: this page thread waits, the database pool does not.
+        principal = state.hash_pool.submit(check_password, email, ctx.form.get("password", "")).result()
+    except TooManyAttempts as exc:
+        response = ctx.render("login.html", status=429, next=next_url, email=email, error=f"{exc.message}.")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except AuthenticationFailed:
         return ctx.render("login.html", status=400, next=next_url, email=email, error="Wrong email or password.")
     user = User.get_by_id(principal.user_id)
@@ -44,6 +55,11 @@ def logout(ctx: Ctx) -> Response:
     return ctx.redirect("/login")
 
 
+# What registering answers whether or not the address had an account: telling them apart would let
+# anyone find out who uses this server.
+REGISTERED = "If this email address was not registered yet, its account now exists: sign in."
+
+
 def register(ctx: Ctx) -> Response:
     if not ctx.settings.registration:
         raise NotFound("Registration is closed on this server; ask an administrator for an account.")
@@ -51,26 +67,32 @@ def register(ctx: Ctx) -> Response:
         return ctx.render("register.html", email="")
     email = ctx.form.get("email", "")
     password = ctx.form.get("password", "")
+    state = viewer_state(ctx.request)
     try:
+        normalize_email(email)
         if len(password) < MIN_PASSWORD:
             raise InvalidInput(f"The password must have at least {MIN_PASSWORD} characters.", field="password")
         if password != ctx.form.get("password2", password):
             raise InvalidInput("The two passwords differ.", field="password2")
-        db = User._meta.database
-        with db.atomic():
-            # The first user administers the server (there is nobody else to make them one).
-            first = not User.select().exists()
-            user = create_user(email, password, admin=first)
+        state.signups.take([address_key(client_address(ctx.request))], "sign-ups from this address")
+        # Hashed for a taken address too (same time either way), in the hashing pool, before any transaction.
+        password_hash = state.hash_pool.submit(hash_password, password).result()
+        try:
+            register_user(state.db, email, password_hash)
+        except Conflict:
+            pass
     except RtdpError as exc:
-        return ctx.render(
+        response = ctx.render(
             "register.html",
             status=exc.status,
             email=email,
             error=exc.message,
             error_field=error_field(exc, ("email", "password", "password2")),
         )
-    sign_in(ctx.request, user)
-    return ctx.redirect("/")
+        if isinstance(exc, TooManyAttempts):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    return ctx.redirect("/login?registered=1")
 
 
 def _account_page(ctx: Ctx, user: User, status: int = 200, **extra: object) -> Response:
@@ -92,7 +114,16 @@ def account(ctx: Ctx) -> Response:
 def change_password(ctx: Ctx) -> Response:
     user = ctx.require_user()
     new = ctx.form.get("new_password", "")
-    if not verify_password(user.password_hash, ctx.form.get("current_password", "")):
+    state = viewer_state(ctx.request)
+    # A guess at the current password too (a borrowed session): throttled and hashed like a login.
+    try:
+        state.logins.take([account_key(user.email), address_key(client_address(ctx.request))])
+    except TooManyAttempts as exc:
+        response = _account_page(ctx, user, status=429, password_error=f"{exc.message}.")
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    current = ctx.form.get("current_password", "")
+    if not state.hash_pool.submit(verify_password, user.password_hash, current).result():
         return _account_page(
             ctx, user, status=400, password_error="The current password is wrong.", password_field="current_password"
         )
@@ -108,11 +139,13 @@ def change_password(ctx: Ctx) -> Response:
         return _account_page(
             ctx, user, status=400, password_error="The two new passwords differ.", password_field="new_password2"
         )
-    User.update(password_hash=hash_password(new), session_version=User.session_version + 1).where(
+    new_hash = state.hash_pool.submit(hash_password, new).result()
+    User.update(password_hash=new_hash, session_version=User.session_version + 1).where(
         User.id == user.id
     ).execute()
     user = User.get_by_id(user.id)
-    # Every other session of this user dies with the old version; this one carries on.
+    # Every other session of this user ends now; this one carries on under a new key.
+    end_sessions(user.id)
     sign_in(ctx.request, user)
     ctx.user = user
     return _account_page(ctx, user, password_message="Password changed. Other sessions are signed out.")

@@ -31,11 +31,11 @@ from sse_starlette.sse import EventSourceResponse, ServerSentEvent
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from rtdp.errors import PermissionDenied
+from rtdp.errors import InvalidInput, PermissionDenied
 from rtdp.models import Axis, Feed, Rejection, User
 from rtdp.retention import recent_purges
 from rtdp.store import dialect_of
-from viewer.pages.render import Ctx
+from viewer.pages.render import Ctx, page_number
 from viewer.session import session_user
 from viewer.state import ViewerState, viewer_state
 
@@ -186,55 +186,91 @@ def system_numbers(samples: Samples, before: Samples | None, seconds: float) -> 
     }
 
 
-def feed_rows(rates: AxisRates, now: float) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Feeds with their axes, and the newest rejections. Runs in a database thread."""
+@dataclass(frozen=True)
+class Page:
+    """Which rows of the feeds table a snapshot holds: `size` (feed, axis) rows from row (number-1)*size."""
+
+    number: int = 1
+    size: int = 100
+
+
+def feed_rows(rates: AxisRates, now: float, page: Page) -> tuple[list[dict[str, Any]], list[dict[str, Any]], bool]:
+    """A page of feeds with their axes, the newest rejections, and whether more rows follow. Runs in a
+    database thread. Paged by (feed, axis) row: thousands of axes must not make every push megabytes."""
     grouped: list[Any] = list(
         Rejection.select(Rejection.feed, Rejection.axis, pw.fn.COUNT(Rejection.id))
         .group_by(Rejection.feed, Rejection.axis)
         .tuples()
     )
     rejected = {(feed, axis): int(count) for feed, axis, count in grouped}
-    axes: dict[int, list[Axis]] = {}
-    for axis in Axis.select().order_by(Axis.name):
-        axes.setdefault(axis.feed_id, []).append(axis)
-    feeds = []
-    for feed in Feed.select(Feed, User).join(User).order_by(Feed.name):
-        rows = []
-        for axis in axes.get(feed.id, []):
-            count = int(axis.point_count)
-            rows.append({
-                "axis": axis.name,
-                "points": count,
-                "per_minute": rates.per_minute(axis.id, count, now),
-                "history": rates.history(axis.id),
-                "last_seen": axis.last_seen,
-                "rejected": rejected.pop((feed.name, axis.name), 0),
+    query: Any = (
+        Feed.select(
+            Feed.name, User.email, Feed.public, Feed.retention_days, Feed.retention_points,
+            Axis.id, Axis.name, Axis.point_count, Axis.last_seen,
+        )
+        .join(User)
+        .switch(Feed)
+        .join(Axis, pw.JOIN.LEFT_OUTER)
+        .order_by(Feed.name, Axis.name)
+        .offset((page.number - 1) * page.size)
+        .limit(page.size + 1)
+        .tuples()
+    )
+    found = list(query)
+    more = len(found) > page.size
+    feeds: list[dict[str, Any]] = []
+    for name, owner, public, days, points, axis_id, axis_name, count, last_seen in found[: page.size]:
+        if not feeds or feeds[-1]["feed"] != name:
+            feeds.append({
+                "feed": name,
+                "owner": owner,
+                "public": bool(public),
+                "retention_days": days,
+                "retention_points": points,
+                "rejected": 0,
+                "axes": [],
             })
-        feeds.append({
-            "feed": feed.name,
-            "owner": feed.owner.email,
-            "public": bool(feed.public),
-            "retention_days": feed.retention_days,
-            "retention_points": feed.retention_points,
-            "rejected": sum(v for (f, _), v in rejected.items() if f == feed.name),  # axes that do not exist
-            "axes": rows,
-        })
+        if axis_id is not None:
+            feeds[-1]["axes"].append({
+                "axis": axis_name,
+                "points": int(count),
+                "per_minute": rates.per_minute(axis_id, int(count), now),
+                "history": rates.history(axis_id),
+                "last_seen": last_seen,
+                "rejected": rejected.pop((name, axis_name), 0),
+            })
+    # A feed's own count is for rejections on axes that do not exist (not those on its other pages).
+    names = {feed["feed"] for feed in feeds}
+    left = [(f, a) for f, a in rejected if f in names]
+    existing: set[tuple[str, str]] = set()
+    if left:
+        found_axes: Any = (
+            Axis.select(Feed.name, Axis.name)
+            .join(Feed)
+            .where(Feed.name.in_(list(names)) & Axis.name.in_(sorted({a for _, a in left})))
+            .tuples()
+        )
+        existing = {(f, a) for f, a in found_axes}
+    for feed in feeds:
+        feed["rejected"] = sum(
+            rejected[key] for key in left if key[0] == feed["feed"] and key not in existing
+        )
     recent = [
         {"feed": r.feed, "axis": r.axis, "reason": r.reason, "at": r.at}
         for r in Rejection.select().order_by(Rejection.id.desc()).limit(RECENT_REJECTIONS)
     ]
-    return feeds, recent
+    return feeds, recent, more
 
 
 def snapshot(
-    state: ViewerState, rates: AxisRates, before: tuple[float, Samples] | None
+    state: ViewerState, rates: AxisRates, before: tuple[float, Samples] | None, page: Page = Page()
 ) -> tuple[dict[str, Any], Samples]:
     """The dashboard's JSON; `before` (time, registry samples) of the previous snapshot gives per-second rates.
     Runs in a database thread."""
     now = time.time()
     samples = read_registry(state.metrics.registry)
     previous, seconds = (before[1], now - before[0]) if before is not None else (None, 0.0)
-    feeds, recent = feed_rows(rates, now)
+    feeds, recent, more = feed_rows(rates, now, page)
     try:
         size = dialect_of(state.db).size(state.db)
     except (pw.PeeweeException, OSError):
@@ -249,7 +285,8 @@ def snapshot(
         {"feed": row.feed, "axis": row.axis, "removed": row.removed, "at": row.at}
         for row in recent_purges(RECENT_PURGES)
     ]
-    return {"at": now, "system": system, "feeds": feeds, "rejections": recent, "purges": purges}, samples
+    data = {"at": now, "system": system, "feeds": feeds, "rejections": recent, "purges": purges}
+    return {**data, "page": page.number, "more": more}, samples
 
 
 def _require_admin(user: User | None) -> User:
@@ -263,15 +300,17 @@ def admin_page(ctx: Ctx) -> Response:
     _require_admin(ctx.require_user())
     state = viewer_state(ctx.request)
     sampler = sampler_for(ctx.request)
-    data, _ = snapshot(state, sampler.rates, None)
-    config = json.dumps({"stream": "/admin/stream", "snapshot": data}).replace("<", "\\u003c")
+    page = Page(page_number(ctx.request), state.settings.page_size)
+    data, _ = snapshot(state, sampler.rates, None, page)
+    stream = f"/admin/stream?page={page.number}"
+    config = json.dumps({"stream": stream, "snapshot": data}).replace("<", "\\u003c")
     return ctx.render("admin.html", data=data, config=config, history_minutes=HISTORY_MINUTES)
 
 
-async def _snapshots(state: ViewerState, rates: AxisRates) -> AsyncIterator[ServerSentEvent]:
+async def _snapshots(state: ViewerState, rates: AxisRates, page: Page) -> AsyncIterator[ServerSentEvent]:
     before: tuple[float, Samples] | None = None
     while not state.hub.closed:
-        data, samples = await state.run_db(snapshot, state, rates, before)
+        data, samples = await state.run_db(snapshot, state, rates, before, page)
         before = (data["at"], samples)
         yield ServerSentEvent(data=json.dumps(data, separators=(",", ":")), event="snapshot")
         await asyncio.sleep(PUSH_EVERY)
@@ -285,9 +324,13 @@ async def admin_stream(request: Request) -> Response:
         return JSONResponse({"error": "sign in to see the dashboard", "code": "login_required"}, status_code=401)
     if not user.is_admin:
         return JSONResponse({"error": "the dashboard is for administrators", "code": "permission_denied"}, 403)
+    try:
+        page = Page(page_number(request), state.settings.page_size)
+    except InvalidInput as exc:
+        return JSONResponse(exc.as_dict(), status_code=exc.status)
     sampler = await state.run_db(sampler_for, request)
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     response: Response = EventSourceResponse(
-        _snapshots(state, sampler.rates), ping=state.settings.sse_heartbeat, headers=headers
+        _snapshots(state, sampler.rates, page), ping=state.settings.sse_heartbeat, headers=headers
     )
     return response

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 from urllib.parse import urlsplit
 
@@ -11,11 +12,20 @@ from rtdp.models import Feed
 from rtdp.settings import Settings
 
 WILDCARD_HOSTS = ("0.0.0.0", "::", "")
+# A Host header worth showing back: a name or an IP literal, an optional port, nothing else.
+PLAIN_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 
 
 def base_url(request: Request, settings: Settings) -> str:
-    """The web address people should use: settings.public_url, else the one this request came to."""
-    return (settings.public_url or str(request.base_url)).rstrip("/")
+    """The web address people should use: settings.public_url (RTDP_PUBLIC_URL), else the origin this
+    request came to if its Host header is a plain host[:port], else the address the server listens on.
+    Only for the signed-in user's own pages, never for anything cached or sent to someone else."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/")
+    host = request.headers.get("host", "")
+    if not PLAIN_HOST.fullmatch(host):
+        host = str(settings.http)
+    return f"{request.url.scheme}://{host}"
 
 
 def mqtt_address(request: Request, settings: Settings) -> tuple[str, int]:

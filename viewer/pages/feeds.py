@@ -15,7 +15,7 @@ from rtdp.store import create_axis, get_axis
 from rtdp.topic import check_name
 from viewer.access import may_manage
 from viewer.pages.examples import examples_for
-from viewer.pages.render import Ctx, error_field
+from viewer.pages.render import Ctx, error_field, page_number
 from viewer.pages.spark import sparklines
 
 BOOL_TRUE = ("on", "true", "1", "yes")
@@ -125,12 +125,20 @@ def feed_page(ctx: Ctx) -> Response:
 
 
 def _feed_page(ctx: Ctx, feed: Feed, status: int = 200, **extra: object) -> Response:
-    axes = list(Axis.select().where(Axis.feed == feed.id).order_by(Axis.name))
+    # A page of axes at a time: a feed with thousands of axes must not make a page of megabytes.
+    size = ctx.settings.page_size
+    number = page_number(ctx.request)
+    query = Axis.select().where(Axis.feed == feed.id).order_by(Axis.name)
+    axes = list(query.offset((number - 1) * size).limit(size + 1))
+    more = len(axes) > size
+    axes = axes[:size]
     return ctx.render(
         "feed.html",
         status=status,
         feed=feed,
         axes=axes,
+        page=number,
+        more=more,
         sparks=sparklines(axes),
         can_write=allowed(ctx.principal, feed, Access.WRITE),
         can_manage=_may_manage(ctx, feed),
@@ -156,8 +164,8 @@ def add_axis(ctx: Ctx) -> Response:
     feed = ctx.feed(ctx.request.path_params["feed"], Access.WRITE)
     name = ctx.form.get("name", "").strip()
     try:
-        axis = create_axis(feed, name)
-    except (InvalidInput, Conflict) as exc:
+        axis = create_axis(feed, name, quota=ctx.settings.axis_quota)
+    except (InvalidInput, Conflict, QuotaExceeded) as exc:
         if ctx.wants_json:
             raise
         # Without JavaScript the form posts here: show the page again with the message at the field.

@@ -21,7 +21,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from rtdp.accounts import principal_for
-from rtdp.errors import AuthenticationFailed, PermissionDenied, RtdpError
+from rtdp.casts import format_time
+from rtdp.errors import AuthenticationFailed, InvalidInput, PermissionDenied, RtdpError
 from rtdp.models import Feed, User
 from rtdp.permissions import Access, Principal, allowed
 from rtdp.settings import Settings
@@ -42,14 +43,17 @@ class LoginRequired(AuthenticationFailed):
 def _fmt_time(value: float | None) -> str:
     if value is None:
         return ""
-    return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (ValueError, OverflowError, OSError):
+        return repr(value)  # outside years 1-9999 (stored by older versions): not worth a broken page
 
 
 def _fmt_x(value: float | None, x_cast: str) -> str:
     if value is None:
         return ""
     if x_cast == "datetime":
-        return datetime.fromtimestamp(value, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+        return format_time(value, "microseconds")
     return _fmt_y(value, "int" if x_cast == "int" else "float")
 
 
@@ -118,6 +122,14 @@ class Ctx:
 
     def redirect(self, url: str) -> RedirectResponse:
         return RedirectResponse(url, status_code=303)
+
+
+def page_number(request: Request) -> int:
+    """The `page` query parameter of a paged list (1 when absent)."""
+    text = request.query_params.get("page", "1")
+    if not text.isascii() or not text.isdigit() or not 1 <= int(text) <= 1_000_000:
+        raise InvalidInput("page must be a whole number from 1")
+    return int(text)
 
 
 def error_field(exc: RtdpError, fields: tuple[str, ...], aliases: Mapping[str, str] | None = None) -> str | None:

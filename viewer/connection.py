@@ -1,0 +1,164 @@
+"""One HTTP connection: uvicorn's httptools protocol with the limits it lacks.
+
+httptools (llhttp) has no bound on the request line or headers and uvicorn arms no timer before a
+first request, so one client could send an endless header (uvicorn kept every byte) or hold sockets
+open without a word. Here, per connection:
+
+- the request line and headers together may hold `http_max_header` bytes: beyond, 414 (still in the
+  request line) or 431, and the connection closes, after at most one more read of the socket;
+- they must arrive within `http_header_timeout` seconds of the connection or of the previous
+  response, however slowly the bytes trickle in (keep-alive's timer restarts on every byte);
+- at most `http_max_connections` connections in all and `http_connections_per_ip` from one address:
+  the next is answered 503 and closed at once, before it can hold a file descriptor for long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from rtdp.settings import Settings
+
+# Seconds a refused connection is drained before it is closed.
+LINGER = 1.0
+
+REASONS = {
+    414: b"URI Too Long",
+    431: b"Request Header Fields Too Large",
+    503: b"Service Unavailable",
+}
+
+
+def _raw_response(status: int, message: str, extra: bytes = b"") -> bytes:
+    body = message.encode()
+    return (
+        b"HTTP/1.1 %d %s\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: %d\r\n"
+        b"connection: close\r\n%s\r\n%s" % (status, REASONS[status], len(body), extra, body)
+    )
+
+
+def _client_host(connection: object) -> str | None:
+    client = getattr(connection, "client", None)
+    return client[0] if isinstance(client, tuple) else None
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """HttpToolsProtocol bounded as the module says; `limits_from(settings)` makes the configured class."""
+
+    max_header = 16 * 1024
+    header_timeout = 10.0
+    max_connections = 512
+    connections_per_ip = 128
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._in_head = True
+        self._head_bytes = 0
+        self._line_done = False
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        host = self.client[0] if self.client else None
+        same = sum(1 for c in self.connections if _client_host(c) == host)
+        if len(self.connections) > self.max_connections or same > self.connections_per_ip:
+            # No parsing, no timers: answer and let go of the socket now.
+            self.transport.write(_raw_response(503, "too many connections", b"retry-after: 1\r\n"))
+            self.transport.close()
+            return
+        self._start_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_head_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused or self.transport.is_closing():
+            return  # the rest of a refused head: read and dropped, never kept
+        if self._in_head:
+            self._head_bytes += len(data)
+            if not self._line_done and b"\n" in data:
+                self._line_done = True
+        super().data_received(data)
+        if self._in_head and not self._refused and self._head_bytes > self.max_header:
+            if self._line_done:
+                self._refuse(_raw_response(431, "request header fields too large"))
+            else:
+                self._refuse(_raw_response(414, "request line too long"))
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._stop_head_timer()
+        if self._refused:
+            return
+        # A head that arrived whole in one read: measured here, from what the parser kept.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if len(self.url) > self.max_header:
+            self._refuse(_raw_response(414, "request line too long"))
+        elif size > self.max_header:
+            self._refuse(_raw_response(431, "request header fields too large"))
+        else:
+            super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        if not self._refused:
+            super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        if not self._refused:
+            super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._start_head()
+
+    def _start_head(self) -> None:
+        self._in_head = True
+        self._head_bytes = 0
+        self._line_done = False
+        self._stop_head_timer()
+        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+
+    def _stop_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._in_head and not self.transport.is_closing():
+            self.transport.close()
+
+    def eof_received(self) -> None:
+        if self._refused:
+            self.transport.close()
+
+    def _refuse(self, response: bytes) -> None:
+        """Answer a head too large, then read and drop what the client still sends for a moment before
+        closing: closing with unread bytes would reset the connection before the client reads why."""
+        self._stop_head_timer()
+        self._refused = True
+        # Between requests or before the first: nothing else is being written on this connection.
+        if self.cycle is None or self.cycle.response_complete:
+            self.transport.write(response)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER, self.transport.close)
+
+
+def guarded_protocol(settings: Settings) -> type[GuardedHttpProtocol]:
+    """The protocol class for uvicorn's `http=` option, with this server's limits."""
+    return type(
+        "GuardedHttpProtocol",
+        (GuardedHttpProtocol,),
+        {
+            "max_header": settings.http_max_header,
+            "header_timeout": settings.http_header_timeout,
+            "max_connections": settings.http_max_connections,
+            "connections_per_ip": settings.http_connections_per_ip,
+        },
+    )
