@@ -3,12 +3,16 @@
 amqtt asks per CONNECT (authenticate) and per topic action (publish, subscribe, and receive: once
 per message per subscriber). The answers come from the same users, tokens and `permissions.allowed`
 as the web side. Peewee is synchronous and argon2 slow, so database work runs on a small thread
-pool owned here and answers are cached for a short time.
+pool owned here, password checks on a bounded pool of their own (a CONNECT flood queues there, never
+in front of topic decisions), and answers are cached for a short time. Password guesses are throttled
+per account and per client address (`rtdp.throttle`, the web login's rule); the broker answers a
+throttled CONNECT with a delayed CONNACK 5.
 
 A connection keeps the principal it authenticated as, but only for `credential_ttl` seconds at a time:
 after that its token and user are read again before the next decision, so a revoked token or a
 disabled user loses an open connection (and a persistent session) within that time; the client is
-then disconnected (`on_revoked`).
+then disconnected (`on_revoked`). In `rtdp serve` the viewer calls `revoke(...)` when it revokes a
+token, changes a password or disables a user (`recheck_user`), and those connections close at once.
 
 A publish to a feed that does not exist is allowed when the publisher may create feeds (rtdp.catalog's
 rule), and nothing is created here: the bridge's writer creates the feed, owned by the publisher
@@ -31,12 +35,14 @@ from typing import TypeVar
 import peewee as pw
 
 from rtdp import catalog
-from rtdp.accounts import ServiceAccount, check_credentials, refresh_principal
+from rtdp.accounts import ServiceAccount, check_password, check_token, refresh_principal
 from rtdp.cache import TTLCache, credential_key
-from rtdp.errors import AuthenticationFailed, InvalidInput
+from rtdp.credentials import looks_like_token
+from rtdp.errors import AuthenticationFailed, InvalidInput, TooManyAttempts
 from rtdp.logs import RateLimitedLog
 from rtdp.models import Feed
 from rtdp.permissions import Access, Principal, allowed
+from rtdp.throttle import Throttle, account_key, address_key
 from rtdp.topic import ERRORS_PREFIX, FEEDS_PREFIX, STORED_PREFIX, FeedTopic, feed_of_filter
 
 logger = logging.getLogger(__name__)
@@ -126,14 +132,19 @@ class AccessControl:
         auto_create: bool = True,
         credential_ttl: float = 30.0,
         decision_ttl: float = 5.0,
+        throttle: Throttle | None = None,
+        hash_threads: int = 2,
     ) -> None:
         """`auto_create`: publishes may go to feeds that do not exist yet (only worth it when the writer
-        learns the publisher: the intake of `rtdp serve`). Lifetimes come from the settings."""
+        learns the publisher: the intake of `rtdp serve`). Lifetimes, the password throttle and the
+        hashing threads come from the settings."""
         self.service = service
         # Only whether a publish may create its feed is decided here (no quota: the writer counts it).
         self.policy = catalog.Policy(auto_create=auto_create)
         self.credential_ttl = credential_ttl
+        self.throttle = throttle
         self.auth_failures = 0
+        self.throttled = 0  # CONNECTs refused by the password throttle
         self.refused_publishes = 0
         self.refused_subscribes = 0
         self.messages_in = 0
@@ -143,10 +154,12 @@ class AccessControl:
         self.on_revoked: Callable[[str], None] | None = None
         self._principals: dict[str, _Held] = {}
         self._rechecks: dict[str, asyncio.Future[Principal | None]] = {}
+        self._checks: set[asyncio.Future[Principal | None]] = set()
         # (principal, time.monotonic() when verified): a login served from here expires with the entry.
         self._credentials: TTLCache[tuple[str, str], tuple[Principal, float]] = TTLCache(credential_ttl)
         self._decisions: TTLCache[tuple[tuple[int, int | None], str, Access], Decision] = TTLCache(decision_ttl)
         self._executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-broker-db")
+        self._hash_pool = ThreadPoolExecutor(max_workers=hash_threads, thread_name_prefix="rtdp-broker-hash")
         self._log = RateLimitedLog(logger)
 
     async def _in_thread(self, func: Callable[..., T], *args: object) -> T:
@@ -154,6 +167,7 @@ class AccessControl:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        self._hash_pool.shutdown(wait=False, cancel_futures=True)
 
     def principal(self, client_id: str | None) -> Principal | None:
         """The principal a connected (or persistent, offline) client authenticated as, as last checked."""
@@ -175,11 +189,14 @@ class AccessControl:
         self.hold(client_id, held)
         return True
 
-    async def login(self, username: str | None, password: str | None) -> _Held | None:
-        """The principal these credentials stand for (and until when), or None (counted as a failure)."""
+    async def login(self, username: str | None, password: str | None, address: str | None = None) -> _Held | None:
+        """The principal these credentials stand for (and until when), or None (counted as a failure).
+
+        Raises TooManyAttempts when a password guess for this account or from this `address` is over
+        the throttle (tokens are not guessable, and not throttled)."""
         if self.service.matches(username, password):
             return _Held(self.service.principal(), math.inf)  # a secret of this process: never revoked
-        checked = await self._check_credentials(username, password)
+        checked = await self._check_credentials(username, password, address)
         if checked is None:
             self.auth_failures += 1
             return None
@@ -190,7 +207,7 @@ class AccessControl:
         self._principals[client_id or ""] = held
 
     async def _check_credentials(
-        self, username: str | None, password: str | None
+        self, username: str | None, password: str | None, address: str | None = None
     ) -> tuple[Principal, float] | None:
         if not password:
             self._log.warning("anonymous", "MQTT connection without credentials refused")
@@ -201,7 +218,14 @@ class AccessControl:
             return cached
         verified = time.monotonic()
         try:
-            principal = await self._in_thread(check_credentials, username, password)
+            if looks_like_token(password):
+                principal = await self._in_thread(check_token, password)
+            elif not username:
+                raise AuthenticationFailed("credentials required")
+            else:
+                self._take_attempt(username, address)
+                hashing = partial(check_password, username, password)
+                principal = await asyncio.get_running_loop().run_in_executor(self._hash_pool, hashing)
         except AuthenticationFailed as exc:
             self._log.warning("auth", "MQTT login refused for user %r: %s", (username or "")[:80], exc.message)
             return None
@@ -211,6 +235,30 @@ class AccessControl:
             return None
         self._credentials.put(key, (principal, verified))
         return principal, verified
+
+    def _take_attempt(self, username: str, address: str | None) -> None:
+        if self.throttle is None:
+            return
+        try:
+            self.throttle.take([account_key(username), address_key(address)])
+        except TooManyAttempts:
+            self.throttled += 1
+            self._log.warning("throttled", "MQTT login for %r from %s throttled", username[:80], address)
+            raise
+
+    def recheck_user(self, user_id: int) -> None:
+        """A user's credentials changed in this process (a token revoked, the password changed, the user
+        disabled or deleted; committed): check that user's held logins again now instead of after
+        `credential_ttl`, and disconnect those that lost their rights. Call on the broker's loop."""
+        # Logins cached with those credentials must be checked again, or the client would simply reconnect.
+        self._credentials.clear()
+        for key, held in list(self._principals.items()):
+            if held.principal.service or held.principal.user_id != user_id:
+                continue
+            self._principals[key] = _Held(held.principal, -math.inf)  # expired: `_current` reads it again
+            checking = asyncio.ensure_future(self._current(key))
+            self._checks.add(checking)  # the loop keeps only weak references to tasks
+            checking.add_done_callback(self._checks.discard)
 
     async def _current(self, client_id: str | None) -> Principal | None:
         """The client's principal, its credentials read again first if they are older than the lifetime."""

@@ -27,23 +27,35 @@ from broker.access import AccessControl, TopicAction, session_id
 from broker.acks import MAX_UNSETTLED, AckAfterSettleHandler, settle
 from broker.errors import BrokerError, PortInUse
 from broker.intake import Sink, wanted
+from broker.limits import ConnectionLimits, abort, shut
 from broker.metrics import BrokerCollector
 from rtdp.accounts import ServiceAccount
+from rtdp.errors import TooManyAttempts
+from rtdp.logs import RateLimitedLog
 from rtdp.settings import HostPort, Settings
+from rtdp.throttle import Throttle
 
 logger = logging.getLogger(__name__)
 
+# Seconds a throttled CONNECT waits for its CONNACK 5: a guessing script gets one answer per this long
+# per connection, and its connections count against the per-address cap meanwhile.
+THROTTLED_DELAY = 1.0
 
-def broker_config(listen: HostPort, access: AccessControl) -> dict[str, Any]:
+
+def broker_config(listen: HostPort, access: AccessControl, session_expiry: float | None = None) -> dict[str, Any]:
     """amqtt's config: one TCP listener and our authentication plugin instead of amqtt's defaults
-    (anonymous login, $SYS topics, packet logging). Topic decisions need no plugin:
-    `_AmqttBroker._topic_filtering` asks the same AccessControl; the intake is called by
+    (anonymous login, $SYS topics, packet logging), and persistent sessions removed after
+    `session_expiry` seconds offline (amqtt's own monitor; None: kept forever). Topic decisions need no
+    plugin: `_AmqttBroker._topic_filtering` asks the same AccessControl; the intake is called by
     `_AmqttBroker._handle_message_delivery`."""
     plugins: dict[str, dict[str, Any]] = {"broker.plugins.AuthPlugin": {"access": access}}
-    return {
+    config: dict[str, Any] = {
         "listeners": {"default": {"type": "tcp", "bind": f"{listen.host}:{listen.port}", "max_connections": 0}},
         "plugins": plugins,
     }
+    if session_expiry is not None:
+        config["session_expiry_interval"] = math.ceil(session_expiry)
+    return config
 
 
 class _KeepAliveHandler(AckAfterSettleHandler):
@@ -137,6 +149,9 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        the intake directly (no plugin event: those are fire-and-forget tasks that cannot wait) and
        acknowledged once its batch committed; while the intake is full the session waits, and a client
        with too many unsettled messages is no longer read from.
+
+    Connections are bounded by `broker.limits` (how many, from where, how long before CONNECT), and a
+    CONNECT's password guesses by the throttle in `broker.access` (a delayed CONNACK 5).
     """
 
     def __init__(
@@ -145,11 +160,19 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         access: AccessControl,
         intake: Sink | None = None,
         max_unsettled: int = MAX_UNSETTLED,
+        limits: ConnectionLimits | None = None,
+        connect_timeout: float = 10.0,
+        session_queue: int = 1000,
     ) -> None:
         super().__init__(config)
         self.access = access
         self.intake = intake
         self.max_unsettled = max_unsettled
+        self.limits = limits or ConnectionLimits(400, 100)
+        self.connect_timeout = connect_timeout
+        self.session_queue = session_queue
+        self.dropped_queued = 0  # messages dropped from full offline-session queues (broker.metrics)
+        self._log = RateLimitedLog(logger)
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         # Every topic decision, asked of AccessControl directly: amqtt's way, a topic plugin run as a task
@@ -163,6 +186,39 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
         await self._client_connected(listener_name, StreamReaderAdapter(reader), _CoalescingWriter(writer))
+
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        # `broker.limits`: refused over the caps before a byte is read, and closed when amqtt is done
+        # with it whatever happened (amqtt left a socket closed by its client before CONNECT in CLOSE-WAIT).
+        peer = writer.get_peer_info()
+        address = peer[0] if peer else ""
+        if not self.limits.admit(address):
+            abort(writer)
+            return
+        try:
+            await super()._client_connected(listener_name, reader, writer)
+        finally:
+            self.limits.release(address)
+            await shut(writer)
+
+    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Session) -> None:
+        # A message for an offline persistent session: amqtt queued them without bound (2,000 sessions and
+        # 20,000 publishes made 16 million copies). At `session_queue` the oldest goes: a device back
+        # online wants the latest readings, and what it missed is stored anyway.
+        queue = target_session.retained_messages
+        if queue.qsize() >= self.session_queue:
+            queue.get_nowait()
+            self.dropped_queued += 1
+            self._log.warning(
+                "session-queue", "offline session %r: queue full (%d), oldest message dropped",
+                (target_session.client_id or "")[:80], self.session_queue,
+            )
+        await super()._retain_broadcast_message(broadcast, qos, target_session)
+
+    async def _cleanup_session(self, client_id: str) -> None:
+        # Also at amqtt's session expiry: the principal held for that session goes with it.
+        await super()._cleanup_session(client_id)
+        self.access.forget(client_id)
 
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
@@ -236,7 +292,10 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         # amqtt authenticates again later; AccessControl has cached the answer by then.
         try:
             connecting = _KeepAliveHandler.init_from_connect(reader, writer, self.plugins_manager)
-            handler, client_session = await connecting
+            async with asyncio.timeout(self.connect_timeout):  # broker.limits: no CONNECT, no connection
+                handler, client_session = await connecting
+        except TimeoutError:
+            raise AMQTTError(f"no CONNECT within {self.connect_timeout:g} s") from None
         except (AMQTTError, NoDataError) as exc:
             raise AMQTTError(exc) from exc
         except MQTTError:
@@ -244,7 +303,14 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             raise
         handler.max_unsettled = self.max_unsettled
 
-        held = await self.access.login(client_session.username, client_session.password)
+        try:
+            held = await self.access.login(client_session.username, client_session.password, remote_address)
+        except TooManyAttempts:
+            # Not authorized, after a pause: the guesser learns nothing and gets no faster answer.
+            await asyncio.sleep(THROTTLED_DELAY)
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError("CONNECT refused: too many password attempts") from None
         if held is None:
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
@@ -396,7 +462,10 @@ class EmbeddedBroker:
             auto_create=settings.auto_create and intake is not None,
             credential_ttl=settings.credential_ttl,
             decision_ttl=settings.decision_ttl,
+            throttle=Throttle(settings.login_attempts, settings.login_window),
+            hash_threads=settings.hash_threads,
         )
+        self.limits = ConnectionLimits(settings.mqtt_max_connections, settings.mqtt_connections_per_ip)
         self.access.on_revoked = self._disconnect
         self._broker: _AmqttBroker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -412,7 +481,13 @@ class EmbeddedBroker:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._broker = _AmqttBroker(
-            broker_config(self.listen, self.access), self.access, self.intake, self.settings.mqtt_inflight
+            broker_config(self.listen, self.access, self.settings.session_expiry),
+            self.access,
+            self.intake,
+            self.settings.mqtt_inflight,
+            self.limits,
+            self.settings.mqtt_connect_timeout,
+            self.settings.session_queue,
         )
         try:
             await self._broker.start()
@@ -432,6 +507,17 @@ class EmbeddedBroker:
             return
         try:
             loop.call_soon_threadsafe(self._broadcast, topic, payload)
+        except RuntimeError:
+            pass  # the loop closed between the check and the call: the broker is gone
+
+    def credentials_changed(self, user_id: int) -> None:
+        """A user's token was revoked, password changed, or account disabled or deleted (committed): their
+        MQTT connections that lost their rights close now. From any thread; never blocks."""
+        loop = self._loop
+        if self._broker is None or loop is None or loop.is_closed():
+            return
+        try:
+            loop.call_soon_threadsafe(self.access.recheck_user, user_id)
         except RuntimeError:
             pass  # the loop closed between the check and the call: the broker is gone
 
