@@ -10,7 +10,7 @@ import asyncio
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -81,11 +81,14 @@ def create_app(
     routes: Sequence[BaseRoute] = (),
     middleware: Sequence[Middleware] = (),
     collectors: Sequence[Collector] = (),
+    credentials_changed: Callable[[int], None] | None = None,
 ) -> Starlette:
     """The viewer app. `db`: the process's opened database (`rtdp serve`); without it the lifespan opens
     `settings.database_url` and closes it at the end (`rtdp viewer`). Extra `routes` and `middleware`
     are added after the built-in ones; extra Prometheus `collectors` (the bridge's and broker's in
-    `rtdp serve`) are registered on the app's /metrics registry."""
+    `rtdp serve`) are registered on the app's /metrics registry. `credentials_changed(user_id)` is
+    called (from a page thread) after a token revocation or password change: the embedded broker's
+    in `rtdp serve`."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -114,6 +117,8 @@ def create_app(
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
         app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool, hash_pool)
+        if credentials_changed is not None:
+            app.state.viewer.credentials_changed = credentials_changed
         publisher.start(loop)
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):

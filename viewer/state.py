@@ -41,6 +41,10 @@ class ViewerState:
     # clear them at once.
     credentials: TTLCache[Any, Principal] = field(init=False)
     decisions: TTLCache[Any, Any] = field(init=False)
+    # Told a user's id once their token was revoked or password changed here (committed): in `rtdp serve`
+    # the embedded broker then closes that user's MQTT connections that lost their rights at once.
+    # From any thread.
+    credentials_changed: Callable[[int], None] = lambda user_id: None
     # Password attempts per account and per address (login form, HTTP Basic); sign-ups per address.
     logins: Throttle = field(init=False)
     signups: Throttle = field(init=False)

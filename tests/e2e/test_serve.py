@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -233,3 +234,38 @@ def test_serve_on_the_standard_asyncio_loop(tmp_path: Path) -> None:
         served.process.send_signal(signal.SIGINT)
         assert served.process.wait(20) == 0
     assert "Traceback" not in "".join(served.output)
+
+
+def test_a_password_changed_on_the_web_closes_its_mqtt_connections_at_once(tmp_path: Path) -> None:
+    """Issue 11 #8 on MQTT: not after the credential lifetime (an hour here), at once."""
+    mqtt_port = free_port()
+    broker_args = ("--mqtt", f"127.0.0.1:{mqtt_port}", "--credential-ttl", "3600")
+    with running_serve(tmp_path, mqtt_port, *broker_args) as served:
+        assert MOSQUITTO_SUB is not None
+        subscriber = subprocess.Popen(
+            ["stdbuf", "-oL", MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(mqtt_port), "-u", EP[0], "-P", EP[1], "-t",
+             "rtdp/stored/manual_feed_a", "-d"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(subscriber.stdout or ()), daemon=True).start()
+        try:
+            wait_for(lambda: any("SUBACK" in line for line in lines), what="the subscription")
+            with httpx.Client(base_url=served.web, timeout=10) as web:
+                def token(path: str) -> str:
+                    match = re.search(r'name="csrf_token" value="([^"]+)"', web.get(path).text)
+                    assert match, path
+                    return match.group(1)
+
+                signed_in = web.post("/login", data={"email": EP[0], "password": EP[1], "csrf_token": token("/login")})
+                assert signed_in.status_code in (200, 303)
+                changed = web.post("/account/password", data={
+                    "current_password": EP[1], "new_password": "a-new-password", "csrf_token": token("/account"),
+                })
+                assert "Password changed" in changed.text
+            # Disconnected, and its reconnection with the old password refused: mosquitto_sub gives up.
+            assert subscriber.wait(15) != 0
+        finally:
+            if subscriber.poll() is None:
+                subscriber.kill()
+                subscriber.wait()

@@ -146,6 +146,7 @@ def change_password(ctx: Ctx) -> Response:
     user = User.get_by_id(user.id)
     # Every other session of this user ends now; this one carries on under a new key.
     end_sessions(user.id)
+    state.credentials_changed(user.id)  # its MQTT password logins close now
     sign_in(ctx.request, user)
     ctx.user = user
     return _account_page(ctx, user, password_message="Password changed. Other sessions are signed out.")
@@ -178,4 +179,5 @@ def revoke_api_token(ctx: Ctx) -> Response:
     updated = Token.update(revoked=True).where((Token.id == token_id) & (Token.user == user.id)).execute()
     if not updated:
         raise NotFound("no such token")
+    viewer_state(ctx.request).credentials_changed(user.id)  # its MQTT connections close now
     return ctx.redirect("/account")
