@@ -584,11 +584,41 @@ class _HideStartupTraceback(logging.Filter):
         return not record.getMessage().startswith("Broker startup failed")
 
 
+class _SummariseConnectionFailures(logging.Filter):
+    """amqtt logs a warning for every connection that ends before or without a session (no CONNECT in
+    time, closed early, refused): a flood of such connections was a flood of log lines. Here at most one
+    such line per `INTERVAL` seconds, which says how many were not logged."""
+
+    INTERVAL = 10.0
+    PREFIXES = ("Failed to initialize client session", "Error while handling client session")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, tuple[float, int]] = {}  # prefix: (when last logged, skipped since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        prefix = next((p for p in self.PREFIXES if message.startswith(p)), None)
+        if prefix is None:
+            return True
+        now = time.monotonic()
+        last, skipped = self._last.get(prefix, (-math.inf, 0))
+        if now - last < self.INTERVAL:
+            self._last[prefix] = (last, skipped + 1)
+            return False
+        self._last[prefix] = (now, 0)
+        if skipped:
+            record.msg, record.args = f"{message} ({skipped} similar messages not logged)", None
+        return True
+
+
 def quiet_amqtt_logging() -> None:
-    """Keep amqtt's traceback for a port in use out of the console (we raise PortInUse instead)."""
+    """Keep amqtt's traceback for a port in use out of the console (we raise PortInUse instead), and its
+    warning per failed connection down to a summary every few seconds."""
     amqtt_logger = logging.getLogger("amqtt.broker")
-    if not any(isinstance(f, _HideStartupTraceback) for f in amqtt_logger.filters):
-        amqtt_logger.addFilter(_HideStartupTraceback())
+    for kind in (_HideStartupTraceback, _SummariseConnectionFailures):
+        if not any(isinstance(f, kind) for f in amqtt_logger.filters):
+            amqtt_logger.addFilter(kind())
 
 
 async def serve(settings: Settings, service: ServiceAccount, stop: asyncio.Event | None = None) -> None:

@@ -4,6 +4,7 @@ and credentials revoked on the web closing MQTT connections at once."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import struct
 import threading
@@ -16,6 +17,7 @@ import psutil
 import pytest
 
 from broker.acks import AckAfterSettleHandler
+from broker.server import quiet_amqtt_logging
 from rtdp.accounts import ServiceAccount
 from rtdp.models import Token, User
 from rtdp.settings import Settings
@@ -255,3 +257,15 @@ def test_an_unused_persistent_session_expires(world: World, tmp_path: Path, serv
         assert handle.broker.access.principal(key) is None
         with connected(device, "gone", clean_session=False):
             assert broker._sessions[key][0] is not session  # a new session: the old one is gone
+
+
+def test_failed_connections_are_logged_as_a_summary(
+    world: World, tmp_path: Path, service: ServiceAccount, caplog: pytest.LogCaptureFixture
+) -> None:
+    quiet_amqtt_logging()
+    with caplog.at_level(logging.WARNING, logger="amqtt.broker"), _broker(tmp_path, service) as handle:
+        for _ in range(20):
+            _raw(handle).close()
+        wait_for(lambda: handle.broker.limits.open == 0, what="the connections released")
+    failures = [r for r in caplog.records if r.getMessage().startswith("Failed to initialize client session")]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
