@@ -11,8 +11,9 @@ throttled CONNECT with a delayed CONNACK 5.
 A connection keeps the principal it authenticated as, but only for `credential_ttl` seconds at a time:
 after that its token and user are read again before the next decision, so a revoked token or a
 disabled user loses an open connection (and a persistent session) within that time; the client is
-then disconnected (`on_revoked`). In `rtdp serve` the viewer calls `revoke(...)` when it revokes a
-token, changes a password or disables a user (`recheck_user`), and those connections close at once.
+then disconnected (`on_revoked`). A change recorded in the rights revision (`rtdp.revision`: a token
+revoked, a password changed, a user disabled, by any process) has every held login read again at once,
+and those that lost their rights are disconnected within the revision's poll period.
 
 A publish to a feed that does not exist is allowed when the publisher may create feeds (rtdp.catalog's
 rule), and nothing is created here: the bridge's writer creates the feed, owned by the publisher
@@ -34,7 +35,7 @@ from typing import TypeVar
 
 import peewee as pw
 
-from rtdp import catalog
+from rtdp import catalog, revision
 from rtdp.accounts import ServiceAccount, check_password, check_token, refresh_principal
 from rtdp.cache import TTLCache, credential_key
 from rtdp.credentials import looks_like_token
@@ -42,6 +43,7 @@ from rtdp.errors import AuthenticationFailed, InvalidInput, TooManyAttempts
 from rtdp.logs import RateLimitedLog
 from rtdp.models import Feed
 from rtdp.permissions import Access, Principal, allowed
+from rtdp.revision import RevisionWatcher
 from rtdp.throttle import Throttle, account_key, address_key
 from rtdp.topic import ERRORS_PREFIX, FEEDS_PREFIX, STORED_PREFIX, FeedTopic, feed_of_filter
 
@@ -161,6 +163,25 @@ class AccessControl:
         self._executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-broker-db")
         self._hash_pool = ThreadPoolExecutor(max_workers=hash_threads, thread_name_prefix="rtdp-broker-hash")
         self._log = RateLimitedLog(logger)
+        # Started by the broker: drops the caches when any process changed who may do what.
+        self.rights = RevisionWatcher(self._read_revision, self.rights_changed)
+
+    async def _read_revision(self) -> int:
+        return await self._in_thread(revision.current)
+
+    def rights_changed(self) -> None:
+        """On the broker's loop: cached decisions and logins are stale, and every held principal is read
+        again before its next decision (its user may have been disabled or made admin)."""
+        self._decisions.clear()
+        self._credentials.clear()
+        for key, held in list(self._principals.items()):
+            if not held.principal.service:
+                self._principals[key] = _Held(held.principal, -math.inf)
+                # Read now, not at its next decision: an idle subscriber of a disabled user, or of a revoked
+                # token, is disconnected at once (`_recheck` calls `on_revoked`).
+                checking = asyncio.ensure_future(self._current(key))
+                self._checks.add(checking)  # the loop keeps only weak references to tasks
+                checking.add_done_callback(self._checks.discard)
 
     async def _in_thread(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(func, *args))
@@ -219,7 +240,7 @@ class AccessControl:
         verified = time.monotonic()
         try:
             if looks_like_token(password):
-                principal = await self._in_thread(check_token, password)
+                principal = await self._in_thread(check_token, password, address)
             elif not username:
                 raise AuthenticationFailed("credentials required")
             else:
@@ -245,20 +266,6 @@ class AccessControl:
             self.throttled += 1
             self._log.warning("throttled", "MQTT login for %r from %s throttled", username[:80], address)
             raise
-
-    def recheck_user(self, user_id: int) -> None:
-        """A user's credentials changed in this process (a token revoked, the password changed, the user
-        disabled or deleted; committed): check that user's held logins again now instead of after
-        `credential_ttl`, and disconnect those that lost their rights. Call on the broker's loop."""
-        # Logins cached with those credentials must be checked again, or the client would simply reconnect.
-        self._credentials.clear()
-        for key, held in list(self._principals.items()):
-            if held.principal.service or held.principal.user_id != user_id:
-                continue
-            self._principals[key] = _Held(held.principal, -math.inf)  # expired: `_current` reads it again
-            checking = asyncio.ensure_future(self._current(key))
-            self._checks.add(checking)  # the loop keeps only weak references to tasks
-            checking.add_done_callback(self._checks.discard)
 
     async def _current(self, client_id: str | None) -> Principal | None:
         """The client's principal, its credentials read again first if they are older than the lifetime."""

@@ -498,6 +498,7 @@ class EmbeddedBroker:
         server = self._broker._servers["default"].instance
         sockets = getattr(server, "sockets", None) or ()
         self._port = int(sockets[0].getsockname()[1]) if sockets else self.listen.port
+        self.access.rights.start()
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Broadcast a message from inside the process (as the service account would publish it, RECEIVE
@@ -507,17 +508,6 @@ class EmbeddedBroker:
             return
         try:
             loop.call_soon_threadsafe(self._broadcast, topic, payload)
-        except RuntimeError:
-            pass  # the loop closed between the check and the call: the broker is gone
-
-    def credentials_changed(self, user_id: int) -> None:
-        """A user's token was revoked, password changed, or account disabled or deleted (committed): their
-        MQTT connections that lost their rights close now. From any thread; never blocks."""
-        loop = self._loop
-        if self._broker is None or loop is None or loop.is_closed():
-            return
-        try:
-            loop.call_soon_threadsafe(self.access.recheck_user, user_id)
         except RuntimeError:
             pass  # the loop closed between the check and the call: the broker is gone
 
@@ -562,6 +552,7 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         broker, self._broker = self._broker, None
         self._port = None
+        await self.access.rights.stop()
         if broker is not None:
             try:
                 await broker.shutdown()

@@ -116,9 +116,7 @@ async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database) -
     if broker is not None:
         collectors.append(BrokerCollector(broker))
     try:
-        # A token revoked or a password changed on the web closes those MQTT connections at once.
-        changed = broker.credentials_changed if broker is not None else None
-        app = create_app(settings, db=db, service=service, collectors=collectors, credentials_changed=changed)
+        app = create_app(settings, db=db, service=service, collectors=collectors)
         server = build_server(settings, app, log_config=None)
     except BaseException:
         await _stop_broker(broker, intake)

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -32,13 +32,17 @@ from rtdp.settings import HostPort, Settings
 from viewer.api import api_routes
 from viewer.connection import guarded_protocol
 from viewer.errors import ErrorPage, exception_handlers
+from viewer.groups_api import group_routes
 from viewer.headers import with_security_headers
 from viewer.health import health_routes
 from viewer.hub import Hub
 from viewer.ingest import ingest_asgi, ingest_routes, lean_path
 from viewer.metrics import Metrics
+from viewer.openapi import openapi_routes
 from viewer.publisher import Publisher
+from viewer.sharing_api import sharing_routes
 from viewer.state import ViewerState
+from viewer.users_api import user_routes
 
 log = logging.getLogger(__name__)
 
@@ -81,14 +85,11 @@ def create_app(
     routes: Sequence[BaseRoute] = (),
     middleware: Sequence[Middleware] = (),
     collectors: Sequence[Collector] = (),
-    credentials_changed: Callable[[int], None] | None = None,
 ) -> Starlette:
     """The viewer app. `db`: the process's opened database (`rtdp serve`); without it the lifespan opens
     `settings.database_url` and closes it at the end (`rtdp viewer`). Extra `routes` and `middleware`
     are added after the built-in ones; extra Prometheus `collectors` (the bridge's and broker's in
-    `rtdp serve`) are registered on the app's /metrics registry. `credentials_changed(user_id)` is
-    called (from a page thread) after a token revocation or password change: the embedded broker's
-    in `rtdp serve`."""
+    `rtdp serve`) are registered on the app's /metrics registry."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -116,16 +117,17 @@ def create_app(
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool, hash_pool)
-        if credentials_changed is not None:
-            app.state.viewer.credentials_changed = credentials_changed
+        state = ViewerState(settings, opened, publisher, hub, metrics, pool, hash_pool)
+        app.state.viewer = state
         publisher.start(loop)
+        state.rights.start()
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):
             log.warning("MQTT broker %s:%s not reachable yet; retrying", endpoint.host, endpoint.port)
         try:
             yield
         finally:
+            await state.rights.stop()
             hub.close()
             await publisher.stop()
             hash_pool.shutdown(wait=True)
@@ -134,7 +136,11 @@ def create_app(
                 opened.close()
 
     page_routes, page_middleware, html_errors = _page_parts(settings)
-    all_routes: list[BaseRoute] = [*health_routes(), *ingest_routes(), *api_routes(), *page_routes, *routes]
+    all_routes: list[BaseRoute] = [
+        *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *group_routes(), *user_routes(),
+        *openapi_routes(),
+        *page_routes, *routes,
+    ]
     all_middleware: list[Middleware] = [*page_middleware, *middleware]
     handlers: Any = exception_handlers(html_errors)
     return ViewerApp(routes=all_routes, middleware=all_middleware, exception_handlers=handlers, lifespan=lifespan)

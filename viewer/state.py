@@ -12,9 +12,11 @@ from typing import Any, ParamSpec, TypeVar
 import peewee as pw
 from starlette.requests import HTTPConnection
 
+from rtdp import revision
 from rtdp.cache import TTLCache
 from rtdp.catalog import Policy
 from rtdp.permissions import Principal
+from rtdp.revision import RevisionWatcher
 from rtdp.settings import Settings
 from rtdp.throttle import Throttle
 from viewer.hub import Hub
@@ -41,15 +43,13 @@ class ViewerState:
     # clear them at once.
     credentials: TTLCache[Any, Principal] = field(init=False)
     decisions: TTLCache[Any, Any] = field(init=False)
-    # Told a user's id once their token was revoked or password changed here (committed): in `rtdp serve`
-    # the embedded broker then closes that user's MQTT connections that lost their rights at once.
-    # From any thread.
-    credentials_changed: Callable[[int], None] = lambda user_id: None
     # Password attempts per account and per address (login form, HTTP Basic); sign-ups per address.
     logins: Throttle = field(init=False)
     signups: Throttle = field(init=False)
     # What writing may create (auto-create, feed quota): rtdp.catalog's rules, with these settings.
     policy: Policy = field(init=False)
+    # Drops both caches and has open streams check again when any process changed who may do what.
+    rights: RevisionWatcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.policy = Policy.of(self.settings)
@@ -57,6 +57,16 @@ class ViewerState:
         self.decisions = TTLCache(self.settings.decision_ttl)
         self.logins = Throttle(self.settings.login_attempts, self.settings.login_window)
         self.signups = Throttle(self.settings.signups_per_hour, 3600.0)
+        self.rights = RevisionWatcher(self._read_revision, self.rights_changed)
+
+    async def _read_revision(self) -> int:
+        return await self.run_db(revision.current)
+
+    def rights_changed(self) -> None:
+        """On the event loop: stop trusting cached logins and decisions; open streams check again."""
+        self.forget_decisions()
+        self.credentials.clear()
+        self.hub.recheck()
 
     async def run_db(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a (synchronous, Peewee) call in the database thread pool, never on the event loop."""

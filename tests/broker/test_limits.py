@@ -18,6 +18,7 @@ import pytest
 
 from broker.acks import AckAfterSettleHandler
 from broker.server import quiet_amqtt_logging
+from rtdp import revision
 from rtdp.accounts import ServiceAccount
 from rtdp.models import Token, User
 from rtdp.settings import Settings
@@ -201,25 +202,26 @@ def test_password_checks_run_in_the_hashing_pool(world: World, tmp_path: Path, s
         assert any(name.startswith("rtdp-broker-hash") for name in names), names
 
 
-@pytest.mark.parametrize("change", ["token revoked", "password changed"])
-def test_credentials_changed_on_the_web_close_mqtt_connections_at_once(
+@pytest.mark.parametrize("change", ["token revoked", "password changed", "user disabled"])
+def test_credentials_changed_close_idle_mqtt_connections_at_once(
     world: World, tmp_path: Path, service: ServiceAccount, sqlite_db: pw.Database, change: str
 ) -> None:
-    # A credential lifetime of an hour: only the hook can close the connection within the test.
+    # A credential lifetime of an hour, and clients that do nothing: only the rights revision can close them.
     with _broker(tmp_path, service, credential_ttl=3600) as handle:
         token = token_for(world.ep)
-        if change == "token revoked":
-            client = open_client(handle.endpoint("device", token))
-        else:
-            client = open_client(handle.endpoint("ep@nothing.com", PASSWORD))
+        client = open_client(handle.endpoint("device" if change == "token revoked" else "ep@nothing.com",
+                                             token if change == "token revoked" else PASSWORD))
         with connected(handle.endpoint("ap@nothing.com", PASSWORD)) as bystander:
             try:
                 assert client.connack is not None and not client.connack.is_failure
-                if change == "token revoked":
-                    Token.update(revoked=True).where(Token.user == world.ep.id).execute()
-                else:
-                    User.update(session_version=User.session_version + 1).where(User.id == world.ep.id).execute()
-                handle.broker.credentials_changed(world.ep.id)
+                with sqlite_db.atomic():  # as the pages, the API and the CLI do it
+                    if change == "token revoked":
+                        Token.update(revoked=True).where(Token.user == world.ep.id).execute()
+                    elif change == "password changed":
+                        User.update(session_version=User.session_version + 1).where(User.id == world.ep.id).execute()
+                    else:
+                        User.update(is_active=False).where(User.id == world.ep.id).execute()
+                    revision.bump()
                 assert client.disconnected.wait(10)
                 assert not bystander.disconnected.is_set()
             finally:

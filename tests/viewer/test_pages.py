@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from rtdp import revision
 from rtdp.codec import Sample
 from rtdp.credentials import hash_token
 from rtdp.models import Axis, Feed, Share, Token, User
 from rtdp.settings import Settings
 from rtdp.store import create_axis, create_feed, get_axis, write_points
-from tests.viewer.conftest import World
+from tests.viewer.conftest import World, make_user
 from viewer.app import create_app
 from viewer.session import SECRET_FILE, SESSION_COOKIE, secret_key
 
@@ -132,12 +133,13 @@ def test_register_needs_eight_characters_and_keeps_a_taken_email(client: TestCli
 
 
 def test_registration_off(settings: Settings) -> None:
-    with TestClient(create_app(settings.replace(registration=False))) as client:
+    with TestClient(create_app(settings.replace(registration="closed"))) as client:
+        make_user("someone@example.com", "a-long-password")  # else the first account may register
         assert client.get("/register").status_code == 404
         assert "Register" not in client.get("/login").text
         answer = client.post("/register", data={"email": "x@example.com", "password": "longenough"})
         assert answer.status_code in (403, 404)
-        assert not User.select().exists()
+        assert User.select().count() == 1
 
 
 def test_feed_name_description_and_email_are_escaped(client: TestClient, world: World) -> None:
@@ -254,6 +256,7 @@ def test_axis_page_trend_colours_and_pages(client: TestClient, world: World) -> 
 
 def test_password_change_ends_other_sessions(client: TestClient, settings: Settings, world: World) -> None:
     login(client, "ep@nothing.com", "1234")
+    before = revision.current()
     with TestClient(client.app) as other:
         login(other, "ep@nothing.com", "1234")
         short = client.post(
@@ -268,6 +271,7 @@ def test_password_change_ends_other_sessions(client: TestClient, settings: Setti
         assert changed.status_code == 200 and "Password changed" in changed.text
         assert "ep@nothing.com" in client.get("/account").text  # this session carries on
         assert other.get("/account", follow_redirects=False).status_code == 303  # the other one is gone
+        assert revision.current() > before  # and the broker disconnects the MQTT password logins (rtdp.revision)
 
 
 def test_tokens_are_shown_once_and_can_be_revoked(client: TestClient, world: World) -> None:
@@ -285,8 +289,10 @@ def test_tokens_are_shown_once_and_can_be_revoked(client: TestClient, world: Wor
         "/account/tokens", data={"feed": "feed_a", "csrf_token": csrf(client, "/account")}
     )
     assert denied.status_code == 403
+    before = revision.current()
     client.post("/account/tokens/revoke", data={"token_id": str(row.id), "csrf_token": csrf(client, "/account")})
     assert Token.get_by_id(row.id).revoked
+    assert revision.current() > before  # the broker disconnects the token's MQTT clients (rtdp.revision)
 
 
 def test_revoking_a_token_id_beyond_any_row_is_a_404(client: TestClient, world: World) -> None:
@@ -475,3 +481,20 @@ def test_the_original_page_urls_lead_to_their_pages_and_ap_is_refused_eps(client
     for missing in ("feed_data/999999", "feed_data/x", "feed_data/\uff13", "feed_graph/99999999999999999999", "nope/1"):
         assert client.get(f"{old}/{missing}", follow_redirects=False).status_code == 404, missing
     assert client.get("/realtime_data_processor/tools/index", follow_redirects=False).headers["location"] == "/tools"
+
+
+def test_account_page_shows_a_tokens_last_use_and_expiry(client: TestClient, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    made = client.post(
+        "/account/tokens", data={"name": "sensor", "expires_days": "30", "csrf_token": csrf(client, "/account")}
+    )
+    token = re.search(r'id="new-token">([^<]+)<', made.text).group(1)  # type: ignore[union-attr]
+    row = Token.get(Token.token_hash == hash_token(token))
+    assert 29.9 * 86400 < row.expires - row.created <= 30 * 86400
+    assert client.get("/api/v1/feeds/feed_a", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    page = client.get("/account").text
+    used = re.search(rf'<tr data-token="{row.prefix}">.*?</tr>', page, re.S).group(0)  # type: ignore[union-attr]
+    # TestClient's peer address is "testclient".
+    assert "from <code>testclient</code>" in used and "(expired)" not in used
+    bad = client.post("/account/tokens", data={"expires_days": "0", "csrf_token": csrf(client, "/account")})
+    assert bad.status_code == 400
