@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import resource
-import struct
 import subprocess
 import sys
 import tempfile
@@ -45,10 +44,11 @@ import psutil
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 
-from pipeline import BASE_X, FEED, RESULTS, RTDP, cli, prepare, ready, stored  # noqa: E402
+from pipeline import BASE_X, FEED, RESULTS, RTDP, cli, prepare, process, ready, stored  # noqa: E402
 
 from rtdp.mqtt import Endpoint, make_client  # noqa: E402
 from tests.support.env import free_port, wait_for  # noqa: E402
+from tests.support.packets import DISCONNECT, connect, publish_qos1, subscribe  # noqa: E402
 
 ATTACKER, ATTACKER_PASSWORD, ATTACK_FEED = "attacker@nothing.com", "attacker-password", "attack"
 ATTACK_SOURCE = "127.0.0.2"  # another address on loopback: the per-address caps tell it from the good user
@@ -66,30 +66,6 @@ class Target:
 
 
 # ---------------------------------------------------------------- the attacks (run in a worker process)
-
-
-def _field(text: str | bytes) -> bytes:
-    raw = text.encode() if isinstance(text, str) else text
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    length, encoded = len(body), bytearray()
-    while True:
-        length, digit = divmod(length, 128)
-        encoded.append(digit | (0x80 if length else 0))
-        if not length:
-            return bytes((first,)) + bytes(encoded) + body
-
-
-def _connect(username: str, password: str, client_id: str, clean: bool = True) -> bytes:
-    flags = 0xC0 | (0x02 if clean else 0)
-    body = b"\x00\x04MQTT\x04" + bytes((flags,)) + struct.pack("!H", 600)
-    return _packet(0x10, body + _field(client_id) + _field(username) + _field(password))
-
-
-def _publish(topic: str, payload: bytes, packet_id: int) -> bytes:
-    return _packet(0x32, _field(topic) + struct.pack("!H", packet_id) + payload)
 
 
 async def _open(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -167,7 +143,7 @@ async def attack_close_early(target: Target, deadline: float) -> None:
 
 async def _mqtt_session(port: int, token: str, client_id: str, clean: bool = True) -> tuple[Any, Any]:
     reader, writer = await _open(port)
-    writer.write(_connect("attacker", token, client_id, clean))
+    writer.write(connect("attacker", token, client_id, clean=clean, keepalive=600))
     connack = await asyncio.wait_for(reader.readexactly(4), 30)
     if connack[3] != 0:
         writer.close()
@@ -182,7 +158,7 @@ async def attack_big_publish(target: Target, deadline: float) -> None:
     async def one() -> None:
         reader, writer = await _mqtt_session(target.mqtt_port, target.token, f"big-{id(payload)}-{time.time()}")
         try:
-            writer.write(_publish(f"feeds/{ATTACK_FEED}/x", payload, 1))
+            writer.write(publish_qos1(f"feeds/{ATTACK_FEED}/x", payload, 1))
             await writer.drain()
             await asyncio.wait_for(reader.read(4), max(0.1, deadline - time.monotonic()))
         finally:
@@ -193,7 +169,7 @@ async def attack_big_publish(target: Target, deadline: float) -> None:
 
 async def attack_no_read(target: Target, deadline: float) -> None:
     """#3: QoS 1 publishes sent flat out by clients that never read their PUBACKs, 4 connections."""
-    batch = b"".join(_publish(f"feeds/{ATTACK_FEED}/x", b"1", i + 1) for i in range(1000))
+    batch = b"".join(publish_qos1(f"feeds/{ATTACK_FEED}/x", b"1", i + 1) for i in range(1000))
 
     async def one() -> None:
         _, writer = await _mqtt_session(target.mqtt_port, target.token, f"noread-{time.time()}")
@@ -215,9 +191,9 @@ async def attack_sessions(target: Target, deadline: float) -> None:
             return
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, TimeoutError):
             reader, writer = await _mqtt_session(target.mqtt_port, target.token, f"sleeper-{index}", clean=False)
-            writer.write(_packet(0x82, struct.pack("!H", 1) + _field(f"feeds/{ATTACK_FEED}/#") + b"\x01"))
+            writer.write(subscribe(f"feeds/{ATTACK_FEED}/#"))
             await asyncio.wait_for(reader.readexactly(5), 30)
-            writer.write(b"\xe0\x00")
+            writer.write(DISCONNECT)
             writer.close()
             created += 1
     await attack_flood(target, deadline)
@@ -225,7 +201,7 @@ async def attack_sessions(target: Target, deadline: float) -> None:
 
 async def attack_flood(target: Target, deadline: float) -> None:
     """#4: QoS 1 publishes as fast as 4 clients go, each reading its PUBACKs (up to 1,000,000)."""
-    batch = b"".join(_publish(f"feeds/{ATTACK_FEED}/x", b"1", i + 1) for i in range(100))
+    batch = b"".join(publish_qos1(f"feeds/{ATTACK_FEED}/x", b"1", i + 1) for i in range(100))
 
     async def one() -> None:
         reader, writer = await _mqtt_session(target.mqtt_port, target.token, f"flood-{time.time()}")
@@ -247,7 +223,7 @@ async def attack_logins(target: Target, deadline: float) -> None:
     async def mqtt_guess() -> None:
         reader, writer = await _open(target.mqtt_port)
         try:
-            writer.write(_connect(ATTACKER, "wrong-guess", f"guess-{time.time()}"))
+            writer.write(connect(ATTACKER, "wrong-guess", f"guess-{time.time()}"))
             await asyncio.wait_for(reader.read(4), 30)
         finally:
             writer.close()
@@ -388,25 +364,15 @@ def serving(work: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, int, str
     cli(data, "feed", "add", ATTACK_FEED, "--owner", ATTACKER)
     attacker_token = cli(data, "token", "add", ATTACKER).splitlines()[-1]
     http_port, mqtt_port = free_port(), free_port()
-    log = (work / "serve.log").open("wb")
 
     def limit_files() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (OPEN_FILES, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
     command = [RTDP, "serve", "--data-dir", str(data), "--http", f"127.0.0.1:{http_port}",
                "--mqtt", f"127.0.0.1:{mqtt_port}"]
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, preexec_fn=limit_files)
-    try:
+    with process(command, work / "serve.log", preexec_fn=limit_files) as proc:
         wait_for(lambda: ready(f"http://127.0.0.1:{http_port}/readyz"), timeout=60, what="rtdp serve")
         yield proc, http_port, mqtt_port, good_token, attacker_token
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def run_attack(name: str, seconds: float, work: Path) -> Result:

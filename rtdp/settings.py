@@ -370,6 +370,11 @@ class Settings:
         " cost of an fsync per commit).", serve_and("bridge"), choices=SQLITE_SYNCHRONOUS,
     )
 
+    def _check_per_address(self, per_address: str, total: str) -> None:
+        limit, cap = getattr(self, per_address), getattr(self, total)
+        if not 1 <= limit <= cap:
+            raise _invalid(per_address, f"must be 1 to {option_label(total)} ({cap}), got {limit}")
+
     def __post_init__(self) -> None:
         if self.max_payload < 16:
             raise _invalid("max_payload", f"must be at least 16 bytes, got {self.max_payload}")
@@ -417,12 +422,7 @@ class Settings:
             raise _invalid("http_header_timeout", f"must be in (0, 600] seconds, got {self.http_header_timeout}")
         if not 0 < self.http_keepalive <= 600:
             raise _invalid("http_keepalive", f"must be in (0, 600] seconds, got {self.http_keepalive}")
-        if not 1 <= self.http_connections_per_ip <= self.http_max_connections:
-            raise _invalid(
-                "http_connections_per_ip",
-                f"must be 1 to --http-max-connections ({self.http_max_connections}),"
-                f" got {self.http_connections_per_ip}",
-            )
+        self._check_per_address("http_connections_per_ip", "http_max_connections")
         if self.axis_quota < 0:
             raise _invalid("axis_quota", f"must be 0 (no limit) or more, got {self.axis_quota}")
         if not 1 <= self.page_size <= 10_000:
@@ -433,12 +433,7 @@ class Settings:
             raise _invalid("mqtt_connect_timeout", f"must be 0.1-3600 seconds, got {self.mqtt_connect_timeout}")
         if not 1 <= self.mqtt_max_connections <= 1_000_000:
             raise _invalid("mqtt_max_connections", f"must be 1-1000000, got {self.mqtt_max_connections}")
-        if not 1 <= self.mqtt_connections_per_ip <= self.mqtt_max_connections:
-            raise _invalid(
-                "mqtt_connections_per_ip",
-                f"must be 1 to --mqtt-max-connections ({self.mqtt_max_connections}),"
-                f" got {self.mqtt_connections_per_ip}",
-            )
+        self._check_per_address("mqtt_connections_per_ip", "mqtt_max_connections")
         if self.session_expiry < 60:
             raise _invalid("session_expiry", f"must be at least 60 seconds, got {self.session_expiry}")
         if not 1 <= self.session_queue <= 1_000_000:

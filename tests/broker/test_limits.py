@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import struct
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,27 +25,9 @@ from tests.broker.clients import connected, login_result, open_client
 from tests.broker.conftest import PASSWORD, World, token_for
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
 from tests.support.env import wait_for
+from tests.support.packets import CONNACK_ACCEPTED, connect, publish_qos1
 
 NOT_AUTHORIZED = 5
-
-
-def _field(text: str) -> bytes:
-    raw = text.encode()
-    return struct.pack("!H", len(raw)) + raw
-
-
-def _packet(first: int, body: bytes) -> bytes:
-    length, encoded = len(body), bytearray()
-    while True:
-        length, digit = divmod(length, 128)
-        encoded.append(digit | (0x80 if length else 0))
-        if not length:
-            return bytes((first,)) + bytes(encoded) + body
-
-
-def _connect(username: str, password: str) -> bytes:
-    body = b"\x00\x04MQTT\x04\xc2" + struct.pack("!H", 60) + _field("raw") + _field(username) + _field(password)
-    return _packet(0x10, body)
 
 
 def _raw(handle: EmbeddedBrokerHandle, source: str = "127.0.0.1", receive_buffer: int = 0) -> socket.socket:
@@ -93,8 +74,8 @@ def test_connections_over_the_per_address_cap_are_closed_at_once(
             assert handle.broker.limits.refused == 1
             # Another address still gets in, and a freed slot is usable again.
             with _raw(handle, source="127.0.0.2") as other:
-                other.sendall(_connect("ep@nothing.com", PASSWORD))
-                assert other.recv(4) == b"\x20\x02\x00\x00"
+                other.sendall(connect("ep@nothing.com", PASSWORD))
+                assert other.recv(4) == CONNACK_ACCEPTED
             idle.pop().close()
             wait_for(lambda: handle.broker.limits.open == 2, what="a closed connection released")
             with connected(handle.endpoint("ep@nothing.com", PASSWORD)):
@@ -148,8 +129,8 @@ def test_a_client_that_never_reads_its_pubacks_is_no_longer_read_from(
     world: World, tmp_path: Path, service: ServiceAccount
 ) -> None:
     with _broker(tmp_path, service) as handle, _raw(handle, receive_buffer=4096) as sock:
-        sock.sendall(_connect("ep@nothing.com", PASSWORD))
-        assert sock.recv(4) == b"\x20\x02\x00\x00"
+        sock.sendall(connect("ep@nothing.com", PASSWORD))
+        assert sock.recv(4) == CONNACK_ACCEPTED
         handler = wait_for(lambda: _handler(handle), what="the session")
         writer = handler.writer
         assert writer is not None
@@ -158,7 +139,7 @@ def test_a_client_that_never_reads_its_pubacks_is_no_longer_read_from(
         transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         per_chunk = 1000
         chunk = b"".join(
-            _packet(0x32, _field("feeds/manual_feed_a/x") + struct.pack("!H", i + 1) + b"1") for i in range(per_chunk)
+            publish_qos1("feeds/manual_feed_a/x", b"1", i + 1) for i in range(per_chunk)
         )
         sent = 0
         sock.settimeout(2)
