@@ -136,10 +136,13 @@ class AccessControl:
         decision_ttl: float = 5.0,
         throttle: Throttle | None = None,
         hash_threads: int = 2,
+        hash_pool: ThreadPoolExecutor | None = None,
     ) -> None:
         """`auto_create`: publishes may go to feeds that do not exist yet (only worth it when the writer
         learns the publisher: the intake of `rtdp serve`). Lifetimes, the password throttle and the
-        hashing threads come from the settings."""
+        hashing threads come from the settings; `hash_pool`, if given, is shared (`rtdp serve`: with the
+        viewer, so that one flood over both cannot hash on twice the threads, each holding argon2's
+        64 MB) and not shut down here."""
         self.service = service
         # Only whether a publish may create its feed is decided here (no quota: the writer counts it).
         self.policy = catalog.Policy(auto_create=auto_create)
@@ -161,7 +164,8 @@ class AccessControl:
         self._credentials: TTLCache[tuple[str, str], tuple[Principal, float]] = TTLCache(credential_ttl)
         self._decisions: TTLCache[tuple[tuple[int, int | None], str, Access], Decision] = TTLCache(decision_ttl)
         self._executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-broker-db")
-        self._hash_pool = ThreadPoolExecutor(max_workers=hash_threads, thread_name_prefix="rtdp-broker-hash")
+        self._own_hash_pool = hash_pool is None
+        self._hash_pool = hash_pool or ThreadPoolExecutor(max_workers=hash_threads, thread_name_prefix="rtdp-hash")
         self._log = RateLimitedLog(logger)
         # Started by the broker: drops the caches when any process changed who may do what.
         self.rights = RevisionWatcher(self._read_revision, self.rights_changed)
@@ -188,7 +192,8 @@ class AccessControl:
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
-        self._hash_pool.shutdown(wait=False, cancel_futures=True)
+        if self._own_hash_pool:
+            self._hash_pool.shutdown(wait=False, cancel_futures=True)
 
     def principal(self, client_id: str | None) -> Principal | None:
         """The principal a connected (or persistent, offline) client authenticated as, as last checked."""

@@ -9,6 +9,7 @@ import logging
 import math
 import signal
 import time
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
@@ -447,11 +448,19 @@ class EmbeddedBroker:
     `intake.put(...)`, if an intake is given, receives every permitted `feeds/...` publish on the broker's
     loop and settles it once stored (broker.intake); `publish()` sends messages into the broker from any
     thread. Feeds are auto-created (`settings.auto_create`) only with an intake: the intake tells the
-    writer who published, a subscribing bridge cannot know (see bridge.routes).
+    writer who published, a subscribing bridge cannot know (see bridge.routes). `logins` (the password
+    throttle) and `hash_pool` may be shared with the viewer (`rtdp serve`); by default its own.
     """
 
     def __init__(
-        self, settings: Settings, service: ServiceAccount, *, listen: HostPort | None = None, intake: Sink | None = None
+        self,
+        settings: Settings,
+        service: ServiceAccount,
+        *,
+        listen: HostPort | None = None,
+        intake: Sink | None = None,
+        logins: Throttle | None = None,
+        hash_pool: ThreadPoolExecutor | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -462,8 +471,9 @@ class EmbeddedBroker:
             auto_create=settings.auto_create and intake is not None,
             credential_ttl=settings.credential_ttl,
             decision_ttl=settings.decision_ttl,
-            throttle=Throttle(settings.login_attempts, settings.login_window),
+            throttle=logins or Throttle(settings.login_attempts, settings.login_window),
             hash_threads=settings.hash_threads,
+            hash_pool=hash_pool,
         )
         self.limits = ConnectionLimits(settings.mqtt_max_connections, settings.mqtt_connections_per_ip)
         self.access.on_revoked = self._disconnect

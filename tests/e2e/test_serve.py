@@ -269,3 +269,19 @@ def test_a_password_changed_on_the_web_closes_its_mqtt_connections_at_once(tmp_p
             if subscriber.poll() is None:
                 subscriber.kill()
                 subscriber.wait()
+
+
+def test_password_guesses_over_http_and_mqtt_share_one_throttle(tmp_path: Path) -> None:
+    """Issue 11 #7: the web and the broker of one `rtdp serve` count guesses together."""
+    mqtt_port = free_port()
+    with running_serve(tmp_path, mqtt_port, "--mqtt", f"127.0.0.1:{mqtt_port}", "--login-attempts", "2") as served:
+        assert [served.get("/api/v1/feeds/manual_feed_a", auth=(EP[0], "wrong")).status_code for _ in range(2)] == [
+            401, 401,
+        ]
+        assert MOSQUITTO_PUB is not None
+        refused = subprocess.run(
+            [MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(mqtt_port), "-u", EP[0], "-P", EP[1], "-q", "1",
+             "-t", "feeds/manual_feed_a/y", "-m", "1"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        assert refused.returncode != 0 and "not authori" in (refused.stderr + refused.stdout).lower(), refused
