@@ -47,8 +47,8 @@ sys.path[:0] = [str(BENCH.parent), str(BENCH)]
 from pipeline import BASE_X, FEED, RESULTS, RTDP, cli, prepare, process, ready, stored  # noqa: E402
 
 from rtdp.mqtt import Endpoint, make_client  # noqa: E402
+from tests.broker.raw import connect, publish, subscribe  # noqa: E402
 from tests.support.env import free_port, wait_for  # noqa: E402
-from tests.support.packets import DISCONNECT, connect, publish_qos1, subscribe  # noqa: E402
 
 ATTACKER, ATTACKER_PASSWORD, ATTACK_FEED = "attacker@nothing.com", "attacker-password", "attack"
 ATTACK_SOURCE = "127.0.0.2"  # another address on loopback: the per-address caps tell it from the good user
@@ -143,7 +143,7 @@ async def attack_close_early(target: Target, deadline: float) -> None:
 
 async def _mqtt_session(port: int, token: str, client_id: str, clean: bool = True) -> tuple[Any, Any]:
     reader, writer = await _open(port)
-    writer.write(connect("attacker", token, client_id, clean=clean, keepalive=600))
+    writer.write(connect("attacker", token, client_id=client_id, clean=clean))
     connack = await asyncio.wait_for(reader.readexactly(4), 30)
     if connack[3] != 0:
         writer.close()
@@ -158,7 +158,7 @@ async def attack_big_publish(target: Target, deadline: float) -> None:
     async def one() -> None:
         reader, writer = await _mqtt_session(target.mqtt_port, target.token, f"big-{id(payload)}-{time.time()}")
         try:
-            writer.write(publish_qos1(f"feeds/{ATTACK_FEED}/x", payload, 1))
+            writer.write(publish(f"feeds/{ATTACK_FEED}/x", payload, qos=1))
             await writer.drain()
             await asyncio.wait_for(reader.read(4), max(0.1, deadline - time.monotonic()))
         finally:
@@ -169,7 +169,7 @@ async def attack_big_publish(target: Target, deadline: float) -> None:
 
 async def attack_no_read(target: Target, deadline: float) -> None:
     """#3: QoS 1 publishes sent flat out by clients that never read their PUBACKs, 4 connections."""
-    batch = b"".join(publish_qos1(f"feeds/{ATTACK_FEED}/x", b"1", i + 1) for i in range(1000))
+    batch = b"".join(publish(f"feeds/{ATTACK_FEED}/x", b"1", qos=1, packet_id=i + 1) for i in range(1000))
 
     async def one() -> None:
         _, writer = await _mqtt_session(target.mqtt_port, target.token, f"noread-{time.time()}")
@@ -193,7 +193,7 @@ async def attack_sessions(target: Target, deadline: float) -> None:
             reader, writer = await _mqtt_session(target.mqtt_port, target.token, f"sleeper-{index}", clean=False)
             writer.write(subscribe(f"feeds/{ATTACK_FEED}/#"))
             await asyncio.wait_for(reader.readexactly(5), 30)
-            writer.write(DISCONNECT)
+            writer.write(b"\xe0\x00")  # DISCONNECT
             writer.close()
             created += 1
     await attack_flood(target, deadline)
@@ -201,7 +201,7 @@ async def attack_sessions(target: Target, deadline: float) -> None:
 
 async def attack_flood(target: Target, deadline: float) -> None:
     """#4: QoS 1 publishes as fast as 4 clients go, each reading its PUBACKs (up to 1,000,000)."""
-    batch = b"".join(publish_qos1(f"feeds/{ATTACK_FEED}/x", b"1", i + 1) for i in range(100))
+    batch = b"".join(publish(f"feeds/{ATTACK_FEED}/x", b"1", qos=1, packet_id=i + 1) for i in range(100))
 
     async def one() -> None:
         reader, writer = await _mqtt_session(target.mqtt_port, target.token, f"flood-{time.time()}")
@@ -223,7 +223,7 @@ async def attack_logins(target: Target, deadline: float) -> None:
     async def mqtt_guess() -> None:
         reader, writer = await _open(target.mqtt_port)
         try:
-            writer.write(connect(ATTACKER, "wrong-guess", f"guess-{time.time()}"))
+            writer.write(connect(ATTACKER, "wrong-guess", client_id=f"guess-{time.time()}"))
             await asyncio.wait_for(reader.read(4), 30)
         finally:
             writer.close()

@@ -90,10 +90,16 @@ def _read_feed(topic: str) -> str | None:
     return feed_of_filter(topic)
 
 
+def _feed_id(name: str) -> int | None:
+    feed = Feed.select(Feed.id).where(Feed.name == name).first()
+    return int(feed.id) if feed is not None else None
+
+
 class Decision(Enum):
     DENY = 0
     ALLOW = 1
     CREATE = 2  # the feed does not exist; the publisher may create it (the writer will)
+    MISSING = 3  # the feed does not exist: denied, and not cached (see `_feed_allowed`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +169,7 @@ class AccessControl:
         # (principal, time.monotonic() when verified): a login served from here expires with the entry.
         self._credentials: TTLCache[tuple[str, str], tuple[Principal, float]] = TTLCache(credential_ttl)
         self._decisions: TTLCache[tuple[tuple[int, int | None], str, Access], Decision] = TTLCache(decision_ttl)
+        self._feed_ids: TTLCache[str, int] = TTLCache(decision_ttl)  # 0: no such feed
         self._executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-broker-db")
         self._own_hash_pool = hash_pool is None
         self._hash_pool = hash_pool or ThreadPoolExecutor(max_workers=hash_threads, thread_name_prefix="rtdp-hash")
@@ -361,8 +368,12 @@ class AccessControl:
         except pw.PeeweeException as exc:
             self._log.warning("acl-db", "topic check refused, database error: %s", exc)
             return False  # not cached: the next message asks again
-        self._decisions.put(key, decision)
-        return decision is not Decision.DENY
+        if decision is not Decision.MISSING:
+            # A missing feed is not remembered: a publish may create it any moment, and a cached denial
+            # (a refused SUBSCRIBE to `rtdp/stored/NEW` before NEW existed) hid its first seconds of
+            # messages from the same client's permitted `feeds/#`.
+            self._decisions.put(key, decision)
+        return decision not in (Decision.DENY, Decision.MISSING)
 
     @property
     def auto_create(self) -> bool:
@@ -374,8 +385,22 @@ class AccessControl:
         if feed is None:
             if access is Access.WRITE and catalog.may_create(principal, self.policy):
                 return Decision.CREATE
-            return Decision.DENY
+            return Decision.MISSING
         return Decision.ALLOW if allowed(principal, feed, access) else Decision.DENY
+
+    async def feed_id(self, name: str, *, fresh: bool = False) -> int | None:
+        """The id of the feed called `name` now, None if there is none (or the database failed); read from
+        a short cache unless `fresh`. Retained messages are tied to it (`broker.server`)."""
+        cached = None if fresh else self._feed_ids.get(name)
+        if cached is not None:
+            return cached or None
+        try:
+            found = await self._in_thread(_feed_id, name)
+        except pw.PeeweeException as exc:
+            self._log.warning("feed-db", "feed lookup failed, database error: %s", exc)
+            return None
+        self._feed_ids.put(name, found or 0)
+        return found
 
     def creator(self, client_id: str | None, topic: str) -> int | None:
         """For the writer, with a permitted publish: the publisher's user id when the publish may create

@@ -59,11 +59,13 @@ def _transport(writer: WriterAdapter) -> Any:
     return getattr(stream, "transport", None)
 
 
-def abort(writer: WriterAdapter) -> None:
-    """Drop the connection now, unsent data and all (a refused or stuck connection)."""
+async def refuse(writer: WriterAdapter) -> None:
+    """Drop a connection over the caps now (a TCP one unread, with a reset; a WebSocket one closed)."""
     transport = _transport(writer)
     if transport is not None:
         transport.abort()
+    else:
+        await shut(writer)
 
 
 async def shut(writer: WriterAdapter) -> None:

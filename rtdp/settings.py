@@ -190,6 +190,11 @@ class Settings:
         "The embedded broker's address HOST:PORT (the others connect to it when --broker is not given).",
         serve_and("broker", "bridge", "viewer", "emulate"),
     )
+    # The embedded broker also speaks MQTT over WebSockets here (browser clients); None: not at all.
+    mqtt_ws: HostPort | None = setting(
+        None, "Also serve MQTT over WebSockets here, e.g. 127.0.0.1:8083 (for MQTT clients in a browser).",
+        serve_and("broker"), metavar="HOST:PORT", shown="off",
+    )
     # An external broker; None means run the embedded one on `mqtt`.
     broker: BrokerURL | None = setting(
         None, "External broker URL mqtt://USER:PASS@HOST:PORT (instead of the embedded one).",
@@ -570,7 +575,7 @@ def _convert(name: str, raw: Any, declared: Any, label: str) -> Any:
         return Path(raw)
     if name == "http" or name == "mqtt":
         return HostPort.parse(raw, label)
-    if name == "metrics":
+    if name in ("metrics", "mqtt_ws"):
         return HostPort.parse(raw, label) if raw else None
     if name == "broker":
         return BrokerURL.parse(raw, label) if raw else None

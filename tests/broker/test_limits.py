@@ -26,11 +26,11 @@ from rtdp.permissions import Principal
 from rtdp.settings import Settings
 from tests.broker.clients import connected, login_result, open_client
 from tests.broker.conftest import PASSWORD, World, token_for
+from tests.broker.raw import connect, publish
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
 from tests.support.env import wait_for
-from tests.support.packets import CONNACK_ACCEPTED, connect, publish_qos1
 
-NOT_AUTHORIZED = 5
+ACCEPTED = b"\x20\x02\x00\x00"  # CONNACK, return code 0
 
 
 def _raw(handle: EmbeddedBrokerHandle, source: str = "127.0.0.1", receive_buffer: int = 0) -> socket.socket:
@@ -78,7 +78,7 @@ def test_connections_over_the_per_address_cap_are_closed_at_once(
             # Another address still gets in, and a freed slot is usable again.
             with _raw(handle, source="127.0.0.2") as other:
                 other.sendall(connect("ep@nothing.com", PASSWORD))
-                assert other.recv(4) == CONNACK_ACCEPTED
+                assert other.recv(4) == ACCEPTED
             idle.pop().close()
             wait_for(lambda: handle.broker.limits.open == 2, what="a closed connection released")
             with connected(handle.endpoint("ep@nothing.com", PASSWORD)):
@@ -133,7 +133,7 @@ def test_a_client_that_never_reads_its_pubacks_is_no_longer_read_from(
 ) -> None:
     with _broker(tmp_path, service) as handle, _raw(handle, receive_buffer=4096) as sock:
         sock.sendall(connect("ep@nothing.com", PASSWORD))
-        assert sock.recv(4) == CONNACK_ACCEPTED
+        assert sock.recv(4) == ACCEPTED
         handler = wait_for(lambda: _handler(handle), what="the session")
         writer = handler.writer
         assert writer is not None
@@ -142,7 +142,7 @@ def test_a_client_that_never_reads_its_pubacks_is_no_longer_read_from(
         transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
         per_chunk = 1000
         chunk = b"".join(
-            publish_qos1("feeds/manual_feed_a/x", b"1", i + 1) for i in range(per_chunk)
+            publish("feeds/manual_feed_a/x", b"1", qos=1, packet_id=i + 1) for i in range(per_chunk)
         )
         sent = 0
         sock.settimeout(2)
