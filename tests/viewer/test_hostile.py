@@ -486,3 +486,26 @@ def test_14_a_public_url_wins_over_the_host_header(settings: Settings) -> None:
         page = client.get("/feeds/feed_t", headers={"host": "evil.example"}).text
         assert "http://rtdp.example.org/service/feed_input.json/feed_t/temp" in page
         assert "evil.example" not in page
+
+
+def test_01_a_head_sent_behind_a_streaming_response_is_bounded_too(settings: Settings) -> None:
+    """The limit held only for a head sent while no request was running: behind an SSE stream (a
+    response that never completes) the next request's endless header was parsed and kept, with no
+    header timeout either."""
+    with serving(settings) as live, _connect(live) as sock:
+        world = make_world()
+        sock.sendall(
+            b"GET /api/v1/feeds/feed_a/stream HTTP/1.1\r\nhost: x\r\n"
+            b"authorization: Bearer " + world.ep_token.encode() + b"\r\n\r\n"
+        )
+        assert _answer(sock).startswith(b"HTTP/1.1 200")
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-endless: ")
+        sent = 0
+        try:
+            while sent < 8 * 1024 * 1024:
+                sock.sendall(b"a" * 65536)
+                sent += 65536
+        except OSError:
+            pass  # closed once refused
+        # Refused and closed: without the bound the stream went on and the header grew.
+        wait_for(lambda: not live.server.server_state.connections, what="the server to close the connection")
