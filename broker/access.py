@@ -30,13 +30,14 @@ from typing import TypeVar
 
 import peewee as pw
 
-from rtdp import catalog
+from rtdp import catalog, revision
 from rtdp.accounts import ServiceAccount, check_credentials, refresh_principal
 from rtdp.cache import TTLCache, credential_key
 from rtdp.errors import AuthenticationFailed, InvalidInput
 from rtdp.logs import RateLimitedLog
 from rtdp.models import Feed
 from rtdp.permissions import Access, Principal, allowed
+from rtdp.revision import RevisionWatcher
 from rtdp.topic import ERRORS_PREFIX, FEEDS_PREFIX, STORED_PREFIX, FeedTopic, feed_of_filter
 
 logger = logging.getLogger(__name__)
@@ -82,10 +83,16 @@ def _read_feed(topic: str) -> str | None:
     return feed_of_filter(topic)
 
 
+def _feed_id(name: str) -> int | None:
+    feed = Feed.select(Feed.id).where(Feed.name == name).first()
+    return int(feed.id) if feed is not None else None
+
+
 class Decision(Enum):
     DENY = 0
     ALLOW = 1
     CREATE = 2  # the feed does not exist; the publisher may create it (the writer will)
+    MISSING = 3  # the feed does not exist: denied, and not cached (see `_feed_allowed`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +153,23 @@ class AccessControl:
         # (principal, time.monotonic() when verified): a login served from here expires with the entry.
         self._credentials: TTLCache[tuple[str, str], tuple[Principal, float]] = TTLCache(credential_ttl)
         self._decisions: TTLCache[tuple[tuple[int, int | None], str, Access], Decision] = TTLCache(decision_ttl)
+        self._feed_ids: TTLCache[str, int] = TTLCache(decision_ttl)  # 0: no such feed
         self._executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-broker-db")
         self._log = RateLimitedLog(logger)
+        # Started by the broker: drops the caches when any process changed who may do what.
+        self.rights = RevisionWatcher(self._read_revision, self.rights_changed)
+
+    async def _read_revision(self) -> int:
+        return await self._in_thread(revision.current)
+
+    def rights_changed(self) -> None:
+        """On the broker's loop: cached decisions and logins are stale, and every held principal is read
+        again before its next decision (its user may have been disabled or made admin)."""
+        self._decisions.clear()
+        self._credentials.clear()
+        for key, held in list(self._principals.items()):
+            if not held.principal.service:
+                self._principals[key] = _Held(held.principal, -math.inf)
 
     async def _in_thread(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(func, *args))
@@ -175,11 +197,11 @@ class AccessControl:
         self.hold(client_id, held)
         return True
 
-    async def login(self, username: str | None, password: str | None) -> _Held | None:
+    async def login(self, username: str | None, password: str | None, address: str | None = None) -> _Held | None:
         """The principal these credentials stand for (and until when), or None (counted as a failure)."""
         if self.service.matches(username, password):
             return _Held(self.service.principal(), math.inf)  # a secret of this process: never revoked
-        checked = await self._check_credentials(username, password)
+        checked = await self._check_credentials(username, password, address)
         if checked is None:
             self.auth_failures += 1
             return None
@@ -190,7 +212,7 @@ class AccessControl:
         self._principals[client_id or ""] = held
 
     async def _check_credentials(
-        self, username: str | None, password: str | None
+        self, username: str | None, password: str | None, address: str | None = None
     ) -> tuple[Principal, float] | None:
         if not password:
             self._log.warning("anonymous", "MQTT connection without credentials refused")
@@ -201,7 +223,7 @@ class AccessControl:
             return cached
         verified = time.monotonic()
         try:
-            principal = await self._in_thread(check_credentials, username, password)
+            principal = await self._in_thread(check_credentials, username, password, address)
         except AuthenticationFailed as exc:
             self._log.warning("auth", "MQTT login refused for user %r: %s", (username or "")[:80], exc.message)
             return None
@@ -301,8 +323,12 @@ class AccessControl:
         except pw.PeeweeException as exc:
             self._log.warning("acl-db", "topic check refused, database error: %s", exc)
             return False  # not cached: the next message asks again
-        self._decisions.put(key, decision)
-        return decision is not Decision.DENY
+        if decision is not Decision.MISSING:
+            # A missing feed is not remembered: a publish may create it any moment, and a cached denial
+            # (a refused SUBSCRIBE to `rtdp/stored/NEW` before NEW existed) hid its first seconds of
+            # messages from the same client's permitted `feeds/#`.
+            self._decisions.put(key, decision)
+        return decision not in (Decision.DENY, Decision.MISSING)
 
     @property
     def auto_create(self) -> bool:
@@ -314,8 +340,22 @@ class AccessControl:
         if feed is None:
             if access is Access.WRITE and catalog.may_create(principal, self.policy):
                 return Decision.CREATE
-            return Decision.DENY
+            return Decision.MISSING
         return Decision.ALLOW if allowed(principal, feed, access) else Decision.DENY
+
+    async def feed_id(self, name: str, *, fresh: bool = False) -> int | None:
+        """The id of the feed called `name` now, None if there is none (or the database failed); read from
+        a short cache unless `fresh`. Retained messages are tied to it (`broker.server`)."""
+        cached = None if fresh else self._feed_ids.get(name)
+        if cached is not None:
+            return cached or None
+        try:
+            found = await self._in_thread(_feed_id, name)
+        except pw.PeeweeException as exc:
+            self._log.warning("feed-db", "feed lookup failed, database error: %s", exc)
+            return None
+        self._feed_ids.put(name, found or 0)
+        return found
 
     def creator(self, client_id: str | None, topic: str) -> int | None:
         """For the writer, with a permitted publish: the publisher's user id when the publish may create

@@ -9,44 +9,63 @@ import logging
 import math
 import signal
 import time
+from collections import deque
 from types import TracebackType
 from typing import Any
 
-from amqtt.adapters import ReaderAdapter, StreamReaderAdapter, StreamWriterAdapter, WriterAdapter
+from amqtt.adapters import (
+    ReaderAdapter,
+    StreamReaderAdapter,
+    StreamWriterAdapter,
+    WebSocketsReader,
+    WebSocketsWriter,
+    WriterAdapter,
+)
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.errors import BrokerError as AmqttBrokerError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.constants import QOS_1, QOS_2
+from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 from amqtt.utils import gen_client_id
+from websockets.asyncio.server import ServerConnection
 
 from broker.access import AccessControl, TopicAction, session_id
 from broker.acks import MAX_UNSETTLED, AckAfterSettleHandler, settle
+from broker.delivery import DeliveryHandler
 from broker.errors import BrokerError, PortInUse
+from broker.gate import GateCounter, PacketGate
 from broker.intake import Sink, wanted
 from broker.metrics import BrokerCollector
 from rtdp.accounts import ServiceAccount
 from rtdp.settings import HostPort, Settings
+from rtdp.topic import feed_of_filter
 
 logger = logging.getLogger(__name__)
 
+# Seconds the connections get to finish their disconnect when the broker stops.
+SHUTDOWN_GRACE = 5.0
 
-def broker_config(listen: HostPort, access: AccessControl) -> dict[str, Any]:
-    """amqtt's config: one TCP listener and our authentication plugin instead of amqtt's defaults
-    (anonymous login, $SYS topics, packet logging). Topic decisions need no plugin:
-    `_AmqttBroker._topic_filtering` asks the same AccessControl; the intake is called by
-    `_AmqttBroker._handle_message_delivery`."""
+_PUBLISHED_QOS = "rtdp.published_qos"  # a session attribute: the QoS of the message it is delivering
+
+
+def broker_config(listen: HostPort, access: AccessControl, websocket: HostPort | None = None) -> dict[str, Any]:
+    """amqtt's config: one TCP listener (and one for MQTT over WebSockets if `websocket`) and our
+    authentication plugin instead of amqtt's defaults (anonymous login, $SYS topics, packet logging).
+    Topic decisions need no plugin: `_AmqttBroker._topic_filtering` asks the same AccessControl; the
+    intake is called by `_AmqttBroker._handle_message_delivery`."""
     plugins: dict[str, dict[str, Any]] = {"broker.plugins.AuthPlugin": {"access": access}}
-    return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{listen.host}:{listen.port}", "max_connections": 0}},
-        "plugins": plugins,
-    }
+    listeners = {"default": {"type": "tcp", "bind": f"{listen.host}:{listen.port}", "max_connections": 0}}
+    if websocket is not None:
+        listeners["ws"] = {"type": "ws", "bind": f"{websocket.host}:{websocket.port}", "max_connections": 0}
+    return {"listeners": listeners, "plugins": plugins}
 
 
-class _KeepAliveHandler(AckAfterSettleHandler):
+class _KeepAliveHandler(AckAfterSettleHandler, DeliveryHandler):
     """Fix 6 below: amqtt's broker-side handler reads with the keepalive as a timeout, then ignores the
     timeout, so a device that lost power or network without closing its TCP connection stayed
     "connected" until the kernel gave up (hours), and its will never fired."""
@@ -97,7 +116,7 @@ class _CoalescingWriter(StreamWriterAdapter):  # type: ignore[misc]
 
 
 class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)
-    """amqtt 0.12.1 (pinned) with these fixes (1, 2, 5 and 9 for security, the rest for delivery), all overriding
+    """amqtt 0.12.1 (pinned) with these fixes (1, 2, 5, 9 and 12 for security, the rest for delivery), all overriding
     private methods, and two costs per message removed (`_topic_filtering`, `_CoalescingWriter`).
 
     1. amqtt applies a CONNECT's client id (deleting a clean session's subscriptions, or taking an
@@ -137,6 +156,15 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
        the intake directly (no plugin event: those are fire-and-forget tasks that cannot wait) and
        acknowledged once its batch committed; while the intake is full the session waits, and a client
        with too many unsettled messages is no longer read from.
+    11. amqtt sent a client's publish at each subscription's granted QoS (a QoS 0 publish at QoS 1); here
+       at min(published, granted), MQTT 3.1.1 section 3.8.4.
+    12. amqtt broadcasts a will without handing it to the intake, so a will on `feeds/...` was never
+       stored; here it is stored like a publish.
+    13. Retained messages on a feed's topics are kept only while the feed exists, tied to its id.
+
+    Every packet passes `broker.gate` first (protocol violations, versions, payload size); the handler
+    acknowledges incoming messages once settled (`broker.acks`) and keeps unacknowledged deliveries for
+    a persistent session's reconnect (`broker.delivery`).
     """
 
     def __init__(
@@ -145,11 +173,17 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         access: AccessControl,
         intake: Sink | None = None,
         max_unsettled: int = MAX_UNSETTLED,
+        *,
+        max_payload: int,
     ) -> None:
         super().__init__(config)
         self.access = access
         self.intake = intake
         self.max_unsettled = max_unsettled
+        self.max_payload = max_payload
+        self.gate = GateCounter()
+        self._retained_feeds: dict[str, int] = {}  # retained topic -> id of the feed it was set on
+        self._connections: set[asyncio.Task[Any]] = set()
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         # Every topic decision, asked of AccessControl directly: amqtt's way, a topic plugin run as a task
@@ -162,13 +196,47 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
-        await self._client_connected(listener_name, StreamReaderAdapter(reader), _CoalescingWriter(writer))
+        coalescing = _CoalescingWriter(writer)
+        gate = PacketGate(StreamReaderAdapter(reader), coalescing, self.max_payload, self.gate)
+        await self._connection(listener_name, gate, coalescing)
+
+    async def ws_connected(self, websocket: ServerConnection, listener_name: str) -> None:
+        # MQTT over WebSockets (`--mqtt-ws`): the same gate, authentication and ACL as over TCP.
+        writer = WebSocketsWriter(websocket)
+        gate = PacketGate(WebSocketsReader(websocket), writer, self.max_payload, self.gate)
+        await self._connection(listener_name, gate, writer)
+
+    async def _connection(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        # Each connection's task is known, so that `end_connections` can let them finish at a shutdown:
+        # amqtt leaves them running, and a loop closed under them destroyed them mid-disconnect.
+        task = asyncio.current_task()
+        assert task is not None  # the server runs each connection in a task of its own
+        self._connections.add(task)
+        try:
+            await self._client_connected(listener_name, reader, writer)
+        finally:
+            self._connections.discard(task)
+
+    async def end_connections(self, grace: float) -> None:
+        """After `shutdown()`: give the connections' tasks `grace` seconds to finish their disconnect (a
+        publisher's held messages delivered, a will sent), then cancel what is left."""
+        tasks = list(self._connections)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
     ) -> bool:
         message = wait_deliver.result()
         topic = getattr(message, "topic", None)
+        if message is not None:
+            # Fix 11: the QoS it was published with, for `_broadcast_message` (amqtt does not pass it on).
+            # One session delivers one message at a time, so the attribute cannot be overwritten meanwhile.
+            client_session.attributes[_PUBLISHED_QOS] = message.qos
         if self.intake is not None and topic and wanted(topic) and "#" not in topic and "+" not in topic:
             await self._hand_over(self.intake, client_session, message)
             return True
@@ -213,21 +281,48 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         settled = getattr(message, "settled", None)
         await intake.put(topic, bytes(data), bool(retain), time.time(), creator, settled)
 
-    async def _publish_session_retained_messages(self, session: Session) -> None:
-        # amqtt's own method (its name: "retained" means "queued while offline"), with retain=False.
-        handler = self._get_handler(session)
-        if handler is None:
-            return
-        tasks = []
-        while not session.retained_messages.empty():
-            queued = await session.retained_messages.get()
-            # Checked when queued, against the rights of then: a share removed meanwhile counts now.
-            if not await self._topic_filtering(session, topic=queued.topic, action=Action.RECEIVE):
+    async def _broadcast_message(
+        self, session: Session | None, topic: str | None, data: Any, force_qos: int | None = None
+    ) -> None:
+        # A broadcast's "qos" is the QoS it was published with (a will's own); none for our own notices.
+        if force_qos is None and session is not None:
+            force_qos = session.attributes.get(_PUBLISHED_QOS)
+        await super()._broadcast_message(session, topic, data, force_qos)
+
+    async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
+        # amqtt's own fan-out, but with fix 11: each subscriber gets min(published QoS, granted QoS) (MQTT
+        # 3.1.1 section 3.8.4); amqtt sent every client publish at the subscription's QoS, a QoS 0 publish
+        # at QoS 1 included. Our own notices (no published QoS) go at the subscription's QoS.
+        broadcast = await self._broadcast_queue.get()
+        topic, published = broadcast["topic"], broadcast.get("qos")
+        for topic_filter, subscriptions in list(self._subscriptions.items()):
+            if not self._matches(topic, topic_filter):
                 continue
-            sending = handler.mqtt_publish(queued.topic, queued.data, queued.qos, retain=False)
-            tasks.append(asyncio.ensure_future(sending))
-        if tasks:
-            await asyncio.wait(tasks)
+            for target, granted in list(subscriptions):
+                qos = granted if published is None else min(published, granted)
+                if not await self._topic_filtering(target, topic=topic, action=Action.RECEIVE):
+                    continue
+                if target.transitions.state != "connected":
+                    # Queued for an offline persistent session, QoS 1 and 2 only (3.1.2.4).
+                    if not target.clean_session and qos in (QOS_1, QOS_2):
+                        await self._retain_broadcast_message(broadcast, qos, target)
+                    continue
+                handler = self._get_handler(target)
+                if handler is not None:
+                    sending = handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)
+                    running_tasks.append(asyncio.ensure_future(sending))
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        # amqtt's own method (its name: "retained" means "queued while offline"), with retain=False, and
+        # without waiting for the acknowledgements (broker.delivery).
+        handler = self._get_handler(session)
+        if not isinstance(handler, DeliveryHandler):
+            return
+        while not session.retained_messages.empty():
+            queued = session.retained_messages.get_nowait()
+            # Checked when queued, against the rights of then: a share removed meanwhile counts now.
+            if await self._topic_filtering(session, topic=queued.topic, action=Action.RECEIVE):
+                handler.send_later(queued.topic, queued.data, queued.qos, retain=False)
 
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
@@ -238,13 +333,15 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             connecting = _KeepAliveHandler.init_from_connect(reader, writer, self.plugins_manager)
             handler, client_session = await connecting
         except (AMQTTError, NoDataError) as exc:
+            # No CONNECT came (the client left, or the gate refused it): amqtt left the socket open.
+            await writer.close()
             raise AMQTTError(exc) from exc
         except MQTTError:
             await writer.close()
             raise
         handler.max_unsettled = self.max_unsettled
 
-        held = await self.access.login(client_session.username, client_session.password)
+        held = await self.access.login(client_session.username, client_session.password, remote_address)
         if held is None:
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
@@ -291,7 +388,42 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         # Fix 5, again when the will fires: the rights it was checked against at CONNECT may be gone.
         if client_session.will_flag and not await self._will_permitted(client_session):
             client_session.will_flag = False
+        will_fires = client_session.will_flag and not isinstance(disconnect_waiter.result(), DisconnectPacket)
+        topic, data = client_session.will_topic, client_session.will_message
+        if will_fires and self.intake is not None and topic and wanted(topic) and data:
+            # Fix 12: amqtt broadcasts a will without handing it to the intake, so a will on `feeds/...`
+            # was never stored. Stored here, while the client's principal is still held (for the feed's
+            # creator); a will has nobody to acknowledge.
+            await self._store(self.intake, client_session, topic, data, client_session.will_retain)
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+
+    async def retain_message(
+        self, source_session: Session | None, topic_name: str | None, data: Any, qos: int | None = None
+    ) -> None:
+        # Fix 13: a retained message on a feed's topic is kept only while that feed exists, and is tied
+        # to it by id: one set before the feed existed, or on a feed since deleted, reached whoever
+        # created a feed of that name later. (The first retained publish that creates a feed is
+        # therefore not kept: the feed does not exist yet when it arrives.)
+        feed = feed_of_filter(topic_name) if topic_name else None
+        if data and feed is not None and topic_name is not None:
+            feed_id = await self.access.feed_id(feed)
+            if feed_id is None:
+                return
+            self._retained_feeds[topic_name] = feed_id
+        elif topic_name is not None:
+            self._retained_feeds.pop(topic_name, None)
+        await super().retain_message(source_session, topic_name, data, qos)
+
+    async def _retained_feed_current(self, topic: str) -> bool:
+        """A retained message's feed is still the one it was set on (checked before each delivery)."""
+        feed = feed_of_filter(topic)
+        if feed is None:
+            return True
+        if self._retained_feeds.get(topic) == await self.access.feed_id(feed, fresh=True):
+            return True
+        self._retained_messages.pop(topic, None)  # the feed was deleted (and maybe made again by someone)
+        self._retained_feeds.pop(topic, None)
+        return False
 
     async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
         # amqtt's own loop, unchanged except at a disconnect (fix 3): deliver what the session holds
@@ -357,19 +489,16 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         topic_filter, qos = subscription
         holders = self._subscriptions.get(topic_filter, [])
         handler = self._get_handler(session)
-        if handler is None or not any(held is session for held, _ in holders):
+        if not isinstance(handler, DeliveryHandler) or not any(held is session for held, _ in holders):
             return
-        tasks = []
         for topic, retained in list(self._retained_messages.items()):
             if not self._matches(topic, topic_filter):
                 continue
             if not await self._topic_filtering(session, topic=topic, action=Action.RECEIVE):
                 continue
-            qos_out = min(qos, retained.qos or qos)
-            sending = handler.mqtt_publish(retained.topic, retained.data, qos_out, retain=True)
-            tasks.append(asyncio.ensure_future(sending))
-        if tasks:
-            await asyncio.wait(tasks)
+            if not await self._retained_feed_current(topic):
+                continue
+            handler.send_later(retained.topic, retained.data, min(qos, retained.qos or qos), retain=True)
 
 
 class EmbeddedBroker:
@@ -401,6 +530,7 @@ class EmbeddedBroker:
         self._broker: _AmqttBroker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._port: int | None = None
+        self._ws_port: int | None = None
         self._sending: set[asyncio.Future[None]] = set()
 
     @property
@@ -411,8 +541,9 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        config = broker_config(self.listen, self.access, self.settings.mqtt_ws)
         self._broker = _AmqttBroker(
-            broker_config(self.listen, self.access), self.access, self.intake, self.settings.mqtt_inflight
+            config, self.access, self.intake, self.settings.mqtt_inflight, max_payload=self.settings.max_payload
         )
         try:
             await self._broker.start()
@@ -420,9 +551,23 @@ class EmbeddedBroker:
             self.access.close()
             self._broker = None
             raise self._start_error(exc) from None
-        server = self._broker._servers["default"].instance
-        sockets = getattr(server, "sockets", None) or ()
-        self._port = int(sockets[0].getsockname()[1]) if sockets else self.listen.port
+        self._port = self._bound_port("default", self.listen)
+        if self.settings.mqtt_ws is not None:
+            self._ws_port = self._bound_port("ws", self.settings.mqtt_ws)
+        self.access.rights.start()
+
+    def _bound_port(self, listener: str, asked: HostPort) -> int:
+        assert self._broker is not None
+        sockets = getattr(self._broker._servers[listener].instance, "sockets", None) or ()
+        return int(next(iter(sockets)).getsockname()[1]) if sockets else asked.port
+
+    @property
+    def ws_address(self) -> HostPort | None:
+        """Where MQTT over WebSockets is served (`settings.mqtt_ws`, its port bound), or None."""
+        asked = self.settings.mqtt_ws
+        if asked is None or self._ws_port is None:
+            return None
+        return HostPort(asked.host, self._ws_port)
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Broadcast a message from inside the process (as the service account would publish it, RECEIVE
@@ -465,6 +610,13 @@ class EmbeddedBroker:
     def _start_error(self, exc: AmqttBrokerError) -> BrokerError:
         cause = exc.__cause__
         if isinstance(cause, OSError) and cause.errno == errno.EADDRINUSE:
+            ws = self.settings.mqtt_ws
+            if ws is not None:  # amqtt does not say which listener failed
+                return PortInUse(
+                    f"MQTT address {self.listen} or WebSocket address {ws} is already in use: choose"
+                    " another with --mqtt HOST:PORT or --mqtt-ws HOST:PORT",
+                    address=f"{self.listen} {ws}",
+                )
             return PortInUse(
                 f"MQTT address {self.listen} is already in use: choose another with --mqtt HOST:PORT",
                 address=str(self.listen),
@@ -475,10 +627,12 @@ class EmbeddedBroker:
 
     async def stop(self) -> None:
         broker, self._broker = self._broker, None
-        self._port = None
+        self._port = self._ws_port = None
+        await self.access.rights.stop()
         if broker is not None:
             try:
                 await broker.shutdown()
+                await broker.end_connections(grace=SHUTDOWN_GRACE)
             finally:
                 self.access.close()
 
@@ -519,6 +673,8 @@ async def serve(settings: Settings, service: ServiceAccount, stop: asyncio.Event
 
                 metrics_server = serve_metrics(settings.metrics, BrokerCollector(broker))[0]
             print(f"MQTT broker listening on mqtt://{broker.address}", flush=True)
+            if broker.ws_address is not None:
+                print(f"MQTT over WebSockets on ws://{broker.ws_address}", flush=True)
             try:
                 await stop.wait()
             finally:

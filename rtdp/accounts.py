@@ -59,9 +59,13 @@ def create_user(email: str, password: str, *, admin: bool = False, display_name:
     return _insert_user(address, hash_password(password), admin=admin, display_name=display_name)
 
 
-def register_user(db: pw.Database, email: str, password_hash: str) -> User:
+REGISTRATION_CLOSED = "Registration is closed on this server; ask an administrator for an account."
+
+
+def register_user(db: pw.Database, email: str, password_hash: str, *, open_to_all: bool = True) -> User:
     """Sign-up: a new user with a password hashed beforehand (outside any transaction); the first user
-    administers the server (there is nobody else to make them one). Raises Conflict if the email is taken.
+    administers the server (there is nobody else to make them one). Raises Conflict if the email is taken,
+    and NotFound when registration is closed (`open_to_all` false) and someone else was first.
 
     The transaction is a write transaction from the start (on SQLite it takes the write lock first), so
     concurrent sign-ups wait for each other instead of failing "database is locked" when upgrading a read.
@@ -69,6 +73,8 @@ def register_user(db: pw.Database, email: str, password_hash: str) -> User:
     address = normalize_email(email)
     with dialect_of(db).write_transaction(db):
         first = not User.select().exists()
+        if not first and not open_to_all:
+            raise NotFound(REGISTRATION_CLOSED)
         return _insert_user(address, password_hash, admin=first)
 
 
@@ -113,7 +119,13 @@ def check_password(email: str, password: str) -> Principal:
     return principal_for(user)
 
 
-def check_token(token: str) -> Principal:
+# Seconds between two writes of a token's last use: a device sending every second must not cost a
+# database write per message (logins are also cached, see rtdp.cache).
+LAST_USE_EVERY = 60
+
+
+def check_token(token: str, address: str | None = None) -> Principal:
+    """The principal of a valid token; records when (and from which `address`) it was last used."""
     if not looks_like_token(token):
         raise AuthenticationFailed("invalid token")
     row = (
@@ -125,17 +137,19 @@ def check_token(token: str) -> Principal:
     if row is None or not row.user.is_active:
         raise AuthenticationFailed("invalid or revoked token")
     now = time.time()
-    if row.last_used is None or now - row.last_used > 60:
-        Token.update(last_used=now).where(Token.id == row.id).execute()
+    if row.expires is not None and row.expires <= now:
+        raise AuthenticationFailed("token expired")
+    if row.last_used is None or now - row.last_used > LAST_USE_EVERY:
+        Token.update(last_used=now, last_address=address[:64] if address else None).where(Token.id == row.id).execute()
     return principal_for(row.user, row)
 
 
-def check_credentials(username: str | None, password: str | None) -> Principal:
-    """MQTT CONNECT or HTTP Basic: email + password, or any username + a token."""
+def check_credentials(username: str | None, password: str | None, address: str | None = None) -> Principal:
+    """MQTT CONNECT or HTTP Basic: email + password, or any username + a token (used from `address`)."""
     if not password:
         raise AuthenticationFailed("credentials required")
     if looks_like_token(password):
-        return check_token(password)
+        return check_token(password, address)
     if not username:
         raise AuthenticationFailed("credentials required")
     return check_password(username, password)
@@ -151,6 +165,8 @@ def refresh_principal(principal: Principal) -> Principal:
         row = Token.select(Token, User).join(User).where(Token.id == principal.token_id).first()
         if row is None or row.revoked:
             raise AuthenticationFailed("token revoked")
+        if row.expires is not None and row.expires <= time.time():
+            raise AuthenticationFailed("token expired")
         user = row.user
     else:
         row = None
@@ -169,8 +185,14 @@ class IssuedToken:
 
 
 def create_token(
-    user: User, *, feed: Feed | None = None, access: Access | None = None, name: str = ""
+    user: User,
+    *,
+    feed: Feed | None = None,
+    access: Access | None = None,
+    name: str = "",
+    expires: float | None = None,
 ) -> IssuedToken:
+    """A new token (shown once); `expires`: epoch seconds after which it stops working, None for never."""
     token = new_token()
     row = Token.create(
         user=user,
@@ -179,6 +201,7 @@ def create_token(
         prefix=token[:12],
         feed=feed,
         access=access.value if access else None,
+        expires=expires,
         # Only now is the plaintext at hand: keep its Mosquitto hash for `rtdp mosquitto-files`.
         broker_hash=mosquitto_hash(token),
     )

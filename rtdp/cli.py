@@ -150,12 +150,107 @@ def user() -> None:
 @settings_options("user add")
 @_fail_cleanly
 def user_add(email: str, password: str, admin: bool, **options: Any) -> None:
-    """Create a user."""
+    """Create a user (the password rule of the Register page applies)."""
     from rtdp.accounts import create_user
+    from rtdp.credentials import check_new_password
 
+    check_new_password(password)
     _open(options)
     created = create_user(email, password, admin=admin)
     click.echo(f"created user {created.email}{' (admin)' if admin else ''}")
+
+
+@user.command("list")
+@settings_options("user list")
+@_fail_cleanly
+def user_list(**options: Any) -> None:
+    """List users: email, admin, active or disabled, feeds owned."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import list_users
+
+    _open(options)
+    for view in list_users(OPERATOR):
+        state = ("admin " if view.admin else "") + ("active" if view.active else "disabled")
+        click.echo(f"{view.email}\t{state}\t{view.feeds} feeds")
+
+
+@user.command("disable")
+@click.argument("email")
+@settings_options("user disable")
+@_fail_cleanly
+def user_disable(email: str, **options: Any) -> None:
+    """Disable EMAIL: no login, no token, open connections end; nothing is deleted."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import set_active
+
+    _open(options)
+    click.echo(f"disabled user {set_active(OPERATOR, email, False).email}")
+
+
+@user.command("enable")
+@click.argument("email")
+@settings_options("user enable")
+@_fail_cleanly
+def user_enable(email: str, **options: Any) -> None:
+    """Enable EMAIL again."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import set_active
+
+    _open(options)
+    click.echo(f"enabled user {set_active(OPERATOR, email, True).email}")
+
+
+@user.command("remove")
+@click.argument("email")
+@click.option("--feeds-to", metavar="EMAIL", help="Give the user's feeds to this user. [default: delete them]")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@settings_options("user remove")
+@_fail_cleanly
+def user_remove(email: str, feeds_to: str | None, yes: bool, **options: Any) -> None:
+    """Remove EMAIL with their tokens and shares, and their feeds with all points unless --feeds-to."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import remove_user
+
+    if not yes and not feeds_to:
+        click.confirm(f"Remove {email} and delete every feed they own, with all its points?", abort=True)
+    _open(options)
+    removal = remove_user(OPERATOR, email, feeds_to)
+    click.echo(f"removed user {removal.email}")
+    if removal.feeds_given:
+        click.echo(f"gave {len(removal.feeds_given)} feeds to {removal.given_to}: {', '.join(removal.feeds_given)}")
+    if removal.feeds_deleted:
+        click.echo(f"deleted {len(removal.feeds_deleted)} feeds: {', '.join(removal.feeds_deleted)}")
+
+
+@user.command("passwd")
+@click.argument("email")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True, help="The new password.")
+@settings_options("user passwd")
+@_fail_cleanly
+def user_passwd(email: str, password: str, **options: Any) -> None:
+    """Set EMAIL's password (the rule of the Register page applies); their sessions end."""
+    from rtdp.credentials import check_new_password
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import set_password
+
+    check_new_password(password)
+    _open(options)
+    click.echo(f"new password for {set_password(OPERATOR, email, password).email}")
+
+
+@user.command("admin")
+@click.argument("email")
+@click.option("--revoke", is_flag=True, help="Take the administrator's rights away instead.")
+@settings_options("user admin")
+@_fail_cleanly
+def user_admin(email: str, revoke: bool, **options: Any) -> None:
+    """Make EMAIL an administrator (or, with --revoke, no longer one)."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.users import set_admin
+
+    _open(options)
+    view = set_admin(OPERATOR, email, not revoke)
+    click.echo(f"{view.email} is {'an administrator' if view.admin else 'no longer an administrator'}")
 
 
 @main.group()
@@ -169,10 +264,15 @@ def token() -> None:
 @click.option("--read", "access", flag_value="read", help="Read only.")
 @click.option("--write", "access", flag_value="write", help="Write (and read).")
 @click.option("--name", default="", help="A label for the token.")
+@click.option("--expires-days", type=click.IntRange(1, 3650), help="Stop working after N days. [default: never]")
 @settings_options("token add")
 @_fail_cleanly
-def token_add(email: str, feed: str | None, access: str | None, name: str, **options: Any) -> None:
+def token_add(
+    email: str, feed: str | None, access: str | None, name: str, expires_days: int | None, **options: Any
+) -> None:
     """Create a token for EMAIL and print it (it is shown only this once)."""
+    import time
+
     from rtdp.accounts import create_token, get_user
     from rtdp.permissions import Access
     from rtdp.store import get_feed
@@ -183,6 +283,7 @@ def token_add(email: str, feed: str | None, access: str | None, name: str, **opt
         feed=get_feed(feed) if feed else None,
         access=Access(access) if access else None,
         name=name,
+        expires=time.time() + expires_days * 86400 if expires_days else None,
     )
     click.echo(issued.token)
 
@@ -228,6 +329,140 @@ def axis_add(feed_name: str, name: str, **options: Any) -> None:
     _open(options)
     created = create_axis(get_feed(feed_name), name)
     click.echo(f"created axis {feed_name}/{created.name}")
+
+
+@main.group()
+def share() -> None:
+    """Share feeds with users and groups (the feed page and the API do the same)."""
+
+
+@share.command("add")
+@click.argument("feed_name", metavar="FEED")
+@click.option("--user", "email", help="Share with this user (email).")
+@click.option("--group", help="Share with this group (name).")
+@click.option("--write", is_flag=True, help="Let them write too (add points and axes). [default: read only]")
+@settings_options("share add")
+@_fail_cleanly
+def share_add(feed_name: str, email: str | None, group: str | None, write: bool, **options: Any) -> None:
+    """Share FEED with a user or a group; again with the same one changes its access."""
+    from rtdp.permissions import OPERATOR, Access
+    from rtdp.sharing import add_share
+
+    if (email is None) == (group is None):
+        raise click.UsageError("give exactly one of --user EMAIL or --group NAME")
+    _open(options)
+    added = add_share(OPERATOR, feed_name, user=email, group=group, access=Access.WRITE if write else Access.READ)
+    click.echo(f"share {added.id}: {added.grantee} may {added.access.value} {added.feed}")
+
+
+@share.command("list")
+@click.argument("feed_name", metavar="FEED")
+@settings_options("share list")
+@_fail_cleanly
+def share_list(feed_name: str, **options: Any) -> None:
+    """List FEED's shares: id, access, user or group."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.sharing import list_shares
+
+    _open(options)
+    for view in list_shares(OPERATOR, feed_name):
+        click.echo(f"{view.id}\t{view.access.value}\t{view.grantee}")
+
+
+@share.command("remove")
+@click.argument("feed_name", metavar="FEED")
+@click.argument("share_id", metavar="ID", type=click.IntRange(min=1))
+@settings_options("share remove")
+@_fail_cleanly
+def share_remove(feed_name: str, share_id: int, **options: Any) -> None:
+    """Remove share ID (see `rtdp share list FEED`); open streams and subscriptions stop within a second."""
+    from rtdp.permissions import OPERATOR
+    from rtdp.sharing import remove_share
+
+    _open(options)
+    removed = remove_share(OPERATOR, feed_name, share_id)
+    click.echo(f"removed share {removed.id}: {removed.grantee} no longer may {removed.access.value} {removed.feed}")
+
+
+@main.group()
+def group() -> None:
+    """Manage groups of users (share a feed with a group: `rtdp share add FEED --group NAME`)."""
+
+
+@group.command("add")
+@click.argument("name")
+@click.option("--description", default="", help="What the group is for.")
+@settings_options("group add")
+@_fail_cleanly
+def group_add(name: str, description: str, **options: Any) -> None:
+    """Create group NAME."""
+    from rtdp.groups import create_group
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    click.echo(f"created group {create_group(OPERATOR, name, description).name}")
+
+
+@group.command("list")
+@settings_options("group list")
+@_fail_cleanly
+def group_list(**options: Any) -> None:
+    """List groups and their members."""
+    from rtdp.groups import list_groups
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    for view in list_groups(OPERATOR):
+        click.echo(f"{view.name}\t{', '.join(view.members or [])}")
+
+
+@group.command("remove")
+@click.argument("name")
+@settings_options("group remove")
+@_fail_cleanly
+def group_remove(name: str, **options: Any) -> None:
+    """Remove group NAME, its memberships and the shares made to it."""
+    from rtdp.groups import remove_group
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    remove_group(OPERATOR, name)
+    click.echo(f"removed group {name}")
+
+
+@group.group("member")
+def group_member() -> None:
+    """Add users to groups and remove them."""
+
+
+@group_member.command("add")
+@click.argument("name", metavar="GROUP")
+@click.argument("email")
+@settings_options("group member add")
+@_fail_cleanly
+def group_member_add(name: str, email: str, **options: Any) -> None:
+    """Add the user EMAIL to GROUP."""
+    from rtdp.groups import add_member
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    view = add_member(OPERATOR, name, email)
+    click.echo(f"group {view.name}: {', '.join(view.members or [])}")
+
+
+@group_member.command("remove")
+@click.argument("name", metavar="GROUP")
+@click.argument("email")
+@settings_options("group member remove")
+@_fail_cleanly
+def group_member_remove(name: str, email: str, **options: Any) -> None:
+    """Remove the user EMAIL from GROUP (they lose its shares at once)."""
+    from rtdp.groups import remove_member
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    view = remove_member(OPERATOR, name, email)
+    click.echo(f"group {view.name}: {', '.join(view.members or []) or '(no members)'}")
 
 
 @main.command()

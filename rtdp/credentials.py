@@ -8,13 +8,27 @@ import secrets
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
+from rtdp.errors import InvalidInput
+
 TOKEN_PREFIX = "rtdp_"
 _hasher = PasswordHasher()
 # Verifying against this when the user does not exist keeps timing the same for both cases.
 _DUMMY_HASH = _hasher.hash("not a real password")
 
-MIN_PASSWORD = 4  # the original's demo password is "1234"; registration asks for more (see viewer)
+MIN_PASSWORD = 4  # the original's demo password is "1234"; a new password must be stronger (below)
 MAX_PASSWORD = 1024
+# The one rule for a password someone chooses now: registration, the Account page, an administrator's
+# reset, `rtdp user add` and `rtdp user passwd`. (Demo users keep "1234": `--demo` warns about them.)
+NEW_PASSWORD_MIN = 8
+
+
+def check_new_password(password: str, field: str = "password") -> str:
+    """`password` if it may be chosen now, else InvalidInput naming `field`."""
+    if len(password) < NEW_PASSWORD_MIN:
+        raise InvalidInput(f"The password must have at least {NEW_PASSWORD_MIN} characters.", field=field)
+    if len(password) > MAX_PASSWORD:
+        raise InvalidInput(f"The password must have at most {MAX_PASSWORD} characters.", field=field)
+    return password
 
 
 def hash_password(password: str) -> str:

@@ -17,7 +17,7 @@ from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as run_migrations
 
 from rtdp.errors import ConfigError
-from rtdp.models import ALL_MODELS, Axis, BrowserSession, PurgeLog, Summary, database_proxy
+from rtdp.models import ALL_MODELS, Axis, BrowserSession, PurgeLog, RightsRevision, Summary, database_proxy
 from rtdp.store import summary
 from rtdp.store.dialect import dialect_of, open_url, redact
 
@@ -65,6 +65,21 @@ def _create_browser_session(db: pw.Database) -> None:
     db.create_tables([BrowserSession], safe=True)
 
 
+def _create_rights_revision(db: pw.Database) -> None:
+    # RightsRevision: bumped by every change to shares, groups, users and feed owners (rtdp.revision).
+    db.create_tables([RightsRevision], safe=True)
+
+
+def _add_token_address_and_expiry(db: pw.Database) -> None:
+    # Token.last_address (shown on the Account page) and Token.expires (optional expiry).
+    migrator = SchemaMigrator.from_database(db)
+    present = {c.name for c in db.get_columns("token")}
+    if "last_address" not in present:
+        run_migrations(migrator.add_column("token", "last_address", pw.CharField(max_length=64, null=True)))
+    if "expires" not in present:
+        run_migrations(migrator.add_column("token", "expires", pw.DoubleField(null=True)))
+
+
 MIGRATIONS: list[Migration] = [
     _add_token_broker_hash,
     _index_point_axis_x_y,
@@ -72,6 +87,8 @@ MIGRATIONS: list[Migration] = [
     _create_point_summary,
     _drop_point_axis_x_y,
     _create_browser_session,
+    _create_rights_revision,
+    _add_token_address_and_expiry,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

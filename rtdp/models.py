@@ -162,7 +162,11 @@ class Token(BaseModel):
     feed_id: int | None
     access = pw.CharField(max_length=8, null=True)  # None (both), "read" or "write"
     created = pw.DoubleField(default=_now)
+    # When and from where the token was last used, written at most once a minute (rtdp.accounts).
     last_used = pw.DoubleField(null=True)
+    last_address = pw.CharField(max_length=64, null=True)
+    # After this time (epoch seconds) the token no longer works; None: never expires.
+    expires = pw.DoubleField(null=True)
     revoked = pw.BooleanField(default=False)
     # The token in Mosquitto's password-file format (PBKDF2-SHA512), for `rtdp mosquitto-files`:
     # only the plaintext can produce it and we keep no plaintext. None for tokens made before it existed.
@@ -177,6 +181,17 @@ class BrowserSession(BaseModel):
     user = pw.ForeignKeyField(User, backref="browser_sessions", on_delete="CASCADE")
     user_id: int
     created = pw.DoubleField(default=_now, index=True)
+
+
+class RightsRevision(BaseModel):
+    """One row: a number bumped by every change to who may do what (shares, groups, public, owner, users),
+    so that every process's cached permission decisions can see cheaply that they are stale (rtdp.revision)."""
+
+    id = pw.IntegerField(primary_key=True)
+    value = pw.BigIntegerField(default=0)
+
+    class Meta:
+        table_name = "rights_revision"
 
 
 class EmulatorState(BaseModel):
@@ -209,5 +224,5 @@ class PurgeLog(BaseModel):
 
 ALL_MODELS: list[type[BaseModel]] = [
     User, Group, Membership, Feed, Share, Axis, Point, Summary, Token, EmulatorState, Rejection, PurgeLog,
-    BrowserSession,
+    BrowserSession, RightsRevision,
 ]

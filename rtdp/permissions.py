@@ -66,6 +66,30 @@ def allowed(principal: Principal | None, feed: Feed, access: Access) -> bool:
     return bool(query.exists())
 
 
+# The command line: it works on the database directly, as the administrator of the machine does.
+OPERATOR = Principal(user_id=0, email="(command line)", service=True)
+
+
+def may_manage(principal: Principal, feed: Feed) -> bool:
+    """May change who may use the feed, its settings and its axes, or delete it: the owner or an admin,
+    logged in or through a token for all their feeds that may write.
+
+    A token limited to one feed is a device's: it reads and writes that feed's points (so a stolen one
+    can still overwrite them), but it may not delete the feed, share it, make it public or rename its axes.
+    A write share adds points and axes only."""
+    if principal.token_feed_id is not None or not allowed(principal, feed, Access.WRITE):
+        return False
+    return principal.service or principal.is_admin or feed.owner_id == principal.user_id
+
+
+def may_administer(principal: Principal) -> bool:
+    """May manage users and groups: an admin signed in, or through a token that is not limited to one
+    feed (a device's) or to reading."""
+    return principal.service or (
+        principal.is_admin and principal.token_feed_id is None and principal.token_access is None
+    )
+
+
 def readable_feeds(principal: Principal | None) -> pw.ModelSelect[Feed]:
     """Every feed `principal` may read, as a query (one rule, expressed in SQL for lists)."""
     query = Feed.select()

@@ -151,6 +151,8 @@ async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database) -
             if server.started:
                 print(f"rtdp is running: web http://{_web_host(settings.http)}:{server.port}", flush=True)
                 print(f"                 mqtt {mqtt_address} (publish to feeds/<feed>/<axis>)", flush=True)
+                if broker is not None and broker.ws_address is not None:
+                    print(f"                 mqtt over websockets ws://{broker.ws_address}", flush=True)
                 print("Press Ctrl-C to stop.", flush=True)
 
         announcer = asyncio.create_task(announce())

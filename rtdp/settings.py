@@ -24,6 +24,7 @@ OTHER_VARIABLES = frozenset(
     {"RTDP_TOKEN", "RTDP_URL", "RTDP_EMAIL", "RTDP_PASSWORD", "RTDP_MQTT_HOST", "RTDP_MQTT_PORT"}
 )
 LOOPS = ("auto", "uvloop", "asyncio")  # rtdp.eventloop
+REGISTRATION = ("open", "closed")  # Settings.registration
 SQLITE_SYNCHRONOUS = ("normal", "full")  # rtdp.database
 
 
@@ -189,6 +190,11 @@ class Settings:
         "The embedded broker's address HOST:PORT (the others connect to it when --broker is not given).",
         serve_and("broker", "bridge", "viewer", "emulate"),
     )
+    # The embedded broker also speaks MQTT over WebSockets here (browser clients); None: not at all.
+    mqtt_ws: HostPort | None = setting(
+        None, "Also serve MQTT over WebSockets here, e.g. 127.0.0.1:8083 (for MQTT clients in a browser).",
+        serve_and("broker"), metavar="HOST:PORT", shown="off",
+    )
     # An external broker; None means run the embedded one on `mqtt`.
     broker: BrokerURL | None = setting(
         None, "External broker URL mqtt://USER:PASS@HOST:PORT (instead of the embedded one).",
@@ -200,7 +206,13 @@ class Settings:
         True, "Create a feed on its first valid point, owned by its publisher (HTTP, embedded broker).",
         serve_and("broker", "viewer"),
     )
-    registration: bool = setting(True, "Let visitors create an account on /register.", serve_and("viewer"))
+    # None: closed, or open with `demo`. While the database has no user the first account may always register
+    # (viewer.pages.render.may_register), and becomes an administrator.
+    registration: str | None = setting(
+        None, "Who may create an account on /register: anyone (open) or nobody (closed; the first account on an"
+        " empty database still may, and becomes the administrator).", serve_and("viewer"), choices=REGISTRATION,
+        shown="closed, open with --demo",
+    )
     max_payload: int = setting(
         256 * 1024, "Largest payload accepted, in bytes (at least 16).", serve_and("bridge", "viewer")
     )
@@ -368,6 +380,8 @@ class Settings:
             raise _invalid("decision_ttl", f"must be 0 to 3600 seconds, got {self.decision_ttl}")
         if self.feed_quota < 0:
             raise _invalid("feed_quota", f"must be 0 (no limit) or more, got {self.feed_quota}")
+        if self.registration not in (None, *REGISTRATION):
+            raise _invalid("registration", f"must be open or closed, got {self.registration!r}")
         if not 1 <= self.login_attempts <= 100_000:
             raise _invalid("login_attempts", f"must be 1-100000, got {self.login_attempts}")
         if not 0 < self.login_window <= 86400:
@@ -407,6 +421,11 @@ class Settings:
             return ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
             raise _invalid("timezone", f"unknown time zone {self.timezone!r}") from None
+
+    @property
+    def registration_open(self) -> bool:
+        """Anyone may register (the first account on an empty database may anyway: viewer.pages)."""
+        return self.registration == "open" if self.registration is not None else self.demo
 
     @property
     def database_url(self) -> str:
@@ -521,7 +540,7 @@ def _convert(name: str, raw: Any, declared: Any, label: str) -> Any:
         return Path(raw)
     if name == "http" or name == "mqtt":
         return HostPort.parse(raw, label)
-    if name == "metrics":
+    if name in ("metrics", "mqtt_ws"):
         return HostPort.parse(raw, label) if raw else None
     if name == "broker":
         return BrokerURL.parse(raw, label) if raw else None

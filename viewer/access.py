@@ -1,9 +1,11 @@
 """Finding a feed the caller may use, and reading request bodies safely. Synchronous helpers run in
 the database pool; the rule itself is rtdp.permissions.allowed.
 
-Unknown versus forbidden: to an anonymous caller a feed it may not read looks exactly like a missing
-one (404), so the world cannot probe which private feed names exist. A signed-in caller (password,
-token or session) gets 403 for a feed that exists but is not theirs to use, as the original did.
+Unknown versus forbidden: an anonymous caller gets 401 with `WWW-Authenticate` for any feed it may not
+read, private or missing alike: HTTP clients that answer a challenge (`curl --anyauth`, urllib's auth
+handlers) then send their credentials, and the world still cannot probe which private feed names
+exist. A signed-in caller (password, token or session) gets 404 for a missing feed and 403 for one
+that exists but is not theirs to use, as the original did.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from starlette.requests import Request
 
 from rtdp.errors import AuthenticationFailed, InvalidInput, NotFound, PayloadTooLarge, PermissionDenied
 from rtdp.models import Feed
-from rtdp.permissions import Access, Principal, allowed
+from rtdp.permissions import Access, Principal, allowed, may_manage
 from viewer.errors import URITooLong
 
 MAX_QUERY = 8 * 1024
@@ -24,7 +26,9 @@ MAX_QUERY = 8 * 1024
 def find_feed(principal: Principal | None, name: str, access: Access = Access.READ) -> Feed:
     feed = Feed.get_or_none(Feed.name == name[:64]) if len(name) <= 64 else None
     if feed is None or not allowed(principal, feed, Access.READ):
-        if feed is None or principal is None:
+        if principal is None:
+            raise AuthenticationFailed("authentication required: sign in or send a token to read this feed")
+        if feed is None:
             raise NotFound(f"no feed named {name[:64]!r}", feed=name[:64])
         raise PermissionDenied(f"you may not read feed {name!r}", feed=name)
     if access is Access.WRITE and not allowed(principal, feed, Access.WRITE):
@@ -32,17 +36,6 @@ def find_feed(principal: Principal | None, name: str, access: Access = Access.RE
             raise AuthenticationFailed("authentication required to change this feed")
         raise PermissionDenied(f"you may not write to feed {name!r}", feed=name)
     return feed
-
-
-def may_manage(principal: Principal, feed: Feed) -> bool:
-    """Owner or admin, logged in or through a token for all their feeds that may write.
-
-    A token limited to one feed is a device's: it reads and writes that feed's points (so a stolen one
-    can still overwrite them), but it may not delete the feed, make it public or rename its axes."""
-    if principal.token_feed_id is not None or not allowed(principal, feed, Access.WRITE):
-        return False
-    owner_id: int = feed.owner_id  # type: ignore[attr-defined]
-    return principal.service or principal.is_admin or owner_id == principal.user_id
 
 
 def find_managed_feed(principal: Principal, name: str) -> Feed:

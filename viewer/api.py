@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from rtdp import catalog, export
+from rtdp import catalog, export, sharing
 from rtdp.casts import XCast, cast_x, y_json
 from rtdp.codec import MAX_BATCH, Casts, Sample, encode, sample_from_fields
 from rtdp.errors import Conflict, InvalidInput
@@ -150,8 +150,9 @@ def _update_feed(principal: Principal, name: str, body: dict[str, Any]) -> dict[
         raise InvalidInput(f"unknown or read-only field(s): {', '.join(sorted(unknown))[:100]}")
     if "description" in body:
         feed.description = _text_field(body, "description")
-    if "public" in body:
-        feed.public = bool(_bool_field(body, "public"))
+    if "public" in body and bool(_bool_field(body, "public")) != feed.public:
+        # Through rtdp.sharing: who may read changes, and every process must learn it at once.
+        feed.public = sharing.set_public(principal, name, bool(body["public"])).public
     if "retention_days" in body:
         feed.retention_days = _number_field(body, "retention_days")
     if "retention_points" in body:
@@ -268,7 +269,7 @@ async def feed_route(request: Request) -> Response:
     if request.method == "PATCH":
         body = await read_object(request, state.settings.max_payload)
         result = await state.run_db(_update_feed, principal, name, body)
-        state.forget_decisions()
+        await state.rights.check(changed=True)
         return JSONResponse(result)
     await state.run_db(_delete_feed, principal, name)
     state.forget_decisions()

@@ -32,13 +32,17 @@ from rtdp.settings import HostPort, Settings
 from viewer.api import api_routes
 from viewer.connection import guarded_protocol
 from viewer.errors import ErrorPage, exception_handlers
+from viewer.groups_api import group_routes
 from viewer.headers import with_security_headers
 from viewer.health import health_routes
 from viewer.hub import Hub
 from viewer.ingest import ingest_asgi, ingest_routes, lean_path
 from viewer.metrics import Metrics
+from viewer.openapi import openapi_routes
 from viewer.publisher import Publisher
+from viewer.sharing_api import sharing_routes
 from viewer.state import ViewerState
+from viewer.users_api import user_routes
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +117,17 @@ def create_app(
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        app.state.viewer = ViewerState(settings, opened, publisher, hub, metrics, pool, hash_pool)
+        state = ViewerState(settings, opened, publisher, hub, metrics, pool, hash_pool)
+        app.state.viewer = state
         publisher.start(loop)
+        state.rights.start()
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):
             log.warning("MQTT broker %s:%s not reachable yet; retrying", endpoint.host, endpoint.port)
         try:
             yield
         finally:
+            await state.rights.stop()
             hub.close()
             await publisher.stop()
             hash_pool.shutdown(wait=True)
@@ -129,7 +136,11 @@ def create_app(
                 opened.close()
 
     page_routes, page_middleware, html_errors = _page_parts(settings)
-    all_routes: list[BaseRoute] = [*health_routes(), *ingest_routes(), *api_routes(), *page_routes, *routes]
+    all_routes: list[BaseRoute] = [
+        *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *group_routes(), *user_routes(),
+        *openapi_routes(),
+        *page_routes, *routes,
+    ]
     all_middleware: list[Middleware] = [*page_middleware, *middleware]
     handlers: Any = exception_handlers(html_errors)
     return ViewerApp(routes=all_routes, middleware=all_middleware, exception_handlers=handlers, lifespan=lifespan)

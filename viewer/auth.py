@@ -79,7 +79,8 @@ async def _from_header(conn: HTTPConnection, header: str) -> Principal:
         if not password:
             raise AuthenticationFailed("credentials required")
         if username is None or looks_like_token(password):
-            principal = await state.run_db(check_token, password)
+            # The token's last use is recorded with the caller's address (rtdp.accounts, once a minute).
+            principal = await state.run_db(check_token, password, client_address(conn))
         else:
             if not username:
                 raise AuthenticationFailed("credentials required")

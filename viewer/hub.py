@@ -14,6 +14,10 @@ from dataclasses import dataclass, field
 
 from rtdp.notices import StoredEvent
 
+# Not a point: asks the stream to check again at once whether its reader may still read (the rights
+# changed somewhere, rtdp.revision).
+RECHECK = StoredEvent(-1, "", 0.0, 0.0)
+
 
 class Subscription:
     """One SSE client's queue. `None` in the queue means: stop (dropped, or the server is closing)."""
@@ -92,6 +96,11 @@ class Hub:
                     self.unsubscribe(sub)
                     self.on_drop()
                     break
+
+    def recheck(self) -> None:
+        """Rights changed: every stream asks again whether its reader may still read its feed."""
+        for feed in list(self._feeds):
+            self.dispatch(feed, [RECHECK])
 
     def close(self) -> None:
         """Server shutdown: every stream ends."""

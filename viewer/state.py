@@ -12,9 +12,11 @@ from typing import Any, ParamSpec, TypeVar
 import peewee as pw
 from starlette.requests import HTTPConnection
 
+from rtdp import revision
 from rtdp.cache import TTLCache
 from rtdp.catalog import Policy
 from rtdp.permissions import Principal
+from rtdp.revision import RevisionWatcher
 from rtdp.settings import Settings
 from rtdp.throttle import Throttle
 from viewer.hub import Hub
@@ -46,6 +48,8 @@ class ViewerState:
     signups: Throttle = field(init=False)
     # What writing may create (auto-create, feed quota): rtdp.catalog's rules, with these settings.
     policy: Policy = field(init=False)
+    # Drops both caches and has open streams check again when any process changed who may do what.
+    rights: RevisionWatcher = field(init=False)
 
     def __post_init__(self) -> None:
         self.policy = Policy.of(self.settings)
@@ -53,6 +57,16 @@ class ViewerState:
         self.decisions = TTLCache(self.settings.decision_ttl)
         self.logins = Throttle(self.settings.login_attempts, self.settings.login_window)
         self.signups = Throttle(self.settings.signups_per_hour, 3600.0)
+        self.rights = RevisionWatcher(self._read_revision, self.rights_changed)
+
+    async def _read_revision(self) -> int:
+        return await self.run_db(revision.current)
+
+    def rights_changed(self) -> None:
+        """On the event loop: stop trusting cached logins and decisions; open streams check again."""
+        self.forget_decisions()
+        self.credentials.clear()
+        self.hub.recheck()
 
     async def run_db(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a (synchronous, Peewee) call in the database thread pool, never on the event loop."""

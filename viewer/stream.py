@@ -23,7 +23,7 @@ from rtdp.notices import StoredEvent, stream_data
 from rtdp.store import feed_casts, points_after
 from viewer.access import find_feed
 from viewer.auth import principal_from_request
-from viewer.hub import Subscription
+from viewer.hub import RECHECK, Subscription
 from viewer.state import ViewerState, viewer_state
 
 REPLAY_PAGE = 5000
@@ -71,7 +71,8 @@ async def _events(
                 if len(rows) < REPLAY_PAGE:
                     break
         # A stream can stay open for days: who may read it is asked again every heartbeat period, so a
-        # revoked token, a removed share or a feed made private ends it (the cached answers expire).
+        # revoked token or a disabled user ends it (the cached answers expire), and at once when the
+        # rights changed (a share removed, the feed made private: the hub sends RECHECK).
         recheck = state.settings.sse_heartbeat
         next_check = time.monotonic() + recheck
         while True:
@@ -79,11 +80,11 @@ async def _events(
                 event = await asyncio.wait_for(sub.get(), timeout=recheck)
             except TimeoutError:
                 event = _NOTHING
-            if time.monotonic() >= next_check:
+            if event is RECHECK or time.monotonic() >= next_check:
                 if not await still_allowed():
                     return
                 next_check = time.monotonic() + recheck
-            if event is _NOTHING:
+            if event is _NOTHING or event is RECHECK:
                 continue
             if event is None:
                 return  # dropped for falling behind, or the server is stopping: the client resumes

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from broker.metrics import session_counts
 from rtdp.accounts import ServiceAccount
 from rtdp.models import Axis, Feed, Point, Rejection, database_proxy
 from rtdp.settings import Settings
+from tests.broker import raw
 from tests.broker.clients import connected, publish_lines
 from tests.broker.conftest import PASSWORD, World, make_world, token_for
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
@@ -292,42 +292,23 @@ def test_a_full_intake_holds_its_publishers_and_drops_nothing(
     assert not [r for r in caplog.records if r.exc_info]
 
 
-def _packet(first: int, body: bytes) -> bytes:
-    assert len(body) < 128  # one byte of remaining length is enough here
-    return bytes([first, len(body)]) + body
-
-
-def _text(value: str) -> bytes:
-    return len(value.encode()).to_bytes(2, "big") + value.encode()
-
-
-def _read(sock: socket.socket, count: int) -> bytes:
-    data = b""
-    while len(data) < count:
-        chunk = sock.recv(count - len(data))
-        assert chunk, f"connection closed after {data!r}"
-        data += chunk
-    return data
-
-
 def test_a_qos2_publish_sent_again_before_its_pubrel_is_stored_once(
     served: tuple[EmbeddedBrokerHandle, Intake],
 ) -> None:
     """MQTT 3.1.1 section 4.3.3: until PUBREL, a resend of the packet id (DUP) is acknowledged again, not
     delivered again. A point without x would otherwise be stored twice (at two arrival times)."""
     handle, _ = served
-    with socket.create_connection((handle.host, handle.port), timeout=30) as sock:
-        connect = _text("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
-        sock.sendall(_packet(0x10, connect + _text("qos2-raw") + _text("ep@nothing.com") + _text(PASSWORD)))
-        assert _read(sock, 4) == b"\x20\x02\x00\x00"
-        publish = _text("feeds/manual_feed_a/exactly_once") + (7).to_bytes(2, "big") + b"42"
-        sock.sendall(_packet(0x34, publish))  # QoS 2
-        assert _read(sock, 4) == b"\x50\x02\x00\x07"  # PUBREC, once stored
-        sock.sendall(_packet(0x3C, publish))  # the same again, DUP set
-        assert _read(sock, 4) == b"\x50\x02\x00\x07"
+    with raw.open_socket(handle.host, handle.port) as sock:
+        sock.sendall(raw.connect("ep@nothing.com", PASSWORD, client_id="qos2-raw"))
+        assert raw.read_exactly(sock, 4) == b"\x20\x02\x00\x00"
+        publish = raw.publish("feeds/manual_feed_a/exactly_once", b"42", qos=2, packet_id=7)
+        sock.sendall(publish)
+        assert raw.read_exactly(sock, 4) == b"\x50\x02\x00\x07"  # PUBREC, once stored
+        sock.sendall(bytes([publish[0] | 0x08]) + publish[1:])  # the same again, DUP set
+        assert raw.read_exactly(sock, 4) == b"\x50\x02\x00\x07"
         sock.sendall(b"\x62\x02\x00\x07")  # PUBREL
-        assert _read(sock, 4) == b"\x70\x02\x00\x07"  # PUBCOMP
+        assert raw.read_exactly(sock, 4) == b"\x70\x02\x00\x07"  # PUBCOMP
         # A QoS 1 marker: stored in order after anything this connection sent before, then acknowledged.
-        sock.sendall(_packet(0x32, _text("feeds/manual_feed_a/marker") + (8).to_bytes(2, "big") + b"1"))
-        assert _read(sock, 4) == b"\x40\x02\x00\x08"
+        sock.sendall(raw.publish("feeds/manual_feed_a/marker", b"1", qos=1, packet_id=8))
+        assert raw.read_exactly(sock, 4) == b"\x40\x02\x00\x08"
     assert stored("manual_feed_a", "exactly_once") == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import shutil
+import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from rtdp.mqtt import Endpoint, make_client
@@ -24,11 +26,21 @@ class TestClient:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True) -> None:
-        self.client = make_client(endpoint, client_id or f"test-{next(_ids)}", clean_session=clean_session)
+    def __init__(
+        self, endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True, websocket: bool = False
+    ) -> None:
+        client_id = client_id or f"test-{next(_ids)}"
+        if websocket:  # MQTT over WebSockets (`--mqtt-ws`)
+            self.client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id, clean_session, protocol=mqtt.MQTTv311, transport="websockets"
+            )
+            self.client.username_pw_set(endpoint.username, endpoint.password)
+        else:
+            self.client = make_client(endpoint, client_id, clean_session=clean_session)
         self.connack: ReasonCode | None = None
         self.disconnected = threading.Event()
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.full: list[mqtt.MQTTMessage] = []  # the same messages with their QoS and flags
         self.granted: dict[int, list[int]] = {}
         self._lock = threading.Lock()
         self.client.on_connect = self._on_connect
@@ -45,6 +57,7 @@ class TestClient:
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         with self._lock:
             self.messages.append((message.topic, message.payload, bool(message.retain)))
+            self.full.append(message)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, codes: list[ReasonCode], props: Any) -> None:
         self.granted[mid] = [code.value for code in codes]
@@ -71,9 +84,11 @@ class TestClient:
         wait_for(lambda: (topic, payload) in self.received(), what=f"{topic} {payload!r}")
 
 
-def open_client(endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True) -> TestClient:
+def open_client(
+    endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True, websocket: bool = False
+) -> TestClient:
     """Connect and wait for the CONNACK (accepted or refused)."""
-    test = TestClient(endpoint, client_id, clean_session=clean_session)
+    test = TestClient(endpoint, client_id, clean_session=clean_session, websocket=websocket)
     test.client.connect(endpoint.host, endpoint.port, keepalive=30)
     test.client.loop_start()
     wait_for(lambda: test.connack is not None or test.disconnected.is_set(), what="CONNACK")
@@ -81,9 +96,11 @@ def open_client(endpoint: Endpoint, client_id: str | None = None, *, clean_sessi
 
 
 @contextmanager
-def connected(endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True) -> Iterator[TestClient]:
+def connected(
+    endpoint: Endpoint, client_id: str | None = None, *, clean_session: bool = True, websocket: bool = False
+) -> Iterator[TestClient]:
     """A client that must be accepted; disconnected at the end."""
-    test = open_client(endpoint, client_id, clean_session=clean_session)
+    test = open_client(endpoint, client_id, clean_session=clean_session, websocket=websocket)
     try:
         assert test.connack is not None and not test.connack.is_failure, f"refused: {test.connack}"
         yield test
@@ -113,3 +130,22 @@ def publish_lines(endpoint: Endpoint, topic: str, lines: list[str]) -> None:
     stdin = "".join(f"{line}\n" for line in lines).encode()
     done = subprocess.run(command, input=stdin, capture_output=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
+
+
+def will_client(endpoint: Endpoint, topic: str, keepalive: int = 30) -> TestClient:
+    """A client with a will on `topic`, connected (or refused)."""
+    test = TestClient(endpoint)
+    test.client.will_set(topic, b"will", qos=1)
+    test.client.connect(endpoint.host, endpoint.port, keepalive=keepalive)
+    test.client.loop_start()
+    wait_for(lambda: test.connack is not None or test.disconnected.is_set(), what="CONNACK")
+    return test
+
+
+def drop(test: TestClient) -> None:
+    """The connection dies without a DISCONNECT, so the broker fires the will."""
+    test.client.loop_stop()
+    sock = test.client.socket()
+    assert sock is not None
+    sock.shutdown(socket.SHUT_RDWR)
+    sock.close()

@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry
 from broker.access import feed_wildcard
 from broker.metrics import BrokerCollector
 from rtdp.accounts import ServiceAccount, create_user
-from rtdp.models import Feed, Group, Membership, Share, User
+from rtdp.models import Feed, Group, Membership, Share, Token, User
 from rtdp.permissions import Access
 from rtdp.settings import Settings
 from rtdp.store import create_feed
@@ -56,6 +56,8 @@ def test_login_with_token_and_any_username(embedded: EmbeddedBrokerHandle, world
     token = token_for(world.ep)
     reason = login_result(embedded.endpoint("my-device", token))
     assert reason is not None and not reason.is_failure
+    # The Account page shows where the token was last used from.
+    assert Token.get(Token.user == world.ep.id).last_address == "127.0.0.1"
 
 
 def test_login_with_service_account(embedded: EmbeddedBrokerHandle) -> None:

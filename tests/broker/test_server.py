@@ -20,7 +20,7 @@ from rtdp.models import Share, Token
 from rtdp.mqtt import Endpoint
 from rtdp.permissions import Access
 from rtdp.settings import HostPort, Settings
-from tests.broker.clients import TestClient, close, connected, login_result, open_client, publish_lines
+from tests.broker.clients import close, connected, drop, login_result, open_client, publish_lines, will_client
 from tests.broker.conftest import PASSWORD, World, token_for
 from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
 from tests.support.env import free_port, port_open, wait_for, wait_port
@@ -219,25 +219,6 @@ def test_a_publisher_that_disconnects_at_once_loses_nothing(embedded: EmbeddedBr
         publish_lines(embedded.endpoint("ep@nothing.com", PASSWORD), "feeds/manual_feed_a/burst", lines)
         wait_for(lambda: len(subscriber.received()) >= count, timeout=30, what=f"{count} messages")
         assert sorted(int(payload) for _, payload in subscriber.received()) == list(range(count))
-
-
-def will_client(endpoint: Endpoint, topic: str, keepalive: int = 30) -> TestClient:
-    """A client with a will on `topic`, connected (or refused)."""
-    test = TestClient(endpoint)
-    test.client.will_set(topic, b"will", qos=1)
-    test.client.connect(endpoint.host, endpoint.port, keepalive=keepalive)
-    test.client.loop_start()
-    wait_for(lambda: test.connack is not None or test.disconnected.is_set(), what="CONNACK")
-    return test
-
-
-def drop(test: TestClient) -> None:
-    """The connection dies without a DISCONNECT, so the broker fires the will."""
-    test.client.loop_stop()
-    sock = test.client.socket()
-    assert sock is not None
-    sock.shutdown(socket.SHUT_RDWR)
-    sock.close()
 
 
 def test_a_will_needs_the_right_to_publish_on_its_topic(embedded: EmbeddedBrokerHandle) -> None:

@@ -21,7 +21,7 @@ def run(data_dir: Path, *args: str) -> Result:
 
 
 def test_users_tokens_feeds_axes_and_export(tmp_path: Path) -> None:
-    assert run(tmp_path, "user", "add", "Ep@Nothing.com", "--password", "1234", "--admin").output.startswith(
+    assert run(tmp_path, "user", "add", "Ep@Nothing.com", "--password", "a-long-password", "--admin").output.startswith(
         "created user ep@nothing.com (admin)"
     )
     assert run(tmp_path, "feed", "add", "lab", "--owner", "ep@nothing.com", "--y-cast", "int").exit_code == 0
@@ -54,7 +54,7 @@ def test_users_tokens_feeds_axes_and_export(tmp_path: Path) -> None:
 
 
 def test_errors_are_one_line_without_traceback(tmp_path: Path) -> None:
-    run(tmp_path, "user", "add", "ep@nothing.com", "--password", "1234")
+    run(tmp_path, "user", "add", "ep@nothing.com", "--password", "a-long-password")
     for args in (
         ("token", "add", "ep@nothing.com", "--feed", "missing"),
         ("feed", "add", "bad/name", "--owner", "ep@nothing.com"),
@@ -80,18 +80,18 @@ def test_emulator_switches_from_the_command_line(tmp_path: Path) -> None:
 
 
 ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = {
-    " ".join(path): command
-    for path, command in [
-        *(((name,), cmd) for name, cmd in main.commands.items() if not isinstance(cmd, click.Group)),
-        *(
-            ((group, name), cmd)
-            for group, grp in main.commands.items()
-            if isinstance(grp, click.Group)
-            for name, cmd in grp.commands.items()
-        ),
-    ]
-}
+def _leaves(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], click.Command]]:
+    # Every command that runs, at any depth (`rtdp group member add`).
+    found: list[tuple[tuple[str, ...], click.Command]] = []
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            found += _leaves(cmd, (*path, name))
+        else:
+            found.append(((*path, name), cmd))
+    return found
+
+
+COMMANDS = {" ".join(path): command for path, command in _leaves(main)}
 
 
 def test_the_settings_reference_is_generated_from_the_table() -> None:

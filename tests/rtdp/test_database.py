@@ -209,3 +209,19 @@ def test_the_database_is_opened_only_where_a_process_is_assembled() -> None:
 def test_only_opening_binds_the_models() -> None:
     """Components use the database they are given; only open_database binds the models' proxy."""
     assert {file for file, _ in _uses("database_proxy")} <= {"rtdp/models.py", "rtdp/database.py"}
+
+
+def test_migration_adds_token_use_and_expiry_and_the_rights_revision(tmp_path: Path) -> None:
+    """Versions 7 -> 9: the rights revision table and Token.last_address and .expires appear."""
+    url = f"sqlite:///{tmp_path / 'v7.sqlite3'}"
+    db = open_database(url)
+    db.execute_sql("DROP TABLE rights_revision")
+    db.execute_sql("ALTER TABLE token DROP COLUMN last_address")
+    db.execute_sql("ALTER TABLE token DROP COLUMN expires")
+    SchemaVersion.update(version=7).execute()
+    db.close()
+    db = open_database(url)
+    assert {"last_address", "expires"} <= {c.name for c in db.get_columns("token")}
+    assert "rights_revision" in db.get_tables()
+    assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
+    db.close()

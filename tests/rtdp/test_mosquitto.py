@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import itertools
 import json
-import os
 import re
 import shutil
 import stat
@@ -31,11 +30,9 @@ from rtdp.permissions import Access, allowed
 from rtdp.settings import Settings
 from rtdp.store import create_feed
 from tests.support.env import free_port, require, wait_for, wait_port
-from tests.support.mosquitto import MOSQUITTO, Mosquitto, running_mosquitto
+from tests.support.mosquitto import AS_ROOT, MOSQUITTO, Mosquitto, running_mosquitto
 
 REPO = Path(__file__).resolve().parents[2]
-# Started as root, Mosquitto drops to the user `mosquitto`, which cannot read our 0600 files.
-AS_ROOT = "user root\n" if os.geteuid() == 0 else ""
 
 
 @dataclass

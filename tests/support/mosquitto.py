@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -10,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.env import free_port, wait_port
+
+# Started as root, Mosquitto drops to the user `mosquitto`, which cannot read our 0600 files.
+AS_ROOT = "user root\n" if os.geteuid() == 0 else ""
 
 MOSQUITTO = shutil.which("mosquitto") or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
 

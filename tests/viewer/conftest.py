@@ -39,6 +39,8 @@ def settings(tmp_path: Path, mosquitto: Mosquitto) -> Settings:
         http=HostPort("127.0.0.1", 0),
         http_publish_timeout=2.0,
         sse_heartbeat=0.3,
+        # Most page tests register people; the closed default has tests of its own (test_registration).
+        registration="open",
     )
 
 

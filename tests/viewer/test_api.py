@@ -49,13 +49,14 @@ def test_feed_shows_axes_and_last_values(client: TestClient, world: World) -> No
 
 
 def test_unknown_and_forbidden(client: TestClient, world: World) -> None:
-    # Anonymous: a private feed looks missing. Signed in: 403 for someone else's feed.
-    assert client.get(f"{API}/feed_a").status_code == 404
-    assert client.get(f"{API}/nope").status_code == 404
+    # Anonymous: 401 (a challenge) for a private feed and a missing one alike, so names cannot be probed.
+    # Signed in: 403 for someone else's feed, 404 for a missing one.
+    assert client.get(f"{API}/feed_a").status_code == 401
+    assert client.get(f"{API}/nope").status_code == 401
     assert client.get(f"{API}/feed_a", headers=AP).status_code == 403
     assert client.get(f"{API}/nope", headers=AP).status_code == 404
-    assert client.get(f"{API}/feed_a/axes/axis_a00/points").status_code == 404
-    assert client.get(f"{API}/feed_a/export").status_code == 404
+    assert client.get(f"{API}/feed_a/axes/axis_a00/points").status_code == 401
+    assert client.get(f"{API}/feed_a/export").status_code == 401
 
 
 def test_create_update_delete(client: TestClient, world: World) -> None:

@@ -15,7 +15,7 @@ from rtdp.credentials import hash_token
 from rtdp.models import Axis, Feed, Share, Token, User
 from rtdp.settings import Settings
 from rtdp.store import create_axis, create_feed, get_axis, write_points
-from tests.viewer.conftest import World
+from tests.viewer.conftest import World, make_user
 from viewer.app import create_app
 from viewer.session import SECRET_FILE, SESSION_COOKIE, secret_key
 
@@ -132,12 +132,13 @@ def test_register_needs_eight_characters_and_keeps_a_taken_email(client: TestCli
 
 
 def test_registration_off(settings: Settings) -> None:
-    with TestClient(create_app(settings.replace(registration=False))) as client:
+    with TestClient(create_app(settings.replace(registration="closed"))) as client:
+        make_user("someone@example.com", "a-long-password")  # else the first account may register
         assert client.get("/register").status_code == 404
         assert "Register" not in client.get("/login").text
         answer = client.post("/register", data={"email": "x@example.com", "password": "longenough"})
         assert answer.status_code in (403, 404)
-        assert not User.select().exists()
+        assert User.select().count() == 1
 
 
 def test_feed_name_description_and_email_are_escaped(client: TestClient, world: World) -> None:
@@ -475,3 +476,20 @@ def test_the_original_page_urls_lead_to_their_pages_and_ap_is_refused_eps(client
     for missing in ("feed_data/999999", "feed_data/x", "feed_data/\uff13", "feed_graph/99999999999999999999", "nope/1"):
         assert client.get(f"{old}/{missing}", follow_redirects=False).status_code == 404, missing
     assert client.get("/realtime_data_processor/tools/index", follow_redirects=False).headers["location"] == "/tools"
+
+
+def test_account_page_shows_a_tokens_last_use_and_expiry(client: TestClient, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    made = client.post(
+        "/account/tokens", data={"name": "sensor", "expires_days": "30", "csrf_token": csrf(client, "/account")}
+    )
+    token = re.search(r'id="new-token">([^<]+)<', made.text).group(1)  # type: ignore[union-attr]
+    row = Token.get(Token.token_hash == hash_token(token))
+    assert 29.9 * 86400 < row.expires - row.created <= 30 * 86400
+    assert client.get("/api/v1/feeds/feed_a", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    page = client.get("/account").text
+    used = re.search(rf'<tr data-token="{row.prefix}">.*?</tr>', page, re.S).group(0)  # type: ignore[union-attr]
+    # TestClient's peer address is "testclient".
+    assert "from <code>testclient</code>" in used and "(expired)" not in used
+    bad = client.post("/account/tokens", data={"expires_days": "0", "csrf_token": csrf(client, "/account")})
+    assert bad.status_code == 400

@@ -124,7 +124,7 @@ def test_heartbeat(live_server: LiveServer, live_world: World) -> None:
 
 def test_stream_permissions(live_server: LiveServer, live_world: World) -> None:
     url = f"{live_server.url}/api/v1/feeds/feed_t/stream"
-    assert httpx.get(url).status_code == 404
+    assert httpx.get(url).status_code == 401
     assert httpx.get(url, headers=basic("ap@nothing.com", "1234")).status_code == 403
     assert httpx.get(url, headers={**EP, "Last-Event-ID": "abc"}).status_code == 400
     Feed.update(public=True).where(Feed.id == live_world.feed_t.id).execute()

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from rtdp.settings import Settings
 from viewer.errors import ErrorPage
-from viewer.pages import accounts, admin, charts, feeds, legacy, tools
+from viewer.pages import accounts, admin, charts, feeds, groups, legacy, sharing, tools, users
 from viewer.pages.render import STATIC, error_pages, make_environment, page
 from viewer.session import session_middleware
 
@@ -53,12 +53,24 @@ def page_routes(settings: Settings) -> list[Route | Mount]:
         route("/feeds/{feed}", feeds.feed_page, ["GET"], "feed"),
         route("/feeds/{feed}/delete", feeds.delete_feed, ["POST"], "delete_feed"),
         route("/feeds/{feed}/axes", feeds.add_axis, ["POST"], "add_axis"),
+        route("/feeds/{feed}/shares", sharing.add_share, ["POST"], "add_share"),
+        route("/feeds/{feed}/shares/{id:int}/delete", sharing.remove_share, ["POST"], "remove_share"),
+        route("/feeds/{feed}/public", sharing.set_public, ["POST"], "set_public"),
+        route("/feeds/{feed}/owner", sharing.transfer, ["POST"], "transfer_feed"),
         route("/feeds/{feed}/axes/{axis}", charts.axis_page, ["GET"], "axis"),
         route("/feeds/{feed}/axes/{axis}/rename", feeds.rename_axis, ["POST"], "rename_axis"),
         route("/feeds/{feed}/axes/{axis}/delete", feeds.delete_axis, ["POST"], "delete_axis"),
         route("/feeds/{feed}/graph", charts.graph_page, ["GET"], "graph"),
         route("/feeds/{feed}/sparklines", charts.sparklines_page, ["GET"], "sparklines"),
+        route("/groups", groups.groups_page, ["GET"], "groups"),
+        route("/groups", groups.create_group, ["POST"], "create_group"),
+        route("/groups/{group}/delete", groups.remove_group, ["POST"], "remove_group"),
+        route("/groups/{group}/members", groups.add_member, ["POST"], "add_member"),
+        route("/groups/{group}/members/remove", groups.remove_member, ["POST"], "remove_member"),
         route("/admin", admin.admin_page, ["GET"], "admin"),
+        route("/admin/users", users.users_page, ["GET"], "users"),
+        route("/admin/users/{email}", users.change_user, ["POST"], "change_user"),
+        route("/admin/users/{email}/remove", users.remove_user, ["POST"], "remove_user"),
         Route("/admin/stream", admin.admin_stream, methods=["GET"], name="admin_stream"),
         route("/tools", tools.tools_page, ["GET"], "tools"),
         route("/tools/{source}", tools.toggle_source, ["POST"], "toggle_source"),

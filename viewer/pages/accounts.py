@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import time
+
 import peewee as pw
 from starlette.responses import Response
 
-from rtdp.accounts import check_password, create_token, normalize_email, register_user
-from rtdp.credentials import hash_password, verify_password
+from rtdp.accounts import REGISTRATION_CLOSED, check_password, create_token, normalize_email, register_user
+from rtdp.credentials import check_new_password, hash_password, verify_password
 from rtdp.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, RtdpError, TooManyAttempts
 from rtdp.models import MAX_ID, Feed, Token, User
 from rtdp.permissions import Access, readable_feeds
 from rtdp.throttle import account_key, address_key
 from viewer.auth import client_address
-from viewer.pages.render import Ctx, error_field
+from viewer.pages.render import Ctx, error_field, may_register
 from viewer.session import end_sessions, sign_in, sign_out
 from viewer.state import viewer_state
 
-MIN_PASSWORD = 8
+MAX_TOKEN_DAYS = 3650
 
 
 def _safe_next(target: str | None) -> str:
@@ -61,8 +63,8 @@ REGISTERED = "If this email address was not registered yet, its account now exis
 
 
 def register(ctx: Ctx) -> Response:
-    if not ctx.settings.registration:
-        raise NotFound("Registration is closed on this server; ask an administrator for an account.")
+    if not may_register(ctx.settings):
+        raise NotFound(REGISTRATION_CLOSED)
     if ctx.request.method == "GET":
         return ctx.render("register.html", email="")
     email = ctx.form.get("email", "")
@@ -70,15 +72,15 @@ def register(ctx: Ctx) -> Response:
     state = viewer_state(ctx.request)
     try:
         normalize_email(email)
-        if len(password) < MIN_PASSWORD:
-            raise InvalidInput(f"The password must have at least {MIN_PASSWORD} characters.", field="password")
+        check_new_password(password)
         if password != ctx.form.get("password2", password):
             raise InvalidInput("The two passwords differ.", field="password2")
         state.signups.take([address_key(client_address(ctx.request))], "sign-ups from this address")
         # Hashed for a taken address too (same time either way), in the hashing pool, before any transaction.
         password_hash = state.hash_pool.submit(hash_password, password).result()
         try:
-            register_user(state.db, email, password_hash)
+            # Registration closed: only the first account of an empty database (decided in the transaction).
+            register_user(state.db, email, password_hash, open_to_all=ctx.settings.registration_open)
         except Conflict:
             pass
     except RtdpError as exc:
@@ -103,7 +105,7 @@ def _account_page(ctx: Ctx, user: User, status: int = 200, **extra: object) -> R
         .order_by(Token.created.desc())
     )
     feeds = list(readable_feeds(ctx.principal).order_by(Feed.name))
-    return ctx.render("account.html", status=status, tokens=tokens, feeds=feeds, **extra)
+    return ctx.render("account.html", status=status, tokens=tokens, feeds=feeds, now=time.time(), **extra)
 
 
 def account(ctx: Ctx) -> Response:
@@ -127,14 +129,10 @@ def change_password(ctx: Ctx) -> Response:
         return _account_page(
             ctx, user, status=400, password_error="The current password is wrong.", password_field="current_password"
         )
-    if len(new) < MIN_PASSWORD:
-        return _account_page(
-            ctx,
-            user,
-            status=400,
-            password_error=f"The new password must have at least {MIN_PASSWORD} characters.",
-            password_field="new_password",
-        )
+    try:
+        check_new_password(new, "new_password")
+    except InvalidInput as exc:
+        return _account_page(ctx, user, status=400, password_error=exc.message, password_field="new_password")
     if new != ctx.form.get("new_password2", new):
         return _account_page(
             ctx, user, status=400, password_error="The two new passwords differ.", password_field="new_password2"
@@ -162,9 +160,28 @@ def create_api_token(ctx: Ctx) -> Response:
         access = Access(access_text) if access_text else None
     except ValueError:
         raise InvalidInput(f"unknown access {access_text[:20]!r}: use read or write") from None
-    issued = create_token(user, feed=feed, access=access, name=ctx.form.get("name", "")[:100])
+    issued = create_token(
+        user,
+        feed=feed,
+        access=access,
+        name=ctx.form.get("name", "")[:100],
+        expires=expires_at(ctx.form.get("expires_days", "")),
+    )
     # Shown once, in this response only: the database keeps only its hash.
     return _account_page(ctx, user, new_token=issued.token, new_token_name=issued.row.name)
+
+
+def expires_at(days: str) -> float | None:
+    """The expiry of a token valid for `days` days from now ("" for never)."""
+    if not days:
+        return None
+    try:
+        count = int(days)
+    except ValueError:
+        raise InvalidInput("expires_days must be a number of days", field="expires_days") from None
+    if not 1 <= count <= MAX_TOKEN_DAYS:
+        raise InvalidInput(f"expires_days must be 1 to {MAX_TOKEN_DAYS}", field="expires_days")
+    return time.time() + count * 86400
 
 
 def revoke_api_token(ctx: Ctx) -> Response:

@@ -10,10 +10,10 @@ from starlette.responses import JSONResponse, Response
 from rtdp import catalog
 from rtdp.errors import Conflict, InvalidInput, PermissionDenied, QuotaExceeded
 from rtdp.models import Axis, Feed, Share, User
-from rtdp.permissions import Access, allowed, readable_feeds
+from rtdp.permissions import Access, allowed, may_manage, readable_feeds
+from rtdp.sharing import shares_of
 from rtdp.store import create_axis, get_axis
 from rtdp.topic import check_name
-from viewer.access import may_manage
 from viewer.pages.examples import examples_for
 from viewer.pages.render import Ctx, error_field, page_number
 from viewer.pages.spark import sparklines
@@ -121,10 +121,10 @@ def delete_feed(ctx: Ctx) -> Response:
 
 def feed_page(ctx: Ctx) -> Response:
     feed = ctx.feed(ctx.request.path_params["feed"])
-    return _feed_page(ctx, feed)
+    return feed_page_response(ctx, feed)
 
 
-def _feed_page(ctx: Ctx, feed: Feed, status: int = 200, **extra: object) -> Response:
+def feed_page_response(ctx: Ctx, feed: Feed, status: int = 200, **extra: object) -> Response:
     # A page of axes at a time: a feed with thousands of axes must not make a page of megabytes.
     size = ctx.settings.page_size
     number = page_number(ctx.request)
@@ -132,6 +132,7 @@ def _feed_page(ctx: Ctx, feed: Feed, status: int = 200, **extra: object) -> Resp
     axes = list(query.offset((number - 1) * size).limit(size + 1))
     more = len(axes) > size
     axes = axes[:size]
+    can_manage = _may_manage(ctx, feed)
     return ctx.render(
         "feed.html",
         status=status,
@@ -141,7 +142,9 @@ def _feed_page(ctx: Ctx, feed: Feed, status: int = 200, **extra: object) -> Resp
         more=more,
         sparks=sparklines(axes),
         can_write=allowed(ctx.principal, feed, Access.WRITE),
-        can_manage=_may_manage(ctx, feed),
+        can_manage=can_manage,
+        # The Sharing section: only whoever may change it sees who else may read.
+        shares=shares_of(feed) if can_manage else [],
         examples={axis.name: examples_for(ctx.request, ctx.settings, feed, axis.name) for axis in axes},
         example_new=examples_for(ctx.request, ctx.settings, feed, "AXIS"),
         **extra,
@@ -169,7 +172,7 @@ def add_axis(ctx: Ctx) -> Response:
         if ctx.wants_json:
             raise
         # Without JavaScript the form posts here: show the page again with the message at the field.
-        return _feed_page(
+        return feed_page_response(
             ctx,
             feed,
             status=exc.status,

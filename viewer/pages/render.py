@@ -101,6 +101,13 @@ class Ctx:
             raise LoginRequired("sign in to see this page")
         return self.user
 
+    def require_principal(self) -> Principal:
+        """The signed-in user as the permission rule sees them (rtdp.permissions)."""
+        self.require_user()
+        if self.principal is None:
+            raise LoginRequired("sign in to see this page")
+        return self.principal
+
     def feed(self, name: str, access: Access = Access.READ) -> Feed:
         """The named feed if this principal may `access` it: 404 if missing, login or 403 if not allowed."""
         feed = get_feed(name)
@@ -115,13 +122,19 @@ class Ctx:
             request=self.request,
             user=self.user,
             csrf=csrf_token(self.request) if "session" in self.request.scope else "",
-            registration=self.settings.registration,
+            registration=may_register(self.settings),
             **context,
         )
         return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
     def redirect(self, url: str) -> RedirectResponse:
         return RedirectResponse(url, status_code=303)
+
+
+def may_register(settings: Settings) -> bool:
+    """Whether the Register page takes new accounts: registration is open, or nobody has an account yet
+    (the first one becomes the administrator). Synchronous (one small query when closed)."""
+    return settings.registration_open or not User.select(User.id).exists()
 
 
 def page_number(request: Request) -> int:
@@ -200,13 +213,13 @@ def page(settings: Settings, env: Environment, handler: Handler) -> Endpoint:
 
 
 def _forget_cached_decisions(request: Request) -> None:
-    """A form may have revoked a token, changed a password, deleted a feed or axis: the viewer's cached
-    credentials and permission decisions must not outlive that (viewer.state promises it). On the event
-    loop, like every other use of those caches (TTLCache is not thread-safe); forms are rare."""
+    """A form may have revoked a token, changed a password, deleted a feed or axis, removed a share: the
+    viewer's cached credentials and permission decisions must not outlive that (viewer.state promises
+    it), and open streams check again. On the event loop, like every other use of those caches
+    (TTLCache is not thread-safe); forms are rare."""
     state = getattr(request.app.state, "viewer", None)
     if state is not None:
-        state.forget_decisions()
-        state.credentials.clear()
+        state.rights_changed()
 
 
 def error_pages(settings: Settings, env: Environment) -> ErrorPage:
