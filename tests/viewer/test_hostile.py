@@ -89,17 +89,22 @@ def test_01_a_request_head_beyond_16_kib_is_refused(live_server: LiveServer, hea
         assert _answer(sock).startswith(b"HTTP/1.1 " + status)
 
 
+def _send_endless_header(sock: socket.socket, size: int) -> None:
+    """A request head whose header never ends, `size` bytes of it (or until the server closes)."""
+    sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-endless: ")
+    sent = 0
+    try:
+        while sent < size:
+            sock.sendall(b"a" * 65536)
+            sent += 65536
+    except OSError:
+        pass  # closed once refused: the point is that it was
+
+
 def test_01_an_endless_header_is_not_kept(live_server: LiveServer) -> None:
     with _connect(live_server) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-endless: ")
-        sent = 0
-        try:
-            # 64 MiB without an end: refused after the first 16 KiB, the rest read and dropped.
-            while sent < 64 * 1024 * 1024:
-                sock.sendall(b"a" * 65536)
-                sent += 65536
-        except OSError:
-            pass  # closed once refused: the point is that it was
+        # 64 MiB without an end: refused after the first 16 KiB, the rest read and dropped.
+        _send_endless_header(sock, 64 * 1024 * 1024)
         assert _answer(sock).startswith(b"HTTP/1.1 431")
     assert httpx.get(f"{live_server.url}/healthz").status_code == 200
 
@@ -486,3 +491,19 @@ def test_14_a_public_url_wins_over_the_host_header(settings: Settings) -> None:
         page = client.get("/feeds/feed_t", headers={"host": "evil.example"}).text
         assert "http://rtdp.example.org/service/feed_input.json/feed_t/temp" in page
         assert "evil.example" not in page
+
+
+def test_01_a_head_sent_behind_a_streaming_response_is_bounded_too(settings: Settings) -> None:
+    """The limit held only for a head sent while no request was running: behind an SSE stream (a
+    response that never completes) the next request's endless header was parsed and kept, with no
+    header timeout either."""
+    with serving(settings) as live, _connect(live) as sock:
+        world = make_world()
+        sock.sendall(
+            b"GET /api/v1/feeds/feed_a/stream HTTP/1.1\r\nhost: x\r\n"
+            b"authorization: Bearer " + world.ep_token.encode() + b"\r\n\r\n"
+        )
+        assert _answer(sock).startswith(b"HTTP/1.1 200")
+        _send_endless_header(sock, 8 * 1024 * 1024)
+        # Refused and closed: without the bound the stream went on and the header grew.
+        wait_for(lambda: not live.server.server_state.connections, what="the server to close the connection")
