@@ -282,6 +282,17 @@ def test_08_a_cookie_copied_before_logout_is_dead_after_it(client: TestClient, w
     assert client.get("/api/v1/feeds/feed_a").status_code in (401, 403, 404)
 
 
+def test_08_signing_in_over_a_session_ends_the_old_one(client: TestClient, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    old = client.cookies[SESSION_COOKIE]
+    login(client, "ep@nothing.com", "1234")
+    assert client.cookies[SESSION_COOKIE] != old
+    copy = TestClient(client.app)
+    copy.cookies[SESSION_COOKIE] = old
+    assert "ep@nothing.com" not in copy.get("/").text
+    assert "ep@nothing.com" in client.get("/").text
+
+
 def test_08_password_change_and_disabling_end_sessions_at_once(client: TestClient, world: World) -> None:
     login(client, "ep@nothing.com", "1234")
     other = TestClient(client.app)
