@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 
+from rtdp import revision
 from rtdp.errors import PermissionDenied
 from rtdp.models import BrowserSession, User
 from rtdp.private import private_dir
@@ -94,9 +95,13 @@ def sign_out(request: Request) -> None:
 def _forget(request: Request) -> None:
     # The server-side row goes with the cookie: a copy of the old cookie must not outlive a sign-out or
     # a sign-in over it.
+    # An ended session is a change of rights: bumping the revision makes every viewer drop the login it
+    # cached for this cookie and makes open streams check their reader again, within its poll.
     key = request.session.get("key")
     if isinstance(key, str):
-        BrowserSession.delete().where(BrowserSession.key_hash == _key_hash(key)).execute()
+        with BrowserSession._meta.database.atomic():
+            if BrowserSession.delete().where(BrowserSession.key_hash == _key_hash(key)).execute():
+                revision.bump()
     request.session.clear()
 
 

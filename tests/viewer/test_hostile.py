@@ -293,6 +293,36 @@ def test_08_signing_in_over_a_session_ends_the_old_one(client: TestClient, world
     assert "ep@nothing.com" in client.get("/").text
 
 
+def test_08_signing_out_ends_a_stream_on_another_viewer_at_once(settings: Settings, world: World) -> None:
+    # Two viewers on one database (scale-out); heartbeats and cached logins far away, so only the
+    # sign-out on the first can end the second's stream of a copied cookie. In one process any form
+    # post already makes streams check again; across processes the rights revision must carry it.
+    quiet = settings.replace(sse_heartbeat=600.0, credential_ttl=600.0)
+    with serving(quiet) as first, serving(quiet) as second, httpx.Client(base_url=first.url) as browser:
+        page = browser.get("/login")
+        token = CSRF_RE.search(page.text).group(1)  # type: ignore[union-attr]
+        data = {"email": "ep@nothing.com", "password": "1234", "csrf_token": token}
+        assert browser.post("/login", data=data).status_code in (200, 303)
+        copied = browser.cookies[SESSION_COOKIE]
+        ended = threading.Event()
+
+        def read() -> None:
+            url = f"{second.url}/api/v1/feeds/feed_a/stream"
+            with httpx.stream("GET", url, cookies={SESSION_COOKIE: copied}, timeout=120) as response:
+                assert response.status_code == 200
+                for _ in response.iter_bytes():
+                    pass
+            ended.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        state: ViewerState = second.app.state.viewer  # type: ignore[attr-defined]
+        wait_for(lambda: state.hub.client_count > 0, what="the stream to open")
+        assert not ended.wait(1), "the stream ended before the sign-out"
+        token = CSRF_RE.search(browser.get("/").text).group(1)  # type: ignore[union-attr]
+        assert browser.post("/logout", data={"csrf_token": token}).status_code in (200, 303)
+        assert ended.wait(30), "the other viewer's stream of a signed-out session went on"
+
+
 def test_08_password_change_and_disabling_end_sessions_at_once(client: TestClient, world: World) -> None:
     login(client, "ep@nothing.com", "1234")
     other = TestClient(client.app)
