@@ -3,12 +3,17 @@
 amqtt asks per CONNECT (authenticate) and per topic action (publish, subscribe, and receive: once
 per message per subscriber). The answers come from the same users, tokens and `permissions.allowed`
 as the web side. Peewee is synchronous and argon2 slow, so database work runs on a small thread
-pool owned here and answers are cached for a short time.
+pool owned here, password checks on a bounded pool of their own (a CONNECT flood queues there, never
+in front of topic decisions), and answers are cached for a short time. Password guesses are throttled
+per account and per client address (`rtdp.throttle`, the web login's rule); the broker answers a
+throttled CONNECT with a delayed CONNACK 5.
 
 A connection keeps the principal it authenticated as, but only for `credential_ttl` seconds at a time:
 after that its token and user are read again before the next decision, so a revoked token or a
 disabled user loses an open connection (and a persistent session) within that time; the client is
-then disconnected (`on_revoked`).
+then disconnected (`on_revoked`). A change recorded in the rights revision (`rtdp.revision`: a token
+revoked, a password changed, a user disabled, by any process) has every held login read again at once,
+and those that lost their rights are disconnected within the revision's poll period.
 
 A publish to a feed that does not exist is allowed when the publisher may create feeds (rtdp.catalog's
 rule), and nothing is created here: the bridge's writer creates the feed, owned by the publisher
@@ -31,13 +36,15 @@ from typing import TypeVar
 import peewee as pw
 
 from rtdp import catalog, revision
-from rtdp.accounts import ServiceAccount, check_credentials, refresh_principal
+from rtdp.accounts import ServiceAccount, check_password, check_token, refresh_principal
 from rtdp.cache import TTLCache, credential_key
-from rtdp.errors import AuthenticationFailed, InvalidInput
+from rtdp.credentials import looks_like_token
+from rtdp.errors import AuthenticationFailed, InvalidInput, TooManyAttempts
 from rtdp.logs import RateLimitedLog
 from rtdp.models import Feed
 from rtdp.permissions import Access, Principal, allowed
 from rtdp.revision import RevisionWatcher
+from rtdp.throttle import Throttle, account_key, address_key
 from rtdp.topic import ERRORS_PREFIX, FEEDS_PREFIX, STORED_PREFIX, FeedTopic, feed_of_filter
 
 logger = logging.getLogger(__name__)
@@ -133,14 +140,22 @@ class AccessControl:
         auto_create: bool = True,
         credential_ttl: float = 30.0,
         decision_ttl: float = 5.0,
+        throttle: Throttle | None = None,
+        hash_threads: int = 2,
+        hash_pool: ThreadPoolExecutor | None = None,
     ) -> None:
         """`auto_create`: publishes may go to feeds that do not exist yet (only worth it when the writer
-        learns the publisher: the intake of `rtdp serve`). Lifetimes come from the settings."""
+        learns the publisher: the intake of `rtdp serve`). Lifetimes, the password throttle and the
+        hashing threads come from the settings; `hash_pool`, if given, is shared (`rtdp serve`: with the
+        viewer, so that one flood over both cannot hash on twice the threads, each holding argon2's
+        64 MB) and not shut down here."""
         self.service = service
         # Only whether a publish may create its feed is decided here (no quota: the writer counts it).
         self.policy = catalog.Policy(auto_create=auto_create)
         self.credential_ttl = credential_ttl
+        self.throttle = throttle
         self.auth_failures = 0
+        self.throttled = 0  # CONNECTs refused by the password throttle
         self.refused_publishes = 0
         self.refused_subscribes = 0
         self.messages_in = 0
@@ -150,11 +165,14 @@ class AccessControl:
         self.on_revoked: Callable[[str], None] | None = None
         self._principals: dict[str, _Held] = {}
         self._rechecks: dict[str, asyncio.Future[Principal | None]] = {}
+        self._checks: set[asyncio.Future[Principal | None]] = set()
         # (principal, time.monotonic() when verified): a login served from here expires with the entry.
         self._credentials: TTLCache[tuple[str, str], tuple[Principal, float]] = TTLCache(credential_ttl)
         self._decisions: TTLCache[tuple[tuple[int, int | None], str, Access], Decision] = TTLCache(decision_ttl)
         self._feed_ids: TTLCache[str, int] = TTLCache(decision_ttl)  # 0: no such feed
         self._executor = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-broker-db")
+        self._own_hash_pool = hash_pool is None
+        self._hash_pool = hash_pool or ThreadPoolExecutor(max_workers=hash_threads, thread_name_prefix="rtdp-hash")
         self._log = RateLimitedLog(logger)
         # Started by the broker: drops the caches when any process changed who may do what.
         self.rights = RevisionWatcher(self._read_revision, self.rights_changed)
@@ -170,12 +188,19 @@ class AccessControl:
         for key, held in list(self._principals.items()):
             if not held.principal.service:
                 self._principals[key] = _Held(held.principal, -math.inf)
+                # Read now, not at its next decision: an idle subscriber of a disabled user, or of a revoked
+                # token, is disconnected at once (`_recheck` calls `on_revoked`).
+                checking = asyncio.ensure_future(self._current(key))
+                self._checks.add(checking)  # the loop keeps only weak references to tasks
+                checking.add_done_callback(self._checks.discard)
 
     async def _in_thread(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, partial(func, *args))
 
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_hash_pool:
+            self._hash_pool.shutdown(wait=False, cancel_futures=True)
 
     def principal(self, client_id: str | None) -> Principal | None:
         """The principal a connected (or persistent, offline) client authenticated as, as last checked."""
@@ -198,7 +223,10 @@ class AccessControl:
         return True
 
     async def login(self, username: str | None, password: str | None, address: str | None = None) -> _Held | None:
-        """The principal these credentials stand for (and until when), or None (counted as a failure)."""
+        """The principal these credentials stand for (and until when), or None (counted as a failure).
+
+        Raises TooManyAttempts when a password guess for this account or from this `address` is over
+        the throttle (tokens are not guessable, and not throttled)."""
         if self.service.matches(username, password):
             return _Held(self.service.principal(), math.inf)  # a secret of this process: never revoked
         checked = await self._check_credentials(username, password, address)
@@ -223,7 +251,14 @@ class AccessControl:
             return cached
         verified = time.monotonic()
         try:
-            principal = await self._in_thread(check_credentials, username, password, address)
+            if looks_like_token(password):
+                principal = await self._in_thread(check_token, password, address)
+            elif not username:
+                raise AuthenticationFailed("credentials required")
+            else:
+                self._take_attempt(username, address)
+                hashing = partial(check_password, username, password)
+                principal = await asyncio.get_running_loop().run_in_executor(self._hash_pool, hashing)
         except AuthenticationFailed as exc:
             self._log.warning("auth", "MQTT login refused for user %r: %s", (username or "")[:80], exc.message)
             return None
@@ -233,6 +268,16 @@ class AccessControl:
             return None
         self._credentials.put(key, (principal, verified))
         return principal, verified
+
+    def _take_attempt(self, username: str, address: str | None) -> None:
+        if self.throttle is None:
+            return
+        try:
+            self.throttle.take([account_key(username), address_key(address)])
+        except TooManyAttempts:
+            self.throttled += 1
+            self._log.warning("throttled", "MQTT login for %r from %s throttled", username[:80], address)
+            raise
 
     async def _current(self, client_id: str | None) -> Principal | None:
         """The client's principal, its credentials read again first if they are older than the lifetime."""

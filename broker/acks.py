@@ -11,8 +11,11 @@ read and handled while earlier acks wait: its in-flight window fills the writer'
 
 Back-pressure: a client with `max_unsettled` messages not yet settled (QoS 0 included: they are held
 in memory just the same) is no longer read from; the kernel's buffers fill and the client's TCP send
-blocks, MQTT's own flow control. Reading resumes as its messages settle. A client held that way for
-1.5 x its keepalive is disconnected like any silent one (its unacknowledged messages it sends again).
+blocks, MQTT's own flow control. Reading resumes as its messages settle. Likewise for a client that does
+not read what the broker sends (its PUBACKs, its deliveries): with `MAX_BACKLOG` bytes waiting in its
+send buffer, reading stops until that drained, so acks for a client that never reads cannot pile up.
+A client held either way for 1.5 x its keepalive is disconnected like any silent one (its
+unacknowledged messages it sends again).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from amqtt.session import INCOMING, ApplicationMessage, IncomingApplicationMessa
 
 # Unsettled messages one client may have before the broker stops reading from it (settings.mqtt_inflight).
 MAX_UNSETTLED = 100
+# Bytes waiting to be sent to a client before the broker stops reading from it: asyncio's own high-water
+# mark, above which a transport's drain() waits.
+MAX_BACKLOG = 64 * 1024
 
 # The acknowledgements as bytes (fixed header, remaining length 2, packet id follows): amqtt builds a
 # packet object per ack, and they are the broker's most frequent packets.
@@ -58,15 +64,27 @@ def settle(message: ApplicationMessage | None) -> None:
 
 
 class _GatedReader(ReaderAdapter):  # type: ignore[misc]
-    """The connection's reader, waiting at each read while `gate` is closed."""
+    """The connection's reader, waiting at each read while `gate` is closed or the client's send buffer
+    holds more than `MAX_BACKLOG` bytes."""
 
-    def __init__(self, reader: ReaderAdapter, gate: asyncio.Event) -> None:
+    def __init__(self, reader: ReaderAdapter, gate: asyncio.Event, writer: WriterAdapter) -> None:
         self._reader = reader
         self._gate = gate
+        self._writer = writer
+        stream = getattr(writer, "_writer", None)  # an asyncio StreamWriter (TCP), else no send buffer to see
+        self._transport: asyncio.WriteTransport | None = getattr(stream, "transport", None)
+        self.draining = False
 
     async def read(self, n: int = -1) -> bytes:
         if not self._gate.is_set():
             await self._gate.wait()
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size() >= MAX_BACKLOG:
+            self.draining = True
+            try:
+                await self._writer.drain()
+            finally:
+                self.draining = False
         data: bytes = await self._reader.read(n)
         return data
 
@@ -86,6 +104,7 @@ class AckAfterSettleHandler(BrokerProtocolHandler):  # type: ignore[misc]
         self._gate.set()
         # (settled, ack bytes, packet id) in the order the PUBLISH packets arrived.
         self._acks: deque[tuple[asyncio.Future[None], bytes, int]] = deque()
+        self._reader_gate: _GatedReader | None = None
 
     @property
     def unsettled(self) -> int:
@@ -95,10 +114,12 @@ class AckAfterSettleHandler(BrokerProtocolHandler):  # type: ignore[misc]
     @property
     def reading_paused(self) -> bool:
         """Whether the broker stopped reading from this client (broker.metrics)."""
-        return not self._gate.is_set()
+        draining = self._reader_gate is not None and self._reader_gate.draining
+        return draining or not self._gate.is_set()
 
     def attach(self, session: Session, reader: ReaderAdapter, writer: WriterAdapter) -> None:
-        super().attach(session, _GatedReader(reader, self._gate), writer)
+        self._reader_gate = _GatedReader(reader, self._gate, writer)
+        super().attach(session, self._reader_gate, writer)
 
     async def handle_publish(self, publish_packet: PublishPacket) -> None:
         # amqtt's own method, building a Received instead of an IncomingApplicationMessage.

@@ -107,6 +107,21 @@ class BrokerCollector(Collector):
             "rtdp_broker_refused_subscribes", "Subscriptions refused by the topic ACL", value=access.refused_subscribes
         )
         yield CounterMetricFamily(
+            "rtdp_broker_session_dropped",
+            "Messages dropped from full offline-session queues (RTDP_SESSION_QUEUE), oldest first",
+            value=getattr(self.broker._broker, "dropped_queued", 0),
+        )
+        yield CounterMetricFamily(
+            "rtdp_broker_connections_refused",
+            "Connections closed at once over RTDP_MQTT_MAX_CONNECTIONS or RTDP_MQTT_CONNECTIONS_PER_IP",
+            value=self.broker.limits.refused,
+        )
+        yield GaugeMetricFamily("rtdp_broker_connections", "Open MQTT connections", value=self.broker.limits.open)
+        yield CounterMetricFamily(
+            "rtdp_broker_throttled_logins", "CONNECTs refused by the password throttle (CONNACK 5, delayed)",
+            value=access.throttled,
+        )
+        yield CounterMetricFamily(
             "rtdp_broker_revoked", "Connections or sessions whose token or user was revoked while held",
             value=access.revoked,
         )

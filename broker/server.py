@@ -11,6 +11,7 @@ import signal
 import time
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
 
@@ -41,12 +42,15 @@ from broker.delivery import DeliveryHandler
 from broker.errors import BrokerError, PortInUse
 from broker.gate import GateCounter, PacketGate
 from broker.intake import Sink, wanted
+from broker.limits import ConnectionLimits, refuse, shut
 from broker.metrics import BrokerCollector
 from rtdp.accounts import ServiceAccount
 from rtdp.codec import Casts, Sample
-from rtdp.errors import RtdpError, Unavailable
+from rtdp.errors import RtdpError, TooManyAttempts, Unavailable
 from rtdp.handoff import Handoff
+from rtdp.logs import RateLimitedLog
 from rtdp.settings import HostPort, Settings
+from rtdp.throttle import Throttle
 from rtdp.topic import feed_of_filter
 
 logger = logging.getLogger(__name__)
@@ -54,19 +58,29 @@ logger = logging.getLogger(__name__)
 # Seconds the connections get to finish their disconnect when the broker stops.
 SHUTDOWN_GRACE = 5.0
 
+# Seconds a throttled CONNECT waits for its CONNACK 5: a guessing script gets one answer per this long
+# per connection, and its connections count against the per-address cap meanwhile.
+THROTTLED_DELAY = 1.0
+
 _PUBLISHED_QOS = "rtdp.published_qos"  # a session attribute: the QoS of the message it is delivering
 
 
-def broker_config(listen: HostPort, access: AccessControl, websocket: HostPort | None = None) -> dict[str, Any]:
+def broker_config(
+    listen: HostPort, access: AccessControl, websocket: HostPort | None = None, session_expiry: float | None = None
+) -> dict[str, Any]:
     """amqtt's config: one TCP listener (and one for MQTT over WebSockets if `websocket`) and our
-    authentication plugin instead of amqtt's defaults (anonymous login, $SYS topics, packet logging).
-    Topic decisions need no plugin: `_AmqttBroker._topic_filtering` asks the same AccessControl; the
-    intake is called by `_AmqttBroker._handle_message_delivery`."""
+    authentication plugin instead of amqtt's defaults (anonymous login, $SYS topics, packet logging), and
+    persistent sessions removed after `session_expiry` seconds offline (amqtt's own monitor; None: kept
+    forever). Topic decisions need no plugin: `_AmqttBroker._topic_filtering` asks the same
+    AccessControl; the intake is called by `_AmqttBroker._handle_message_delivery`."""
     plugins: dict[str, dict[str, Any]] = {"broker.plugins.AuthPlugin": {"access": access}}
     listeners = {"default": {"type": "tcp", "bind": f"{listen.host}:{listen.port}", "max_connections": 0}}
     if websocket is not None:
         listeners["ws"] = {"type": "ws", "bind": f"{websocket.host}:{websocket.port}", "max_connections": 0}
-    return {"listeners": listeners, "plugins": plugins}
+    config: dict[str, Any] = {"listeners": listeners, "plugins": plugins}
+    if session_expiry is not None:
+        config["session_expiry_interval"] = math.ceil(session_expiry)
+    return config
 
 
 class _KeepAliveHandler(AckAfterSettleHandler, DeliveryHandler):
@@ -169,6 +183,9 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     Every packet passes `broker.gate` first (protocol violations, versions, payload size); the handler
     acknowledges incoming messages once settled (`broker.acks`) and keeps unacknowledged deliveries for
     a persistent session's reconnect (`broker.delivery`).
+
+    Connections are bounded by `broker.limits` (how many, from where, how long before CONNECT), and a
+    CONNECT's password guesses by the throttle in `broker.access` (a delayed CONNACK 5).
     """
 
     def __init__(
@@ -179,6 +196,9 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         max_unsettled: int = MAX_UNSETTLED,
         *,
         max_payload: int,
+        limits: ConnectionLimits | None = None,
+        connect_timeout: float = 10.0,
+        session_queue: int = 1000,
     ) -> None:
         super().__init__(config)
         self.access = access
@@ -188,6 +208,11 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         self.gate = GateCounter()
         self._retained_feeds: dict[str, int] = {}  # retained topic -> id of the feed it was set on
         self._connections: set[asyncio.Task[Any]] = set()
+        self.limits = limits or ConnectionLimits(400, 100)
+        self.connect_timeout = connect_timeout
+        self.session_queue = session_queue
+        self.dropped_queued = 0  # messages dropped from full offline-session queues (broker.metrics)
+        self._log = RateLimitedLog(logger)
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         # Every topic decision, asked of AccessControl directly: amqtt's way, a topic plugin run as a task
@@ -231,6 +256,39 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        # `broker.limits`: refused over the caps before a byte is read, and closed when amqtt is done
+        # with it whatever happened (amqtt left a socket closed by its client before CONNECT in CLOSE-WAIT).
+        peer = writer.get_peer_info()
+        address = peer[0] if peer else ""
+        if not self.limits.admit(address):
+            await refuse(writer)
+            return
+        try:
+            await super()._client_connected(listener_name, reader, writer)
+        finally:
+            self.limits.release(address)
+            await shut(writer)
+
+    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Session) -> None:
+        # A message for an offline persistent session: amqtt queued them without bound (2,000 sessions and
+        # 20,000 publishes made 16 million copies). At `session_queue` the oldest goes: a device back
+        # online wants the latest readings, and what it missed is stored anyway.
+        queue = target_session.retained_messages
+        if queue.qsize() >= self.session_queue:
+            queue.get_nowait()
+            self.dropped_queued += 1
+            self._log.warning(
+                "session-queue", "offline session %r: queue full (%d), oldest message dropped",
+                (target_session.client_id or "")[:80], self.session_queue,
+            )
+        await super()._retain_broadcast_message(broadcast, qos, target_session)
+
+    async def _cleanup_session(self, client_id: str) -> None:
+        # Also at amqtt's session expiry: the principal held for that session goes with it.
+        await super()._cleanup_session(client_id)
+        self.access.forget(client_id)
 
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
@@ -335,7 +393,10 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         # amqtt authenticates again later; AccessControl has cached the answer by then.
         try:
             connecting = _KeepAliveHandler.init_from_connect(reader, writer, self.plugins_manager)
-            handler, client_session = await connecting
+            async with asyncio.timeout(self.connect_timeout):  # broker.limits: no CONNECT, no connection
+                handler, client_session = await connecting
+        except TimeoutError:
+            raise AMQTTError(f"no CONNECT within {self.connect_timeout:g} s") from None
         except (AMQTTError, NoDataError) as exc:
             # No CONNECT came (the client left, or the gate refused it): amqtt left the socket open.
             await writer.close()
@@ -345,7 +406,14 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             raise
         handler.max_unsettled = self.max_unsettled
 
-        held = await self.access.login(client_session.username, client_session.password, remote_address)
+        try:
+            held = await self.access.login(client_session.username, client_session.password, remote_address)
+        except TooManyAttempts:
+            # Not authorized, after a pause: the guesser learns nothing and gets no faster answer.
+            await asyncio.sleep(THROTTLED_DELAY)
+            await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
+            await writer.close()
+            raise MQTTError("CONNECT refused: too many password attempts") from None
         if held is None:
             await ConnackPacket.build(0, NOT_AUTHORIZED).to_stream(writer)
             await writer.close()
@@ -514,11 +582,19 @@ class EmbeddedBroker:
     `intake.put(...)`, if an intake is given, receives every permitted `feeds/...` publish on the broker's
     loop and settles it once stored (broker.intake); `publish()` sends messages into the broker from any
     thread. Feeds are auto-created (`settings.auto_create`) only with an intake: the intake tells the
-    writer who published, a subscribing bridge cannot know (see bridge.routes).
+    writer who published, a subscribing bridge cannot know (see bridge.routes). `logins` (the password
+    throttle) and `hash_pool` may be shared with the viewer (`rtdp serve`); by default its own.
     """
 
     def __init__(
-        self, settings: Settings, service: ServiceAccount, *, listen: HostPort | None = None, intake: Sink | None = None
+        self,
+        settings: Settings,
+        service: ServiceAccount,
+        *,
+        listen: HostPort | None = None,
+        intake: Sink | None = None,
+        logins: Throttle | None = None,
+        hash_pool: ThreadPoolExecutor | None = None,
     ) -> None:
         self.settings = settings
         self.service = service
@@ -529,7 +605,11 @@ class EmbeddedBroker:
             auto_create=settings.auto_create and intake is not None,
             credential_ttl=settings.credential_ttl,
             decision_ttl=settings.decision_ttl,
+            throttle=logins or Throttle(settings.login_attempts, settings.login_window),
+            hash_threads=settings.hash_threads,
+            hash_pool=hash_pool,
         )
+        self.limits = ConnectionLimits(settings.mqtt_max_connections, settings.mqtt_connections_per_ip)
         self.access.on_revoked = self._disconnect
         self._broker: _AmqttBroker | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -545,9 +625,16 @@ class EmbeddedBroker:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        config = broker_config(self.listen, self.access, self.settings.mqtt_ws)
+        config = broker_config(self.listen, self.access, self.settings.mqtt_ws, self.settings.session_expiry)
         self._broker = _AmqttBroker(
-            config, self.access, self.intake, self.settings.mqtt_inflight, max_payload=self.settings.max_payload
+            config,
+            self.access,
+            self.intake,
+            self.settings.mqtt_inflight,
+            max_payload=self.settings.max_payload,
+            limits=self.limits,
+            connect_timeout=self.settings.mqtt_connect_timeout,
+            session_queue=self.settings.session_queue,
         )
         try:
             await self._broker.start()
@@ -675,11 +762,41 @@ class _HideStartupTraceback(logging.Filter):
         return not record.getMessage().startswith("Broker startup failed")
 
 
+class _SummariseConnectionFailures(logging.Filter):
+    """amqtt logs a warning for every connection that ends before or without a session (no CONNECT in
+    time, closed early, refused): a flood of such connections was a flood of log lines. Here at most one
+    such line per `INTERVAL` seconds, which says how many were not logged."""
+
+    INTERVAL = 10.0
+    PREFIXES = ("Failed to initialize client session", "Error while handling client session")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[str, tuple[float, int]] = {}  # prefix: (when last logged, skipped since)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        prefix = next((p for p in self.PREFIXES if message.startswith(p)), None)
+        if prefix is None:
+            return True
+        now = time.monotonic()
+        last, skipped = self._last.get(prefix, (-math.inf, 0))
+        if now - last < self.INTERVAL:
+            self._last[prefix] = (last, skipped + 1)
+            return False
+        self._last[prefix] = (now, 0)
+        if skipped:
+            record.msg, record.args = f"{message} ({skipped} similar messages not logged)", None
+        return True
+
+
 def quiet_amqtt_logging() -> None:
-    """Keep amqtt's traceback for a port in use out of the console (we raise PortInUse instead)."""
+    """Keep amqtt's traceback for a port in use out of the console (we raise PortInUse instead), and its
+    warning per failed connection down to a summary every few seconds."""
     amqtt_logger = logging.getLogger("amqtt.broker")
-    if not any(isinstance(f, _HideStartupTraceback) for f in amqtt_logger.filters):
-        amqtt_logger.addFilter(_HideStartupTraceback())
+    for kind in (_HideStartupTraceback, _SummariseConnectionFailures):
+        if not any(isinstance(f, kind) for f in amqtt_logger.filters):
+            amqtt_logger.addFilter(kind())
 
 
 async def serve(settings: Settings, service: ServiceAccount, stop: asyncio.Event | None = None) -> None:

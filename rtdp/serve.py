@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 import peewee as pw
@@ -29,6 +30,7 @@ from rtdp.errors import ConfigError, RtdpError
 from rtdp.logs import configure_logging
 from rtdp.models import User
 from rtdp.settings import HostPort, Settings
+from rtdp.throttle import Throttle
 
 if TYPE_CHECKING:
     from bridge.intake import Intake
@@ -55,7 +57,13 @@ def serve(settings: Settings) -> None:
                 flush=True,
             )
         service = ServiceAccount.load_or_create(settings.data_dir)
-        eventloop.run(_serve(settings, service, db), settings.loop)
+        # One pool of password-hashing threads for the web and MQTT logins: a flood over both hashes on
+        # --hash-threads threads, not twice as many (each argon2 check holds 64 MB while it runs).
+        hashing = ThreadPoolExecutor(max_workers=settings.hash_threads, thread_name_prefix="rtdp-hash")
+        try:
+            eventloop.run(_serve(settings, service, db, hashing), settings.loop)
+        finally:
+            hashing.shutdown(wait=False, cancel_futures=True)
     finally:
         db.close()
 
@@ -74,7 +82,7 @@ def _no_uvicorn_signals() -> Iterator[None]:
     yield
 
 
-async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database) -> None:
+async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database, hashing: ThreadPoolExecutor) -> None:
     from bridge.intake import Intake
     from bridge.service import Bridge, default_client_id
     from broker.server import EmbeddedBroker, quiet_amqtt_logging
@@ -85,13 +93,15 @@ async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database) -
     # Check the web port before starting anything, so both "port in use" errors come first.
     bind_socket(settings.http).close()
 
+    # One password throttle per account and address, whether the guesses come over HTTP or MQTT.
+    logins = Throttle(settings.login_attempts, settings.login_window)
     broker: EmbeddedBroker | None = None
     intake: Intake | None = None
     bridge: Bridge | None = None
     if settings.embedded_broker:
         quiet_amqtt_logging()
         intake = Intake(settings, db)
-        broker = EmbeddedBroker(settings, service, intake=intake)
+        broker = EmbeddedBroker(settings, service, intake=intake, logins=logins, hash_pool=hashing)
         await broker.start()
         intake.start(broker.publish)
         address = broker.address
@@ -119,7 +129,9 @@ async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database) -
         # With the embedded broker, HTTP points go to it and the intake directly (rtdp.handoff): a 200 then
         # means committed, and no loopback MQTT round trip per point.
         direct = broker.ingest if broker is not None else None
-        app = create_app(settings, db=db, service=service, collectors=collectors, direct=direct)
+        app = create_app(
+            settings, db=db, service=service, collectors=collectors, logins=logins, hash_pool=hashing, direct=direct
+        )
         server = build_server(settings, app, log_config=None)
     except BaseException:
         await _stop_broker(broker, intake)

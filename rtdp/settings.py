@@ -315,15 +315,18 @@ class Settings:
     # Password attempts (login form, HTTP Basic) allowed per account and per client address in
     # `login_window` seconds, as a burst refilled evenly; beyond, 429 with Retry-After.
     login_attempts: int = setting(
-        10, "Password attempts per account and per address in --login-window seconds; more get 429.",
-        serve_and("viewer"),
+        10, "Password attempts per account and per address in --login-window seconds; more get 429 (a"
+        " delayed CONNACK 5 over MQTT).",
+        serve_and("broker", "viewer"),
     )
-    login_window: float = setting(60.0, "Seconds in which --login-attempts refill (evenly).", serve_and("viewer"))
+    login_window: float = setting(
+        60.0, "Seconds in which --login-attempts refill (evenly).", serve_and("broker", "viewer")
+    )
     # Accounts one client address may register per hour (the form answers 429 beyond).
     signups_per_hour: int = setting(10, "Accounts one address may register per hour.", serve_and("viewer"))
     # Threads hashing passwords (argon2): a login flood waits for these, never for the database's.
     hash_threads: int = setting(
-        2, "Threads verifying passwords, apart from the database's (1-64).", serve_and("viewer")
+        2, "Threads verifying passwords, apart from the database's (1-64).", serve_and("broker", "viewer")
     )
     # HTTP: the request line and headers together may hold this many bytes (431, or 414 for the line).
     http_max_header: int = setting(
@@ -351,12 +354,40 @@ class Settings:
         100, "Embedded broker: messages one client may have sent but not yet had stored; beyond it the"
         " broker stops reading from that client (MQTT's own back-pressure).", serve_and("broker"),
     )
+    # Embedded broker: seconds a new connection has to send its CONNECT; then it is closed.
+    mqtt_connect_timeout: float = setting(
+        10.0, "Embedded broker: seconds a new connection has to send its CONNECT (0.1-3600).", serve_and("broker"),
+    )
+    # Embedded broker: open connections in all and from one address; more are closed at once, unread. Below
+    # the process's usual 1,024 file descriptors together with --http-max-connections.
+    mqtt_max_connections: int = setting(
+        400, "Embedded broker: open MQTT connections in all; more are closed at once.", serve_and("broker"),
+    )
+    mqtt_connections_per_ip: int = setting(
+        100, "Embedded broker: open MQTT connections from one address.", serve_and("broker"),
+    )
+    # Embedded broker: a persistent session (clean session 0) unused this long is removed with its queue.
+    session_expiry: float = setting(
+        7 * 24 * 3600.0, "Embedded broker: seconds an offline persistent MQTT session is kept (60 or more).",
+        serve_and("broker"), shown="604800 (7 days)",
+    )
+    # Embedded broker: messages queued for one offline persistent session; beyond, the oldest are dropped
+    # (counted in rtdp_broker_session_dropped_total): a device back online wants the latest readings.
+    session_queue: int = setting(
+        1000, "Embedded broker: messages queued for one offline persistent session; beyond, the oldest"
+        " are dropped.", serve_and("broker"),
+    )
     # SQLite's `synchronous` pragma: normal (WAL: a commit survives a crash of the process, kill -9) or
     # full (also a power loss or OS crash, at the cost of an fsync per commit).
     sqlite_synchronous: str = setting(
         "normal", "SQLite durability: normal (a commit survives kill -9) or full (also a power loss, at the"
         " cost of an fsync per commit).", serve_and("bridge"), choices=SQLITE_SYNCHRONOUS,
     )
+
+    def _check_per_address(self, per_address: str, total: str) -> None:
+        limit, cap = getattr(self, per_address), getattr(self, total)
+        if not 1 <= limit <= cap:
+            raise _invalid(per_address, f"must be 1 to {option_label(total)} ({cap}), got {limit}")
 
     def __post_init__(self) -> None:
         if self.max_payload < 16:
@@ -409,18 +440,22 @@ class Settings:
             raise _invalid("http_header_timeout", f"must be in (0, 600] seconds, got {self.http_header_timeout}")
         if not 0 < self.http_keepalive <= 600:
             raise _invalid("http_keepalive", f"must be in (0, 600] seconds, got {self.http_keepalive}")
-        if not 1 <= self.http_connections_per_ip <= self.http_max_connections:
-            raise _invalid(
-                "http_connections_per_ip",
-                f"must be 1 to --http-max-connections ({self.http_max_connections}),"
-                f" got {self.http_connections_per_ip}",
-            )
+        self._check_per_address("http_connections_per_ip", "http_max_connections")
         if self.axis_quota < 0:
             raise _invalid("axis_quota", f"must be 0 (no limit) or more, got {self.axis_quota}")
         if not 1 <= self.page_size <= 10_000:
             raise _invalid("page_size", f"must be 1-10000, got {self.page_size}")
         if not 1 <= self.mqtt_inflight <= 65_535:
             raise _invalid("mqtt_inflight", f"must be 1-65535, got {self.mqtt_inflight}")
+        if not 0.1 <= self.mqtt_connect_timeout <= 3600:
+            raise _invalid("mqtt_connect_timeout", f"must be 0.1-3600 seconds, got {self.mqtt_connect_timeout}")
+        if not 1 <= self.mqtt_max_connections <= 1_000_000:
+            raise _invalid("mqtt_max_connections", f"must be 1-1000000, got {self.mqtt_max_connections}")
+        self._check_per_address("mqtt_connections_per_ip", "mqtt_max_connections")
+        if self.session_expiry < 60:
+            raise _invalid("session_expiry", f"must be at least 60 seconds, got {self.session_expiry}")
+        if not 1 <= self.session_queue <= 1_000_000:
+            raise _invalid("session_queue", f"must be 1-1000000, got {self.session_queue}")
         if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
             choices = ", ".join(SQLITE_SYNCHRONOUS)
             raise _invalid("sqlite_synchronous", f"must be one of {choices}, got {self.sqlite_synchronous!r}")

@@ -30,6 +30,7 @@ from rtdp.errors import ConfigError
 from rtdp.handoff import DirectWrite
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
+from rtdp.throttle import Throttle
 from viewer.accesslog import AccessLog
 from viewer.api import api_routes
 from viewer.connection import guarded_protocol
@@ -88,25 +89,30 @@ def create_app(
     routes: Sequence[BaseRoute] = (),
     middleware: Sequence[Middleware] = (),
     collectors: Sequence[Collector] = (),
+    logins: Throttle | None = None,
+    hash_pool: ThreadPoolExecutor | None = None,
     direct: DirectWrite | None = None,
 ) -> Starlette:
     """The viewer app. `db`: the process's opened database (`rtdp serve`); without it the lifespan opens
     `settings.database_url` and closes it at the end (`rtdp viewer`). Extra `routes` and `middleware`
     are added after the built-in ones; extra Prometheus `collectors` (the bridge's and broker's in
-    `rtdp serve`) are registered on the app's /metrics registry. `direct`: the embedded broker's in-process
-    entry (`rtdp serve`), which HTTP ingestion then uses instead of the MQTT client (rtdp.handoff)."""
+    `rtdp serve`) are registered on the app's /metrics registry. `logins` (the password throttle) and
+    `hash_pool` are shared with the embedded broker in `rtdp serve` (the pool is then not shut down
+    here); by default the app has its own. `direct`: the embedded broker's in-process entry (`rtdp serve`),
+    which HTTP ingestion then uses instead of the MQTT client (rtdp.handoff)."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
         pool = ThreadPoolExecutor(max_workers=DB_THREADS, thread_name_prefix="rtdp-db")
-        hash_pool = ThreadPoolExecutor(max_workers=settings.hash_threads, thread_name_prefix="rtdp-hash")
+        hashing = hash_pool or ThreadPoolExecutor(max_workers=settings.hash_threads, thread_name_prefix="rtdp-hash")
         try:
             opened = db if db is not None else await loop.run_in_executor(pool, open_database, settings.database_url)
             endpoint, client_id = await loop.run_in_executor(pool, _endpoint, settings, service)
         except BaseException:
             pool.shutdown(wait=False)
-            hash_pool.shutdown(wait=False)
+            if hash_pool is None:
+                hashing.shutdown(wait=False)
             raise
         metrics = Metrics()
         for collector in collectors:
@@ -122,7 +128,9 @@ def create_app(
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        state = ViewerState(settings, opened, publisher, hub, metrics, pool, hash_pool, direct)
+        state = ViewerState(settings, opened, publisher, hub, metrics, pool, hashing, direct)
+        if logins is not None:
+            state.logins = logins
         app.state.viewer = state
         publisher.start(loop)
         state.rights.start()
@@ -135,7 +143,8 @@ def create_app(
             await state.rights.stop()
             hub.close()
             await publisher.stop()
-            hash_pool.shutdown(wait=True)
+            if hash_pool is None:
+                hashing.shutdown(wait=True)
             pool.shutdown(wait=True)
             if db is None:
                 opened.close()

@@ -110,16 +110,26 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if not self._refused:
             super().on_message_complete()
+            # What follows is the next request's head, counted from here: httptools parses it (and uvicorn
+            # keeps it) while this response runs, which for a stream (SSE) is forever.
+            self._count_head()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
-        if not self.transport.is_closing():
-            self._start_head()
+        # Timed from here, unless uvicorn started a pipelined request: its response completes later.
+        if not self.transport.is_closing() and self._in_head and (self.cycle is None or self.cycle.response_complete):
+            self._start_head_timer()
 
-    def _start_head(self) -> None:
+    def _count_head(self) -> None:
         self._in_head = True
         self._head_bytes = 0
         self._line_done = False
+
+    def _start_head(self) -> None:
+        self._count_head()
+        self._start_head_timer()
+
+    def _start_head_timer(self) -> None:
         self._stop_head_timer()
         self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
 

@@ -19,6 +19,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
 
+from rtdp import revision
 from rtdp.errors import PermissionDenied
 from rtdp.models import BrowserSession, User
 from rtdp.private import private_dir
@@ -76,10 +77,10 @@ def _key_hash(key: str) -> str:
 def sign_in(request: Request, user: User) -> None:
     """Start a fresh session for `user` (a new CSRF token too: nothing carries over from before).
     Synchronous (database): call from a thread."""
+    _forget(request)
     key = secrets.token_urlsafe(32)
     BrowserSession.delete().where(BrowserSession.created < time.time() - SESSION_MAX_AGE).execute()
     BrowserSession.create(key_hash=_key_hash(key), user=user.id)
-    request.session.clear()
     request.session["user_id"] = user.id
     request.session["session_version"] = user.session_version
     request.session["key"] = key
@@ -88,9 +89,19 @@ def sign_in(request: Request, user: User) -> None:
 
 def sign_out(request: Request) -> None:
     """End this session, on the server too. Synchronous (database): call from a thread."""
+    _forget(request)
+
+
+def _forget(request: Request) -> None:
+    # The server-side row goes with the cookie: a copy of the old cookie must not outlive a sign-out or
+    # a sign-in over it.
+    # An ended session is a change of rights: bumping the revision makes every viewer drop the login it
+    # cached for this cookie and makes open streams check their reader again, within its poll.
     key = request.session.get("key")
     if isinstance(key, str):
-        BrowserSession.delete().where(BrowserSession.key_hash == _key_hash(key)).execute()
+        with BrowserSession._meta.database.atomic():
+            if BrowserSession.delete().where(BrowserSession.key_hash == _key_hash(key)).execute():
+                revision.bump()
     request.session.clear()
 
 

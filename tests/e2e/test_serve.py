@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -267,3 +268,54 @@ def test_serve_on_the_standard_asyncio_loop(tmp_path: Path) -> None:
         served.process.send_signal(signal.SIGINT)
         assert served.process.wait(20) == 0
     assert "Traceback" not in "".join(served.output)
+
+
+def test_a_password_changed_on_the_web_closes_its_mqtt_connections_at_once(tmp_path: Path) -> None:
+    """Issue 11 #8 on MQTT: not after the credential lifetime (an hour here), at once."""
+    mqtt_port = free_port()
+    broker_args = ("--mqtt", f"127.0.0.1:{mqtt_port}", "--credential-ttl", "3600")
+    with running_serve(tmp_path, mqtt_port, *broker_args) as served:
+        assert MOSQUITTO_SUB is not None
+        subscriber = subprocess.Popen(
+            ["stdbuf", "-oL", MOSQUITTO_SUB, "-h", "127.0.0.1", "-p", str(mqtt_port), "-u", EP[0], "-P", EP[1], "-t",
+             "rtdp/stored/manual_feed_a", "-d"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        lines: list[str] = []
+        threading.Thread(target=lambda: lines.extend(subscriber.stdout or ()), daemon=True).start()
+        try:
+            wait_for(lambda: any("SUBACK" in line for line in lines), what="the subscription")
+            with httpx.Client(base_url=served.web, timeout=10) as web:
+                def token(path: str) -> str:
+                    match = re.search(r'name="csrf_token" value="([^"]+)"', web.get(path).text)
+                    assert match, path
+                    return match.group(1)
+
+                signed_in = web.post("/login", data={"email": EP[0], "password": EP[1], "csrf_token": token("/login")})
+                assert signed_in.status_code in (200, 303)
+                changed = web.post("/account/password", data={
+                    "current_password": EP[1], "new_password": "a-new-password", "csrf_token": token("/account"),
+                })
+                assert "Password changed" in changed.text
+            # Disconnected, and its reconnection with the old password refused: mosquitto_sub gives up.
+            assert subscriber.wait(15) != 0
+        finally:
+            if subscriber.poll() is None:
+                subscriber.kill()
+                subscriber.wait()
+
+
+def test_password_guesses_over_http_and_mqtt_share_one_throttle(tmp_path: Path) -> None:
+    """Issue 11 #7: the web and the broker of one `rtdp serve` count guesses together."""
+    mqtt_port = free_port()
+    with running_serve(tmp_path, mqtt_port, "--mqtt", f"127.0.0.1:{mqtt_port}", "--login-attempts", "2") as served:
+        assert [served.get("/api/v1/feeds/manual_feed_a", auth=(EP[0], "wrong")).status_code for _ in range(2)] == [
+            401, 401,
+        ]
+        assert MOSQUITTO_PUB is not None
+        refused = subprocess.run(
+            [MOSQUITTO_PUB, "-h", "127.0.0.1", "-p", str(mqtt_port), "-u", EP[0], "-P", EP[1], "-q", "1",
+             "-t", "feeds/manual_feed_a/y", "-m", "1"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )
+        assert refused.returncode != 0 and "not authori" in (refused.stderr + refused.stdout).lower(), refused

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -43,11 +44,17 @@ class EmbeddedBrokerHandle:
 
 @contextmanager
 def running_embedded_broker(
-    settings: Settings, service: ServiceAccount, *, port: int = 0, intake: Sink | None = None
+    settings: Settings,
+    service: ServiceAccount,
+    *,
+    port: int = 0,
+    intake: Sink | None = None,
+    hash_pool: ThreadPoolExecutor | None = None,
 ) -> Iterator[EmbeddedBrokerHandle]:
     """Run the embedded broker against the already opened database; port 0 picks a free port.
-    `intake` receives every permitted feeds/ publish and settles it (broker.intake)."""
-    broker = EmbeddedBroker(settings, service, listen=HostPort("127.0.0.1", port), intake=intake)
+    `intake` receives every permitted feeds/ publish and settles it (broker.intake); `hash_pool` hashes
+    its password logins (as `rtdp serve` shares the viewer's)."""
+    broker = EmbeddedBroker(settings, service, listen=HostPort("127.0.0.1", port), intake=intake, hash_pool=hash_pool)
     ready = threading.Event()
     failure: list[BaseException] = []
     loop = asyncio.new_event_loop()

@@ -89,17 +89,22 @@ def test_01_a_request_head_beyond_16_kib_is_refused(live_server: LiveServer, hea
         assert _answer(sock).startswith(b"HTTP/1.1 " + status)
 
 
+def _send_endless_header(sock: socket.socket, size: int) -> None:
+    """A request head whose header never ends, `size` bytes of it (or until the server closes)."""
+    sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-endless: ")
+    sent = 0
+    try:
+        while sent < size:
+            sock.sendall(b"a" * 65536)
+            sent += 65536
+    except OSError:
+        pass  # closed once refused: the point is that it was
+
+
 def test_01_an_endless_header_is_not_kept(live_server: LiveServer) -> None:
     with _connect(live_server) as sock:
-        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-endless: ")
-        sent = 0
-        try:
-            # 64 MiB without an end: refused after the first 16 KiB, the rest read and dropped.
-            while sent < 64 * 1024 * 1024:
-                sock.sendall(b"a" * 65536)
-                sent += 65536
-        except OSError:
-            pass  # closed once refused: the point is that it was
+        # 64 MiB without an end: refused after the first 16 KiB, the rest read and dropped.
+        _send_endless_header(sock, 64 * 1024 * 1024)
         assert _answer(sock).startswith(b"HTTP/1.1 431")
     assert httpx.get(f"{live_server.url}/healthz").status_code == 200
 
@@ -275,6 +280,47 @@ def test_08_a_cookie_copied_before_logout_is_dead_after_it(client: TestClient, w
     assert "ep@nothing.com" not in client.get("/").text
     assert client.get("/feeds/feed_a", follow_redirects=False).status_code == 303  # to /login
     assert client.get("/api/v1/feeds/feed_a").status_code in (401, 403, 404)
+
+
+def test_08_signing_in_over_a_session_ends_the_old_one(client: TestClient, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    old = client.cookies[SESSION_COOKIE]
+    login(client, "ep@nothing.com", "1234")
+    assert client.cookies[SESSION_COOKIE] != old
+    copy = TestClient(client.app)
+    copy.cookies[SESSION_COOKIE] = old
+    assert "ep@nothing.com" not in copy.get("/").text
+    assert "ep@nothing.com" in client.get("/").text
+
+
+def test_08_signing_out_ends_a_stream_on_another_viewer_at_once(settings: Settings, world: World) -> None:
+    # Two viewers on one database (scale-out); heartbeats and cached logins far away, so only the
+    # sign-out on the first can end the second's stream of a copied cookie. In one process any form
+    # post already makes streams check again; across processes the rights revision must carry it.
+    quiet = settings.replace(sse_heartbeat=600.0, credential_ttl=600.0)
+    with serving(quiet) as first, serving(quiet) as second, httpx.Client(base_url=first.url) as browser:
+        page = browser.get("/login")
+        token = CSRF_RE.search(page.text).group(1)  # type: ignore[union-attr]
+        data = {"email": "ep@nothing.com", "password": "1234", "csrf_token": token}
+        assert browser.post("/login", data=data).status_code in (200, 303)
+        copied = browser.cookies[SESSION_COOKIE]
+        ended = threading.Event()
+
+        def read() -> None:
+            url = f"{second.url}/api/v1/feeds/feed_a/stream"
+            with httpx.stream("GET", url, cookies={SESSION_COOKIE: copied}, timeout=120) as response:
+                assert response.status_code == 200
+                for _ in response.iter_bytes():
+                    pass
+            ended.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        state: ViewerState = second.app.state.viewer  # type: ignore[attr-defined]
+        wait_for(lambda: state.hub.client_count > 0, what="the stream to open")
+        assert not ended.wait(1), "the stream ended before the sign-out"
+        token = CSRF_RE.search(browser.get("/").text).group(1)  # type: ignore[union-attr]
+        assert browser.post("/logout", data={"csrf_token": token}).status_code in (200, 303)
+        assert ended.wait(30), "the other viewer's stream of a signed-out session went on"
 
 
 def test_08_password_change_and_disabling_end_sessions_at_once(client: TestClient, world: World) -> None:
@@ -486,3 +532,19 @@ def test_14_a_public_url_wins_over_the_host_header(settings: Settings) -> None:
         page = client.get("/feeds/feed_t", headers={"host": "evil.example"}).text
         assert "http://rtdp.example.org/service/feed_input.json/feed_t/temp" in page
         assert "evil.example" not in page
+
+
+def test_01_a_head_sent_behind_a_streaming_response_is_bounded_too(settings: Settings) -> None:
+    """The limit held only for a head sent while no request was running: behind an SSE stream (a
+    response that never completes) the next request's endless header was parsed and kept, with no
+    header timeout either."""
+    with serving(settings) as live, _connect(live) as sock:
+        world = make_world()
+        sock.sendall(
+            b"GET /api/v1/feeds/feed_a/stream HTTP/1.1\r\nhost: x\r\n"
+            b"authorization: Bearer " + world.ep_token.encode() + b"\r\n\r\n"
+        )
+        assert _answer(sock).startswith(b"HTTP/1.1 200")
+        _send_endless_header(sock, 8 * 1024 * 1024)
+        # Refused and closed: without the bound the stream went on and the header grew.
+        wait_for(lambda: not live.server.server_state.connections, what="the server to close the connection")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from starlette.testclient import TestClient
 
+from rtdp import revision
 from rtdp.codec import Sample
 from rtdp.credentials import hash_token
 from rtdp.models import Axis, Feed, Share, Token, User
@@ -255,6 +256,7 @@ def test_axis_page_trend_colours_and_pages(client: TestClient, world: World) -> 
 
 def test_password_change_ends_other_sessions(client: TestClient, settings: Settings, world: World) -> None:
     login(client, "ep@nothing.com", "1234")
+    before = revision.current()
     with TestClient(client.app) as other:
         login(other, "ep@nothing.com", "1234")
         short = client.post(
@@ -269,6 +271,7 @@ def test_password_change_ends_other_sessions(client: TestClient, settings: Setti
         assert changed.status_code == 200 and "Password changed" in changed.text
         assert "ep@nothing.com" in client.get("/account").text  # this session carries on
         assert other.get("/account", follow_redirects=False).status_code == 303  # the other one is gone
+        assert revision.current() > before  # and the broker disconnects the MQTT password logins (rtdp.revision)
 
 
 def test_tokens_are_shown_once_and_can_be_revoked(client: TestClient, world: World) -> None:
@@ -286,8 +289,10 @@ def test_tokens_are_shown_once_and_can_be_revoked(client: TestClient, world: Wor
         "/account/tokens", data={"feed": "feed_a", "csrf_token": csrf(client, "/account")}
     )
     assert denied.status_code == 403
+    before = revision.current()
     client.post("/account/tokens/revoke", data={"token_id": str(row.id), "csrf_token": csrf(client, "/account")})
     assert Token.get_by_id(row.id).revoked
+    assert revision.current() > before  # the broker disconnects the token's MQTT clients (rtdp.revision)
 
 
 def test_revoking_a_token_id_beyond_any_row_is_a_404(client: TestClient, world: World) -> None:

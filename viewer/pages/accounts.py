@@ -7,6 +7,7 @@ import time
 import peewee as pw
 from starlette.responses import Response
 
+from rtdp import revision
 from rtdp.accounts import REGISTRATION_CLOSED, check_password, create_token, normalize_email, register_user
 from rtdp.credentials import check_new_password, hash_password, verify_password
 from rtdp.errors import AuthenticationFailed, Conflict, InvalidInput, NotFound, RtdpError, TooManyAttempts
@@ -138,12 +139,14 @@ def change_password(ctx: Ctx) -> Response:
             ctx, user, status=400, password_error="The two new passwords differ.", password_field="new_password2"
         )
     new_hash = state.hash_pool.submit(hash_password, new).result()
-    User.update(password_hash=new_hash, session_version=User.session_version + 1).where(
-        User.id == user.id
-    ).execute()
+    with User._meta.database.atomic():
+        User.update(password_hash=new_hash, session_version=User.session_version + 1).where(
+            User.id == user.id
+        ).execute()
+        # Every other session of this user ends now; this one carries on under a new key.
+        end_sessions(user.id)
+        revision.bump()  # the broker reads its MQTT logins again now (rtdp.revision)
     user = User.get_by_id(user.id)
-    # Every other session of this user ends now; this one carries on under a new key.
-    end_sessions(user.id)
     sign_in(ctx.request, user)
     ctx.user = user
     return _account_page(ctx, user, password_message="Password changed. Other sessions are signed out.")
@@ -192,7 +195,9 @@ def revoke_api_token(ctx: Ctx) -> Response:
         raise InvalidInput("token_id must be a number") from None
     if not 0 < token_id <= MAX_ID:
         raise NotFound("no such token")
-    updated = Token.update(revoked=True).where((Token.id == token_id) & (Token.user == user.id)).execute()
-    if not updated:
-        raise NotFound("no such token")
+    with Token._meta.database.atomic():
+        updated = Token.update(revoked=True).where((Token.id == token_id) & (Token.user == user.id)).execute()
+        if not updated:
+            raise NotFound("no such token")
+        revision.bump()  # its MQTT connections end within the revision's poll, not after RTDP_CREDENTIAL_TTL
     return ctx.redirect("/account")
