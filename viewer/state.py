@@ -83,6 +83,7 @@ class ViewerState:
         """Run a call that hashes a password in the bounded hashing pool."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.hash_pool, functools.partial(func, *args, **kwargs))
+
     async def hand_over(self, topic: str, casts: Casts, samples: Sequence[Sample]) -> None:
         """Points checked and cast for `topic`, returned once the broker has them (over MQTT: its PUBACK), or
         stored (in `rtdp serve`: committed and readable); RtdpError (503 and others) otherwise."""
