@@ -57,12 +57,15 @@ class Target:
     topic: str
     # The answer's constant start, `{"feed":...,"axis":...`, encoded once.
     prefix: bytes
-    casts: Casts
+
+    @property
+    def casts(self) -> Casts:
+        return self.place.casts
 
 
 def _target(place: catalog.Target) -> Target:
     prefix = json.dumps({"feed": place.feed, "axis": place.axis}, ensure_ascii=False, separators=(",", ":"))[:-1]
-    return Target(place, str(FeedTopic(place.feed, place.axis)), prefix.encode(), place.casts)
+    return Target(place, str(FeedTopic(place.feed, place.axis)), prefix.encode())
 
 
 def _resolve(principal: Principal, feed: str, axis: str, policy: catalog.Policy, create: bool) -> Target:
