@@ -284,7 +284,9 @@ def test_mqtt_through_the_embedded_broker_authenticates_with_the_token(tmp_path:
             watcher.disconnect()
             watcher.loop_stop()
     assert {t for t, _ in received} == {f"feeds/{SINE_FEED}/{axis}" for axis in SineSource.PHASES}
-    assert decoded(received[0][1], SINE_FEED).y == pytest.approx(0.0)
+    # MQTT orders messages per topic, not across topics (3.1.1 section 4.6): the 0-degree axis's first point.
+    first = next(payload for topic, payload in received if topic == f"feeds/{SINE_FEED}/axis_at_0_degrees")
+    assert decoded(first, SINE_FEED).y == pytest.approx(0.0)
     assert Token.get(Token.user == owner.id).revoked
 
 
