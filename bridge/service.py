@@ -30,6 +30,7 @@ from bridge.retention import RetentionScheduler
 from bridge.stats import Stats
 from bridge.writer import BatchResult, Incoming, Notice, Writer
 from rtdp.accounts import ServiceAccount
+from rtdp.alerting import Alerting
 from rtdp.database import open_database
 from rtdp.logs import RateLimitedLog, configure_logging
 from rtdp.mqtt import Client, Endpoint, LoopThread, MqttError, Publish, Subscription
@@ -72,7 +73,8 @@ class Bridge:
         self.stats = Stats()
         self.subscription = subscription_filter(settings.share_group)
         self.ready = threading.Event()  # set while connected and subscribed
-        self._writer = Writer(db, settings, self.stats)
+        self.alerting = Alerting(db, settings)
+        self._writer = Writer(db, settings, self.stats, alerting=self.alerting)
         self._queue = Inbox(maxsize=settings.max_inflight)
         self._batches = BatchLoop(settings, self._writer, self._queue, ack=self._ack, publish=self._publish)
         self.failed = self._batches.failed  # set if the writer thread died of an unexpected error
@@ -105,11 +107,14 @@ class Bridge:
         self._batches.start()
         self._thread.start()
         self._thread.run(self._client.start)
+        self.alerting.start(self._publish_message)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Drain and disconnect. If the database stays unavailable for `timeout` seconds, give up on the
         batch in hand (it is not acknowledged, so the broker redelivers it to the next session)."""
         self._batches.stop(timeout)
+        if self._started:
+            self.alerting.stop()  # its last messages go out before the client stops
         self._closed.set()
         if self._started and not self._stopped:
             self._stopped = True
@@ -163,6 +168,10 @@ class Bridge:
 
     def _publish(self, notice: Notice) -> None:
         self._thread.call(self._send_notice, notice)
+
+    def _publish_message(self, topic: str, payload: bytes) -> None:
+        # Alert actions, from their own threads (rtdp.alert_actions): on the MQTT loop like the notices.
+        self._thread.call(self._send_notice, Notice(topic, payload))
 
 
 def default_client_id(settings: Settings) -> str:

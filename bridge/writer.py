@@ -22,6 +22,8 @@ from bridge.errors import Rejected
 from bridge.routes import Route, Routes, errors_topic_for
 from bridge.stats import Stats
 from rtdp import catalog, codec, store
+from rtdp.alert_actions import Alert
+from rtdp.alerting import Alerting
 from rtdp.codec import Sample
 from rtdp.errors import InvalidInput
 from rtdp.handoff import Handoff
@@ -99,8 +101,18 @@ class Writer:
     functions inside those transactions reach the same object through the models.
     """
 
-    def __init__(self, db: pw.Database, settings: Settings, stats: Stats, routes: Routes | None = None) -> None:
+    def __init__(
+        self,
+        db: pw.Database,
+        settings: Settings,
+        stats: Stats,
+        routes: Routes | None = None,
+        alerting: Alerting | None = None,
+    ) -> None:
         self.db = db
+        # Judges the stored points against the alert rules inside the transaction that stored them; their
+        # actions are queued after the commit (rtdp.alerting).
+        self.alerting = alerting
         self.settings = settings
         self.tz = settings.tz
         self.stats = stats
@@ -175,9 +187,11 @@ class Writer:
         if isolate:
             return self._isolated(prepared)
         started = time.perf_counter()
+        alerts: list[Alert] = []
         with self.db.atomic():
-            stored = self._commit(prepared)
+            stored = self._commit(prepared, alerts)
         committed = time.time()
+        self._submit(alerts)
         # A rejected message was not stored: it has no store delay. Messages that arrived together (one
         # network read) are observed together.
         arrivals = Counter(p.message.arrived for p in prepared if p.rejection is None)
@@ -191,20 +205,27 @@ class Writer:
         stored: list[store.StoredPoint] = []
         started = time.perf_counter()
         for item in prepared:
+            alerts: list[Alert] = []
             try:
                 with self.db.atomic():
-                    stored.extend(self._commit([item]))
+                    stored.extend(self._commit([item], alerts))
+                self._submit(alerts)
             except UNAVAILABLE:
                 raise
             except pw.DatabaseError as exc:
                 item.rejection = Rejected("database", f"the database refused the points: {str(exc).strip()[:200]}")
                 item.samples = None
                 with self.db.atomic():
-                    self._commit([item])
+                    self._commit([item], [])
         stored.sort(key=lambda p: p.id)
         return self._result(prepared, stored, time.perf_counter() - started)
 
-    def _commit(self, prepared: list[_Prepared]) -> list[store.StoredPoint]:
+    def _submit(self, alerts: list[Alert]) -> None:
+        if alerts and self.alerting is not None:
+            self.alerting.submit(alerts)
+
+    def _commit(self, prepared: list[_Prepared], alerts: list[Alert]) -> list[store.StoredPoint]:
+        """Write the batch (inside the caller's transaction); the alerts its points cause go to `alerts`."""
         received = time.time()
         pairs = [
             (p.route.axis_id, s)
@@ -213,6 +234,8 @@ class Writer:
             for s in p.samples
         ]
         stored = store.write_points(pairs, received_at=received)
+        if self.alerting is not None and stored:
+            alerts.extend(self.alerting.judge.judge(stored))
         rows = []
         for p in prepared:
             if p.rejection is not None:

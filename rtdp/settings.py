@@ -383,6 +383,19 @@ class Settings:
         "normal", "SQLite durability: normal (a commit survives kill -9) or full (also a power loss, at the"
         " cost of an fsync per commit).", serve_and("bridge"), choices=SQLITE_SYNCHRONOUS,
     )
+    # Alert actions (rtdp.alert_actions) run in the processes that store points: rtdp serve and rtdp bridge.
+    webhook_allow_private: bool = setting(
+        False, "Alert webhooks may call loopback, private and link-local addresses (off: refused, against"
+        " server-side request forgery).", serve_and("bridge", "viewer"), flag=None,
+    )
+    webhook_timeout: float = setting(
+        5.0, "Seconds an alert webhook may take to answer (0.1-60); it is tried 3 times with back-off.",
+        serve_and("bridge"),
+    )
+    smtp_url: str | None = setting(
+        None, "SMTP server for alert e-mails: smtp://[USER:PASS@]HOST[:PORT][?from=ADDR] (smtps:// for TLS).",
+        serve_and("bridge"), flag=None, shown="no e-mail", secret=True,
+    )
 
     def _check_per_address(self, per_address: str, total: str) -> None:
         limit, cap = getattr(self, per_address), getattr(self, total)
@@ -390,6 +403,10 @@ class Settings:
             raise _invalid(per_address, f"must be 1 to {option_label(total)} ({cap}), got {limit}")
 
     def __post_init__(self) -> None:
+        if not 0.1 <= self.webhook_timeout <= 60:
+            raise _invalid("webhook_timeout", f"must be 0.1 to 60 seconds, got {self.webhook_timeout}")
+        if self.smtp_url is not None and not self.smtp_url.startswith(("smtp://", "smtps://")):
+            raise _invalid("smtp_url", "must start with smtp:// or smtps://")
         if self.max_payload < 16:
             raise _invalid("max_payload", f"must be at least 16 bytes, got {self.max_payload}")
         if not 1 <= self.batch_size <= 100_000:

@@ -32,6 +32,7 @@ from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
 from rtdp.throttle import Throttle
 from viewer.accesslog import AccessLog
+from viewer.alerts_api import alert_routes
 from viewer.api import api_routes
 from viewer.connection import guarded_protocol
 from viewer.errors import ErrorPage, exception_handlers
@@ -125,6 +126,7 @@ def create_app(
             timeout=settings.http_publish_timeout,
             on_stored=hub.dispatch,
             watched=hub.watched,
+            on_alert=hub.alert,
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
@@ -152,6 +154,7 @@ def create_app(
     page_routes, page_middleware, html_errors = _page_parts(settings)
     all_routes: list[BaseRoute] = [
         *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *group_routes(), *user_routes(),
+        *alert_routes(),
         *openapi_routes(),
         *page_routes, *routes,
     ]

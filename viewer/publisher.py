@@ -16,14 +16,18 @@ from collections.abc import Callable
 from rtdp.errors import Unavailable
 from rtdp.mqtt import Client, Endpoint, MqttError, Publish, Subscription
 from rtdp.notices import StoredEvent, decode_stored
-from rtdp.topic import STORED_PREFIX, check_name
+from rtdp.topic import ALERTS_PREFIX, STORED_PREFIX, check_name
 
 log = logging.getLogger(__name__)
 
 STORED_FILTER = f"{STORED_PREFIX}/+"
+# With alerts too: `rtdp/stored/<feed>` and `rtdp/alerts/<feed>` in one subscription.
+NOTICES_FILTER = "rtdp/+/+"
 _STORED_PREFIX = f"{STORED_PREFIX}/".encode()
+_ALERTS_PREFIX = f"{ALERTS_PREFIX}/".encode()
 
 StoredHandler = Callable[[str, list[StoredEvent]], None]
+AlertHandler = Callable[[str, bytes], None]
 
 
 class Publisher:
@@ -38,18 +42,22 @@ class Publisher:
         timeout: float,
         on_stored: StoredHandler | None = None,
         watched: Callable[[str], bool] = lambda feed: True,
+        on_alert: AlertHandler | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.max_pending = max_pending
         self.timeout = timeout
         self.on_stored = on_stored
+        # Alerts (rtdp.alert_actions) for the feed's SSE streams: the browser notifications.
+        self.on_alert = on_alert
         # Notices for a feed no stream listens to are dropped unparsed: a stream that opens later
         # replays from the database (Last-Event-ID), and parsing cost the loop a tenth of rtdp serve.
         self.watched = watched
         # Callers waiting for their PUBACK (a metric); the client's `outstanding` also counts the mids whose
         # caller gave up (timeout) but whose PUBACK paho still awaits: both count against max_pending.
         self.pending = 0
-        subscription = Subscription(STORED_FILTER, self._on_messages) if on_stored is not None else None
+        topic_filter = NOTICES_FILTER if on_alert is not None else STORED_FILTER
+        subscription = Subscription(topic_filter, self._on_messages) if on_stored is not None else None
         # paho's own in-flight limit off (0): after every PUBACK it scans all its outgoing messages for one
         # to release, O(in flight) per point. max_pending bounds what paho holds instead.
         self.client = Client(
@@ -108,6 +116,9 @@ class Publisher:
         handler = self.on_stored
         assert handler is not None
         for publish in publishes:
+            if publish.topic.startswith(_ALERTS_PREFIX):
+                self._alert(publish)
+                continue
             if not publish.topic.startswith(_STORED_PREFIX):
                 continue
             try:
@@ -127,6 +138,16 @@ class Publisher:
                     handler(feed, events)
                 except Exception:  # noqa: BLE001 -- one feed's failure must not lose the rest of the read
                     log.exception("stored-points handler failed for feed %s", feed)
+
+    def _alert(self, publish: Publish) -> None:
+        if self.on_alert is None:
+            return
+        try:
+            feed = check_name(publish.topic[len(_ALERTS_PREFIX) :].decode(), "feed")
+        except Exception:  # noqa: BLE001 -- a bad topic must never break the read loop
+            return
+        if self.watched(feed) and len(publish.payload) <= 65536:
+            self.on_alert(feed, publish.payload)
 
 
 def _time_out(future: asyncio.Future[None]) -> None:

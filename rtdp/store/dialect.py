@@ -95,6 +95,12 @@ class Dialect(abc.ABC):
         retention purge), so that it and a writer of the axis cannot deadlock."""
 
     @abc.abstractmethod
+    def for_update(self, query: Any) -> Any:
+        """`query` (a select inside write_transaction, or after the transaction's first write) made to
+        hold its rows until the commit: two processes judging the same alert rule take turns
+        (rtdp.alerting)."""
+
+    @abc.abstractmethod
     def locked(self, exc: pw.OperationalError) -> bool:
         """Whether `exc` says another connection held a lock longer than this one waited: worth trying
         again (the retention purge, opening a brand-new database)."""
@@ -191,6 +197,9 @@ class Sqlite(Dialect):
 
     def lock_axis(self, db: pw.Database, axis_id: int) -> None:
         pass  # write_transaction holds the only write lock already
+
+    def for_update(self, query: Any) -> Any:
+        return query  # one writer at a time: the transaction's first write (or BEGIN IMMEDIATE) holds the file
 
     def locked(self, exc: pw.OperationalError) -> bool:
         # "database is locked" (busy timeout over) or "database table is locked".
@@ -347,6 +356,9 @@ class Postgres(Dialect):
         # The axis row, as lock_for_write takes it: a writer replacing points of this axis and the
         # purge wait for each other instead of deadlocking (each holding a row the other needs).
         execute(db, _PG_LOCK_AXES, (_pg_ints([axis_id]),)).fetchall()
+
+    def for_update(self, query: Any) -> Any:
+        return query.for_update()
 
     def locked(self, exc: pw.OperationalError) -> bool:
         return False  # lock waits block (no lock_timeout is set); they do not fail
