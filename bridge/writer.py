@@ -148,6 +148,8 @@ class Writer:
         # A killed PostgreSQL backend leaves a dead connection; the next attempt opens a new one. The
         # route cache goes too: a foreign-key error means a cached axis was deleted.
         self.routes.clear()
+        if self.alerting is not None:
+            self.alerting.judge.forget()  # its cached alert states may hold what the rollback undid
         try:
             self.db.close()
         except Exception:  # noqa: BLE001 -- closing a broken connection may fail in any way; we drop it anyway

@@ -157,31 +157,54 @@ class _PinnedHTTPS(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name)  # type: ignore[attr-defined]
 
 
-def post_webhook(url: str, body: bytes, secret: str, *, timeout: float, allow_private: bool) -> int:
-    """POST `body` once; the HTTP status. Raises OSError/http.client errors, InvalidInput for a refused target."""
-    target = parse_target(url)
-    address = resolve_target(target, allow_private=allow_private)[0]
-    connection: http.client.HTTPConnection
-    if target.scheme == "https":
-        connection = _PinnedHTTPS(address, target.host, target.port, timeout)
-    else:
-        connection = http.client.HTTPConnection(address, target.port, timeout=timeout)
-    signature = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    host = target.host if ":" not in target.host else f"[{target.host}]"
-    default_port = 443 if target.scheme == "https" else 80
-    headers = {
-        "Host": host if target.port == default_port else f"{host}:{target.port}",
-        "Content-Type": "application/json",
-        "User-Agent": "rtdp-alerts",
-        SIGNATURE_HEADER: f"sha256={signature}",
-    }
-    try:
-        connection.request("POST", target.path, body=body, headers=headers)
-        response = connection.getresponse()
-        response.read(65536)
+class WebhookClient:
+    """POSTs webhooks, keeping one connection per target and thread open between calls (a new TCP
+    connection, and a new thread in many receivers, per alert was most of the cost at hundreds a second)."""
+
+    def __init__(self, *, timeout: float, allow_private: bool) -> None:
+        self.timeout = timeout
+        self.allow_private = allow_private
+        self._local = threading.local()
+
+    def _connections(self) -> dict[tuple[str, str, int, str], http.client.HTTPConnection]:
+        found: dict[tuple[str, str, int, str], http.client.HTTPConnection] | None = getattr(self._local, "open", None)
+        if found is None:
+            found = self._local.open = {}
+        return found
+
+    def post(self, url: str, body: bytes, secret: str) -> int:
+        """POST `body` once; the HTTP status. Raises OSError/http.client errors, InvalidInput for a refused target.
+        The host name is resolved and checked every time; a kept connection is used only for that address."""
+        target = parse_target(url)
+        address = resolve_target(target, allow_private=self.allow_private)[0]
+        key = (target.scheme, target.host, target.port, address)
+        connections = self._connections()
+        connection = connections.pop(key, None)
+        if connection is None:
+            if target.scheme == "https":
+                connection = _PinnedHTTPS(address, target.host, target.port, self.timeout)
+            else:
+                connection = http.client.HTTPConnection(address, target.port, timeout=self.timeout)
+        host = target.host if ":" not in target.host else f"[{target.host}]"
+        default_port = 443 if target.scheme == "https" else 80
+        headers = {
+            "Host": host if target.port == default_port else f"{host}:{target.port}",
+            "Content-Type": "application/json",
+            "User-Agent": "rtdp-alerts",
+            SIGNATURE_HEADER: sign(secret, body),
+        }
+        try:
+            connection.request("POST", target.path, body=body, headers=headers)
+            response = connection.getresponse()
+            response.read(65536)
+        except BaseException:
+            connection.close()
+            raise
+        if response.will_close:
+            connection.close()
+        else:
+            connections[key] = connection
         return response.status
-    finally:
-        connection.close()
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -251,6 +274,7 @@ class ActionWorker:
         self.stats = ActionStats()
         self._queue: queue.Queue[Alert | None] = queue.Queue(maxsize=QUEUE_SIZE)
         self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="rtdp-alert-action")
+        self._webhooks = WebhookClient(timeout=settings.webhook_timeout, allow_private=settings.webhook_allow_private)
         self._thread: threading.Thread | None = None
         self._results: dict[int, str] = {}
         self._results_lock = threading.Lock()
@@ -338,8 +362,7 @@ class ActionWorker:
         outcome = ""
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                status = post_webhook(url, body, alert.secret, timeout=self.settings.webhook_timeout,
-                                      allow_private=self.settings.webhook_allow_private)
+                status = self._webhooks.post(url, body, alert.secret)
             except InvalidInput as exc:
                 outcome = f"refused: {exc.message}"
                 break

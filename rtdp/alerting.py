@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import socket
 import threading
@@ -38,7 +39,7 @@ from rtdp import revision
 from rtdp.alert_actions import ActionWorker, Alert, Publish
 from rtdp.casts import YCast, y_json
 from rtdp.logs import RateLimitedLog
-from rtdp.models import AlertEvent, AlertLease, AlertRule, Axis, Feed, User
+from rtdp.models import AlertEvent, AlertLease, AlertRule, Axis, Feed, RightsRevision, User
 from rtdp.permissions import Access, allowed
 from rtdp.settings import Settings
 from rtdp.store.dialect import dialect_of
@@ -91,10 +92,15 @@ _STATE_COLUMNS = (AlertRule.id, AlertRule.state, AlertRule.since, AlertRule.pend
                   AlertRule.notified)
 
 
-def _states(db: pw.Database, ids: Iterable[int]) -> dict[int, State]:
-    query = AlertRule.select(*_STATE_COLUMNS).where(AlertRule.id.in_(sorted(ids)))
-    rows: Any = dialect_of(db).for_update(query).tuples()
-    return {row[0]: State(row[1], row[2], row[3], row[4], row[5]) for row in rows}
+def _states(ids: Iterable[int]) -> dict[int, State]:
+    """The rules' states as committed (callers hold the states' revision: nobody changes them meanwhile)."""
+    found: dict[int, State] = {}
+    ids = sorted(ids)
+    for start in range(0, len(ids), 500):
+        rows: Any = AlertRule.select(*_STATE_COLUMNS).where(AlertRule.id.in_(ids[start : start + 500])).tuples()
+        for row in rows:
+            found[row[0]] = State(row[1], row[2], row[3], row[4], row[5])
+    return found
 
 
 def _save(states: dict[int, State], events: list[dict[str, Any]]) -> None:
@@ -218,39 +224,155 @@ def _event(rule: Rule, state: str, now: float, point: StoredPoint | None) -> dic
     }
 
 
+def state_revision(db: pw.Database, *, share: bool) -> int:
+    """The alert states' revision, locked until the commit: for writing (share=False), which every state
+    change takes before it changes anything, or against writers (share=True). So a judge holding it sees
+    states nobody changes before it commits. Created on first use."""
+    query = RightsRevision.select(RightsRevision.value).where(RightsRevision.id == revision.ALERT_STATES)
+    rows = list(dialect_of(db).for_update(query, share=share).tuples())
+    if not rows:
+        revision.bump(revision.ALERT_STATES)
+        rows = list(dialect_of(db).for_update(query, share=share).tuples())
+    return int(rows[0][0])
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """Values that cannot change any rule of one axis in its cached state: a batch whose points all lie
+    strictly between `low` and `high` (and, with `exact`, all equal it) is quiet. Conservative: a point on
+    a boundary is judged properly, never skipped."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    exact: float | None = None
+    never: bool = False  # some rule must see every point (pending for_s, changes without a last value)
+
+    def quiet(self, low: float, high: float) -> bool:
+        if self.never or not (self.low < low and high < self.high):
+            return False
+        return self.exact is None or low == high == self.exact
+
+
+def band_of(rules: list[Rule], states: dict[int, State]) -> Band:
+    low, high, exact = -math.inf, math.inf, None
+    for rule in rules:
+        st = states.get(rule.id)
+        if st is None:
+            return Band(never=True)
+        if rule.kind in ("above", "below"):
+            assert rule.threshold is not None
+            if st.pending_since is not None:
+                return Band(never=True)
+            if rule.kind == "above":
+                if st.state == "firing":
+                    low = max(low, rule.threshold - rule.hysteresis)
+                else:
+                    high = min(high, rule.threshold)
+            elif st.state == "firing":
+                high = min(high, rule.threshold + rule.hysteresis)
+            else:
+                low = max(low, rule.threshold)
+        elif rule.kind == "changes":
+            if st.last_y is None or (exact is not None and exact != st.last_y):
+                return Band(never=True)
+            exact = st.last_y
+        elif rule.kind == "silent" and st.state == "firing":
+            return Band(never=True)
+    return Band(low, high, exact)
+
+
 class Judge:
-    """Judges committed points on the writer thread, inside the writer's transaction (`judge`)."""
+    """Judges committed points on the writer thread, inside the writer's transaction (`judge`).
+
+    The states of the rules it has seen are cached, valid while the alert states' revision has not moved;
+    from them each axis gets a `Band` of values that change nothing. A batch whose points on an axis all
+    lie inside its band costs a min and a max (and the revision read under a shared lock); only the rules
+    of other axes are stepped point by point, and a change of state bumps the revision in the same
+    transaction, holding it exclusively: so two bridges never both make the same transition."""
 
     def __init__(self, db: pw.Database) -> None:
         self.db = db
         self.index = RuleIndex()
         self.judged = 0  # points on axes with rules
         self.transitions = 0
+        self._states: dict[int, State] = {}
+        self._bands: dict[int, Band] = {}
+        self._states_revision: int | None = None
+        self._index_revision: int | None = None
+
+    def forget(self) -> None:
+        """Drop the cached states (after a failed transaction: they may hold what was rolled back)."""
+        self._states.clear()
+        self._bands.clear()
+        self._states_revision = None
+
+    def _band(self, axis_id: int) -> Band:
+        band = self._bands.get(axis_id)
+        if band is None:
+            band = self._bands[axis_id] = band_of(self.index.by_axis[axis_id], self._states)
+        return band
+
+    def _load(self, rule_ids: Iterable[int]) -> None:
+        missing = [i for i in rule_ids if i not in self._states]
+        if missing:
+            self._states.update(_states(missing))
 
     def judge(self, points: Sequence[StoredPoint]) -> list[Alert]:
         """Inside the transaction that stored `points` (id order): the alerts it causes, already recorded."""
         self.index.refresh()
+        if self.index.revision != self._index_revision:
+            self._index_revision = self.index.revision
+            self.forget()
         by_axis = self.index.by_axis
         if not by_axis or not points:
             return []
-        relevant = [p for p in points if p.axis_id in by_axis]
-        if not relevant:
+        axes: dict[int, list[StoredPoint]] = {}
+        for point in points:
+            if point.axis_id in by_axis:
+                axes.setdefault(point.axis_id, []).append(point)
+        if not axes:
             return []
-        self.judged += len(relevant)
-        states = _states(self.db, {rule.id for p in relevant for rule in by_axis[p.axis_id]})
+        self.judged += sum(len(p) for p in axes.values())
+
+        def busy() -> list[int]:
+            return [a for a, ps in axes.items() if not self._band(a).quiet(min(p.y for p in ps), max(p.y for p in ps))]
+
+        busy_axes = busy()
+        exclusive = bool(busy_axes)
+        current = state_revision(self.db, share=not exclusive)
+        if current != self._states_revision:
+            self.forget()
+            self._states_revision = current
+            self._load(rule.id for axis_id in axes for rule in by_axis[axis_id])
+            busy_axes = busy()
+            if busy_axes and not exclusive:
+                current = state_revision(self.db, share=False)  # rare: a stale cache and a transition at once
+        if not busy_axes:
+            return []
+        self._load(rule.id for axis_id in busy_axes for rule in by_axis[axis_id])
         now = time.time()
         alerts: list[Alert] = []
         events: list[dict[str, Any]] = []
-        for point in relevant:
-            for rule in by_axis[point.axis_id]:
-                st = states.get(rule.id)
-                if st is None:
-                    continue  # removed since the index was read
-                happened = step(rule, st, point.y, now)
-                if happened is not None:
-                    events.append(_event(rule, happened, now, point))
-                    alerts.append(_alert(rule, happened, now, point))
-        _save(states, events)
+        changed: dict[int, State] = {}
+        self._states_revision = None  # until this batch's changes are recorded (an error leaves none cached)
+        for axis_id in busy_axes:
+            self._bands.pop(axis_id, None)
+            for point in axes[axis_id]:
+                for rule in by_axis[axis_id]:
+                    st = self._states[rule.id]
+                    happened = step(rule, st, point.y, now)
+                    if st.dirty:
+                        changed[rule.id] = st
+                    if happened is not None:
+                        events.append(_event(rule, happened, now, point))
+                        alerts.append(_alert(rule, happened, now, point))
+        if changed:
+            _save(changed, events)
+            for st in changed.values():
+                st.dirty = False
+            revision.bump(revision.ALERT_STATES)
+            current += 1
+        self._states_revision = current
         self.transitions += len(events)
         return alerts
 
@@ -294,7 +416,8 @@ class Sweeper:
             timed = self.index.timed
             if not timed:
                 return []
-            states = _states(self.db, {r.id for r in timed})
+            state_revision(self.db, share=False)
+            states = _states({r.id for r in timed})
             silent_axes = [r.axis_id for r in timed if r.kind == "silent"]
             last_seen: dict[int, float | None] = {}
             if silent_axes:
@@ -320,7 +443,9 @@ class Sweeper:
                 elif st.state == "firing" and rule.repeat_min and now - (st.notified or 0.0) >= rule.repeat_min * 60:
                     st.notified, st.dirty = now, True
                     alerts.append(_alert(rule, "firing", now, None, repeat=True))
-            _save(states, events)
+            if any(st.dirty for st in states.values()):
+                _save(states, events)
+                revision.bump(revision.ALERT_STATES)
             return alerts
 
 

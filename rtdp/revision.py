@@ -28,6 +28,9 @@ _ROW = 1
 # The same table's second row counts changes to alert rules (rtdp.alerts): the processes that judge
 # points reload their rule index when it moved.
 ALERTS = 2
+# The third row moves with every change of an alert rule's state (rtdp.alerting): judges that cache the
+# states know from it, read under a lock in their transaction, that theirs are still right.
+ALERT_STATES = 3
 
 
 def bump(row: int = _ROW) -> None:

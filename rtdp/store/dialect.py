@@ -95,10 +95,10 @@ class Dialect(abc.ABC):
         retention purge), so that it and a writer of the axis cannot deadlock."""
 
     @abc.abstractmethod
-    def for_update(self, query: Any) -> Any:
+    def for_update(self, query: Any, *, share: bool = False) -> Any:
         """`query` (a select inside write_transaction, or after the transaction's first write) made to
-        hold its rows until the commit: two processes judging the same alert rule take turns
-        (rtdp.alerting)."""
+        lock its rows until the commit, for writing (or, with `share`, against writers only): the
+        processes judging alert rules take turns on the alert states' revision row (rtdp.alerting)."""
 
     @abc.abstractmethod
     def locked(self, exc: pw.OperationalError) -> bool:
@@ -198,7 +198,7 @@ class Sqlite(Dialect):
     def lock_axis(self, db: pw.Database, axis_id: int) -> None:
         pass  # write_transaction holds the only write lock already
 
-    def for_update(self, query: Any) -> Any:
+    def for_update(self, query: Any, *, share: bool = False) -> Any:
         return query  # one writer at a time: the transaction's first write (or BEGIN IMMEDIATE) holds the file
 
     def locked(self, exc: pw.OperationalError) -> bool:
@@ -357,8 +357,8 @@ class Postgres(Dialect):
         # purge wait for each other instead of deadlocking (each holding a row the other needs).
         execute(db, _PG_LOCK_AXES, (_pg_ints([axis_id]),)).fetchall()
 
-    def for_update(self, query: Any) -> Any:
-        return query.for_update()
+    def for_update(self, query: Any, *, share: bool = False) -> Any:
+        return query.for_update("FOR SHARE" if share else True)
 
     def locked(self, exc: pw.OperationalError) -> bool:
         return False  # lock waits block (no lock_timeout is set); they do not fail

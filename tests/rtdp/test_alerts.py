@@ -102,3 +102,25 @@ def test_judge_stores_transitions_with_their_points_and_sweeps_silence(sqlite_db
     with sqlite_db.atomic():
         back = Judge(sqlite_db).judge([StoredPoint(10, axis.id, 4.0, 10.0)])
     assert sorted((a.rule_name, a.state) for a in back) == [("hot", "ok"), ("quiet", "ok")]
+
+
+def test_two_judges_see_each_others_transitions(sqlite_db: pw.Database) -> None:
+    """Two processes judging one rule (two bridges): each one's cached state is dropped once the other
+    changed a state, so neither misses nor repeats a transition."""
+    owner = User.create(email="o@example.com", password_hash="-")
+    axis = create_axis(create_feed("f", owner), "a")
+    rule = alerts.add_rule(OPERATOR, {"name": "hot", "feed": "f", "axis": "a", "kind": "above", "threshold": 30})
+    one, two = Judge(sqlite_db), Judge(sqlite_db)
+
+    def judge(judge: Judge, point_id: int, y: float) -> list[str]:
+        with sqlite_db.atomic():
+            return [a.state for a in judge.judge([StoredPoint(point_id, axis.id, float(point_id), y)])]
+
+    assert judge(one, 1, 20) == []  # one caches "ok": 20 is quiet for it from now on
+    assert judge(one, 2, 25) == []
+    assert judge(two, 3, 35) == ["firing"]
+    assert judge(one, 4, 36) == []  # not a second firing
+    assert judge(one, 5, 10) == ["ok"]  # not missed either
+    assert judge(two, 6, 12) == []
+    assert judge(two, 7, 40) == ["firing"]
+    assert [e.state for e in AlertEvent.select().where(AlertEvent.rule == rule.id)] == ["firing", "ok", "firing"]
