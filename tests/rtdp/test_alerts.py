@@ -124,3 +124,21 @@ def test_two_judges_see_each_others_transitions(sqlite_db: pw.Database) -> None:
     assert judge(two, 6, 12) == []
     assert judge(two, 7, 40) == ["firing"]
     assert [e.state for e in AlertEvent.select().where(AlertEvent.rule == rule.id)] == ["firing", "ok", "firing"]
+
+
+def test_the_sweeper_fires_held_conditions_and_repeats(sqlite_db: pw.Database) -> None:
+    owner = User.create(email="o@example.com", password_hash="-")
+    axis = create_axis(create_feed("f", owner), "a")
+    held = alerts.add_rule(OPERATOR, {"name": "held", "feed": "f", "axis": "a", "kind": "above", "threshold": 30,
+                                      "for_s": 0.2, "repeat_min": 1})
+    with sqlite_db.atomic():
+        assert Judge(sqlite_db).judge([StoredPoint(1, axis.id, 1.0, 31.0)]) == []  # pending, not yet firing
+    sweeper = Sweeper(sqlite_db, "one")
+    assert sweeper.sweep() == []
+    AlertRule.update(pending_since=AlertRule.pending_since - 1).execute()  # as if 1 s went by
+    assert [(a.state, a.repeat) for a in sweeper.sweep()] == [("firing", False)]
+    assert sweeper.sweep() == []
+    AlertRule.update(notified=AlertRule.notified - 61).execute()  # a minute later, still firing
+    assert [(a.state, a.repeat) for a in sweeper.sweep()] == [("firing", True)]
+    assert sweeper.sweep() == []
+    assert [e.state for e in AlertEvent.select().where(AlertEvent.rule == held.id)] == ["firing"]
