@@ -3,10 +3,10 @@ viewers turn into browser notifications on the feed's SSE streams), a publish to
 choosing, webhooks and e-mails.
 
 All of it runs off the writer thread: the writer judges points inside its transaction (rtdp.alerting) and
-hands the alerts to `ActionWorker.submit`, which only queues them (a bounded queue: when it is full, the
-alert's actions are dropped and counted, never the commit delayed). The worker thread publishes the MQTT
-messages itself and hands webhooks and e-mails to a small pool, so a slow webhook delays neither commits
-nor the other actions.
+hands the alerts to `ActionWorker.submit`, which only queues them (bounded: when 10,000 wait, an alert's
+actions are dropped and counted, never the commit delayed). Eight worker threads ("lanes") run them, a
+rule always on the same lane so its alerts keep their order, so a slow webhook delays neither commits nor
+most other rules' actions.
 
 Webhooks and server-side request forgery: a rule's maker chooses the URL and this server calls it, from
 inside the network it runs in. Loopback, private, link-local and other non-public addresses are refused
@@ -23,7 +23,6 @@ import http.client
 import ipaddress
 import json
 import logging
-import queue
 import smtplib
 import socket
 import ssl
@@ -272,10 +271,16 @@ class ActionWorker:
         self.may_publish = may_publish
         self.save_results = save_results
         self.stats = ActionStats()
-        self._queue: queue.Queue[Alert | None] = queue.Queue(maxsize=QUEUE_SIZE)
-        self._pool = ThreadPoolExecutor(max_workers=POOL_THREADS, thread_name_prefix="rtdp-alert-action")
+        # Lanes: one thread each, a rule always on the same one, so one rule's alerts keep their order
+        # while different rules' run side by side. `_waiting` bounds what all of them hold.
+        self._lanes = [
+            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rtdp-alert-{index}") for index in range(POOL_THREADS)
+        ]
+        self._waiting = 0
+        self._waiting_lock = threading.Lock()
         self._webhooks = WebhookClient(timeout=settings.webhook_timeout, allow_private=settings.webhook_allow_private)
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self._results: dict[int, str] = {}
         self._results_lock = threading.Lock()
         self._ratelog = RateLimitedLog(log)
@@ -283,50 +288,50 @@ class ActionWorker:
     def start(self, publish: Publish | None = None) -> None:
         if publish is not None:
             self.publish = publish
-        self._thread = threading.Thread(target=self._run, name="rtdp-alert-worker", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="rtdp-alert-results", daemon=True)
         self._thread.start()
 
     def stop(self, timeout: float = 10.0) -> None:
+        """Run what is queued (webhooks included: at most their retries), then record the last results."""
         if self._thread is None:
             return
-        try:
-            self._queue.put(None, timeout=timeout)
-        except queue.Full:
-            pass
+        for lane in self._lanes:
+            lane.shutdown(wait=True, cancel_futures=False)
+        self._stopping.set()
         self._thread.join(timeout)
-        self._pool.shutdown(wait=True, cancel_futures=False)
         self._flush_results()
         self._thread = None
 
     def submit(self, alerts: list[Alert]) -> None:
         """Queue `alerts` (called on the writer thread after the commit: never blocks)."""
         for alert in alerts:
-            try:
-                self._queue.put_nowait(alert)
-                self.stats.queued += 1
-            except queue.Full:
+            with self._waiting_lock:
+                full = self._waiting >= QUEUE_SIZE
+                if not full:
+                    self._waiting += 1
+            if full:
                 self.stats.dropped += 1
                 self._ratelog.warning("full", "alert actions dropped: %d queued already", QUEUE_SIZE)
+                continue
+            self.stats.queued += 1
+            try:
+                self._lanes[alert.rule_id % POOL_THREADS].submit(self._handle, alert)
+            except RuntimeError:  # stopped: nobody will run it
+                with self._waiting_lock:
+                    self._waiting -= 1
+
+    def _handle(self, alert: Alert) -> None:
+        try:
+            self._act(alert)
+        except Exception:  # noqa: BLE001 -- one alert's failure must not stop the others'
+            log.exception("alert %s: actions failed", alert.rule_id)
+        finally:
+            with self._waiting_lock:
+                self._waiting -= 1
 
     def _run(self) -> None:
-        next_flush = time.monotonic() + RESULTS_PERIOD
-        while True:
-            try:
-                alert = self._queue.get(timeout=RESULTS_PERIOD)
-            except queue.Empty:
-                alert = None
-                if self._thread is None:
-                    return
-            else:
-                if alert is None:
-                    return
-                try:
-                    self._act(alert)
-                except Exception:  # noqa: BLE001 -- one alert's failure must not stop the others'
-                    log.exception("alert %s: actions failed", alert.rule_id)
-            if time.monotonic() >= next_flush:
-                self._flush_results()
-                next_flush = time.monotonic() + RESULTS_PERIOD
+        while not self._stopping.wait(RESULTS_PERIOD):
+            self._flush_results()
 
     def _act(self, alert: Alert) -> None:
         body = json.dumps(alert.document(), separators=(",", ":")).encode()
@@ -337,11 +342,11 @@ class ActionWorker:
         for action in alert.actions:
             if action["type"] == "mqtt" and "topic" in action:
                 if alert.state != "ok":  # it switches a device on: going back to ok is not the same command
-                    self._pool.submit(self._owner_topic, alert, action, body)
+                    self._owner_topic(alert, action, body)
             elif action["type"] == "webhook":
-                self._pool.submit(self._webhook, alert, action["url"], body)
+                self._webhook(alert, action["url"], body)
             elif action["type"] == "email":
-                self._pool.submit(self._email, alert, action["to"])
+                self._email(alert, action["to"])
 
     def _owner_topic(self, alert: Alert, action: dict[str, Any], body: bytes) -> None:
         topic = action["topic"]
