@@ -45,6 +45,8 @@ class WebhookReceiver:
     # Answer this status to the next `fail` requests (retries are tested with it).
     status: int = 200
     fail: int = 0
+    # Seconds to wait before answering (timeouts are tested with it).
+    delay: float = 0.0
 
     def received(self) -> list[Hook]:
         with self.lock:
@@ -64,6 +66,8 @@ def webhook_receiver() -> Iterator[WebhookReceiver]:
 
         def do_POST(self) -> None:  # noqa: N802 -- http.server's name
             raw = self.rfile.read(int(self.headers.get("content-length", "0")))
+            if receiver.delay:
+                time.sleep(receiver.delay)
             with receiver.lock:
                 status = receiver.status if receiver.fail > 0 else 200
                 receiver.fail = max(0, receiver.fail - 1)
