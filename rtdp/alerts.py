@@ -406,7 +406,7 @@ def cli_body(feed: str, axis: str, kind: str, options: dict[str, Any]) -> dict[s
     actions: list[dict[str, Any]] = []
     if options["browser"]:
         actions.append({"type": "browser"})
-    if options["mqtt"] or options["mqtt_topic"]:
+    if options["publish"] or options["mqtt_topic"]:
         mqtt: dict[str, Any] = {"type": "mqtt"}
         if options["mqtt_topic"]:
             mqtt["topic"] = options["mqtt_topic"]

@@ -403,7 +403,7 @@ def alert() -> None:
 @click.option("--severity", type=click.Choice(["info", "warning", "critical"]), default="warning", show_default=True)
 @click.option("--repeat-min", type=float, help="Run the actions again every this many minutes while firing.")
 @click.option("--browser", is_flag=True, help="Notify open pages of the feed.")
-@click.option("--mqtt", is_flag=True, help="Publish on rtdp/alerts/FEED.")
+@click.option("--publish", is_flag=True, help="Publish the alert on rtdp/alerts/FEED (MQTT).")
 @click.option("--mqtt-topic", help="Also publish to this feeds/<feed>/<axis> topic (with --mqtt-payload).")
 @click.option("--mqtt-payload", help="What to publish to --mqtt-topic [default: the alert's JSON].")
 @click.option("--webhook", multiple=True, help="POST the alert's JSON here (repeatable).")

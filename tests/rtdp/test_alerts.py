@@ -27,7 +27,7 @@ def test_rtdp_alert_add_list_remove(tmp_path: Path) -> None:
     assert run(tmp_path, "feed", "add", "door", "--owner", "ep@nothing.com", "--y-cast", "bool").exit_code == 0
     assert run(tmp_path, "axis", "add", "door", "front").exit_code == 0
     added = run(tmp_path, "alert", "add", "door", "front", "--name", "opened", "--changes", "--to", "open",
-                "--severity", "critical", "--mqtt", "--webhook", "https://93.184.215.14/x")
+                "--severity", "critical", "--publish", "--webhook", "https://93.184.215.14/x")
     assert added.exit_code == 0 and added.output.startswith("alert 1: opened (changes) on door/front"), added.output
     listed = run(tmp_path, "alert", "list").output.splitlines()
     assert listed == ["1\tok\tdoor/front\tchanges to true\tcritical\topened"]
