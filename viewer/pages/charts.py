@@ -81,6 +81,7 @@ def axis_page(ctx: Ctx) -> Response:
             "axis": axis.name,
             "x_cast": feed.x_cast,
             "y_cast": feed.y_cast,
+            "unit": axis.unit or "",
             "page": PAGE_SIZE,
             "resume": resume,
         }

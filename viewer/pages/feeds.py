@@ -8,6 +8,7 @@ import peewee as pw
 from starlette.responses import JSONResponse, Response
 
 from rtdp import catalog
+from rtdp.demo import DEMO_EMAILS, DEMO_PASSWORD
 from rtdp.errors import Conflict, InvalidInput, PermissionDenied, QuotaExceeded
 from rtdp.models import Axis, Feed, Share, User
 from rtdp.permissions import Access, allowed, may_manage, readable_feeds
@@ -41,6 +42,14 @@ def _axes_by_feed(feed_ids: list[int]) -> dict[int, list[Axis]]:
     return grouped
 
 
+def _demo_logins(ctx: Ctx) -> list[str]:
+    """With --demo, the demo accounts an anonymous visitor may try (those that still exist)."""
+    if ctx.user is not None or not ctx.settings.demo:
+        return []
+    query = User.select(User.email).where(User.email.in_(DEMO_EMAILS) & User.is_active).order_by(User.email)
+    return [user.email for user in query]
+
+
 def feed_list(ctx: Ctx) -> Response:
     """My feeds, feeds shared with me, public feeds (anonymous visitors see the public ones)."""
     user_id = ctx.user.id if ctx.user is not None else None
@@ -58,6 +67,8 @@ def feed_list(ctx: Ctx) -> Response:
     return ctx.render(
         "feeds.html",
         sections=sections,
+        demo_logins=_demo_logins(ctx),
+        demo_password=DEMO_PASSWORD,
         axes=axes,
         sparks=sparklines(axis for group in axes.values() for axis in group),
         form=ctx.form,

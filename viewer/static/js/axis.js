@@ -26,7 +26,7 @@
     x.append(time);
     const y = document.createElement("td");
     y.className = "num";
-    y.textContent = RTDP.formatY(point.y, config.y_cast);
+    y.textContent = RTDP.formatY(point.y, config.y_cast, config.unit);
     const t = document.createElement("td");
     t.textContent = labels[trend] || "";
     tr.append(x, y, t);
@@ -38,7 +38,7 @@
     const same = Array.from(body.rows).find(function (r) { return Number(r.dataset.x) === point.x; });
     if (same) {
       same.dataset.y = point.y;
-      same.cells[1].textContent = RTDP.formatY(point.y, config.y_cast);
+      same.cells[1].textContent = RTDP.formatY(point.y, config.y_cast, config.unit);
       return;
     }
     const top = body.rows[0];

@@ -168,7 +168,21 @@
     }
   });
 
-  document.addEventListener("DOMContentLoaded", function () { localizeTimes(); setupCopyButtons(); });
+  /* Tables shown as cards on a phone (data-cards): each cell carries its column's name. */
+  function labelCells(root) {
+    (root || document).querySelectorAll("table[data-cards]").forEach(function (table) {
+      const names = Array.from(table.querySelectorAll("thead th")).map(function (th) { return th.textContent.trim(); });
+      table.querySelectorAll("tbody tr").forEach(function (tr) {
+        Array.from(tr.cells).forEach(function (td, i) { if (names[i] && !td.dataset.label) td.dataset.label = names[i]; });
+      });
+    });
+  }
+  // Rows added later (live tables, forms done in place) get their labels too.
+  const labeller = new MutationObserver(function () { labelCells(); });
+  document.addEventListener("DOMContentLoaded", function () {
+    localizeTimes(); setupCopyButtons(); labelCells();
+    document.querySelectorAll("table[data-cards] tbody").forEach(function (body) { labeller.observe(body, { childList: true }); });
+  });
 
   window.RTDP = { csrf, formatTime, formatClock, formatDay, formatNumber, formatX, formatY, postForm, showError, showFieldError, pageConfig, localizeTimes, setupCopyButtons };
 })();

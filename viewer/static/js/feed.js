@@ -79,12 +79,14 @@
     const row = document.createElement("tr");
     row.dataset.axis = axis.name;
     const nameCell = cell("", "axis-name");
-    row.append(nameCell, cell(String(axis.point_count), "num"), cell(RTDP.formatY(axis.last_y, yCast), "num"), cell(""), cell(""), cell("", "spark"));
+    row.append(nameCell, cell(RTDP.formatNumber(axis.point_count), "num"), cell(RTDP.formatY(axis.last_y, yCast, axis.unit), "num"), cell(""), cell(""), cell("", "spark"));
     // Rename and delete are for the feed's owner and admins (the page marks the table); writers only add.
     if (table.dataset.manage) row.append(actionForms(axis.name));
     table.tBodies[0].append(row);
     setRowName(row, axis.name);
     noAxes.hidden = true;
+    const placeholder = examples.querySelector('details.examples[data-axis="AXIS"]');
+    if (placeholder) placeholder.remove();  // the new feed's example for an axis still to name
     const details = template.content.firstElementChild.cloneNode(true);
     fillExamples(details, axis);
     examples.append(details);
