@@ -15,6 +15,7 @@ from rtdp.permissions import Access, allowed, may_manage, readable_feeds
 from rtdp.sharing import shares_of
 from rtdp.store import create_axis, get_axis
 from rtdp.topic import check_name
+from viewer.pages.charts import resume_id
 from viewer.pages.examples import examples_for
 from viewer.pages.render import Ctx, error_field, page_number
 from viewer.pages.spark import sparklines
@@ -154,6 +155,7 @@ def feed_page_response(ctx: Ctx, feed: Feed, status: int = 200, **extra: object)
         sparks=sparklines(axes),
         can_write=allowed(ctx.principal, feed, Access.WRITE),
         can_manage=can_manage,
+        resume=resume_id(),
         # The Sharing section: only whoever may change it sees who else may read.
         shares=shares_of(feed) if can_manage else [],
         examples={axis.name: examples_for(ctx.request, ctx.settings, feed, axis.name) for axis in axes},
