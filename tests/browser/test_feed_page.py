@@ -74,3 +74,27 @@ def test_settings_units_live_numbers_and_export(
     points = json.loads(open(download.value.path()).read())
     assert 28 <= len(points) <= 31 and all(p["unit"] == "°C" for p in points)
     assert errors == []
+
+
+def test_sparklines_show_the_latest_points_and_the_axis_page_counts_live(
+    live_server: LiveServer, settings: Settings, bridge: Bridge, page: tuple[Page, ConsoleErrors]
+) -> None:
+    tab, errors = page
+    owner = create_user(EMAIL, PASSWORD)
+    axis = create_axis(create_feed("big", owner), "level")
+    now = time.time()
+    # 11 days of points, then the latest: a downsampled overview would end on a bucket's min or max.
+    history = [(axis.id, Sample(now - 950_400 + 100 * i, 10 + (i % 13))) for i in range(9_500)]
+    write_points([*history, (axis.id, Sample(now - 5, 16.983))])
+    sign_in(tab, live_server.url, EMAIL, PASSWORD)
+    tab.goto(f"{live_server.url}/feeds/big/sparklines")
+    canvas = tab.locator('tr[data-axis="level"] canvas.spark')
+    expect(canvas).to_have_attribute("data-points", "240", timeout=15000)
+    expect(tab.locator('tr[data-axis="level"] .last')).to_have_text("16.98")
+
+    tab.goto(f"{live_server.url}/feeds/big/axes/level")
+    expect(tab.locator("#point-count")).to_have_text("9,501")
+    expect(tab.locator("#live-state")).to_have_text("live", timeout=15000)
+    publish(settings, [("feeds/big/level", "3")])
+    expect(tab.locator("#point-count")).to_have_text("9,502", timeout=15000)
+    assert errors == []
