@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import math
-import unicodedata
 import time
+import unicodedata
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any

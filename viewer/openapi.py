@@ -121,7 +121,7 @@ def document() -> dict[str, Any]:
             },
             "/api/v1/feeds/{feed}/axes/{axis}": {
                 "get": _op("One axis.", 200, AXIS, params=(FEED_P, AXIS_P)),
-                "patch": _op("Rename the axis or set its unit and display label (null or \"\" removes them).", 200, AXIS,
+                "patch": _op("Rename the axis, or set its unit and display label (null or empty: none).", 200, AXIS,
                              params=(FEED_P, AXIS_P), body=AXIS_PATCH),
                 "delete": _op("Delete the axis with its points.", 204, NO_BODY, params=(FEED_P, AXIS_P)),
             },

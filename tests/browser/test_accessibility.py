@@ -34,8 +34,18 @@ def _violations(tab: Any) -> list[str]:
     return [f"{v['id']}: {v['help']} ({len(v['nodes'])}: {v['nodes'][0]['target']})" for v in result]
 
 
-@pytest.mark.parametrize("viewport", [{"width": 1366, "height": 800}, {"width": 390, "height": 844}], ids=["desktop", "phone"])
-def test_no_axe_violation_and_no_sideways_overflow(live_server: LiveServer, browser: Browser, viewport: dict[str, int]) -> None:
+VIEWPORTS = [{"width": 1366, "height": 800}, {"width": 390, "height": 844}]
+# Every button, link and field in view: none hidden off to the side (in a table that scrolls sideways).
+OUT_OF_VIEW = """(w) => Array.from(document.querySelectorAll('main button, main a, main input, main select'))
+    .filter(e => e.offsetParent !== null && !e.closest('details:not([open])'))
+    .filter(e => { const r = e.getBoundingClientRect(); return r.width > 0 && (r.right > w + 1 || r.left < -1); })
+    .map(e => (e.textContent || e.name || e.getAttribute('aria-label') || e.tagName).trim().slice(0, 30))"""
+
+
+@pytest.mark.parametrize("viewport", VIEWPORTS, ids=["desktop", "phone"])
+def test_no_axe_violation_and_no_sideways_overflow(
+    live_server: LiveServer, browser: Browser, viewport: dict[str, int]
+) -> None:
     if not AXE.is_file():
         pytest.fail("axe-core is missing: npm ci")
     admin = create_user(EMAIL, PASSWORD, admin=True)
@@ -63,11 +73,7 @@ def test_no_axe_violation_and_no_sideways_overflow(live_server: LiveServer, brow
         width = int(tab.evaluate("() => document.documentElement.scrollWidth"))
         if width > viewport["width"]:
             overflow[path] = width
-        # No action hidden off to the side (in a table that scrolls sideways): every button, link and field is in view.
-        hidden = tab.evaluate("""(w) => Array.from(document.querySelectorAll('main button, main a, main input, main select'))
-            .filter(e => e.offsetParent !== null && !e.closest('details:not([open])'))
-            .filter(e => { const r = e.getBoundingClientRect(); return r.width > 0 && (r.right > w + 1 || r.left < -1); })
-            .map(e => (e.textContent || e.name || e.getAttribute('aria-label') || e.tagName).trim().slice(0, 30))""", viewport["width"])
+        hidden = tab.evaluate(OUT_OF_VIEW, viewport["width"])
         if hidden:
             overflow[path] = hidden
     context.close()

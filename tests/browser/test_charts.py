@@ -38,7 +38,8 @@ def _loads(tab: Page) -> int:
 
 def _wait_loaded(tab: Page, after: int) -> None:
     tab.wait_for_function(
-        "n => Number(document.querySelector('#chart').dataset.loads || 0) > n && !document.querySelector('#chart').dataset.loading",
+        "n => { const c = document.querySelector('#chart');"
+        " return Number(c.dataset.loads || 0) > n && !c.dataset.loading; }",
         arg=after,
     )
 
@@ -149,8 +150,10 @@ def test_units_and_two_scales_on_system_vm(
         assert by_label["%"]["scale"] != by_label["B/s"]["scale"]
         legend = tab.locator("#chart .chart-legend")
         expect(legend).to_contain_text("cpu_percent")
-        expect(legend.locator("li", has_text="memory_percent").locator(".value")).to_have_text(re.compile(r"^[\d.,]+ %$"))
-        expect(legend.locator("li", has_text="net_rx").locator(".value")).to_have_text(re.compile(r"^[\d.,]+ (k|M|G)?B/s$"))
+        value = legend.locator("li", has_text="memory_percent").locator(".value")
+        expect(value).to_have_text(re.compile(r"^[\d.,]+ %$"))
+        value = legend.locator("li", has_text="net_rx").locator(".value")
+        expect(value).to_have_text(re.compile(r"^[\d.,]+ (k|M|G)?B/s$"))
         assert "chart of" in (tab.get_attribute("#chart .chart-canvas", "aria-label") or "")
         tab.click("#chart .chart-table summary")
         expect(tab.locator("#chart .chart-table table th", has_text="cpu_percent (%)")).to_be_visible()
