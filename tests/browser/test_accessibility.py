@@ -34,7 +34,7 @@ def _violations(tab: Any) -> list[str]:
     return [f"{v['id']}: {v['help']} ({len(v['nodes'])}: {v['nodes'][0]['target']})" for v in result]
 
 
-VIEWPORTS = [{"width": 1366, "height": 800}, {"width": 390, "height": 844}]
+DESKTOP, PHONE = {"width": 1366, "height": 800}, {"width": 390, "height": 844}
 # Every button, link and field in view: none hidden off to the side (in a table that scrolls sideways).
 OUT_OF_VIEW = """(w) => Array.from(document.querySelectorAll('main button, main a, main input, main select'))
     .filter(e => e.offsetParent !== null && !e.closest('details:not([open])'))
@@ -42,9 +42,12 @@ OUT_OF_VIEW = """(w) => Array.from(document.querySelectorAll('main button, main 
     .map(e => (e.textContent || e.name || e.getAttribute('aria-label') || e.tagName).trim().slice(0, 30))"""
 
 
-@pytest.mark.parametrize("viewport", VIEWPORTS, ids=["desktop", "phone"])
+@pytest.mark.parametrize(
+    ("viewport", "scheme"), [(DESKTOP, "light"), (PHONE, "light"), (DESKTOP, "dark"), (PHONE, "dark")],
+    ids=["desktop", "phone", "desktop-dark", "phone-dark"],
+)
 def test_no_axe_violation_and_no_sideways_overflow(
-    live_server: LiveServer, browser: Browser, viewport: dict[str, int]
+    live_server: LiveServer, browser: Browser, viewport: dict[str, int], scheme: str
 ) -> None:
     if not AXE.is_file():
         pytest.fail("axe-core is missing: npm ci")
@@ -58,7 +61,7 @@ def test_no_axe_violation_and_no_sideways_overflow(
     found: dict[str, list[str]] = {}
     overflow: dict[str, object] = {}
     errors: list[str] = []
-    context = browser.new_context(viewport=viewport, bypass_csp=True)  # type: ignore[arg-type] -- axe is injected
+    context = browser.new_context(viewport=viewport, color_scheme=scheme, bypass_csp=True)  # type: ignore[arg-type] -- axe is injected
     tab = context.new_page()
     tab.on("console", lambda m: m.type == "error" and errors.append(m.text))
     tab.on("pageerror", lambda e: errors.append(str(e)))

@@ -43,6 +43,9 @@ def _axes_by_feed(feed_ids: list[int]) -> dict[int, list[Axis]]:
     return grouped
 
 
+FIRST_AXIS = "value"
+
+
 def _demo_logins(ctx: Ctx) -> list[str]:
     """With --demo, the demo accounts an anonymous visitor may try (those that still exist)."""
     if ctx.user is not None or not ctx.settings.demo:
@@ -160,6 +163,9 @@ def feed_page_response(ctx: Ctx, feed: Feed, status: int = 200, **extra: object)
         shares=shares_of(feed) if can_manage else [],
         examples={axis.name: examples_for(ctx.request, ctx.settings, feed, axis.name) for axis in axes},
         example_new=examples_for(ctx.request, ctx.settings, feed, "AXIS"),
+        # A feed without axes yet: complete examples for the axis their first point creates.
+        example_first=examples_for(ctx.request, ctx.settings, feed, FIRST_AXIS) if not axes else None,
+        first_axis=FIRST_AXIS,
         **extra,
     )
 

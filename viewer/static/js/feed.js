@@ -85,8 +85,8 @@
     table.tBodies[0].append(row);
     setRowName(row, axis.name);
     noAxes.hidden = true;
-    const placeholder = examples.querySelector('details.examples[data-axis="AXIS"]');
-    if (placeholder) placeholder.remove();  // the new feed's example for an axis still to name
+    const placeholder = examples.querySelector("details.examples[data-first]");
+    if (placeholder) placeholder.remove();  // the new feed's examples for its first axis
     const details = template.content.firstElementChild.cloneNode(true);
     fillExamples(details, axis);
     examples.append(details);

@@ -46,7 +46,16 @@
     range: initial,
     title: config.feed,
     onRange: onRange,
-    onState: function (text) { loadText = text; showState(); },
+    onState: function (text) {
+      loadText = text;
+      showState();
+      // The picker shows the range on screen, ready to be edited into an absolute one.
+      const shown = text === "" && chart ? chart.visibleRange() : null;
+      if (shown && shown[0] !== null && document.activeElement.form !== picker) {
+        inputValue(picker.elements.from, shown[0]);
+        inputValue(picker.elements.to, shown[1]);
+      }
+    },
   });
   onRange(initial, false);
   window.rtdpChart = chart;
