@@ -50,8 +50,8 @@ def test_settings_units_live_numbers_and_export(
     assert stored.description == "Sensors in the kitchen" and stored.retention_days == 30
 
     # Units: saved, and the last value carries it at once.
-    tab.fill('#axis-units tr[data-axis="temperature"] input[name="unit"]', "°C")
-    tab.fill('#axis-units tr[data-axis="temperature"] input[name="label"]', "Kitchen")
+    tab.fill('#axis-units tr[data-units-of="temperature"] input[name="unit"]', "°C")
+    tab.fill('#axis-units tr[data-units-of="temperature"] input[name="label"]', "Kitchen")
     tab.click('#axis-units button[type="submit"]')
     expect(tab.locator("#units-status")).to_have_text("Saved.")
     assert Axis.get(Axis.name == "temperature").unit == "°C"

@@ -400,6 +400,7 @@
       const maxPoints = 2 * plotWidth();
       state("loading…");
       element.dataset.loading = "1";
+      delete element.dataset.loadError;
       try {
         const results = await Promise.all(specs.map(function (s) {
           return RTDP_STREAM.fetchPoints(s.api, s.axis, { since: v[0], until: v[1], max_points: maxPoints });
@@ -414,15 +415,16 @@
         });
         if (following() && isTime && range.window) await fit(v[0], mine);
         if (mine !== generation) return;
-        state("");
       } catch (error) {
         if (mine !== generation) return;
         state("could not load: " + error.message);
+        element.dataset.loadError = error.message;
       }
       changed = true;
       draw(true);  // now, not next frame: data-loads then says the fetched range is drawn
       delete element.dataset.loading;
       element.dataset.loads = String(Number(element.dataset.loads || 0) + 1);
+      if (element.dataset.loadError === undefined) state("");
     }
 
     /* The default window fits the data when the series hold less than it: nothing before the window. */
@@ -499,7 +501,7 @@
         const rect = over.getBoundingClientRect();
         const xs = Array.from(event.touches).map(function (t) { return t.clientX - rect.left; });
         const span = currentSpan();
-        return { xs: xs, span: span, width: rect.width };
+        return { xs: xs, y: event.touches[0] ? event.touches[0].clientY : 0, span: span, width: rect.width };
       }
       over.addEventListener("touchstart", function (event) { touch = touchState(event); }, { passive: true });
       over.addEventListener("touchmove", function (event) {
@@ -513,6 +515,8 @@
           const factor = before / after;
           moveTo(centre - (centre - touch.span[0]) * factor, centre + (touch.span[1] - centre) * factor, FETCH_DELAY_MS);
         } else if (xs.length === 1 && touch.xs.length === 1) {
+          const dy = Math.abs(event.touches[0].clientY - touch.y);
+          if (dy > Math.abs(touch.xs[0] - xs[0])) return;  // a vertical swipe scrolls the page
           event.preventDefault();
           const shift = (touch.xs[0] - xs[0]) * perPixel;
           moveTo(touch.span[0] + shift, touch.span[1] + shift, FETCH_DELAY_MS);

@@ -259,7 +259,7 @@
         if (unit.value === unit.defaultValue && label.value === label.defaultValue) continue;
         RTDP.showFieldError(unit, ""); RTDP.showFieldError(label, "");
         try {
-          const axis = await patch(unitsForm.dataset.api + encodeURIComponent(row.dataset.axis), { unit: unit.value, label: label.value });
+          const axis = await patch(unitsForm.dataset.api + encodeURIComponent(row.dataset.unitsOf), { unit: unit.value, label: label.value });
           unit.defaultValue = unit.value = axis.unit || "";
           label.defaultValue = label.value = axis.label || "";
           const live = rowOf(axis.name);

@@ -39,6 +39,9 @@
     if (range.min !== undefined) { inputValue(picker.elements.from, range.min); inputValue(picker.elements.to, range.max); }
   }
 
+  // Timing marks for bench/graph_page.py (ms since navigation start): the first history request, its
+  // answer drawn (rtdpGraphReady), the stream open.
+  const timings = window.rtdpGraphTimings = {};
   const initial = isTime ? { window: 3600 } : { window: null };
   const chart = RTDP_CHART.create(chartEl, {
     series: config.series,
@@ -47,6 +50,8 @@
     title: config.feed,
     onRange: onRange,
     onState: function (text) {
+      if (text === "loading…" && timings.history_start === undefined) timings.history_start = performance.now();
+      if (text === "" && window.rtdpGraphReady === undefined) window.rtdpGraphReady = timings.history_done = timings.drawn = performance.now();
       loadText = text;
       showState();
       // The picker shows the range on screen, ready to be edited into an absolute one.
@@ -103,6 +108,7 @@
       }
       chart.push(config.feed, p);
     },
+    open: function () { if (timings.stream_open === undefined) timings.stream_open = performance.now(); },
     state: function (text) { streamText = text; showState(); },
   }, config.resume);
   stream.start();
