@@ -22,7 +22,7 @@ from rtdp.models import Axis, database_proxy
 from rtdp.settings import Settings
 from rtdp.store import create_axis, create_feed, write_points
 from tests.browser.conftest import ConsoleErrors
-from tests.browser.test_pages import sign_in
+from tests.browser.test_pages import publish, sign_in
 from tests.support.env import wait_for
 from tests.viewer.conftest import LiveServer
 
@@ -158,3 +158,21 @@ def test_units_and_two_scales_on_system_vm(
         tab.click("#chart .chart-table summary")
         expect(tab.locator("#chart .chart-table table th", has_text="cpu_percent (%)")).to_be_visible()
     assert errors == [], json.dumps(errors)
+
+
+def test_an_axis_that_starts_sending_joins_the_open_chart(
+    live_server: LiveServer, settings: Settings, bridge: Bridge, page: tuple[Page, ConsoleErrors]
+) -> None:
+    tab, errors = page
+    owner = create_user(EMAIL, PASSWORD)
+    axis = create_axis(create_feed("growing", owner), "first")
+    write_points([(axis.id, Sample(time.time() - 30 + i, float(i))) for i in range(30)])
+    sign_in(tab, live_server.url, EMAIL, PASSWORD)
+    tab.goto(f"{live_server.url}/feeds/growing/graph")
+    _wait_loaded(tab, 0)
+    expect(tab.locator("#live-state")).to_have_text("live", timeout=15000)
+    publish(settings, [("feeds/growing/second", "42")])
+    value = tab.locator("#chart .chart-legend li", has_text="second").locator(".value")
+    expect(value).to_have_text("42", timeout=15000)
+    assert [s["axis"] for s in _drawn(tab)] == ["first", "second"]
+    assert errors == []

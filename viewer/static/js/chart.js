@@ -12,6 +12,7 @@
      onState: function (text) {},           // optional: "loading…", "" when done, or an error
    });
    chart.push(feed, {axis, x, y})  // a live point from the page's one FeedStream (other series' points are ignored)
+   chart.addSeries(series)         // one more series, as in options.series (its history is fetched)
    chart.setRange(range)           // as in the options; fetches what it shows
    chart.back()                    // undo the last zoom or pan; returns whether more remain
    chart.pause(true|false)         // stop or resume redrawing (points are still kept)
@@ -120,7 +121,7 @@
   function create(element, options) {
     const xCast = options.x_cast || "datetime";
     const isTime = xCast === "datetime";
-    const specs = options.series.map(function (s, i) {
+    function makeSpec(s, i) {
       const bool = s.y_cast === "bool";
       return {
         feed: s.feed, axis: s.axis, label: s.label || s.axis, unit: bool ? "" : (s.unit || ""), yCast: s.y_cast || "float",
@@ -128,7 +129,8 @@
         latest: s.last && s.last.y !== null && s.last.y !== undefined ? { x: s.last.x, y: s.last.y } : null,
         api: "/api/v1/feeds/" + encodeURIComponent(s.feed), isolated: null,
       };
-    });
+    }
+    const specs = options.series.map(makeSpec);
     let range = options.range || { window: isTime ? 3600 : null };
     let fitStart = null;        // relative window on a feed holding less: the first point's x (the window fits the data)
     let zoomStack = [];
@@ -168,7 +170,8 @@
     function formatXValue(x) { return isTime ? RTDP.formatTime(x, true) : RTDP.formatNumber(x); }
 
     // Legend: a button per series (shows or hides it), its colour, name and latest (or hovered) value.
-    const legendItems = specs.map(function (spec, i) {
+    const legendItems = [];
+    function addLegendItem(spec, i) {
       const li = document.createElement("li");
       const button = document.createElement("button");
       button.type = "button";
@@ -189,8 +192,9 @@
       });
       li.append(button);
       legend.append(li);
-      return value;
-    });
+      legendItems.push(value);
+    }
+    specs.forEach(addLegendItem);
     let hoverIndex = null;
     function showLegend() {
       specs.forEach(function (spec, i) {
@@ -209,10 +213,14 @@
 
     /* The y scales: one per unit (bool series share one 0..1 scale). */
     function scaleKey(spec) { return spec.labels ? "bool" : "y:" + spec.unit; }
-    const scaleKeys = [];
-    specs.forEach(function (spec) { if (scaleKeys.indexOf(scaleKey(spec)) < 0) scaleKeys.push(scaleKey(spec)); });
-    // The first two units get the left and right axes; series without a unit come after them.
-    scaleKeys.sort(function (a, b) { return (a === "y:") - (b === "y:"); });
+    let scaleKeys = [];
+    function planScales() {
+      scaleKeys = [];
+      specs.forEach(function (spec) { if (scaleKeys.indexOf(scaleKey(spec)) < 0) scaleKeys.push(scaleKey(spec)); });
+      // The first two units get the left and right axes; series without a unit come after them.
+      scaleKeys.sort(function (a, b) { return (a === "y:") - (b === "y:"); });
+    }
+    planScales();
 
     function timeValues(u, splits, axisIdx, space, incr) {
       let previousDay = null;
@@ -631,6 +639,20 @@
       columns: function () { return plot ? plot.data.map(function (c) { return Array.from(c, function (v) { return v === undefined ? "none" : v; }); }) : []; },
       dots: function () { return specs.map(function (s) { return (s.isolated || []).slice(); }); },
       yAxes: function () { return plot ? plot.axes.slice(1).map(function (a) { return { scale: a.scale, side: a.side, label: a.label || "" }; }) : []; },
+      /* Another series (e.g. an axis that started sending): a spec as in options.series; its history loads. */
+      addSeries: function (spec) {
+        const added = makeSpec(spec, specs.length);
+        specs.push(added);
+        addLegendItem(added, specs.length - 1);
+        planScales();
+        describe();
+        makePlot();
+        const v = range.min !== undefined ? [range.min, range.max] : [cutoff(), null];
+        RTDP_STREAM.fetchPoints(added.api, added.axis, { since: v[0], until: v[1], max_points: 2 * plotWidth() }).then(function (points) {
+          added.points.merge(points);
+          schedule(true);
+        }, function (error) { state("could not load " + added.axis + ": " + error.message); });
+      },
       resize: onResize,
       destroy: function () {
         generation++;

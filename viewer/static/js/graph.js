@@ -96,15 +96,10 @@
   const stream = new RTDP_STREAM.FeedStream(config.api, {
     point: function (p) {
       if (!config.series.some(function (s) { return s.axis === p.axis; })) {
-        // A new axis appeared: the page shows it after a reload; say so once.
-        if (!document.getElementById("new-axis")) {
-          const note = document.createElement("p");
-          note.id = "new-axis";
-          note.className = "notice";
-          note.textContent = "A new axis (" + p.axis + ") started sending: reload to chart it.";
-          chartEl.before(note);
-        }
-        return;
+        // A new axis started sending: chart it too.
+        const spec = { feed: config.feed, axis: p.axis, y_cast: config.y_cast };
+        config.series.push(spec);
+        chart.addSeries(spec);
       }
       chart.push(config.feed, p);
     },
