@@ -25,6 +25,7 @@ class Handoff:
     receipt: asyncio.Future[RtdpError | None]
 
 
-# The in-process entry (broker.server.EmbeddedBroker.ingest): (topic, canonical payload, casts, samples);
-# returns once stored, raises RtdpError when refused or unavailable.
-DirectWrite = Callable[[str, bytes, Casts, Sequence[Sample]], Awaitable[None]]
+# The in-process entry (broker.server.EmbeddedBroker.ingest): (topic, canonical payload, casts, samples,
+# timeout in seconds); returns once stored, raises RtdpError when refused or unavailable, TimeoutError
+# when not stored in time (it may still be).
+DirectWrite = Callable[[str, bytes, Casts, Sequence[Sample], float], Awaitable[None]]

@@ -10,7 +10,7 @@ import asyncio
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -33,13 +33,13 @@ from rtdp.settings import HostPort, Settings
 from rtdp.throttle import Throttle
 from viewer.accesslog import AccessLog
 from viewer.api import api_routes
-from viewer.connection import guarded_protocol
+from viewer.connection import LeanAnswer, guarded_protocol
 from viewer.errors import ErrorPage, exception_handlers
 from viewer.groups_api import group_routes
-from viewer.headers import with_security_headers
+from viewer.headers import SECURITY_HEADERS, with_security_headers
 from viewer.health import health_routes
 from viewer.hub import Hub
-from viewer.ingest import ingest_asgi, ingest_routes, lean_path
+from viewer.ingest import JSON_HEADER, ingest_asgi, ingest_routes, lean_answer, lean_path
 from viewer.metrics import Metrics
 from viewer.openapi import openapi_routes
 from viewer.publisher import Publisher
@@ -187,6 +187,22 @@ class ViewerApp(Starlette):
         if access.errors:
             access.record(scope, status)
 
+    def lean_route(self, scope: Scope) -> Awaitable[LeanAnswer] | None:
+        """viewer.connection's shortcut for the requests `ingest_asgi` above answers: the same answer,
+        with the security headers, written by the connection itself in one piece."""
+        target = lean_path(scope)
+        state: ViewerState | None = getattr(self.state, "viewer", None) if target is not None else None
+        if target is None or state is None:
+            return None
+        scope["app"] = self
+        return self._lean(state, scope, target[0], target[1])
+
+    async def _lean(self, state: ViewerState, scope: Scope, feed: str, axis: str) -> LeanAnswer:
+        status, body, headers = await lean_answer(state, scope, feed, axis)
+        if self.access_log.errors:
+            self.access_log.record(scope, status)
+        return status, body, [JSON_HEADER, *headers, *SECURITY_HEADERS]
+
 
 def close_streams(app: Starlette) -> None:
     """End every SSE stream now (server shutdown): clients reconnect elsewhere with Last-Event-ID."""
@@ -246,7 +262,10 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
         "timeout_graceful_shutdown": 5,
         "loop": eventloop.resolve(settings.loop),
         # Bounded request heads, header timeout and connection caps (viewer.connection).
-        "http": guarded_protocol(settings),
+        # Scripts' ingestion GETs answered by the connection itself, unless uvicorn logs every request.
+        "http": guarded_protocol(
+            settings, app.lean_route if isinstance(app, ViewerApp) and settings.access_log != "all" else None
+        ),
         "timeout_keep_alive": settings.http_keepalive,
     }
     options.update(config)

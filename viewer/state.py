@@ -91,8 +91,7 @@ class ViewerState:
             await self.publisher.publish(topic, encode(samples))
             return
         try:
-            async with asyncio.timeout(self.settings.http_publish_timeout):
-                await self.direct(topic, encode(samples), casts, samples)
+            await self.direct(topic, encode(samples), casts, samples, self.settings.http_publish_timeout)
         except TimeoutError:
             raise Unavailable(
                 "the points were not stored in time (they may still be: a retry with the same x replaces them);"
