@@ -689,7 +689,7 @@ class EmbeddedBroker:
             # commit), at most at QoS 1. Not queued for the broadcast loop at all when no subscription
             # matches: for HTTP points nobody follows over MQTT, that loop's wake-up cost more than the
             # rest of the hand-off.
-            if any(held and broker._matches(topic, f) for f, held in broker._subscriptions.items()):
+            if _subscribed(broker, topic):
                 await broker.internal_message_broadcast(topic, payload, 1)
             rejection = await receipt
         finally:
@@ -710,7 +710,7 @@ class EmbeddedBroker:
 
     def _broadcast(self, topic: str, payload: bytes) -> None:
         broker = self._broker
-        if broker is None:
+        if broker is None or not _subscribed(broker, topic):
             return
         # QoS None: each subscriber gets its subscription's QoS, as for a client's QoS 1 publish.
         sending = asyncio.ensure_future(broker.internal_message_broadcast(topic, payload, None))
@@ -806,6 +806,12 @@ class _SummariseConnectionFailures(logging.Filter):
         if skipped:
             record.msg, record.args = f"{message} ({skipped} similar messages not logged)", None
         return True
+
+
+def _subscribed(broker: _AmqttBroker, topic: str) -> bool:
+    """Whether any subscription (of a connected or an offline persistent session) matches `topic`: if
+    none does, a broadcast would only wake amqtt's broadcast loop for nothing."""
+    return any(held and broker._matches(topic, f) for f, held in broker._subscriptions.items())
 
 
 def _expire(receipt: asyncio.Future[RtdpError | None]) -> None:

@@ -27,7 +27,7 @@ from rtdp import eventloop
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
 from rtdp.errors import ConfigError
-from rtdp.handoff import DirectWrite
+from rtdp.handoff import DirectWrite, NoticeTap
 from rtdp.mqtt import Endpoint
 from rtdp.settings import HostPort, Settings
 from rtdp.throttle import Throttle
@@ -92,6 +92,7 @@ def create_app(
     logins: Throttle | None = None,
     hash_pool: ThreadPoolExecutor | None = None,
     direct: DirectWrite | None = None,
+    notices: NoticeTap | None = None,
 ) -> Starlette:
     """The viewer app. `db`: the process's opened database (`rtdp serve`); without it the lifespan opens
     `settings.database_url` and closes it at the end (`rtdp viewer`). Extra `routes` and `middleware`
@@ -99,7 +100,9 @@ def create_app(
     `rtdp serve`) are registered on the app's /metrics registry. `logins` (the password throttle) and
     `hash_pool` are shared with the embedded broker in `rtdp serve` (the pool is then not shut down
     here); by default the app has its own. `direct`: the embedded broker's in-process entry (`rtdp serve`),
-    which HTTP ingestion then uses instead of the MQTT client (rtdp.handoff)."""
+    which HTTP ingestion then uses instead of the MQTT client (rtdp.handoff). `notices`: the stored
+    notices of the writer in this process (`rtdp serve`), which the SSE hub then takes instead of
+    subscribing to them over MQTT."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -125,6 +128,7 @@ def create_app(
             timeout=settings.http_publish_timeout,
             on_stored=hub.dispatch,
             watched=hub.watched,
+            subscribe=notices is None,
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
@@ -133,6 +137,8 @@ def create_app(
             state.logins = logins
         app.state.viewer = state
         publisher.start(loop)
+        if notices is not None:
+            notices.attach(publisher.take_stored)
         state.rights.start()
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):
@@ -140,6 +146,8 @@ def create_app(
         try:
             yield
         finally:
+            if notices is not None:
+                notices.detach()
             await state.rights.stop()
             hub.close()
             await publisher.stop()

@@ -49,6 +49,8 @@ class ViewerState:
     # clear them at once.
     credentials: TTLCache[Any, Principal] = field(init=False)
     decisions: TTLCache[Any, Any] = field(init=False)
+    # Credential checks under way (viewer.auth): the same credentials arriving meanwhile wait for it.
+    checking: dict[Any, asyncio.Future[Principal]] = field(init=False, default_factory=dict)
     # Password attempts per account and per address (login form, HTTP Basic); sign-ups per address.
     logins: Throttle = field(init=False)
     signups: Throttle = field(init=False)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from rtdp.accounts import check_token
 from rtdp.models import Axis, Feed
 from rtdp.settings import BrokerURL, Settings
 from tests.support.env import wait_for
@@ -394,6 +395,31 @@ def test_many_concurrent_points_all_acknowledged(live_server: LiveServer, watche
     assert not refused, refused
     wait_for(lambda: len(watcher.payloads("feeds/feed_a/axis_a00")) == 300, what="every point at the broker")
     assert sorted(p[0]["x"] for p in watcher.payloads("feeds/feed_a/axis_a00")) == [float(i) for i in range(300)]
+
+
+def test_concurrent_requests_with_new_credentials_check_them_once(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 connections opened at once with a token not yet cached: one check in the database (each
+    check records the token's use with a commit), not 100 queued in the pool before any other request."""
+    from tests.viewer.conftest import make_world
+    from viewer import auth
+
+    token = make_world().ep_token
+    calls: list[str] = []
+
+    def counted(secret: str, address: str | None = None) -> Any:
+        calls.append(secret)
+        return check_token(secret, address)
+
+    monkeypatch.setattr(auth, "check_token", counted)
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=live_server.url, headers=bearer(token), timeout=10) as http:
+            return await asyncio.gather(*(http.get(f"{URL}/feed_a/axis_a00?x={i}&y={i}") for i in range(100)))
+
+    assert [r.status_code for r in asyncio.run(burst())] == [200] * 100
+    assert calls == [token]
 
 
 def test_query_fields_agree_with_parse_qsl() -> None:
