@@ -863,8 +863,10 @@ def run(settings: Settings) -> None:
     from rtdp import eventloop
     from rtdp.database import open_database
     from rtdp.logs import configure_logging
+    from rtdp.openfiles import allow_open_files
 
     configure_logging(settings.log_level)
+    allow_open_files(settings.mqtt_max_connections)
     quiet_amqtt_logging()
     db = open_database(settings.database_url)
     try:

@@ -32,6 +32,7 @@ from rtdp.errors import ConfigError, RtdpError
 from rtdp.handoff import NoticeTap
 from rtdp.logs import configure_logging
 from rtdp.models import User
+from rtdp.openfiles import allow_open_files
 from rtdp.settings import HostPort, Settings
 from rtdp.throttle import Throttle
 
@@ -50,6 +51,9 @@ def serve(settings: Settings) -> None:
     from rtdp import eventloop
 
     configure_logging(settings.log_level)
+    allow_open_files(
+        settings.http_max_connections + (settings.mqtt_max_connections if settings.embedded_broker else 0)
+    )
     db = open_database(settings.database_url, synchronous=settings.sqlite_synchronous)
     try:
         if settings.demo and seed_demo():

@@ -29,6 +29,7 @@ from rtdp.database import open_database
 from rtdp.errors import ConfigError
 from rtdp.handoff import DirectWrite, NoticeTap
 from rtdp.mqtt import Endpoint
+from rtdp.openfiles import allow_open_files
 from rtdp.settings import HostPort, Settings
 from rtdp.throttle import Throttle
 from viewer.accesslog import AccessLog
@@ -282,6 +283,7 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
 
 def run(settings: Settings) -> None:
     """`rtdp viewer`: serve until Ctrl-C (blocking)."""
+    allow_open_files(settings.http_max_connections)
     app = create_app(settings)
     server = build_server(settings, app)
     log.info("viewer on http://%s", settings.http)
