@@ -67,8 +67,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     max_header = 16 * 1024
     header_timeout = 10.0
-    max_connections = 512
-    connections_per_ip = 128
+    max_connections = 2048
+    connections_per_ip = 512
     lean: LeanRoute | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
