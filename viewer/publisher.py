@@ -43,6 +43,7 @@ class Publisher:
         on_stored: StoredHandler | None = None,
         watched: Callable[[str], bool] = lambda feed: True,
         on_alert: AlertHandler | None = None,
+        subscribe: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self.max_pending = max_pending
@@ -56,8 +57,9 @@ class Publisher:
         # Callers waiting for their PUBACK (a metric); the client's `outstanding` also counts the mids whose
         # caller gave up (timeout) but whose PUBACK paho still awaits: both count against max_pending.
         self.pending = 0
+        # In `rtdp serve` the notices come in the process (rtdp.handoff.NoticeTap): no subscription.
         topic_filter = NOTICES_FILTER if on_alert is not None else STORED_FILTER
-        subscription = Subscription(topic_filter, self._on_messages) if on_stored is not None else None
+        subscription = Subscription(topic_filter, self._on_messages) if on_stored is not None and subscribe else None
         # paho's own in-flight limit off (0): after every PUBACK it scans all its outgoing messages for one
         # to release, O(in flight) per point. max_pending bounds what paho holds instead.
         self.client = Client(
@@ -113,41 +115,51 @@ class Publisher:
             timer.cancel()
 
     def _on_messages(self, publishes: list[Publish]) -> None:
+        for publish in publishes:
+            if publish.topic.startswith((_STORED_PREFIX, _ALERTS_PREFIX)):
+                try:
+                    topic = publish.topic.decode()
+                except UnicodeDecodeError:
+                    continue
+                self.take_notice(topic, publish.payload)
+
+    def take_notice(self, topic: str, payload: bytes | bytearray) -> None:
+        """A `rtdp/stored/<feed>` or `rtdp/alerts/<feed>` notice, from the subscription or handed over in
+        the process (rtdp.handoff.NoticeTap)."""
+        if topic.startswith(ALERTS_PREFIX + "/"):
+            self._alert(topic, bytes(payload))
+        elif topic.startswith(STORED_PREFIX + "/"):
+            self.take_stored(topic, payload)
+
+    def take_stored(self, topic: str, payload: bytes | bytearray) -> None:
+        """One `rtdp/stored/<feed>` notice, from the subscription or handed over in the process
+        (rtdp.handoff.NoticeTap): its events go to `on_stored` if a stream listens to the feed."""
         handler = self.on_stored
         assert handler is not None
-        for publish in publishes:
-            if publish.topic.startswith(_ALERTS_PREFIX):
-                self._alert(publish)
-                continue
-            if not publish.topic.startswith(_STORED_PREFIX):
-                continue
+        feed = topic[len(STORED_PREFIX) + 1 :]
+        if not self.watched(feed):
+            return
+        try:
+            check_name(feed, "feed")
+            events = decode_stored(payload)
+        except Exception:  # noqa: BLE001 -- a bad message must never break the read loop
+            log.warning("ignoring malformed message on %s", topic[:100])
+            return
+        if events:
             try:
-                feed = publish.topic[len(_STORED_PREFIX) :].decode()
-            except UnicodeDecodeError:
-                continue
-            if not self.watched(feed):
-                continue
-            try:
-                check_name(feed, "feed")
-                events = decode_stored(publish.payload)
-            except Exception:  # noqa: BLE001 -- a bad message must never break the read loop
-                log.warning("ignoring malformed message on %s", publish.topic[:100].decode(errors="replace"))
-                continue
-            if events:
-                try:
-                    handler(feed, events)
-                except Exception:  # noqa: BLE001 -- one feed's failure must not lose the rest of the read
-                    log.exception("stored-points handler failed for feed %s", feed)
+                handler(feed, events)
+            except Exception:  # noqa: BLE001 -- one feed's failure must not lose the rest of the read
+                log.exception("stored-points handler failed for feed %s", feed)
 
-    def _alert(self, publish: Publish) -> None:
+    def _alert(self, topic: str, payload: bytes) -> None:
         if self.on_alert is None:
             return
         try:
-            feed = check_name(publish.topic[len(_ALERTS_PREFIX) :].decode(), "feed")
+            feed = check_name(topic[len(ALERTS_PREFIX) + 1 :], "feed")
         except Exception:  # noqa: BLE001 -- a bad topic must never break the read loop
             return
-        if self.watched(feed) and len(publish.payload) <= 65536:
-            self.on_alert(feed, publish.payload)
+        if self.watched(feed) and len(payload) <= 65536:
+            self.on_alert(feed, payload)
 
 
 def _time_out(future: asyncio.Future[None]) -> None:
