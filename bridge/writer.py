@@ -183,17 +183,19 @@ class Writer:
         arrivals = Counter(p.message.arrived for p in prepared if p.rejection is None)
         for arrived, times in arrivals.items():
             self.stats.store_delay_hist.observe(max(0.0, committed - arrived), times)
-        return self._result(prepared, stored, time.perf_counter() - started)
+        return self._result(prepared, [stored], time.perf_counter() - started)
 
     def _isolated(self, prepared: list[_Prepared]) -> BatchResult:
         """Last resort after repeated data errors: one transaction per message, so one message the
         database refuses (not one the codec refused) cannot block the rest forever."""
-        stored: list[store.StoredPoint] = []
+        # A notice per commit: another writer's commit of the same feed may come in between, and a
+        # notice says which head it follows.
+        commits: list[store.Written] = []
         started = time.perf_counter()
         for item in prepared:
             try:
                 with self.db.atomic():
-                    stored.extend(self._commit([item]))
+                    commits.append(self._commit([item]))
             except UNAVAILABLE:
                 raise
             except pw.DatabaseError as exc:
@@ -201,10 +203,9 @@ class Writer:
                 item.samples = None
                 with self.db.atomic():
                     self._commit([item])
-        stored.sort(key=lambda p: p.id)
-        return self._result(prepared, stored, time.perf_counter() - started)
+        return self._result(prepared, commits, time.perf_counter() - started)
 
-    def _commit(self, prepared: list[_Prepared]) -> list[store.StoredPoint]:
+    def _commit(self, prepared: list[_Prepared]) -> store.Written:
         received = time.time()
         pairs = [
             (p.route.axis_id, s)
@@ -225,8 +226,9 @@ class Writer:
                 Rejection.delete().where(Rejection.id <= newest - REJECTIONS_KEPT).execute()
         return stored
 
-    def _result(self, prepared: list[_Prepared], stored: list[store.StoredPoint], seconds: float) -> BatchResult:
-        result = BatchResult(stored_points=len(stored))
+    def _result(self, prepared: list[_Prepared], commits: list[store.Written], seconds: float) -> BatchResult:
+        stored_points = sum(len(stored) for stored in commits)
+        result = BatchResult(stored_points=stored_points)
         axes: dict[int, AxisOf] = {}
         for index, p in enumerate(prepared):
             if p.rejection is not None:
@@ -238,9 +240,10 @@ class Writer:
                 route, axis_id = p.route, p.route.axis_id
                 if axis_id not in axes:
                     axes[axis_id] = AxisOf(route.feed, route.axis, route.y_cast)
-        for feed, payload in encode_stored(stored, axes).items():
-            result.notices.append(Notice(stored_topic(feed), payload))
-        self.stats.record_batch(len(stored), result.stored_messages, seconds)
+        for stored in commits:
+            for feed, payload in encode_stored(stored, axes, stored.follows).items():
+                result.notices.append(Notice(stored_topic(feed), payload))
+        self.stats.record_batch(stored_points, result.stored_messages, seconds)
         return result
 
     def _rejection_notice(self, message: Incoming, rejection: Rejected) -> Notice:

@@ -17,7 +17,7 @@ from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as run_migrations
 
 from rtdp.errors import ConfigError
-from rtdp.models import ALL_MODELS, Axis, BrowserSession, PurgeLog, RightsRevision, Summary, database_proxy
+from rtdp.models import ALL_MODELS, Axis, BrowserSession, FeedHead, PurgeLog, RightsRevision, Summary, database_proxy
 from rtdp.store import summary
 from rtdp.store.dialect import dialect_of, open_url, redact
 
@@ -80,6 +80,12 @@ def _add_token_address_and_expiry(db: pw.Database) -> None:
         run_migrations(migrator.add_column("token", "expires", pw.DoubleField(null=True)))
 
 
+def _create_feed_head(db: pw.Database) -> None:
+    # FeedHead: each feed's newest committed point id; stored notices name the head they follow. Feeds
+    # get their row on their next write (until then their notices say they follow an unknown head).
+    db.create_tables([FeedHead], safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     _add_token_broker_hash,
     _index_point_axis_x_y,
@@ -89,6 +95,7 @@ MIGRATIONS: list[Migration] = [
     _create_browser_session,
     _create_rights_revision,
     _add_token_address_and_expiry,
+    _create_feed_head,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

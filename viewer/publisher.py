@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from rtdp.errors import Unavailable
 from rtdp.mqtt import Client, Endpoint, MqttError, Publish, Subscription
-from rtdp.notices import StoredEvent, decode_stored
+from rtdp.notices import StoredEvent, decode_stored_notice
 from rtdp.topic import STORED_PREFIX, check_name
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 STORED_FILTER = f"{STORED_PREFIX}/+"
 _STORED_PREFIX = f"{STORED_PREFIX}/".encode()
 
-StoredHandler = Callable[[str, list[StoredEvent]], None]
+# (feed, its points just stored, the feed's newest point id before them or None): viewer.order.InOrder.dispatch.
+StoredHandler = Callable[[str, list[StoredEvent], int | None], None]
 
 
 class Publisher:
@@ -118,13 +119,13 @@ class Publisher:
                 continue
             try:
                 check_name(feed, "feed")
-                events = decode_stored(publish.payload)
+                events, after = decode_stored_notice(publish.payload)
             except Exception:  # noqa: BLE001 -- a bad message must never break the read loop
                 log.warning("ignoring malformed message on %s", publish.topic[:100].decode(errors="replace"))
                 continue
             if events:
                 try:
-                    handler(feed, events)
+                    handler(feed, events, after)
                 except Exception:  # noqa: BLE001 -- one feed's failure must not lose the rest of the read
                     log.exception("stored-points handler failed for feed %s", feed)
 
