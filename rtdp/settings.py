@@ -224,6 +224,12 @@ class Settings:
         None, "Share the feeds/# subscription with other bridges ($share/NAME/...).", serve_and("bridge"),
         shown="none",
     )
+    retire: bool = setting(
+        False,
+        "Store what the broker queued for --client-id's session (a bridge gone for good), remove the session so"
+        " its share goes to the other bridges, and exit.",
+        ("bridge",),
+    )
     # The bridge's MQTT client id; None derives a stable one (the broker keeps its session by id).
     client_id: str | None = setting(
         None, "Stable MQTT client id of the bridge, so the broker keeps its session.", serve_and("bridge"),
@@ -410,6 +416,8 @@ class Settings:
             raise _invalid("sse_max_lag", f"must be in (0, 3600] seconds, got {self.sse_max_lag}")
         if self.sse_heartbeat <= 0:
             raise _invalid("sse_heartbeat", f"must be positive, got {self.sse_heartbeat}")
+        if self.retire and self.client_id is None:
+            raise _invalid("retire", "needs --client-id: the client id of the bridge whose session to take over")
         if self.share_group is not None and ("/" in self.share_group or not self.share_group):
             raise _invalid("share_group", f"must be a non-empty name without '/', got {self.share_group!r}")
         if self.log_level.lower() not in LEVELS:
