@@ -1,5 +1,6 @@
-"""Fault-suite machinery: real `rtdp bridge` processes on a private Mosquitto, a paced QoS 1 publisher, and
-what a process holds in memory. Every module here sets `pytestmark = pytest.mark.faults` (`pytest -m faults` runs only them)."""
+"""Fault-suite machinery: real `rtdp bridge` processes on a private Mosquitto, paced QoS 1 publishers, and
+what a process holds in memory. Every module here sets `pytestmark = pytest.mark.faults`
+(`pytest -m faults` runs only them)."""
 
 from __future__ import annotations
 
@@ -8,11 +9,12 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
 import peewee as pw
 
 from rtdp.models import Point
-from tests.support.env import require
+from tests.support.env import require, wait_for
 from tests.support.mosquitto import Mosquitto
 from tests.support.processes import crash, terminate
 
@@ -112,3 +114,46 @@ def exactly_once(axis_id: int, total: int, start: int = 0) -> None:
     xs = Point.select(pw.fn.COUNT(Point.id), pw.fn.COUNT(pw.fn.DISTINCT(Point.x)), pw.fn.MIN(Point.x),
                       pw.fn.MAX(Point.x)).where(Point.axis == axis_id)
     assert list(xs.tuples()) == [(total, total, start, start + total - 1)]
+
+
+class DevicePublisher:
+    """A device with paho: a persistent session, QoS 1, reconnecting by itself and sending again what the broker
+    did not acknowledge. Publishes {"x": i, "y": i % 97} for i in [start, stop) at `per_second`; `acked()` are
+    the x the broker acknowledged (those must all be stored, once)."""
+
+    def __init__(self, host: str, port: int, topic: str, start: int, stop: int, per_second: int) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"device-{start}", clean_session=False,
+                                  protocol=mqtt.MQTTv311)
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.max_queued_messages_set(0)
+        self.client.connect(host, port, keepalive=10)
+        self.client.loop_start()
+        self.topic, self.range, self.per_second = topic, (start, stop), per_second
+        self.sent = start
+        self._infos: list[tuple[int, Any]] = []
+        self._thread = threading.Thread(target=self._feed, daemon=True)
+        self._thread.start()
+
+    def _feed(self) -> None:
+        start, stop = self.range
+        chunk = max(1, self.per_second // 20)
+        pace = threading.Event()
+        for first in range(start, stop, chunk):
+            for i in range(first, min(stop, first + chunk)):
+                self._infos.append((i, self.client.publish(self.topic, f'{{"x":{i},"y":{i % 97}}}', qos=1)))
+                self.sent = i + 1
+            pace.wait(0.05)
+
+    def acked(self) -> set[int]:
+        return {x for x, info in list(self._infos) if info.is_published()}
+
+    def finish(self, timeout: float = 120) -> None:
+        """Until everything was sent and acknowledged."""
+        self._thread.join(timeout)
+        start, stop = self.range
+        wait_for(lambda: len(self.acked()) == stop - start, timeout=timeout, what="every publish acknowledged")
+        self.client.disconnect()
+        self.client.loop_stop()
