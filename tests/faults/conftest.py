@@ -157,3 +157,71 @@ class DevicePublisher:
         wait_for(lambda: len(self.acked()) == stop - start, timeout=timeout, what="every publish acknowledged")
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class ViewerProcess:
+    """`rtdp viewer` in a process of its own on a fixed free port (so a restart keeps the URL)."""
+
+    def __init__(self, broker: Mosquitto, db_url: str, workdir: Path, port: int, *extra: str) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.args = [
+            sys.executable, "-m", "rtdp", "viewer", "--broker", broker.url, "--db", db_url,
+            "--http", f"127.0.0.1:{port}", "--data-dir", str(workdir / "data"), *extra,
+        ]
+        self.log = workdir / f"viewer-{port}.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        import httpx
+
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(self.args, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+
+        def ready() -> bool:
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(ready, timeout=60, what=f"viewer on {self.port} ready")
+
+    def stop(self) -> int:
+        return terminate(self.process)
+
+
+class ResumingReader:
+    """A browser's EventSource in a thread: reads the stream, reconnects with Last-Event-ID whenever it ends
+    (as browsers do), and keeps every event id in the order received."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.ids: list[int] = []
+        self.connections = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import httpx
+
+        while not self._stop.is_set():
+            headers = {"Last-Event-ID": str(self.ids[-1])} if self.ids else {}
+            try:
+                with httpx.stream("GET", self.url, headers=headers, timeout=httpx.Timeout(5.0, read=3.0)) as response:
+                    if response.status_code != 200:
+                        raise httpx.HTTPError(f"status {response.status_code}")
+                    self.connections += 1
+                    for line in response.iter_lines():
+                        if line.startswith("id:"):
+                            self.ids.append(int(line[3:].strip()))
+                        if self._stop.is_set():
+                            return
+            except httpx.HTTPError:
+                pass
+            self._stop.wait(0.2)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
