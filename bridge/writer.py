@@ -117,7 +117,8 @@ class Writer:
         while True:
             try:
                 return self._attempt(messages, isolate=data_failures >= 2)
-            except DATABASE_ERRORS as exc:
+            except DATABASE_ERRORS as failure:
+                exc = _cause(failure)
                 self.stats.db_failures += 1
                 if not isinstance(exc, UNAVAILABLE):
                     data_failures += 1
@@ -254,3 +255,19 @@ class Writer:
         )
         notice = ErrorNotice.of(rejection.message, rejection.code, rejection.detail, message.topic, message.payload)
         return Notice(topic, encode_error(notice))
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error that ended a transaction. SQLite rolls back by itself on some errors ("database or disk is
+    full"), and the rollback on leaving the transaction then fails with "cannot rollback - no transaction is
+    active", which would hide why."""
+    if "rollback" not in str(exc):
+        return exc
+    context = exc.__context__
+    for _ in range(4):  # the failed rollback, wrapped by Peewee, then what made it fail
+        if context is None:
+            break
+        if isinstance(context, DATABASE_ERRORS) and "rollback" not in str(context):
+            return context
+        context = context.__context__
+    return exc

@@ -255,6 +255,12 @@ class Settings:
         5.0, "Seconds an HTTP point waits for the broker's acknowledgement before 503 (up to 60).",
         serve_and("viewer"),
     )
+    min_free_disk: int = setting(
+        16 * 1024 * 1024,
+        "Bytes that must stay free where the SQLite database is for /readyz to say ready (a full disk stops"
+        " every write).",
+        serve_and("viewer"),
+    )
     sse_queue: int = setting(
         1000, "Live streams: points queued per client; a client that falls further behind reconnects.",
         serve_and("viewer"),
@@ -410,6 +416,8 @@ class Settings:
             raise _invalid("http_max_pending", f"must be 1-60000, got {self.http_max_pending}")
         if not 0 < self.http_publish_timeout <= 60:
             raise _invalid("http_publish_timeout", f"must be in (0, 60] seconds, got {self.http_publish_timeout}")
+        if self.min_free_disk < 0:
+            raise _invalid("min_free_disk", f"must not be negative, got {self.min_free_disk}")
         if self.sse_queue < 1:
             raise _invalid("sse_queue", f"must be at least 1, got {self.sse_queue}")
         if not 0 < self.sse_max_lag <= 3600:

@@ -123,6 +123,10 @@ class Dialect(abc.ABC):
     def size(self, db: pw.Database) -> int | None:
         """Bytes the database takes, or None when it cannot tell."""
 
+    @abc.abstractmethod
+    def free_bytes(self, db: pw.Database) -> int | None:
+        """Bytes free for the database's files to grow into, or None when that is not ours to see (a server)."""
+
 
 # -- SQLite -------------------------------------------------------------------------------------------
 
@@ -255,6 +259,13 @@ class Sqlite(Dialect):
         if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
             return None
         return sum(os.path.getsize(p) for p in (path, path + "-wal", path + "-shm") if os.path.exists(p))
+
+    def free_bytes(self, db: pw.Database) -> int | None:
+        path = getattr(db, "database", None)
+        if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
+            return None
+        stat = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        return stat.f_bavail * stat.f_frsize
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------------
@@ -389,6 +400,9 @@ class Postgres(Dialect):
     def size(self, db: pw.Database) -> int | None:
         row = execute(db, "SELECT pg_database_size(current_database())", ()).fetchone()
         return int(row[0]) if row else None
+
+    def free_bytes(self, db: pw.Database) -> int | None:
+        return None  # the server's disk: PostgreSQL refuses writes itself, and its host is watched apart
 
 
 # -- choosing one -------------------------------------------------------------------------------------
