@@ -171,8 +171,6 @@ def _count_sql(param: str) -> str:
     )
 
 
-
-
 _HEAD_TABLE = FeedHead._meta.table_name
 _HEAD_FEED, _HEAD_LAST = FeedHead.feed.column_name, FeedHead.last_id.column_name
 

@@ -75,7 +75,8 @@ def nginx_site(tmp_path: Path) -> Iterator[tuple[int, list[int]]]:
     port, viewers = free_port(), [free_port(), free_port()]
     site = (DEPLOY / "nginx" / "rtdp.conf").read_text()
     site = site.replace("listen 80;", f"listen 127.0.0.1:{port};")
-    site = site.replace("127.0.0.1:8001", f"127.0.0.1:{viewers[0]}").replace("127.0.0.1:8002", f"127.0.0.1:{viewers[1]}")
+    for default, chosen in zip(("127.0.0.1:8001", "127.0.0.1:8002"), viewers, strict=True):
+        site = site.replace(default, f"127.0.0.1:{chosen}")
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     (prefix / "rtdp.conf").write_text(site)
