@@ -129,7 +129,8 @@ class Writer:
         while True:
             try:
                 return self._attempt(messages, isolate=data_failures >= 2)
-            except DATABASE_ERRORS as exc:
+            except DATABASE_ERRORS as failure:
+                exc = _cause(failure)
                 self.stats.db_failures += 1
                 if not isinstance(exc, UNAVAILABLE):
                     data_failures += 1
@@ -199,18 +200,20 @@ class Writer:
         arrivals = Counter(p.message.arrived for p in prepared if p.rejection is None)
         for arrived, times in arrivals.items():
             self.stats.store_delay_hist.observe(max(0.0, committed - arrived), times)
-        return self._result(prepared, stored, time.perf_counter() - started)
+        return self._result(prepared, [stored], time.perf_counter() - started)
 
     def _isolated(self, prepared: list[_Prepared]) -> BatchResult:
         """Last resort after repeated data errors: one transaction per message, so one message the
         database refuses (not one the codec refused) cannot block the rest forever."""
-        stored: list[store.StoredPoint] = []
+        # A notice per commit: another writer's commit of the same feed may come in between, and a
+        # notice says which head it follows.
+        commits: list[store.Written] = []
         started = time.perf_counter()
         for item in prepared:
             alerts: list[Alert] = []
             try:
                 with self.db.atomic():
-                    stored.extend(self._commit([item], alerts))
+                    commits.append(self._commit([item], alerts))
                 self._submit(alerts)
             except UNAVAILABLE:
                 raise
@@ -219,14 +222,13 @@ class Writer:
                 item.samples = None
                 with self.db.atomic():
                     self._commit([item], [])
-        stored.sort(key=lambda p: p.id)
-        return self._result(prepared, stored, time.perf_counter() - started)
+        return self._result(prepared, commits, time.perf_counter() - started)
 
     def _submit(self, alerts: list[Alert]) -> None:
         if alerts and self.alerting is not None:
             self.alerting.submit(alerts)
 
-    def _commit(self, prepared: list[_Prepared], alerts: list[Alert]) -> list[store.StoredPoint]:
+    def _commit(self, prepared: list[_Prepared], alerts: list[Alert]) -> store.Written:
         """Write the batch (inside the caller's transaction); the alerts its points cause go to `alerts`."""
         received = time.time()
         pairs = [
@@ -250,8 +252,9 @@ class Writer:
                 Rejection.delete().where(Rejection.id <= newest - REJECTIONS_KEPT).execute()
         return stored
 
-    def _result(self, prepared: list[_Prepared], stored: list[store.StoredPoint], seconds: float) -> BatchResult:
-        result = BatchResult(stored_points=len(stored))
+    def _result(self, prepared: list[_Prepared], commits: list[store.Written], seconds: float) -> BatchResult:
+        stored_points = sum(len(stored) for stored in commits)
+        result = BatchResult(stored_points=stored_points)
         axes: dict[int, AxisOf] = {}
         for index, p in enumerate(prepared):
             if p.rejection is not None:
@@ -263,9 +266,10 @@ class Writer:
                 route, axis_id = p.route, p.route.axis_id
                 if axis_id not in axes:
                     axes[axis_id] = AxisOf(route.feed, route.axis, route.y_cast)
-        for feed, payload in encode_stored(stored, axes).items():
-            result.notices.append(Notice(stored_topic(feed), payload))
-        self.stats.record_batch(len(stored), result.stored_messages, seconds)
+        for stored in commits:
+            for feed, payload in encode_stored(stored, axes, stored.follows).items():
+                result.notices.append(Notice(stored_topic(feed), payload))
+        self.stats.record_batch(stored_points, result.stored_messages, seconds)
         return result
 
     def _rejection_notice(self, message: Incoming, rejection: Rejected) -> Notice:
@@ -276,3 +280,19 @@ class Writer:
         )
         notice = ErrorNotice.of(rejection.message, rejection.code, rejection.detail, message.topic, message.payload)
         return Notice(topic, encode_error(notice))
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error that ended a transaction. SQLite rolls back by itself on some errors ("database or disk is
+    full"), and the rollback on leaving the transaction then fails with "cannot rollback - no transaction is
+    active", which would hide why."""
+    if "rollback" not in str(exc):
+        return exc
+    context = exc.__context__
+    for _ in range(4):  # the failed rollback, wrapped by Peewee, then what made it fail
+        if context is None:
+            break
+        if isinstance(context, DATABASE_ERRORS) and "rollback" not in str(context):
+            return context
+        context = context.__context__
+    return exc

@@ -24,6 +24,7 @@ from rtdp.models import (
     AlertRule,
     Axis,
     BrowserSession,
+    FeedHead,
     PurgeLog,
     RightsRevision,
     Summary,
@@ -106,6 +107,12 @@ def _create_alerts(db: pw.Database) -> None:
     db.create_tables([AlertRule, AlertEvent, AlertLease], safe=True)
 
 
+def _create_feed_head(db: pw.Database) -> None:
+    # FeedHead: each feed's newest committed point id; stored notices name the head they follow. Feeds
+    # get their row on their next write (until then their notices say they follow an unknown head).
+    db.create_tables([FeedHead], safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     _add_token_broker_hash,
     _index_point_axis_x_y,
@@ -117,6 +124,7 @@ MIGRATIONS: list[Migration] = [
     _add_token_address_and_expiry,
     _add_axis_unit_and_label,
     _create_alerts,
+    _create_feed_head,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

@@ -197,6 +197,19 @@ class RightsRevision(BaseModel):
         table_name = "rights_revision"
 
 
+class FeedHead(BaseModel):
+    """Per feed, the id of its newest committed point, moved by every write of its points under the
+    feed's write lock (rtdp.store.write). Each stored notice says which head it follows, so a viewer
+    hearing notices of several bridges out of order sees a missing batch and waits for it (viewer/order.py)."""
+
+    feed = pw.ForeignKeyField(Feed, primary_key=True, on_delete="CASCADE")
+    feed_id: int
+    last_id = pw.BigIntegerField()
+
+    class Meta:
+        table_name = "feed_head"
+
+
 class EmulatorState(BaseModel):
     source = pw.CharField(max_length=64, primary_key=True)
     enabled = pw.BooleanField(default=False)
@@ -283,5 +296,5 @@ class AlertLease(BaseModel):
 
 ALL_MODELS: list[type[BaseModel]] = [
     User, Group, Membership, Feed, Share, Axis, Point, Summary, Token, EmulatorState, Rejection, PurgeLog,
-    BrowserSession, RightsRevision, AlertRule, AlertEvent, AlertLease,
+    BrowserSession, RightsRevision, AlertRule, AlertEvent, AlertLease, FeedHead,
 ]

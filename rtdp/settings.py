@@ -224,6 +224,12 @@ class Settings:
         None, "Share the feeds/# subscription with other bridges ($share/NAME/...).", serve_and("bridge"),
         shown="none",
     )
+    retire: bool = setting(
+        False,
+        "Store what the broker queued for --client-id's session (a bridge gone for good), remove the session so"
+        " its share goes to the other bridges, and exit.",
+        ("bridge",),
+    )
     # The bridge's MQTT client id; None derives a stable one (the broker keeps its session by id).
     client_id: str | None = setting(
         None, "Stable MQTT client id of the bridge, so the broker keeps its session.", serve_and("bridge"),
@@ -247,6 +253,12 @@ class Settings:
     # HTTP ingestion: seconds to wait for the broker's PUBACK before answering 503.
     http_publish_timeout: float = setting(
         5.0, "Seconds an HTTP point waits for the broker's acknowledgement before 503 (up to 60).",
+        serve_and("viewer"),
+    )
+    min_free_disk: int = setting(
+        16 * 1024 * 1024,
+        "Bytes that must stay free where the SQLite database is for /readyz to say ready (a full disk stops"
+        " every write).",
         serve_and("viewer"),
     )
     sse_queue: int = setting(
@@ -424,12 +436,16 @@ class Settings:
             raise _invalid("http_max_pending", f"must be 1-60000, got {self.http_max_pending}")
         if not 0 < self.http_publish_timeout <= 60:
             raise _invalid("http_publish_timeout", f"must be in (0, 60] seconds, got {self.http_publish_timeout}")
+        if self.min_free_disk < 0:
+            raise _invalid("min_free_disk", f"must not be negative, got {self.min_free_disk}")
         if self.sse_queue < 1:
             raise _invalid("sse_queue", f"must be at least 1, got {self.sse_queue}")
         if not 0 < self.sse_max_lag <= 3600:
             raise _invalid("sse_max_lag", f"must be in (0, 3600] seconds, got {self.sse_max_lag}")
         if self.sse_heartbeat <= 0:
             raise _invalid("sse_heartbeat", f"must be positive, got {self.sse_heartbeat}")
+        if self.retire and self.client_id is None:
+            raise _invalid("retire", "needs --client-id: the client id of the bridge whose session to take over")
         if self.share_group is not None and ("/" in self.share_group or not self.share_group):
             raise _invalid("share_group", f"must be a non-empty name without '/', got {self.share_group!r}")
         if self.log_level.lower() not in LEVELS:

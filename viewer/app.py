@@ -29,8 +29,10 @@ from rtdp.database import open_database
 from rtdp.errors import ConfigError
 from rtdp.handoff import DirectWrite, NoticeTap
 from rtdp.mqtt import Endpoint
+from rtdp.notices import StoredEvent
 from rtdp.openfiles import allow_open_files
 from rtdp.settings import HostPort, Settings
+from rtdp.store import points_after_named
 from rtdp.throttle import Throttle
 from viewer.accesslog import AccessLog
 from viewer.alerts_api import alert_routes
@@ -44,6 +46,7 @@ from viewer.hub import Hub
 from viewer.ingest import JSON_HEADER, ingest_asgi, ingest_routes, lean_answer, lean_path
 from viewer.metrics import Metrics
 from viewer.openapi import openapi_routes
+from viewer.order import InOrder
 from viewer.publisher import Publisher
 from viewer.sharing_api import sharing_routes
 from viewer.state import ViewerState
@@ -123,19 +126,25 @@ def create_app(
         for collector in collectors:
             metrics.registry.register(collector)
         hub = Hub(settings.sse_queue, settings.sse_max_lag, on_drop=metrics.sse_dropped.inc)
+
+        async def missing(feed: str, after: int, limit: int) -> list[StoredEvent]:
+            rows = await loop.run_in_executor(pool, points_after_named, feed, after, limit)
+            return [StoredEvent(*row) for row in rows]
+
+        in_order = InOrder(hub.dispatch, missing, hub.watched)
         publisher = Publisher(
             endpoint,
             client_id,
             max_pending=settings.http_max_pending,
             timeout=settings.http_publish_timeout,
-            on_stored=hub.dispatch,
-            watched=hub.watched,
+            on_stored=in_order.dispatch,
+            watched=in_order.is_watched,
             on_alert=hub.alert,
             subscribe=notices is None,
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        state = ViewerState(settings, opened, publisher, hub, metrics, pool, hashing, direct)
+        state = ViewerState(settings, opened, publisher, hub, metrics, pool, hashing, direct, in_order)
         if logins is not None:
             state.logins = logins
         app.state.viewer = state
@@ -154,6 +163,7 @@ def create_app(
             await state.rights.stop()
             hub.close()
             await publisher.stop()
+            in_order.close()
             if hash_pool is None:
                 hashing.shutdown(wait=True)
             pool.shutdown(wait=True)

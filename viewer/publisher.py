@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from rtdp.errors import Unavailable
 from rtdp.mqtt import Client, Endpoint, MqttError, Publish, Subscription
-from rtdp.notices import StoredEvent, decode_stored
+from rtdp.notices import StoredEvent, decode_stored_notice
 from rtdp.topic import ALERTS_PREFIX, STORED_PREFIX, check_name
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,8 @@ NOTICES_FILTER = "rtdp/+/+"
 _STORED_PREFIX = f"{STORED_PREFIX}/".encode()
 _ALERTS_PREFIX = f"{ALERTS_PREFIX}/".encode()
 
-StoredHandler = Callable[[str, list[StoredEvent]], None]
+# (feed, its points just stored, the feed's newest point id before them or None): viewer.order.InOrder.dispatch.
+StoredHandler = Callable[[str, list[StoredEvent], int | None], None]
 AlertHandler = Callable[[str, bytes], None]
 
 
@@ -141,13 +142,13 @@ class Publisher:
             return
         try:
             check_name(feed, "feed")
-            events = decode_stored(payload)
+            events, after = decode_stored_notice(payload)
         except Exception:  # noqa: BLE001 -- a bad message must never break the read loop
             log.warning("ignoring malformed message on %s", topic[:100])
             return
         if events:
             try:
-                handler(feed, events)
+                handler(feed, events, after)
             except Exception:  # noqa: BLE001 -- one feed's failure must not lose the rest of the read
                 log.exception("stored-points handler failed for feed %s", feed)
 

@@ -24,6 +24,7 @@ from rtdp.settings import Settings
 from rtdp.throttle import Throttle
 from viewer.hub import Hub
 from viewer.metrics import Metrics
+from viewer.order import InOrder
 from viewer.publisher import Publisher
 
 P = ParamSpec("P")
@@ -44,6 +45,9 @@ class ViewerState:
     # `rtdp serve` with its embedded broker: points go to the broker and writer in this process
     # (rtdp.handoff), not through the MQTT client.
     direct: DirectWrite | None = None
+    # Stored notices put back in commit order before the hub (several bridges); streams tell it where
+    # a feed stood when they subscribed.
+    order: InOrder | None = None
     # Verified credentials and feed/permission decisions, reused for `settings.credential_ttl` and
     # `settings.decision_ttl` (the broker uses the same lifetimes); changes made through this viewer
     # clear them at once.
