@@ -323,23 +323,31 @@ class AccessControl:
         return principal
 
     def permits_now(
-        self, client_id: str | None, topic: str, action: TopicAction, memo: dict[object, bool | None] | None = None
+        self,
+        client_id: str | None,
+        topic: str,
+        action: TopicAction,
+        memo: dict[object, bool] | None = None,
+        *,
+        stale: bool = False,
     ) -> bool | None:
         """What `permits` answers for PUBLISH or RECEIVE when that is known without waiting (credentials
         checked within their lifetime, the decision cached), else None: then ask `permits`, which reads
         the database, counts and logs. Counts and logs nothing itself. `memo` (one per message) keeps the
-        answer per principal: 2,000 sessions of one user cost one cache lookup, not 2,000
-        (broker.fastpath)."""
+        answers per principal: 2,000 sessions of one user cost one cache lookup, not 2,000
+        (broker.fastpath). `stale`: the principal as last checked even if its credentials are due for a
+        check (for a message queued for an offline session, which is checked again when sent: an offline
+        session's credentials are never read again just to queue for it)."""
         held = self._principals.get(client_id or "")
-        if held is None or held.expires < time.monotonic():
+        if held is None or (not stale and held.expires < time.monotonic()):
             return None
         principal = held.principal
         if principal.service:
             return True
         if memo is not None:
-            known = memo.get(principal.cache_key, memo)
-            if known is not memo:
-                return known  # type: ignore[return-value]
+            known = memo.get(principal.cache_key)
+            if known is not None:
+                return known
         if action is TopicAction.PUBLISH:
             feed, access = _published_feed(topic), Access.WRITE
         elif action is TopicAction.RECEIVE:
@@ -347,7 +355,9 @@ class AccessControl:
         else:
             return None
         decision = self._decisions.get((principal.cache_key, feed, access)) if feed is not None else None
-        answer = None if decision is None else decision is not Decision.DENY
+        if decision is None:
+            return None
+        answer = decision is not Decision.DENY
         if memo is not None:
             memo[principal.cache_key] = answer
         return answer

@@ -67,6 +67,14 @@ from broker.intake import wanted
 if TYPE_CHECKING:
     from broker.server import _AmqttBroker
 
+import collections as _c
+import sys as _s
+
+DBG: _c.Counter[str] = _c.Counter()
+def _dump() -> None:
+    print("FASTDBG", dict(DBG), file=_s.stderr, flush=True)
+    asyncio.get_running_loop().call_later(3, _dump)
+
 # Seconds one connection's reader runs before it lets the loop serve others.
 SLICE = 0.002
 
@@ -150,11 +158,12 @@ class FastPath:
         or None if a RECEIVE decision is not cached."""
         subscriptions = self.broker.subscriptions
         permits_now, receive = self.access.permits_now, TopicAction.RECEIVE
-        memo: dict[object, bool | None] = {}
+        memo: dict[object, bool] = {}
         found: list[tuple[Any, int]] = []
         for topic_filter in subscriptions.matching(topic):
             for target, granted in subscriptions.get(topic_filter, ()):
-                permitted = permits_now(target.client_id, topic, receive, memo)
+                offline = target.transitions.state != "connected"
+                permitted = permits_now(target.client_id, topic, receive, memo, stale=offline)
                 if permitted is None:
                     return None
                 if permitted:

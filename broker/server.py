@@ -40,7 +40,7 @@ from broker.access import AccessControl, TopicAction, session_id
 from broker.acks import MAX_UNSETTLED, AckAfterSettleHandler, settle
 from broker.delivery import DeliveryHandler
 from broker.errors import BrokerError, PortInUse
-from broker.fastpath import FastHandler, FastPath, OfflineQueue
+from broker.fastpath import SLICE, FastHandler, FastPath, OfflineQueue
 from broker.gate import GateCounter, PacketGate
 from broker.intake import Sink, wanted
 from broker.limits import ConnectionLimits, refuse, shut
@@ -389,17 +389,37 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         # at QoS 1 included. Our own notices (no published QoS) go at the subscription's QoS.
         broadcast = await self._broadcast_queue.get()
         self._broadcasting = True
+        started = time.monotonic()
         try:
-            await self._fan_out(broadcast, running_tasks)
+            while True:
+                await self._fan_out(broadcast, running_tasks)
+                # What queued meanwhile, in order, without a task and an `asyncio.wait` each; the loop is given
+                # back after SLICE seconds.
+                if self._broadcast_queue.empty() or time.monotonic() - started > SLICE:
+                    break
+                broadcast = self._broadcast_queue.get_nowait()
         finally:
             self._broadcasting = False
 
     async def _fan_out(self, broadcast: dict[str, Any], running_tasks: deque[asyncio.Task[Any]]) -> None:
-        topic, published = broadcast["topic"], broadcast.get("qos")
+        topic, published, data = broadcast["topic"], broadcast.get("qos"), broadcast["data"]
+        # Every decision cached (as it is but once per decision_ttl): broker.fastpath's fan-out, without awaits,
+        # one message object shared by the offline sessions' queues.
+        targets = self.fast.targets(topic, published) if self.fast.enabled and data is not None else None
+        if targets is not None:
+            self.fast.deliver(targets, topic, bytes(data))
+            return
+        memo: dict[object, bool] = {}  # AccessControl.permits_now: one decision per principal
         for topic_filter in self._subscriptions.matching(topic):
             for target, granted in list(self._subscriptions.get(topic_filter, ())):
                 qos = granted if published is None else min(published, granted)
-                if not await self._topic_filtering(target, topic=topic, action=Action.RECEIVE):
+                offline = target.transitions.state != "connected"
+                permitted = self.access.permits_now(target.client_id, topic, TopicAction.RECEIVE, memo, stale=offline)
+                if permitted is None:
+                    permitted = await self._topic_filtering(target, topic=topic, action=Action.RECEIVE)
+                elif permitted:
+                    self.access.messages_out += 1  # as `permits` counts
+                if not permitted:
                     continue
                 if target.transitions.state != "connected":
                     # Queued for an offline persistent session, QoS 1 and 2 only (3.1.2.4).
