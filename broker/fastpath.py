@@ -67,14 +67,6 @@ from broker.intake import wanted
 if TYPE_CHECKING:
     from broker.server import _AmqttBroker
 
-import collections as _c
-import sys as _s
-
-DBG: _c.Counter[str] = _c.Counter()
-def _dump() -> None:
-    print("FASTDBG", dict(DBG), file=_s.stderr, flush=True)
-    asyncio.get_running_loop().call_later(3, _dump)
-
 # Seconds one connection's reader runs before it lets the loop serve others.
 SLICE = 0.002
 
