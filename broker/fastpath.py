@@ -22,9 +22,11 @@ subscribers, synchronously, on the connection's reader task:
 Anything else takes amqtt's way, unchanged, and so does a message whenever the fast path could change
 an outcome or an order: QoS 2, the retain flag, DUP on QoS 0, wildcards, `$` or undecodable topics;
 an ACL decision not cached, or refused (the slow path logs and counts it); a full intake (the slow path
-waits: back-pressure); anything of this client's still queued for or being handled by its session loop
-(a SUBSCRIBE before a PUBLISH takes effect first); and any broadcast still on amqtt's queue (a
-subscriber gets each publisher's messages in order). A plugin listening to the events skipped here
+waits: back-pressure); a QoS 2 flow of this client's still open; and any broadcast still on amqtt's
+queue (a subscriber gets each publisher's messages in order). While this client's session loop still
+has earlier packets of its own (a SUBSCRIBE, a PUBLISH that went amqtt's way), the reader waits for it
+to finish them (up to `DRAIN_WAIT`) before it takes the next PUBLISH: a SUBSCRIBE takes effect before
+the PUBLISH sent after it, and a burst does not stay on amqtt's path to its end. A plugin listening to the events skipped here
 (message received or broadcast, packet received, queued for an offline session) turns the fast path off.
 
 One connection's reader gives the loop back every `SLICE` seconds, so a client sending fast (or a
@@ -69,6 +71,8 @@ if TYPE_CHECKING:
 
 # Seconds one connection's reader runs before it lets the loop serve others.
 SLICE = 0.002
+# Seconds a reader waits for its session loop to finish this client's earlier packets.
+DRAIN_WAIT = 1.0
 
 # The events whose plugins the fast path would skip: any listener turns it off.
 _SKIPPED_EVENTS = (
@@ -191,6 +195,7 @@ class FastHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is unty
         super().__init__(*args, **kwargs)
         self.taken = 0  # items the session loop took and has not finished with (broker.server)
         self._slow_publishes = 0  # amqtt handle_publish tasks not finished
+        self._drained: asyncio.Future[None] | None = None  # the reader waits for the session loop
 
     async def mqtt_deliver_next_message(self) -> Any:
         message = await super().mqtt_deliver_next_message()
@@ -208,15 +213,34 @@ class FastHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is unty
         self.taken += 1
         return unsubscription
 
-    def _quiet(self) -> bool:
-        """Nothing of this client's is waiting for or inside its session loop."""
-        return (
-            not self.taken
-            and not self._slow_publishes
-            and self.session.delivered_message_queue.empty()
-            and self._pending_subscriptions.empty()
-            and self._pending_unsubscriptions.empty()
+    def _backlog(self) -> bool:
+        """Something of this client's is waiting for or inside its session loop."""
+        return bool(
+            self.taken
+            or not self.session.delivered_message_queue.empty()
+            or not self._pending_subscriptions.empty()
+            or not self._pending_unsubscriptions.empty()
         )
+
+    def done_one(self) -> None:
+        """The session loop finished with an item it took (broker.server)."""
+        self.taken -= 1
+        drained = self._drained
+        if drained is not None and not drained.done() and not self._backlog():
+            drained.set_result(None)
+
+    async def _until_drained(self) -> None:
+        # The session loop has this client's earlier packets: a PUBLISH that went amqtt's way, a SUBSCRIBE.
+        # Wait for it (this client only) rather than queue behind it: a burst would otherwise stay on
+        # amqtt's path to its end. Bounded, in case the loop is held up; then amqtt's way.
+        self._drained = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(DRAIN_WAIT):
+                await self._drained
+        except TimeoutError:
+            pass
+        finally:
+            self._drained = None
 
     async def _reader_loop(self) -> None:
         take = getattr(self.reader, "packet", None)
@@ -249,7 +273,15 @@ class FastHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is unty
                         packet = await take()
                 if packet is None:
                     break
-                if not (packet[0] >> 4 == PUBLISH and self._publish_fast(fast, packet)):
+                ordinary = self._ordinary(packet) if packet[0] >> 4 == PUBLISH else None
+                if ordinary is not None and not self._slow_publishes and self._backlog():
+                    await self._until_drained()
+                if not (
+                    ordinary is not None
+                    and not self._slow_publishes
+                    and not self._backlog()
+                    and fast.publish(self, self.session, *ordinary)
+                ):
                     task = await self._dispatch(packet)
                     if task is not None:
                         running.append(task)
@@ -273,13 +305,12 @@ class FastHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is unty
         self._reader_stopped.set()
         await self.stop()
 
-    def _publish_fast(self, fast: FastPath, packet: bytes) -> bool:
-        if not self._quiet():
-            return False
+    def _ordinary(self, packet: bytes) -> tuple[str, bytes, int, int | None] | None:
+        """A PUBLISH's topic, payload, QoS and packet id if the fast path may take it, else None."""
         first = packet[0]
         qos = (first >> 1) & 3
         if qos > 1 or first & 1 or (qos == 0 and first & 8):
-            return False  # QoS 2, retain, DUP on QoS 0: amqtt's way
+            return None  # QoS 2, retain, DUP on QoS 0: amqtt's way
         pos = 1
         while packet[pos] & 0x80:
             pos += 1
@@ -288,18 +319,18 @@ class FastHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is unty
         try:
             topic = packet[pos + 2 : end].decode("utf-8")
         except UnicodeDecodeError:
-            return False
+            return None
         if not topic or topic[0] == "$" or "+" in topic or "#" in topic or "\x00" in topic:
-            return False
+            return None
         packet_id = None
         if qos:
             packet_id = int.from_bytes(packet[end : end + 2], "big")
             end += 2
             if not packet_id:
-                return False
+                return None
         if end > len(packet):
-            return False
-        return fast.publish(self, self.session, topic, packet[end:], qos, packet_id)
+            return None
+        return topic, packet[end:], qos, packet_id
 
     async def _dispatch(self, packet: bytes) -> asyncio.Task[Any] | None:
         # amqtt's parse and dispatch of one packet, from the bytes the gate read.

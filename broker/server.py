@@ -573,11 +573,11 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
                     connected = False
                 if subscribe_waiter in done:
                     await self._handle_subscription(client_session, handler, subscribe_waiter)
-                    handler.taken -= 1  # broker.fastpath: this client's later publishes may go fast again
+                    handler.done_one()  # broker.fastpath: this client's later publishes may go fast again
                     subscribe_waiter = asyncio.ensure_future(handler.get_next_pending_subscription())
                 if unsubscribe_waiter in done:
                     await self._handle_unsubscription(client_session, handler, unsubscribe_waiter)
-                    handler.taken -= 1
+                    handler.done_one()
                     unsubscribe_waiter = asyncio.ensure_future(handler.get_next_pending_unsubscription())
                 if connected and wait_deliver in done:
                     if not await self._handle_message_delivery(client_session, handler, wait_deliver):
@@ -586,7 +586,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
                         # Close it, and go on to handle that disconnect as any other.
                         await handler.handle_connection_closed()
                     if wait_deliver.result() is not None:
-                        handler.taken -= 1
+                        handler.done_one()
                     wait_deliver = asyncio.ensure_future(handler.mqtt_deliver_next_message())
             except asyncio.CancelledError:
                 break
