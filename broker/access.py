@@ -328,18 +328,14 @@ class AccessControl:
         topic: str,
         action: TopicAction,
         memo: dict[object, bool] | None = None,
-        *,
-        stale: bool = False,
     ) -> bool | None:
         """What `permits` answers for PUBLISH or RECEIVE when that is known without waiting (credentials
         checked within their lifetime, the decision cached), else None: then ask `permits`, which reads
         the database, counts and logs. Counts and logs nothing itself. `memo` (one per message) keeps the
         answers per principal: 2,000 sessions of one user cost one cache lookup, not 2,000
-        (broker.fastpath). `stale`: the principal as last checked even if its credentials are due for a
-        check (for a message queued for an offline session, which is checked again when sent: an offline
-        session's credentials are never read again just to queue for it)."""
+        (broker.fastpath)."""
         held = self._principals.get(client_id or "")
-        if held is None or (not stale and held.expires < time.monotonic()):
+        if held is None or held.expires < time.monotonic():
             return None
         principal = held.principal
         if principal.service:

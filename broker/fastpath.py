@@ -26,8 +26,9 @@ waits: back-pressure); a QoS 2 flow of this client's still open; and any broadca
 queue (a subscriber gets each publisher's messages in order). While this client's session loop still
 has earlier packets of its own (a SUBSCRIBE, a PUBLISH that went amqtt's way), the reader waits for it
 to finish them (up to `DRAIN_WAIT`) before it takes the next PUBLISH: a SUBSCRIBE takes effect before
-the PUBLISH sent after it, and a burst does not stay on amqtt's path to its end. A plugin listening to the events skipped here
-(message received or broadcast, packet received, queued for an offline session) turns the fast path off.
+the PUBLISH sent after it, and a burst does not stay on amqtt's path to its end. A plugin listening to
+the events skipped here (message received or broadcast, packet received, queued for an offline session)
+turns the fast path off.
 
 One connection's reader gives the loop back every `SLICE` seconds, so a client sending fast (or a
 message fanned out to thousands of sessions) cannot hold the loop that HTTP and every other client share.
@@ -158,8 +159,7 @@ class FastPath:
         found: list[tuple[Any, int]] = []
         for topic_filter in subscriptions.matching(topic):
             for target, granted in subscriptions.get(topic_filter, ()):
-                offline = target.transitions.state != "connected"
-                permitted = permits_now(target.client_id, topic, receive, memo, stale=offline)
+                permitted = permits_now(target.client_id, topic, receive, memo)
                 if permitted is None:
                     return None
                 if permitted:
