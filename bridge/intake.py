@@ -121,6 +121,10 @@ class Intake:
                 await self._room.wait()
         self.stats.received += 1
 
+    def has_room(self) -> bool:
+        """Whether `put` would return at once (the queue is not full)."""
+        return len(self._queue.queue) + len(self._pending) < self._queue.maxsize
+
     def offer(
         self, topic: str, payload: bytes, arrived: float, creator: int | None, settled: asyncio.Future[None] | None
     ) -> bool:

@@ -35,6 +35,9 @@ class Sink(Protocol):
         # A sink may also have `offer(topic, payload, arrived, creator, settled) -> bool`: `put` without
         # waiting, False (nothing taken) when full; broker.fastpath uses it (bridge.intake.Intake.offer).
 
+    def has_room(self) -> bool:
+        """Whether `put` would return at once."""
+
 
 def wanted(topic: str) -> bool:
     """What the bridge's `feeds/#` subscription would get (wrong depths too: the bridge reports them)."""
