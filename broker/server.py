@@ -282,20 +282,21 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         # 20,000 publishes made 16 million copies). At `session_queue` the oldest goes: a device back
         # online wants the latest readings, and what it missed is stored anyway. Fix 14: saved, in groups.
         queue = target_session.retained_messages
-        persistence = self.persistence
-        if queue.qsize() >= self.session_queue:
-            dropped = queue.get_nowait()
-            if persistence is not None:
-                persistence.unqueued(dropped)
+        full = queue.qsize() >= self.session_queue
+        if full:
+            queue.get_nowait()
             self.dropped_queued += 1
             self._log.warning(
                 "session-queue", "offline session %r: queue full (%d), oldest message dropped",
                 (target_session.client_id or "")[:80], self.session_queue,
             )
+        persistence = self.persistence
         if persistence is None:
             await super()._retain_broadcast_message(broadcast, qos, target_session)
-        else:
-            queue.put_nowait(persistence.queued(target_session, broadcast["topic"], broadcast["data"], qos))
+            return
+        queue.put_nowait(persistence.queued(target_session, broadcast["topic"], broadcast["data"], qos))
+        if full:
+            persistence.trimmed(target_session)
 
     async def _start_listeners(self) -> None:
         # Fix 14: the saved sessions and retained messages are back before any client can connect.

@@ -52,7 +52,8 @@ def subscribe_and_leave(serve: Serve, topic: str = TOPIC) -> None:
     client = persistent(serve)
     assert client.subscribe(topic, 1) == 1
     close(client)
-    wait_for(lambda: db_rows(serve, "SELECT disconnected FROM broker_session")[0][0] is not None, what="saved")
+    saved = "SELECT 1 FROM broker_session WHERE disconnected IS NOT NULL"
+    wait_for(lambda: db_rows(serve, saved), what="the session saved offline")
 
 
 def publish(serve: Serve, values: range, topic: str = TOPIC) -> None:
@@ -110,8 +111,9 @@ def test_sessions_saved_expire_at_the_start_or_later(serve: Serve, monkeypatch: 
     now = time.time()
     with sqlite3.connect(serve.data_dir / "rtdp.sqlite3") as conn:
         # One session offline for longer than the expiry, one that reaches it a few seconds after the start.
-        conn.execute("UPDATE broker_session SET disconnected = ? WHERE client_id LIKE ?", (now - 3600, "%/" + SUBSCRIBER))
-        conn.execute("UPDATE broker_session SET disconnected = ? WHERE client_id LIKE ?", (now - 57, "%/soon-expired"))
+        update = "UPDATE broker_session SET disconnected = ? WHERE client_id LIKE ?"
+        conn.execute(update, (now - 3600, "%/" + SUBSCRIBER))
+        conn.execute(update, (now - 57, "%/soon-expired"))
     serve.start()
     left = db_rows(serve, "SELECT client_id FROM broker_session")
     assert [str(row[0]).rsplit("/", 1)[1] for row in left] == ["soon-expired"]

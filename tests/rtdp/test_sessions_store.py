@@ -19,7 +19,7 @@ def session(client_id: str, disconnected: float | None = NOW - 10, *queued: Queu
 def test_what_is_saved_is_loaded(any_db: pw.Database) -> None:
     binary = bytes(range(256))  # payloads are bytes, not text
     save([Changes(sessions=[session("u7/dev", NOW - 10, Queued(5, "feeds/a/t", b"1", 1))])])
-    save([Changes(queued=[("u7/dev", Queued(6, "feeds/a/t", binary, 2)), ("u7/gone", Queued(7, "feeds/a/t", b"x", 1))])])
+    save([Changes(queued=[("u7/dev", Queued(6, "feeds/a/t", binary, 2)), ("gone", Queued(7, "feeds/a/t", b"x", 1))])])
     loaded = load(expired_before=NOW - 100, now=NOW)
     assert loaded.sessions == [
         SavedSession(
@@ -32,7 +32,9 @@ def test_what_is_saved_is_loaded(any_db: pw.Database) -> None:
 
 def test_a_session_saved_whole_replaces_what_was_saved_of_it(any_db: pw.Database) -> None:
     save([Changes(sessions=[session("s", NOW, Queued(1, "t", b"1", 1), Queued(2, "t", b"2", 1))])])
-    save([Changes(unqueued=[1]), Changes(sessions=[session("s", None, Queued(3, "t", b"3", 1))])])
+    save([Changes(floors={"s": 2})])
+    assert [q.id for q in load(expired_before=0, now=NOW).sessions[0].queued] == [2]
+    save([Changes(sessions=[session("s", None, Queued(3, "t", b"3", 1))])])
     (loaded,) = load(expired_before=0, now=NOW).sessions
     assert loaded.queued == [Queued(3, "t", b"3", 1)]
     assert loaded.disconnected == NOW  # saved while connected (then killed): offline from the restart on
