@@ -352,6 +352,9 @@ def test_fast_path_agrees_with_the_general_path(points: list[dict[str, object]],
             dec(payload, casts)
         assert caught.value.message == f"element {index}: {message}"
         assert caught.value.detail["index"] == index
+    elif (repeat := repeated_x([e for e in expected if not isinstance(e, str)])) is not None:
+        with pytest.raises(InvalidInput, match=f"element {repeat[1]}: same x as element {repeat[0]}"):
+            dec(payload, casts)  # one x twice: refused whatever path decoded it
     else:
         assert dec(payload, casts) == expected
     # A single object: the same samples, or the same error without an element index.
