@@ -119,6 +119,10 @@ class Intake:
                 await self._room.wait()
         self.stats.received += 1
 
+    def has_room(self) -> bool:
+        """Whether `put` would return at once (the queue is not full)."""
+        return not self._queue.full()
+
     def start(self, publish: Publish) -> None:
         """Start the writer thread; notices go to `publish(topic, payload)` (called on that thread)."""
         if self._publish is not None:

@@ -504,6 +504,7 @@ def export(
     casts = Casts(x_cast, y_cast)
     # Axis by axis, so each is streamed without loading the feed (rows come ordered by axis, then x).
     by_axis = groupby(iter_export(feed_row, axes, low, high), key=itemgetter(0))
+    units = {axis.name: axis.unit for axis in axes}
     if fmt == "csv":
         output.write(export.csv_header(several))
         for name, rows in by_axis:
@@ -512,7 +513,7 @@ def export(
         output.write("[")
         first = True
         for name, rows in by_axis:
-            points = export.json_points(name, ((x, y) for _, x, y in rows), casts)
+            points = export.json_points(name, ((x, y) for _, x, y in rows), casts, units[name])
             output.write(("" if first else ",") + ",".join(points))
             first = False
         output.write("]\n")

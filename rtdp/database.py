@@ -89,6 +89,16 @@ def _add_token_address_and_expiry(db: pw.Database) -> None:
         run_migrations(migrator.add_column("token", "expires", pw.DoubleField(null=True)))
 
 
+def _add_axis_unit_and_label(db: pw.Database) -> None:
+    # Axis.unit and Axis.label: shown by the charts (one y scale per unit) and every page.
+    migrator = SchemaMigrator.from_database(db)
+    present = {c.name for c in db.get_columns("axis")}
+    if "unit" not in present:
+        run_migrations(migrator.add_column("axis", "unit", pw.CharField(max_length=32, null=True)))
+    if "label" not in present:
+        run_migrations(migrator.add_column("axis", "label", pw.CharField(max_length=64, null=True)))
+
+
 def _create_broker_state(db: pw.Database) -> None:
     # The embedded broker's persistent sessions and retained messages (broker.persistence).
     db.create_tables(BROKER_MODELS, safe=True)
@@ -103,6 +113,7 @@ MIGRATIONS: list[Migration] = [
     _create_browser_session,
     _create_rights_revision,
     _add_token_address_and_expiry,
+    _add_axis_unit_and_label,
     _create_broker_state,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

@@ -109,6 +109,9 @@ class Axis(BaseModel):
     # The finest level of the axis's rows in Summary: None until it has enough points, 127 for never
     # (rtdp.store.summary).
     summary_level = pw.SmallIntegerField(null=True)
+    # What the numbers are in ("°C", "%", "B/s") and a display name for pages ("Kitchen"); both optional.
+    unit = pw.CharField(max_length=32, null=True)
+    label = pw.CharField(max_length=64, null=True)
 
     class Meta:
         indexes = ((("feed", "name"), True),)

@@ -341,12 +341,15 @@ class Settings:
         5.0, "Seconds an idle HTTP keep-alive connection stays open.", serve_and("viewer")
     )
     # HTTP: open connections in total and from one client address; more are answered 503 and closed at
-    # once. Per address above a script's own pool (httpx opens up to 100) and a browser's 6 per host.
+    # once. In all: room for 1,000 live (SSE) viewers and the scripts beside them, which one process
+    # serves (bench/README.md); the process raises its open-file limit to match (rtdp.openfiles). Per
+    # address above a script's own pool (httpx opens up to 100) and a browser's 6 per host, a quarter
+    # of the total: one address cannot take every connection.
     http_max_connections: int = setting(
-        512, "Open HTTP connections in all; more are answered 503 and closed.", serve_and("viewer")
+        2048, "Open HTTP connections in all; more are answered 503 and closed.", serve_and("viewer")
     )
     http_connections_per_ip: int = setting(
-        128, "Open HTTP connections from one address (behind a proxy: all of them).", serve_and("viewer")
+        512, "Open HTTP connections from one address (behind a proxy: all of them).", serve_and("viewer")
     )
     # Embedded broker: messages one MQTT client may have read but not yet settled (stored, for feeds/ in
     # `rtdp serve`; QoS 1/2 ones are unacknowledged until then). Beyond it the broker stops reading from it.

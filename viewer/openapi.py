@@ -32,7 +32,8 @@ Y = {"oneOf": [{"type": "number"}, {"type": "boolean"}]}
 
 AXIS = _obj(
     {"name": TEXT, "point_count": {"type": "integer"}, "last_x": NULL_NUMBER,
-     "last_y": {"oneOf": [{"type": "number"}, {"type": "boolean"}], "nullable": True}, "last_seen": NULL_NUMBER},
+     "last_y": {"oneOf": [{"type": "number"}, {"type": "boolean"}], "nullable": True}, "last_seen": NULL_NUMBER,
+     "unit": NULL_TEXT, "label": NULL_TEXT},
     ("name", "point_count"),
 )
 FEED = _obj(
@@ -85,6 +86,8 @@ def _op(summary: str, status: int, schema: dict[str, Any] | None, *, params: tup
 FEED_P = _path("feed")
 AXIS_P = _path("axis")
 ANY_OBJECT = {"type": "object"}
+AXIS_PATCH = _obj({"name": TEXT, "unit": {"type": "string", "maxLength": 32, "nullable": True},
+                   "label": {"type": "string", "maxLength": 64, "nullable": True}})
 NO_BODY = None
 
 
@@ -118,7 +121,8 @@ def document() -> dict[str, Any]:
             },
             "/api/v1/feeds/{feed}/axes/{axis}": {
                 "get": _op("One axis.", 200, AXIS, params=(FEED_P, AXIS_P)),
-                "patch": _op("Rename the axis.", 200, AXIS, params=(FEED_P, AXIS_P), body=ANY_OBJECT),
+                "patch": _op("Rename the axis, or set its unit and display label (null or empty: none).", 200, AXIS,
+                             params=(FEED_P, AXIS_P), body=AXIS_PATCH),
                 "delete": _op("Delete the axis with its points.", 204, NO_BODY, params=(FEED_P, AXIS_P)),
             },
             "/api/v1/feeds/{feed}/axes/{axis}/points": {

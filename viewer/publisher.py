@@ -38,6 +38,7 @@ class Publisher:
         timeout: float,
         on_stored: StoredHandler | None = None,
         watched: Callable[[str], bool] = lambda feed: True,
+        subscribe: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self.max_pending = max_pending
@@ -49,7 +50,8 @@ class Publisher:
         # Callers waiting for their PUBACK (a metric); the client's `outstanding` also counts the mids whose
         # caller gave up (timeout) but whose PUBACK paho still awaits: both count against max_pending.
         self.pending = 0
-        subscription = Subscription(STORED_FILTER, self._on_messages) if on_stored is not None else None
+        # In `rtdp serve` the notices come in the process (rtdp.handoff.NoticeTap): no subscription.
+        subscription = Subscription(STORED_FILTER, self._on_messages) if on_stored is not None and subscribe else None
         # paho's own in-flight limit off (0): after every PUBACK it scans all its outgoing messages for one
         # to release, O(in flight) per point. max_pending bounds what paho holds instead.
         self.client = Client(
@@ -105,28 +107,33 @@ class Publisher:
             timer.cancel()
 
     def _on_messages(self, publishes: list[Publish]) -> None:
+        for publish in publishes:
+            if publish.topic.startswith(_STORED_PREFIX):
+                try:
+                    topic = publish.topic.decode()
+                except UnicodeDecodeError:
+                    continue
+                self.take_stored(topic, publish.payload)
+
+    def take_stored(self, topic: str, payload: bytes | bytearray) -> None:
+        """One `rtdp/stored/<feed>` notice, from the subscription or handed over in the process
+        (rtdp.handoff.NoticeTap): its events go to `on_stored` if a stream listens to the feed."""
         handler = self.on_stored
         assert handler is not None
-        for publish in publishes:
-            if not publish.topic.startswith(_STORED_PREFIX):
-                continue
+        feed = topic[len(STORED_PREFIX) + 1 :]
+        if not self.watched(feed):
+            return
+        try:
+            check_name(feed, "feed")
+            events = decode_stored(payload)
+        except Exception:  # noqa: BLE001 -- a bad message must never break the read loop
+            log.warning("ignoring malformed message on %s", topic[:100])
+            return
+        if events:
             try:
-                feed = publish.topic[len(_STORED_PREFIX) :].decode()
-            except UnicodeDecodeError:
-                continue
-            if not self.watched(feed):
-                continue
-            try:
-                check_name(feed, "feed")
-                events = decode_stored(publish.payload)
-            except Exception:  # noqa: BLE001 -- a bad message must never break the read loop
-                log.warning("ignoring malformed message on %s", publish.topic[:100].decode(errors="replace"))
-                continue
-            if events:
-                try:
-                    handler(feed, events)
-                except Exception:  # noqa: BLE001 -- one feed's failure must not lose the rest of the read
-                    log.exception("stored-points handler failed for feed %s", feed)
+                handler(feed, events)
+            except Exception:  # noqa: BLE001 -- one feed's failure must not lose the rest of the read
+                log.exception("stored-points handler failed for feed %s", feed)
 
 
 def _time_out(future: asyncio.Future[None]) -> None:

@@ -49,6 +49,8 @@ class ViewerState:
     # clear them at once.
     credentials: TTLCache[Any, Principal] = field(init=False)
     decisions: TTLCache[Any, Any] = field(init=False)
+    # Credential checks under way (viewer.auth): the same credentials arriving meanwhile wait for it.
+    checking: dict[Any, asyncio.Future[Principal]] = field(init=False, default_factory=dict)
     # Password attempts per account and per address (login form, HTTP Basic); sign-ups per address.
     logins: Throttle = field(init=False)
     signups: Throttle = field(init=False)
@@ -91,8 +93,7 @@ class ViewerState:
             await self.publisher.publish(topic, encode(samples))
             return
         try:
-            async with asyncio.timeout(self.settings.http_publish_timeout):
-                await self.direct(topic, encode(samples), casts, samples)
+            await self.direct(topic, encode(samples), casts, samples, self.settings.http_publish_timeout)
         except TimeoutError:
             raise Unavailable(
                 "the points were not stored in time (they may still be: a retry with the same x replaces them);"
