@@ -239,6 +239,11 @@ class AccessControl:
     def hold(self, client_id: str | None, held: _Held) -> None:
         self._principals[client_id or ""] = held
 
+    def restore(self, client_id: str, principal: Principal) -> None:
+        """Hold a principal saved with a persistent session (`broker.persistence`, after a restart): read
+        again from the database before its first decision, so a revoked token or disabled user loses it."""
+        self._principals[client_id] = _Held(principal, math.inf if principal.service else -math.inf)
+
     async def _check_credentials(
         self, username: str | None, password: str | None, address: str | None = None
     ) -> tuple[Principal, float] | None:

@@ -22,13 +22,14 @@ subscribers, synchronously, on the connection's reader task:
 Anything else takes amqtt's way, unchanged, and so does a message whenever the fast path could change
 an outcome or an order: QoS 2, the retain flag, DUP on QoS 0, wildcards, `$` or undecodable topics;
 an ACL decision not cached, or refused (the slow path logs and counts it); a full intake (the slow path
-waits: back-pressure); a QoS 2 flow of this client's still open; and any broadcast still on amqtt's
-queue (a subscriber gets each publisher's messages in order). While this client's session loop still
-has earlier packets of its own (a SUBSCRIBE, a PUBLISH that went amqtt's way), the reader waits for it
-to finish them (up to `DRAIN_WAIT`) before it takes the next PUBLISH: a SUBSCRIBE takes effect before
-the PUBLISH sent after it, and a burst does not stay on amqtt's path to its end. A plugin listening to
-the events skipped here (message received or broadcast, packet received, queued for an offline session)
-turns the fast path off.
+waits: back-pressure); a QoS 2 flow of this client's still open; a message that would be queued for an
+offline persistent session (its PUBACK waits for the saved row's commit: broker.persistence `HeldAck`);
+and any broadcast still on amqtt's queue (a subscriber gets each publisher's messages in order).
+While this client's session loop still has earlier packets of its own (a SUBSCRIBE, a PUBLISH that went
+amqtt's way), the reader waits for it to finish them (up to `DRAIN_WAIT`) before it takes the next
+PUBLISH: a SUBSCRIBE takes effect before the PUBLISH sent after it, and a burst does not stay on amqtt's
+path to its end. A plugin listening to the events skipped here (message received or broadcast, packet
+received, queued for an offline session) turns the fast path off.
 
 One connection's reader gives the loop back every `SLICE` seconds, so a client sending fast (or a
 message fanned out to thousands of sessions) cannot hold the loop that HTTP and every other client share.
@@ -89,17 +90,47 @@ _HANDLERS = {
 
 
 class OfflineQueue(asyncio.Queue[Any]):
-    """A persistent session's queue while it is offline (amqtt's `Session.retained_messages`), bounded."""
+    """A persistent session's queue while it is offline (amqtt's `Session.retained_messages`), bounded.
+    `rows` runs beside the messages: the id of each one's saved row (broker.persistence; 0: not saved),
+    per session, since one message object may sit in many sessions' queues."""
 
-    def push(self, message: Any, limit: int) -> bool:
-        """Append `message`, dropping the oldest at `limit`; True if one was dropped. Nobody awaits `get()`
-        on this queue (it is emptied with `get_nowait` at the reconnect), so nobody is woken."""
+    rows: collections.deque[int]
+
+    def _init(self, maxsize: int) -> None:
+        super()._init(maxsize)  # type: ignore[misc]  # asyncio.Queue's own hook
+        self.rows = collections.deque()
+
+    def _put(self, item: Any) -> None:
+        super()._put(item)  # type: ignore[misc]
+        self.rows.append(0)
+
+    def _get(self) -> Any:
+        self.rows.popleft()
+        return super()._get()  # type: ignore[misc]
+
+    def push(self, message: Any, limit: int, row: int = 0) -> bool:
+        """Append `message` (saved as `row`), dropping the oldest at `limit`; True if one was dropped. Nobody
+        awaits `get()` on this queue (it is emptied with `get_nowait` at the reconnect), so nobody is woken."""
         queue: collections.deque[Any] = self._queue  # type: ignore[attr-defined]  # asyncio.Queue's own deque
         dropped = len(queue) >= limit
         if dropped:
             queue.popleft()
+            self.rows.popleft()
         queue.append(message)
+        self.rows.append(row)
         return dropped
+
+
+def offline_queue(session: Any) -> OfflineQueue:
+    """`session`'s queue for while it is offline, made an `OfflineQueue` (amqtt gives every session a plain
+    asyncio.Queue) with what it held."""
+    queue = session.retained_messages
+    if not isinstance(queue, OfflineQueue):
+        queue = OfflineQueue()
+        while not session.retained_messages.empty():
+            queue.put_nowait(session.retained_messages.get_nowait())
+        session.retained_messages = queue
+    return queue
 
 
 class FastPath:
@@ -124,6 +155,11 @@ class FastPath:
             return False
         targets = self.targets(topic, qos)
         if targets is None:
+            return False
+        persistence = broker.persistence
+        if persistence is not None and persistence.active and _queues_offline(targets):
+            # Queued for an offline persistent session: its PUBACK waits for that row's commit too
+            # (broker.persistence `HeldAck`), which amqtt's way does; rare, and the common case stays here.
             return False
         settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         intake = broker.intake
@@ -182,6 +218,11 @@ class FastPath:
             handler = broker.handler_of(target)
             if handler is not None:
                 handler.send_later(topic, data, qos, retain=False)
+
+
+def _queues_offline(targets: list[tuple[Any, int]]) -> bool:
+    """Whether a message for `targets` would be queued for an offline persistent session (QoS 1 or 2)."""
+    return any(qos and not target.clean_session and target.transitions.state != "connected" for target, qos in targets)
 
 
 class FastHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)

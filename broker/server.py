@@ -10,7 +10,7 @@ import math
 import signal
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any
@@ -40,11 +40,12 @@ from broker.access import AccessControl, TopicAction, session_id
 from broker.acks import MAX_UNSETTLED, AckAfterSettleHandler, settle
 from broker.delivery import DeliveryHandler
 from broker.errors import BrokerError, PortInUse
-from broker.fastpath import SLICE, FastHandler, FastPath, OfflineQueue
+from broker.fastpath import SLICE, FastHandler, FastPath, offline_queue
 from broker.gate import GateCounter, PacketGate
 from broker.intake import Sink, wanted
 from broker.limits import ConnectionLimits, refuse, shut
 from broker.metrics import BrokerCollector
+from broker.persistence import Persistence
 from broker.subscriptions import Subscriptions
 from rtdp.accounts import ServiceAccount
 from rtdp.codec import Casts, Sample
@@ -65,6 +66,7 @@ SHUTDOWN_GRACE = 5.0
 THROTTLED_DELAY = 1.0
 
 _PUBLISHED_QOS = "rtdp.published_qos"  # a session attribute: the QoS of the message it is delivering
+_THEN = "rtdp.then"  # a broadcast's key: called once it was fanned out (broker.persistence.HeldAck)
 
 
 def broker_config(
@@ -181,6 +183,8 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     12. amqtt broadcasts a will without handing it to the intake, so a will on `feeds/...` was never
        stored; here it is stored like a publish.
     13. Retained messages on a feed's topics are kept only while the feed exists, tied to its id.
+    14. amqtt keeps sessions and retained messages in memory only; here they are saved in the database
+       (`broker.persistence`, its hooks marked "Fix 14") and restored before the listeners open.
 
     Every packet passes `broker.gate` first (protocol violations, versions, payload size); the handler
     acknowledges incoming messages once settled (`broker.acks`) and keeps unacknowledged deliveries for
@@ -201,14 +205,16 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         limits: ConnectionLimits | None = None,
         connect_timeout: float = 10.0,
         session_queue: int = 1000,
+        persistence: Persistence | None = None,
     ) -> None:
         super().__init__(config)
+        self.persistence = persistence
         self.access = access
         self.intake = intake
         self.max_unsettled = max_unsettled
         self.max_payload = max_payload
         self.gate = GateCounter()
-        self._retained_feeds: dict[str, int] = {}  # retained topic -> id of the feed it was set on
+        self.retained_feeds: dict[str, int] = {}  # retained topic -> id of the feed it was set on
         self._connections: set[asyncio.Task[Any]] = set()
         self.limits = limits or ConnectionLimits(400, 100)
         self.connect_timeout = connect_timeout
@@ -235,19 +241,19 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         """Queue `message` for an offline persistent session, bounded: amqtt queued without bound (2,000
         sessions and 20,000 publishes made 16 million copies). At `session_queue` the oldest goes: a device
         back online wants the latest readings, and what it missed is stored anyway. `message` may be shared
-        by every session it is queued for (broker.fastpath)."""
-        queue = target.retained_messages
-        if not isinstance(queue, OfflineQueue):
-            queue = OfflineQueue()
-            while not target.retained_messages.empty():
-                queue.put_nowait(target.retained_messages.get_nowait())
-            target.retained_messages = queue
-        if queue.push(message, self.session_queue):
+        by every session it is queued for (broker.fastpath). Fix 14: saved, in groups; the id of its saved
+        row is kept by this session's queue (`OfflineQueue.rows`), not on the shared message."""
+        queue = offline_queue(target)
+        persistence = self.persistence
+        row = 0 if persistence is None else persistence.queued(target, message.topic, message.data, message.qos)
+        if queue.push(message, self.session_queue, row):
             self.dropped_queued += 1
             self._log.warning(
                 "session-queue", "offline session %r: queue full (%d), oldest message dropped",
                 (target.client_id or "")[:80], self.session_queue,
             )
+            if persistence is not None:
+                persistence.trimmed(target)
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         # Every topic decision, asked of AccessControl directly: amqtt's way, a topic plugin run as a task
@@ -314,10 +320,42 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             BrokerEvents.RETAINED_MESSAGE, client_id=target_session.client_id, retained_message=message
         )
 
+    async def _start_listeners(self) -> None:
+        # Fix 14: the saved sessions and retained messages are back before any client can connect.
+        persistence = self.persistence
+        if persistence is not None:
+            persistence.restore(self, self.access, await persistence.load(), self.session_queue)
+        await super()._start_listeners()
+
+    def restore_subscription(self, session: Session, topic_filter: str, qos: int) -> None:
+        """A saved subscription of a restored session (`broker.persistence`), checked when it delivers."""
+        # Into broker.subscriptions' index: a new filter makes it forget the topics it matched.
+        self.subscriptions.setdefault(topic_filter, []).append((session, qos))
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        granted: int = await super().add_subscription(subscription, session)
+        if granted < 0x80 and self.persistence is not None:
+            self.persistence.changed(session)  # fix 14
+        return granted
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        deleted: int = super()._del_subscription(a_filter, session)
+        if deleted and self.persistence is not None:
+            self.persistence.changed(session)  # fix 14
+        return deleted
+
+    async def _delete_session(self, client_id: str) -> None:
+        # A clean session takes over the id of a persistent one.
+        await super()._delete_session(client_id)
+        if self.persistence is not None:
+            self.persistence.removed(client_id)  # fix 14
+
     async def _cleanup_session(self, client_id: str) -> None:
         # Also at amqtt's session expiry: the principal held for that session goes with it.
         await super()._cleanup_session(client_id)
         self.access.forget(client_id)
+        if self.persistence is not None:
+            self.persistence.removed(client_id)  # fix 14 (nothing once closed: a shutdown keeps them saved)
 
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
@@ -331,6 +369,19 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         if self.intake is not None and topic and wanted(topic) and "#" not in topic and "+" not in topic:
             await self._hand_over(self.intake, client_session, message)
             return True
+        persistence = self.persistence
+        if (
+            persistence is not None
+            and (persistence.active or getattr(message, "retain", False))
+            and topic
+            and not topic.startswith("$")
+            and "#" not in topic
+            and "+" not in topic
+        ):
+            # Fix 14: not stored (no intake, or not a feed's topic), but what it changes in the saved state
+            # is committed before its acknowledgement, as in `_hand_over`.
+            await self._hand_over(None, client_session, message)
+            return True
         try:
             if topic and topic.startswith("$"):
                 # Fix 7: the ACL refuses (logs and counts) it; nothing may publish to a $ topic, not even the
@@ -343,7 +394,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             # MQTT 3.1.1 has no other answer).
             settle(message)
 
-    async def _hand_over(self, intake: Sink, client_session: Session, message: Any) -> None:
+    async def _hand_over(self, intake: Sink | None, client_session: Session, message: Any) -> None:
         # amqtt's delivery steps for a valid topic, with the intake between the PUBLISH check and the
         # broadcast. Fix 10: the intake settles the message once its batch committed, and makes this
         # session's loop wait while its queue is full (back-pressure; acknowledged and dropped before).
@@ -353,35 +404,61 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             settle(message)
             return
         await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_BROADCAST, client_id=client_id, message=message)
-        if message.retain and not message.data:
+        # Fix 14: a publish that may change the saved state (queued for an offline persistent session,
+        # retained) is acknowledged once that change committed too.
+        persistence = self.persistence
+        held = persistence.hold(message) if persistence and (persistence.active or message.retain) else None
+        settled = held.stored if held is not None else message.settled
+        if intake is None or (message.retain and not message.data):
             # An empty retained publish clears the topic's retained message (MQTT 3.1.1 section 3.3.1.3):
-            # not a point, nothing to store.
-            settle(message)
+            # not a point, nothing to store. Without an intake, nothing is stored either.
+            if settled is not None and not settled.done():
+                settled.set_result(None)
         else:
-            await self._store(intake, client_session, topic, message.data, message.retain, message)
-        await self._broadcast_message(client_session, topic, message.data)
+            await self._store(intake, client_session, topic, message.data, message.retain, settled)
+        await self._broadcast_message(client_session, topic, message.data, then=held.passed if held else None)
         if message.publish_packet and message.publish_packet.retain_flag:
             await self.retain_message(client_session, topic, message.data, message.qos)
+        if held is not None:
+            held.passed()
 
     async def _store(
-        self, intake: Sink, client_session: Session, topic: str, data: Any, retain: Any, message: Any = None
+        self,
+        intake: Sink,
+        client_session: Session,
+        topic: str,
+        data: Any,
+        retain: Any,
+        settled: asyncio.Future[None] | None = None,
     ) -> None:
-        # A permitted `feeds/...` message into the intake, which settles `message` (if any: a will has no
+        # A permitted `feeds/...` message into the intake, which resolves `settled` (if any: a will has no
         # ack) once stored; waits while the intake is full. With the publisher's id if it may create the feed.
         creator = self.access.creator(client_session.client_id, topic)
-        settled = getattr(message, "settled", None)
         await intake.put(topic, bytes(data), bool(retain), time.time(), creator, settled)
 
     async def _broadcast_message(
-        self, session: Session | None, topic: str | None, data: Any, force_qos: int | None = None
+        self,
+        session: Session | None,
+        topic: str | None,
+        data: Any,
+        force_qos: int | None = None,
+        then: Callable[[], None] | None = None,
     ) -> None:
         # A broadcast's "qos" is the QoS it was published with (a will's own); none for our own notices.
+        # `then` is called once it reached every subscriber (or its queue).
         if force_qos is None and session is not None:
             force_qos = session.attributes.get(_PUBLISHED_QOS)
         # Fanned out at once when every decision is cached and nothing is queued before it (broker.fastpath).
         if topic and data is not None and self.fast.enabled and self.fast.broadcast(topic, bytes(data), force_qos):
+            if then is not None:
+                then()
             return
-        await super()._broadcast_message(session, topic, data, force_qos)
+        broadcast: dict[str, Any] = {"session": session, "topic": topic, "data": data}
+        if force_qos is not None:
+            broadcast["qos"] = force_qos
+        if then is not None:
+            broadcast[_THEN] = then
+        await self._broadcast_queue.put(broadcast)
 
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
         # amqtt's own fan-out, but with fix 11: each subscriber gets min(published QoS, granted QoS) (MQTT
@@ -392,7 +469,12 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         started = time.monotonic()
         try:
             while True:
-                await self._fan_out(broadcast, running_tasks)
+                try:
+                    await self._fan_out(broadcast, running_tasks)
+                finally:
+                    then = broadcast.get(_THEN)  # fix 14: a held acknowledgement may go on
+                    if then is not None:
+                        then()
                 # What queued meanwhile, in order, without a task and an `asyncio.wait` each; the loop is given
                 # back after SLICE seconds.
                 if self._broadcast_queue.empty() or time.monotonic() - started > SLICE:
@@ -451,6 +533,8 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             # Checked when queued, against the rights of then: a share removed meanwhile counts now.
             if await self._topic_filtering(session, topic=queued.topic, action=Action.RECEIVE):
                 handler.send_later(queued.topic, queued.data, queued.qos, retain=False)
+        if self.persistence is not None:
+            self.persistence.changed(session)  # fix 14: connected; what it was sent is saved until acknowledged
 
     async def _initialize_client_session(
         self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
@@ -535,6 +619,8 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             # creator); a will has nobody to acknowledge.
             await self._store(self.intake, client_session, topic, data, client_session.will_retain)
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+        if self.persistence is not None:
+            self.persistence.changed(client_session)  # fix 14: offline now, with what it did not acknowledge
 
     async def retain_message(
         self, source_session: Session | None, topic_name: str | None, data: Any, qos: int | None = None
@@ -548,9 +634,15 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             feed_id = await self.access.feed_id(feed)
             if feed_id is None:
                 return
-            self._retained_feeds[topic_name] = feed_id
+            self.retained_feeds[topic_name] = feed_id
         elif topic_name is not None:
-            self._retained_feeds.pop(topic_name, None)
+            self.retained_feeds.pop(topic_name, None)
+        persistence = self.persistence
+        if persistence is not None and topic_name is not None:  # fix 14
+            if data:
+                persistence.retained(topic_name, self.retained_feeds.get(topic_name), data, qos)
+            elif topic_name in self._retained_messages:
+                persistence.cleared(topic_name)
         await super().retain_message(source_session, topic_name, data, qos)
 
     async def _retained_feed_current(self, topic: str) -> bool:
@@ -558,10 +650,12 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         feed = feed_of_filter(topic)
         if feed is None:
             return True
-        if self._retained_feeds.get(topic) == await self.access.feed_id(feed, fresh=True):
+        if self.retained_feeds.get(topic) == await self.access.feed_id(feed, fresh=True):
             return True
         self._retained_messages.pop(topic, None)  # the feed was deleted (and maybe made again by someone)
-        self._retained_feeds.pop(topic, None)
+        self.retained_feeds.pop(topic, None)
+        if self.persistence is not None:
+            self.persistence.cleared(topic)  # fix 14
         return False
 
     async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
@@ -706,6 +800,7 @@ class EmbeddedBroker:
             limits=self.limits,
             connect_timeout=self.settings.mqtt_connect_timeout,
             session_queue=self.settings.session_queue,
+            persistence=Persistence(self.settings.session_expiry),
         )
         try:
             await self._broker.start()
@@ -830,6 +925,9 @@ class EmbeddedBroker:
         await self.access.rights.stop()
         if broker is not None:
             try:
+                if broker.persistence is not None:
+                    # Saved as they are now: amqtt's shutdown ends every session in memory.
+                    await broker.persistence.close(list(broker.sessions))
                 await broker.shutdown()
                 await broker.end_connections(grace=SHUTDOWN_GRACE)
             finally:

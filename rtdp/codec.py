@@ -79,6 +79,26 @@ def sample_from_fields(
     return Sample(x_value, cast_y(y, casts.y))
 
 
+def repeated_x(samples: Sequence[Sample]) -> tuple[int, int] | None:
+    """The first two positions in `samples` (one axis's points of one batch) with the same x, or None.
+
+    A batch may give each x of an axis once: the store keeps one point per (axis, x), so a second one
+    would replace the first and the batch would be counted as more points than are stored. Points
+    without x on a datetime feed all get the same time, so such a batch must give each point its x.
+    Every entrance asks this: MQTT (the writer) through `decode`, the HTTP batch API per axis."""
+    if len(samples) < 2:
+        return None
+    xs = [sample.x for sample in samples]
+    if len(set(xs)) == len(xs):
+        return None
+    seen: dict[float, int] = {}
+    for position, x in enumerate(xs):
+        first = seen.setdefault(x, position)
+        if first != position:
+            return first, position
+    return None  # pragma: no cover  (the set said there is a repeat)
+
+
 def encode(samples: Iterable[Sample]) -> bytes:
     """The canonical payload for samples: a JSON array, x always present (so redelivery is idempotent)."""
     return _ENCODE([{"x": s.x, "y": s.y} for s in samples]).encode()
@@ -136,7 +156,14 @@ def _batch(items: list[object], casts: Casts, now: float, tz: tzinfo) -> list[Sa
         raise InvalidInput("empty batch")
     if len(items) > MAX_BATCH:
         raise InvalidInput(f"batch of {len(items)} points exceeds the limit of {MAX_BATCH}")
-    return _fast_path(casts)(items, now, tz, _element)
+    samples = _fast_path(casts)(items, now, tz, _element)
+    repeat = repeated_x(samples)
+    if repeat is not None:
+        first, index = repeat
+        raise InvalidInput(
+            f"element {index}: same x as element {first}; give each point its own x", index=index, field="x"
+        )
+    return samples
 
 
 def _element(index: int, item: object, casts: Casts, now: float, tz: tzinfo) -> Sample:
@@ -244,10 +271,12 @@ _Y_RANGES: dict[YCast, _Range] = {YCast.BOOL: (0.0, 1.0, True, 0, 1), YCast.INT:
 
 def _lines(lines: list[str], casts: Casts, now: float, tz: tzinfo) -> list[Sample]:
     samples: list[Sample] = []
+    numbers: list[int] = []  # the line each sample came from
     for number, line in enumerate(lines, start=1):
         line = line.strip()
         if not line:
             continue
+        numbers.append(number)
         if len(samples) >= MAX_BATCH:
             raise InvalidInput(f"more than {MAX_BATCH} lines in one payload")
         parts = line.split(",")
@@ -259,4 +288,10 @@ def _lines(lines: list[str], casts: Casts, now: float, tz: tzinfo) -> list[Sampl
             raise InvalidInput(f"line {number}: {exc.message}", line=number, **exc.detail) from None
     if not samples:
         raise InvalidInput("empty payload")
+    repeat = repeated_x(samples)
+    if repeat is not None:
+        first, later = numbers[repeat[0]], numbers[repeat[1]]
+        raise InvalidInput(
+            f"line {later}: same x as line {first}; give each point its own x", line=later, field="x"
+        )
     return samples

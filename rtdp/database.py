@@ -19,6 +19,7 @@ from playhouse.migrate import migrate as run_migrations
 from rtdp.errors import ConfigError
 from rtdp.models import (
     ALL_MODELS,
+    BROKER_MODELS,
     AlertEvent,
     AlertLease,
     AlertRule,
@@ -113,6 +114,11 @@ def _create_feed_head(db: pw.Database) -> None:
     db.create_tables([FeedHead], safe=True)
 
 
+def _create_broker_state(db: pw.Database) -> None:
+    # The embedded broker's persistent sessions and retained messages (broker.persistence).
+    db.create_tables(BROKER_MODELS, safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     _add_token_broker_hash,
     _index_point_axis_x_y,
@@ -125,6 +131,7 @@ MIGRATIONS: list[Migration] = [
     _add_axis_unit_and_label,
     _create_alerts,
     _create_feed_head,
+    _create_broker_state,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

@@ -294,7 +294,66 @@ class AlertLease(BaseModel):
     expires = pw.DoubleField()
 
 
+class BrokerSession(BaseModel):
+    """A persistent MQTT session (clean session 0) of the embedded broker, kept across restarts
+    (broker.persistence): its id (the client's id within its rights, `broker.access.session_id`) and who it
+    authenticated as, read again (revocation) before its first decision after a restart."""
+
+    client_id = pw.TextField(primary_key=True)
+    user_id = pw.IntegerField(null=True)  # not a foreign key: the service account has no user row
+    token_id = pw.IntegerField(null=True)
+    password_version = pw.IntegerField(null=True)
+    service = pw.BooleanField(default=False)
+    # When its client last disconnected (epoch seconds; expiry counts from here), None while connected.
+    disconnected = pw.DoubleField(null=True)
+
+    class Meta:
+        table_name = "broker_session"
+
+
+class BrokerSubscription(BaseModel):
+    session = pw.ForeignKeyField(BrokerSession, on_delete="CASCADE", index=False)
+    session_id: str
+    topic_filter = pw.TextField()
+    qos = pw.SmallIntegerField()
+
+    class Meta:
+        table_name = "broker_subscription"
+        primary_key = pw.CompositeKey("session", "topic_filter")
+
+
+class BrokerQueued(BaseModel):
+    """A QoS 1 or 2 message waiting for an offline persistent session, or sent and not acknowledged; in
+    id order. The id is given by the broker (broker.persistence), so that it can delete a dropped one."""
+
+    id = pw.BigIntegerField(primary_key=True)
+    session = pw.ForeignKeyField(BrokerSession, on_delete="CASCADE")
+    session_id: str
+    topic = pw.TextField()
+    payload = pw.BlobField()
+    qos = pw.SmallIntegerField()
+
+    class Meta:
+        table_name = "broker_queued"
+
+
+class RetainedMessage(BaseModel):
+    """The embedded broker's retained message per topic. One on a feed's topics belongs to that feed by
+    id and goes with it (cascade); `feed` is None for a topic outside every feed."""
+
+    topic = pw.TextField(primary_key=True)
+    feed = pw.ForeignKeyField(Feed, null=True, on_delete="CASCADE")
+    feed_id: int | None
+    payload = pw.BlobField()
+    qos = pw.SmallIntegerField(null=True)
+
+    class Meta:
+        table_name = "retained_message"
+
+
+BROKER_MODELS: list[type[BaseModel]] = [BrokerSession, BrokerSubscription, BrokerQueued, RetainedMessage]
+
 ALL_MODELS: list[type[BaseModel]] = [
     User, Group, Membership, Feed, Share, Axis, Point, Summary, Token, EmulatorState, Rejection, PurgeLog,
-    BrowserSession, RightsRevision, AlertRule, AlertEvent, AlertLease, FeedHead,
+    BrowserSession, RightsRevision, AlertRule, AlertEvent, AlertLease, FeedHead, *BROKER_MODELS,
 ]

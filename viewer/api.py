@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from rtdp import catalog, export, sharing
 from rtdp.casts import XCast, cast_x, y_json
-from rtdp.codec import MAX_BATCH, Casts, Sample, sample_from_fields
+from rtdp.codec import MAX_BATCH, Casts, Sample, repeated_x, sample_from_fields
 from rtdp.errors import Conflict, InvalidInput
 from rtdp.models import Axis, Feed, User
 from rtdp.permissions import Access, Principal, readable_feeds
@@ -354,25 +354,30 @@ async def points_route(request: Request) -> Response:
 def _samples(document: list[Any], axis_names: list[str], casts: Casts, settings: Settings) -> dict[str, list[Sample]]:
     """Every element cast for the feed, by axis; the first bad one refuses the whole batch, by index.
 
-    Two elements with one x on one axis are refused too: the second would replace the first, and the
-    answer would count a point that is not stored (elements without x on a datetime feed all get the
-    same time, so a batch gives each point of an axis its own x)."""
+    Two elements with one x on one axis are refused too (`codec.repeated_x`, the rule of every entrance)."""
     now = time.time()
     by_axis: dict[str, list[Sample]] = defaultdict(list)
-    seen: dict[tuple[str, float], int] = {}
+    indices: dict[str, list[int]] = defaultdict(list)  # each sample's element index, by axis
     for index, (item, axis_name) in enumerate(zip(document, axis_names, strict=True)):
         try:
             sample = sample_from_fields(item.get("x"), item.get("y"), casts, now=now, tz=settings.tz)
         except InvalidInput as exc:
             raise InvalidInput(f"element {index}: {exc.message}", index=index, **exc.detail) from None
-        first = seen.setdefault((axis_name, sample.x), index)
-        if first != index:
-            raise InvalidInput(
-                f"element {index}: same x as element {first} on axis {axis_name!r}; give each point its own x",
-                index=index,
-                field="x",
-            )
         by_axis[axis_name].append(sample)
+        indices[axis_name].append(index)
+    repeats = []
+    for axis_name, samples in by_axis.items():
+        repeat = repeated_x(samples)
+        if repeat is not None:
+            positions = indices[axis_name]
+            repeats.append((positions[repeat[1]], positions[repeat[0]], axis_name))
+    if repeats:
+        index, first, axis_name = min(repeats)
+        raise InvalidInput(
+            f"element {index}: same x as element {first} on axis {axis_name!r}; give each point its own x",
+            index=index,
+            field="x",
+        )
     return by_axis
 
 

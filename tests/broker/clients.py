@@ -38,6 +38,7 @@ class TestClient:
         else:
             self.client = make_client(endpoint, client_id, clean_session=clean_session)
         self.connack: ReasonCode | None = None
+        self.session_present: bool | None = None  # the CONNACK's flag: the broker had a session for it
         self.disconnected = threading.Event()
         self.messages: list[tuple[str, bytes, bool]] = []
         self.full: list[mqtt.MQTTMessage] = []  # the same messages with their QoS and flags
@@ -50,6 +51,7 @@ class TestClient:
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         self.connack = reason
+        self.session_present = bool(flags.session_present)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: ReasonCode, props: Any) -> None:
         self.disconnected.set()

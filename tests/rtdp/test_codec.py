@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from rtdp import codec
 from rtdp.casts import MAX_EPOCH, MIN_EPOCH, XCast, YCast
-from rtdp.codec import MAX_BATCH, Casts, Sample, decode, encode, sample_from_fields
+from rtdp.codec import MAX_BATCH, Casts, Sample, decode, encode, repeated_x, sample_from_fields
 from rtdp.errors import InvalidInput, PayloadTooLarge
 
 NOW = 1_700_000_000.5
@@ -302,8 +302,10 @@ def _x_values(cast: XCast) -> st.SearchStrategy[float]:
 
 @st.composite
 def casts_and_samples(draw: st.DrawFn) -> tuple[Casts, list[Sample]]:
+    # Distinct x: a batch repeating an x is refused (codec.repeated_x).
     casts = draw(ALL_CASTS)
-    samples = draw(st.lists(st.builds(Sample, _x_values(casts.x), _y_values(casts.y)), min_size=1, max_size=20))
+    points = st.builds(Sample, _x_values(casts.x), _y_values(casts.y))
+    samples = draw(st.lists(points, min_size=1, max_size=20, unique_by=lambda s: s.x))
     return casts, samples
 
 
@@ -350,6 +352,9 @@ def test_fast_path_agrees_with_the_general_path(points: list[dict[str, object]],
             dec(payload, casts)
         assert caught.value.message == f"element {index}: {message}"
         assert caught.value.detail["index"] == index
+    elif (repeat := repeated_x([e for e in expected if not isinstance(e, str)])) is not None:
+        with pytest.raises(InvalidInput, match=f"element {repeat[1]}: same x as element {repeat[0]}"):
+            dec(payload, casts)  # one x twice: refused whatever path decoded it
     else:
         assert dec(payload, casts) == expected
     # A single object: the same samples, or the same error without an element index.
@@ -418,3 +423,33 @@ def test_json_parsing_matches_the_decoder_exactly(text: str) -> None:
             return (type(exc), str(exc))
 
     assert outcome(codec._parse_json) == outcome(codec._DECODER.decode)
+
+
+# Issue 11 #12: a JSON array without x on a datetime feed gave every point the same x, and the store kept
+# one of them; the HTTP batch API refuses such a batch, and decode (MQTT) gives the same answer.
+
+
+def test_a_batch_without_x_on_a_datetime_feed_is_refused_not_collapsed() -> None:
+    with pytest.raises(InvalidInput) as caught:
+        dec(json.dumps([{"y": value} for value in range(100)]))
+    assert caught.value.message == "element 1: same x as element 0; give each point its own x"
+    assert caught.value.detail == {"index": 1, "field": "x"}
+
+
+def test_a_batch_repeating_an_x_names_the_second_element() -> None:
+    payload = json.dumps([{"x": 1, "y": 1}, {"x": 2, "y": 2}, {"x": 1.0, "y": 3}])
+    with pytest.raises(InvalidInput, match="element 2: same x as element 0") as caught:
+        dec(payload, FLOAT_FLOAT)
+    assert caught.value.detail["index"] == 2
+
+
+def test_text_lines_repeating_an_x_name_the_lines() -> None:
+    with pytest.raises(InvalidInput, match="line 3: same x as line 1") as caught:
+        dec("1,10\n\n1,20\n", FLOAT_FLOAT)
+    assert caught.value.detail == {"line": 3, "field": "x"}
+
+
+def test_one_point_without_x_and_distinct_xs_are_fine() -> None:
+    assert dec('[{"y": 1}]') == [Sample(NOW, 1.0)]
+    assert repeated_x([Sample(1.0, 0.0), Sample(2.0, 0.0)]) is None
+    assert repeated_x([Sample(1.0, 0.0), Sample(2.0, 0.0), Sample(2.0, 1.0)]) == (1, 2)

@@ -239,3 +239,19 @@ def test_migration_adds_axis_unit_and_label(tmp_path: Path) -> None:
     assert {"unit", "label"} <= {c.name for c in db.get_columns("axis")}
     assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
     db.close()
+
+
+def test_migration_creates_the_broker_state_last(tmp_path: Path) -> None:
+    """Version 12 -> 13 (after the alerts and the feed heads): the embedded broker's saved sessions and
+    retained messages get their tables (broker.persistence)."""
+    assert database.MIGRATIONS[-1] is database._create_broker_state
+    url = f"sqlite:///{tmp_path / 'v12.sqlite3'}"
+    db = open_database(url)
+    for table in ("broker_queued", "broker_subscription", "broker_session", "retained_message"):
+        db.execute_sql(f"DROP TABLE {table}")
+    SchemaVersion.update(version=SCHEMA_VERSION - 1).execute()
+    db.close()
+    db = open_database(url)
+    assert {"broker_session", "broker_subscription", "broker_queued", "retained_message"} <= set(db.get_tables())
+    assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
+    db.close()

@@ -1,0 +1,392 @@
+"""Persistence: the embedded broker's persistent sessions and retained messages, kept in the database
+so that a restart (SIGTERM, or kill -9 for what was committed) loses none of them.
+
+What is saved (`rtdp.store.sessions`): each persistent session (clean session 0) with who it
+authenticated as, its subscriptions and the QoS 1/2 messages waiting for it (queued while it was offline,
+or sent and not acknowledged when it went), and the retained message of each topic, tied to its feed.
+
+When: the broker records each change here on its loop (a session connected, subscribed, unsubscribed,
+disconnected or was removed; a message queued for an offline session or dropped from its full queue; a
+retained message set or cleared). A session that changed is saved whole, read from the broker when the
+commit is built (its queue and unacknowledged messages then); what is queued while it is offline is
+appended row by row. Commits run on a thread of their own, one after the other: the next starts as soon
+as the last finished and takes everything recorded meanwhile (group commit), so the event loop never
+waits for the database and a burst of messages for offline sessions costs a few commits, not one each.
+
+Acknowledgement: a client's publish that changed the saved state (a copy queued for an offline session,
+a retained message) is acknowledged only once that change committed, as well as its point
+(`HeldAck`): whatever the broker acknowledged survives kill -9. When no persistent session exists and
+the publish is not retained, nothing is held (the hot path is unchanged).
+
+Loaded at start (`restore`): sessions offline for longer than the expiry are removed, the rest come
+back offline with their subscriptions and queues and their principal, which is read again (a revoked
+token or disabled user loses it) before its first decision; retained messages come back only on feeds
+that still exist (a deleted feed's rows go with it) and are checked again before each delivery, as
+before. A session still connected when the process was killed counts as disconnected at the restart.
+Delivery after a crash is at least once: a message sent while connected but saved before may come again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+import peewee as pw
+from amqtt.broker import RetainedApplicationMessage
+from amqtt.session import Session
+
+from broker.access import AccessControl
+from broker.acks import settle
+from broker.fastpath import offline_queue
+from rtdp.logs import RateLimitedLog
+from rtdp.permissions import Principal
+from rtdp.store import sessions as saved
+from rtdp.store.sessions import Changes, Queued, Retained, SavedSession
+
+logger = logging.getLogger(__name__)
+
+# Seconds before a failed commit is tried again (the database is down or locked): nothing is dropped.
+RETRY_DELAY = 1.0
+
+# Seconds a change waits for its commit when nobody waits for it (a subscription, a session gone
+# offline, a message queued by a notice): the changes of that time share one commit.
+LAZY = 0.05
+# Seconds a commit somebody waits for (a held acknowledgement) waits for the changes that follow: a
+# burst's messages are fanned out one per loop iteration or so, and a commit each cost half the
+# throughput with an offline subscriber. It runs beside the intake's commit of the same points.
+GATHER = 0.002
+
+_SAVE, _REMOVE = True, False
+
+
+class HeldAck:
+    """A client's publish whose acknowledgement waits for its point (`stored`, resolved by the intake) and
+    for the commit of what its delivery changed in the saved state. `passed()` is called twice: after its
+    fan-out to subscribers and after its hand-over (a retained message recorded); the saved state's commit
+    is then asked for, and runs beside the intake's commit of the point."""
+
+    __slots__ = ("_message", "_open", "_persistence", "_saved", "stored")
+
+    def __init__(self, message: Any, persistence: Persistence) -> None:
+        self._message = message
+        self._persistence = persistence
+        self._open = 2  # the fan-out, the hand-over
+        self._saved = False
+        self.stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.stored.add_done_callback(self._check)
+
+    def passed(self) -> None:
+        self._open -= 1
+        if self._open:
+            return
+        barrier = self._persistence.barrier()
+        if barrier is None:
+            self._committed()
+        else:
+            barrier.add_done_callback(self._committed)
+
+    def _committed(self, _: object = None) -> None:
+        self._saved = True
+        self._check()
+
+    def _check(self, _: object = None) -> None:
+        if self._saved and self.stored.done():
+            settle(self._message)
+
+
+class Persistence:
+    """The saved state of one embedded broker: `restore` at start, record changes while running,
+    `close` at a clean stop (saves every persistent session as it is then)."""
+
+    def __init__(self, session_expiry: float | None) -> None:
+        self.session_expiry = session_expiry
+        self.persistent: set[str] = set()  # ids of the persistent sessions the broker holds
+        self.commits = 0  # commits done
+        self.failures = 0  # commits that failed (and were tried again)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rtdp-broker-state")
+        self._sessions: dict[str, bool] = {}  # client id: save whole (_SAVE) or remove (_REMOVE)
+        self._changes = Changes()
+        self._failed: list[Changes] = []  # a failed commit's changes, saved first by the next one
+        self._row = 0  # the last queued message id given
+        self._recorded = 0  # changes recorded ...
+        self._committed = 0  # ... and how many of them are committed
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._running = False
+        self._timer: asyncio.Handle | None = None
+        self._due = 0.0  # when the timer fires (loop time)
+        self._closed = False  # nothing more is recorded
+        self._stopped = False  # the writer thread is gone
+        self._describe: Describe = lambda client_ids: {}
+        self._log = RateLimitedLog(logger)
+
+    # -- start ---------------------------------------------------------------------------------------
+
+    async def load(self) -> saved.Saved:
+        """Read the saved state (expired sessions removed first), on the writer thread."""
+        self._loop = asyncio.get_running_loop()
+        now = time.time()
+        expired_before = -1.0 if self.session_expiry is None else now - self.session_expiry
+        loaded = await self._loop.run_in_executor(self._executor, saved.load, expired_before, now)
+        self._row = loaded.last_queued_id
+        return loaded
+
+    def restore(self, broker: Any, access: AccessControl, loaded: saved.Saved, queue_limit: int) -> None:
+        """Put the saved sessions and retained messages into amqtt's `broker` (started, not listening yet):
+        sessions offline with their subscriptions, queues (the newest `queue_limit`) and principals."""
+        self._describe = partial(_describe, broker, access, self)
+        for whole in loaded.sessions:
+            handler, session = broker.create_offline_session(whole.client_id)
+            session.clean_session = False
+            session.last_disconnect_time = int(whole.disconnected or time.time())  # expiry counts from it
+            broker.sessions[whole.client_id] = (session, handler)
+            for topic_filter, qos in whole.subscriptions:
+                broker.restore_subscription(session, topic_filter, qos)
+            over = max(len(whole.queued) - queue_limit, 0)  # a limit lowered since: the oldest go
+            if over:
+                self._changes.floors[whole.client_id] = whole.queued[over].id
+            queue = offline_queue(session)
+            for message in whole.queued[over:]:
+                queued = RetainedApplicationMessage(None, message.topic, message.payload, message.qos)
+                queue.push(queued, len(whole.queued), message.id)
+            principal = access.service.principal() if whole.service else principal_of(whole)
+            if principal is not None:
+                access.restore(whole.client_id, principal)
+            self.persistent.add(whole.client_id)
+        for retained in loaded.retained:
+            broker.retained_messages[retained.topic] = RetainedApplicationMessage(
+                None, retained.topic, retained.payload, retained.qos
+            )
+            if retained.feed_id is not None:
+                broker.retained_feeds[retained.topic] = retained.feed_id
+        if self._changes.floors:
+            self._kick()
+
+    # -- recording (on the broker's loop) -------------------------------------------------------------
+
+    @property
+    def active(self) -> bool:
+        """Whether a publish may change the saved state beyond a retained message (a persistent session
+        exists that it could be queued for)."""
+        return bool(self.persistent)
+
+    def changed(self, session: Session) -> None:
+        """A persistent session connected, subscribed, unsubscribed or disconnected: save it whole."""
+        client_id = session.client_id
+        if self._closed or session.clean_session or not client_id:
+            return
+        self.persistent.add(client_id)
+        self._sessions[client_id] = _SAVE
+        self._kick()
+
+    def removed(self, client_id: str | None) -> None:
+        """A session ended (expired, or replaced by a clean one): its saved state goes."""
+        if self._closed or not client_id or client_id not in self.persistent:
+            return
+        self.persistent.discard(client_id)
+        self._sessions[client_id] = _REMOVE
+        self._kick()
+
+    def queued(self, session: Session, topic: str, data: bytes | bytearray, qos: int) -> int:
+        """A message for the offline persistent `session`'s queue: the id of its saved row (0: not saved),
+        which the caller keeps beside it in that session's queue (`OfflineQueue.rows`)."""
+        client_id = session.client_id
+        if self._closed or session.clean_session or not client_id:
+            return 0
+        self._row += 1
+        self._changes.queued.append((client_id, Queued(self._row, topic, bytes(data), qos)))
+        self._kick()
+        return self._row
+
+    def trimmed(self, session: Session) -> None:
+        """The offline `session`'s full queue dropped its oldest: what is older than its head goes."""
+        rows = getattr(session.retained_messages, "rows", None)  # OfflineQueue's, beside its messages
+        row = rows[0] if rows else 0
+        if row and session.client_id and not self._closed:
+            self._changes.floors[session.client_id] = row
+            self._kick()
+
+    def retained(self, topic: str, feed_id: int | None, data: bytes | bytearray, qos: int | None) -> None:
+        if not self._closed:
+            self._changes.retained[topic] = Retained(topic, feed_id, bytes(data), qos)
+            self._kick()
+
+    def cleared(self, topic: str) -> None:
+        if not self._closed:
+            self._changes.retained[topic] = None
+            self._kick()
+
+    def hold(self, message: Any) -> HeldAck:
+        return HeldAck(message, self)
+
+    def barrier(self) -> asyncio.Future[None] | None:
+        """A future done once everything recorded so far is committed (asked for now); None if it is."""
+        if self._committed >= self._recorded:
+            return None
+        assert self._loop is not None
+        waiter = self._loop.create_future()
+        self._waiters.append((self._recorded, waiter))
+        self._schedule(GATHER)
+        return waiter
+
+    # -- committing ----------------------------------------------------------------------------------
+
+    def _kick(self) -> None:
+        self._recorded += 1
+        self._schedule(LAZY)
+
+    def _schedule(self, delay: float) -> None:
+        """Start a commit in `delay` seconds unless one starts sooner (while one runs, `_done` decides)."""
+        loop = self._loop
+        if self._running or loop is None:
+            return
+        due = loop.time() + delay
+        if self._timer is not None:
+            if self._due <= due:
+                return
+            self._timer.cancel()
+        # Our own due time: uvloop's call_later(0) returns a handle without when().
+        self._timer, self._due = loop.call_later(delay, self._commit_next), due
+
+    def _build(self) -> Changes:
+        changes, self._changes = self._changes, Changes()
+        sessions, self._sessions = self._sessions, {}
+        described = self._describe([c for c, what in sessions.items() if what is _SAVE]) if sessions else {}
+        for client_id in sessions:
+            whole = described.get(client_id)
+            if whole is None:
+                changes.removed.append(client_id)
+            else:
+                changes.sessions.append(whole)
+        if sessions:
+            # Saved whole or removed: what it queued or dropped before now is in that already.
+            changes.queued = [(c, q) for c, q in changes.queued if c not in sessions]
+            changes.floors = {c: row for c, row in changes.floors.items() if c not in sessions}
+        return changes
+
+    def next_row(self) -> int:
+        """A new queued message id (for a session saved whole)."""
+        self._row += 1
+        return self._row
+
+    def _commit_next(self) -> None:
+        self._timer = None
+        if self._running or self._loop is None or self._stopped:
+            return
+        if self._committed >= self._recorded and not self._failed:
+            return
+        upto = self._recorded
+        batches = [*self._failed, self._build()]
+        self._failed = []
+        self._running = True
+        committing = self._loop.run_in_executor(self._executor, saved.save, batches)
+        committing.add_done_callback(partial(self._done, batches, upto))
+
+    def _done(self, batches: list[Changes], upto: int, committing: asyncio.Future[None]) -> None:
+        self._running = False
+        error = committing.exception() if not committing.cancelled() else None
+        if committing.cancelled() or error is not None:
+            self.failures += 1
+            self._failed = batches
+            if error is not None and not isinstance(error, pw.PeeweeException):
+                logger.error("broker: saving sessions and retained messages failed", exc_info=error)
+            else:
+                self._log.warning("save", "broker: saving sessions failed, tried again: %s", error)
+            self._schedule(RETRY_DELAY)
+            return
+        self._committed = upto
+        self.commits += 1
+        waiters = self._waiters
+        while waiters and waiters[0][0] <= upto:
+            _, waiter = waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._recorded > self._committed:
+            self._schedule(GATHER if self._waiters else LAZY)
+
+    # -- stop ----------------------------------------------------------------------------------------
+
+    async def close(self, client_ids: Iterable[str], timeout: float = 10.0) -> None:
+        """Save the sessions `client_ids` (every persistent one the broker holds) as they are now, wait
+        for the commit, and record nothing more: the broker's shutdown that follows ends every session
+        in memory, not in the database."""
+        for client_id in client_ids:
+            if client_id in self.persistent:
+                self._sessions[client_id] = _SAVE
+                self._kick()
+        barrier = self.barrier()
+        self._closed = True
+        if barrier is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(barrier), timeout)
+            except TimeoutError:
+                logger.error("broker: sessions and retained messages not saved within %g s (database?)", timeout)
+        loop = asyncio.get_running_loop()
+        self._stopped = True
+        await loop.run_in_executor(self._executor, saved.close_connection)
+        self._executor.shutdown(wait=False)
+
+
+Describe = Callable[[list[str]], dict[str, SavedSession]]
+
+
+def _describe(
+    broker: Any, access: AccessControl, persistence: Persistence, client_ids: list[str]
+) -> dict[str, SavedSession]:
+    """The persistent sessions `client_ids` whole, as amqtt's `broker` holds them now (those it no longer
+    holds are left out: their saved state goes)."""
+    wanted = set(client_ids)
+    subscriptions: dict[str, list[tuple[str, int]]] = {}
+    for topic_filter, holders in broker.subscriptions.items():
+        for session, qos in holders:
+            if session.client_id in wanted:
+                subscriptions.setdefault(session.client_id, []).append((topic_filter, qos))
+    described: dict[str, SavedSession] = {}
+    for client_id in client_ids:
+        entry = broker.sessions.get(client_id)
+        if entry is None or entry[0].clean_session:
+            continue
+        session = entry[0]
+        queued = [
+            Queued(persistence.next_row(), m.topic, bytes(m.data), m.qos)
+            for m in session.inflight_out.values()  # sent and not acknowledged: sent again
+        ]
+        waiting = offline_queue(session)
+        rows: list[int] = []
+        for message in list(waiting._queue):  # type: ignore[attr-defined]  # asyncio.Queue's deque, read in place
+            row = persistence.next_row()
+            rows.append(row)
+            queued.append(Queued(row, message.topic, bytes(message.data), message.qos or 0))
+        waiting.rows = deque(rows)  # saved anew: the rows it is saved as now
+        connected = session.transitions.is_connected()
+        disconnected = None if connected else float(session.last_disconnect_time or time.time())
+        user_id, token_id, version, service = principal_keys(access.principal(client_id))
+        described[client_id] = SavedSession(
+            client_id, user_id, token_id, version, service, disconnected, subscriptions.get(client_id, ()), queued
+        )
+    return described
+
+
+def principal_keys(principal: Principal | None) -> tuple[int | None, int | None, int | None, bool]:
+    """What is saved of a session's principal: (user id, token id, password version, service)."""
+    if principal is None:
+        return None, None, None, False
+    if principal.service:
+        return None, None, None, True
+    return principal.user_id, principal.token_id, principal.password_version, False
+
+
+def principal_of(session: SavedSession) -> Principal | None:
+    """The principal a saved session is held under until it is read again (None for the service account:
+    the caller holds the process's own). Only the keys `refresh_principal` reads are needed."""
+    if session.service or session.user_id is None:
+        return None
+    return Principal(
+        user_id=session.user_id, email="", token_id=session.token_id, password_version=session.password_version
+    )
