@@ -17,7 +17,17 @@ from playhouse.migrate import SchemaMigrator
 from playhouse.migrate import migrate as run_migrations
 
 from rtdp.errors import ConfigError
-from rtdp.models import ALL_MODELS, Axis, BrowserSession, PurgeLog, RightsRevision, Summary, database_proxy
+from rtdp.models import (
+    ALL_MODELS,
+    Axis,
+    BrowserSession,
+    Dashboard,
+    DashboardShare,
+    PurgeLog,
+    RightsRevision,
+    Summary,
+    database_proxy,
+)
 from rtdp.store import summary
 from rtdp.store.dialect import dialect_of, open_url, redact
 
@@ -80,6 +90,11 @@ def _add_token_address_and_expiry(db: pw.Database) -> None:
         run_migrations(migrator.add_column("token", "expires", pw.DoubleField(null=True)))
 
 
+def _create_dashboards(db: pw.Database) -> None:
+    # Dashboard and DashboardShare (rtdp.dashboards).
+    db.create_tables([Dashboard, DashboardShare], safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     _add_token_broker_hash,
     _index_point_axis_x_y,
@@ -89,6 +104,7 @@ MIGRATIONS: list[Migration] = [
     _create_browser_session,
     _create_rights_revision,
     _add_token_address_and_expiry,
+    _create_dashboards,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

@@ -34,6 +34,7 @@ from rtdp.throttle import Throttle
 from viewer.accesslog import AccessLog
 from viewer.api import api_routes
 from viewer.connection import guarded_protocol
+from viewer.dashboards_api import dashboard_routes
 from viewer.errors import ErrorPage, exception_handlers
 from viewer.groups_api import group_routes
 from viewer.headers import with_security_headers
@@ -152,6 +153,7 @@ def create_app(
     page_routes, page_middleware, html_errors = _page_parts(settings)
     all_routes: list[BaseRoute] = [
         *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *group_routes(), *user_routes(),
+        *dashboard_routes(),
         *openapi_routes(),
         *page_routes, *routes,
     ]
