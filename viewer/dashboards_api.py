@@ -70,7 +70,7 @@ async def dashboards_route(request: Request) -> Response:
 
 async def dashboard_route(request: Request) -> Response:
     state = viewer_state(request)
-    dashboard_id: str = request.path_params["id"]
+    dashboard_id: str = request.path_params["dashboard"]
     if request.method == "GET":
         principal = await principal_from_request(request)
         return JSONResponse(await state.run_db(_get, principal, dashboard_id))
@@ -86,21 +86,21 @@ async def shares_route(request: Request) -> Response:
     state = viewer_state(request)
     principal = await require_principal(request)
     body = await read_object(request, state.settings.max_payload)
-    result = await state.run_db(_share, principal, request.path_params["id"], body)
+    result = await state.run_db(_share, principal, request.path_params["dashboard"], body)
     return JSONResponse(result, status_code=201)
 
 
 async def share_route(request: Request) -> Response:
     state = viewer_state(request)
     principal = await require_principal(request)
-    await state.run_db(dashboards.remove_share, principal, request.path_params["id"], request.path_params["share"])
+    await state.run_db(dashboards.remove_share, principal, request.path_params["dashboard"], request.path_params["id"])
     return Response(status_code=204)
 
 
 def dashboard_routes() -> list[BaseRoute]:
     return [
         Route("/api/v1/dashboards", dashboards_route, methods=["GET", "POST"]),
-        Route("/api/v1/dashboards/{id}", dashboard_route, methods=["GET", "PATCH", "DELETE"]),
-        Route("/api/v1/dashboards/{id}/shares", shares_route, methods=["POST"]),
-        Route("/api/v1/dashboards/{id}/shares/{share:int}", share_route, methods=["DELETE"]),
+        Route("/api/v1/dashboards/{dashboard}", dashboard_route, methods=["GET", "PATCH", "DELETE"]),
+        Route("/api/v1/dashboards/{dashboard}/shares", shares_route, methods=["POST"]),
+        Route("/api/v1/dashboards/{dashboard}/shares/{id:int}", share_route, methods=["DELETE"]),
     ]

@@ -186,19 +186,21 @@ def document() -> dict[str, Any]:
                            _obj({"dashboards": {"type": "array", "items": DASHBOARD}}, ("dashboards",))),
                 "post": _op("Create a dashboard.", 201, DASHBOARD, body=DASHBOARD_BODY),
             },
-            "/api/v1/dashboards/{id}": {
-                "get": _op("One dashboard, as the caller may see it.", 200, DASHBOARD, params=(_path("id"),)),
+            "/api/v1/dashboards/{dashboard}": {
+                "get": _op("One dashboard, as the caller may see it.", 200, DASHBOARD, params=(_path("dashboard"),)),
                 "patch": _op("Change name, widgets, range, public (owner and admins).", 200, DASHBOARD,
-                             params=(_path("id"),), body=DASHBOARD_BODY),
-                "delete": _op("Delete the dashboard (owner and admins).", 204, NO_BODY, params=(_path("id"),)),
+                             params=(_path("dashboard"),), body=DASHBOARD_BODY),
+                "delete": _op("Delete the dashboard (owner and admins).", 204, NO_BODY, params=(_path("dashboard"),)),
             },
-            "/api/v1/dashboards/{id}/shares": {
-                "post": _op("Share read-only with a user or a group.", 201, DASHBOARD_SHARE, params=(_path("id"),),
+            "/api/v1/dashboards/{dashboard}/shares": {
+                "post": _op("Share read-only with a user or a group.", 201, DASHBOARD_SHARE,
+                            params=(_path("dashboard"),),
                             body=_obj({"user": TEXT, "group": TEXT, "access": {"enum": ["read"]}})),
             },
-            "/api/v1/dashboards/{id}/shares/{share}": {
+            "/api/v1/dashboards/{dashboard}/shares/{id}": {
                 "delete": _op("Remove a share.", 204, NO_BODY,
-                              params=(_path("id"), {**_path("share"), "schema": {"type": "integer", "minimum": 0}})),
+                              params=(_path("dashboard"),
+                                      {**_path("id"), "schema": {"type": "integer", "minimum": 0}})),
             },
             "/api/v1/groups": {
                 "get": _op("Groups (members where the caller may see them).", 200,
