@@ -21,9 +21,10 @@
   const rangeText = document.getElementById("range-text");
   const backButton = document.getElementById("back-to-live");
   const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
-  const MIN_REDRAW_MS = 100;
+  const MIN_REDRAW_MS = 200;  // live redraws of a widget at most 5 times a second
+  const FRAME_BUDGET_MS = 6;  // of one animation frame spent redrawing; the other widgets wait for the next
   const TABLE_ROWS = 8;
-  const KEEP = 3000;          // points a store keeps before reducing its older ones to min/max pairs
+  const KEEP_PER_PIXEL = 3;   // points a store keeps per pixel of its widest widget before reducing the older ones
   const SVG = "http://www.w3.org/2000/svg";
   // Timing marks for bench/graph_page.py (ms since navigation start).
   const timings = window.rtdpDashTimings = {};
@@ -46,12 +47,13 @@
 
   /* -- numbers and times ---------------------------------------------------------------------------- */
 
+  const NUMBER = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 5 });
   function formatValue(y, info) {
     if (y === null || y === undefined || Number.isNaN(y)) return "–";
     if (info && info.y_cast === "bool") return y ? "true" : "false";
     const abs = Math.abs(y);
     if (abs !== 0 && (abs >= 1e9 || abs < 1e-3)) return y.toExponential(3);
-    return Number(y.toPrecision(5)).toLocaleString(undefined, { maximumFractionDigits: 6 });
+    return NUMBER.format(y);
   }
 
   function formatX(x, info) {
@@ -67,6 +69,7 @@
       this.recent = [];       // the latest points, oldest first, at most TABLE_ROWS
       this.last = info.last_x === null || info.last_x === undefined ? null : { x: info.last_x, y: Number(info.last_y) };
       this.previous = null;
+      this.keep = 3000;
     }
     lowerBound(value) {
       const xs = this.xs; let lo = 0, hi = xs.length;
@@ -102,7 +105,7 @@
         const i = this.lowerBound(x);
         if (xs[i] === x) this.ys[i] = y; else { xs.splice(i, 0, x); this.ys.splice(i, 0, y); }
       }
-      if (xs.length > KEEP) this.reduce();
+      if (xs.length > this.keep) this.reduce();
     }
     dropBefore(cutoff) {
       const i = this.lowerBound(cutoff);
@@ -279,12 +282,14 @@
       this.when.textContent = last ? formatX(last.x, store.info) : "no points yet";
       sparkline(this.canvas, store, trend);
     }
-    resize() { this.draw(); }
+    resize() { if (this.canvas) { delete this.canvas.dataset.w; this.draw(); } }
   }
 
   function sparkline(canvas, store, trend) {
     const ratio = window.devicePixelRatio || 1;
-    const w = canvas.clientWidth || 200, h = canvas.clientHeight || 36;
+    // Measured once (and again after a resize): reading it per redraw would force a layout each time.
+    if (!canvas.dataset.w) { canvas.dataset.w = String(canvas.clientWidth || 200); canvas.dataset.h = String(canvas.clientHeight || 36); }
+    const w = Number(canvas.dataset.w), h = Number(canvas.dataset.h);
     if (canvas.width !== Math.round(w * ratio)) { canvas.width = Math.round(w * ratio); canvas.height = Math.round(h * ratio); }
     const ctx = canvas.getContext("2d");
     ctx.setTransform(ratio, 0, 0, ratio, 0, 0);
@@ -296,13 +301,27 @@
     let lo = Infinity, hi = -Infinity;
     for (let i = 0; i < n; i++) { if (ys[i] < lo) lo = ys[i]; if (ys[i] > hi) hi = ys[i]; }
     if (hi === lo) { hi += 1; lo -= 1; }
-    ctx.strokeStyle = getComputedStyle(canvas).color;
+    if (!canvas.dataset.color) canvas.dataset.color = getComputedStyle(canvas).color;
+    ctx.strokeStyle = canvas.dataset.color;
     ctx.lineWidth = 1.5;
     ctx.beginPath();
-    // At most one segment per pixel column: its lowest and highest.
-    for (let i = 0; i < n; i++) {
-      const px = (xs[i] - x0) / (x1 - x0) * (w - 2) + 1, py = h - 2 - (ys[i] - lo) / (hi - lo) * (h - 4);
-      if (i === 0) ctx.moveTo(px, py); else ctx.lineTo(px, py);
+    // One vertical stroke per pixel column, from its lowest to its highest point: a spike survives.
+    const scaleX = (w - 2) / (x1 - x0), scaleY = (h - 4) / (hi - lo);
+    let column = -1, top = 0, bottom = 0, first = true;
+    for (let i = 0; i <= n; i++) {
+      const px = i < n ? Math.round((xs[i] - x0) * scaleX) + 1 : -2;
+      if (px !== column || i === n) {
+        if (column >= 0) {
+          if (first) { ctx.moveTo(column, h - 2 - (bottom - lo) * scaleY); first = false; }
+          ctx.lineTo(column, h - 2 - (bottom - lo) * scaleY);
+          ctx.lineTo(column, h - 2 - (top - lo) * scaleY);
+        }
+        if (i === n) break;
+        column = px; top = bottom = ys[i];
+      } else {
+        if (ys[i] > top) top = ys[i];
+        if (ys[i] < bottom) bottom = ys[i];
+      }
     }
     ctx.stroke();
   }
@@ -468,12 +487,21 @@
   async function loadHistory() {
     const generation = ++loadGeneration;
     const from = since(), until = absolute ? absolute.max : null;
-    // Two points per pixel of the widest chart: what the server's min/max downsampling needs to stay true.
-    const maxPoints = Math.min(4000, Math.max(200, 2 * (grid.clientWidth || 1200)));
+    // Two points per pixel of the widest widget showing a series: what the server's min/max downsampling
+    // needs to stay true there, and no more to draw on every live redraw.
+    const pixels = new Map();
+    views.forEach(function (v) {
+      const el = v.box || v.canvas;
+      if (!el || !v.keys) return;
+      v.keys.forEach(function (k) { pixels.set(k, Math.max(pixels.get(k) || 0, el.clientWidth || 600)); });
+    });
+    const maxPointsOf = function (k) { return Math.min(4000, Math.max(200, 2 * (pixels.get(k) || 600))); };
     stateEl.dataset.loading = "1";
+    const fetchStart = performance.now();
     const history = wanted(["chart", "value"]).map(function (k) {
-      const info = stores.get(k).info;
-      return RTDP_STREAM.fetchPoints(apiOf(info.feed), info.axis, { since: from, until: until, max_points: maxPoints })
+      const store = stores.get(k), info = store.info;
+      store.keep = Math.max(600, KEEP_PER_PIXEL * (pixels.get(k) || 600));
+      return RTDP_STREAM.fetchPoints(apiOf(info.feed), info.axis, { since: from, until: until, max_points: maxPointsOf(k) })
         .then(function (points) { return [k, points]; });
     });
     const recent = absolute ? [] : wanted(["table"]).map(function (k) {
@@ -484,6 +512,7 @@
     try {
       const loaded = await Promise.all([Promise.all(history), Promise.all(recent)]);
       if (generation !== loadGeneration) return;
+      timings.fetch_ms = performance.now() - fetchStart;
       loaded[0].forEach(function (pair) { stores.get(pair[0]).setHistory(pair[1]); });
       loaded[1].forEach(function (pair) { stores.get(pair[0]).setRecent(pair[1]); });
       delete stateEl.dataset.loading;
@@ -492,16 +521,26 @@
       stateEl.textContent = "could not load history: " + error.message;
     }
     views.forEach(function (v) { dirty.add(v); });
-    drawNow();
+    const drawStart = performance.now();
+    drawNow(Infinity);
+    timings.draw_ms = performance.now() - drawStart;
     if (timings.drawn === undefined) window.rtdpDashReady = timings.drawn = performance.now();
     return performance.now();
   }
 
-  function drawNow() {
-    lastDraw = performance.now();
-    if (!absolute) stores.forEach(function (s) { if (s.xs.length && s.xs[0] < since()) s.dropBefore(since()); });
-    dirty.forEach(function (v) { v.draw(); });
-    dirty.clear();
+  /* Redraw the marked widgets, in page order, until `budget` ms are spent; the rest wait for the next frame
+     (so a busy stream never makes one long frame of twelve redraws). True when none is left. */
+  function drawNow(budget) {
+    const start = performance.now();
+    if (!absolute) { const cut = since(); stores.forEach(function (s) { if (s.xs.length && s.xs[0] < cut) s.dropBefore(cut); }); }
+    for (const view of views) {
+      if (!dirty.has(view)) continue;
+      view.draw();
+      dirty.delete(view);
+      if (performance.now() - start > budget) break;
+    }
+    if (!dirty.size) lastDraw = start;
+    return dirty.size === 0;
   }
 
   function schedule() {
@@ -509,8 +548,8 @@
     frameRequested = true;
     requestAnimationFrame(function frame(now) {
       if (now - lastDraw < MIN_REDRAW_MS) { requestAnimationFrame(frame); return; }
-      frameRequested = false;
-      drawNow();
+      if (drawNow(FRAME_BUDGET_MS)) frameRequested = false;
+      else requestAnimationFrame(frame);
     });
   }
 
@@ -555,7 +594,9 @@
     const feeds = Array.from(new Set(Array.from(stores.values()).map(function (s) { return s.info.feed; })));
     if (!feeds.length) { stateEl.textContent = "nothing to follow"; return; }
     const url = "/api/v1/stream?" + feeds.map(function (f) { return "feed=" + encodeURIComponent(f); }).join("&");
-    const stream = new RTDP_STREAM.FeedStream({ url: url }, {
+    // Ids remembered against duplicates: a few seconds' worth is enough (a replay only overlaps what
+    // arrived just before a reconnect, and a point seen twice lands on the same x anyway).
+    const stream = new RTDP_STREAM.FeedStream({ url: url, seenLimit: 2000 }, {
       point: addPoint,
       open: function () { timings.stream_open = performance.now(); },
       state: function (text) { stateEl.textContent = text; },

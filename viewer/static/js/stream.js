@@ -11,9 +11,11 @@
   const SEEN_LIMIT = 20000;
 
   class FeedStream {
-    /* `api` is a feed's API URL (its stream is api + "/stream"), or {url} for a stream of several feeds. */
+    /* `api` is a feed's API URL (its stream is api + "/stream"), or {url, seenLimit} for a stream of
+       several feeds. */
     constructor(api, handlers, resumeId) {
       this.url = typeof api === "string" ? api + "/stream" : api.url;
+      this.seenLimit = (typeof api === "object" && api.seenLimit) || SEEN_LIMIT;
       this.handlers = handlers;   // {point(p), open(), state(text)}
       // The highest point id when the page was rendered: anything newer is replayed to us.
       this.lastId = typeof resumeId === "number" ? resumeId : null;
@@ -67,7 +69,7 @@
       if (this.seen.has(id)) return;
       this.seen.add(id);
       this.order.push(id);
-      if (this.order.length > SEEN_LIMIT) this.seen.delete(this.order.shift());
+      if (this.order.length > this.seenLimit) this.seen.delete(this.order.shift());
       this.noteId(id);
       this.delivered += 1;
       document.documentElement.dataset.streamEvents = String(this.delivered);
