@@ -174,3 +174,18 @@ def test_multi_feed_stream_permission(client: TestClient, world: World) -> None:
     assert client.get("/api/v1/stream?feed=feed_t&feed=feed_ap", headers=EP).status_code == 403
     assert client.get("/api/v1/stream?feed=feed_t&feed=missing", headers=EP).status_code == 404
     assert client.get("/api/v1/stream?feed=feed_t").status_code == 401
+
+
+def test_removing_a_user_or_group_removes_their_dashboards_and_shares(client: TestClient, world: World) -> None:
+    admin = basic("admin@nothing.com", "secret-admin")
+    team = Group.create(name="lab")
+    eps = client.post("/api/v1/dashboards", json=home(), headers=EP).json()["id"]
+    aps = client.post("/api/v1/dashboards", json=home("feed_ap", "axis_aj_00"), headers=AP).json()["id"]
+    client.post(f"/api/v1/dashboards/{aps}/shares", json={"user": "ep@nothing.com"}, headers=AP)
+    client.post(f"/api/v1/dashboards/{aps}/shares", json={"group": "lab"}, headers=AP)
+    assert DashboardShare.select().count() == 2
+    assert client.delete(f"/api/v1/groups/{team.name}", headers=admin).status_code == 204
+    assert DashboardShare.select().count() == 1
+    assert client.delete("/api/v1/users/ep@nothing.com?feeds_to=admin@nothing.com", headers=admin).status_code == 200
+    assert [d.id for d in Dashboard.select()] == [aps] and DashboardShare.select().count() == 0
+    assert eps not in client.get("/api/v1/dashboards", headers=admin).text
