@@ -250,15 +250,18 @@ def readable_series(principal: Principal | None, widgets: list[dict[str, Any]]) 
 
 def visible_widgets(principal: Principal | None, dashboard: Dashboard) -> list[dict[str, Any]]:
     """The widgets as `principal` may see them: a series on a feed they may not read becomes `{"hidden": true}`
-    (a one-series widget gets `"hidden": true` and loses its feed and axis)."""
+    (a one-series widget gets `"hidden": true` and loses its feed and axis; a widget with nothing left to show
+    loses its title too)."""
     widgets: list[dict[str, Any]] = json.loads(dashboard.widgets)
     readable = readable_series(principal, widgets)
     shown = []
     for widget in widgets:
         if "series" in widget:
             widget = {**widget, "series": [s if s["feed"] in readable else {"hidden": True} for s in widget["series"]]}
+            if all(s.get("hidden") for s in widget["series"]):
+                widget["title"] = ""  # the owner's words about what this viewer may not see
         elif widget["feed"] not in readable:
-            widget = {k: v for k, v in widget.items() if k not in ("feed", "axis")} | {"hidden": True}
+            widget = {k: v for k, v in widget.items() if k not in ("feed", "axis")} | {"hidden": True, "title": ""}
         shown.append(widget)
     return shown
 

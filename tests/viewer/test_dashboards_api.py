@@ -21,7 +21,7 @@ def home(feed: str = "feed_t", axis: str = "temp") -> dict[str, Any]:
         "name": "Home",
         "widgets": [
             {"type": "chart", "series": [one]},
-            {"type": "value", **one},
+            {"type": "value", "title": "Kitchen", **one},
             {"type": "gauge", **one, "min": -10, "max": 40, "thresholds": [25, 30]},
             {"type": "state", **one, "on": "open", "off": "closed"},
             {"type": "table", "series": [one]},
@@ -36,7 +36,7 @@ def test_create_read_update_delete(client: TestClient, world: World) -> None:
     assert len(body["id"]) >= 16 and body["name"] == "Home" and body["editable"] is True
     assert [w["type"] for w in body["widgets"]] == ["chart", "value", "gauge", "state", "table"]
     # Defaults are filled in: sizes, labels, the range.
-    assert body["widgets"][1] == {"type": "value", "title": "", "w": 3, "h": 1, "feed": "feed_t", "axis": "temp"}
+    assert body["widgets"][1] == {"type": "value", "title": "Kitchen", "w": 3, "h": 1, "feed": "feed_t", "axis": "temp"}
     assert body["range"] == 3600 and body["public"] is False and body["shares"] == []
     dashboard_id = body["id"]
     assert client.get(f"/api/v1/dashboards/{dashboard_id}", headers=EP).json() == body
@@ -125,6 +125,7 @@ def test_ap_refused_on_eps_dashboard(client: TestClient, world: World) -> None:
     assert seen["editable"] is False and seen["shares"] is None
     assert seen["widgets"][0]["series"] == [{"hidden": True}]
     assert "feed" not in seen["widgets"][1] and seen["widgets"][1]["hidden"] is True
+    assert seen["widgets"][1]["title"] == ""
     assert "feed_t" not in client.get(url, headers=AP).text
     assert client.patch(url, json={"name": "mine"}, headers=AP).status_code == 403
     assert client.delete(url, headers=AP).status_code == 403

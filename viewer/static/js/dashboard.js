@@ -153,6 +153,8 @@
   }
 
   function hiddenNote(body) {
+    body.parentElement.style.gridRow = "span 1";
+    body.parentElement.classList.add("widget-unavailable");
     const p = document.createElement("p");
     p.className = "muted widget-hidden";
     p.textContent = "Not available to you.";
