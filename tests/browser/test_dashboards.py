@@ -19,6 +19,7 @@ from rtdp.settings import Settings
 from rtdp.store import create_axis, create_feed, write_points
 from tests.browser.conftest import ConsoleErrors
 from tests.browser.test_pages import publish, sign_in
+from tests.support.env import wait_for
 from tests.viewer.conftest import LiveServer, make_user
 
 pytestmark = [pytest.mark.browser, pytest.mark.mosquitto, pytest.mark.slow]
@@ -137,6 +138,8 @@ def test_dashboard_made_on_the_page_shared_and_public(
     expect(tab.locator("#grid .widget").nth(3)).to_have_attribute("data-type", "table")
     tab.click('.widget-table button[data-action="wider"]')
     expect(tab.locator(".widget-table")).to_have_css("grid-column-start", "span 5")
+    tab.click('[data-range="86400"]')
+    wait_for(lambda: Dashboard.get_by_id(dashboard_id).range == 86400, what="the range saved")
     tab.fill('#share-form input[name="grantee"]', "ap@nothing.com")
     tab.click('#share-form button[type="submit"]')
     expect(tab.locator("#shares")).to_contain_text("ap@nothing.com")

@@ -589,6 +589,11 @@
       absolute = null;
       showRange();
       loadHistory();
+      // While editing, the range chosen becomes the dashboard's: what it opens with, for everyone.
+      if (editing) {
+        call("PATCH", "/api/v1/dashboards/" + encodeURIComponent(dash.id), { range: rangeSeconds })
+          .then(function (saved) { dash.range = saved.range; }, function (error) { RTDP.showError(editorError, error.message); });
+      }
     });
   });
 
