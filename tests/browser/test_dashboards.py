@@ -137,6 +137,7 @@ def test_dashboard_made_on_the_page_shared_and_public(
     tab.click('.widget-table button[data-action="move-earlier"]')
     expect(tab.locator("#grid .widget").nth(3)).to_have_attribute("data-type", "table")
     tab.click('.widget-table button[data-action="wider"]')
+    expect(tab.locator(".widget-state .state-pill")).to_have_text("closed")  # what came live, kept
     expect(tab.locator(".widget-table")).to_have_css("grid-column-start", "span 5")
     tab.click('[data-range="86400"]')
     wait_for(lambda: Dashboard.get_by_id(dashboard_id).range == 86400, what="the range saved")

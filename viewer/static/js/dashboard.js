@@ -459,8 +459,8 @@
   /* -- loading and live ----------------------------------------------------------------------------------- */
 
   function build() {
-    stores = new Map();
-    Object.keys(seriesInfo).forEach(function (k) { stores.set(k, new Store(seriesInfo[k])); });
+    // Kept across rebuilds (a widget moved or resized): the latest points came live since the page loaded.
+    Object.keys(seriesInfo).forEach(function (k) { if (!stores.has(k)) stores.set(k, new Store(seriesInfo[k])); });
     views.forEach(function (v) { if (v.plot) v.plot.destroy(); });
     grid.replaceChildren();
     views = dash.widgets.map(function (w, i) {
