@@ -67,7 +67,7 @@ FRAME_COUNTER = """() => {
 READ_FRAMES = """() => {
   const f = window.__frames, now = performance.now();
   let points = 0;
-  document.querySelectorAll('.widget-chart').forEach(w => { points += Number(w.dataset.points || 0); });
+  document.querySelectorAll('.widget-chart .plot').forEach(w => { points += Number(w.dataset.points || 0); });
   const out = { count: f.count, longest: f.longest, elapsed: now - f.start, points: points };
   f.count = 0; f.longest = 0; f.start = now;
   return out;
@@ -170,7 +170,7 @@ def sample(tab: Any, cdp: Any, seconds: float, period: float) -> list[dict[str, 
 def chart_points(tab: Any) -> int:
     """Points drawn by the 6 charts together."""
     return int(tab.evaluate(
-        "() => Array.from(document.querySelectorAll('.widget-chart'))"
+        "() => Array.from(document.querySelectorAll('.widget-chart .plot'))"
         ".reduce((n, w) => n + Number(w.dataset.points || 0), 0)"
     ))
 

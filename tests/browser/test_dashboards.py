@@ -102,7 +102,7 @@ def test_dashboard_made_on_the_page_shared_and_public(
     expect(widgets).to_have_count(5)
     tab.wait_for_function("() => window.rtdpDashReady !== undefined")
     expect(tab.locator("#editor")).to_be_hidden()
-    assert int(tab.get_attribute(".widget-chart", "data-points") or 0) == 70
+    assert int(tab.get_attribute(".widget-chart .plot", "data-points") or 0) == 70
     expect(tab.locator(".widget-value .big-value")).not_to_have_text("–")
     expect(tab.locator(".widget-gauge .gauge-value")).not_to_have_text("–")
     expect(tab.locator(".widget-state")).to_have_attribute("data-state", "on")
@@ -121,7 +121,7 @@ def test_dashboard_made_on_the_page_shared_and_public(
     assert axe_violations(tab) == []
 
     # Zooming on the chart fetches that time range again for every widget; Back to live returns.
-    box = tab.locator(".widget-chart .u-over").bounding_box()
+    box = tab.locator(".widget-chart .u-over").first.bounding_box()
     assert box is not None
     tab.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 20)
     tab.mouse.down()
@@ -162,7 +162,7 @@ def test_dashboard_made_on_the_page_shared_and_public(
     expect(ap.locator(".widget-hidden")).to_have_count(3)
     assert "kitchen" not in ap.content() and "door/state" not in ap.content()
     expect(ap.locator(".widget-table tbody tr").first).to_contain_text("99")
-    assert int(ap.get_attribute(".widget-chart", "data-points") or 0) == 11
+    assert int(ap.get_attribute(".widget-chart .plot", "data-points") or 0) == 11
     status = ap.evaluate(
         """async (id) => (await fetch('/api/v1/dashboards/' + id, {method: 'PATCH', headers: {
             'Content-Type': 'application/json', 'X-CSRF-Token': RTDP.csrf}, body: '{"name": "mine"}'})).status""",

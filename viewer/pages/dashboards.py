@@ -90,4 +90,6 @@ def dashboard_page(ctx: Ctx) -> Response:
         # Goes into a <script type="application/json"> element: escape "<" so no "</script>" closes it.
         config=json.dumps(config).replace("<", "\\u003c"),
         vendor_ready=(STATIC / "vendor" / "uPlot.iife.min.js").is_file(),
+        # The shared chart module draws the chart widgets where it exists (static/js/chart.js).
+        chart_module=(STATIC / "js" / "chart.js").is_file(),
     )

@@ -212,7 +212,7 @@
         }] },
       }, this.aligned(), this.box);
       this.isTime = isTime;
-      this.el.dataset.points = String(this.total);
+      this.box.dataset.points = String(this.total);
       self.drawn = true;
     }
     /* uPlot's columns: the union of the series' x, each series' y or null (a k-way merge). */
@@ -237,7 +237,7 @@
     draw() {
       if (!this.keys.length) return;
       if (!this.plot) { this.make(); }
-      else { this.plot.setData(this.aligned(), false); this.el.dataset.points = String(this.total); }
+      else { this.plot.setData(this.aligned(), false); this.box.dataset.points = String(this.total); }
       if (this.plot) {
         const now = Date.now() / 1000;
         const range = absolute || (this.isTime ? { min: now - rangeSeconds, max: now } : null);
@@ -250,6 +250,60 @@
       }, this);
     }
     resize() { if (this.plot) this.plot.setSize(this.size()); }
+  }
+
+  /* A chart widget on the shared chart module (static/js/chart.js, RTDP_CHART) when the page has it: the
+     module fetches and draws its series, zooms and pans (drag, wheel, pinch, keys) and takes the live
+     points this page's one stream hands it; a zoom on one chart moves every other widget to that range. */
+  class ModuleChartView {
+    constructor(widget, index) {
+      Object.assign(this, tile(widget, index, "Chart"));
+      this.keys = visibleSeries(widget).map(keyOf);
+      this.chart = null;
+      if (!this.keys.length) { hiddenNote(this.body); return; }
+      this.box = document.createElement("div");
+      this.box.className = "plot";
+      this.body.appendChild(this.box);
+    }
+    make() {
+      const self = this;
+      const infos = this.keys.map(function (k) { return stores.get(k).info; });
+      const height = Math.max(80, (this.body.clientHeight || 200) - 52);
+      this.chart = RTDP_CHART.create(this.box, {
+        series: infos.map(function (info) {
+          return {
+            feed: info.feed, axis: info.axis, label: info.label || (info.feed + "/" + info.axis), unit: info.unit || "",
+            y_cast: info.y_cast, last: info.last_x === null ? undefined : { x: info.last_x, y: info.last_y },
+          };
+        }),
+        x_cast: infos[0].x_cast, range: chartRange(), title: this.title.textContent, height: height,
+        onRange: function (range, zoomed) { if (!syncing && zoomed && range.min !== undefined) followZoom(self, range); },
+      });
+    }
+    draw() { if (!this.chart && this.keys.length) this.make(); }
+    push(p) { if (this.chart) this.chart.push(p.feed, { axis: p.axis, x: p.x, y: p.y }); }
+    setRange(range) {
+      if (!this.chart) return;
+      syncing = true;
+      try { this.chart.setRange(range); } finally { syncing = false; }
+    }
+    loading() { return this.box !== undefined && this.box.dataset.loading !== undefined; }
+    resize() { if (this.chart) this.chart.resize(); }
+    destroy() { if (this.chart) this.chart.destroy(); }
+  }
+
+  let syncing = false;
+  let followTimer = null;
+  function chartRange() { return absolute ? { min: absolute.min, max: absolute.max } : { window: rangeSeconds }; }
+  /* One chart was zoomed or panned: the others and the other widgets follow once the gesture pauses. */
+  function followZoom(source, range) {
+    clearTimeout(followTimer);
+    followTimer = setTimeout(function () {
+      absolute = { min: range.min, max: range.max };
+      showRange();
+      views.forEach(function (v) { if (v !== source && v.setRange) v.setRange(chartRange()); });
+      loadHistory();
+    }, 200);
   }
 
   class ValueView {
@@ -454,20 +508,24 @@
     resize() {}
   }
 
-  const KINDS = { chart: ChartView, value: ValueView, gauge: GaugeView, state: StateView, table: TableView };
+  const KINDS = {
+    chart: window.RTDP_CHART ? ModuleChartView : ChartView, value: ValueView, gauge: GaugeView, state: StateView, table: TableView,
+  };
 
   /* -- loading and live ----------------------------------------------------------------------------------- */
 
   function build() {
     // Kept across rebuilds (a widget moved or resized): the latest points came live since the page loaded.
     Object.keys(seriesInfo).forEach(function (k) { if (!stores.has(k)) stores.set(k, new Store(seriesInfo[k])); });
-    views.forEach(function (v) { if (v.plot) v.plot.destroy(); });
+    views.forEach(function (v) { if (v.plot) v.plot.destroy(); if (v.destroy) v.destroy(); });
     grid.replaceChildren();
     views = dash.widgets.map(function (w, i) {
       const view = new KINDS[w.type](w, i);
       grid.appendChild(view.el);
       return view;
     });
+    // Module charts fetch their own history: at once, in parallel with the other widgets'.
+    views.forEach(function (v) { if (v.push) v.draw(); });
     if (!dash.widgets.length) {
       const p = document.createElement("p");
       p.className = "muted";
@@ -526,7 +584,10 @@
     const drawStart = performance.now();
     drawNow(Infinity);
     timings.draw_ms = performance.now() - drawStart;
-    if (timings.drawn === undefined) window.rtdpDashReady = timings.drawn = performance.now();
+    if (timings.drawn === undefined) {
+      const drawn = await chartsLoaded();
+      if (timings.drawn === undefined) window.rtdpDashReady = timings.drawn = drawn;
+    }
     return performance.now();
   }
 
@@ -560,7 +621,10 @@
     if (!store) return;
     store.add(p.x, p.y, !absolute && p.x >= since());
     const k = p.feed + "/" + p.axis;
-    views.forEach(function (v) { if (v.keys && v.keys.indexOf(k) >= 0) dirty.add(v); });
+    views.forEach(function (v) {
+      if (!v.keys || v.keys.indexOf(k) < 0) return;
+      if (v.push) v.push(p); else dirty.add(v);
+    });
     schedule();
   }
 
@@ -574,21 +638,37 @@
     rangeText.textContent = absolute ? RTDP.formatTime(absolute.min, false) + " – " + RTDP.formatTime(absolute.max, false) : "";
   }
 
+  /* Every module chart loaded what its range shows (each fetches its own). */
+  function chartsLoaded() {
+    return new Promise(function (resolve) {
+      (function check() {
+        if (views.some(function (v) { return v.loading && v.loading(); })) requestAnimationFrame(check);
+        else resolve(performance.now());
+      })();
+    });
+  }
+
   function zoomTo(min, max) {
     timings.zoom_start = performance.now();
     absolute = { min: min, max: max };
     showRange();
-    return loadHistory().then(function (done) { timings.zoom_done = done; return done; });
+    views.forEach(function (v) { if (v.setRange) v.setRange(chartRange()); });
+    return loadHistory().then(chartsLoaded).then(function (done) { timings.zoom_done = done; return done; });
+  }
+
+  function setLive() {
+    absolute = null;
+    showRange();
+    views.forEach(function (v) { if (v.setRange) v.setRange(chartRange()); });
+    loadHistory();
   }
   window.rtdpDashZoom = zoomTo;
 
-  backButton.addEventListener("click", function () { absolute = null; showRange(); loadHistory(); });
+  backButton.addEventListener("click", setLive);
   document.querySelectorAll("[data-range]").forEach(function (button) {
     button.addEventListener("click", function () {
       rangeSeconds = Number(button.dataset.range);
-      absolute = null;
-      showRange();
-      loadHistory();
+      setLive();
       // While editing, the range chosen becomes the dashboard's: what it opens with, for everyone.
       if (editing) {
         call("PATCH", "/api/v1/dashboards/" + encodeURIComponent(dash.id), { range: rangeSeconds })
