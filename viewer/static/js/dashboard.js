@@ -268,7 +268,7 @@
     make() {
       const self = this;
       const infos = this.keys.map(function (k) { return stores.get(k).info; });
-      const height = Math.max(80, (this.body.clientHeight || 200) - 52);
+      const height = Math.max(80, (this.body.clientHeight || 200) - 64);  // its legend and data-table summary above and below
       this.chart = RTDP_CHART.create(this.box, {
         series: infos.map(function (info) {
           return {
@@ -278,6 +278,7 @@
         }),
         x_cast: infos[0].x_cast, range: chartRange(), title: this.title.textContent, height: height,
         onRange: function (range, zoomed) { if (!syncing && zoomed && range.min !== undefined) followZoom(self, range); },
+        redrawMs: MIN_REDRAW_MS, fetchPoints: sharedFetch,
       });
     }
     draw() { if (!this.chart && this.keys.length) this.make(); }
@@ -292,18 +293,32 @@
     destroy() { if (this.chart) this.chart.destroy(); }
   }
 
+  /* The points API for every widget of the page: several charts of one series (and one range and width)
+     ask once. Times are rounded to the second for the key: charts computing "now - range" a few ms apart
+     still share; an answer is shared for 2 s. */
+  const answers = new Map();
+  function sharedFetch(api, axis, params) {
+    const key = api + "|" + axis + "|" + Object.keys(params).sort().map(function (k) {
+      const v = params[k];
+      return k + "=" + (typeof v === "number" && (k === "since" || k === "until") ? Math.round(v) : v);
+    }).join("&");
+    let answer = answers.get(key);
+    if (!answer) {
+      answer = RTDP_STREAM.fetchPoints(api, axis, params);
+      answers.set(key, answer);
+      setTimeout(function () { answers.delete(key); }, 2000);
+      answer.catch(function () { answers.delete(key); });
+    }
+    return answer;
+  }
+
   let syncing = false;
   let followTimer = null;
   function chartRange() { return absolute ? { min: absolute.min, max: absolute.max } : { window: rangeSeconds }; }
   /* One chart was zoomed or panned: the others and the other widgets follow once the gesture pauses. */
   function followZoom(source, range) {
     clearTimeout(followTimer);
-    followTimer = setTimeout(function () {
-      absolute = { min: range.min, max: range.max };
-      showRange();
-      views.forEach(function (v) { if (v !== source && v.setRange) v.setRange(chartRange()); });
-      loadHistory();
-    }, 200);
+    followTimer = setTimeout(function () { zoomTo(range.min, range.max, source); }, 200);
   }
 
   class ValueView {
@@ -648,11 +663,12 @@
     });
   }
 
-  function zoomTo(min, max) {
+  /* Every widget to [min, max] (`source`: the chart zoomed by hand, which has that range already). */
+  function zoomTo(min, max, source) {
     timings.zoom_start = performance.now();
     absolute = { min: min, max: max };
     showRange();
-    views.forEach(function (v) { if (v.setRange) v.setRange(chartRange()); });
+    views.forEach(function (v) { if (v !== source && v.setRange) v.setRange(chartRange()); });
     return loadHistory().then(chartsLoaded).then(function (done) { timings.zoom_done = done; return done; });
   }
 
