@@ -43,3 +43,14 @@ def test_page_access(client: TestClient, world: World) -> None:
     shown = client.get(url)
     # ap may not read feed_t: the widget is there, its feed is not, and there is no editor.
     assert shown.status_code == 200 and "feed_t" not in shown.text and 'id="editor"' not in shown.text
+
+
+def test_the_page_changes_it_through_the_api_with_its_csrf_token(client: TestClient, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    created = client.post("/api/v1/dashboards", json={"name": "Home"}, headers={"X-CSRF-Token": csrf(client, "/")})
+    assert created.status_code == 201
+    url = f"/api/v1/dashboards/{created.json()['id']}"
+    # A signed-in browser's cookie alone changes nothing: a link on another site cannot rename it.
+    assert client.patch(url, json={"name": "Evil"}).status_code == 403
+    assert client.patch(url, json={"name": "Kitchen"}, headers={"X-CSRF-Token": csrf(client, "/")}).status_code == 200
+    assert Dashboard.get().name == "Kitchen"

@@ -12,8 +12,8 @@ from starlette.responses import Response
 from rtdp import dashboards
 from rtdp.casts import y_json
 from rtdp.errors import AuthenticationFailed, RtdpError
-from rtdp.models import Axis, Feed
-from rtdp.permissions import readable_feeds
+from rtdp.models import Axis, Feed, User
+from rtdp.permissions import Principal, readable_feeds
 from rtdp.store import feed_casts
 from viewer.pages.charts import resume_id
 from viewer.pages.render import STATIC, Ctx, LoginRequired, error_field
@@ -22,10 +22,14 @@ from viewer.pages.render import STATIC, Ctx, LoginRequired, error_field
 PICKER_LIMIT = 500
 
 
+def _listed(ctx: Ctx, principal: Principal, **context: Any) -> Response:
+    boards = dashboards.list_for(principal)
+    owners = {u.id: u.email for u in User.select(User.id, User.email).where(User.id.in_({d.owner_id for d in boards}))}
+    return ctx.render("dashboards.html", dashboards=boards, owners=owners, user_id=principal.user_id, **context)
+
+
 def dashboard_list(ctx: Ctx) -> Response:
-    principal = ctx.require_principal()
-    mine = dashboards.list_for(principal)
-    return ctx.render("dashboards.html", dashboards=mine, user_id=principal.user_id)
+    return _listed(ctx, ctx.require_principal())
 
 
 def create_dashboard(ctx: Ctx) -> Response:
@@ -35,10 +39,9 @@ def create_dashboard(ctx: Ctx) -> Response:
     except RtdpError as exc:
         if ctx.wants_json:
             raise
-        mine = dashboards.list_for(principal)
-        return ctx.render(
-            "dashboards.html", status=exc.status, dashboards=mine, user_id=principal.user_id,
-            error=exc.message, error_field=error_field(exc, ("name",)), name=ctx.form.get("name", ""),
+        return _listed(
+            ctx, principal, status=exc.status, error=exc.message, error_field=error_field(exc, ("name",)),
+            name=ctx.form.get("name", ""),
         )
     return ctx.redirect(f"/dashboards/{created.id}?edit=1")
 
