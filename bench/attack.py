@@ -243,7 +243,13 @@ async def attack_logins(target: Target, deadline: float) -> None:
         )
 
 
+async def attack_none(target: Target, deadline: float) -> None:
+    """No attack: the well-behaved user alone, the baseline the others compare with on a busy machine."""
+    await asyncio.sleep(max(0.0, deadline - time.monotonic()))
+
+
 ATTACKS: dict[str, Callable[[Target, float], Coroutine[Any, Any, None]]] = {
+    "none": attack_none,
     "header": attack_header,
     "idle-http": attack_idle_http,
     "idle-mqtt": attack_idle_mqtt,

@@ -34,6 +34,7 @@ from bridge.batching import BatchLoop, Inbox
 from bridge.errors import BridgeError, Rejected
 from bridge.stats import Stats
 from bridge.writer import BatchResult, Incoming, Notice, Writer
+from rtdp.alerting import Alerting
 from rtdp.errors import RtdpError
 from rtdp.handoff import Handoff
 from rtdp.logs import RateLimitedLog
@@ -66,7 +67,8 @@ class Intake:
         self.settings = settings
         self.stats = Stats()
         self.full = 0  # times a message waited because the queue was full (written by the broker's loop only)
-        self._writer = Writer(db, settings, self.stats)
+        self.alerting = Alerting(db, settings)
+        self._writer = Writer(db, settings, self.stats, alerting=self.alerting)
         self._queue = Inbox(maxsize=capacity)
         self._queue.on_room = self._wake
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -119,17 +121,24 @@ class Intake:
                 await self._room.wait()
         self.stats.received += 1
 
+    def has_room(self) -> bool:
+        """Whether `put` would return at once (the queue is not full)."""
+        return not self._queue.full()
+
     def start(self, publish: Publish) -> None:
         """Start the writer thread; notices go to `publish(topic, payload)` (called on that thread)."""
         if self._publish is not None:
             raise BridgeError("intake already started")
         self._publish = publish
         self._batches.start()
+        self.alerting.start(publish)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Store everything queued (call it after the broker stopped handing messages over). If the
         database stays unavailable for `timeout` seconds, what is left is lost (logged)."""
         self._batches.stop(timeout)
+        if self._publish is not None:
+            self.alerting.stop()
         left = self._queue.qsize()
         if left:
             log.error("bridge: intake stopped with %d messages not stored (database unavailable)", left)

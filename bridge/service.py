@@ -19,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
 from types import FrameType
 
@@ -30,6 +31,7 @@ from bridge.retention import RetentionScheduler
 from bridge.stats import Stats
 from bridge.writer import BatchResult, Incoming, Notice, Writer
 from rtdp.accounts import ServiceAccount
+from rtdp.alerting import Alerting
 from rtdp.database import open_database
 from rtdp.logs import RateLimitedLog, configure_logging
 from rtdp.mqtt import Client, Endpoint, LoopThread, MqttError, Publish, Subscription
@@ -45,6 +47,8 @@ MAX_OUTGOING = 10_000
 NOTICE_QOS = 1
 PUT_POLL = 0.5
 DISCONNECT_WAIT = 5.0
+# Seconds without a message after which a retiring bridge takes its session's queue as drained.
+RETIRE_IDLE = 3.0
 
 
 def subscription_filter(share_group: str | None) -> str:
@@ -72,7 +76,8 @@ class Bridge:
         self.stats = Stats()
         self.subscription = subscription_filter(settings.share_group)
         self.ready = threading.Event()  # set while connected and subscribed
-        self._writer = Writer(db, settings, self.stats)
+        self.alerting = Alerting(db, settings)
+        self._writer = Writer(db, settings, self.stats, alerting=self.alerting)
         self._queue = Inbox(maxsize=settings.max_inflight)
         self._batches = BatchLoop(settings, self._writer, self._queue, ack=self._ack, publish=self._publish)
         self.failed = self._batches.failed  # set if the writer thread died of an unexpected error
@@ -80,6 +85,9 @@ class Bridge:
         self._started = False
         self._stopped = False
         self._ratelog = RateLimitedLog(log)
+        # QoS 1 messages handed to the writer and not acknowledged yet, per connection (retire()).
+        self._unacked: Counter[int] = Counter()
+        self._unacked_lock = threading.Lock()
         self._thread = LoopThread("rtdp-bridge-mqtt", settings.loop)
         self._client = Client(
             endpoint,
@@ -105,11 +113,14 @@ class Bridge:
         self._batches.start()
         self._thread.start()
         self._thread.run(self._client.start)
+        self.alerting.start(self._publish_message)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Drain and disconnect. If the database stays unavailable for `timeout` seconds, give up on the
         batch in hand (it is not acknowledged, so the broker redelivers it to the next session)."""
         self._batches.stop(timeout)
+        if self._started:
+            self.alerting.stop()  # its last messages go out before the client stops
         self._closed.set()
         if self._started and not self._stopped:
             self._stopped = True
@@ -117,6 +128,48 @@ class Bridge:
             self._thread.run_async(self._client.stop(drain=DISCONNECT_WAIT))
             self._thread.stop()
         self.ready.clear()
+
+    def retire(self, idle: float = RETIRE_IDLE, timeout: float = 3600.0) -> bool:
+        """Take over a bridge that is gone for good: connect with its client id, store what the broker
+        queued for its session, then remove the session, so that the share group's messages go to the
+        bridges that remain. (A persistent session of a share group keeps receiving its share while its
+        client is away: Mosquitto queues it there until that client id connects again.)
+
+        Leaves the subscription at once (queued messages still arrive), stops once nothing came for `idle`
+        seconds, and removes the session only if every message it delivered was stored and acknowledged;
+        False (the session kept, nothing lost) otherwise."""
+        self.start()
+        deadline = time.monotonic() + timeout
+        while not self.ready.wait(0.2):
+            if time.monotonic() > deadline or self.failed.is_set():
+                self.stop()
+                return False
+        generation = self._client.generation
+        self._thread.run(self._client.unsubscribe)
+        seen, quiet_since = self.stats.received, time.monotonic()
+        while time.monotonic() - quiet_since < idle and time.monotonic() < deadline and not self.failed.is_set():
+            time.sleep(0.1)
+            if self.stats.received != seen:
+                seen, quiet_since = self.stats.received, time.monotonic()
+        self.stop()
+        with self._unacked_lock:
+            settled = not self._unacked[generation]
+        if not settled or self._client.generation != generation or self.failed.is_set():
+            log.warning("bridge: %s not retired: not every message was stored and acknowledged", self.client_id)
+            return False
+        # A clean session with the same client id removes the persistent one (MQTT 3.1.1, 3.1.2.4).
+        remover = Client(self.endpoint, self.client_id, clean_session=True, name="bridge-retire")
+        thread = LoopThread("rtdp-bridge-retire", self.settings.loop)
+        thread.start()
+        try:
+            thread.run(remover.start)
+            if not remover.up.wait(30):
+                return False
+            thread.run_async(remover.stop())
+        finally:
+            thread.stop()
+        log.info("bridge: retired %s after storing %d message(s) it had queued", self.client_id, seen)
+        return True
 
     # -- the MQTT loop thread --------------------------------------------------------------------
 
@@ -141,6 +194,10 @@ class Bridge:
                 for p in publishes
             ]
         self.stats.received += len(items)
+        qos1 = sum(1 for item in items if item.qos == 1)
+        if qos1:
+            with self._unacked_lock:
+                self._unacked[generation] += qos1
         # Not acknowledged if stopped while waiting for room: the broker redelivers to our next session.
         self._queue.put_many(items, self._closed, PUT_POLL)
 
@@ -160,9 +217,15 @@ class Bridge:
         mids = [item.mid for item in batch if item.qos == 1 and item.generation == generation]
         if mids:
             self._thread.call(self._client.ack, mids, generation)
+            with self._unacked_lock:
+                self._unacked[generation] -= len(mids)
 
     def _publish(self, notice: Notice) -> None:
         self._thread.call(self._send_notice, notice)
+
+    def _publish_message(self, topic: str, payload: bytes) -> None:
+        # Alert actions, from their own threads (rtdp.alert_actions): on the MQTT loop like the notices.
+        self._thread.call(self._send_notice, Notice(topic, payload))
 
 
 def default_client_id(settings: Settings) -> str:
@@ -199,6 +262,15 @@ def run(settings: Settings) -> None:
 
         metrics_server = serve_metrics(settings.metrics, bridge_collector(bridge))[0]
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if settings.retire:
+        try:
+            log.info("bridge: retiring the session of %s at %s:%d", client_id, endpoint.host, endpoint.port)
+            retired = bridge.retire()
+        finally:
+            db.close()
+        if not retired:
+            raise BridgeError(f"the session of {client_id} was not removed (see the log); run --retire again")
+        return
     retention = RetentionScheduler(settings, db)
     try:
         bridge.start()

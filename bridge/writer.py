@@ -22,6 +22,8 @@ from bridge.errors import Rejected
 from bridge.routes import Route, Routes, errors_topic_for
 from bridge.stats import Stats
 from rtdp import catalog, codec, store
+from rtdp.alert_actions import Alert
+from rtdp.alerting import Alerting
 from rtdp.codec import Sample
 from rtdp.errors import InvalidInput
 from rtdp.handoff import Handoff
@@ -99,8 +101,18 @@ class Writer:
     functions inside those transactions reach the same object through the models.
     """
 
-    def __init__(self, db: pw.Database, settings: Settings, stats: Stats, routes: Routes | None = None) -> None:
+    def __init__(
+        self,
+        db: pw.Database,
+        settings: Settings,
+        stats: Stats,
+        routes: Routes | None = None,
+        alerting: Alerting | None = None,
+    ) -> None:
         self.db = db
+        # Judges the stored points against the alert rules inside the transaction that stored them; their
+        # actions are queued after the commit (rtdp.alerting).
+        self.alerting = alerting
         self.settings = settings
         self.tz = settings.tz
         self.stats = stats
@@ -117,7 +129,8 @@ class Writer:
         while True:
             try:
                 return self._attempt(messages, isolate=data_failures >= 2)
-            except DATABASE_ERRORS as exc:
+            except DATABASE_ERRORS as failure:
+                exc = _cause(failure)
                 self.stats.db_failures += 1
                 if not isinstance(exc, UNAVAILABLE):
                     data_failures += 1
@@ -136,6 +149,8 @@ class Writer:
         # A killed PostgreSQL backend leaves a dead connection; the next attempt opens a new one. The
         # route cache goes too: a foreign-key error means a cached axis was deleted.
         self.routes.clear()
+        if self.alerting is not None:
+            self.alerting.judge.forget()  # its cached alert states may hold what the rollback undid
         try:
             self.db.close()
         except Exception:  # noqa: BLE001 -- closing a broken connection may fail in any way; we drop it anyway
@@ -175,36 +190,46 @@ class Writer:
         if isolate:
             return self._isolated(prepared)
         started = time.perf_counter()
+        alerts: list[Alert] = []
         with self.db.atomic():
-            stored = self._commit(prepared)
+            stored = self._commit(prepared, alerts)
         committed = time.time()
+        self._submit(alerts)
         # A rejected message was not stored: it has no store delay. Messages that arrived together (one
         # network read) are observed together.
         arrivals = Counter(p.message.arrived for p in prepared if p.rejection is None)
         for arrived, times in arrivals.items():
             self.stats.store_delay_hist.observe(max(0.0, committed - arrived), times)
-        return self._result(prepared, stored, time.perf_counter() - started)
+        return self._result(prepared, [stored], time.perf_counter() - started)
 
     def _isolated(self, prepared: list[_Prepared]) -> BatchResult:
         """Last resort after repeated data errors: one transaction per message, so one message the
         database refuses (not one the codec refused) cannot block the rest forever."""
-        stored: list[store.StoredPoint] = []
+        # A notice per commit: another writer's commit of the same feed may come in between, and a
+        # notice says which head it follows.
+        commits: list[store.Written] = []
         started = time.perf_counter()
         for item in prepared:
+            alerts: list[Alert] = []
             try:
                 with self.db.atomic():
-                    stored.extend(self._commit([item]))
+                    commits.append(self._commit([item], alerts))
+                self._submit(alerts)
             except UNAVAILABLE:
                 raise
             except pw.DatabaseError as exc:
                 item.rejection = Rejected("database", f"the database refused the points: {str(exc).strip()[:200]}")
                 item.samples = None
                 with self.db.atomic():
-                    self._commit([item])
-        stored.sort(key=lambda p: p.id)
-        return self._result(prepared, stored, time.perf_counter() - started)
+                    self._commit([item], [])
+        return self._result(prepared, commits, time.perf_counter() - started)
 
-    def _commit(self, prepared: list[_Prepared]) -> list[store.StoredPoint]:
+    def _submit(self, alerts: list[Alert]) -> None:
+        if alerts and self.alerting is not None:
+            self.alerting.submit(alerts)
+
+    def _commit(self, prepared: list[_Prepared], alerts: list[Alert]) -> store.Written:
+        """Write the batch (inside the caller's transaction); the alerts its points cause go to `alerts`."""
         received = time.time()
         pairs = [
             (p.route.axis_id, s)
@@ -213,6 +238,8 @@ class Writer:
             for s in p.samples
         ]
         stored = store.write_points(pairs, received_at=received)
+        if self.alerting is not None and stored:
+            alerts.extend(self.alerting.judge.judge(stored))
         rows = []
         for p in prepared:
             if p.rejection is not None:
@@ -225,8 +252,9 @@ class Writer:
                 Rejection.delete().where(Rejection.id <= newest - REJECTIONS_KEPT).execute()
         return stored
 
-    def _result(self, prepared: list[_Prepared], stored: list[store.StoredPoint], seconds: float) -> BatchResult:
-        result = BatchResult(stored_points=len(stored))
+    def _result(self, prepared: list[_Prepared], commits: list[store.Written], seconds: float) -> BatchResult:
+        stored_points = sum(len(stored) for stored in commits)
+        result = BatchResult(stored_points=stored_points)
         axes: dict[int, AxisOf] = {}
         for index, p in enumerate(prepared):
             if p.rejection is not None:
@@ -238,9 +266,10 @@ class Writer:
                 route, axis_id = p.route, p.route.axis_id
                 if axis_id not in axes:
                     axes[axis_id] = AxisOf(route.feed, route.axis, route.y_cast)
-        for feed, payload in encode_stored(stored, axes).items():
-            result.notices.append(Notice(stored_topic(feed), payload))
-        self.stats.record_batch(len(stored), result.stored_messages, seconds)
+        for stored in commits:
+            for feed, payload in encode_stored(stored, axes, stored.follows).items():
+                result.notices.append(Notice(stored_topic(feed), payload))
+        self.stats.record_batch(stored_points, result.stored_messages, seconds)
         return result
 
     def _rejection_notice(self, message: Incoming, rejection: Rejected) -> Notice:
@@ -251,3 +280,19 @@ class Writer:
         )
         notice = ErrorNotice.of(rejection.message, rejection.code, rejection.detail, message.topic, message.payload)
         return Notice(topic, encode_error(notice))
+
+
+def _cause(exc: BaseException) -> BaseException:
+    """The error that ended a transaction. SQLite rolls back by itself on some errors ("database or disk is
+    full"), and the rollback on leaving the transaction then fails with "cannot rollback - no transaction is
+    active", which would hide why."""
+    if "rollback" not in str(exc):
+        return exc
+    context = exc.__context__
+    for _ in range(4):  # the failed rollback, wrapped by Peewee, then what made it fail
+        if context is None:
+            break
+        if isinstance(context, DATABASE_ERRORS) and "rollback" not in str(context):
+            return context
+        context = context.__context__
+    return exc

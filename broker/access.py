@@ -45,7 +45,7 @@ from rtdp.models import Feed
 from rtdp.permissions import Access, Principal, allowed
 from rtdp.revision import RevisionWatcher
 from rtdp.throttle import Throttle, account_key, address_key
-from rtdp.topic import ERRORS_PREFIX, FEEDS_PREFIX, STORED_PREFIX, FeedTopic, feed_of_filter
+from rtdp.topic import FEEDS_PREFIX, NOTICE_KINDS, FeedTopic, feed_of_filter
 
 logger = logging.getLogger(__name__)
 
@@ -65,12 +65,12 @@ class TopicAction(StrEnum):
 
 
 def feed_wildcard(topic_filter: str) -> bool:
-    """True for filters that span feeds (`feeds/#`, `feeds/+/x`, `rtdp/stored/+`, `rtdp/errors/#`):
-    they may be subscribed because every message is checked again on receive."""
+    """True for filters that span feeds (`feeds/#`, `feeds/+/x`, `rtdp/stored/+`, `rtdp/errors/#`,
+    `rtdp/alerts/#`): they may be subscribed because every message is checked again on receive."""
     parts = topic_filter.split("/")
     if parts[0] == FEEDS_PREFIX and len(parts) >= 2:
         return parts[1] in _WILDCARDS
-    if "/".join(parts[:2]) in (STORED_PREFIX, ERRORS_PREFIX) and len(parts) >= 3:
+    if parts[0] == "rtdp" and len(parts) >= 3 and parts[1] in NOTICE_KINDS:
         return parts[2] in _WILDCARDS
     return False
 

@@ -33,6 +33,9 @@ class Sink(Protocol):
         """Take one message (its publisher's retain flag, arrival in epoch seconds, the user id that may
         create its feed); wait while full; resolve `settled` once the message is stored."""
 
+    def has_room(self) -> bool:
+        """Whether `put` would return at once."""
+
 
 def wanted(topic: str) -> bool:
     """What the bridge's `feeds/#` subscription would get (wrong depths too: the bridge reports them)."""

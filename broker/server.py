@@ -660,22 +660,40 @@ class EmbeddedBroker:
             return None
         return HostPort(asked.host, self._ws_port)
 
-    async def ingest(self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample]) -> None:
+    async def ingest(
+        self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample], timeout: float
+    ) -> None:
         """A point from inside the process (HTTP ingestion in `rtdp serve`, whose caller checked the write
         permission with rtdp.catalog, as this broker's ACL would): stored through the intake as a permitted
         publish on `topic` would be, delivered to this broker's subscribers, and returned once committed,
         the moment a client's PUBACK would leave. `samples` are the payload as the caller cast it for
-        `casts` (rtdp.handoff). Raises the writer's rejection, or Unavailable when the broker is not running.
-        On the broker's loop."""
+        `casts` (rtdp.handoff). Raises the writer's rejection, TimeoutError when not stored within
+        `timeout` seconds, or Unavailable when the broker is not running. On the broker's loop."""
         broker, intake = self._broker, self.intake
         if broker is None or intake is None:
             raise Unavailable("the embedded broker is not running; retry later", retry_after=2)
-        receipt: asyncio.Future[RtdpError | None] = asyncio.get_running_loop().create_future()
-        await intake.put(topic, payload, False, time.time(), None, None, Handoff(casts, samples, receipt))
-        # As for a client's QoS 1 publish: subscribers get it once the intake has it (not after the commit),
-        # at most at QoS 1.
-        await broker.internal_message_broadcast(topic, payload, 1)
-        rejection = await receipt
+        loop = asyncio.get_running_loop()
+        # One timer on the receipt rather than asyncio.timeout around the whole: that one's task
+        # bookkeeping cost as much as the hand-off. Only a full intake (put waits) needs the general one.
+        started = loop.time()
+        receipt: asyncio.Future[RtdpError | None] = loop.create_future()
+        handoff = Handoff(casts, samples, receipt)
+        if intake.has_room():
+            await intake.put(topic, payload, False, time.time(), None, None, handoff)  # returns at once
+        else:
+            async with asyncio.timeout(timeout):
+                await intake.put(topic, payload, False, time.time(), None, None, handoff)
+        timer = loop.call_at(started + timeout, _expire, receipt)
+        try:
+            # As for a client's QoS 1 publish: subscribers get it once the intake has it (not after the
+            # commit), at most at QoS 1. Not queued for the broadcast loop at all when no subscription
+            # matches: for HTTP points nobody follows over MQTT, that loop's wake-up cost more than the
+            # rest of the hand-off.
+            if _subscribed(broker, topic):
+                await broker.internal_message_broadcast(topic, payload, 1)
+            rejection = await receipt
+        finally:
+            timer.cancel()
         if rejection is not None:
             raise rejection
 
@@ -692,7 +710,7 @@ class EmbeddedBroker:
 
     def _broadcast(self, topic: str, payload: bytes) -> None:
         broker = self._broker
-        if broker is None:
+        if broker is None or not _subscribed(broker, topic):
             return
         # QoS None: each subscriber gets its subscription's QoS, as for a client's QoS 1 publish.
         sending = asyncio.ensure_future(broker.internal_message_broadcast(topic, payload, None))
@@ -790,6 +808,18 @@ class _SummariseConnectionFailures(logging.Filter):
         return True
 
 
+def _subscribed(broker: _AmqttBroker, topic: str) -> bool:
+    """Whether any subscription (of a connected or an offline persistent session) matches `topic`: if
+    none does, a broadcast would only wake amqtt's broadcast loop for nothing."""
+    return any(held and broker._matches(topic, f) for f, held in broker._subscriptions.items())
+
+
+def _expire(receipt: asyncio.Future[RtdpError | None]) -> None:
+    # The writer's later result finds it done and leaves it (bridge.intake).
+    if not receipt.done():
+        receipt.set_exception(TimeoutError())
+
+
 def quiet_amqtt_logging() -> None:
     """Keep amqtt's traceback for a port in use out of the console (we raise PortInUse instead), and its
     warning per failed connection down to a summary every few seconds."""
@@ -833,8 +863,10 @@ def run(settings: Settings) -> None:
     from rtdp import eventloop
     from rtdp.database import open_database
     from rtdp.logs import configure_logging
+    from rtdp.openfiles import allow_open_files
 
     configure_logging(settings.log_level)
+    allow_open_files(settings.mqtt_max_connections)
     quiet_amqtt_logging()
     db = open_database(settings.database_url)
     try:

@@ -24,7 +24,7 @@ from rtdp.accounts import create_token, get_user, principal_for
 from rtdp.casts import XCast
 from rtdp.database import open_database
 from rtdp.errors import NotFound, PermissionDenied, RtdpError
-from rtdp.models import Token, User
+from rtdp.models import Axis, Token, User
 from rtdp.mqtt import Endpoint
 from rtdp.permissions import Access, Principal
 from rtdp.settings import Settings
@@ -216,6 +216,10 @@ class Emulator:
                 "emulator: %s may not write to feed %r; its points will be refused", principal.email, source.feed
             )
             return
+        for place in places:
+            unit = source.units.get(place.axis)
+            if unit and place.axis_id is not None:  # an axis without a unit (new, or from before units)
+                Axis.update(unit=unit).where((Axis.id == place.axis_id) & Axis.unit.is_null()).execute()
         casts = places[0].casts
         if casts != spec.casts:
             log.warning(

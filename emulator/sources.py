@@ -40,6 +40,8 @@ class Source:
         if "name" in cls.__dict__:
             SOURCES[check_source(cls.name)] = cls
     y_cast: ClassVar[YCast] = YCast.FLOAT
+    # Axis units set when the emulator makes an axis (a bool axis's "false/true" names its two states).
+    units: ClassVar[dict[str, str]] = {}
     feed: str
     axes: tuple[str, ...]
     interval: float
@@ -159,6 +161,7 @@ class DoorSource(_Toggle):
 
     name = "door"
     key = "open"
+    units = {"state": "closed/open"}
     dwell = (3.0, 60.0)
 
 
@@ -167,6 +170,7 @@ class X10Source(_Toggle):
 
     name = "x10"
     key = "on"
+    units = {"state": "off/on"}
     dwell = (10.0, 300.0)
 
 
@@ -174,6 +178,7 @@ class RandomWalkSource(Source):
     """A temperature-like float: a random walk pulled gently back towards its mean and kept within bounds."""
 
     name = "random_walk"
+    units = {"celsius": "°C"}
 
     def __init__(
         self,

@@ -16,6 +16,7 @@ class SystemSource(Source):
     step reports only memory and load."""
 
     name = "system"
+    units = {"cpu_percent": "%", "memory_percent": "%", "net_rx_bytes_per_s": "B/s", "net_tx_bytes_per_s": "B/s"}
 
     def __init__(
         self,

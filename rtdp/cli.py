@@ -385,6 +385,78 @@ def share_remove(feed_name: str, share_id: int, **options: Any) -> None:
 
 
 @main.group()
+def alert() -> None:
+    """Alert rules on axes (the /alerts page and /api/v1/alerts do the same)."""
+
+
+@alert.command("add")
+@click.argument("feed_name", metavar="FEED")
+@click.argument("axis_name", metavar="AXIS")
+@click.option("--name", required=True, help="What the rule is called.")
+@click.option("--above", type=float, help="Fire when a value is above this.")
+@click.option("--below", type=float, help="Fire when a value is below this.")
+@click.option("--changes", is_flag=True, help="Fire when the value changes (bool and int feeds).")
+@click.option("--to", "to_value", help="With --changes: only when it changes to this value.")
+@click.option("--silent", type=float, metavar="SECONDS", help="Fire when no point arrived for this long.")
+@click.option("--hysteresis", type=float, default=0.0, show_default=True, help="How far back a value must go to end.")
+@click.option("--for", "for_s", type=float, default=0.0, show_default=True, help="Seconds the condition must hold.")
+@click.option("--severity", type=click.Choice(["info", "warning", "critical"]), default="warning", show_default=True)
+@click.option("--repeat-min", type=float, help="Run the actions again every this many minutes while firing.")
+@click.option("--browser", is_flag=True, help="Notify open pages of the feed.")
+@click.option("--publish", is_flag=True, help="Publish the alert on rtdp/alerts/FEED (MQTT).")
+@click.option("--mqtt-topic", help="Also publish to this feeds/<feed>/<axis> topic (with --mqtt-payload).")
+@click.option("--mqtt-payload", help="What to publish to --mqtt-topic [default: the alert's JSON].")
+@click.option("--webhook", multiple=True, help="POST the alert's JSON here (repeatable).")
+@click.option("--email", multiple=True, help="Send an e-mail here (repeatable; needs RTDP_SMTP_URL).")
+@click.option("--disabled", is_flag=True, help="Make it switched off.")
+@settings_options("alert add")
+@_fail_cleanly
+def alert_add(feed_name: str, axis_name: str, **options: Any) -> None:
+    """Add an alert rule on FEED's AXIS (exactly one of --above, --below, --changes, --silent)."""
+    from rtdp import alerts
+    from rtdp.permissions import OPERATOR
+
+    kinds = [k for k in ("above", "below", "silent") if options[k] is not None]
+    kinds += ["changes"] if options["changes"] else []
+    if len(kinds) != 1:
+        raise click.UsageError("give exactly one of --above, --below, --changes or --silent")
+    body = alerts.cli_body(feed_name, axis_name, kinds[0], options)
+    settings = _open(options)
+    rule = alerts.add_rule(OPERATOR, body, alerts.Checks(allow_private=settings.webhook_allow_private))
+    click.echo(f"alert {rule.id}: {rule.name} ({rule.kind}) on {feed_name}/{axis_name}, secret {rule.secret}")
+
+
+@alert.command("list")
+@click.option("--feed", "feed_name", help="Only this feed's rules.")
+@settings_options("alert list")
+@_fail_cleanly
+def alert_list(feed_name: str | None, **options: Any) -> None:
+    """List alert rules: id, state, feed/axis, condition, severity, name."""
+    from rtdp import alerts
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    for shown in alerts.rules_json(OPERATOR, alerts.list_rules(OPERATOR, feed_name)):
+        click.echo("\t".join([str(shown["id"]), shown["state"] + ("" if shown["enabled"] else " (disabled)"),
+                              f"{shown['feed']}/{shown['axis']}", alerts.condition(shown), shown["severity"],
+                              shown["name"]]))
+
+
+@alert.command("remove")
+@click.argument("rule_id", metavar="ID", type=click.IntRange(min=1))
+@settings_options("alert remove")
+@_fail_cleanly
+def alert_remove(rule_id: int, **options: Any) -> None:
+    """Remove alert rule ID and its events."""
+    from rtdp import alerts
+    from rtdp.permissions import OPERATOR
+
+    _open(options)
+    alerts.remove_rule(OPERATOR, rule_id)
+    click.echo(f"removed alert {rule_id}")
+
+
+@main.group()
 def group() -> None:
     """Manage groups of users (share a feed with a group: `rtdp share add FEED --group NAME`)."""
 
@@ -504,6 +576,7 @@ def export(
     casts = Casts(x_cast, y_cast)
     # Axis by axis, so each is streamed without loading the feed (rows come ordered by axis, then x).
     by_axis = groupby(iter_export(feed_row, axes, low, high), key=itemgetter(0))
+    units = {axis.name: axis.unit for axis in axes}
     if fmt == "csv":
         output.write(export.csv_header(several))
         for name, rows in by_axis:
@@ -512,7 +585,7 @@ def export(
         output.write("[")
         first = True
         for name, rows in by_axis:
-            points = export.json_points(name, ((x, y) for _, x, y in rows), casts)
+            points = export.json_points(name, ((x, y) for _, x, y in rows), casts, units[name])
             output.write(("" if first else ",") + ",".join(points))
             first = False
         output.write("]\n")

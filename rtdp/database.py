@@ -19,10 +19,14 @@ from playhouse.migrate import migrate as run_migrations
 from rtdp.errors import ConfigError
 from rtdp.models import (
     ALL_MODELS,
+    AlertEvent,
+    AlertLease,
+    AlertRule,
     Axis,
     BrowserSession,
     Dashboard,
     DashboardShare,
+    FeedHead,
     PurgeLog,
     RightsRevision,
     Summary,
@@ -90,6 +94,27 @@ def _add_token_address_and_expiry(db: pw.Database) -> None:
         run_migrations(migrator.add_column("token", "expires", pw.DoubleField(null=True)))
 
 
+def _add_axis_unit_and_label(db: pw.Database) -> None:
+    # Axis.unit and Axis.label: shown by the charts (one y scale per unit) and every page.
+    migrator = SchemaMigrator.from_database(db)
+    present = {c.name for c in db.get_columns("axis")}
+    if "unit" not in present:
+        run_migrations(migrator.add_column("axis", "unit", pw.CharField(max_length=32, null=True)))
+    if "label" not in present:
+        run_migrations(migrator.add_column("axis", "label", pw.CharField(max_length=64, null=True)))
+
+
+def _create_alerts(db: pw.Database) -> None:
+    # Alert rules, their events and the lease on time-based rules (rtdp.alerts, rtdp.alerting).
+    db.create_tables([AlertRule, AlertEvent, AlertLease], safe=True)
+
+
+def _create_feed_head(db: pw.Database) -> None:
+    # FeedHead: each feed's newest committed point id; stored notices name the head they follow. Feeds
+    # get their row on their next write (until then their notices say they follow an unknown head).
+    db.create_tables([FeedHead], safe=True)
+
+
 def _create_dashboards(db: pw.Database) -> None:
     # Dashboard and DashboardShare (rtdp.dashboards).
     db.create_tables([Dashboard, DashboardShare], safe=True)
@@ -104,6 +129,9 @@ MIGRATIONS: list[Migration] = [
     _create_browser_session,
     _create_rights_revision,
     _add_token_address_and_expiry,
+    _add_axis_unit_and_label,
+    _create_alerts,
+    _create_feed_head,
     _create_dashboards,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

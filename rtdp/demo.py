@@ -25,6 +25,9 @@ _FEEDS: list[tuple[str, str, str, dict[str, list[float]]]] = [
 ]
 
 
+DEMO_EMAILS = tuple(sorted({email for email, *_ in _FEEDS}))
+
+
 def seed_demo(now: float | None = None) -> bool:
     """Create the demo data if the database has no users. Returns whether it did."""
     if User.select().exists():

@@ -2,7 +2,7 @@
 
 CSV: a header `x,y` (`axis,x,y` when several axes are exported), then one line per point; x as
 ISO 8601 UTC for datetime feeds, numbers otherwise; y integral for int and bool feeds. JSON: an
-array of `{"axis", "x", "y"}` objects with x formatted the same way.
+array of `{"axis", "x", "y"}` objects with x formatted the same way, and `"unit"` when the axis has one.
 """
 
 from __future__ import annotations
@@ -32,10 +32,11 @@ def csv_lines(axis: str, rows: Iterable[tuple[float, float]], casts: Casts, seve
     return out.getvalue()
 
 
-def json_points(axis: str, rows: Iterable[tuple[float, float]], casts: Casts) -> list[str]:
+def json_points(axis: str, rows: Iterable[tuple[float, float]], casts: Casts, unit: str | None = None) -> list[str]:
     """One JSON object per point, to be joined into the exported array."""
+    extra = {"unit": unit} if unit else {}
     return [
-        json.dumps({"axis": axis, "x": _x(x, casts.x), "y": y_json(y, casts.y)}, separators=(",", ":"))
+        json.dumps({"axis": axis, "x": _x(x, casts.x), "y": y_json(y, casts.y), **extra}, separators=(",", ":"))
         for x, y in rows
     ]
 

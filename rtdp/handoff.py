@@ -6,6 +6,10 @@ own, so the samples travel with the message and are stored as they are, unless t
 other casts than the viewer used (the feed was recreated meanwhile): then the payload is decoded as any
 message. `receipt` is resolved on the event loop once the batch committed: None when stored, or the
 error that refused the point.
+
+The other way, `NoticeTap` hands the writer's stored notices to the viewer's SSE hub in the same
+process, without the viewer's loopback MQTT subscription (a PUBLISH written, read and parsed again on
+the same loop per notice). MQTT subscribers of `rtdp/stored/...` still get them from the broker.
 """
 
 from __future__ import annotations
@@ -16,6 +20,11 @@ from dataclasses import dataclass
 
 from rtdp.codec import Casts, Sample
 from rtdp.errors import RtdpError
+from rtdp.topic import ALERTS_PREFIX, STORED_PREFIX
+
+_STORED = STORED_PREFIX + "/"
+# Alerts too (rtdp.alert_actions): the SSE hub shows them as browser notifications.
+_PASSED = (_STORED, ALERTS_PREFIX + "/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +34,45 @@ class Handoff:
     receipt: asyncio.Future[RtdpError | None]
 
 
-# The in-process entry (broker.server.EmbeddedBroker.ingest): (topic, canonical payload, casts, samples);
-# returns once stored, raises RtdpError when refused or unavailable.
-DirectWrite = Callable[[str, bytes, Casts, Sequence[Sample]], Awaitable[None]]
+# The in-process entry (broker.server.EmbeddedBroker.ingest): (topic, canonical payload, casts, samples,
+# timeout in seconds); returns once stored, raises RtdpError when refused or unavailable, TimeoutError
+# when not stored in time (it may still be).
+DirectWrite = Callable[[str, bytes, Casts, Sequence[Sample], float], Awaitable[None]]
+
+
+# Takes one notice (topic, payload) on the event loop.
+NoticeHandler = Callable[[str, bytes], None]
+
+
+class NoticeTap:
+    """Stored notices from the writer thread to a handler on the viewer's event loop (`rtdp serve`).
+
+    `post` is called on the writer thread for every notice it publishes (and by the alert actions' threads)
+    and passes on only the stored and alert ones, once `attach` (on the loop) named the handler; before
+    that, and after `detach`, it drops them:
+    a stream that opens later replays from the database with Last-Event-ID."""
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handler: NoticeHandler | None = None
+
+    def attach(self, handler: NoticeHandler) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._handler = handler
+
+    def detach(self) -> None:
+        self._handler = None
+
+    def post(self, topic: str, payload: bytes) -> None:
+        loop = self._loop
+        if self._handler is None or loop is None or not topic.startswith(_PASSED):
+            return
+        try:
+            loop.call_soon_threadsafe(self._deliver, topic, payload)
+        except RuntimeError:
+            pass  # the loop closed: nobody streams any more
+
+    def _deliver(self, topic: str, payload: bytes) -> None:
+        handler = self._handler
+        if handler is not None:
+            handler(topic, payload)

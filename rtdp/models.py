@@ -109,6 +109,9 @@ class Axis(BaseModel):
     # The finest level of the axis's rows in Summary: None until it has enough points, 127 for never
     # (rtdp.store.summary).
     summary_level = pw.SmallIntegerField(null=True)
+    # What the numbers are in ("°C", "%", "B/s") and a display name for pages ("Kitchen"); both optional.
+    unit = pw.CharField(max_length=32, null=True)
+    label = pw.CharField(max_length=64, null=True)
 
     class Meta:
         indexes = ((("feed", "name"), True),)
@@ -194,6 +197,19 @@ class RightsRevision(BaseModel):
         table_name = "rights_revision"
 
 
+class FeedHead(BaseModel):
+    """Per feed, the id of its newest committed point, moved by every write of its points under the
+    feed's write lock (rtdp.store.write). Each stored notice says which head it follows, so a viewer
+    hearing notices of several bridges out of order sees a missing batch and waits for it (viewer/order.py)."""
+
+    feed = pw.ForeignKeyField(Feed, primary_key=True, on_delete="CASCADE")
+    feed_id: int
+    last_id = pw.BigIntegerField()
+
+    class Meta:
+        table_name = "feed_head"
+
+
 class EmulatorState(BaseModel):
     source = pw.CharField(max_length=64, primary_key=True)
     enabled = pw.BooleanField(default=False)
@@ -220,6 +236,62 @@ class PurgeLog(BaseModel):
     axis = pw.CharField(max_length=64)
     removed = pw.BigIntegerField()
     at = pw.DoubleField(default=_now, index=True)
+
+
+class AlertRule(BaseModel):
+    """A rule on one axis (rtdp.alerts) and its state, judged where points are committed (rtdp.alerting)."""
+
+    id = pw.AutoField()
+    feed = pw.ForeignKeyField(Feed, backref="alert_rules", on_delete="CASCADE")
+    feed_id: int
+    axis = pw.ForeignKeyField(Axis, backref="alert_rules", on_delete="CASCADE")
+    axis_id: int
+    # Who made it: the owner topic of an mqtt action is published as them.
+    owner = pw.ForeignKeyField(User, backref="alert_rules", on_delete="CASCADE")
+    owner_id: int
+    name = pw.CharField(max_length=100)
+    kind = pw.CharField(max_length=16)  # above, below, changes, silent
+    threshold = pw.DoubleField(null=True)
+    hysteresis = pw.DoubleField(default=0.0)
+    for_s = pw.DoubleField(default=0.0)
+    value = pw.DoubleField(null=True)  # changes: only to this value
+    silent_s = pw.DoubleField(null=True)
+    severity = pw.CharField(max_length=16, default="warning")
+    enabled = pw.BooleanField(default=True)
+    repeat_min = pw.DoubleField(null=True)
+    actions = pw.TextField(default="[]")  # JSON list
+    secret = pw.CharField(max_length=64)  # signs webhook bodies (X-Rtdp-Signature)
+    created = pw.DoubleField(default=_now)
+    # The state, changed only in the transaction of the point (or silence) that caused it.
+    state = pw.CharField(max_length=8, default="ok")
+    since = pw.DoubleField(null=True)
+    pending_since = pw.DoubleField(null=True)  # the condition holds since, for for_s
+    last_y = pw.DoubleField(null=True)
+    notified = pw.DoubleField(null=True)  # when its actions last ran (repeat_min)
+    last_result = pw.TextField(default="")  # the last webhook's outcome
+
+
+class AlertEvent(BaseModel):
+    """A transition of a rule, with the point that caused it (none for silence)."""
+
+    id = pw.AutoField()
+    rule = pw.ForeignKeyField(AlertRule, backref="events", on_delete="CASCADE")
+    rule_id: int
+    state = pw.CharField(max_length=8)  # firing, ok, changed
+    at = pw.DoubleField(default=_now, index=True)
+    point_id = pw.BigIntegerField(null=True)
+    x = pw.DoubleField(null=True)
+    y = pw.DoubleField(null=True)
+    acknowledged = pw.BooleanField(default=False)
+    acknowledged_by = pw.CharField(max_length=254, null=True)
+
+
+class AlertLease(BaseModel):
+    """Which process judges time-based rules (silence, for_s, repeats) now: one at a time (rtdp.alerting)."""
+
+    name = pw.CharField(max_length=32, primary_key=True)
+    holder = pw.CharField(max_length=128)
+    expires = pw.DoubleField()
 
 
 class Dashboard(BaseModel):
@@ -258,5 +330,5 @@ class DashboardShare(BaseModel):
 
 ALL_MODELS: list[type[BaseModel]] = [
     User, Group, Membership, Feed, Share, Axis, Point, Summary, Token, EmulatorState, Rejection, PurgeLog,
-    BrowserSession, RightsRevision, Dashboard, DashboardShare,
+    BrowserSession, RightsRevision, AlertRule, AlertEvent, AlertLease, FeedHead, Dashboard, DashboardShare,
 ]

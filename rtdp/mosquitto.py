@@ -34,7 +34,7 @@ from rtdp.models import Feed, Token, User
 from rtdp.mosquitto_passwd import mosquitto_hash
 from rtdp.permissions import Access, allowed, readable_feeds
 from rtdp.settings import Settings
-from rtdp.topic import NAME_RE, errors_topic, stored_topic
+from rtdp.topic import NAME_RE, reader_topics
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +69,7 @@ def _token_topics(token: Token) -> list[str]:
         if allowed(principal, feed, Access.WRITE):
             lines.append(f"topic write feeds/{name}/+")
         if allowed(principal, feed, Access.READ):
-            lines.append(f"topic read feeds/{name}/+")
-            lines.append(f"topic read {stored_topic(name)}")
-            lines.append(f"topic read {errors_topic(name, '+')}")
+            lines += [f"topic read {topic}" for topic in reader_topics(name)]
     return lines
 
 

@@ -1,8 +1,11 @@
 """The notices the bridge publishes after each commit, and their wire format: written and read only here.
 
-- stored, on `rtdp/stored/<feed>`: `[{"id":N,"axis":"A","x":X,"y":Y},...]`, the points just committed
-  (compact JSON; y an integer for int and bool feeds). The viewer fans them out as SSE events, whose
-  data is the same object (`stream_data`); any subscriber may read them.
+- stored, on `rtdp/stored/<feed>`: `[{"id":N,"axis":"A","x":X,"y":Y,"after":H},{"id":...},...]`, the
+  points just committed in id order (compact JSON; y an integer for int and bool feeds). The first one
+  also says `after`: the id of the feed's newest point before this commit (absent when unknown), so a
+  reader of notices from several bridges, which may arrive out of commit order, sees that one is
+  missing. The viewer fans the points out as SSE events, whose data is the same object without
+  `after` (`stream_data`); any subscriber may read them.
 - error, on `rtdp/errors/<feed>/<axis>`: `{"error":...,"code":...,<detail>...,"topic":...,"payload":...}`,
   a message that was not stored: why, the topic it came on and the start of its payload.
 
@@ -58,9 +61,12 @@ class AxisOf:
     y_cast: YCast
 
 
-def encode_stored(points: Sequence[CommittedPoint], axes: Mapping[int, AxisOf]) -> dict[str, bytes]:
+def encode_stored(
+    points: Sequence[CommittedPoint], axes: Mapping[int, AxisOf], follows: Mapping[int, int | None] | None = None
+) -> dict[str, bytes]:
     """Each feed's stored notice for `points` (every axis id in `axes`), in the order `axes` names the
-    feeds; feeds without points get none.
+    feeds; feeds without points get none. `follows`: per axis id, its feed's newest point id before
+    these (rtdp.store.Written.follows), said as the first point's `after`.
 
     This runs once per point on the bridge's hot path, so it is built as text, in one comprehension
     when all points went to one feed's axes of one y type (the common case): a dict and json.dumps per
@@ -85,19 +91,36 @@ def encode_stored(points: Sequence[CommittedPoint], axes: Mapping[int, AxisOf]) 
             parts, middle, integral = shapes[point.axis_id]
             y = int(point.y) if integral else point.y
             parts.append(f'{{"id":{point.id}{middle}{point.x!r},"y":{y!r}}}')
+    if follows:
+        after_of = {where.feed: follows.get(axis_id) for axis_id, where in axes.items()}
+        for feed, parts in feeds.items():
+            after = after_of.get(feed)
+            if parts and after is not None:
+                parts[0] = f'{parts[0][:-1]},"after":{int(after)}}}'
     return {feed: ("[" + ",".join(parts) + "]").encode() for feed, parts in feeds.items() if parts}
 
 
 def decode_stored(payload: bytes | bytearray) -> list[StoredEvent]:
     """A stored notice's points; malformed elements are skipped (ValueError if it is no JSON at all)."""
+    return decode_stored_notice(payload)[0]
+
+
+def decode_stored_notice(payload: bytes | bytearray) -> tuple[list[StoredEvent], int | None]:
+    """A stored notice's points and the feed's newest point id before them (`after`; None when the
+    notice does not say); malformed elements are skipped (ValueError if it is no JSON at all)."""
     document = json.loads(payload)
+    after = None
+    if isinstance(document, list) and document and isinstance(document[0], dict):
+        value = document[0].get("after")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            after = value
     events = []
     for item in document if isinstance(document, list) else ():
         try:
             events.append(StoredEvent(int(item["id"]), str(item["axis"]), float(item["x"]), float(item["y"])))
         except (KeyError, TypeError, ValueError):
             continue
-    return events
+    return events, after
 
 
 def stream_data(event: StoredEvent, casts: Casts, feed: str | None = None) -> str:

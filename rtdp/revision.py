@@ -25,25 +25,31 @@ logger = logging.getLogger(__name__)
 
 POLL_PERIOD = 0.5
 _ROW = 1
+# The same table's second row counts changes to alert rules (rtdp.alerts): the processes that judge
+# points reload their rule index when it moved.
+ALERTS = 2
+# The third row moves with every change of an alert rule's state (rtdp.alerting): judges that cache the
+# states know from it, read under a lock in their transaction, that theirs are still right.
+ALERT_STATES = 3
 
 
-def bump() -> None:
-    """Record that rights changed. Call inside the transaction of the change, so that a process that
-    sees the new number also sees the change. Synchronous (Peewee)."""
-    updated = RightsRevision.update(value=RightsRevision.value + 1).where(RightsRevision.id == _ROW).execute()
+def bump(row: int = _ROW) -> None:
+    """Record that rights (or, with `row=ALERTS`, alert rules) changed. Call inside the transaction of
+    the change, so that a process that sees the new number also sees the change. Synchronous (Peewee)."""
+    updated = RightsRevision.update(value=RightsRevision.value + 1).where(RightsRevision.id == row).execute()
     if updated:
         return
     try:
         # The first change ever; a savepoint, because another process may insert the row at the same time.
         with RightsRevision._meta.database.atomic():
-            RightsRevision.insert(id=_ROW, value=1).execute()
+            RightsRevision.insert(id=row, value=1).execute()
     except pw.IntegrityError:
-        RightsRevision.update(value=RightsRevision.value + 1).where(RightsRevision.id == _ROW).execute()
+        RightsRevision.update(value=RightsRevision.value + 1).where(RightsRevision.id == row).execute()
 
 
-def current() -> int:
+def current(row: int = _ROW) -> int:
     """The revision now (0 before the first change). Synchronous (Peewee)."""
-    value = RightsRevision.select(RightsRevision.value).where(RightsRevision.id == _ROW).scalar()
+    value = RightsRevision.select(RightsRevision.value).where(RightsRevision.id == row).scalar()
     return int(value or 0)
 
 

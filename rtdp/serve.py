@@ -4,8 +4,10 @@ Part of the CLI layer, the one place allowed to compose the four packages. One e
 `--loop asyncio`) runs the embedded amqtt broker and uvicorn. With the embedded broker the bridge takes
 messages in through a hook inside the broker (bridge.intake: the same writer thread, Writer and codec as
 `rtdp bridge`, without amqtt's QoS 1 delivery to a client) and sends its notices through the broker;
-with an external broker (`--broker`) it subscribes over MQTT as `rtdp bridge` does. Viewers and the
-emulator talk to the broker over loopback MQTT in every mode. The database is opened here, once, and
+with an external broker (`--broker`) it subscribes over MQTT as `rtdp bridge` does. With the embedded
+broker, HTTP points and stored notices pass between the viewer and the writer inside the process
+(rtdp.handoff); otherwise the viewer, and in every mode the emulator, talk to the broker over loopback
+MQTT. The database is opened here, once, and
 handed to each part.
 """
 
@@ -27,8 +29,10 @@ from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
 from rtdp.demo import DEMO_PASSWORD, seed_demo
 from rtdp.errors import ConfigError, RtdpError
+from rtdp.handoff import NoticeTap
 from rtdp.logs import configure_logging
 from rtdp.models import User
+from rtdp.openfiles import allow_open_files
 from rtdp.settings import HostPort, Settings
 from rtdp.throttle import Throttle
 
@@ -47,6 +51,9 @@ def serve(settings: Settings) -> None:
     from rtdp import eventloop
 
     configure_logging(settings.log_level)
+    allow_open_files(
+        settings.http_max_connections + (settings.mqtt_max_connections if settings.embedded_broker else 0)
+    )
     db = open_database(settings.database_url, synchronous=settings.sqlite_synchronous)
     try:
         if settings.demo and seed_demo():
@@ -107,13 +114,22 @@ async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database, h
     logins = Throttle(settings.login_attempts, settings.login_window)
     broker: EmbeddedBroker | None = None
     intake: Intake | None = None
+    notices: NoticeTap | None = None
     bridge: Bridge | None = None
     if settings.embedded_broker:
         quiet_amqtt_logging()
         intake = Intake(settings, db)
         broker = EmbeddedBroker(settings, service, intake=intake, logins=logins, hash_pool=hashing)
         await broker.start()
-        intake.start(broker.publish)
+        # Stored notices go to the broker's subscribers and, in the process, to the viewer's SSE hub.
+        notices = NoticeTap()
+        embedded = broker
+
+        def notify(topic: str, payload: bytes) -> None:
+            embedded.publish(topic, payload)
+            notices.post(topic, payload)
+
+        intake.start(notify)
         address = broker.address
         # With --mqtt HOST:0 the broker picked a port: everyone must connect to that one.
         settings = settings.replace(mqtt=HostPort(address.host, address.port))
@@ -140,7 +156,8 @@ async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database, h
         # means committed, and no loopback MQTT round trip per point.
         direct = broker.ingest if broker is not None else None
         app = create_app(
-            settings, db=db, service=service, collectors=collectors, logins=logins, hash_pool=hashing, direct=direct
+            settings, db=db, service=service, collectors=collectors, logins=logins, hash_pool=hashing, direct=direct,
+            notices=notices,
         )
         server = build_server(settings, app, log_config=None)
     except BaseException:

@@ -224,6 +224,12 @@ class Settings:
         None, "Share the feeds/# subscription with other bridges ($share/NAME/...).", serve_and("bridge"),
         shown="none",
     )
+    retire: bool = setting(
+        False,
+        "Store what the broker queued for --client-id's session (a bridge gone for good), remove the session so"
+        " its share goes to the other bridges, and exit.",
+        ("bridge",),
+    )
     # The bridge's MQTT client id; None derives a stable one (the broker keeps its session by id).
     client_id: str | None = setting(
         None, "Stable MQTT client id of the bridge, so the broker keeps its session.", serve_and("bridge"),
@@ -247,6 +253,12 @@ class Settings:
     # HTTP ingestion: seconds to wait for the broker's PUBACK before answering 503.
     http_publish_timeout: float = setting(
         5.0, "Seconds an HTTP point waits for the broker's acknowledgement before 503 (up to 60).",
+        serve_and("viewer"),
+    )
+    min_free_disk: int = setting(
+        16 * 1024 * 1024,
+        "Bytes that must stay free where the SQLite database is for /readyz to say ready (a full disk stops"
+        " every write).",
         serve_and("viewer"),
     )
     sse_queue: int = setting(
@@ -341,12 +353,15 @@ class Settings:
         5.0, "Seconds an idle HTTP keep-alive connection stays open.", serve_and("viewer")
     )
     # HTTP: open connections in total and from one client address; more are answered 503 and closed at
-    # once. Per address above a script's own pool (httpx opens up to 100) and a browser's 6 per host.
+    # once. In all: room for 1,000 live (SSE) viewers and the scripts beside them, which one process
+    # serves (bench/README.md); the process raises its open-file limit to match (rtdp.openfiles). Per
+    # address above a script's own pool (httpx opens up to 100) and a browser's 6 per host, a quarter
+    # of the total: one address cannot take every connection.
     http_max_connections: int = setting(
-        512, "Open HTTP connections in all; more are answered 503 and closed.", serve_and("viewer")
+        2048, "Open HTTP connections in all; more are answered 503 and closed.", serve_and("viewer")
     )
     http_connections_per_ip: int = setting(
-        128, "Open HTTP connections from one address (behind a proxy: all of them).", serve_and("viewer")
+        512, "Open HTTP connections from one address (behind a proxy: all of them).", serve_and("viewer")
     )
     # Embedded broker: messages one MQTT client may have read but not yet settled (stored, for feeds/ in
     # `rtdp serve`; QoS 1/2 ones are unacknowledged until then). Beyond it the broker stops reading from it.
@@ -383,6 +398,19 @@ class Settings:
         "normal", "SQLite durability: normal (a commit survives kill -9) or full (also a power loss, at the"
         " cost of an fsync per commit).", serve_and("bridge"), choices=SQLITE_SYNCHRONOUS,
     )
+    # Alert actions (rtdp.alert_actions) run in the processes that store points: rtdp serve and rtdp bridge.
+    webhook_allow_private: bool = setting(
+        False, "Alert webhooks may call loopback, private and link-local addresses (off: refused, against"
+        " server-side request forgery).", serve_and("bridge", "viewer"), flag=None,
+    )
+    webhook_timeout: float = setting(
+        5.0, "Seconds an alert webhook may take to answer (0.1-60); it is tried 3 times with back-off.",
+        serve_and("bridge"),
+    )
+    smtp_url: str | None = setting(
+        None, "SMTP server for alert e-mails: smtp://[USER:PASS@]HOST[:PORT][?from=ADDR] (smtps:// for TLS).",
+        serve_and("bridge"), flag=None, shown="no e-mail", secret=True,
+    )
 
     def _check_per_address(self, per_address: str, total: str) -> None:
         limit, cap = getattr(self, per_address), getattr(self, total)
@@ -390,6 +418,10 @@ class Settings:
             raise _invalid(per_address, f"must be 1 to {option_label(total)} ({cap}), got {limit}")
 
     def __post_init__(self) -> None:
+        if not 0.1 <= self.webhook_timeout <= 60:
+            raise _invalid("webhook_timeout", f"must be 0.1 to 60 seconds, got {self.webhook_timeout}")
+        if self.smtp_url is not None and not self.smtp_url.startswith(("smtp://", "smtps://")):
+            raise _invalid("smtp_url", "must start with smtp:// or smtps://")
         if self.max_payload < 16:
             raise _invalid("max_payload", f"must be at least 16 bytes, got {self.max_payload}")
         if not 1 <= self.batch_size <= 100_000:
@@ -404,12 +436,16 @@ class Settings:
             raise _invalid("http_max_pending", f"must be 1-60000, got {self.http_max_pending}")
         if not 0 < self.http_publish_timeout <= 60:
             raise _invalid("http_publish_timeout", f"must be in (0, 60] seconds, got {self.http_publish_timeout}")
+        if self.min_free_disk < 0:
+            raise _invalid("min_free_disk", f"must not be negative, got {self.min_free_disk}")
         if self.sse_queue < 1:
             raise _invalid("sse_queue", f"must be at least 1, got {self.sse_queue}")
         if not 0 < self.sse_max_lag <= 3600:
             raise _invalid("sse_max_lag", f"must be in (0, 3600] seconds, got {self.sse_max_lag}")
         if self.sse_heartbeat <= 0:
             raise _invalid("sse_heartbeat", f"must be positive, got {self.sse_heartbeat}")
+        if self.retire and self.client_id is None:
+            raise _invalid("retire", "needs --client-id: the client id of the bridge whose session to take over")
         if self.share_group is not None and ("/" in self.share_group or not self.share_group):
             raise _invalid("share_group", f"must be a non-empty name without '/', got {self.share_group!r}")
         if self.log_level.lower() not in LEVELS:

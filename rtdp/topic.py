@@ -11,6 +11,10 @@ NAME_RE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 FEEDS_PREFIX = "feeds"
 STORED_PREFIX = "rtdp/stored"
 ERRORS_PREFIX = "rtdp/errors"
+ALERTS_PREFIX = "rtdp/alerts"
+# The topics about one feed that whoever may read the feed may subscribe to (`rtdp/<kind>/<feed>[/...]`):
+# the embedded broker's ACL (broker.access) and Mosquitto's (rtdp.mosquitto) both follow `reader_topics`.
+NOTICE_KINDS = ("stored", "errors", "alerts")
 MAX_TOPIC_LENGTH = 256
 
 
@@ -63,15 +67,25 @@ def errors_topic(feed: str, axis: str) -> str:
     return f"{ERRORS_PREFIX}/{feed}/{axis}"
 
 
+def alerts_topic(feed: str) -> str:
+    return f"{ALERTS_PREFIX}/{feed}"
+
+
+def reader_topics(feed: str) -> list[str]:
+    """What a reader of `feed` may subscribe to (Mosquitto ACL lines; the embedded broker decides the same
+    through `feed_of_filter`)."""
+    return [f"{FEEDS_PREFIX}/{feed}/+", stored_topic(feed), errors_topic(feed, "+"), alerts_topic(feed)]
+
+
 def feed_of_filter(topic_filter: str) -> str | None:
     """The feed a topic or topic filter is about, if it names exactly one (no wildcard there).
 
-    `feeds/F/...`, `rtdp/stored/F`, `rtdp/errors/F/...` give F; anything else gives None.
+    `feeds/F/...`, `rtdp/stored/F`, `rtdp/errors/F/...`, `rtdp/alerts/F` give F; anything else gives None.
     """
     parts = topic_filter.split("/")
     if len(parts) >= 2 and parts[0] == FEEDS_PREFIX:
         feed = parts[1]
-    elif len(parts) >= 3 and parts[0] == "rtdp" and parts[1] in ("stored", "errors"):
+    elif len(parts) >= 3 and parts[0] == "rtdp" and parts[1] in NOTICE_KINDS:
         feed = parts[2]
     else:
         return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import unicodedata
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +30,8 @@ from viewer.state import ViewerState, viewer_state
 
 EXPORT_PAGE = 5000
 MAX_DESCRIPTION = 2000
+MAX_UNIT = 32
+MAX_LABEL = 64
 
 
 # JSON shapes
@@ -45,6 +48,8 @@ def axis_json(axis: Axis, casts: Casts) -> dict[str, Any]:
         "last_x": None if axis.last_x is None else x_json(axis.last_x, casts.x),
         "last_y": None if axis.last_y is None else y_json(axis.last_y, casts.y),
         "last_seen": axis.last_seen,
+        "unit": axis.unit,
+        "label": axis.label,
     }
 
 
@@ -185,19 +190,39 @@ def _create_axis(principal: Principal, name: str, body: dict[str, Any], quota: i
     return axis_json(axis, feed_casts(feed))
 
 
-def _rename_axis(principal: Principal, name: str, axis_name: str, body: dict[str, Any]) -> dict[str, Any]:
+def _display_field(body: dict[str, Any], name: str, limit: int) -> str | None:
+    """An axis's unit or label: a short single-line string; null or "" removes it."""
+    value = body[name]
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput(f"{name} must be a string or null", field=name)
+    value = value.strip()
+    if len(value) > limit:
+        raise InvalidInput(f"{name} is longer than {limit} characters", field=name)
+    if any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in value):
+        raise InvalidInput(f"{name} must be one line of printable characters", field=name)
+    return value or None
+
+
+def _update_axis(principal: Principal, name: str, axis_name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Rename an axis and/or set its unit and label (any of "name", "unit", "label")."""
     feed = find_managed_feed(principal, name)
     axis = get_axis(feed, axis_name)
-    if set(body) - {"name"}:
-        raise InvalidInput("only the axis name can be changed", field="name")
+    unknown = sorted(set(body) - {"name", "unit", "label"})
+    if unknown:
+        raise InvalidInput(f"unknown field {unknown[0]!r}: an axis has name, unit and label", field=unknown[0])
     new_name = check_name(_text_field(body, "name", axis.name), "axis")
-    if new_name != axis.name:
-        axis.name = new_name
-        try:
-            with Axis._meta.database.atomic():
-                axis.save()
-        except pw.IntegrityError:
-            raise Conflict(f"feed {name!r} already has an axis named {new_name!r}", field="name") from None
+    if "unit" in body:
+        axis.unit = _display_field(body, "unit", MAX_UNIT)
+    if "label" in body:
+        axis.label = _display_field(body, "label", MAX_LABEL)
+    axis.name = new_name
+    try:
+        with Axis._meta.database.atomic():
+            axis.save()
+    except pw.IntegrityError:
+        raise Conflict(f"feed {name!r} already has an axis named {new_name!r}", field="name") from None
     return axis_json(axis, feed_casts(feed))
 
 
@@ -298,7 +323,7 @@ async def axis_route(request: Request) -> Response:
     principal = await require_principal(request)
     if request.method == "PATCH":
         body = await read_object(request, state.settings.max_payload)
-        result = await state.run_db(_rename_axis, principal, name, axis_name, body)
+        result = await state.run_db(_update_axis, principal, name, axis_name, body)
         state.forget_decisions()
         return JSONResponse(result)
     await state.run_db(_delete_axis, principal, name, axis_name)
@@ -438,7 +463,7 @@ async def export_route(request: Request) -> Response:
 
 async def _pages(
     state: ViewerState, axes: list[Axis], since: float | None, until: float | None
-) -> AsyncIterator[tuple[str, list[tuple[int, float, float]]]]:
+) -> AsyncIterator[tuple[Axis, list[tuple[int, float, float]]]]:
     # Keyset pages, one database call each: a cursor must not wander between pool threads.
     for axis in axes:
         cursor = since
@@ -448,7 +473,7 @@ async def _pages(
             if not first and cursor is not None:
                 rows = [r for r in rows if r[1] > cursor]  # the page starts at the last x already sent
             if rows:
-                yield axis.name, rows
+                yield axis, rows
             if len(rows) < EXPORT_PAGE:
                 break
             cursor = rows[-1][1]
@@ -459,8 +484,8 @@ async def _export_csv(
     state: ViewerState, axes: list[Axis], casts: Casts, since: float | None, until: float | None, several: bool
 ) -> AsyncIterator[str]:
     yield export.csv_header(several)
-    async for axis_name, rows in _pages(state, axes, since, until):
-        yield export.csv_lines(axis_name, ((x, y) for _, x, y in rows), casts, several)
+    async for axis, rows in _pages(state, axes, since, until):
+        yield export.csv_lines(axis.name, ((x, y) for _, x, y in rows), casts, several)
 
 
 async def _export_json(
@@ -468,8 +493,9 @@ async def _export_json(
 ) -> AsyncIterator[str]:
     yield "["
     first = True
-    async for axis_name, rows in _pages(state, axes, since, until):
-        yield ("" if first else ",") + ",".join(export.json_points(axis_name, ((x, y) for _, x, y in rows), casts))
+    async for axis, rows in _pages(state, axes, since, until):
+        points = export.json_points(axis.name, ((x, y) for _, x, y in rows), casts, axis.unit)
+        yield ("" if first else ",") + ",".join(points)
         first = False
     yield "]\n"
 

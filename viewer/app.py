@@ -10,7 +10,7 @@ import asyncio
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,22 +27,27 @@ from rtdp import eventloop
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
 from rtdp.errors import ConfigError
-from rtdp.handoff import DirectWrite
+from rtdp.handoff import DirectWrite, NoticeTap
 from rtdp.mqtt import Endpoint
+from rtdp.notices import StoredEvent
+from rtdp.openfiles import allow_open_files
 from rtdp.settings import HostPort, Settings
+from rtdp.store import points_after_named
 from rtdp.throttle import Throttle
 from viewer.accesslog import AccessLog
+from viewer.alerts_api import alert_routes
 from viewer.api import api_routes
-from viewer.connection import guarded_protocol
+from viewer.connection import LeanAnswer, guarded_protocol
 from viewer.dashboards_api import dashboard_routes
 from viewer.errors import ErrorPage, exception_handlers
 from viewer.groups_api import group_routes
-from viewer.headers import with_security_headers
+from viewer.headers import SECURITY_HEADERS, with_security_headers
 from viewer.health import health_routes
 from viewer.hub import Hub
-from viewer.ingest import ingest_asgi, ingest_routes, lean_path
+from viewer.ingest import JSON_HEADER, ingest_asgi, ingest_routes, lean_answer, lean_path
 from viewer.metrics import Metrics
 from viewer.openapi import openapi_routes
+from viewer.order import InOrder
 from viewer.publisher import Publisher
 from viewer.sharing_api import sharing_routes
 from viewer.state import ViewerState
@@ -93,6 +98,7 @@ def create_app(
     logins: Throttle | None = None,
     hash_pool: ThreadPoolExecutor | None = None,
     direct: DirectWrite | None = None,
+    notices: NoticeTap | None = None,
 ) -> Starlette:
     """The viewer app. `db`: the process's opened database (`rtdp serve`); without it the lifespan opens
     `settings.database_url` and closes it at the end (`rtdp viewer`). Extra `routes` and `middleware`
@@ -100,7 +106,9 @@ def create_app(
     `rtdp serve`) are registered on the app's /metrics registry. `logins` (the password throttle) and
     `hash_pool` are shared with the embedded broker in `rtdp serve` (the pool is then not shut down
     here); by default the app has its own. `direct`: the embedded broker's in-process entry (`rtdp serve`),
-    which HTTP ingestion then uses instead of the MQTT client (rtdp.handoff)."""
+    which HTTP ingestion then uses instead of the MQTT client (rtdp.handoff). `notices`: the stored
+    notices of the writer in this process (`rtdp serve`), which the SSE hub then takes instead of
+    subscribing to them over MQTT."""
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -119,21 +127,31 @@ def create_app(
         for collector in collectors:
             metrics.registry.register(collector)
         hub = Hub(settings.sse_queue, settings.sse_max_lag, on_drop=metrics.sse_dropped.inc)
+
+        async def missing(feed: str, after: int, limit: int) -> list[StoredEvent]:
+            rows = await loop.run_in_executor(pool, points_after_named, feed, after, limit)
+            return [StoredEvent(*row) for row in rows]
+
+        in_order = InOrder(hub.dispatch, missing, hub.watched)
         publisher = Publisher(
             endpoint,
             client_id,
             max_pending=settings.http_max_pending,
             timeout=settings.http_publish_timeout,
-            on_stored=hub.dispatch,
-            watched=hub.watched,
+            on_stored=in_order.dispatch,
+            watched=in_order.is_watched,
+            on_alert=hub.alert,
+            subscribe=notices is None,
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
-        state = ViewerState(settings, opened, publisher, hub, metrics, pool, hashing, direct)
+        state = ViewerState(settings, opened, publisher, hub, metrics, pool, hashing, direct, in_order)
         if logins is not None:
             state.logins = logins
         app.state.viewer = state
         publisher.start(loop)
+        if notices is not None:
+            notices.attach(publisher.take_notice)
         state.rights.start()
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):
@@ -141,9 +159,12 @@ def create_app(
         try:
             yield
         finally:
+            if notices is not None:
+                notices.detach()
             await state.rights.stop()
             hub.close()
             await publisher.stop()
+            in_order.close()
             if hash_pool is None:
                 hashing.shutdown(wait=True)
             pool.shutdown(wait=True)
@@ -153,7 +174,7 @@ def create_app(
     page_routes, page_middleware, html_errors = _page_parts(settings)
     all_routes: list[BaseRoute] = [
         *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *group_routes(), *user_routes(),
-        *dashboard_routes(),
+        *alert_routes(), *dashboard_routes(),
         *openapi_routes(),
         *page_routes, *routes,
     ]
@@ -188,6 +209,22 @@ class ViewerApp(Starlette):
         status = await ingest_asgi(state, scope, target[0], target[1], send)
         if access.errors:
             access.record(scope, status)
+
+    def lean_route(self, scope: Scope) -> Awaitable[LeanAnswer] | None:
+        """viewer.connection's shortcut for the requests `ingest_asgi` above answers: the same answer,
+        with the security headers, written by the connection itself in one piece."""
+        target = lean_path(scope)
+        state: ViewerState | None = getattr(self.state, "viewer", None) if target is not None else None
+        if target is None or state is None:
+            return None
+        scope["app"] = self
+        return self._lean(state, scope, target[0], target[1])
+
+    async def _lean(self, state: ViewerState, scope: Scope, feed: str, axis: str) -> LeanAnswer:
+        status, body, headers = await lean_answer(state, scope, feed, axis)
+        if self.access_log.errors:
+            self.access_log.record(scope, status)
+        return status, body, [JSON_HEADER, *headers, *SECURITY_HEADERS]
 
 
 def close_streams(app: Starlette) -> None:
@@ -248,7 +285,10 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
         "timeout_graceful_shutdown": 5,
         "loop": eventloop.resolve(settings.loop),
         # Bounded request heads, header timeout and connection caps (viewer.connection).
-        "http": guarded_protocol(settings),
+        # Scripts' ingestion GETs answered by the connection itself, unless uvicorn logs every request.
+        "http": guarded_protocol(
+            settings, app.lean_route if isinstance(app, ViewerApp) and settings.access_log != "all" else None
+        ),
         "timeout_keep_alive": settings.http_keepalive,
     }
     options.update(config)
@@ -257,6 +297,7 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
 
 def run(settings: Settings) -> None:
     """`rtdp viewer`: serve until Ctrl-C (blocking)."""
+    allow_open_files(settings.http_max_connections)
     app = create_app(settings)
     server = build_server(settings, app)
     log.info("viewer on http://%s", settings.http)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 from typing import Any
@@ -15,7 +16,7 @@ from rtdp.errors import AuthenticationFailed
 from rtdp.permissions import Principal
 from rtdp.throttle import account_key, address_key
 from viewer.session import CSRF_HEADER, CsrfRejected, active_user, csrf_matches
-from viewer.state import viewer_state
+from viewer.state import ViewerState, viewer_state
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -75,19 +76,38 @@ async def _from_header(conn: HTTPConnection, header: str) -> Principal:
     state = viewer_state(conn)
     key = credential_key(username, password)
     principal = state.credentials.get(key)
-    if principal is None:
-        if not password:
+    if principal is not None:
+        return principal
+    if not password:
+        raise AuthenticationFailed("credentials required")
+    token = username is None or looks_like_token(password)
+    if not token:
+        if not username:
             raise AuthenticationFailed("credentials required")
-        if username is None or looks_like_token(password):
-            # The token's last use is recorded with the caller's address (rtdp.accounts, once a minute).
-            principal = await state.run_db(check_token, password, client_address(conn))
-        else:
-            if not username:
-                raise AuthenticationFailed("credentials required")
-            # A password guess: throttled per account and address, hashed in its own pool.
-            state.logins.take([account_key(username), address_key(client_address(conn))])
-            principal = await state.run_hash(check_password, username, password)
-        state.credentials.put(key, principal)
+        # A password guess: throttled per account and address (each request counts), hashed in its own pool.
+        state.logins.take([account_key(username), address_key(client_address(conn))])
+    # Requests with the same credentials that arrive before the first check ended wait for its answer:
+    # a script opening 100 connections at once would otherwise check (and record the use of) its token
+    # 100 times over in the database pool, each with a commit, holding every other request behind them.
+    checking = state.checking.get(key)
+    if checking is None:
+        checking = state.checking[key] = asyncio.ensure_future(
+            _check(state, key, username, password, client_address(conn), token)
+        )
+        checking.add_done_callback(lambda _: state.checking.pop(key, None))
+    return await asyncio.shield(checking)
+
+
+async def _check(
+    state: ViewerState, key: object, username: str | None, password: str, address: str | None, token: bool
+) -> Principal:
+    if token:
+        # The token's last use is recorded with the caller's address (rtdp.accounts, once a minute).
+        principal = await state.run_db(check_token, password, address)
+    else:
+        assert username is not None
+        principal = await state.run_hash(check_password, username, password)
+    state.credentials.put(key, principal)
     return principal
 
 

@@ -5,24 +5,36 @@ first request, so one client could send an endless header (uvicorn kept every by
 open without a word. Here, per connection:
 
 - the request line and headers together may hold `http_max_header` bytes: beyond, 414 (still in the
-  request line) or 431, and the connection closes, after at most one more read of the socket;
+  request line) or 431, and the connection closes a moment later; what the client sends meanwhile is
+  read up to `DRAIN` bytes and dropped, then no longer read at all;
 - they must arrive within `http_header_timeout` seconds of the connection or of the previous
   response, however slowly the bytes trickle in (keep-alive's timer restarts on every byte);
 - at most `http_max_connections` connections in all and `http_connections_per_ip` from one address:
   the next is answered 503 and closed at once, before it can hold a file descriptor for long.
+
+And one shortcut: a request the app's `lean` route takes (scripts' ingestion GETs, viewer.app) is
+answered here from the (status, body, headers) it returns, in one write, without the ASGI layers
+(uvicorn's proxy-headers middleware, the app's send wrappers, two `send` calls each checking every
+header): at 10,000 requests a second those layers cost more than the point's own way to the database.
+Pipelining, keep-alive and shutdown stay uvicorn's: the request still has its `RequestResponseCycle`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn._types import ASGI3Application
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from rtdp.settings import Settings
 
-# Seconds a refused connection is drained before it is closed.
+# Seconds a refused connection is drained before it is closed, and bytes read from it meanwhile: enough
+# for a client that sent its whole oversized request to read why before the close (closing with unread
+# bytes resets the connection), bounded so that an endless sender cannot keep the event loop reading.
 LINGER = 1.0
+DRAIN = 256 * 1024
 
 REASONS = {
     414: b"URI Too Long",
@@ -39,6 +51,12 @@ def _raw_response(status: int, message: str, extra: bytes = b"") -> bytes:
     )
 
 
+# An answer the protocol writes itself: status, body and headers (content-length is added).
+LeanAnswer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+# The app's shortcut: for a request's scope, the awaitable answer, or None to go through the app.
+LeanRoute = Callable[[dict[str, Any]], Awaitable[LeanAnswer] | None]
+
+
 def _client_host(connection: object) -> str | None:
     client = getattr(connection, "client", None)
     return client[0] if isinstance(client, tuple) else None
@@ -49,8 +67,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     max_header = 16 * 1024
     header_timeout = 10.0
-    max_connections = 512
-    connections_per_ip = 128
+    max_connections = 2048
+    connections_per_ip = 512
+    lean: LeanRoute | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -59,6 +78,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._line_done = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._drained = 0
+        self._paused = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -77,7 +98,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused or self.transport.is_closing():
-            return  # the rest of a refused head: read and dropped, never kept
+            # The rest of a refused head: dropped, never kept, and read only up to DRAIN bytes: a client
+            # that sends on without end then waits on a full window, costing nothing, until LINGER ends.
+            self._drained += len(data)
+            if self._drained > DRAIN and not self._paused:
+                self._paused = True
+                self.transport.pause_reading()
+            return
         if self._in_head:
             self._head_bytes += len(data)
             if not self._line_done and b"\n" in data:
@@ -114,6 +141,43 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             # keeps it) while this response runs, which for a stream (SSE) is forever.
             self._count_head()
 
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        # `app is self.app`: not uvicorn's 503 app for a connection over its concurrency limit.
+        if self.lean is not None and app is self.app:
+            answer = self.lean(cycle.scope)  # type: ignore[arg-type]  # an HTTPScope is a dict
+            if answer is not None:
+                task = self.loop.create_task(self._answer(cycle, answer))
+                task.add_done_callback(self.tasks.discard)
+                self.tasks.add(task)
+                return
+        super()._start_asgi_task(cycle, app)
+
+    async def _answer(self, cycle: RequestResponseCycle, answer: Awaitable[LeanAnswer]) -> None:
+        """Write a lean route's answer as uvicorn's `send` would write a start and a whole body."""
+        try:
+            status, body, headers = await answer
+        except BaseException:
+            # Only cancellation (shutdown) gets here: the route turns errors into answers.
+            self.transport.close()
+            raise
+        if self.flow.write_paused and not cycle.disconnected:
+            await self.flow.drain()
+        if cycle.disconnected:
+            return
+        parts = [STATUS_LINE[status]]
+        for name, value in (*cycle.default_headers, *headers):
+            parts += (name, b": ", value, b"\r\n")
+        parts.append(b"content-length: %d\r\n" % len(body))
+        if not cycle.keep_alive:
+            parts.append(b"connection: close\r\n")
+        parts += (b"\r\n", body)
+        self.transport.write(b"".join(parts))
+        cycle.response_started = cycle.response_complete = True
+        cycle.message_event.set()
+        if not cycle.keep_alive:
+            self.transport.close()
+        self.on_response_complete()
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         # Timed from here, unless uvicorn started a pipelined request: its response completes later.
@@ -148,8 +212,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
     def _refuse(self, response: bytes) -> None:
-        """Answer a head too large, then read and drop what the client still sends for a moment before
-        closing: closing with unread bytes would reset the connection before the client reads why."""
+        """Answer a head too large, then drop what the client still sends (up to DRAIN bytes) for a moment
+        before closing: closing with unread bytes would reset the connection before the client reads why."""
         self._stop_head_timer()
         self._refused = True
         # Between requests or before the first: nothing else is being written on this connection.
@@ -160,8 +224,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.loop.call_later(LINGER, self.transport.close)
 
 
-def guarded_protocol(settings: Settings) -> type[GuardedHttpProtocol]:
-    """The protocol class for uvicorn's `http=` option, with this server's limits."""
+def guarded_protocol(settings: Settings, lean: LeanRoute | None = None) -> type[GuardedHttpProtocol]:
+    """The protocol class for uvicorn's `http=` option, with this server's limits and the app's `lean`
+    route (see the module docstring)."""
     return type(
         "GuardedHttpProtocol",
         (GuardedHttpProtocol,),
@@ -170,5 +235,6 @@ def guarded_protocol(settings: Settings) -> type[GuardedHttpProtocol]:
             "header_timeout": settings.http_header_timeout,
             "max_connections": settings.http_max_connections,
             "connections_per_ip": settings.http_connections_per_ip,
+            "lean": staticmethod(lean) if lean is not None else None,
         },
     )

@@ -21,6 +21,10 @@ from rtdp.notices import StoredEvent, stream_data
 # One event on the wire as sse-starlette wrote it before (CRLF lines), so clients see the same bytes.
 FRAME = b"id: %d\r\nevent: point\r\ndata: %s\r\n\r\n"
 PING = b": ping\r\n\r\n"
+# An alert (rtdp.alert_actions' JSON) on the feed's streams: no `id:` line, so a client's Last-Event-ID
+# stays its last point's; its frame id is above every point's, so no stream skips it as replayed.
+ALERT_FRAME = b"event: alert\r\ndata: %s\r\n\r\n"
+ALERT_ID = 2**63
 
 DEFAULT_CASTS = Casts()
 
@@ -187,6 +191,18 @@ class Hub:
             frames = [point_frame(event, casts, feed if tagged else None) for event in events]
             for sub in list(subs):
                 if not sub.offer(frames, now):
+                    self.unsubscribe(sub)
+                    self.on_drop()
+
+    def alert(self, feed: str, payload: bytes) -> None:
+        """An alert on `feed` for each of its streams (the browser shows a notification)."""
+        if b"\n" in payload or b"\r" in payload:
+            return  # one data line: our JSON never has one
+        frame = (ALERT_ID, ALERT_FRAME % payload)
+        now = self.clock()
+        for subs in list(self._feeds.get(feed, {}).values()):
+            for sub in list(subs):
+                if not sub.offer([frame], now):
                     self.unsubscribe(sub)
                     self.on_drop()
 

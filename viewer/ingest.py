@@ -167,7 +167,10 @@ async def _feed_input(request: Request, state: ViewerState) -> Response:
 
 
 def lean_path(scope: Scope) -> tuple[str, str] | None:
-    """(feed, axis) when `ingest_asgi` should answer this request, else None (the Starlette app does)."""
+    """(feed, axis) when `lean_answer` should answer this request, else None (the Starlette app does).
+
+    A request with forwarded-for headers goes the long way too: uvicorn's proxy-headers middleware
+    rewrites its client address (the password throttle's key) there."""
     if scope["type"] != "http" or scope["method"] != "GET":
         return None
     path: str = scope["path"]
@@ -177,31 +180,46 @@ def lean_path(scope: Scope) -> tuple[str, str] | None:
     feed, sep, axis = path[path.index("feed_input.json/") + 16 :].partition("/")
     if not (feed and sep and axis) or "/" in axis:
         return None
+    authorized = False
     for name, _ in scope["headers"]:
         if name == b"authorization":
-            return feed, axis
-    return None
+            authorized = True
+        elif name.startswith(b"x-forwarded-"):
+            return None
+    return (feed, axis) if authorized else None
 
 
-async def ingest_asgi(state: ViewerState, scope: Scope, feed: str, axis: str, send: Send) -> int:
+# A lean answer: status, body (JSON) and the headers after content-type and content-length.
+Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]
+
+
+async def lean_answer(state: ViewerState, scope: Scope, feed: str, axis: str) -> Answer:
     """The lean path for GET with an Authorization header (see the module docstring): same checks,
-    same answers, same metrics as `feed_input`, without Starlette's per-request layers. Returns the status."""
+    same answers, same metrics as `feed_input`, without Starlette's per-request layers."""
     try:
         body = await _ingest(state, scope, feed, axis)
     except RtdpError as exc:
         state.metrics.count_ingest(exc.code)
         status, document, headers = error_parts(exc)
-        await _send(send, status, json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(), headers)
-        return status
+        raw = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items()]
+        return status, json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode(), raw
     except Exception:
         # As Starlette's ServerErrorMiddleware would: logged here, the client only learns that something broke.
         log.exception("unhandled error on GET %s", scope["path"])
-        await _send(send, 500, b'{"error":"internal server error","code":"error"}', {})
-        return 500
+        return 500, b'{"error":"internal server error","code":"error"}', []
     state.metrics.count_ingest("accepted")
     state.metrics.ingest_points.inc()
-    await _send(send, 200, body, {})
-    return 200
+    return 200, body, []
+
+
+async def ingest_asgi(state: ViewerState, scope: Scope, feed: str, axis: str, send: Send) -> int:
+    """`lean_answer` sent through ASGI (viewer.app.ViewerApp, e.g. under a test client; uvicorn's
+    connections take viewer.connection's shorter way). Returns the status."""
+    status, body, headers = await lean_answer(state, scope, feed, axis)
+    raw = [JSON_HEADER, (b"content-length", b"%d" % len(body)), *headers]
+    await send({"type": "http.response.start", "status": status, "headers": raw})
+    await send({"type": "http.response.body", "body": body})
+    return status
 
 
 async def _ingest(state: ViewerState, scope: Scope, feed: str, axis: str) -> bytes:
@@ -227,13 +245,6 @@ def query_fields(query: bytes) -> dict[str, str]:
             name, _, value = part.partition("=")
             fields[name] = value
     return fields
-
-
-async def _send(send: Send, status: int, body: bytes, headers: dict[str, str]) -> None:
-    raw = [JSON_HEADER, (b"content-length", b"%d" % len(body))]
-    raw.extend((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in headers.items())
-    await send({"type": "http.response.start", "status": status, "headers": raw})
-    await send({"type": "http.response.body", "body": body})
 
 
 def ingest_routes() -> list[BaseRoute]:

@@ -32,7 +32,8 @@ Y = {"oneOf": [{"type": "number"}, {"type": "boolean"}]}
 
 AXIS = _obj(
     {"name": TEXT, "point_count": {"type": "integer"}, "last_x": NULL_NUMBER,
-     "last_y": {"oneOf": [{"type": "number"}, {"type": "boolean"}], "nullable": True}, "last_seen": NULL_NUMBER},
+     "last_y": {"oneOf": [{"type": "number"}, {"type": "boolean"}], "nullable": True}, "last_seen": NULL_NUMBER,
+     "unit": NULL_TEXT, "label": NULL_TEXT},
     ("name", "point_count"),
 )
 FEED = _obj(
@@ -76,6 +77,34 @@ DASHBOARD_BODY = _obj(
     {"name": TEXT, "widgets": {"type": "array", "items": WIDGET}, "range": {"type": "integer"}, "public": BOOL}
 )
 POINT = _obj({"id": {"type": "integer"}, "x": NUMBER, "y": Y}, ("id", "x", "y"))
+NULL_Y = {"oneOf": [{"type": "number"}, {"type": "boolean"}], "nullable": True}
+ALERT_EVENT = _obj(
+    {"id": {"type": "integer"}, "rule": {"type": "integer"}, "rule_name": TEXT, "severity": TEXT, "feed": TEXT,
+     "axis": TEXT, "state": {"enum": ["firing", "ok", "changed"]}, "at": NUMBER,
+     "point": {**_obj({"id": {"type": "integer"}, "x": NUMBER, "y": NULL_Y}), "nullable": True},
+     "acknowledged": BOOL, "acknowledged_by": NULL_TEXT},
+    ("id", "rule", "feed", "axis", "state", "at", "acknowledged"),
+)
+ALERT_ACTION = _obj(
+    {"type": {"enum": ["browser", "mqtt", "webhook", "email"]}, "url": TEXT, "to": TEXT, "topic": TEXT,
+     "payload": TEXT},
+    ("type",),
+)
+ALERT = _obj(
+    {"id": {"type": "integer"}, "name": TEXT, "feed": TEXT, "axis": TEXT,
+     "kind": {"enum": ["above", "below", "changes", "silent"]}, "threshold": NULL_Y, "hysteresis": NUMBER,
+     "for_s": NUMBER, "value": NULL_Y, "silent_s": NULL_NUMBER, "severity": {"enum": ["info", "warning", "critical"]},
+     "enabled": BOOL, "repeat_min": NULL_NUMBER, "actions": {"type": "array", "items": ALERT_ACTION},
+     "state": {"enum": ["ok", "firing"]}, "since": NULL_NUMBER, "last_result": TEXT, "created": NUMBER,
+     "secret": TEXT, "events": {"type": "array", "items": ALERT_EVENT}},
+    ("id", "name", "feed", "axis", "kind", "severity", "enabled", "actions", "state"),
+)
+ALERT_BODY = _obj(
+    {"name": TEXT, "feed": TEXT, "axis": TEXT, "kind": {"enum": ["above", "below", "changes", "silent"]},
+     "threshold": Y, "hysteresis": NUMBER, "for_s": NUMBER, "value": Y, "silent_s": NUMBER,
+     "severity": {"enum": ["info", "warning", "critical"]}, "enabled": BOOL, "repeat_min": NUMBER,
+     "actions": {"type": "array", "items": ALERT_ACTION}},
+)
 
 
 def _path(name: str) -> dict[str, Any]:
@@ -104,6 +133,8 @@ def _op(summary: str, status: int, schema: dict[str, Any] | None, *, params: tup
 FEED_P = _path("feed")
 AXIS_P = _path("axis")
 ANY_OBJECT = {"type": "object"}
+AXIS_PATCH = _obj({"name": TEXT, "unit": {"type": "string", "maxLength": 32, "nullable": True},
+                   "label": {"type": "string", "maxLength": 64, "nullable": True}})
 NO_BODY = None
 
 
@@ -137,7 +168,8 @@ def document() -> dict[str, Any]:
             },
             "/api/v1/feeds/{feed}/axes/{axis}": {
                 "get": _op("One axis.", 200, AXIS, params=(FEED_P, AXIS_P)),
-                "patch": _op("Rename the axis.", 200, AXIS, params=(FEED_P, AXIS_P), body=ANY_OBJECT),
+                "patch": _op("Rename the axis, or set its unit and display label (null or empty: none).", 200, AXIS,
+                             params=(FEED_P, AXIS_P), body=AXIS_PATCH),
                 "delete": _op("Delete the axis with its points.", 204, NO_BODY, params=(FEED_P, AXIS_P)),
             },
             "/api/v1/feeds/{feed}/axes/{axis}/points": {
@@ -229,6 +261,27 @@ def document() -> dict[str, Any]:
                               _obj({"removed": TEXT, "feeds_deleted": {"type": "array", "items": TEXT},
                                     "feeds_given": {"type": "array", "items": TEXT}, "given_to": NULL_TEXT}),
                               params=(_path("email"), _query("feeds_to"))),
+            },
+            "/api/v1/alerts": {
+                "get": _op("Alert rules on the feeds the caller may read.", 200,
+                           _obj({"alerts": {"type": "array", "items": ALERT}}, ("alerts",)),
+                           params=(_query("feed"),)),
+                "post": _op("Make an alert rule (on a feed the caller may write).", 201, ALERT, body=ALERT_BODY),
+            },
+            "/api/v1/alerts/events": {
+                "get": _op("Recent alert events, newest first, and how many rules are firing.", 200,
+                           _obj({"firing": {"type": "integer"}, "events": {"type": "array", "items": ALERT_EVENT}},
+                                ("firing", "events")),
+                           params=(_query("limit", {"type": "integer", "minimum": 1, "maximum": 500}),)),
+            },
+            "/api/v1/alerts/events/{id}/ack": {
+                "post": _op("Acknowledge an alert event.", 200, ALERT_EVENT, params=(_path("id"),)),
+            },
+            "/api/v1/alerts/{id}": {
+                "get": _op("An alert rule, its state and its recent events.", 200, ALERT, params=(_path("id"),)),
+                "patch": _op("Change an alert rule (not its feed or axis).", 200, ALERT, params=(_path("id"),),
+                             body=ALERT_BODY),
+                "delete": _op("Remove an alert rule and its events.", 204, NO_BODY, params=(_path("id"),)),
             },
             "/service/feed_input.json/{feed}/{axis}": {
                 "get": _op("The original's URL: store one point (x optional).", 200,

@@ -15,15 +15,20 @@ from collections.abc import Callable
 
 from rtdp.errors import Unavailable
 from rtdp.mqtt import Client, Endpoint, MqttError, Publish, Subscription
-from rtdp.notices import StoredEvent, decode_stored
-from rtdp.topic import STORED_PREFIX, check_name
+from rtdp.notices import StoredEvent, decode_stored_notice
+from rtdp.topic import ALERTS_PREFIX, STORED_PREFIX, check_name
 
 log = logging.getLogger(__name__)
 
 STORED_FILTER = f"{STORED_PREFIX}/+"
+# With alerts too: `rtdp/stored/<feed>` and `rtdp/alerts/<feed>` in one subscription.
+NOTICES_FILTER = "rtdp/+/+"
 _STORED_PREFIX = f"{STORED_PREFIX}/".encode()
+_ALERTS_PREFIX = f"{ALERTS_PREFIX}/".encode()
 
-StoredHandler = Callable[[str, list[StoredEvent]], None]
+# (feed, its points just stored, the feed's newest point id before them or None): viewer.order.InOrder.dispatch.
+StoredHandler = Callable[[str, list[StoredEvent], int | None], None]
+AlertHandler = Callable[[str, bytes], None]
 
 
 class Publisher:
@@ -38,18 +43,24 @@ class Publisher:
         timeout: float,
         on_stored: StoredHandler | None = None,
         watched: Callable[[str], bool] = lambda feed: True,
+        on_alert: AlertHandler | None = None,
+        subscribe: bool = True,
     ) -> None:
         self.endpoint = endpoint
         self.max_pending = max_pending
         self.timeout = timeout
         self.on_stored = on_stored
+        # Alerts (rtdp.alert_actions) for the feed's SSE streams: the browser notifications.
+        self.on_alert = on_alert
         # Notices for a feed no stream listens to are dropped unparsed: a stream that opens later
         # replays from the database (Last-Event-ID), and parsing cost the loop a tenth of rtdp serve.
         self.watched = watched
         # Callers waiting for their PUBACK (a metric); the client's `outstanding` also counts the mids whose
         # caller gave up (timeout) but whose PUBACK paho still awaits: both count against max_pending.
         self.pending = 0
-        subscription = Subscription(STORED_FILTER, self._on_messages) if on_stored is not None else None
+        # In `rtdp serve` the notices come in the process (rtdp.handoff.NoticeTap): no subscription.
+        topic_filter = NOTICES_FILTER if on_alert is not None else STORED_FILTER
+        subscription = Subscription(topic_filter, self._on_messages) if on_stored is not None and subscribe else None
         # paho's own in-flight limit off (0): after every PUBACK it scans all its outgoing messages for one
         # to release, O(in flight) per point. max_pending bounds what paho holds instead.
         self.client = Client(
@@ -105,28 +116,51 @@ class Publisher:
             timer.cancel()
 
     def _on_messages(self, publishes: list[Publish]) -> None:
+        for publish in publishes:
+            if publish.topic.startswith((_STORED_PREFIX, _ALERTS_PREFIX)):
+                try:
+                    topic = publish.topic.decode()
+                except UnicodeDecodeError:
+                    continue
+                self.take_notice(topic, publish.payload)
+
+    def take_notice(self, topic: str, payload: bytes | bytearray) -> None:
+        """A `rtdp/stored/<feed>` or `rtdp/alerts/<feed>` notice, from the subscription or handed over in
+        the process (rtdp.handoff.NoticeTap)."""
+        if topic.startswith(ALERTS_PREFIX + "/"):
+            self._alert(topic, bytes(payload))
+        elif topic.startswith(STORED_PREFIX + "/"):
+            self.take_stored(topic, payload)
+
+    def take_stored(self, topic: str, payload: bytes | bytearray) -> None:
+        """One `rtdp/stored/<feed>` notice, from the subscription or handed over in the process
+        (rtdp.handoff.NoticeTap): its events go to `on_stored` if a stream listens to the feed."""
         handler = self.on_stored
         assert handler is not None
-        for publish in publishes:
-            if not publish.topic.startswith(_STORED_PREFIX):
-                continue
+        feed = topic[len(STORED_PREFIX) + 1 :]
+        if not self.watched(feed):
+            return
+        try:
+            check_name(feed, "feed")
+            events, after = decode_stored_notice(payload)
+        except Exception:  # noqa: BLE001 -- a bad message must never break the read loop
+            log.warning("ignoring malformed message on %s", topic[:100])
+            return
+        if events:
             try:
-                feed = publish.topic[len(_STORED_PREFIX) :].decode()
-            except UnicodeDecodeError:
-                continue
-            if not self.watched(feed):
-                continue
-            try:
-                check_name(feed, "feed")
-                events = decode_stored(publish.payload)
-            except Exception:  # noqa: BLE001 -- a bad message must never break the read loop
-                log.warning("ignoring malformed message on %s", publish.topic[:100].decode(errors="replace"))
-                continue
-            if events:
-                try:
-                    handler(feed, events)
-                except Exception:  # noqa: BLE001 -- one feed's failure must not lose the rest of the read
-                    log.exception("stored-points handler failed for feed %s", feed)
+                handler(feed, events, after)
+            except Exception:  # noqa: BLE001 -- one feed's failure must not lose the rest of the read
+                log.exception("stored-points handler failed for feed %s", feed)
+
+    def _alert(self, topic: str, payload: bytes) -> None:
+        if self.on_alert is None:
+            return
+        try:
+            feed = check_name(topic[len(ALERTS_PREFIX) + 1 :], "feed")
+        except Exception:  # noqa: BLE001 -- a bad topic must never break the read loop
+            return
+        if self.watched(feed) and len(payload) <= 65536:
+            self.on_alert(feed, payload)
 
 
 def _time_out(future: asyncio.Future[None]) -> None:

@@ -24,6 +24,7 @@ from rtdp.settings import Settings
 from rtdp.throttle import Throttle
 from viewer.hub import Hub
 from viewer.metrics import Metrics
+from viewer.order import InOrder
 from viewer.publisher import Publisher
 
 P = ParamSpec("P")
@@ -44,11 +45,16 @@ class ViewerState:
     # `rtdp serve` with its embedded broker: points go to the broker and writer in this process
     # (rtdp.handoff), not through the MQTT client.
     direct: DirectWrite | None = None
+    # Stored notices put back in commit order before the hub (several bridges); streams tell it where
+    # a feed stood when they subscribed.
+    order: InOrder | None = None
     # Verified credentials and feed/permission decisions, reused for `settings.credential_ttl` and
     # `settings.decision_ttl` (the broker uses the same lifetimes); changes made through this viewer
     # clear them at once.
     credentials: TTLCache[Any, Principal] = field(init=False)
     decisions: TTLCache[Any, Any] = field(init=False)
+    # Credential checks under way (viewer.auth): the same credentials arriving meanwhile wait for it.
+    checking: dict[Any, asyncio.Future[Principal]] = field(init=False, default_factory=dict)
     # Password attempts per account and per address (login form, HTTP Basic); sign-ups per address.
     logins: Throttle = field(init=False)
     signups: Throttle = field(init=False)
@@ -91,8 +97,7 @@ class ViewerState:
             await self.publisher.publish(topic, encode(samples))
             return
         try:
-            async with asyncio.timeout(self.settings.http_publish_timeout):
-                await self.direct(topic, encode(samples), casts, samples)
+            await self.direct(topic, encode(samples), casts, samples, self.settings.http_publish_timeout)
         except TimeoutError:
             raise Unavailable(
                 "the points were not stored in time (they may still be: a retry with the same x replaces them);"

@@ -19,7 +19,7 @@ from rtdp.errors import InvalidInput, RtdpError
 from rtdp.models import MAX_ID, Feed
 from rtdp.notices import StoredEvent
 from rtdp.permissions import Principal
-from rtdp.store import feed_casts, points_after
+from rtdp.store import feed_casts, feed_head, points_after
 from viewer.access import find_feed
 from viewer.auth import principal_from_request
 from viewer.hub import PING, Subscription, point_frame
@@ -156,6 +156,11 @@ async def stream_route(request: Request) -> Response:
     principal = await principal_from_request(request)
     last_id = _last_event_id(request)
     feed = await state.run_db(find_feed, principal, request.path_params["feed"])
+    # Where the feed stood before subscribing: the first stream of a feed tells viewer.order, which passes
+    # on what was committed after it in commit order (with nothing awaited between the two).
+    head = await state.run_db(feed_head, feed)
+    if state.order is not None:
+        state.order.watch(feed.name, head)
     # Subscribed before the replay starts, so nothing stored meanwhile falls between the two.
     sub = state.hub.subscribe(feed.name, feed_casts(feed))
 
@@ -187,6 +192,11 @@ async def multi_stream_route(request: Request) -> Response:
         return [find_feed(who, name) for name in names]
 
     feeds = await state.run_db(find_all, principal)
+    # As for one feed: where each stood before subscribing, for viewer.order (nothing awaited in between).
+    heads = await state.run_db(lambda: [feed_head(feed) for feed in feeds])
+    if state.order is not None:
+        for feed, head in zip(feeds, heads, strict=True):
+            state.order.watch(feed.name, head)
     sub = state.hub.subscribe_many({feed.name: feed_casts(feed) for feed in feeds})
 
     async def still_allowed() -> bool:

@@ -101,6 +101,7 @@ class Client:
         self.resend = resend
         self.max_queued = max_queued
         self.subscription = subscription
+        self._subscribe = True
         # Set while connected (CONNACK accepted): read or waited on from any thread.
         self.up = threading.Event()
         # Bumped at every accepted CONNACK: a message id belongs to the connection that delivered it.
@@ -217,6 +218,13 @@ class Client:
         else:
             self._acks[info.mid] = future
         return future
+
+    def unsubscribe(self) -> None:
+        """Leave the subscription, now and on every later connect; messages the broker queued for this
+        session before still arrive (a bridge retiring its session, bridge.service)."""
+        self._subscribe = False
+        if self.subscription is not None and self.connected:
+            self.paho.unsubscribe(self.subscription.topic_filter)
 
     def ack(self, mids: list[int], generation: int) -> None:
         """Acknowledge QoS 1 messages (manual acks) delivered by connection `generation`, in one packet. After
@@ -409,7 +417,7 @@ class Client:
         # Subscribe on every connect, even with a session present: a clean session forgets subscriptions,
         # and amqtt can lose a persistent one's (a CONNECT reusing our client id with a wrong password).
         subscription = self.subscription
-        if subscription is not None:
+        if subscription is not None and self._subscribe:
             result, _ = client.subscribe(subscription.topic_filter, qos=subscription.qos)
             if result != mqtt.MQTT_ERR_SUCCESS:
                 log.error("%s: subscribe failed: %s", self.name, mqtt.error_string(result))

@@ -17,8 +17,8 @@ from rtdp.store.feeds import (
     get_axis,
     get_feed,
 )
-from rtdp.store.read import MAX_LIMIT, Buckets, plan_buckets, points_after, query_points
-from rtdp.store.write import StoredPoint, write_points
+from rtdp.store.read import MAX_LIMIT, Buckets, feed_head, plan_buckets, points_after, points_after_named, query_points
+from rtdp.store.write import StoredPoint, Written, write_points
 
 __all__ = [
     "INSERT_CHUNK",
@@ -32,11 +32,14 @@ __all__ = [
     "dialect_of",
     "ensure_axis",
     "feed_casts",
+    "feed_head",
     "get_axis",
     "get_feed",
     "iter_export",
     "plan_buckets",
     "points_after",
+    "points_after_named",
     "query_points",
+    "Written",
     "write_points",
 ]

@@ -85,14 +85,22 @@ class Dialect(abc.ABC):
         """Inside write_transaction: make processes starting at once create the schema one by one."""
 
     @abc.abstractmethod
-    def lock_for_write(self, db: pw.Database, rows: Sequence[NewPoint]) -> None:
+    def lock_for_write(self, db: pw.Database, rows: Sequence[NewPoint]) -> dict[int, int] | None:
         """Inside write_points' transaction, before its first write of `rows`: make writers of the
-        same axes take turns, so that ids of a feed are committed in order."""
+        same axes take turns, and writers of the same feed too, so that ids of a feed are committed
+        in order (and its FeedHead moves in order). May return the feed id of each axis of `rows`
+        when the locking learnt them (else write_points asks, after its first write)."""
 
     @abc.abstractmethod
     def lock_axis(self, db: pw.Database, axis_id: int) -> None:
         """Inside write_transaction, before deleting an axis's points outside write_points (the
         retention purge), so that it and a writer of the axis cannot deadlock."""
+
+    @abc.abstractmethod
+    def for_update(self, query: Any, *, share: bool = False) -> Any:
+        """`query` (a select inside write_transaction, or after the transaction's first write) made to
+        lock its rows until the commit, for writing (or, with `share`, against writers only): the
+        processes judging alert rules take turns on the alert states' revision row (rtdp.alerting)."""
 
     @abc.abstractmethod
     def locked(self, exc: pw.OperationalError) -> bool:
@@ -120,6 +128,10 @@ class Dialect(abc.ABC):
     @abc.abstractmethod
     def size(self, db: pw.Database) -> int | None:
         """Bytes the database takes, or None when it cannot tell."""
+
+    @abc.abstractmethod
+    def free_bytes(self, db: pw.Database) -> int | None:
+        """Bytes free for the database's files to grow into, or None when that is not ours to see (a server)."""
 
 
 # -- SQLite -------------------------------------------------------------------------------------------
@@ -186,11 +198,16 @@ class Sqlite(Dialect):
     def serialise_migrations(self, db: pw.Database) -> None:
         pass  # write_transaction holds the only write lock already
 
-    def lock_for_write(self, db: pw.Database, rows: Sequence[NewPoint]) -> None:
-        pass  # the first write takes the database's only write lock
+    def lock_for_write(self, db: pw.Database, rows: Sequence[NewPoint]) -> dict[int, int] | None:
+        # The first write takes the database's only write lock. Nothing is read before it: a transaction
+        # that read first fails ("database is locked", no busy wait) when another writer committed meanwhile.
+        return None
 
     def lock_axis(self, db: pw.Database, axis_id: int) -> None:
         pass  # write_transaction holds the only write lock already
+
+    def for_update(self, query: Any, *, share: bool = False) -> Any:
+        return query  # one writer at a time: the transaction's first write (or BEGIN IMMEDIATE) holds the file
 
     def locked(self, exc: pw.OperationalError) -> bool:
         # "database is locked" (busy timeout over) or "database table is locked".
@@ -252,6 +269,13 @@ class Sqlite(Dialect):
             return None
         return sum(os.path.getsize(p) for p in (path, path + "-wal", path + "-shm") if os.path.exists(p))
 
+    def free_bytes(self, db: pw.Database) -> int | None:
+        path = getattr(db, "database", None)
+        if not isinstance(path, str) or path in ("", ":memory:") or path.startswith("file:"):
+            return None
+        stat = os.statvfs(os.path.dirname(os.path.abspath(path)))
+        return stat.f_bavail * stat.f_frsize
+
 
 # -- PostgreSQL ---------------------------------------------------------------------------------------
 
@@ -299,7 +323,8 @@ _PG_LOCK_FEEDS = (
     f" WHERE {_AXIS_ID} = ANY(%s::int8[]) ORDER BY feed) AS feeds"
 )
 _PG_LOCK_AXES = (
-    f"SELECT {_AXIS_ID} FROM {AXIS_TABLE} WHERE {_AXIS_ID} = ANY(%s::int8[]) ORDER BY {_AXIS_ID} FOR NO KEY UPDATE"
+    f"SELECT {_AXIS_ID}, {_AXIS_FEED} FROM {AXIS_TABLE} WHERE {_AXIS_ID} = ANY(%s::int8[])"
+    f" ORDER BY {_AXIS_ID} FOR NO KEY UPDATE"
 )
 _PG_WINDOW_EXTREMES = (
     f"WITH t AS (SELECT {ID} AS id, {X} AS x, {Y} AS y, FLOOR(FLOOR({X} / %s) / %s) AS b FROM {TABLE}"
@@ -329,7 +354,7 @@ class Postgres(Dialect):
     def serialise_migrations(self, db: pw.Database) -> None:
         execute(db, "SELECT pg_advisory_xact_lock(%s)", (_PG_MIGRATION_LOCK,))
 
-    def lock_for_write(self, db: pw.Database, rows: Sequence[NewPoint]) -> None:
+    def lock_for_write(self, db: pw.Database, rows: Sequence[NewPoint]) -> dict[int, int] | None:
         # Writers of the same axes take turns, in axis id order so they cannot deadlock; otherwise two
         # replacing the same points keep undoing each other. NO KEY: inserts elsewhere (their
         # foreign-key checks) are not blocked. First the feeds: ids come from one sequence as rows are
@@ -341,12 +366,15 @@ class Postgres(Dialect):
         # of the time.
         ids = _pg_ints(sorted({axis_id for axis_id, _, _ in rows}))
         execute(db, _PG_LOCK_FEEDS, (_PG_WRITE_LOCK, ids)).fetchall()
-        execute(db, _PG_LOCK_AXES, (ids,)).fetchall()
+        return dict(execute(db, _PG_LOCK_AXES, (ids,)).fetchall())
 
     def lock_axis(self, db: pw.Database, axis_id: int) -> None:
         # The axis row, as lock_for_write takes it: a writer replacing points of this axis and the
         # purge wait for each other instead of deadlocking (each holding a row the other needs).
         execute(db, _PG_LOCK_AXES, (_pg_ints([axis_id]),)).fetchall()
+
+    def for_update(self, query: Any, *, share: bool = False) -> Any:
+        return query.for_update("FOR SHARE" if share else True)
 
     def locked(self, exc: pw.OperationalError) -> bool:
         return False  # lock waits block (no lock_timeout is set); they do not fail
@@ -384,6 +412,9 @@ class Postgres(Dialect):
     def size(self, db: pw.Database) -> int | None:
         row = execute(db, "SELECT pg_database_size(current_database())", ()).fetchone()
         return int(row[0]) if row else None
+
+    def free_bytes(self, db: pw.Database) -> int | None:
+        return None  # the server's disk: PostgreSQL refuses writes itself, and its host is watched apart
 
 
 # -- choosing one -------------------------------------------------------------------------------------

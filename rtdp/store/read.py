@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 import peewee as pw
 
 from rtdp.errors import InvalidInput
-from rtdp.models import Axis, Feed, Point
+from rtdp.models import Axis, Feed, FeedHead, Point
 from rtdp.store import summary
 from rtdp.store.dialect import dialect_of, execute
 
@@ -193,3 +193,16 @@ def points_after(feed: Feed, last_id: int, limit: int = 10_000) -> list[tuple[in
     return list(query.tuples())
 
 
+
+
+def points_after_named(feed: str, last_id: int, limit: int = 10_000) -> list[tuple[int, str, float, float]]:
+    """points_after for a feed by name; none when there is no such feed (any more)."""
+    found = Feed.get_or_none(Feed.name == feed)
+    return [] if found is None else points_after(found, last_id, limit)
+
+
+def feed_head(feed: Feed) -> int | None:
+    """The id of the feed's newest committed point as its writers recorded it (FeedHead); None before
+    its first write since the head was kept."""
+    head: int | None = FeedHead.select(FeedHead.last_id).where(FeedHead.feed == feed.id).scalar()
+    return head

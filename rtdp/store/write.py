@@ -13,7 +13,7 @@ import peewee as pw
 
 from rtdp.codec import Sample
 from rtdp.errors import Conflict
-from rtdp.models import Axis, Point
+from rtdp.models import Axis, FeedHead, Point
 from rtdp.store import summary
 from rtdp.store.dialect import dialect_of, execute
 
@@ -30,15 +30,26 @@ class StoredPoint(NamedTuple):
     y: float
 
 
-def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None = None) -> list[StoredPoint]:
+class Written(list[StoredPoint]):
+    """The stored points of a batch in id order, and for each of their axes the id of the newest point
+    its feed had before the batch (`follows`; None when the feed has no FeedHead row yet): what a stored
+    notice says it follows, so a viewer can tell when a batch of another writer is missing."""
+
+    def __init__(self, points: list[StoredPoint], follows: dict[int, int | None]) -> None:
+        super().__init__(points)
+        self.follows = follows
+
+
+def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None = None) -> Written:
     """Upsert `(axis_id, sample)` pairs in one transaction; a later point with the same axis and x
-    replaces an earlier one and gets a new id. Returns the stored points in id order.
+    replaces an earlier one and gets a new id. Returns the stored points in id order, with the head each
+    feed had before (see Written); moves the feeds' heads (FeedHead) to the batch's newest ids.
 
     Runs hand-written, parameterised SQL through Peewee's `execute_sql`: building an `insert_many`
     query costs more Python time than SQLite spends storing the rows (see bench/store_bench.py).
     """
     if not batch:
-        return []
+        return Written([], {})
     received = time.time() if received_at is None else received_at
     # Within one batch the last sample for an (axis, x) wins (at the place of the first).
     latest = {(axis_id, sample.x): sample.y for axis_id, sample in batch}
@@ -48,7 +59,7 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
     rows = [(axis_id, x, y) for (axis_id, x), y in latest.items()]
     with db.atomic():
         # Writers of the same axes on a database that has several at once take turns (PostgreSQL).
-        dialect.lock_for_write(db, rows)
+        feed_of = dialect.lock_for_write(db, rows)
         # Insert what is new; a row that collides on (axis, x) is skipped here and replaced below.
         stored.extend(map(StoredPoint._make, dialect.insert_points(db, rows, received)))
         pending: list[tuple[int, float, float]] = []
@@ -89,7 +100,28 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
             levels[axis_id] = (int(total), level)
         stored.sort()  # by id: a StoredPoint is a tuple that starts with it
         _summarise(db, stored, levels, replaced_xs)
-    return stored
+        if feed_of is None:
+            axes = sorted(newest)
+            feed_of = dict(execute(db, _feeds_of_sql(db.param, len(axes)), axes).fetchall())
+        follows = _move_heads(db, stored, feed_of)
+    return Written(stored, follows)
+
+
+def _move_heads(db: pw.Database, stored: list[StoredPoint], feed_of: dict[int, int]) -> dict[int, int | None]:
+    """Move each feed's FeedHead to its newest point of `stored` (in id order); per axis, the head before.
+    Under lock_for_write's locks, so the heads of a feed follow each other in commit order."""
+    newest: dict[int, int] = {}
+    for point in stored:
+        newest[feed_of[point.axis_id]] = point.id
+    if not newest:
+        return {}
+    feeds = list(newest)
+    before = dict(execute(db, _heads_sql(db.param, len(feeds)), feeds).fetchall())
+    params: list[object] = []
+    for feed, last in newest.items():
+        params += (feed, last)
+    execute(db, _move_heads_sql(db.param, len(newest)), params)
+    return {axis_id: before.get(feed) for axis_id, feed in feed_of.items()}
 
 
 def _summarise(
@@ -120,8 +152,9 @@ def _summarise(
 
 
 _AXIS_TABLE = Axis._meta.table_name
-_AXIS_ID, _LAST_SEEN, _COUNT, _LEVEL, _LAST_X, _LAST_Y = (
-    f.column_name for f in (Axis.id, Axis.last_seen, Axis.point_count, Axis.summary_level, Axis.last_x, Axis.last_y)
+_AXIS_ID, _LAST_SEEN, _COUNT, _LEVEL, _LAST_X, _LAST_Y, _FEED = (
+    f.column_name
+    for f in (Axis.id, Axis.last_seen, Axis.point_count, Axis.summary_level, Axis.last_x, Axis.last_y, Axis.feed)
 )
 
 
@@ -138,3 +171,24 @@ def _count_sql(param: str) -> str:
     )
 
 
+_HEAD_TABLE = FeedHead._meta.table_name
+_HEAD_FEED, _HEAD_LAST = FeedHead.feed.column_name, FeedHead.last_id.column_name
+
+
+@functools.lru_cache(maxsize=16)
+def _feeds_of_sql(param: str, axes: int) -> str:
+    return f"SELECT {_AXIS_ID}, {_FEED} FROM {_AXIS_TABLE} WHERE {_AXIS_ID} IN ({','.join([param] * axes)})"
+
+
+@functools.lru_cache(maxsize=16)
+def _heads_sql(param: str, feeds: int) -> str:
+    return f"SELECT {_HEAD_FEED}, {_HEAD_LAST} FROM {_HEAD_TABLE} WHERE {_HEAD_FEED} IN ({','.join([param] * feeds)})"
+
+
+@functools.lru_cache(maxsize=16)
+def _move_heads_sql(param: str, feeds: int) -> str:
+    values = ",".join([f"({param}, {param})"] * feeds)
+    return (
+        f"INSERT INTO {_HEAD_TABLE} ({_HEAD_FEED}, {_HEAD_LAST}) VALUES {values}"
+        f" ON CONFLICT ({_HEAD_FEED}) DO UPDATE SET {_HEAD_LAST} = excluded.{_HEAD_LAST}"
+    )

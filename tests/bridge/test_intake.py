@@ -220,13 +220,13 @@ def test_a_point_handed_over_in_process_is_stored_as_cast_and_reaches_subscriber
         assert ep.subscribe("feeds/manual_feed_a/#") == 1
         assert ep.subscribe("rtdp/stored/manual_feed_a") == 1
         # A payload the codec would refuse: stored all the same, so the samples were taken as they came.
-        handle.call(handle.broker.ingest("feeds/manual_feed_a/http", b"not json", casts, [Sample(BASE_X, 4.0)]))
+        handle.call(handle.broker.ingest("feeds/manual_feed_a/http", b"not json", casts, [Sample(BASE_X, 4.0)], 10))
         assert stored("manual_feed_a", "http") == 1  # committed when ingest returned
         wait_for(lambda: len(ep.received()) == 2, what="the point and its stored notice")
         assert ("feeds/manual_feed_a/http", b"not json") in ep.received()
     # Other casts than the feed's (it was recreated meanwhile): the payload is decoded as any message.
     other = Casts(XCast.FLOAT, YCast.INT)
-    handle.call(handle.broker.ingest("feeds/manual_feed_a/http", b'{"x":1.7e9,"y":5}', other, [Sample(1.0, 9.0)]))
+    handle.call(handle.broker.ingest("feeds/manual_feed_a/http", b'{"x":1.7e9,"y":5}', other, [Sample(1.0, 9.0)], 10))
     assert Point.select().join(Axis).where(Axis.name == "http").order_by(Point.id.desc()).get().y == 5.0
 
 
@@ -235,7 +235,7 @@ def test_a_point_the_writer_refuses_in_process_raises_its_rejection(
 ) -> None:
     handle, _ = served
     with pytest.raises(Rejected) as refused:  # no such feed, and nobody to create it for
-        handle.call(handle.broker.ingest("feeds/nowhere/a", b"1", Casts(), [Sample(BASE_X, 1.0)]))
+        handle.call(handle.broker.ingest("feeds/nowhere/a", b"1", Casts(), [Sample(BASE_X, 1.0)], 10))
     assert refused.value.code == "unknown_feed"
     assert Rejection.select().count() == 1
 

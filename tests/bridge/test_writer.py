@@ -106,8 +106,10 @@ def test_stored_notices_list_each_feeds_points_in_id_order(writer: Writer, owner
     assert single is not None
     (notice,) = single.notices
     ids = [p.id for p in Point.select().order_by(Point.id)][-2:]
+    # The first point also says which of g's points it follows (the one stored before: viewer/order.py).
+    before = points["c", 7.0]
     assert notice.payload == (
-        f'[{{"id":{ids[0]},"axis":"c","x":8.0,"y":80}},{{"id":{ids[1]},"axis":"c","x":9.0,"y":-1}}]'
+        f'[{{"id":{ids[0]},"axis":"c","x":8.0,"y":80,"after":{before}}},{{"id":{ids[1]},"axis":"c","x":9.0,"y":-1}}]'
     ).encode()
 
 

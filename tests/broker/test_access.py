@@ -191,10 +191,12 @@ def test_subscribe_to_another_users_feed_is_refused(embedded: EmbeddedBrokerHand
         assert ap.subscribe("feeds/manual_feed_a/axis_a00") == REFUSED
         assert ap.subscribe("rtdp/stored/manual_feed_a") == REFUSED
         assert ap.subscribe("rtdp/errors/manual_feed_a/#") == REFUSED
+        assert ap.subscribe("rtdp/alerts/manual_feed_a") == REFUSED
         assert ap.subscribe("feeds/manual_feed_aj/#") == 1
         assert ap.subscribe("rtdp/stored/manual_feed_aj") == 1
         assert ap.subscribe("rtdp/errors/manual_feed_aj/+") == 1
-    assert embedded.broker.access.refused_subscribes == 4
+        assert ap.subscribe("rtdp/alerts/manual_feed_aj") == 1
+    assert embedded.broker.access.refused_subscribes == 5
 
 
 def test_wildcard_subscriber_receives_only_permitted_feeds(embedded: EmbeddedBrokerHandle) -> None:
@@ -202,10 +204,11 @@ def test_wildcard_subscriber_receives_only_permitted_feeds(embedded: EmbeddedBro
         connected(embedded.endpoint("ap@nothing.com", PASSWORD)) as ap,
         connected(embedded.service_endpoint(), embedded.service.client_id("bridge")) as bridge,
     ):
-        for topic_filter in ("feeds/#", "feeds/+/axis_a00", "rtdp/stored/+", "rtdp/errors/#"):
+        for topic_filter in ("feeds/#", "feeds/+/axis_a00", "rtdp/stored/+", "rtdp/errors/#", "rtdp/alerts/+"):
             assert ap.subscribe(topic_filter) == 1
         for feed in ("manual_feed_a", "manual_feed_aj"):
             bridge.publish(f"feeds/{feed}/axis_a00", feed.encode())
+            bridge.publish(f"rtdp/alerts/{feed}", feed.encode())
             bridge.publish(f"rtdp/stored/{feed}", feed.encode())
             bridge.publish(f"rtdp/errors/{feed}/axis_a00", feed.encode())
         bridge.publish("rtdp/stored/manual_feed_aj", b"marker")
@@ -214,6 +217,7 @@ def test_wildcard_subscriber_receives_only_permitted_feeds(embedded: EmbeddedBro
     assert ("feeds/manual_feed_aj/axis_a00", b"manual_feed_aj") in received
     assert ("rtdp/stored/manual_feed_aj", b"manual_feed_aj") in received
     assert ("rtdp/errors/manual_feed_aj/axis_a00", b"manual_feed_aj") in received
+    assert ("rtdp/alerts/manual_feed_aj", b"manual_feed_aj") in received
     assert not [message for message in received if b"manual_feed_a" == message[1]]
 
 
@@ -303,9 +307,10 @@ def test_acl_on_postgres(pg_db: pw.Database, settings: Settings, service: Servic
 
 def test_feed_wildcard() -> None:
     for spanning in ("feeds/#", "feeds/+", "feeds/+/x", "feeds/+/+", "rtdp/stored/+", "rtdp/stored/#",
-                     "rtdp/errors/#", "rtdp/errors/+/a"):
+                     "rtdp/errors/#", "rtdp/errors/+/a", "rtdp/alerts/+", "rtdp/alerts/#"):
         assert feed_wildcard(spanning), spanning
-    for other in ("#", "+", "+/+/+", "rtdp/#", "rtdp/+/x", "feeds/f/#", "rtdp/stored/f", "other/+", "rtdp/+"):
+    for other in ("#", "+", "+/+/+", "rtdp/#", "rtdp/+/x", "feeds/f/#", "rtdp/stored/f", "other/+", "rtdp/+",
+                  "rtdp/alerts/f"):
         assert not feed_wildcard(other), other
 
 

@@ -143,7 +143,7 @@ def test_dashboard_made_on_the_page_shared_and_public(
     wait_for(lambda: Dashboard.get_by_id(dashboard_id).range == 86400, what="the range saved")
     tab.fill('#share-form input[name="grantee"]', "ap@nothing.com")
     tab.click('#share-form button[type="submit"]')
-    expect(tab.locator("#shares")).to_contain_text("ap@nothing.com")
+    expect(tab.locator("#shares")).to_contain_text("ap@nothing.com", timeout=15_000)
     tab.check('#public-form input[name="public"]')
     expect(tab.locator("#public-link")).to_be_visible()
     tab.screenshot(path=str(tmp_path / "dashboard-edit-1366.png"), full_page=True)

@@ -103,8 +103,8 @@ def test_feed_to_live_graph_through_the_real_pipeline(
     assert chart_points(tab) == 482  # nothing doubled (history and live overlap nowhere), nothing lost
 
     # The legend names the axes; window, pause and zoom controls work without errors.
-    expect(tab.locator(".u-legend")).to_contain_text("temp")
-    expect(tab.locator(".u-legend")).to_contain_text("rh")
+    expect(tab.locator("#chart .chart-legend")).to_contain_text("temp")
+    expect(tab.locator("#chart .chart-legend")).to_contain_text("rh")
     # The README's picture: refreshed only on request, so a test run never dirties the work tree.
     shot = DOCS / "graph.png" if UPDATE_SCREENSHOT else tmp_path / "graph.png"
     tab.locator("main").screenshot(path=str(shot))

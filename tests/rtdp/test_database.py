@@ -225,3 +225,17 @@ def test_migration_adds_token_use_and_expiry_and_the_rights_revision(tmp_path: P
     assert "rights_revision" in db.get_tables()
     assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
     db.close()
+
+
+def test_migration_adds_axis_unit_and_label(tmp_path: Path) -> None:
+    """Version 9 -> 10: Axis.unit and Axis.label appear, empty."""
+    url = f"sqlite:///{tmp_path / 'v9.sqlite3'}"
+    db = open_database(url)
+    db.execute_sql("ALTER TABLE axis DROP COLUMN unit")
+    db.execute_sql("ALTER TABLE axis DROP COLUMN label")
+    SchemaVersion.update(version=9).execute()
+    db.close()
+    db = open_database(url)
+    assert {"unit", "label"} <= {c.name for c in db.get_columns("axis")}
+    assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
+    db.close()

@@ -166,6 +166,7 @@ def test_acl_follows_allowed_for_every_token_and_feed(world: World) -> None:
                     f"topic read feeds/{feed.name}/+",
                     f"topic read rtdp/stored/{feed.name}",
                     f"topic read rtdp/errors/{feed.name}/+",
+                    f"topic read rtdp/alerts/{feed.name}",
                 }
         assert acl[user_of(world, role)] == expected, role
     # Spot checks, so the rule above cannot be vacuous.
@@ -174,6 +175,7 @@ def test_acl_follows_allowed_for_every_token_and_feed(world: World) -> None:
         "topic read feeds/manual_feed_a/+",
         "topic read rtdp/stored/manual_feed_a",
         "topic read rtdp/errors/manual_feed_a/+",
+        "topic read rtdp/alerts/manual_feed_a",
     }
     assert "topic read feeds/public.feed/+" in acl[user_of(world, "ap")]
     assert not any("manual_feed_a/" in line and "write" in line for line in acl[user_of(world, "cz")])

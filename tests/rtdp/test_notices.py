@@ -14,6 +14,7 @@ from rtdp.notices import (
     StoredEvent,
     decode_error,
     decode_stored,
+    decode_stored_notice,
     encode_error,
     encode_stored,
     stream_data,
@@ -38,6 +39,20 @@ def test_the_stored_notice_is_the_bytes_subscribers_read() -> None:
     assert encode_stored([StoredPoint(4, 5, 10.0, 1.0)], bools) == {
         "door": b'[{"id":4,"axis":"state","x":10.0,"y":1}]'
     }
+
+
+def test_a_stored_notice_says_which_head_it_follows() -> None:
+    """The first point of each feed's notice carries `after`, the feed's newest id before the commit."""
+    axes = {7: AxisOf("f", "a", YCast.FLOAT), 8: AxisOf("f", "b", YCast.FLOAT), 9: AxisOf("g", "c", YCast.INT)}
+    points = [StoredPoint(11, 7, 1.5, 2.25), StoredPoint(12, 8, 3.0, -1.0), StoredPoint(13, 9, 4.0, 12.0)]
+    notices = encode_stored(points, axes, {7: 5, 8: 5, 9: None})
+    assert notices == {
+        "f": b'[{"id":11,"axis":"a","x":1.5,"y":2.25,"after":5},{"id":12,"axis":"b","x":3.0,"y":-1.0}]',
+        "g": b'[{"id":13,"axis":"c","x":4.0,"y":12}]',
+    }
+    assert decode_stored_notice(notices["f"]) == ([StoredEvent(11, "a", 1.5, 2.25), StoredEvent(12, "b", 3.0, -1.0)], 5)
+    assert decode_stored_notice(notices["g"]) == ([StoredEvent(13, "c", 4.0, 12.0)], None)
+    assert decode_stored_notice(b'[{"id":1,"axis":"a","x":1,"y":1,"after":true}]')[1] is None
 
 
 @given(

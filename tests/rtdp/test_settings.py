@@ -113,7 +113,7 @@ def test_a_bad_variable_is_named_as_the_user_set_it(name: str, value: str) -> No
         ("http_max_header", 100, "--http-max-header"),
         ("http_header_timeout", 0, "--http-header-timeout"),
         ("http_keepalive", -1, "--http-keepalive"),
-        ("http_connections_per_ip", 1000, "--http-connections-per-ip"),
+        ("http_connections_per_ip", 5000, "--http-connections-per-ip"),  # above the 2048 in all
     ],
 )
 def test_a_bad_option_is_named_as_its_flag(option: str, value: object, label: str) -> None:

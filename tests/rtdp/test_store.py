@@ -18,6 +18,7 @@ from rtdp.store import (
     create_feed,
     ensure_axis,
     feed_casts,
+    feed_head,
     get_axis,
     get_feed,
     iter_export,
@@ -399,3 +400,17 @@ def test_postgres_writers_of_a_feed_commit_in_id_order(pg_db: pw.Database) -> No
     assert not errors, errors
     assert max(ids["a"]) < min(ids["b"])
     assert [name for _, name, _, _ in points_after(feed, 0)] == ["a", "b"]
+
+
+def test_each_write_says_the_head_its_feed_had_before(feed: Feed, axis: Axis, owner: User) -> None:
+    """FeedHead moves with every write of a feed, whatever the axis; other feeds keep theirs."""
+    other = create_axis(feed, "axis_a01")
+    elsewhere = create_axis(create_feed("elsewhere", owner), "a")
+    first = write_points([(axis.id, Sample(1.0, 1.0))])
+    assert first.follows == {axis.id: None}
+    second = write_points([(other.id, Sample(1.0, 2.0)), (elsewhere.id, Sample(1.0, 3.0))])
+    assert second.follows == {other.id: first[0].id, elsewhere.id: None}
+    replaced = write_points([(axis.id, Sample(1.0, 4.0))])  # a replaced point gets a new id: the head moves
+    assert replaced.follows == {axis.id: next(p.id for p in second if p.axis_id == other.id)}
+    assert feed_head(feed) == replaced[0].id
+    assert write_points([]).follows == {}

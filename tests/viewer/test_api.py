@@ -44,7 +44,8 @@ def test_feed_shows_axes_and_last_values(client: TestClient, world: World) -> No
     body = client.get(f"{API}/feed_a", headers=EP).json()
     assert body["x_cast"] == "int" and body["y_cast"] == "int"
     assert body["axes"] == [
-        {"name": "axis_a00", "point_count": 2, "last_x": 2, "last_y": 7, "last_seen": body["axes"][0]["last_seen"]}
+        {"name": "axis_a00", "point_count": 2, "last_x": 2, "last_y": 7, "last_seen": body["axes"][0]["last_seen"],
+         "unit": None, "label": None}
     ]
 
 
@@ -138,6 +139,26 @@ def test_axes(client: TestClient, world: World) -> None:
     assert client.delete(f"{url}/rh", headers=AP).status_code == 403
     assert client.delete(f"{url}/rh", headers=EP).status_code == 204
     assert [a["name"] for a in client.get(url, headers=EP).json()["axes"]] == ["temp"]
+
+
+def test_axis_unit_and_label(client: TestClient, world: World) -> None:
+    url = f"{API}/feed_t/axes/temp"
+    answer = client.patch(url, json={"unit": "°C", "label": "Kitchen"}, headers=EP)
+    assert answer.status_code == 200
+    assert answer.json()["unit"] == "°C" and answer.json()["label"] == "Kitchen" and answer.json()["name"] == "temp"
+    assert client.get(url, headers=EP).json()["unit"] == "°C"
+    assert client.get(f"{API}/feed_t", headers=EP).json()["axes"][0]["label"] == "Kitchen"
+    write_points([(get_axis(world.feed_t, "temp").id, Sample(1416653442.0, 21.5))])
+    exported = client.get(f"{API}/feed_t/export", params={"format": "json"}, headers=EP).json()
+    assert exported[0]["unit"] == "°C"
+    for body, field in (({"unit": 3}, "unit"), ({"unit": "x" * 33}, "unit"), ({"label": "a\nb"}, "label"),
+                        ({"colour": "red"}, "colour")):
+        refused = client.patch(url, json=body, headers=EP)
+        assert refused.status_code == 400 and refused.json()["field"] == field, body
+    assert client.patch(url, json={"unit": "%"}, headers=AP).status_code == 403
+    cleared = client.patch(url, json={"unit": None, "label": ""}, headers=EP).json()
+    assert cleared["unit"] is None and cleared["label"] is None
+    assert "unit" not in client.get(f"{API}/feed_t/export", params={"format": "json"}, headers=EP).json()[0]
 
 
 def test_points_since_until_limit_max_points(client: TestClient, world: World) -> None:

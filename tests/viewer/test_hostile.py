@@ -8,6 +8,7 @@ import select
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -106,6 +107,26 @@ def test_01_an_endless_header_is_not_kept(live_server: LiveServer) -> None:
         # 64 MiB without an end: refused after the first 16 KiB, the rest read and dropped.
         _send_endless_header(sock, 64 * 1024 * 1024)
         assert _answer(sock).startswith(b"HTTP/1.1 431")
+    assert httpx.get(f"{live_server.url}/healthz").status_code == 200
+
+
+def test_01_an_endless_header_is_no_longer_read_once_refused(live_server: LiveServer) -> None:
+    """After the 431 the server reads at most DRAIN bytes more, then none until it closes: an endless
+    sender waits on a full window instead of having the event loop read (and drop) it at full speed."""
+    with _connect(live_server) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nhost: x\r\nx-endless: ")
+        sock.settimeout(0.2)
+        accepted, chunk = 0, b"a" * 65536
+        deadline = time.monotonic() + 3  # the server closes LINGER (1 s) after the 431
+        while time.monotonic() < deadline:
+            try:
+                accepted += sock.send(chunk)
+            except TimeoutError:
+                continue  # the window is full: the server is not reading
+            except OSError:
+                break  # closed
+    # The kernel's buffers on both sides (a few MiB on loopback) plus DRAIN; reading on would be far more.
+    assert accepted < 24 * 1024 * 1024, accepted
     assert httpx.get(f"{live_server.url}/healthz").status_code == 200
 
 

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
+import socket
 import subprocess
 import threading
 from pathlib import Path
@@ -11,6 +13,7 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from rtdp.accounts import check_token
 from rtdp.models import Axis, Feed
 from rtdp.settings import BrokerURL, Settings
 from tests.support.env import wait_for
@@ -314,6 +317,68 @@ def test_lean_answers_byte_for_byte_like_the_route(client: TestClient, world: Wo
     assert client.get(f"{URL}/feed_a/axis_a00/extra?y=1", headers=bearer(world.ep_token)).status_code == 404
 
 
+def _raw_exchange(live: LiveServer, request: bytes, answers: int) -> list[bytes]:
+    """Send `request` (one or more pipelined requests) on one socket; the first `answers` answers whole."""
+    with socket.create_connection(("127.0.0.1", live.server.port), timeout=10) as sock:
+        sock.sendall(request)
+        received, found = b"", list[bytes]()
+        while len(found) < answers:
+            head_end = received.find(b"\r\n\r\n")
+            if head_end >= 0:
+                length = int(re.search(rb"content-length: (\d+)", received[:head_end], re.I).group(1))  # type: ignore[union-attr]
+                if len(received) >= head_end + 4 + length:
+                    found.append(received[: head_end + 4 + length])
+                    received = received[head_end + 4 + length :]
+                    continue
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {len(found)} answers"
+            received += chunk
+        return found
+
+
+def test_the_connection_answers_script_gets_like_the_app(live_server: LiveServer, watcher: Watcher) -> None:
+    """On a real server the connection writes the lean answers itself (viewer.connection): same status,
+    body and headers (security headers included) as the app's route, keep-alive and pipelining kept."""
+    from tests.viewer.conftest import make_world
+
+    world = make_world()
+    auth = bearer(world.ep_token)
+    with httpx.Client(base_url=live_server.url) as http:
+        lean = http.get(f"{URL}/feed_a/axis_a00?x=1&y=7", headers=auth)
+        route = http.post(f"{URL}/feed_a/axis_a00", data={"x": "2", "y": "7"}, headers=auth)
+        assert lean.status_code == route.status_code == 200
+        assert lean.content == b'{"feed":"feed_a","axis":"axis_a00","x":1,"y":7}'
+        skip = {"content-length", "date"}
+        assert {k: v for k, v in lean.headers.items() if k not in skip} == {
+            k: v for k, v in route.headers.items() if k not in skip
+        }
+        assert "content-security-policy" in lean.headers and "date" in lean.headers
+        for wrong in ({"Authorization": "Bearer rtdp_wrong"}, {"Authorization": "Basic !"}):
+            refused = http.get(f"{URL}/feed_a/axis_a00?y=1", headers=wrong)
+            assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic")
+            assert refused.json()["code"] == "unauthenticated" and "x-frame-options" in refused.headers
+        bad = http.get(f"{URL}/feed_a/axis_a00?x=1&y=3.5", headers=auth)
+        assert bad.status_code == 400 and bad.json()["field"] == "y"
+        assert http.get(f"{URL}/feed_ap/axis?y=1", headers=auth).status_code in (403, 404)  # ap's feed
+        assert http.get(f"{URL}/feed_a/axis_a00?y=1", headers=bearer(world.ap_token)).status_code == 403
+    # Two requests in one write: two answers, in order, on the same connection.
+    token = world.ep_token.encode()
+    get = b"GET " + URL.encode() + b"/feed_a/axis_a00?x=%d&y=%d HTTP/1.1\r\nhost: x\r\nauthorization: Bearer %s\r\n\r\n"
+    first, second = _raw_exchange(live_server, get % (3, 30, token) + get % (4, 40, token), 2)
+    assert first.startswith(b"HTTP/1.1 200") and first.endswith(b'"x":3,"y":30}')
+    assert second.startswith(b"HTTP/1.1 200") and second.endswith(b'"x":4,"y":40}')
+    # HTTP/1.0 without keep-alive: answered, then closed.
+    path = URL.encode()
+    with socket.create_connection(("127.0.0.1", live_server.server.port), timeout=10) as sock:
+        sock.sendall(b"GET %s/feed_a/axis_a00?x=5&y=50 HTTP/1.0\r\nauthorization: Bearer %s\r\n\r\n" % (path, token))
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+        assert received.startswith(b"HTTP/1.1 200") and b"connection: close" in received
+        assert received.endswith(b'"x":5,"y":50}')
+    wait_for(lambda: len(watcher.payloads("feeds/feed_a/axis_a00")) == 5, what="every point at the broker")
+
+
 def test_many_concurrent_points_all_acknowledged(live_server: LiveServer, watcher: Watcher) -> None:
     """Many publishes in one loop iteration leave in one send and their PUBACKs arrive in one recv:
     every 200 must still match a point the broker has."""
@@ -326,9 +391,35 @@ def test_many_concurrent_points_all_acknowledged(live_server: LiveServer, watche
             return await asyncio.gather(*(http.get(f"{URL}/feed_a/axis_a00?x={i}&y={i}") for i in range(300)))
 
     responses = asyncio.run(burst())
-    assert [r.status_code for r in responses] == [200] * 300
+    refused = [(r.status_code, r.text) for r in responses if r.status_code != 200]
+    assert not refused, refused
     wait_for(lambda: len(watcher.payloads("feeds/feed_a/axis_a00")) == 300, what="every point at the broker")
     assert sorted(p[0]["x"] for p in watcher.payloads("feeds/feed_a/axis_a00")) == [float(i) for i in range(300)]
+
+
+def test_concurrent_requests_with_new_credentials_check_them_once(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """100 connections opened at once with a token not yet cached: one check in the database (each
+    check records the token's use with a commit), not 100 queued in the pool before any other request."""
+    from tests.viewer.conftest import make_world
+    from viewer import auth
+
+    token = make_world().ep_token
+    calls: list[str] = []
+
+    def counted(secret: str, address: str | None = None) -> Any:
+        calls.append(secret)
+        return check_token(secret, address)
+
+    monkeypatch.setattr(auth, "check_token", counted)
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=live_server.url, headers=bearer(token), timeout=10) as http:
+            return await asyncio.gather(*(http.get(f"{URL}/feed_a/axis_a00?x={i}&y={i}") for i in range(100)))
+
+    assert [r.status_code for r in asyncio.run(burst())] == [200] * 100
+    assert calls == [token]
 
 
 def test_query_fields_agree_with_parse_qsl() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from starlette.testclient import TestClient
 from rtdp import revision
 from rtdp.codec import Sample
 from rtdp.credentials import hash_token
+from rtdp.demo import seed_demo
 from rtdp.models import Axis, Feed, Share, Token, User
 from rtdp.settings import Settings
 from rtdp.store import create_axis, create_feed, get_axis, write_points
@@ -498,3 +500,21 @@ def test_account_page_shows_a_tokens_last_use_and_expiry(client: TestClient, wor
     assert "from <code>testclient</code>" in used and "(expired)" not in used
     bad = client.post("/account/tokens", data={"expires_days": "0", "csrf_token": csrf(client, "/account")})
     assert bad.status_code == 400
+
+
+def test_the_anonymous_home_page_says_what_rtdp_is_and_names_the_demo_logins(settings: Settings) -> None:
+    with TestClient(create_app(replace(settings, demo=True))) as demo:
+        seed_demo()
+        page = demo.get("/").text
+        assert "takes numbers from sensors" in page and 'href="/login"' in page
+        assert "<code>ap@nothing.com</code> or <code>ep@nothing.com</code> with the password <code>1234</code>" in page
+    with TestClient(create_app(settings)) as plain:
+        page = plain.get("/").text
+        assert "takes numbers from sensors" in page and "the password" not in page
+
+
+def test_a_feed_without_axes_shows_complete_examples_for_its_first_axis(client: TestClient, world: World) -> None:
+    login(client, "ep@nothing.com", "1234")
+    create_feed("empty_feed", world.ep)
+    page = client.get("/feeds/empty_feed").text
+    assert "feeds/empty_feed/value" in page and "pip install paho-mqtt" in page and "RTDP_TOKEN" in page

@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from rtdp.settings import Settings
 from viewer.errors import ErrorPage
-from viewer.pages import accounts, admin, charts, dashboards, feeds, groups, legacy, sharing, tools, users
+from viewer.pages import accounts, admin, alerts, charts, dashboards, feeds, groups, legacy, sharing, tools, users
 from viewer.pages.render import STATIC, error_pages, make_environment, page
 from viewer.session import session_middleware
 
@@ -30,6 +30,9 @@ def _environment() -> Environment:
     env = make_environment()
     # The navigation shows Tools to admins and to owners of emulated feeds (one small query per page).
     env.globals["may_use_tools"] = tools.may_use_tools
+    # The header's count of firing alerts, and the feed page's Alerts section (viewer.pages.alerts).
+    env.globals["firing_alerts"] = alerts.firing_alerts
+    env.globals["alert_rules"] = alerts.rules_for_feed
     return env
 
 
@@ -75,6 +78,11 @@ def page_routes(settings: Settings) -> list[Route | Mount]:
         route("/admin/users/{email}", users.change_user, ["POST"], "change_user"),
         route("/admin/users/{email}/remove", users.remove_user, ["POST"], "remove_user"),
         Route("/admin/stream", admin.admin_stream, methods=["GET"], name="admin_stream"),
+        route("/alerts", alerts.alerts_page, ["GET"], "alerts"),
+        route("/alerts", alerts.add_rule, ["POST"], "add_alert"),
+        route("/alerts/{id}/delete", alerts.remove_rule, ["POST"], "remove_alert"),
+        route("/alerts/{id}/enabled", alerts.toggle_rule, ["POST"], "toggle_alert"),
+        route("/alerts/events/{id}/ack", alerts.acknowledge, ["POST"], "ack_alert"),
         route("/tools", tools.tools_page, ["GET"], "tools"),
         route("/tools/{source}", tools.toggle_source, ["POST"], "toggle_source"),
         # The original app's page URLs (its ingestion URL is in viewer.ingest).

@@ -12,7 +12,7 @@ import peewee as pw
 from starlette.responses import Response
 
 from rtdp.errors import InvalidInput
-from rtdp.models import Axis, Point
+from rtdp.models import Axis, Feed, Point
 from rtdp.store import get_axis, query_points
 from viewer.pages.render import STATIC, Ctx
 
@@ -27,6 +27,13 @@ def resume_id() -> int:
     return int(value or 0)
 
 
+def series_config(feed: Feed, axis: Axis) -> dict[str, object]:
+    """One series of a chart as static/js/chart.js takes it."""
+    last = None if axis.last_x is None else {"x": axis.last_x, "y": axis.last_y}
+    return {"feed": feed.name, "axis": axis.name, "label": axis.label or axis.name, "unit": axis.unit or "",
+            "y_cast": feed.y_cast, "last": last}
+
+
 def _feed_config(ctx: Ctx, feed_name: str) -> tuple[object, list[Axis], str]:
     feed = ctx.feed(feed_name)
     axes = list(Axis.select().where(Axis.feed == feed.id).order_by(Axis.name))
@@ -35,6 +42,7 @@ def _feed_config(ctx: Ctx, feed_name: str) -> tuple[object, list[Axis], str]:
         "x_cast": feed.x_cast,
         "y_cast": feed.y_cast,
         "axes": [axis.name for axis in axes],
+        "series": [series_config(feed, axis) for axis in axes],
         "api": f"/api/v1/feeds/{feed.name}",
         "resume": resume_id(),
     }
@@ -73,6 +81,7 @@ def axis_page(ctx: Ctx) -> Response:
             "axis": axis.name,
             "x_cast": feed.x_cast,
             "y_cast": feed.y_cast,
+            "unit": axis.unit or "",
             "page": PAGE_SIZE,
             "resume": resume,
         }

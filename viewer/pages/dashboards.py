@@ -59,6 +59,8 @@ def _series_info(ctx: Ctx, widgets: list[dict[str, Any]]) -> dict[str, dict[str,
         axis = Axis.get_or_none((Axis.feed == feed.id) & (Axis.name == axis_name))
         info[f"{feed_name}/{axis_name}"] = {
             "feed": feed_name, "axis": axis_name, "x_cast": feed.x_cast, "y_cast": feed.y_cast,
+            "unit": (axis.unit or "") if axis is not None else "",
+            "label": (axis.label or "") if axis is not None else "",
             "last_x": None if axis is None else axis.last_x,
             "last_y": None if axis is None or axis.last_y is None else y_json(axis.last_y, casts.y),
         }
@@ -93,6 +95,4 @@ def dashboard_page(ctx: Ctx) -> Response:
         # Goes into a <script type="application/json"> element: escape "<" so no "</script>" closes it.
         config=json.dumps(config).replace("<", "\\u003c"),
         vendor_ready=(STATIC / "vendor" / "uPlot.iife.min.js").is_file(),
-        # The shared chart module draws the chart widgets where it exists (static/js/chart.js).
-        chart_module=(STATIC / "js" / "chart.js").is_file(),
     )

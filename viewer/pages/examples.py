@@ -55,9 +55,10 @@ def examples_for(request: Request, settings: Settings, feed: Feed, axis: str) ->
         f"-t {shlex.quote(topic)} -m {sample_y}"
     )
     paho = (
-        "import paho.mqtt.client as mqtt\n\n"
+        "# pip install paho-mqtt; export RTDP_TOKEN=<your token>\n"
+        "import os\n\nimport paho.mqtt.client as mqtt\n\n"
         "client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)\n"
-        'client.username_pw_set("token", "YOUR_TOKEN")\n'
+        'client.username_pw_set("token", os.environ["RTDP_TOKEN"])\n'
         f"client.connect({host!r}, {port})\n"
         "client.loop_start()\n"
         f"client.publish({topic!r}, {sample_y!r}, qos=1).wait_for_publish()\n"
@@ -65,9 +66,9 @@ def examples_for(request: Request, settings: Settings, feed: Feed, axis: str) ->
         "client.disconnect()"
     )
     stdlib = (
-        "import urllib.parse\nimport urllib.request\n\n"
+        "import os\nimport urllib.parse\nimport urllib.request\n\n"
         f"url = {url!r} + '?' + urllib.parse.urlencode({{'y': {sample_y!r}}})\n"
-        "request = urllib.request.Request(url, headers={'Authorization': 'Bearer YOUR_TOKEN'})\n"
+        "request = urllib.request.Request(url, headers={'Authorization': 'Bearer ' + os.environ['RTDP_TOKEN']})\n"
         "with urllib.request.urlopen(request) as response:\n"
         "    print(response.read().decode())"
     )

@@ -8,12 +8,14 @@ import peewee as pw
 from starlette.responses import JSONResponse, Response
 
 from rtdp import catalog
+from rtdp.demo import DEMO_EMAILS, DEMO_PASSWORD
 from rtdp.errors import Conflict, InvalidInput, PermissionDenied, QuotaExceeded
 from rtdp.models import Axis, Feed, Share, User
 from rtdp.permissions import Access, allowed, may_manage, readable_feeds
 from rtdp.sharing import shares_of
 from rtdp.store import create_axis, get_axis
 from rtdp.topic import check_name
+from viewer.pages.charts import resume_id
 from viewer.pages.examples import examples_for
 from viewer.pages.render import Ctx, error_field, page_number
 from viewer.pages.spark import sparklines
@@ -41,6 +43,17 @@ def _axes_by_feed(feed_ids: list[int]) -> dict[int, list[Axis]]:
     return grouped
 
 
+FIRST_AXIS = "value"
+
+
+def _demo_logins(ctx: Ctx) -> list[str]:
+    """With --demo, the demo accounts an anonymous visitor may try (those that still exist)."""
+    if ctx.user is not None or not ctx.settings.demo:
+        return []
+    query = User.select(User.email).where(User.email.in_(DEMO_EMAILS) & User.is_active).order_by(User.email)
+    return [user.email for user in query]
+
+
 def feed_list(ctx: Ctx) -> Response:
     """My feeds, feeds shared with me, public feeds (anonymous visitors see the public ones)."""
     user_id = ctx.user.id if ctx.user is not None else None
@@ -58,6 +71,8 @@ def feed_list(ctx: Ctx) -> Response:
     return ctx.render(
         "feeds.html",
         sections=sections,
+        demo_logins=_demo_logins(ctx),
+        demo_password=DEMO_PASSWORD,
         axes=axes,
         sparks=sparklines(axis for group in axes.values() for axis in group),
         form=ctx.form,
@@ -143,10 +158,14 @@ def feed_page_response(ctx: Ctx, feed: Feed, status: int = 200, **extra: object)
         sparks=sparklines(axes),
         can_write=allowed(ctx.principal, feed, Access.WRITE),
         can_manage=can_manage,
+        resume=resume_id(),
         # The Sharing section: only whoever may change it sees who else may read.
         shares=shares_of(feed) if can_manage else [],
         examples={axis.name: examples_for(ctx.request, ctx.settings, feed, axis.name) for axis in axes},
         example_new=examples_for(ctx.request, ctx.settings, feed, "AXIS"),
+        # A feed without axes yet: complete examples for the axis their first point creates.
+        example_first=examples_for(ctx.request, ctx.settings, feed, FIRST_AXIS) if not axes else None,
+        first_axis=FIRST_AXIS,
         **extra,
     )
 

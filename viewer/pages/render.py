@@ -54,17 +54,31 @@ def _fmt_x(value: float | None, x_cast: str) -> str:
         return ""
     if x_cast == "datetime":
         return format_time(value, "microseconds")
-    return _fmt_y(value, "int" if x_cast == "int" else "float")
+    if x_cast == "int" or (math.isfinite(value) and value == int(value) and abs(value) < 1e15):
+        return str(int(value))
+    return repr(value)
 
 
-def _fmt_y(value: float | None, y_cast: str) -> str:
+def _fmt_y(value: float | None, y_cast: str, unit: str | None = None) -> str:
+    """A y as people read it, like static/js/common.js formatNumber: 4 significant digits, thousands
+    separators from 10,000 up, the unit after it; a bool axis's unit "closed/open" names its states."""
     if value is None:
         return ""
     if y_cast == "bool":
-        return "true" if value else "false"
-    if y_cast == "int" or (math.isfinite(value) and value == int(value) and abs(value) < 1e15):
-        return str(int(value))
-    return repr(value)
+        labels = (unit or "").split("/")
+        names = labels if len(labels) == 2 and all(labels) else ["false", "true"]
+        return names[1] if value else names[0]
+    if not math.isfinite(value):
+        return repr(value)
+    if abs(value) >= 10_000:
+        text = f"{value:,.0f}"
+    elif value != 0 and abs(value) < 1e-4:
+        text = f"{value:.3e}"
+    else:
+        text = f"{value:.4g}"
+        if "e" in text:  # .4g writes 1234.5 as 1235 but 12345 never reaches here; keep plain digits
+            text = f"{value:.0f}"
+    return f"{text} {unit}" if unit else text
 
 
 def make_environment() -> Environment:
@@ -77,6 +91,7 @@ def make_environment() -> Environment:
     env.filters["time"] = _fmt_time
     env.filters["fmt_x"] = _fmt_x
     env.filters["fmt_y"] = _fmt_y
+    env.filters["count"] = lambda value: "" if value is None else f"{int(value):,}"
     env.filters["urlpart"] = lambda value: quote(str(value), safe="")
     return env
 

@@ -8,8 +8,11 @@
   const errorBox = document.getElementById("admin-error");
   const SVG = "http://www.w3.org/2000/svg";
 
-  function shown(value) {
-    return value === null || value === undefined ? "—" : String(value);
+  /* Numbers as people read them: 4 significant digits, thousands separators, bytes in kB/MB/GB. */
+  function shown(value, key) {
+    if (value === null || value === undefined || value === "") return "—";
+    if (typeof value !== "number") return String(value);
+    return RTDP.formatNumber(value, key === "database_bytes" ? "B" : "");
   }
 
   function cell(text, className) {
@@ -66,7 +69,7 @@
 
   function renderSystem(system) {
     document.querySelectorAll("table.system td[data-key]").forEach(function (td) {
-      td.textContent = shown(system[td.dataset.key]);
+      td.textContent = shown(system[td.dataset.key], td.dataset.key);
     });
   }
 
@@ -87,7 +90,7 @@
         tr.appendChild(cell(axis ? axis.axis : ""));
         tr.appendChild(cell(feed.owner));
         if (axis) tr.dataset.axis = axis.axis;
-        const points = cell(axis ? String(axis.points) : "", "num");
+        const points = cell(axis ? shown(axis.points) : "", "num");
         points.dataset.key = "points";
         tr.appendChild(points);
         const rate = cell(axis ? shown(axis.per_minute) : "", "num");

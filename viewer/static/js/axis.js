@@ -26,19 +26,31 @@
     x.append(time);
     const y = document.createElement("td");
     y.className = "num";
-    y.textContent = RTDP.formatY(point.y, config.y_cast);
+    y.textContent = RTDP.formatY(point.y, config.y_cast, config.unit);
     const t = document.createElement("td");
     t.textContent = labels[trend] || "";
     tr.append(x, y, t);
     return tr;
   }
 
-  function add(point) {
+  /* The header's count and last seen follow the points that arrive (a replacement is not a new point). */
+  const countEl = document.getElementById("point-count");
+  const seenEl = document.getElementById("last-seen");
+  function noteArrival(isNew) {
+    if (isNew && countEl) {
+      countEl.dataset.count = String(Number(countEl.dataset.count || 0) + 1);
+      countEl.textContent = RTDP.formatNumber(Number(countEl.dataset.count));
+    }
+    if (seenEl) { const now = Date.now() / 1000; seenEl.dataset.epoch = String(now); seenEl.textContent = RTDP.formatTime(now); }
+  }
+
+  function add(point, live) {
     // A replacement (same x) updates its row; an older x than the top is history, not news.
     const same = Array.from(body.rows).find(function (r) { return Number(r.dataset.x) === point.x; });
+    if (live) noteArrival(!same);
     if (same) {
       same.dataset.y = point.y;
-      same.cells[1].textContent = RTDP.formatY(point.y, config.y_cast);
+      same.cells[1].textContent = RTDP.formatY(point.y, config.y_cast, config.unit);
       return;
     }
     const top = body.rows[0];
@@ -52,7 +64,7 @@
 
   const api = "/api/v1/feeds/" + encodeURIComponent(config.feed);
   const stream = new RTDP_STREAM.FeedStream(api, {
-    point: function (p) { if (p.axis === config.axis) add(p); },
+    point: function (p) { if (p.axis === config.axis) add(p, true); },
     // Points stored between rendering this page and the stream opening: fetch them once.
     open: function () {
       const top = body.rows[0];

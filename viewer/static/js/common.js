@@ -5,25 +5,68 @@
   const meta = document.querySelector('meta[name="csrf-token"]');
   const csrf = meta ? meta.content : "";
 
-  function pad(n, w) { return String(n).padStart(w || 2, "0"); }
+  const formats = new Map();
+  function cached(kind, options) {
+    const key = kind + JSON.stringify(options);
+    let format = formats.get(key);
+    if (!format) {
+      format = kind === "n" ? new Intl.NumberFormat(undefined, options) : new Intl.DateTimeFormat(undefined, options);
+      formats.set(key, format);
+    }
+    return format;
+  }
 
-  /* Epoch seconds -> local "YYYY-MM-DD HH:MM:SS(.mmm)" in the browser's time zone. */
+  /* Epoch seconds -> one date-and-time format everywhere, in the browser's locale and time zone
+     ("Dec 5, 2026, 11:52:35 PM" in en-US), with milliseconds when asked and not zero. */
   function formatTime(seconds, withMillis) {
     const d = new Date(seconds * 1000);
-    let text = d.getFullYear() + "-" + pad(d.getMonth() + 1) + "-" + pad(d.getDate()) + " " +
-      pad(d.getHours()) + ":" + pad(d.getMinutes()) + ":" + pad(d.getSeconds());
-    if (withMillis && d.getMilliseconds()) text += "." + pad(d.getMilliseconds(), 3);
-    return text;
+    const options = { year: "numeric", month: "short", day: "numeric", hour: "numeric", minute: "2-digit", second: "2-digit" };
+    if (withMillis && d.getMilliseconds()) options.fractionalSecondDigits = 3;
+    return cached("t", options).format(d);
+  }
+  /* The chart's time ticks: "11:52 PM" (with seconds when asked) and "Dec 5". */
+  function formatClock(seconds, withSeconds) {
+    const options = { hour: "numeric", minute: "2-digit" };
+    if (withSeconds) options.second = "2-digit";
+    return cached("t", options).format(new Date(seconds * 1000));
+  }
+  function formatDay(seconds) { return cached("t", { month: "short", day: "numeric" }).format(new Date(seconds * 1000)); }
+
+  const BYTES = /^(B|bytes?)(\/s)?$/i;
+  const PREFIXES = ["", "k", "M", "G", "T", "P"];
+  /* A number for people: `digits` significant digits (4) below 10^digits, whole with thousands separators
+     above, in the browser's locale; bytes scaled to kB, MB, ...; the unit after it ("21.5 °C", "45 %"). */
+  function formatNumber(value, unit, digits) {
+    if (value === null || value === undefined || value === "") return "–";
+    let v = Number(value);
+    if (!isFinite(v)) return String(value);
+    digits = digits || 4;
+    unit = unit || "";
+    const bytes = BYTES.exec(unit);
+    if (bytes) {
+      let p = 0;
+      while (Math.abs(v) >= 1000 && p < PREFIXES.length - 1) { v /= 1000; p++; }
+      unit = PREFIXES[p] + "B" + (bytes[2] || "");
+    }
+    const abs = Math.abs(v);
+    let text;
+    if (abs >= Math.pow(10, digits)) text = cached("n", { maximumFractionDigits: 0 }).format(v);
+    else if (abs !== 0 && abs < 1e-4) text = v.toExponential(digits - 1);
+    else text = cached("n", { maximumSignificantDigits: digits }).format(v);
+    return unit ? text + " " + unit : text;
   }
 
   function formatX(x, xCast) {
-    return xCast === "datetime" ? formatTime(x, true) : String(x);
+    return xCast === "datetime" ? formatTime(x, true) : formatNumber(x, "", 15);
   }
 
-  function formatY(y, yCast) {
+  function formatY(y, yCast, unit) {
     if (y === null || y === undefined) return "";
-    if (yCast === "bool") return y ? "true" : "false";
-    return String(y);
+    if (yCast === "bool") {
+      const labels = (unit || "").split("/");
+      return labels.length === 2 && labels[0] && labels[1] ? labels[y ? 1 : 0] : (y ? "true" : "false");
+    }
+    return formatNumber(y, unit);
   }
 
   /* POST a form with fetch, asking for JSON; resolves to the parsed answer or throws Error(message). */
@@ -84,6 +127,12 @@
       const value = parseFloat(el.dataset.epoch);
       if (!isNaN(value)) { el.textContent = formatTime(value, false); el.title = new Date(value * 1000).toISOString(); }
     });
+    // Numbers the server wrote raw: data-num (with data-unit, data-y-cast) gets the same format as live ones.
+    (root || document).querySelectorAll("[data-num]").forEach(function (el) {
+      if (el.dataset.num === "") return;
+      el.textContent = el.dataset.yCast ? formatY(Number(el.dataset.num), el.dataset.yCast, el.dataset.unit)
+        : formatNumber(Number(el.dataset.num), el.dataset.unit, Number(el.dataset.digits) || undefined);
+    });
   }
 
   function setupCopyButtons(root) {
@@ -119,7 +168,21 @@
     }
   });
 
-  document.addEventListener("DOMContentLoaded", function () { localizeTimes(); setupCopyButtons(); });
+  /* Tables shown as cards on a phone (data-cards): each cell carries its column's name. */
+  function labelCells(root) {
+    (root || document).querySelectorAll("table[data-cards]").forEach(function (table) {
+      const names = Array.from(table.querySelectorAll("thead th")).map(function (th) { return th.textContent.trim(); });
+      table.querySelectorAll("tbody tr").forEach(function (tr) {
+        Array.from(tr.cells).forEach(function (td, i) { if (names[i] && !td.dataset.label) td.dataset.label = names[i]; });
+      });
+    });
+  }
+  // Rows added later (live tables, forms done in place) get their labels too.
+  const labeller = new MutationObserver(function () { labelCells(); });
+  document.addEventListener("DOMContentLoaded", function () {
+    localizeTimes(); setupCopyButtons(); labelCells();
+    document.querySelectorAll("table[data-cards] tbody").forEach(function (body) { labeller.observe(body, { childList: true }); });
+  });
 
-  window.RTDP = { csrf, formatTime, formatX, formatY, postForm, showError, showFieldError, pageConfig, localizeTimes, setupCopyButtons };
+  window.RTDP = { csrf, formatTime, formatClock, formatDay, formatNumber, formatX, formatY, postForm, showError, showFieldError, pageConfig, localizeTimes, setupCopyButtons };
 })();

@@ -20,7 +20,6 @@
   const stateEl = document.getElementById("live-state");
   const rangeText = document.getElementById("range-text");
   const backButton = document.getElementById("back-to-live");
-  const COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"];
   const MIN_REDRAW_MS = 200;  // live redraws of a widget at most 5 times a second
   const FRAME_BUDGET_MS = 6;  // of one animation frame spent redrawing; the other widgets wait for the next
   const TABLE_ROWS = 8;
@@ -47,13 +46,15 @@
 
   /* -- numbers and times ---------------------------------------------------------------------------- */
 
-  const NUMBER = new Intl.NumberFormat(undefined, { maximumSignificantDigits: 5 });
+  /* Numbers as every page shows them (RTDP.formatNumber, with the axis's unit); a bool axis by its unit's
+     "false/true" names ("closed/open") or true/false. */
   function formatValue(y, info) {
     if (y === null || y === undefined || Number.isNaN(y)) return "–";
-    if (info && info.y_cast === "bool") return y ? "true" : "false";
-    const abs = Math.abs(y);
-    if (abs !== 0 && (abs >= 1e9 || abs < 1e-3)) return y.toExponential(3);
-    return NUMBER.format(y);
+    if (info && info.y_cast === "bool") {
+      const names = (info.unit || "").split("/");
+      return names.length === 2 && names[0] && names[1] ? names[y ? 1 : 0] : (y ? "true" : "false");
+    }
+    return RTDP.formatNumber(y, info ? info.unit : "");
   }
 
   function formatX(x, info) {
@@ -161,101 +162,9 @@
     body.appendChild(p);
   }
 
-  class ChartView {
-    constructor(widget, index) {
-      Object.assign(this, tile(widget, index, "Chart"));
-      this.keys = visibleSeries(widget).map(keyOf);
-      this.plot = null;
-      if (!this.keys.length) { hiddenNote(this.body); return; }
-      this.box = document.createElement("div");
-      this.box.className = "plot";
-      this.box.setAttribute("role", "img");
-      this.box.setAttribute("aria-label", "Line chart of " + this.keys.join(", "));
-      this.body.appendChild(this.box);
-      this.legend = document.createElement("ul");
-      this.legend.className = "legend";
-      this.legendValues = this.keys.map(function (k, i) {
-        const li = document.createElement("li");
-        const swatch = document.createElement("span");
-        swatch.className = "swatch"; swatch.style.background = COLORS[i % COLORS.length];
-        const name = document.createElement("span"); name.textContent = k + " ";
-        const value = document.createElement("strong");
-        li.append(swatch, name, value);
-        this.legend.appendChild(li);
-        return value;
-      }, this);
-      this.body.appendChild(this.legend);
-    }
-    size() {
-      return { width: Math.max(200, this.box.clientWidth || 300), height: Math.max(90, this.box.clientHeight || 120) };
-    }
-    make() {
-      if (!this.keys.length || typeof uPlot === "undefined") return;
-      const self = this;
-      const isTime = this.keys.every(function (k) { return (stores.get(k).info.x_cast || "datetime") === "datetime"; });
-      const series = [{}].concat(this.keys.map(function (k, i) {
-        const s = { label: k, stroke: COLORS[i % COLORS.length], width: 1.5, points: { show: false } };
-        if (stores.get(k).info.y_cast === "bool") s.paths = uPlot.paths.stepped({ align: 1 });
-        return s;
-      }));
-      const size = this.size();
-      this.plot = new uPlot({
-        width: size.width, height: size.height, legend: { show: false },
-        scales: { x: { time: isTime } }, series: series,
-        axes: [{ size: 30, font: "11px system-ui" }, { size: 46, font: "11px system-ui" }],
-        cursor: { drag: { x: true, y: false, setScale: false } },
-        hooks: { setSelect: [function (u) {
-          if (u.select.width < 3) return;
-          const min = u.posToVal(u.select.left, "x"), max = u.posToVal(u.select.left + u.select.width, "x");
-          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-          zoomTo(min, max);
-        }] },
-      }, this.aligned(), this.box);
-      this.isTime = isTime;
-      this.box.dataset.points = String(this.total);
-      self.drawn = true;
-    }
-    /* uPlot's columns: the union of the series' x, each series' y or null (a k-way merge). */
-    aligned() {
-      const list = this.keys.map(function (k) { return stores.get(k); });
-      const k = list.length, heads = new Array(k).fill(0), xs = [], columns = list.map(function () { return []; });
-      let total = 0;
-      list.forEach(function (s) { total += s.xs.length; });
-      for (;;) {
-        let min = Infinity;
-        for (let s = 0; s < k; s++) if (heads[s] < list[s].xs.length && list[s].xs[heads[s]] < min) min = list[s].xs[heads[s]];
-        if (min === Infinity) break;
-        xs.push(min);
-        for (let s = 0; s < k; s++) {
-          if (heads[s] < list[s].xs.length && list[s].xs[heads[s]] === min) { columns[s].push(list[s].ys[heads[s]]); heads[s]++; }
-          else columns[s].push(null);
-        }
-      }
-      this.total = total;
-      return [xs].concat(columns);
-    }
-    draw() {
-      if (!this.keys.length) return;
-      if (!this.plot) { this.make(); }
-      else { this.plot.setData(this.aligned(), false); this.box.dataset.points = String(this.total); }
-      if (this.plot) {
-        const now = Date.now() / 1000;
-        const range = absolute || (this.isTime ? { min: now - rangeSeconds, max: now } : null);
-        if (range) this.plot.setScale("x", range);
-        else this.plot.setScale("x", { min: this.plot.data[0][0], max: this.plot.data[0][this.plot.data[0].length - 1] });
-      }
-      this.keys.forEach(function (k, i) {
-        const store = stores.get(k);
-        this.legendValues[i].textContent = store.last ? formatValue(store.last.y, store.info) : "–";
-      }, this);
-    }
-    resize() { if (this.plot) this.plot.setSize(this.size()); }
-  }
-
-  /* A chart widget on the shared chart module (static/js/chart.js, RTDP_CHART) when the page has it: the
-     module fetches and draws its series, zooms and pans (drag, wheel, pinch, keys) and takes the live
+  /* A chart widget on the shared chart module (static/js/chart.js, RTDP_CHART): the module fetches and draws its series, zooms and pans (drag, wheel, pinch, keys) and takes the live
      points this page's one stream hands it; a zoom on one chart moves every other widget to that range. */
-  class ModuleChartView {
+  class ChartView {
     constructor(widget, index) {
       Object.assign(this, tile(widget, index, "Chart"));
       this.keys = visibleSeries(widget).map(keyOf);
@@ -524,7 +433,7 @@
   }
 
   const KINDS = {
-    chart: window.RTDP_CHART ? ModuleChartView : ChartView, value: ValueView, gauge: GaugeView, state: StateView, table: TableView,
+    chart: ChartView, value: ValueView, gauge: GaugeView, state: StateView, table: TableView,
   };
 
   /* -- loading and live ----------------------------------------------------------------------------------- */

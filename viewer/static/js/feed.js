@@ -79,12 +79,14 @@
     const row = document.createElement("tr");
     row.dataset.axis = axis.name;
     const nameCell = cell("", "axis-name");
-    row.append(nameCell, cell(String(axis.point_count), "num"), cell(RTDP.formatY(axis.last_y, yCast), "num"), cell(""), cell(""), cell("", "spark"));
+    row.append(nameCell, cell(RTDP.formatNumber(axis.point_count), "num"), cell(RTDP.formatY(axis.last_y, yCast, axis.unit), "num"), cell(""), cell(""), cell("", "spark"));
     // Rename and delete are for the feed's owner and admins (the page marks the table); writers only add.
     if (table.dataset.manage) row.append(actionForms(axis.name));
     table.tBodies[0].append(row);
     setRowName(row, axis.name);
     noAxes.hidden = true;
+    const placeholder = examples.querySelector("details.examples[data-first]");
+    if (placeholder) placeholder.remove();  // the new feed's examples for its first axis
     const details = template.content.firstElementChild.cloneNode(true);
     fillExamples(details, axis);
     examples.append(details);
@@ -150,6 +152,126 @@
           RTDP.showError(errorBox, "Could not add the axis: " + error.message);
         }
       }
+    });
+  }
+
+  /* Live: each point updates its axis's last value and last seen at once; the counts come from the feed's
+     JSON, fetched at most every 2 s while points arrive. */
+  const api = "/api/v1/feeds/" + encodeURIComponent(feed);
+  const stateEl = document.getElementById("live-state");
+  let refreshTimer = null;
+  function rowOf(name) { return Array.from(table.tBodies[0].rows).find(function (r) { return r.dataset.axis === name; }); }
+  function setLast(row, y, seen, unit) {
+    const last = row.querySelector('[data-field="last"]');
+    if (last && unit !== undefined) last.dataset.unit = unit;
+    if (last) last.textContent = RTDP.formatY(y, yCast, last.dataset.unit);
+    const time = row.querySelector("time");
+    if (time && seen) { time.dataset.epoch = String(seen); time.textContent = RTDP.formatTime(seen); }
+  }
+  async function refresh() {
+    refreshTimer = null;
+    try {
+      const response = await fetch(api, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      if (!response.ok) return;
+      (await response.json()).axes.forEach(function (axis) {
+        const row = rowOf(axis.name);
+        if (!row) return;
+        const points = row.querySelector('[data-field="points"]');
+        if (points) points.textContent = RTDP.formatNumber(axis.point_count);
+        const last = row.querySelector('[data-field="last"]');
+        if (last) last.dataset.unit = axis.unit || "";
+        setLast(row, axis.last_y, axis.last_seen);
+      });
+    } catch (error) { /* the next point tries again */ }
+  }
+  if (table.dataset.resume !== undefined && window.RTDP_STREAM) {
+    const stream = new RTDP_STREAM.FeedStream(api, {
+      point: function (p) {
+        const row = rowOf(p.axis);
+        if (row) setLast(row, p.y, Date.now() / 1000);
+        if (!refreshTimer) refreshTimer = setTimeout(refresh, 2000);
+      },
+      state: function (text) { if (stateEl) stateEl.textContent = text; },
+    }, Number(table.dataset.resume));
+    stream.start();
+  }
+
+  /* Export: the From/To the browser shows (local time) go to the API as epoch seconds. */
+  const exportForm = document.getElementById("export-form");
+  if (exportForm) {
+    exportForm.addEventListener("submit", function () {
+      const isTime = table.dataset.xCast === "datetime";
+      ["from", "to"].forEach(function (name, i) {
+        const input = exportForm.elements[name], hidden = exportForm.elements[i ? "until" : "since"];
+        const value = input.value ? (isTime ? new Date(input.value).getTime() / 1000 : Number(input.value)) : "";
+        hidden.value = value === "" || isNaN(value) ? "" : String(value);
+        hidden.disabled = hidden.value === "";
+        input.disabled = true;  // not sent: since/until carry it
+      });
+      if (!exportForm.elements.axis.value) exportForm.elements.axis.disabled = true;
+      setTimeout(function () { Array.from(exportForm.elements).forEach(function (e) { e.disabled = false; }); }, 0);
+    });
+  }
+
+  /* Settings and units: PATCH the JSON API with the page's CSRF token (the session's scheme). */
+  async function patch(url, body) {
+    const response = await fetch(url, {
+      method: "PATCH", credentials: "same-origin", body: JSON.stringify(body),
+      headers: { "Content-Type": "application/json", Accept: "application/json", "X-CSRF-Token": RTDP.csrf },
+    });
+    let data = null;
+    try { data = await response.json(); } catch (e) { data = null; }
+    if (!response.ok) {
+      const error = new Error((data && data.error) || "the server answered " + response.status);
+      error.field = data && data.field;
+      throw error;
+    }
+    return data;
+  }
+  const settingsForm = document.getElementById("feed-settings");
+  if (settingsForm) {
+    settingsForm.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      const status = document.getElementById("settings-status");
+      const number = function (name) { const v = settingsForm.elements[name].value; return v === "" ? null : Number(v); };
+      ["description", "retention_days", "retention_points"].forEach(function (n) { RTDP.showFieldError(settingsForm.elements[n], ""); });
+      try {
+        await patch(settingsForm.dataset.api, {
+          description: settingsForm.elements.description.value,
+          retention_days: number("retention_days"), retention_points: number("retention_points"),
+        });
+        status.textContent = "Saved.";
+      } catch (error) {
+        const input = error.field && settingsForm.elements[error.field];
+        if (input) RTDP.showFieldError(input, error.message);
+        status.textContent = "Not saved: " + error.message;
+      }
+    });
+  }
+  const unitsForm = document.getElementById("axis-units");
+  if (unitsForm) {
+    unitsForm.addEventListener("submit", async function (event) {
+      event.preventDefault();
+      const status = document.getElementById("units-status");
+      let saved = 0;
+      for (const row of Array.from(unitsForm.querySelectorAll("tbody tr"))) {
+        const unit = row.querySelector('input[name="unit"]'), label = row.querySelector('input[name="label"]');
+        if (unit.value === unit.defaultValue && label.value === label.defaultValue) continue;
+        RTDP.showFieldError(unit, ""); RTDP.showFieldError(label, "");
+        try {
+          const axis = await patch(unitsForm.dataset.api + encodeURIComponent(row.dataset.unitsOf), { unit: unit.value, label: label.value });
+          unit.defaultValue = unit.value = axis.unit || "";
+          label.defaultValue = label.value = axis.label || "";
+          const live = rowOf(axis.name);
+          if (live) setLast(live, axis.last_y, null, axis.unit || "");
+          saved++;
+        } catch (error) {
+          RTDP.showFieldError(error.field === "label" ? label : unit, error.message);
+          status.textContent = "Not saved: " + error.message;
+          return;
+        }
+      }
+      status.textContent = saved ? "Saved." : "Nothing changed.";
     });
   }
 })();

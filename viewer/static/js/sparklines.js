@@ -1,10 +1,13 @@
-/* One sparkline per axis: stored history first, then live points from the feed's stream. */
+/* One sparkline per axis: its newest stored points (exact, never downsampled: "Last" is the real
+   latest value and "Recent" spans the latest points, not the whole history), then live points. */
 "use strict";
 (function () {
   const config = RTDP.pageConfig();
   const stateEl = document.getElementById("live-state");
-  const MAX = 300;
+  const MAX = 240;
   const lines = new Map();
+  const units = new Map((config.series || []).map(function (s) { return [s.axis, s.unit]; }));
+  function colour(name, fallback) { return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || fallback; }
 
   document.querySelectorAll("#sparklines tbody tr").forEach(function (row) {
     lines.set(row.dataset.axis, { row: row, canvas: row.querySelector("canvas"), points: new Map() });
@@ -25,7 +28,7 @@
     const minY = Math.min.apply(null, ys), maxY = Math.max.apply(null, ys);
     const sx = function (x) { return maxX === minX ? w / 2 : 2 + (x - minX) / (maxX - minX) * (w - 4); };
     const sy = function (y) { return maxY === minY ? h / 2 : h - 3 - (y - minY) / (maxY - minY) * (h - 6); };
-    ctx.strokeStyle = "#1f77b4";
+    ctx.strokeStyle = colour("--accent", "#1f77b4");
     ctx.lineWidth = 1.5;
     ctx.beginPath();
     xs.forEach(function (x, i) {
@@ -34,11 +37,11 @@
       else ctx.lineTo(sx(x), sy(ys[i]));
     });
     ctx.stroke();
-    ctx.fillStyle = "#d62728";
+    ctx.fillStyle = colour("--down", "#d62728");
     ctx.beginPath();
     ctx.arc(sx(maxX), sy(ys[ys.length - 1]), 2.5, 0, 2 * Math.PI);
     ctx.fill();
-    line.row.querySelector(".last").textContent = RTDP.formatY(ys[ys.length - 1], config.y_cast);
+    line.row.querySelector(".last").textContent = RTDP.formatY(ys[ys.length - 1], config.y_cast, units.get(line.row.dataset.axis));
     line.canvas.dataset.points = String(xs.length);
   }
 
@@ -61,7 +64,7 @@
     point: function (p) { const line = lines.get(p.axis); if (line) { add(line, p.x, p.y); schedule(line); } },
     open: function () {
       lines.forEach(function (line, name) {
-        RTDP_STREAM.fetchPoints(config.api, name, { max_points: 240 }).then(function (points) {
+        RTDP_STREAM.fetchPoints(config.api, name, { limit: MAX, newest: true }).then(function (points) {
           points.forEach(function (p) { if (!line.points.has(p.x)) add(line, p.x, p.y); stream.noteId(p.id); });
           schedule(line);
         }, function (error) { stateEl.textContent = error.message; });

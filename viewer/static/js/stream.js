@@ -52,6 +52,9 @@
         }
       };
       source.addEventListener("point", (event) => this.receive(event));
+      // Alerts on this feed (no id: they do not move Last-Event-ID); notify.js shows them.
+      source.addEventListener("alert", (event) =>
+        document.dispatchEvent(new CustomEvent("rtdp:alert", { detail: event.data })));
       source.onerror = () => {
         if (this.source !== source) return;
         source.close();

@@ -1,0 +1,521 @@
+"""Judging points against alert rules, where every committed point passes once: the bridge's writer
+(`rtdp bridge`, and `rtdp serve`'s intake, the same writer). So each point is judged once, by the process
+that stored it, inside the transaction that stored it.
+
+Cheap per point: the enabled rules live in memory, indexed by axis id (`RuleIndex`), reloaded when the
+alerts revision moved (rtdp.revision.ALERTS: one single-row read per batch, never a query per point). A
+batch with no point on an axis with rules costs that read and a dictionary look-up per point. A batch
+with such points reads those rules' states in one query (locked until the commit: two bridges judging the
+same rule take turns, so each transition happens once), steps each rule through its points, and writes
+back what changed and the events (each with the point that caused it) in the same transaction. The
+alerts go to rtdp.alert_actions' worker after the commit.
+
+Time-based judgements (a `silent` rule's silence, an `above`/`below` condition held `for_s` seconds with no
+point since, a firing rule's repeat) need no point: the `Sweeper` does them, in one process at a time,
+the holder of a lease row in the database (`AlertLease`), renewed every sweep and taken over by another
+process once it lapsed.
+
+A rule's state (ok or firing, since when, the condition pending since, the last value) is in its row:
+it survives restarts, and whichever process stores the next point carries on from it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import peewee as pw
+
+from rtdp import revision
+from rtdp.alert_actions import ActionWorker, Alert, Publish
+from rtdp.casts import YCast, y_json
+from rtdp.logs import RateLimitedLog
+from rtdp.models import AlertEvent, AlertLease, AlertRule, Axis, Feed, RightsRevision, User
+from rtdp.permissions import Access, allowed
+from rtdp.settings import Settings
+from rtdp.store.dialect import dialect_of
+from rtdp.store.write import StoredPoint
+from rtdp.topic import FeedTopic
+
+log = logging.getLogger("rtdp.alerts")
+
+SWEEP_PERIOD = 0.5
+LEASE_SECONDS = 5.0
+LEASE_NAME = "sweeper"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """An enabled rule as the index keeps it: what judging and acting need, nothing read per point."""
+
+    id: int
+    name: str
+    feed: str
+    axis: str
+    axis_id: int
+    kind: str
+    threshold: float | None
+    hysteresis: float
+    for_s: float
+    value: float | None
+    silent_s: float | None
+    severity: str
+    repeat_min: float | None
+    actions: tuple[dict[str, Any], ...]
+    secret: str
+    owner_id: int
+    y_cast: YCast
+
+
+@dataclass(slots=True)
+class State:
+    """A rule's row's state columns, stepped through a batch's points; `dirty` once any changed."""
+
+    state: str
+    since: float | None
+    pending_since: float | None
+    last_y: float | None
+    notified: float | None
+    dirty: bool = False
+
+
+_STATE_COLUMNS = (AlertRule.id, AlertRule.state, AlertRule.since, AlertRule.pending_since, AlertRule.last_y,
+                  AlertRule.notified)
+
+
+def _states(ids: Iterable[int]) -> dict[int, State]:
+    """The rules' states as committed (callers hold the states' revision: nobody changes them meanwhile)."""
+    found: dict[int, State] = {}
+    ids = sorted(ids)
+    for start in range(0, len(ids), 500):
+        rows: Any = AlertRule.select(*_STATE_COLUMNS).where(AlertRule.id.in_(ids[start : start + 500])).tuples()
+        for row in rows:
+            found[row[0]] = State(row[1], row[2], row[3], row[4], row[5])
+    return found
+
+
+def _save(states: dict[int, State], events: list[dict[str, Any]]) -> None:
+    for rule_id, st in states.items():
+        if st.dirty:
+            AlertRule.update(
+                state=st.state, since=st.since, pending_since=st.pending_since, last_y=st.last_y, notified=st.notified
+            ).where(AlertRule.id == rule_id).execute()
+    if events:
+        AlertEvent.insert_many(events).execute()
+
+
+def step(rule: Rule, st: State, y: float, now: float) -> str | None:
+    """Move `st` by one point of value `y` at `now`; the event it causes (firing, ok, changed) or None.
+
+    above: firing once y > threshold (held for_s seconds, if given), ok again once y <= threshold -
+    hysteresis. below: the mirror. changes: each change of value is an event; with `value`, firing while
+    the value is that one. silent: a point ends the silence."""
+    kind = rule.kind
+    if kind == "above" or kind == "below":
+        threshold = rule.threshold
+        assert threshold is not None
+        if kind == "above":
+            on, off = y > threshold, y <= threshold - rule.hysteresis
+        else:
+            on, off = y < threshold, y >= threshold + rule.hysteresis
+        if st.state == "firing":
+            if off:
+                _set(st, "ok", now)
+                return "ok"
+            return None
+        if not on:
+            if st.pending_since is not None:
+                st.pending_since, st.dirty = None, True
+            return None
+        if rule.for_s > 0:
+            if st.pending_since is None:
+                st.pending_since, st.dirty = now, True
+            if now - st.pending_since < rule.for_s:
+                return None
+        _set(st, "firing", now)
+        return "firing"
+    if kind == "changes":
+        last = st.last_y
+        if last != y:
+            st.last_y, st.dirty = y, True
+        if rule.value is None:
+            return "changed" if last is not None and last != y else None
+        if y == rule.value and st.state == "ok" and last != y:
+            _set(st, "firing", now)
+            return "firing"
+        if y != rule.value and st.state == "firing":
+            _set(st, "ok", now)
+            return "ok"
+        return None
+    if kind == "silent" and st.state == "firing":
+        _set(st, "ok", now)
+        return "ok"
+    return None
+
+
+def _set(st: State, state: str, now: float) -> None:
+    st.state, st.since, st.pending_since, st.dirty = state, now, None, True
+    if state == "firing":
+        st.notified = now
+
+
+class RuleIndex:
+    """The enabled rules by axis id, reloaded when the alerts revision moved. Used by one thread."""
+
+    def __init__(self) -> None:
+        self.by_axis: dict[int, list[Rule]] = {}
+        self.timed: list[Rule] = []  # silent, for_s or repeat: the sweeper's
+        self.revision: int | None = None
+
+    def refresh(self) -> None:
+        """Reload if the revision moved (one single-row read)."""
+        now = revision.current(revision.ALERTS)
+        if now == self.revision:
+            return
+        rules = list(AlertRule.select().where(AlertRule.enabled == True))  # noqa: E712 -- peewee expression
+        feed_ids = {r.feed_id for r in rules}
+        axis_ids = {r.axis_id for r in rules}
+        feeds = {f.id: f for f in Feed.select(Feed.id, Feed.name, Feed.y_cast).where(Feed.id.in_(feed_ids))}
+        axes = {a.id: a.name for a in Axis.select(Axis.id, Axis.name).where(Axis.id.in_(axis_ids))}
+        by_axis: dict[int, list[Rule]] = {}
+        timed: list[Rule] = []
+        for row in rules:
+            feed = feeds.get(row.feed_id)
+            if feed is None or row.axis_id not in axes:
+                continue  # removed with its feed or axis meanwhile
+            rule = Rule(
+                row.id, row.name, feed.name, axes[row.axis_id], row.axis_id, row.kind, row.threshold,
+                row.hysteresis or 0.0, row.for_s or 0.0, row.value, row.silent_s, row.severity, row.repeat_min,
+                tuple(json.loads(row.actions)), row.secret, row.owner_id, YCast(feed.y_cast),
+            )
+            by_axis.setdefault(rule.axis_id, []).append(rule)
+            if rule.kind == "silent" or rule.for_s > 0 or rule.repeat_min:
+                timed.append(rule)
+        self.by_axis, self.timed, self.revision = by_axis, timed, now
+
+
+def _point(point: StoredPoint | None, rule: Rule) -> dict[str, Any] | None:
+    if point is None:
+        return None
+    y: float | int | bool = bool(point.y) if rule.y_cast is YCast.BOOL else y_json(point.y, rule.y_cast)
+    return {"id": point.id, "x": point.x, "y": y}
+
+
+def _alert(rule: Rule, state: str, now: float, point: StoredPoint | None, repeat: bool = False) -> Alert:
+    return Alert(
+        rule.id, rule.name, rule.severity, rule.kind, rule.feed, rule.axis, state, now, _point(point, rule),
+        rule.actions, rule.secret, rule.owner_id, repeat,
+    )
+
+
+def _event(rule: Rule, state: str, now: float, point: StoredPoint | None) -> dict[str, Any]:
+    return {
+        "rule": rule.id, "state": state, "at": now, "point_id": None if point is None else point.id,
+        "x": None if point is None else point.x, "y": None if point is None else point.y,
+    }
+
+
+def state_revision(db: pw.Database, *, share: bool) -> int:
+    """The alert states' revision, locked until the commit: for writing (share=False), which every state
+    change takes before it changes anything, or against writers (share=True). So a judge holding it sees
+    states nobody changes before it commits. Created on first use."""
+    query = RightsRevision.select(RightsRevision.value).where(RightsRevision.id == revision.ALERT_STATES)
+    rows = list(dialect_of(db).for_update(query, share=share).tuples())
+    if not rows:
+        revision.bump(revision.ALERT_STATES)
+        rows = list(dialect_of(db).for_update(query, share=share).tuples())
+    return int(rows[0][0])
+
+
+@dataclass(frozen=True, slots=True)
+class Band:
+    """Values that cannot change any rule of one axis in its cached state: a batch whose points all lie
+    strictly between `low` and `high` (and, with `exact`, all equal it) is quiet. Conservative: a point on
+    a boundary is judged properly, never skipped."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    exact: float | None = None
+    never: bool = False  # some rule must see every point (pending for_s, changes without a last value)
+
+    def quiet(self, low: float, high: float) -> bool:
+        if self.never or not (self.low < low and high < self.high):
+            return False
+        return self.exact is None or low == high == self.exact
+
+
+def band_of(rules: list[Rule], states: dict[int, State]) -> Band:
+    low, high, exact = -math.inf, math.inf, None
+    for rule in rules:
+        st = states.get(rule.id)
+        if st is None:
+            return Band(never=True)
+        if rule.kind in ("above", "below"):
+            assert rule.threshold is not None
+            if st.pending_since is not None:
+                return Band(never=True)
+            if rule.kind == "above":
+                if st.state == "firing":
+                    low = max(low, rule.threshold - rule.hysteresis)
+                else:
+                    high = min(high, rule.threshold)
+            elif st.state == "firing":
+                high = min(high, rule.threshold + rule.hysteresis)
+            else:
+                low = max(low, rule.threshold)
+        elif rule.kind == "changes":
+            if st.last_y is None or (exact is not None and exact != st.last_y):
+                return Band(never=True)
+            exact = st.last_y
+        elif rule.kind == "silent" and st.state == "firing":
+            return Band(never=True)
+    return Band(low, high, exact)
+
+
+class Judge:
+    """Judges committed points on the writer thread, inside the writer's transaction (`judge`).
+
+    The states of the rules it has seen are cached, valid while the alert states' revision has not moved;
+    from them each axis gets a `Band` of values that change nothing. A batch whose points on an axis all
+    lie inside its band costs a min and a max (and the revision read under a shared lock); only the rules
+    of other axes are stepped point by point, and a change of state bumps the revision in the same
+    transaction, holding it exclusively: so two bridges never both make the same transition."""
+
+    def __init__(self, db: pw.Database) -> None:
+        self.db = db
+        self.index = RuleIndex()
+        self.judged = 0  # points on axes with rules
+        self.transitions = 0
+        self._states: dict[int, State] = {}
+        self._bands: dict[int, Band] = {}
+        self._states_revision: int | None = None
+        self._index_revision: int | None = None
+
+    def forget(self) -> None:
+        """Drop the cached states (after a failed transaction: they may hold what was rolled back)."""
+        self._states.clear()
+        self._bands.clear()
+        self._states_revision = None
+
+    def _band(self, axis_id: int) -> Band:
+        band = self._bands.get(axis_id)
+        if band is None:
+            band = self._bands[axis_id] = band_of(self.index.by_axis[axis_id], self._states)
+        return band
+
+    def _load(self, rule_ids: Iterable[int]) -> None:
+        missing = [i for i in rule_ids if i not in self._states]
+        if missing:
+            self._states.update(_states(missing))
+
+    def judge(self, points: Sequence[StoredPoint]) -> list[Alert]:
+        """Inside the transaction that stored `points` (id order): the alerts it causes, already recorded."""
+        self.index.refresh()
+        if self.index.revision != self._index_revision:
+            self._index_revision = self.index.revision
+            self.forget()
+        by_axis = self.index.by_axis
+        if not by_axis or not points:
+            return []
+        axes: dict[int, list[StoredPoint]] = {}
+        for point in points:
+            if point.axis_id in by_axis:
+                axes.setdefault(point.axis_id, []).append(point)
+        if not axes:
+            return []
+        self.judged += sum(len(p) for p in axes.values())
+
+        def busy() -> list[int]:
+            return [a for a, ps in axes.items() if not self._band(a).quiet(min(p.y for p in ps), max(p.y for p in ps))]
+
+        busy_axes = busy()
+        exclusive = bool(busy_axes)
+        current = state_revision(self.db, share=not exclusive)
+        if current != self._states_revision:
+            self.forget()
+            self._states_revision = current
+            self._load(rule.id for axis_id in axes for rule in by_axis[axis_id])
+            busy_axes = busy()
+            if busy_axes and not exclusive:
+                current = state_revision(self.db, share=False)  # rare: a stale cache and a transition at once
+        if not busy_axes:
+            return []
+        self._load(rule.id for axis_id in busy_axes for rule in by_axis[axis_id])
+        now = time.time()
+        alerts: list[Alert] = []
+        events: list[dict[str, Any]] = []
+        changed: dict[int, State] = {}
+        self._states_revision = None  # until this batch's changes are recorded (an error leaves none cached)
+        for axis_id in busy_axes:
+            self._bands.pop(axis_id, None)
+            for point in axes[axis_id]:
+                for rule in by_axis[axis_id]:
+                    st = self._states[rule.id]
+                    happened = step(rule, st, point.y, now)
+                    if st.dirty:
+                        changed[rule.id] = st
+                    if happened is not None:
+                        events.append(_event(rule, happened, now, point))
+                        alerts.append(_alert(rule, happened, now, point))
+        if changed:
+            _save(changed, events)
+            for st in changed.values():
+                st.dirty = False
+            revision.bump(revision.ALERT_STATES)
+            current += 1
+        self._states_revision = current
+        self.transitions += len(events)
+        return alerts
+
+
+class Sweeper:
+    """The time-based judgements, by the holder of the lease; `sweep()` once per SWEEP_PERIOD."""
+
+    def __init__(self, db: pw.Database, holder: str | None = None) -> None:
+        self.db = db
+        self.holder = holder or f"{socket.gethostname()[:60]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.index = RuleIndex()
+        self.holding = False
+
+    def _take_lease(self, now: float) -> bool:
+        taken = AlertLease.update(holder=self.holder, expires=now + LEASE_SECONDS).where(
+            (AlertLease.name == LEASE_NAME) & ((AlertLease.holder == self.holder) | (AlertLease.expires < now))
+        ).execute()
+        if taken:
+            return True
+        if AlertLease.select().where(AlertLease.name == LEASE_NAME).exists():
+            return False
+        try:
+            with self.db.atomic():
+                AlertLease.insert(name=LEASE_NAME, holder=self.holder, expires=now + LEASE_SECONDS).execute()
+        except pw.IntegrityError:
+            return False
+        return True
+
+    def release(self) -> None:
+        AlertLease.delete().where((AlertLease.name == LEASE_NAME) & (AlertLease.holder == self.holder)).execute()
+        self.holding = False
+
+    def sweep(self) -> list[Alert]:
+        """One round, in one write transaction: the lease, then silences, for_s and repeats."""
+        with dialect_of(self.db).write_transaction(self.db):
+            now = time.time()
+            self.holding = self._take_lease(now)
+            if not self.holding:
+                return []
+            self.index.refresh()
+            timed = self.index.timed
+            if not timed:
+                return []
+            state_revision(self.db, share=False)
+            states = _states({r.id for r in timed})
+            silent_axes = [r.axis_id for r in timed if r.kind == "silent"]
+            last_seen: dict[int, float | None] = {}
+            if silent_axes:
+                rows: Any = Axis.select(Axis.id, Axis.last_seen).where(Axis.id.in_(silent_axes)).tuples()
+                last_seen = {row[0]: row[1] for row in rows}
+            alerts: list[Alert] = []
+            events: list[dict[str, Any]] = []
+            for rule in timed:
+                st = states.get(rule.id)
+                if st is None:
+                    continue
+                happened = None
+                if st.state == "ok" and rule.kind == "silent" and rule.silent_s is not None:
+                    quiet_since = max(last_seen.get(rule.axis_id) or 0.0, st.since or 0.0)
+                    if now - quiet_since >= rule.silent_s:
+                        happened = "firing"
+                elif st.state == "ok" and st.pending_since is not None and now - st.pending_since >= rule.for_s:
+                    happened = "firing"
+                if happened is not None:
+                    _set(st, happened, now)
+                    events.append(_event(rule, happened, now, None))
+                    alerts.append(_alert(rule, happened, now, None))
+                elif st.state == "firing" and rule.repeat_min and now - (st.notified or 0.0) >= rule.repeat_min * 60:
+                    st.notified, st.dirty = now, True
+                    alerts.append(_alert(rule, "firing", now, None, repeat=True))
+            if any(st.dirty for st in states.values()):
+                _save(states, events)
+                revision.bump(revision.ALERT_STATES)
+            return alerts
+
+
+def may_publish(owner_id: int, topic: str) -> bool:
+    """Whether a rule's owner may publish to its extra topic now (the one permission rule)."""
+    user = User.get_or_none(User.id == owner_id)
+    feed = Feed.get_or_none(Feed.name == FeedTopic.parse(topic).feed)
+    if user is None or feed is None or not user.is_active:
+        return False
+    from rtdp.accounts import principal_for
+
+    return allowed(principal_for(user, None), feed, Access.WRITE)
+
+
+def save_results(results: dict[int, str]) -> None:
+    with AlertRule._meta.database.atomic():
+        for rule_id, text in results.items():
+            AlertRule.update(last_result=text).where(AlertRule.id == rule_id).execute()
+
+
+class Alerting:
+    """What a process that stores points runs for alerts: the judge (called by the writer), the sweeper
+    thread and the action worker. `start(publish)` once MQTT messages can be sent; `stop()` at the end."""
+
+    def __init__(self, db: pw.Database, settings: Settings, publish: Publish | None = None) -> None:
+        self.db = db
+        self.settings = settings
+        self.judge = Judge(db)
+        self.sweeper = Sweeper(db)
+        self.actions = ActionWorker(settings, publish, may_publish=may_publish, save_results=save_results)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._ratelog = RateLimitedLog(log)
+
+    def start(self, publish: Publish | None = None) -> None:
+        self.actions.start(publish)
+        self._thread = threading.Thread(target=self._sweep_loop, name="rtdp-alert-sweeper", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self.actions.stop()
+
+    def submit(self, alerts: list[Alert]) -> None:
+        if alerts:
+            self.actions.submit(alerts)
+
+    def _sweep_loop(self) -> None:
+        try:
+            while not self._stop.wait(SWEEP_PERIOD):
+                try:
+                    self.submit(self.sweeper.sweep())
+                except pw.PeeweeException as exc:
+                    self._ratelog.warning("sweep", "alert sweep failed (database): %s", exc)
+                    _close(self.db)
+            try:
+                if self.sweeper.holding:
+                    self.sweeper.release()
+            except pw.PeeweeException:
+                pass
+        finally:
+            _close(self.db)
+
+
+def _close(db: pw.Database) -> None:
+    try:
+        db.close()
+    except Exception:  # noqa: BLE001 -- this thread's connection, broken or not: dropped
+        pass
+
