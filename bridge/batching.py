@@ -64,6 +64,12 @@ class Inbox(queue.Queue[Incoming]):
                 self.not_empty.notify()
         return True
 
+    def put_all(self, items: Sequence[Incoming]) -> None:
+        """Append `items` in order without waiting, beyond `maxsize` if need be (the caller checked the room)."""
+        with self.not_full:
+            self.queue.extend(items)
+            self.not_empty.notify()
+
     def get_many(self, points: int, timeout: float) -> tuple[list[Incoming], int]:
         """Messages off the head of the queue up to about `points` points (at least one message), waiting
         up to `timeout` seconds for the first, and their points (estimated); ([], 0) if none came."""

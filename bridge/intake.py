@@ -73,6 +73,7 @@ class Intake:
         self._queue.on_room = self._wake
         self._loop: asyncio.AbstractEventLoop | None = None
         self._room = asyncio.Event()
+        self._pending: list[Incoming] = []  # offered in this loop iteration, not handed to the writer yet
         self._publish: Publish | None = None
         self._batches = BatchLoop(
             settings, self._writer, self._queue, ack=self._ack, publish=self._send, drain_all=True, group_commit=True
@@ -103,6 +104,7 @@ class Intake:
         """
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
+        self._hand_over()  # what `offer` took first stays first
         item = Incoming(topic, payload, 0, 0, False, arrived, 0, creator, settled, handoff)
         while True:
             try:
@@ -123,7 +125,31 @@ class Intake:
 
     def has_room(self) -> bool:
         """Whether `put` would return at once (the queue is not full)."""
-        return not self._queue.full()
+        return len(self._queue.queue) + len(self._pending) < self._queue.maxsize
+
+    def offer(
+        self, topic: str, payload: bytes, arrived: float, creator: int | None, settled: asyncio.Future[None] | None
+    ) -> bool:
+        """`put` without waiting (broker.fastpath, on the broker's loop): False, and nothing taken, when the
+        queue has no room. What is offered in one loop iteration reaches the writer thread in one hand-over
+        (one lock, one wake-up, at the end of the iteration): with one point per message, a lock round and
+        a notify per message were a tenth of `rtdp serve`'s time, contended by the writer thread. The
+        messages a read brought in also land in the same commit."""
+        pending = self._pending
+        if len(self._queue.queue) + len(pending) >= self._queue.maxsize:
+            return False
+        if not pending:
+            if self._loop is None:
+                self._loop = asyncio.get_running_loop()
+            self._loop.call_soon(self._hand_over)
+        pending.append(Incoming(topic, payload, 0, 0, False, arrived, 0, creator, settled, None))
+        self.stats.received += 1
+        return True
+
+    def _hand_over(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._queue.put_all(pending)  # room was checked by `offer`, and only this loop adds
 
     def start(self, publish: Publish) -> None:
         """Start the writer thread; notices go to `publish(topic, payload)` (called on that thread)."""
@@ -136,6 +162,7 @@ class Intake:
     def stop(self, timeout: float = 30.0) -> None:
         """Store everything queued (call it after the broker stopped handing messages over). If the
         database stays unavailable for `timeout` seconds, what is left is lost (logged)."""
+        self._hand_over()
         self._batches.stop(timeout)
         if self._publish is not None:
             self.alerting.stop()

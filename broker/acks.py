@@ -75,7 +75,31 @@ class _GatedReader(ReaderAdapter):  # type: ignore[misc]
         self._transport: asyncio.WriteTransport | None = getattr(stream, "transport", None)
         self.draining = False
 
+    async def packet(self) -> bytes | None:
+        """The next whole packet from the packet gate (broker.gate), after the same waits as `read`."""
+        await self._wait()
+        packet: bytes | None = await self._reader.packet()
+        return packet
+
+    def unread(self, packet: bytes) -> None:
+        self._reader.unread(packet)
+
+    def packet_now(self) -> bytes | None:
+        """The gate's next packet if it is already read and nothing holds reading back, else None."""
+        if not self._gate.is_set():
+            return None
+        transport = self._transport
+        if transport is not None and transport.get_write_buffer_size() >= MAX_BACKLOG:
+            return None
+        packet: bytes | None = self._reader.packet_now()
+        return packet
+
     async def read(self, n: int = -1) -> bytes:
+        await self._wait()
+        data: bytes = await self._reader.read(n)
+        return data
+
+    async def _wait(self) -> None:
         if not self._gate.is_set():
             await self._gate.wait()
         transport = self._transport
@@ -85,8 +109,6 @@ class _GatedReader(ReaderAdapter):  # type: ignore[misc]
                 await self._writer.drain()
             finally:
                 self.draining = False
-        data: bytes = await self._reader.read(n)
-        return data
 
     def feed_eof(self) -> None:
         self._reader.feed_eof()
@@ -134,10 +156,7 @@ class AckAfterSettleHandler(BrokerProtocolHandler):  # type: ignore[misc]
             raise AMQTTError("a QoS 1 or 2 PUBLISH without a packet id")
         message = Received(packet_id, topic, qos, data, publish_packet.retain_flag, self._loop.create_future())
         message.publish_packet = publish_packet
-        self._unsettled += 1
-        if self._unsettled >= self.max_unsettled:
-            self._gate.clear()
-        message.settled.add_done_callback(self._on_settled)
+        self._hold(message.settled)
         queue = self.session.delivered_message_queue
         if qos == QOS_0:
             if publish_packet.dup_flag:
@@ -152,6 +171,20 @@ class AckAfterSettleHandler(BrokerProtocolHandler):  # type: ignore[misc]
             queue.put_nowait(message)
         else:
             await self._received_qos2(message)
+
+    def accept(self, settled: asyncio.Future[None], qos: int, packet_id: int | None) -> None:
+        """A QoS 0 or 1 publish taken without amqtt (broker.fastpath): counted as unsettled, acknowledged in
+        arrival order once `settled`."""
+        self._hold(settled)
+        if qos == QOS_1:
+            assert packet_id is not None
+            self._queue_ack(settled, PUBACK, packet_id)
+
+    def _hold(self, settled: asyncio.Future[None]) -> None:
+        self._unsettled += 1
+        if self._unsettled >= self.max_unsettled:
+            self._gate.clear()
+        settled.add_done_callback(self._on_settled)
 
     async def _handle_qos2_message_flow(self, app_message: ApplicationMessage) -> None:
         # amqtt re-runs the flow of a persistent session's QoS 2 messages still waiting for PUBREL when the

@@ -46,6 +46,8 @@ _OTHER_LIMIT = 10 + 5 * (2 + 0xFFFF)
 _MQTT_311 = b"\x00\x04MQTT\x04"
 _MQTT_31 = b"\x00\x06MQIsdp\x03"
 _UNACCEPTABLE_PROTOCOL_VERSION = b"\x20\x02\x00\x01"
+# Most bytes taken from the socket in one read.
+CHUNK = 65536
 
 
 class ProtocolViolation(Exception):
@@ -79,6 +81,10 @@ class PacketGate(ReaderAdapter):  # type: ignore[misc]  # amqtt is untyped here 
         self._pos = 0
         self._connected = False
         self._closed = False
+        self._buffer = bytearray()  # bytes read and not yet parsed
+        self._missing = 1  # bytes the buffer lacks for its next packet (at least)
+        stream = getattr(source, "_reader", None)  # amqtt's StreamReaderAdapter: read what the socket has
+        self._stream: asyncio.StreamReader | None = stream if isinstance(stream, asyncio.StreamReader) else None
 
     async def read(self, n: int = -1) -> bytes:
         if self._pos >= len(self._packet) and not await self._next_packet():
@@ -95,6 +101,23 @@ class PacketGate(ReaderAdapter):  # type: ignore[misc]  # amqtt is untyped here 
     def feed_eof(self) -> None:
         self._source.feed_eof()
 
+    async def packet(self) -> bytes | None:
+        """The next whole packet (fixed header included), checked; None at the end of the stream or after a
+        violation. For broker.fastpath, which parses PUBLISH packets itself and hands any other packet
+        back with `unread` for amqtt to parse."""
+        if self._pos < len(self._packet):
+            packet = self._packet[self._pos :]
+            self._packet, self._pos = b"", 0
+            return packet
+        if not await self._next_packet():
+            return None
+        packet, self._packet = self._packet, b""
+        return packet
+
+    def unread(self, packet: bytes) -> None:
+        """Serve `packet` to the next reads (amqtt's parse of a packet taken with `packet()`)."""
+        self._packet, self._pos = packet, 0
+
     async def _next_packet(self) -> bool:
         if self._closed:
             return False
@@ -107,16 +130,50 @@ class PacketGate(ReaderAdapter):  # type: ignore[misc]  # amqtt is untyped here 
             return False  # the client went away: amqtt sees the end of the stream
         return True
 
-    async def _exactly(self, size: int) -> bytes:
-        data = await self._source.read(size) if size else b""
-        if len(data) < size:
-            raise EOFError
-        return bytes(data)
+    def packet_now(self) -> bytes | None:
+        """The next whole packet if the bytes already read hold one (after CONNECT), else None: then await
+        `packet()`, which also reports a violation. Nothing is awaited, no timer armed (broker.fastpath)."""
+        if self._closed or not self._connected or self._pos < len(self._packet):
+            return None
+        try:
+            return self._parse()
+        except ProtocolViolation:
+            return None  # `packet()` parses it again and refuses it
 
     async def _read_packet(self) -> bytes:
-        first = (await self._exactly(1))[0]
+        while True:
+            packet = self._parse()
+            if packet is not None:
+                return packet
+            await self._fill()
+
+    async def _fill(self) -> None:
+        # What the socket has, up to CHUNK bytes, in one read: amqtt read each field (a byte of the
+        # remaining length at a time) with an await of its own. Other sources (WebSocket): the bytes missing.
+        stream = self._stream
+        data = await stream.read(CHUNK) if stream is not None else await self._source.read(self._missing)
+        if not data:
+            raise EOFError
+        self._buffer += data
+
+    def _parse(self) -> bytes | None:
+        """Take the first whole packet off the buffer, checked; None (and `_missing` set) if incomplete."""
+        buffer = self._buffer
+        size = len(buffer)
+        pos, length = 1, 0
+        for position in range(4):
+            if pos >= size:
+                self._missing = 1
+                return None
+            digit = buffer[pos]
+            pos += 1
+            length += (digit & 0x7F) << (7 * position)
+            if not digit & 0x80:
+                break
+        else:
+            raise ProtocolViolation("a remaining length of more than four bytes")
+        first = buffer[0]
         kind, flags = first >> 4, first & 0x0F
-        length = await self._remaining_length()
         if kind not in _FLAGS:
             raise ProtocolViolation(f"packet type {kind}, which a client may not send")
         if (kind == CONNECT) == self._connected:
@@ -125,41 +182,35 @@ class PacketGate(ReaderAdapter):  # type: ignore[misc]  # amqtt is untyped here 
         if expected is not None and flags != expected:
             raise ProtocolViolation(f"packet type {kind} with flags {flags:#x}")
         if kind == PUBLISH:
-            return await self._read_publish(first, flags, length)
-        if length > _OTHER_LIMIT:
+            qos = (flags >> 1) & 3
+            if qos == 3:
+                raise ProtocolViolation("a PUBLISH with QoS 3")
+            if length < 2:
+                raise ProtocolViolation("a PUBLISH without topic")
+            if size < pos + 2:
+                self._missing = pos + 2 - size
+                return None
+            fields = 2 + int.from_bytes(buffer[pos : pos + 2], "big") + (2 if qos else 0)
+            if length - fields > self._max_payload:
+                # Refused on its first bytes: the payload is neither read nor buffered.
+                raise ProtocolViolation(f"a PUBLISH payload of {length - fields} bytes (limit {self._max_payload})")
+        elif length > _OTHER_LIMIT:
             raise ProtocolViolation(f"packet type {kind} of {length} bytes")
-        body = await self._exactly(length)
+        end = pos + length
+        if size < end:
+            self._missing = end - size
+            return None
+        packet = bytes(buffer[:end])
+        del buffer[:end]
         if kind == CONNECT:
-            body = await self._check_connect(body)
+            body = self._check_connect(packet[pos:])
             self._connected = True
-        elif kind in (SUBSCRIBE, UNSUBSCRIBE):
-            _check_filters(body, with_qos=kind == SUBSCRIBE)
-        return bytes((first,)) + encode_length(len(body)) + body
+            return bytes((first,)) + encode_length(len(body)) + body
+        if kind in (SUBSCRIBE, UNSUBSCRIBE):
+            _check_filters(packet[pos:], with_qos=kind == SUBSCRIBE)
+        return packet
 
-    async def _remaining_length(self) -> int:
-        value = 0
-        for position in range(4):
-            digit = (await self._exactly(1))[0]
-            value += (digit & 0x7F) << (7 * position)
-            if not digit & 0x80:
-                return value
-        raise ProtocolViolation("a remaining length of more than four bytes")
-
-    async def _read_publish(self, first: int, flags: int, length: int) -> bytes:
-        qos = (flags >> 1) & 3
-        if qos == 3:
-            raise ProtocolViolation("a PUBLISH with QoS 3")
-        if length < 2:
-            raise ProtocolViolation("a PUBLISH without topic")
-        head = await self._exactly(2)
-        fields = 2 + int.from_bytes(head, "big") + (2 if qos else 0)
-        if length - fields > self._max_payload:
-            # Refused on its first bytes: the payload is neither read nor buffered.
-            raise ProtocolViolation(f"a PUBLISH payload of {length - fields} bytes (limit {self._max_payload})")
-        rest = await self._exactly(length - 2)
-        return bytes((first,)) + encode_length(length) + head + rest
-
-    async def _check_connect(self, body: bytes) -> bytes:
+    def _check_connect(self, body: bytes) -> bytes:
         if body.startswith(_MQTT_311):
             return body
         if body.startswith(_MQTT_31):

@@ -32,6 +32,8 @@ class Sink(Protocol):
     ) -> None:
         """Take one message (its publisher's retain flag, arrival in epoch seconds, the user id that may
         create its feed); wait while full; resolve `settled` once the message is stored."""
+        # A sink may also have `offer(topic, payload, arrived, creator, settled) -> bool`: `put` without
+        # waiting, False (nothing taken) when full; broker.fastpath uses it (bridge.intake.Intake.offer).
 
     def has_room(self) -> bool:
         """Whether `put` would return at once."""
