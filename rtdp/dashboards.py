@@ -37,6 +37,7 @@ from rtdp.errors import AuthenticationFailed, InvalidInput, NotFound, Permission
 from rtdp.models import MAX_ID, Axis, Dashboard, DashboardShare, Feed, Group, Membership, User
 from rtdp.permissions import Access, Principal, allowed
 from rtdp.sharing import find_grantee
+from rtdp.store.dialect import dialect_of
 
 TYPES = ("chart", "value", "gauge", "state", "table")
 MULTI = ("chart", "table")  # the types that take `series`; the others take one `feed` and `axis`
@@ -320,6 +321,13 @@ def list_for(principal: Principal) -> list[Dashboard]:
 # -- changes -------------------------------------------------------------------------------------------
 
 
+def _writing() -> Any:
+    """A transaction that reads, then writes: it takes the write lock first (on SQLite a deferred one that
+    read first fails with "database is locked" when another writer, the bridge, committed meanwhile)."""
+    db = Dashboard._meta.database
+    return dialect_of(db).write_transaction(db)
+
+
 def _signed_in(principal: Principal) -> None:
     if principal.service:
         raise InvalidInput("a dashboard needs an owner: create it as a user")
@@ -330,7 +338,7 @@ def _signed_in(principal: Principal) -> None:
 def create(principal: Principal, body: dict[str, Any]) -> Dashboard:
     _signed_in(principal)
     changes = parse_body(principal, body, creating=True)
-    with Dashboard._meta.database.atomic():
+    with _writing():
         if Dashboard.select().where(Dashboard.owner == principal.user_id).count() >= MAX_DASHBOARDS:
             raise PermissionDenied(f"you have {MAX_DASHBOARDS} dashboards already", field="name")
         dashboard: Dashboard = Dashboard.create(
@@ -345,6 +353,11 @@ def create(principal: Principal, body: dict[str, Any]) -> Dashboard:
 
 
 def update(principal: Principal, dashboard_id: str, body: dict[str, Any]) -> Dashboard:
+    with _writing():
+        return _update(principal, dashboard_id, body)
+
+
+def _update(principal: Principal, dashboard_id: str, body: dict[str, Any]) -> Dashboard:
     dashboard = editable(principal, dashboard_id)
     changes = parse_body(principal, body, creating=False)
     fields: dict[str, Any] = {"updated": time.time()}
@@ -361,13 +374,13 @@ def update(principal: Principal, dashboard_id: str, body: dict[str, Any]) -> Das
 
 
 def delete(principal: Principal, dashboard_id: str) -> None:
-    dashboard = editable(principal, dashboard_id)
-    dashboard.delete_instance()
+    with _writing():
+        editable(principal, dashboard_id).delete_instance()
 
 
 def add_share(principal: Principal, dashboard_id: str, *, user: str | None, group: str | None) -> DashboardShareView:
     """Share read-only with a user (email) or a group (name); sharing twice with the same one changes nothing."""
-    with Dashboard._meta.database.atomic():
+    with _writing():
         dashboard = editable(principal, dashboard_id)
         member, team = find_grantee(user, group)
         if member is not None and member.id == dashboard.owner_id:
@@ -380,7 +393,7 @@ def add_share(principal: Principal, dashboard_id: str, *, user: str | None, grou
 
 
 def remove_share(principal: Principal, dashboard_id: str, share_id: int) -> None:
-    with Dashboard._meta.database.atomic():
+    with _writing():
         dashboard = editable(principal, dashboard_id)
         share = (
             DashboardShare.get_or_none((DashboardShare.id == share_id) & (DashboardShare.dashboard == dashboard.id))
