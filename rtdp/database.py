@@ -25,6 +25,8 @@ from rtdp.models import (
     AlertRule,
     Axis,
     BrowserSession,
+    Dashboard,
+    DashboardShare,
     FeedHead,
     PurgeLog,
     RightsRevision,
@@ -114,6 +116,11 @@ def _create_feed_head(db: pw.Database) -> None:
     db.create_tables([FeedHead], safe=True)
 
 
+def _create_dashboards(db: pw.Database) -> None:
+    # Dashboard and DashboardShare (rtdp.dashboards).
+    db.create_tables([Dashboard, DashboardShare], safe=True)
+
+
 def _create_broker_state(db: pw.Database) -> None:
     # The embedded broker's persistent sessions and retained messages (broker.persistence).
     db.create_tables(BROKER_MODELS, safe=True)
@@ -131,6 +138,7 @@ MIGRATIONS: list[Migration] = [
     _add_axis_unit_and_label,
     _create_alerts,
     _create_feed_head,
+    _create_dashboards,
     _create_broker_state,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)

@@ -242,10 +242,10 @@ def test_migration_adds_axis_unit_and_label(tmp_path: Path) -> None:
 
 
 def test_migration_creates_the_broker_state_last(tmp_path: Path) -> None:
-    """Version 12 -> 13 (after the alerts and the feed heads): the embedded broker's saved sessions and
+    """Version 13 -> 14 (after the alerts, the feed heads and the dashboards): the embedded broker's saved sessions and
     retained messages get their tables (broker.persistence)."""
     assert database.MIGRATIONS[-1] is database._create_broker_state
-    url = f"sqlite:///{tmp_path / 'v12.sqlite3'}"
+    url = f"sqlite:///{tmp_path / 'v13.sqlite3'}"
     db = open_database(url)
     for table in ("broker_queued", "broker_subscription", "broker_session", "retained_message"):
         db.execute_sql(f"DROP TABLE {table}")
