@@ -242,8 +242,8 @@ def test_migration_adds_axis_unit_and_label(tmp_path: Path) -> None:
 
 
 def test_migration_creates_the_broker_state_last(tmp_path: Path) -> None:
-    """Version 13 -> 14 (after the alerts, the feed heads and the dashboards): the embedded broker's saved sessions and
-    retained messages get their tables (broker.persistence)."""
+    """Version 13 -> 14 (after the alerts, the feed heads and the dashboards): the embedded broker's saved
+    sessions and retained messages get their tables (broker.persistence)."""
     assert database.MIGRATIONS[-1] is database._create_broker_state
     url = f"sqlite:///{tmp_path / 'v13.sqlite3'}"
     db = open_database(url)
