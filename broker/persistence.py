@@ -16,7 +16,10 @@ waits for the database and a burst of messages for offline sessions costs a few 
 Acknowledgement: a client's publish that changed the saved state (a copy queued for an offline session,
 a retained message) is acknowledged only once that change committed, as well as its point
 (`HeldAck`): whatever the broker acknowledged survives kill -9. When no persistent session exists and
-the publish is not retained, nothing is held (the hot path is unchanged).
+the publish is not retained, nothing is held. broker.fastpath hands a publish that would be queued for
+an offline persistent session to amqtt's way (a retained one goes there already), where it is held; the
+rows of an offline session's queue are kept by its `OfflineQueue` (`rows`), one message object being
+shared by many sessions' queues.
 
 Loaded at start (`restore`): sessions offline for longer than the expiry are removed, the rest come
 back offline with their subscriptions and queues and their principal, which is read again (a revoked
