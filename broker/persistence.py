@@ -46,7 +46,7 @@ from amqtt.session import Session
 
 from broker.access import AccessControl
 from broker.acks import settle
-from broker.fastpath import offline_queue
+from broker.fastpath import OfflineQueue, offline_queue
 from rtdp.logs import RateLimitedLog
 from rtdp.permissions import Principal
 from rtdp.store import sessions as saved
@@ -360,13 +360,14 @@ def _describe(
             Queued(persistence.next_row(), m.topic, bytes(m.data), m.qos)
             for m in session.inflight_out.values()  # sent and not acknowledged: sent again
         ]
-        waiting = offline_queue(session)
+        waiting = session.retained_messages
         rows: list[int] = []
-        for message in list(waiting._queue):  # type: ignore[attr-defined]  # asyncio.Queue's deque, read in place
+        for message in list(waiting._queue):  # asyncio.Queue's deque, read in place
             row = persistence.next_row()
             rows.append(row)
             queued.append(Queued(row, message.topic, bytes(message.data), message.qos or 0))
-        waiting.rows = deque(rows)  # saved anew: the rows it is saved as now
+        if isinstance(waiting, OfflineQueue):
+            waiting.rows = deque(rows)  # saved anew: the rows it is saved as now
         connected = session.transitions.is_connected()
         disconnected = None if connected else float(session.last_disconnect_time or time.time())
         user_id, token_id, version, service = principal_keys(access.principal(client_id))
