@@ -205,3 +205,46 @@ def test_dashboard_made_on_the_page_shared_and_public(
     anonymous.goto(f"{base}/dashboards/{dashboard_id}")
     anonymous.wait_for_url(f"{base}/login?next=*")
     assert errors == []
+
+
+def test_value_tile_draws_the_charts_answer_for_the_same_series_and_range(
+    live_server: LiveServer, browser: Browser
+) -> None:
+    """A zoom asks for each series once: the value tile's sparkline of a series a chart shows reuses the
+    chart's answer for that range (issue 13's zoom target: 6 requests a zoom were 3 too many)."""
+    base = live_server.url
+    seed()
+    errors = ConsoleErrors()
+    tab = new_tab(browser, errors)
+    sign_in(tab, base, "ep@nothing.com", "1234")
+    tab.goto(f"{base}/dashboards")
+    widgets = [
+        {"type": "chart", "series": [{"feed": "kitchen", "axis": "temperature"}]},
+        {"type": "value", "feed": "kitchen", "axis": "temperature"},
+    ]
+    board = tab.evaluate(
+        """async (widgets) => (await (await fetch('/api/v1/dashboards', {method: 'POST', headers: {
+            'Content-Type': 'application/json', 'X-CSRF-Token': RTDP.csrf},
+            body: JSON.stringify({name: 'Zoom', widgets: widgets})})).json()).id""",
+        widgets,
+    )
+    asked: list[str] = []
+    tab.on("request", lambda r: asked.append(r.url) if "/axes/temperature/points" in r.url else None)
+    tab.goto(f"{base}/dashboards/{board}")
+    tab.wait_for_function("() => window.rtdpDashReady !== undefined")
+    history = [u for u in asked if "max_points=" in u]
+    assert len(history) == 1, history  # the chart's; the tile drew it too
+    expect(tab.locator(".widget-value .big-value")).not_to_have_text("–")
+
+    asked.clear()
+    now = time.time()
+    tab.evaluate("async ([a, b]) => await window.rtdpDashZoom(a, b)", [now - 400, now - 200])
+    assert len([u for u in asked if "until=" in u]) == 1, asked
+    # The sparkline drew the zoomed range's points (20 of them, 10 s apart), not nothing.
+    painted = tab.evaluate(
+        """() => { const c = document.querySelector('.widget-value canvas.spark');
+            const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+            let n = 0; for (let i = 3; i < d.length; i += 4) if (d[i]) n++; return n; }"""
+    )
+    assert painted > 0
+    assert errors == []

@@ -206,7 +206,23 @@
      ask once. Times are rounded to the second for the key: charts computing "now - range" a few ms apart
      still share; an answer is shared for 2 s. */
   const answers = new Map();
+  /* The latest range each series was fetched for by a chart ({since, until, answer}, by api|axis): value
+     tiles' sparklines of that series and range draw the chart's answer instead of asking again. */
+  const chartAnswers = new Map();
   function sharedFetch(api, axis, params) {
+    const answer = fetchOnce(api, axis, params);
+    if (params.max_points !== undefined && !params.newest) {
+      chartAnswers.set(api + "|" + axis, { since: params.since, until: params.until, answer: answer });
+    }
+    return answer;
+  }
+  /* The chart's answer for this series when it covers [from, until] (to the second), or null. */
+  function chartAnswer(info, from, until) {
+    const a = chartAnswers.get(apiOf(info.feed) + "|" + info.axis);
+    const near = function (p, q) { return (p === null || p === undefined) ? (q === null || q === undefined) : (q !== null && q !== undefined && Math.abs(p - q) < 1); };
+    return a && near(a.since, from) && near(a.until, until) ? a.answer : null;
+  }
+  function fetchOnce(api, axis, params) {
     const key = api + "|" + axis + "|" + Object.keys(params).sort().map(function (k) {
       const v = params[k];
       return k + "=" + (typeof v === "number" && (k === "since" || k === "until") ? Math.round(v) : v);
@@ -485,8 +501,8 @@
     const history = wanted(["chart", "value"]).map(function (k) {
       const store = stores.get(k), info = store.info;
       store.keep = Math.max(600, KEEP_PER_PIXEL * (pixels.get(k) || 600));
-      return RTDP_STREAM.fetchPoints(apiOf(info.feed), info.axis, { since: from, until: until, max_points: maxPointsOf(k) })
-        .then(function (points) { return [k, points]; });
+      const answer = chartAnswer(info, from, until) || RTDP_STREAM.fetchPoints(apiOf(info.feed), info.axis, { since: from, until: until, max_points: maxPointsOf(k) });
+      return answer.then(function (points) { return [k, points]; });
     });
     const recent = absolute ? [] : wanted(["table"]).map(function (k) {
       const info = stores.get(k).info;
