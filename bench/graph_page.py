@@ -1,8 +1,9 @@
-"""The graph page in a real browser (issue 3's targets): first paint of a large history, then frame rate
+"""The graph and dashboard pages in a real browser: first paint of a large history, zoom, then frame rate
 and JS heap under a live stream.
 
-    .venv/bin/python bench/graph_page.py [--quick] [--minutes 10] [--rate 100] [--points 1000000]
-        [--loads 5] [--sample 5] [--trace] [--keep]
+    .venv/bin/python bench/graph_page.py                      # the dashboard (issue 13): see bench/dashboard_page.py
+    .venv/bin/python bench/graph_page.py --page graph [--quick] [--minutes 10] [--rate 100] [--points 1000000]
+        [--loads 5] [--sample 5] [--trace] [--keep]            # one feed's graph page (issue 3), below
 
 1. A fresh data dir whose SQLite database holds one datetime feed with 3 axes of --points points each
    (the last 50 minutes, so the page's default 1 h window shows the whole history). The real viewer
@@ -345,7 +346,9 @@ def summary(samples: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--page", choices=("dashboard", "graph"), default="dashboard")
+    parser.add_argument("--minutes", type=float, default=None, help="of live points (10 for graph, 1 for dashboard)")
+    parser.add_argument("--zooms", type=int, default=5, help="dashboard: zooms measured")
     parser.add_argument("--quick", action="store_true", help="1 minute of live points")
     parser.add_argument("--rate", type=float, default=100.0, help="live points per second (all axes)")
     parser.add_argument("--points", type=int, default=1_000_000, help="history points per axis")
@@ -360,12 +363,22 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.minutes = 1.0
+    if args.minutes is None:
+        args.minutes = 1.0 if args.page == "dashboard" else 10.0
     if args.paired and not args.baseline_js:
         parser.error("--paired needs --baseline-js")
 
     # SIGTERM unwinds like Ctrl-C, so Mosquitto is stopped and the directory removed.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(1))
     workdir = Path(tempfile.mkdtemp(prefix="rtdp-graph-bench-"))
+    if args.page == "dashboard":
+        from bench.dashboard_page import run
+
+        try:
+            return run(args, workdir, running_mosquitto, running_viewer)
+        finally:
+            if not args.keep:
+                shutil.rmtree(workdir, ignore_errors=True)
     load_before = os.getloadavg()
     started = time.time()
     try:

@@ -24,6 +24,8 @@ from rtdp.models import (
     AlertRule,
     Axis,
     BrowserSession,
+    Dashboard,
+    DashboardShare,
     FeedHead,
     PurgeLog,
     RightsRevision,
@@ -113,6 +115,11 @@ def _create_feed_head(db: pw.Database) -> None:
     db.create_tables([FeedHead], safe=True)
 
 
+def _create_dashboards(db: pw.Database) -> None:
+    # Dashboard and DashboardShare (rtdp.dashboards).
+    db.create_tables([Dashboard, DashboardShare], safe=True)
+
+
 MIGRATIONS: list[Migration] = [
     _add_token_broker_hash,
     _index_point_axis_x_y,
@@ -125,6 +132,7 @@ MIGRATIONS: list[Migration] = [
     _add_axis_unit_and_label,
     _create_alerts,
     _create_feed_head,
+    _create_dashboards,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

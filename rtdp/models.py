@@ -294,7 +294,41 @@ class AlertLease(BaseModel):
     expires = pw.DoubleField()
 
 
+class Dashboard(BaseModel):
+    """A page of widgets over any feeds (rtdp.dashboards owns its rules). The id is random, so a public
+    dashboard is reachable only by whoever has its link."""
+
+    id = pw.CharField(max_length=32, primary_key=True)
+    owner = pw.ForeignKeyField(User, backref="dashboards", on_delete="CASCADE")
+    owner_id: int
+    name = pw.CharField(max_length=100)
+    # The widgets as JSON (validated by rtdp.dashboards before it is stored).
+    widgets = pw.TextField(default="[]")
+    # The time range every widget shows, in seconds before now.
+    range = pw.IntegerField(default=3600)
+    public = pw.BooleanField(default=False)
+    created = pw.DoubleField(default=_now)
+    updated = pw.DoubleField(default=_now)
+
+
+class DashboardShare(BaseModel):
+    """A dashboard shared read-only with a user or a group."""
+
+    id = pw.AutoField()
+    dashboard = pw.ForeignKeyField(Dashboard, backref="shares", on_delete="CASCADE")
+    user = pw.ForeignKeyField(User, null=True, backref="dashboard_shares", on_delete="CASCADE")
+    group = pw.ForeignKeyField(Group, null=True, backref="dashboard_shares", on_delete="CASCADE")
+    dashboard_id: str
+    user_id: int | None
+    group_id: int | None
+
+    class Meta:
+        table_name = "dashboard_share"
+        constraints = [pw.SQL("CHECK ((user_id IS NULL) <> (group_id IS NULL))")]
+        indexes = ((("dashboard", "user", "group"), True),)
+
+
 ALL_MODELS: list[type[BaseModel]] = [
     User, Group, Membership, Feed, Share, Axis, Point, Summary, Token, EmulatorState, Rejection, PurgeLog,
-    BrowserSession, RightsRevision, AlertRule, AlertEvent, AlertLease, FeedHead,
+    BrowserSession, RightsRevision, AlertRule, AlertEvent, AlertLease, FeedHead, Dashboard, DashboardShare,
 ]

@@ -123,10 +123,12 @@ def decode_stored_notice(payload: bytes | bytearray) -> tuple[list[StoredEvent],
     return events, after
 
 
-def stream_data(event: StoredEvent, casts: Casts) -> str:
-    """The data of the SSE `point` event for `event`: the notice's object, x and y in the feed's casts."""
+def stream_data(event: StoredEvent, casts: Casts, feed: str | None = None) -> str:
+    """The data of the SSE `point` event for `event`: the notice's object, x and y in the feed's casts; on a
+    stream of several feeds (`feed` given) it names its feed too."""
     x: float | int = int(event.x) if casts.x is XCast.INT else event.x
-    return json.dumps({"id": event.id, "axis": event.axis, "x": x, "y": y_json(event.y, casts.y)})
+    data = {"id": event.id, "axis": event.axis, "x": x, "y": y_json(event.y, casts.y)}
+    return json.dumps(data if feed is None else {"feed": feed, **data})
 
 
 @dataclass(frozen=True, slots=True)

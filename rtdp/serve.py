@@ -83,6 +83,16 @@ def emulator_owner() -> str:
     return str(owner.email)
 
 
+def _demo_dashboard(owner_email: str) -> None:
+    """`--demo --emulate`: a dashboard over the emulated devices (once; the emulator made their feeds)."""
+    from rtdp.dashboards import seed_demo_dashboard
+    from rtdp.emulation import source_feeds
+
+    made = seed_demo_dashboard(User.get(User.email == owner_email), {k: v for k, v in source_feeds().items() if v})
+    if made is not None:
+        print(f"demo dashboard created: /dashboards/{made.id} (signed in as {owner_email})", flush=True)
+
+
 @contextlib.contextmanager
 def _no_uvicorn_signals() -> Iterator[None]:
     # uvicorn re-raises SIGINT/SIGTERM after serve() returns; we own the signals so shutdown is ordered.
@@ -170,6 +180,8 @@ async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database, h
             owner = await asyncio.to_thread(emulator_owner)
             emulator = Emulator(settings, db, owner_email=owner, sources=())
             await asyncio.to_thread(emulator.start)
+            if settings.demo:
+                await asyncio.to_thread(_demo_dashboard, owner)
 
         def stop() -> None:
             server.should_exit = True

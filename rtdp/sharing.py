@@ -97,7 +97,8 @@ def _user(email: str, field: str) -> User:
     return found
 
 
-def _grantee(user: str | None, group: str | None) -> tuple[User | None, Group | None]:
+def find_grantee(user: str | None, group: str | None) -> tuple[User | None, Group | None]:
+    """The user (email) or the group (name) to share something with: exactly one of them."""
     if (user is None) == (group is None):
         raise InvalidInput("share with exactly one of a user (email) or a group (name)", field="user")
     if user is not None:
@@ -122,7 +123,7 @@ def add_share(
     wanted = _access(access)
     with Feed._meta.database.atomic():
         feed = managed_feed(actor, name)
-        member, team = _grantee(user, group)
+        member, team = find_grantee(user, group)
         if member is not None and member.id == feed.owner_id:
             raise InvalidInput(f"{member.email} owns feed {feed.name!r} already", field="user")
         who = (Share.user == member.id) if member is not None else (Share.group == team.id)  # type: ignore[union-attr]

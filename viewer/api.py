@@ -501,7 +501,7 @@ async def _export_json(
 
 
 def api_routes() -> list[BaseRoute]:
-    from viewer.stream import stream_route
+    from viewer.stream import multi_stream_route, stream_route
 
     return [
         Route("/api/v1/feeds", list_feeds, methods=["GET"]),
@@ -513,4 +513,5 @@ def api_routes() -> list[BaseRoute]:
         Route("/api/v1/feeds/{feed}/points", batch_points, methods=["POST"]),
         Route("/api/v1/feeds/{feed}/export", export_route, methods=["GET"]),
         Route("/api/v1/feeds/{feed}/stream", stream_route, methods=["GET"]),
+        Route("/api/v1/stream", multi_stream_route, methods=["GET"]),
     ]

@@ -38,6 +38,7 @@ from viewer.accesslog import AccessLog
 from viewer.alerts_api import alert_routes
 from viewer.api import api_routes
 from viewer.connection import LeanAnswer, guarded_protocol
+from viewer.dashboards_api import dashboard_routes
 from viewer.errors import ErrorPage, exception_handlers
 from viewer.groups_api import group_routes
 from viewer.headers import SECURITY_HEADERS, with_security_headers
@@ -173,7 +174,7 @@ def create_app(
     page_routes, page_middleware, html_errors = _page_parts(settings)
     all_routes: list[BaseRoute] = [
         *health_routes(), *ingest_routes(), *api_routes(), *sharing_routes(), *group_routes(), *user_routes(),
-        *alert_routes(),
+        *alert_routes(), *dashboard_routes(),
         *openapi_routes(),
         *page_routes, *routes,
     ]

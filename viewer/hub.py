@@ -32,20 +32,24 @@ DEFAULT_CASTS = Casts()
 Frame = tuple[int, bytes]
 
 
-def point_frame(event: StoredEvent, casts: Casts) -> Frame:
-    """The SSE frame of one stored point: data `{"id","axis","x","y"}`, x and y shown as the feed casts them."""
-    return event.id, FRAME % (event.id, stream_data(event, casts).encode())
+def point_frame(event: StoredEvent, casts: Casts, feed: str | None = None) -> Frame:
+    """The SSE frame of one stored point: data `{"id","axis","x","y"}`, x and y shown as the feed casts them
+    (with `"feed"` first on a stream of several feeds)."""
+    return event.id, FRAME % (event.id, stream_data(event, casts, feed).encode())
 
 
 class Subscription:
     """One SSE client's queue of frames: at most `size` of them, and once the stream is live (it took from
     the queue: its replay is over) none waiting longer than `max_lag` seconds. `ended` once cut or the
-    server closes."""
+    server closes. A stream of several feeds (a dashboard's) is one subscription on each, `tagged`: its
+    frames name their feed."""
 
-    def __init__(self, hub: Hub, feed: str, casts: Casts, size: int, max_lag: float) -> None:
+    def __init__(
+        self, hub: Hub, feeds: dict[str, Casts], size: int, max_lag: float, *, tagged: bool = False
+    ) -> None:
         self.hub = hub
-        self.feed = feed
-        self.casts = casts
+        self.feeds = feeds
+        self.tagged = tagged
         self.size = size
         self.max_lag = max_lag
         self.frames: list[Frame] = []
@@ -139,30 +143,38 @@ class Hub:
     max_lag: float = 1.0
     on_drop: Callable[[], None] = lambda: None
     clock: Callable[[], float] = time.monotonic
-    # feed -> the casts its streams show points with -> those streams. One casts per feed but for the
-    # moments after a feed was recreated with other casts, when older streams still show the old ones.
-    _feeds: dict[str, dict[Casts, set[Subscription]]] = field(default_factory=lambda: defaultdict(dict))
+    # feed -> (the casts its streams show points with, whether frames name the feed) -> those streams. One
+    # casts per feed but for the moments after a feed was recreated with other casts, when older streams
+    # still show the old ones.
+    _feeds: dict[str, dict[tuple[Casts, bool], set[Subscription]]] = field(default_factory=lambda: defaultdict(dict))
     closed: bool = False
 
     def subscribe(self, feed: str, casts: Casts = DEFAULT_CASTS) -> Subscription:
-        sub = Subscription(self, feed, casts, self.queue_size, self.max_lag)
+        return self.subscribe_many({feed: casts}, tagged=False)
+
+    def subscribe_many(self, feeds: dict[str, Casts], *, tagged: bool = True) -> Subscription:
+        """One stream of several feeds' points (each feed with its casts), their frames naming their feed."""
+        sub = Subscription(self, feeds, self.queue_size, self.max_lag, tagged=tagged)
         if self.closed:
             sub.stop()
         else:
-            self._feeds[feed].setdefault(casts, set()).add(sub)
+            for feed, casts in feeds.items():
+                self._feeds[feed].setdefault((casts, tagged), set()).add(sub)
         return sub
 
     def unsubscribe(self, sub: Subscription) -> None:
-        groups = self._feeds.get(sub.feed)
-        if groups is None:
-            return
-        subs = groups.get(sub.casts)
-        if subs is not None:
-            subs.discard(sub)
-            if not subs:
-                del groups[sub.casts]
-        if not groups:
-            del self._feeds[sub.feed]
+        for feed, casts in sub.feeds.items():
+            groups = self._feeds.get(feed)
+            if groups is None:
+                continue
+            key = (casts, sub.tagged)
+            subs = groups.get(key)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del groups[key]
+            if not groups:
+                del self._feeds[feed]
 
     def watched(self, feed: str) -> bool:
         """Whether any stream listens to `feed` (else its stored notices need not even be parsed)."""
@@ -170,12 +182,13 @@ class Hub:
 
     @property
     def client_count(self) -> int:
-        return sum(len(subs) for groups in self._feeds.values() for subs in groups.values())
+        # A stream of several feeds is in several sets: counted once.
+        return len({id(sub) for groups in self._feeds.values() for subs in groups.values() for sub in subs})
 
     def dispatch(self, feed: str, events: list[StoredEvent]) -> None:
         now = self.clock()
-        for casts, subs in list(self._feeds.get(feed, {}).items()):
-            frames = [point_frame(event, casts) for event in events]
+        for (casts, tagged), subs in list(self._feeds.get(feed, {}).items()):
+            frames = [point_frame(event, casts, feed if tagged else None) for event in events]
             for sub in list(subs):
                 if not sub.offer(frames, now):
                     self.unsubscribe(sub)

@@ -57,6 +57,25 @@ USER = _obj(
      "feeds": {"type": "integer"}},
     ("email", "admin", "active", "feeds"),
 )
+SERIES = _obj({"feed": TEXT, "axis": TEXT, "hidden": BOOL})
+WIDGET = _obj(
+    {"type": {"enum": ["chart", "value", "gauge", "state", "table"]}, "title": TEXT, "w": {"type": "integer"},
+     "h": {"type": "integer"}, "series": {"type": "array", "items": SERIES}, "feed": TEXT, "axis": TEXT,
+     "hidden": BOOL, "min": NUMBER, "max": NUMBER, "thresholds": {"type": "array", "items": NUMBER},
+     "on": TEXT, "off": TEXT},
+    ("type",),
+)
+DASHBOARD_SHARE = _obj({"id": {"type": "integer"}, "user": NULL_TEXT, "group": NULL_TEXT, "access": {"enum": ["read"]}},
+                       ("id", "access"))
+DASHBOARD = _obj(
+    {"id": TEXT, "name": TEXT, "owner": TEXT, "range": {"type": "integer"}, "public": BOOL, "editable": BOOL,
+     "widgets": {"type": "array", "items": WIDGET},
+     "shares": {"type": "array", "items": DASHBOARD_SHARE, "nullable": True}, "created": NUMBER, "updated": NUMBER},
+    ("id", "name", "owner", "range", "public", "editable", "widgets"),
+)
+DASHBOARD_BODY = _obj(
+    {"name": TEXT, "widgets": {"type": "array", "items": WIDGET}, "range": {"type": "integer"}, "public": BOOL}
+)
 POINT = _obj({"id": {"type": "integer"}, "x": NUMBER, "y": Y}, ("id", "x", "y"))
 NULL_Y = {"oneOf": [{"type": "number"}, {"type": "boolean"}], "nullable": True}
 ALERT_EVENT = _obj(
@@ -188,6 +207,32 @@ def document() -> dict[str, Any]:
             "/api/v1/feeds/{feed}/owner": {
                 "put": _op("Give the feed to another user.", 200, _obj({"feed": TEXT, "owner": TEXT}),
                            params=(FEED_P,), body=_obj({"owner": TEXT}, ("owner",))),
+            },
+            "/api/v1/stream": {
+                "get": _op("Server-Sent Events of several feeds' stored points (data names the feed).", 200, TEXT,
+                           params=({**_query("feed"), "required": True}, _query("last_event_id")),
+                           content="text/event-stream"),
+            },
+            "/api/v1/dashboards": {
+                "get": _op("The caller's dashboards and those shared with them.", 200,
+                           _obj({"dashboards": {"type": "array", "items": DASHBOARD}}, ("dashboards",))),
+                "post": _op("Create a dashboard.", 201, DASHBOARD, body=DASHBOARD_BODY),
+            },
+            "/api/v1/dashboards/{dashboard}": {
+                "get": _op("One dashboard, as the caller may see it.", 200, DASHBOARD, params=(_path("dashboard"),)),
+                "patch": _op("Change name, widgets, range, public (owner and admins).", 200, DASHBOARD,
+                             params=(_path("dashboard"),), body=DASHBOARD_BODY),
+                "delete": _op("Delete the dashboard (owner and admins).", 204, NO_BODY, params=(_path("dashboard"),)),
+            },
+            "/api/v1/dashboards/{dashboard}/shares": {
+                "post": _op("Share read-only with a user or a group.", 201, DASHBOARD_SHARE,
+                            params=(_path("dashboard"),),
+                            body=_obj({"user": TEXT, "group": TEXT, "access": {"enum": ["read"]}})),
+            },
+            "/api/v1/dashboards/{dashboard}/shares/{id}": {
+                "delete": _op("Remove a share.", 204, NO_BODY,
+                              params=(_path("dashboard"),
+                                      {**_path("id"), "schema": {"type": "integer", "minimum": 0}})),
             },
             "/api/v1/groups": {
                 "get": _op("Groups (members where the caller may see them).", 200,

@@ -1,4 +1,6 @@
 """`GET /api/v1/feeds/<feed>/stream`: Server-Sent Events of stored points, resumable by Last-Event-ID.
+`GET /api/v1/stream?feed=A&feed=B`: the same for several feeds on one connection (a dashboard's), each
+event's data naming its feed; the caller must be allowed to read every one of them (the rule of one feed).
 
 Order matters for "no gap, no duplicate": subscribe to the hub first, then replay from the database
 what came after Last-Event-ID, then pass live events, dropping any already replayed (id <= last sent).
@@ -16,6 +18,7 @@ from starlette.types import Receive, Scope, Send
 from rtdp.errors import InvalidInput, RtdpError
 from rtdp.models import MAX_ID, Feed
 from rtdp.notices import StoredEvent
+from rtdp.permissions import Principal
 from rtdp.store import feed_casts, feed_head, points_after
 from viewer.access import find_feed
 from viewer.auth import principal_from_request
@@ -56,14 +59,14 @@ class EventStream(Response):
     def __init__(
         self,
         state: ViewerState,
-        feed: Feed,
+        feeds: list[Feed],
         sub: Subscription,
         last_id: int | None,
         still_allowed: Callable[[], Awaitable[bool]],
     ) -> None:
         super().__init__(status_code=200)
         self.state = state
-        self.feed = feed
+        self.feeds = feeds
         self.sub = sub
         self.last_id = last_id
         self.still_allowed = still_allowed
@@ -101,15 +104,19 @@ class EventStream(Response):
         replayed = -1
         if self.last_id is not None:
             replayed = self.last_id
-            casts = feed_casts(self.feed)
-            while True:
-                rows = await state.run_db(points_after, self.feed, replayed, REPLAY_PAGE)
-                if rows:
-                    body = b"".join(point_frame(StoredEvent(*row), casts)[1] for row in rows)
-                    await _write(send, body)
-                    replayed = rows[-1][0]
-                if len(rows) < REPLAY_PAGE or sub.ended:
-                    break
+            for feed in self.feeds:
+                casts = feed_casts(feed)
+                tag = feed.name if sub.tagged else None
+                after = self.last_id
+                while True:
+                    rows = await state.run_db(points_after, feed, after, REPLAY_PAGE)
+                    if rows:
+                        body = b"".join(point_frame(StoredEvent(*row), casts, tag)[1] for row in rows)
+                        await _write(send, body)
+                        after = rows[-1][0]
+                        replayed = max(replayed, after)
+                    if len(rows) < REPLAY_PAGE or sub.ended:
+                        break
         # A stream can stay open for days: who may read it is asked again every heartbeat period, so a
         # revoked token or a disabled user ends it (the cached answers expire), and at once when the
         # rights changed (a share removed, the feed made private: the hub asks for a recheck).
@@ -165,4 +172,38 @@ async def stream_route(request: Request) -> Response:
             return False
         return True
 
-    return EventStream(state, feed, sub, last_id, still_allowed)
+    return EventStream(state, [feed], sub, last_id, still_allowed)
+
+
+MAX_STREAM_FEEDS = 64
+
+
+async def multi_stream_route(request: Request) -> Response:
+    """Live stored points of several feeds (`?feed=A&feed=B`, at most MAX_STREAM_FEEDS); event `point`, id =
+    point id, data `{"feed","id","axis","x","y"}`."""
+    state = viewer_state(request)
+    principal = await principal_from_request(request)
+    last_id = _last_event_id(request)
+    names = list(dict.fromkeys(request.query_params.getlist("feed")))
+    if not names or len(names) > MAX_STREAM_FEEDS:
+        raise InvalidInput(f"give 1 to {MAX_STREAM_FEEDS} feed parameters", field="feed")
+
+    def find_all(who: Principal | None) -> list[Feed]:
+        return [find_feed(who, name) for name in names]
+
+    feeds = await state.run_db(find_all, principal)
+    # As for one feed: where each stood before subscribing, for viewer.order (nothing awaited in between).
+    heads = await state.run_db(lambda: [feed_head(feed) for feed in feeds])
+    if state.order is not None:
+        for feed, head in zip(feeds, heads, strict=True):
+            state.order.watch(feed.name, head)
+    sub = state.hub.subscribe_many({feed.name: feed_casts(feed) for feed in feeds})
+
+    async def still_allowed() -> bool:
+        try:
+            await state.run_db(find_all, await principal_from_request(request))
+        except RtdpError:
+            return False
+        return True
+
+    return EventStream(state, feeds, sub, last_id, still_allowed)

@@ -254,6 +254,14 @@ def test_serve_emulate_feeds_the_original_sine_wave(tmp_path: Path) -> None:
                  what="sine points on all three axes")
         for axis in axes:
             assert all(-1.0 <= p["y"] <= 1.0 for p in served.points(feed, axis))
+        # --demo --emulate: a dashboard over the emulated devices, for the emulator's owner.
+        listed = httpx.get(served.web + "/api/v1/dashboards", auth=EP, timeout=10).json()["dashboards"]
+        assert [d["name"] for d in listed] == ["Emulated devices"]
+        kinds = [w["type"] for w in listed[0]["widgets"]]
+        assert {"chart", "value", "state", "table"} <= set(kinds)
+        assert listed[0]["widgets"][0]["series"] == [{"feed": feed, "axis": axis} for axis in axes]
+        assert f"/dashboards/{listed[0]['id']}" in "".join(served.output)
+        assert httpx.get(f"{served.web}/dashboards/{listed[0]['id']}", auth=EP, timeout=10).status_code in (200, 303)
         served.process.send_signal(signal.SIGINT)
         assert served.process.wait(20) == 0
 

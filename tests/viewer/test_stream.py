@@ -346,3 +346,46 @@ def test_stalled_reader_is_cut_while_a_fast_one_keeps_up_and_resumes_without_gap
     with stream(url, {**EP, "Last-Event-ID": str(seen[-1])}) as resumed:
         rest = resumed.ids(len(points) - len(seen))
     assert seen + rest == [p.id for p in points]
+
+
+def test_one_stream_of_several_feeds(live_server: LiveServer, live_world: World, mosquitto: Mosquitto) -> None:
+    """`/api/v1/stream?feed=A&feed=B` (a dashboard's): both feeds' points on one connection, each naming its
+    feed, replayed in id order across them from Last-Event-ID, then live."""
+    temp, counter = get_axis(live_world.feed_t, "temp"), get_axis(live_world.feed_a, "axis_a00")
+    before = write_points([(temp.id, Sample(1000.0, 1.0))])
+    replayed = write_points([(counter.id, Sample(5, 7.0)), (temp.id, Sample(1001.0, 2.5))])
+    url = f"{live_server.url}/api/v1/stream?feed=feed_t&feed=feed_a&feed=feed_t"
+    with stream(url, {**EP, "Last-Event-ID": str(before[0].id)}) as client:
+        events = [client.next_event(), client.next_event()]
+        assert sorted((e["data"]["feed"], e["data"]["axis"], e["data"]["y"]) for e in events) == [  # type: ignore[index]
+            ("feed_a", "axis_a00", 7), ("feed_t", "temp", 2.5)
+        ]
+        assert {e["id"] for e in events} == {p.id for p in replayed}  # type: ignore[index]
+        assert live_server.app.state.viewer.hub.client_count == 1
+        later = write_points([(counter.id, Sample(6, 8.0))])
+        announce(mosquitto, "feed_a", [*replayed[:1], *later], "axis_a00")
+        assert client.next_event() == {
+            "id": later[0].id, "event": "point",
+            "data": {"feed": "feed_a", "id": later[0].id, "axis": "axis_a00", "x": 6, "y": 8},
+        }
+    wait_for(lambda: live_server.app.state.viewer.hub.client_count == 0, what="the stream to unsubscribe")
+    assert not live_server.app.state.viewer.hub.watched("feed_a")
+    # The rule of one feed, for each: ap may read none of ep's private feeds.
+    assert httpx.get(url, headers=basic("ap@nothing.com", "1234")).status_code == 403
+    assert httpx.get(f"{live_server.url}/api/v1/stream?" + "&".join(f"feed=f{i}" for i in range(65)),
+                     headers=EP).status_code == 400
+
+
+def test_hub_stream_of_several_feeds_is_one_client() -> None:
+    hub = Hub(queue_size=10)
+    plain, many = hub.subscribe("f"), hub.subscribe_many({"f": Casts(), "g": Casts(XCast.INT, YCast.INT)})
+    assert hub.client_count == 2
+    hub.dispatch("g", [StoredEvent(8, "a", 3.0, 4.0)])
+    hub.dispatch("f", [StoredEvent(9, "b", 1.5, 2.0)])
+    assert plain.take() == [(9, b'id: 9\r\nevent: point\r\ndata: {"id": 9, "axis": "b", "x": 1.5, "y": 2.0}\r\n\r\n')]
+    assert [frame for _, frame in many.take()] == [
+        b'id: 8\r\nevent: point\r\ndata: {"feed": "g", "id": 8, "axis": "a", "x": 3, "y": 4}\r\n\r\n',
+        b'id: 9\r\nevent: point\r\ndata: {"feed": "f", "id": 9, "axis": "b", "x": 1.5, "y": 2.0}\r\n\r\n',
+    ]
+    many.close()
+    assert hub.client_count == 1 and hub.watched("f") and not hub.watched("g")

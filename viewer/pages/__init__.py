@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 
 from rtdp.settings import Settings
 from viewer.errors import ErrorPage
-from viewer.pages import accounts, admin, alerts, charts, feeds, groups, legacy, sharing, tools, users
+from viewer.pages import accounts, admin, alerts, charts, dashboards, feeds, groups, legacy, sharing, tools, users
 from viewer.pages.render import STATIC, error_pages, make_environment, page
 from viewer.session import session_middleware
 
@@ -65,6 +65,9 @@ def page_routes(settings: Settings) -> list[Route | Mount]:
         route("/feeds/{feed}/axes/{axis}/delete", feeds.delete_axis, ["POST"], "delete_axis"),
         route("/feeds/{feed}/graph", charts.graph_page, ["GET"], "graph"),
         route("/feeds/{feed}/sparklines", charts.sparklines_page, ["GET"], "sparklines"),
+        route("/dashboards", dashboards.dashboard_list, ["GET"], "dashboards"),
+        route("/dashboards", dashboards.create_dashboard, ["POST"], "create_dashboard"),
+        route("/dashboards/{dashboard}", dashboards.dashboard_page, ["GET"], "dashboard"),
         route("/groups", groups.groups_page, ["GET"], "groups"),
         route("/groups", groups.create_group, ["POST"], "create_group"),
         route("/groups/{group}/delete", groups.remove_group, ["POST"], "remove_group"),

@@ -10,6 +10,8 @@
      height: 320,                   // optional; else from the window's height
      onRange: function (range, zoomed) {},  // optional: the range changed (picker, zoom, pan, back)
      onState: function (text) {},           // optional: "loading…", "" when done, or an error
+     redrawMs: 100,                 // optional: live redraws at most every that many ms
+     fetchPoints: RTDP_STREAM.fetchPoints,  // optional: how to fetch (a page of several charts shares answers)
    });
    chart.push(feed, {axis, x, y})  // a live point from the page's one FeedStream (other series' points are ignored)
    chart.addSeries(series)         // one more series, as in options.series (its history is fetched)
@@ -120,6 +122,7 @@
 
   function create(element, options) {
     const xCast = options.x_cast || "datetime";
+    const fetchPoints = options.fetchPoints || RTDP_STREAM.fetchPoints;
     const isTime = xCast === "datetime";
     function makeSpec(s, i) {
       const bool = s.y_cast === "bool";
@@ -370,7 +373,7 @@
       if (frameRequested && !force) return;
       frameRequested = true;
       requestAnimationFrame(function frame(t) {
-        if (!force && t - lastDraw < MIN_REDRAW_MS) { requestAnimationFrame(frame); return; }
+        if (!force && t - lastDraw < (options.redrawMs || MIN_REDRAW_MS)) { requestAnimationFrame(frame); return; }
         frameRequested = false;
         draw(force);
       });
@@ -411,7 +414,7 @@
       delete element.dataset.loadError;
       try {
         const results = await Promise.all(specs.map(function (s) {
-          return RTDP_STREAM.fetchPoints(s.api, s.axis, { since: v[0], until: v[1], max_points: maxPoints });
+          return fetchPoints(s.api, s.axis, { since: v[0], until: v[1], max_points: maxPoints });
         }));
         if (mine !== generation) return;
         results.forEach(function (points, i) {
@@ -441,7 +444,7 @@
       specs.forEach(function (s) { if (s.points.size) first = Math.min(first, s.points.xs[0]); });
       if (first !== Infinity && first < since + range.window * 0.1) return;
       const older = await Promise.all(specs.map(function (s) {
-        return RTDP_STREAM.fetchPoints(s.api, s.axis, { until: since, newest: true, limit: 1 });
+        return fetchPoints(s.api, s.axis, { until: since, newest: true, limit: 1 });
       }));
       if (mine !== generation) return;
       if (older.every(function (points) { return points.length === 0; })) fitStart = first === Infinity ? now() : first;

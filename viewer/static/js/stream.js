@@ -11,8 +11,11 @@
   const SEEN_LIMIT = 20000;
 
   class FeedStream {
+    /* `api` is a feed's API URL (its stream is api + "/stream"), or {url, seenLimit} for a stream of
+       several feeds. */
     constructor(api, handlers, resumeId) {
-      this.url = api + "/stream";
+      this.url = typeof api === "string" ? api + "/stream" : api.url;
+      this.seenLimit = (typeof api === "object" && api.seenLimit) || SEEN_LIMIT;
       this.handlers = handlers;   // {point(p), open(), state(text)}
       // The highest point id when the page was rendered: anything newer is replayed to us.
       this.lastId = typeof resumeId === "number" ? resumeId : null;
@@ -34,7 +37,7 @@
 
     connect() {
       let url = this.url;
-      if (this.lastId !== null) url += "?last_event_id=" + encodeURIComponent(this.lastId);
+      if (this.lastId !== null) url += (url.includes("?") ? "&" : "?") + "last_event_id=" + encodeURIComponent(this.lastId);
       const source = new EventSource(url, { withCredentials: true });
       this.source = source;
       this.state("connecting…");
@@ -69,11 +72,11 @@
       if (this.seen.has(id)) return;
       this.seen.add(id);
       this.order.push(id);
-      if (this.order.length > SEEN_LIMIT) this.seen.delete(this.order.shift());
+      if (this.order.length > this.seenLimit) this.seen.delete(this.order.shift());
       this.noteId(id);
       this.delivered += 1;
       document.documentElement.dataset.streamEvents = String(this.delivered);
-      this.handlers.point({ id: id, axis: point.axis, x: Number(point.x), y: Number(point.y) });
+      this.handlers.point({ id: id, feed: point.feed, axis: point.axis, x: Number(point.x), y: Number(point.y) });
     }
 
     state(text) { if (this.handlers.state) this.handlers.state(text); }
