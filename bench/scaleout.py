@@ -256,6 +256,10 @@ def bench_overload(work: Path, args: argparse.Namespace) -> None:
                 sampler.join()
                 progress.close()
             stored = pipeline.stored(db, "ovm")
+            # Messages Mosquitto dropped (a full queue: max_queued_messages); $SYS publishes every 10 s.
+            dropped = subprocess.run([pipeline.SUB, "-h", mosq.host, "-p", str(mosq.port), "-C", "1", "-W", "15",
+                                      "-t", "$SYS/broker/publish/messages/dropped"],
+                                     capture_output=True, text=True).stdout.strip() or "?"
             status = dict(kv.split("=") for kv in re.search(r"STATUS (.*)", out).group(1).split())  # type: ignore[union-attr]
             ok, busy, retry, other = (int(status[k]) for k in ("ok", "busy", "retry", "other"))
             http_stored = pipeline.stored(db, "ovh")
@@ -266,6 +270,7 @@ def bench_overload(work: Path, args: argparse.Namespace) -> None:
         "capacity": capacity, "target_rate": target, "offered": offered, "offered_rate": offered / published_in,
         "published_in": published_in, "backlog_at_end": backlog, "drained_in": drained_in,
         "stored": stored, "missing": offered - stored, "mosquitto_out_of_memory_disconnects": out_of_memory,
+        "mosquitto_dropped": dropped,
         "rss_max_mb": {name: max(values) for name, values in samples.items()},
         "rss_first_last_mb": {name: (values[0], values[-1]) for name, values in samples.items()},
         "http": {"connections": args.http_connections, "max_pending": args.http_max_pending, "ok": ok, "503": busy,
@@ -280,6 +285,7 @@ def bench_overload(work: Path, args: argparse.Namespace) -> None:
         # had acknowledged, and mosquitto_pub does not say how many.
         ("points given to publishers / stored", f"{offered:,} / {stored:,}", "all"),
         ("Mosquitto: clients disconnected 'due to out of memory'", f"{out_of_memory}", "0"),
+        ("Mosquitto: messages dropped ($SYS)", dropped, "0"),
         ("backlog when publishing ended; storing ended after", f"{backlog:,}, {drained_in:.0f} s", ""),
         *((f"{name} RSS max (first, last) MB", f"{max(v):.0f} ({v[0]:.0f}, {v[-1]:.0f})",
            "< 200" if name != "mosquitto" else "") for name, v in samples.items()),
