@@ -1,8 +1,10 @@
 """Scale-out benchmark: two bridges on one share group against one, on PostgreSQL, one point per message
 (points/s and CPU seconds per 10,000 points for each layout), and history on PostgreSQL (max_points=2000
-over 1,000,000 points). Figures go to bench/README.md.
+over 1,000,000 points), and overload: Mosquitto + one bridge + a viewer under 5 x the measured capacity
+(bounded memory, nothing acknowledged lost, HTTP ingestion answering 503 with Retry-After). Figures go to
+bench/README.md.
 
-    .venv/bin/python bench/scaleout.py [--quick] [--only bridges,history]
+    .venv/bin/python bench/scaleout.py [--quick] [--only bridges,history,overload] [--seconds 60]
 
 Needs Mosquitto and a PostgreSQL server (tests/support/postgres.py: a throwaway database, dropped after).
 """
@@ -10,12 +12,19 @@ Needs Mosquitto and a PostgreSQL server (tests/support/postgres.py: a throwaway 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
 import statistics
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
+
+import psutil
 
 BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH.parent), str(BENCH)]
@@ -91,7 +100,210 @@ def bench_history(work: Path, args: argparse.Namespace) -> None:
           f"{statistics.median(timings):.1f} ms (min {min(timings):.1f}, max {max(timings):.1f})", flush=True)
 
 
-SECTIONS = {"bridges": bench_bridges, "history": bench_history}
+# ---------------------------------------------------------------- overload (5 x capacity)
+
+# wrk's Lua: count answers by status, and the 503s that carry Retry-After, over all threads.
+STATUS_LUA = """
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) ok = 0; busy = 0; retry = 0; other = 0 end
+function response(status, headers, body)
+  if status == 200 then ok = ok + 1
+  elseif status == 503 then
+    busy = busy + 1
+    if headers["Retry-After"] or headers["retry-after"] then retry = retry + 1 end
+  else other = other + 1 end
+end
+function done(summary, latency, requests)
+  local a, b, c, d = 0, 0, 0, 0
+  for _, t in ipairs(threads) do
+    a = a + t:get("ok"); b = b + t:get("busy"); c = c + t:get("retry"); d = d + t:get("other")
+  end
+  io.write(string.format("STATUS ok=%d busy=%d retry=%d other=%d\\n", a, b, c, d))
+end
+"""
+
+
+class Paced:
+    """`mosquitto_pub -l` publishers fed at `rate` points/s in all (0.1 s slices) for `seconds`; counts the
+    lines each was given (not how many Mosquitto acknowledged: mosquitto_pub does not say). A publisher
+    that cannot keep up blocks its feeder (the pipe is full): what was offered is what was written,
+    reported against the target."""
+
+    def __init__(self, broker: pipeline.Broker, tag: str, publishers: int, rate: float, seconds: float) -> None:
+        self.written = [0] * publishers
+        # -M: as many QoS 1 messages in flight as Mosquitto allows (max_inflight_messages), not 20.
+        self.procs = [subprocess.Popen([pipeline.PUB, *broker.args(), "-M", "1000", "-t",
+                                        f"feeds/{pipeline.FEED}/{tag}{i}", "-l"], stdin=subprocess.PIPE)
+                      for i in range(publishers)]
+        self.threads = [threading.Thread(target=self._feed, args=(i, rate / publishers, seconds), daemon=True)
+                        for i in range(publishers)]
+        self.started = time.perf_counter()
+        for thread in self.threads:
+            thread.start()
+
+    def _feed(self, index: int, rate: float, seconds: float) -> None:
+        stdin = self.procs[index].stdin
+        assert stdin is not None
+        step, n = 0.1, 0
+        while (now := time.perf_counter() - self.started) < seconds:
+            due = int(rate * min(seconds, now + step))
+            if due > n:
+                stdin.write("".join(f'{{"x":{pipeline.BASE_X + i:.3f},"y":{i % 97}}}\n'
+                                    for i in range(n, due)).encode())
+                stdin.flush()
+                self.written[index] = n = due
+            time.sleep(step / 2)
+
+    def written_in(self) -> float:
+        """Waits until every feeder has written its share; seconds since the start."""
+        for thread in self.threads:
+            thread.join(600)
+        return time.perf_counter() - self.started
+
+    def close(self) -> None:
+        """Closes the publishers' input and waits for them. Only once all is stored: at the end of its input
+        mosquitto_pub disconnects without sending what libmosquitto still queues beyond -M, which the
+        broker never saw (in a run that closed at once, a million points and Mosquitto logging 'out of
+        memory' disconnects, its word for a client gone before its PUBACK: eclipse-mosquitto #3253)."""
+        for proc in self.procs:
+            assert proc.stdin is not None
+            proc.stdin.close()
+        for proc in self.procs:
+            if proc.wait(600) != 0:
+                raise RuntimeError(f"mosquitto_pub exited with {proc.returncode}")
+        return time.perf_counter() - self.started
+
+
+def _drain(progress: pipeline.Progress, expected: int, patience: float = 30) -> None:
+    """Waits until `expected` points are stored, or until none was stored for `patience` seconds (a loss:
+    the caller's count then says how many)."""
+    last, since = -1, time.perf_counter()
+    while (count := progress.count()) < expected:
+        if count != last:
+            last, since = count, time.perf_counter()
+            print(f"  stored {count:,} of {expected:,}", end="\r", flush=True)
+        elif time.perf_counter() - since > patience:
+            print(f"\n  nothing stored for {patience:.0f} s: {expected - count:,} missing", flush=True)
+            return
+        time.sleep(0.5)
+    print(flush=True)
+
+
+def _rss_mb(pid: int) -> float:
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
+
+
+def bench_overload(work: Path, args: argparse.Namespace) -> None:
+    """Mosquitto + one bridge (SQLite) + `rtdp viewer`: capacity first, then 5 x that over MQTT for
+    `--seconds` while wrk drives HTTP ingestion past the viewer's pending limit; RSS sampled throughout."""
+    data = work / "data"
+    token = pipeline.prepare(data)
+    pipeline.cli(data, "axis", "add", pipeline.FEED, "ovh")
+    db = data / "rtdp.sqlite3"
+    # Mosquitto queues the backlog for the bridge's session: the deployed limit (mosquitto.conf), not the
+    # tests' 100,000, which 5 x capacity for a minute passes.
+    queued = re.search(r"^max_queued_messages\s+(\d+)", (pipeline.ROOT / "mosquitto.conf").read_text(), re.M)
+    assert queued, "mosquitto.conf sets max_queued_messages"
+    with running_mosquitto(work / "mosquitto", extra_config=f"max_queued_messages {queued.group(1)}") as mosq:
+        broker = pipeline.Broker(mosq.host, mosq.port)
+        http_port = pipeline.free_port()
+        bridge_cmd = [pipeline.RTDP, "bridge", "--broker", mosq.url, "--data-dir", str(data),
+                      "--client-id", "overload-bridge", "--log-level", "warning"]
+        viewer_cmd = [pipeline.RTDP, "viewer", "--broker", mosq.url, "--data-dir", str(data),
+                      "--http", f"127.0.0.1:{http_port}", "--http-max-pending", str(args.http_max_pending),
+                      "--log-level", "warning"]
+        with pipeline.process(bridge_cmd, work / "bridge.log") as bridge, \
+                pipeline.process(viewer_cmd, work / "viewer.log") as viewer:
+            url = f"http://127.0.0.1:{http_port}"
+            pipeline.wait_stored_probe(broker, db)
+            pipeline.wait_for(lambda: pipeline.ready(f"{url}/readyz"), 60, interval=0.1, what="viewer ready")
+            capacity = pipeline.stored_rate(broker, db, work, "cap", args.capacity_points, args.publishers,
+                                            pids=[bridge.pid]).rate
+            print(f"  capacity, one point per message: {capacity:,.0f} points/s", flush=True)
+            target = args.factor * capacity
+            samples: dict[str, list[float]] = {"bridge": [], "viewer": [], "mosquitto": []}
+            pids = {"bridge": bridge.pid, "viewer": viewer.pid, "mosquitto": mosq.process.pid}
+            stop = threading.Event()
+
+            def sample() -> None:
+                while not stop.is_set():
+                    for name, pid in pids.items():
+                        samples[name].append(_rss_mb(pid))
+                    stop.wait(0.5)
+
+            sampler = threading.Thread(target=sample, daemon=True)
+            sampler.start()
+            lua = work / "status.lua"
+            lua.write_text(STATUS_LUA)
+            ingest = f"{url}/service/feed_input.json/{pipeline.FEED}/ovh?y=1"
+            wrk = subprocess.Popen(["wrk", "-t2", f"-c{args.http_connections}", f"-d{args.seconds}s", "--timeout",
+                                    "10s", "-H", f"Authorization: Bearer {token}", "-s", str(lua), ingest],
+                                   stdout=subprocess.PIPE, text=True)
+            progress = pipeline.Progress(db, "ovm")  # not "ov": the HTTP axis is ovh
+            try:
+                pubs = Paced(broker, "ovm", args.overload_publishers, target, args.seconds)
+                published_in = pubs.written_in()
+                offered = sum(pubs.written)
+                print(f"  gave publishers {offered:,} points in {published_in:.1f} s", flush=True)
+                out, _ = wrk.communicate(timeout=args.seconds + 60)
+                backlog = offered - progress.count()
+                _drain(progress, offered)
+                drained_in = time.perf_counter() - pubs.started
+                pubs.close()
+            finally:
+                stop.set()
+                sampler.join()
+                progress.close()
+            stored = pipeline.stored(db, "ovm")
+            # Messages Mosquitto dropped (a full queue: max_queued_messages); $SYS publishes every 10 s.
+            dropped = subprocess.run([pipeline.SUB, "-h", mosq.host, "-p", str(mosq.port), "-C", "1", "-W", "15",
+                                      "-t", "$SYS/broker/publish/messages/dropped"],
+                                     capture_output=True, text=True).stdout.strip() or "?"
+            status = dict(kv.split("=") for kv in re.search(r"STATUS (.*)", out).group(1).split())  # type: ignore[union-attr]
+            ok, busy, retry, other = (int(status[k]) for k in ("ok", "busy", "retry", "other"))
+            http_stored = pipeline.stored(db, "ovh")
+            mosquitto_log = (work / "mosquitto" / "mosquitto.log").read_text(errors="replace")
+            out_of_memory = mosquitto_log.count("disconnected due to out of memory")
+    result = {
+        "when": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load": os.getloadavg(), "seconds": args.seconds,
+        "capacity": capacity, "target_rate": target, "offered": offered, "offered_rate": offered / published_in,
+        "published_in": published_in, "backlog_at_end": backlog, "drained_in": drained_in,
+        "stored": stored, "missing": offered - stored, "mosquitto_out_of_memory_disconnects": out_of_memory,
+        "mosquitto_dropped": dropped,
+        "rss_max_mb": {name: max(values) for name, values in samples.items()},
+        "rss_first_last_mb": {name: (values[0], values[-1]) for name, values in samples.items()},
+        "http": {"connections": args.http_connections, "max_pending": args.http_max_pending, "ok": ok, "503": busy,
+                 "503_with_retry_after": retry, "other": other, "stored": http_stored,
+                 "lost": max(0, ok - http_stored)},
+    }
+    rows = [
+        ("capacity (points/s, one per message)", f"{capacity:,.0f}", ""),
+        ("offered over MQTT (points/s)", f"{offered / published_in:,.0f} ({offered / published_in / capacity:.1f}x)",
+         f"{args.factor:.0f}x"),
+        # Given to mosquitto_pub, not acknowledged: a publisher Mosquitto disconnects loses what it had not
+        # had acknowledged, and mosquitto_pub does not say how many.
+        ("points given to publishers / stored", f"{offered:,} / {stored:,}", "all"),
+        ("Mosquitto: clients disconnected 'due to out of memory'", f"{out_of_memory}", "0"),
+        ("Mosquitto: messages dropped ($SYS)", dropped, "0"),
+        ("backlog when publishing ended; storing ended after", f"{backlog:,}, {drained_in:.0f} s", ""),
+        *((f"{name} RSS max (first, last) MB", f"{max(v):.0f} ({v[0]:.0f}, {v[-1]:.0f})",
+           "< 200" if name != "mosquitto" else "") for name, v in samples.items()),
+        (f"HTTP ({args.http_connections} connections): 200 / 503 / other", f"{ok:,} / {busy:,} / {other:,}", ""),
+        ("HTTP 503s with Retry-After", f"{retry:,} of {busy:,}", "all"),
+        ("HTTP 200s stored", f"{http_stored:,} of {ok:,}", "all"),
+    ]
+    print("| measure | value | target |\n| --- | --- | --- |")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    pipeline.RESULTS.mkdir(exist_ok=True)
+    out_path = pipeline.RESULTS / f"overload-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.json"
+    out_path.write_text(json.dumps(result, indent=1))
+    print(f"  results: {out_path.relative_to(pipeline.ROOT)}", flush=True)
+
+
+SECTIONS = {"bridges": bench_bridges, "history": bench_history, "overload": bench_overload}
+NEEDS_POSTGRES = {"bridges", "history"}
 
 
 def main() -> int:
@@ -100,11 +312,19 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(SECTIONS))
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--publishers", type=int, default=4)
+    parser.add_argument("--seconds", type=int, help="overload: seconds at 5 x capacity (60; 10 with --quick)")
+    parser.add_argument("--factor", type=float, default=5.0, help="overload: times the measured capacity")
+    parser.add_argument("--overload-publishers", type=int, default=8, help="overload: mosquitto_pub -l processes")
+    parser.add_argument("--http-connections", type=int, default=400, help="overload: wrk connections")
+    parser.add_argument("--http-max-pending", type=int, default=100,
+                        help="overload: the viewer's --http-max-pending, below --http-connections")
     args = parser.parse_args()
     args.rounds = args.rounds or (2 if args.quick else 3)
     args.points = 40_000 if args.quick else 100_000
     args.history_points = 1_000_000
-    reason = available()
+    args.seconds = args.seconds or (10 if args.quick else 60)
+    args.capacity_points = 20_000 if args.quick else 60_000
+    reason = available() if NEEDS_POSTGRES & set(args.only.split(",")) else None
     if reason:
         print(f"skipped: {reason}")
         return 1
