@@ -28,14 +28,11 @@ import math
 import os
 import platform
 import statistics
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
+from bench.graph_page import Publisher, heap
 from bridge.service import Bridge
 from rtdp import dashboards
 from rtdp.accounts import create_user, principal_for
@@ -106,45 +103,6 @@ def fill(settings: Settings, points: int, now: float) -> dict[str, Any]:
     board = dashboards.create(principal_for(owner), {"name": "bench", "widgets": widgets()})
     db.close()
     return {"points": points * len(FEEDS), "seconds": round(time.perf_counter() - started, 1), "dashboard": board.id}
-
-
-class Publisher(threading.Thread):
-    """Devices: `rate` points/s to each feed, one QoS 1 message per point, x = now."""
-
-    def __init__(self, settings: Settings, rate: float) -> None:
-        super().__init__(daemon=True)
-        assert settings.broker is not None
-        self.broker = settings.broker
-        self.rate = rate * len(FEEDS)
-        self.halt = threading.Event()
-        self.sent = 0
-
-    def run(self) -> None:
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-devices", protocol=mqtt.MQTTv311)
-        client.max_inflight_messages_set(1000)
-        client.connect(self.broker.host, self.broker.port)
-        client.loop_start()
-        started = time.monotonic()
-        try:
-            while not self.halt.is_set():
-                delay = started + self.sent / self.rate - time.monotonic()
-                if delay > 0:
-                    self.halt.wait(delay)
-                    continue
-                feed = FEEDS[self.sent % len(FEEDS)]
-                y = 20 + 5 * math.sin(time.time() / 30) + (self.sent % 7) / 10
-                client.publish(f"feeds/{feed}/{AXIS}", json.dumps({"x": time.time(), "y": round(y, 3)}), qos=1)
-                self.sent += 1
-        finally:
-            client.disconnect()
-            client.loop_stop()
-
-
-def heap(cdp: Any, collect: bool = False) -> float:
-    if collect:
-        cdp.send("HeapProfiler.collectGarbage")
-    metrics = {m["name"]: m["value"] for m in cdp.send("Performance.getMetrics")["metrics"]}
-    return float(metrics["JSHeapUsedSize"]) / 1e6
 
 
 def sample(tab: Any, cdp: Any, seconds: float, period: float) -> list[dict[str, Any]]:
@@ -222,7 +180,7 @@ def measure(url: str, board: str, args: argparse.Namespace, settings: Settings) 
             cdp.send("Performance.enable")
             tab.evaluate(FRAME_COUNTER)
             result["idle"] = sample(tab, cdp, min(15.0, args.minutes * 60 / 3), args.sample)
-            publisher = Publisher(settings, args.rate)
+            publisher = Publisher(settings, args.rate * len(FEEDS), topics=[f"feeds/{feed}/{AXIS}" for feed in FEEDS])
             publisher.start()
             tab.wait_for_timeout(3000)
             result["heap_gc_start_mb"] = round(heap(cdp, collect=True), 2)

@@ -37,7 +37,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -130,13 +130,15 @@ def running_viewer(settings: Settings) -> Iterator[str]:
 
 
 class Publisher(threading.Thread):
-    """A device: `rate` points/s, one QoS 1 message per point, round-robin over the axes, x = now."""
+    """A device: `rate` points/s in all, one QoS 1 message per point, round-robin over `topics` (default: the
+    graph's axes), x = now."""
 
-    def __init__(self, settings: Settings, rate: float) -> None:
+    def __init__(self, settings: Settings, rate: float, topics: Sequence[str] | None = None) -> None:
         super().__init__(daemon=True)
         assert settings.broker is not None
         self.broker = settings.broker
         self.rate = rate
+        self.topics = list(topics) if topics is not None else [f"feeds/{FEED}/{axis}" for axis in AXES]
         self.halt = threading.Event()
         self.sent = 0
 
@@ -153,9 +155,9 @@ class Publisher(threading.Thread):
                 if delay > 0:
                     self.halt.wait(delay)
                     continue
-                axis = AXES[self.sent % len(AXES)]
+                topic = self.topics[self.sent % len(self.topics)]
                 y = 20 + 5 * math.sin(time.time() / 30) + (self.sent % 7) / 10
-                client.publish(f"feeds/{FEED}/{axis}", json.dumps({"x": time.time(), "y": round(y, 3)}), qos=1)
+                client.publish(topic, json.dumps({"x": time.time(), "y": round(y, 3)}), qos=1)
                 self.sent += 1
         finally:
             client.disconnect()
