@@ -11,6 +11,7 @@ from rtdp.models import ALL_MODELS
 from tests.support import postgres
 from tests.support.env import forget_suite_variables, require
 from tests.support.mosquitto import MOSQUITTO, Mosquitto, running_mosquitto
+from tests.support.receivers import Mailbox, WebhookReceiver, smtp_server, webhook_receiver
 
 # Read by the imports above; rtdp (in this process or one the suite starts) must not see them.
 forget_suite_variables()
@@ -53,3 +54,16 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     require(MOSQUITTO is not None, "mosquitto is not installed (apt-get install mosquitto)")
     with running_mosquitto(tmp_path / "mosquitto") as broker:
         yield broker
+
+
+# A webhook receiver and an SMTP server on free ports (the alert tests of the bridge and of rtdp serve).
+@pytest.fixture
+def hook() -> Iterator[WebhookReceiver]:
+    with webhook_receiver() as receiver:
+        yield receiver
+
+
+@pytest.fixture
+def mailbox() -> Iterator[Mailbox]:
+    with smtp_server() as box:
+        yield box

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import peewee as pw
@@ -18,19 +17,7 @@ from rtdp.permissions import OPERATOR
 from rtdp.store import create_axis
 from tests.bridge.conftest import BridgeHarness, endpoint_of, make_feed
 from tests.support.env import wait_for
-from tests.support.receivers import Mailbox, WebhookReceiver, smtp_server, webhook_receiver
-
-
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    with smtp_server() as box:
-        yield box
+from tests.support.receivers import Mailbox, WebhookReceiver
 
 
 @pytest.fixture

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.e2e.test_serve import AP, EP, MOSQUITTO_PUB, MOSQUITTO_SUB, Served, _reader
 from tests.support.env import free_port, require, wait_for
-from tests.support.receivers import Mailbox, WebhookReceiver, smtp_server, webhook_receiver
+from tests.support.receivers import Mailbox, WebhookReceiver
 
 RTDP = [sys.executable, "-m", "rtdp"]
 
@@ -79,18 +78,6 @@ class Sub:
     def close(self) -> None:
         self.process.terminate()
         self.process.wait(10)
-
-
-@pytest.fixture
-def hook() -> Iterator[WebhookReceiver]:
-    with webhook_receiver() as receiver:
-        yield receiver
-
-
-@pytest.fixture
-def mailbox() -> Iterator[Mailbox]:
-    with smtp_server() as box:
-        yield box
 
 
 def test_alerts_in_rtdp_serve(tmp_path: Path, hook: WebhookReceiver, mailbox: Mailbox) -> None:
