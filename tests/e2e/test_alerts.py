@@ -5,51 +5,22 @@ and an SMTP server on free ports, and a restart in the middle of firing."""
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from tests.e2e.test_serve import AP, EP, MOSQUITTO_PUB, MOSQUITTO_SUB, Served, _reader
-from tests.support.env import free_port, require, wait_for
+from tests.e2e.test_serve import AP, EP, MOSQUITTO_SUB, Served, running_serve
+from tests.support.env import free_port, wait_for
 from tests.support.receivers import Mailbox, WebhookReceiver
 
-RTDP = [sys.executable, "-m", "rtdp"]
 
-
-@contextmanager
-def serving(data_dir: Path, mqtt_port: int, env: dict[str, str]) -> Iterator[Served]:
-    require(MOSQUITTO_PUB is not None and MOSQUITTO_SUB is not None,
-            "mosquitto clients are not installed (apt-get install mosquitto-clients)")
-    http_port = free_port()
-    process = subprocess.Popen(
-        [*RTDP, "serve", "--demo", "--data-dir", str(data_dir), "--http", f"127.0.0.1:{http_port}",
-         "--mqtt", f"127.0.0.1:{mqtt_port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1", **env},
-    )
-    served = Served(process, f"http://127.0.0.1:{http_port}", mqtt_port, data_dir)
-    threading.Thread(target=_reader, args=(process, served.output), daemon=True).start()
-    try:
-        wait_for(lambda: any("rtdp is running" in line for line in served.output) or process.poll() is not None,
-                 timeout=30, what="rtdp serve to start")
-        assert process.poll() is None, "".join(served.output)
-        yield served
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGINT)
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+def serving(data_dir: Path, mqtt_port: int, env: dict[str, str]) -> AbstractContextManager[Served]:
+    """`rtdp serve` on `data_dir` (started again on the same data across a restart) with `env`."""
+    return running_serve(data_dir, mqtt_port, "--mqtt", f"127.0.0.1:{mqtt_port}", data_dir=data_dir, env=env)
 
 
 class Sub:

@@ -69,14 +69,19 @@ def served(tmp_path: Path) -> Iterator[Served]:
 
 
 @contextmanager
-def running_serve(tmp_path: Path, mqtt_port: int, *broker_args: str) -> Iterator[Served]:
+def running_serve(
+    tmp_path: Path, mqtt_port: int, *broker_args: str, data_dir: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[Served]:
+    """`rtdp serve --demo` on a free HTTP port, in `data_dir` (default tmp_path/data: give the same one to start
+    it again on the same data), with `env` added to its environment."""
     require(MOSQUITTO_PUB is not None and MOSQUITTO_SUB is not None,
             "mosquitto clients are not installed (apt-get install mosquitto-clients)")
     http_port = free_port()
-    data_dir = tmp_path / "data"
+    data_dir = data_dir if data_dir is not None else tmp_path / "data"
     process = subprocess.Popen(
         [*RTDP, "serve", "--demo", "--data-dir", str(data_dir), "--http", f"127.0.0.1:{http_port}", *broker_args],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     served = Served(process, f"http://127.0.0.1:{http_port}", mqtt_port, data_dir)
     threading.Thread(target=_reader, args=(process, served.output), daemon=True).start()
