@@ -694,17 +694,31 @@ def bench_history(work: Path, args: argparse.Namespace, rows: dict[str, Row]) ->
 
 def profile(pid: int, out: Path, load: Callable[[], object]) -> None:
     """py-spy the process (and its threads) while `load` runs; write the top functions to `out`."""
+    with spying(pid, out):
+        load()
+
+
+@contextmanager
+def spying(pid: int, out: Path) -> Iterator[None]:
+    """py-spy the process (and its threads) during the block; write the top functions to `out`."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     raw = out.with_suffix(".folded")
     rec = subprocess.Popen([spy, "record", "--pid", str(pid), "--format", "raw", "--rate", "200", "-o", str(raw),
                             "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1)
-    load()
-    rec.send_signal(signal.SIGINT)
-    rec.wait(30)
+    try:
+        yield
+    finally:
+        rec.send_signal(signal.SIGINT)
+        rec.wait(30)
     if not raw.exists():
         print(f"  py-spy wrote nothing for {pid} (ptrace not permitted?)")
         return
+    summarize(raw, out)
+
+
+def summarize(raw: Path, out: Path) -> None:
+    """py-spy's raw (folded) samples in `raw` as the top functions, self and inclusive, in `out`."""
     self_count: dict[str, int] = {}
     incl: dict[str, int] = {}
     total = 0
@@ -832,6 +846,7 @@ def main() -> int:
     args.fanout_clients = 1000
     args.fanout_rates = (10, 50, 100) if quick else (10, 25, 50, 100)
     args.fanout_seconds = 4 if quick else 8
+    args.fanout_processes = 2
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     load_before = os.getloadavg()
     started = time.time()

@@ -15,6 +15,7 @@ the same loop per notice). MQTT subscribers of `rtdp/stored/...` still get them 
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -40,8 +41,8 @@ class Handoff:
 DirectWrite = Callable[[str, bytes, Casts, Sequence[Sample], float], Awaitable[None]]
 
 
-# Takes one notice (topic, payload) on the event loop.
-NoticeHandler = Callable[[str, bytes], None]
+# Takes the notices (topic, payload) posted since it was last called, in order, on the event loop.
+NoticeHandler = Callable[[list[tuple[str, bytes]]], None]
 
 
 class NoticeTap:
@@ -50,11 +51,15 @@ class NoticeTap:
     `post` is called on the writer thread for every notice it publishes (and by the alert actions' threads)
     and passes on only the stored and alert ones, once `attach` (on the loop) named the handler; before
     that, and after `detach`, it drops them:
-    a stream that opens later replays from the database with Last-Event-ID."""
+    a stream that opens later replays from the database with Last-Event-ID. Notices posted while the loop
+    has not yet taken the previous ones go to the handler together, in one call (and one wake-up of the
+    loop): the SSE hub then writes them to each client at once instead of one write per notice."""
 
     def __init__(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handler: NoticeHandler | None = None
+        self._lock = threading.Lock()
+        self._posted: list[tuple[str, bytes]] = []
 
     def attach(self, handler: NoticeHandler) -> None:
         self._loop = asyncio.get_running_loop()
@@ -67,12 +72,19 @@ class NoticeTap:
         loop = self._loop
         if self._handler is None or loop is None or not topic.startswith(_PASSED):
             return
+        with self._lock:
+            self._posted.append((topic, payload))
+            if len(self._posted) > 1:
+                return  # the loop was woken for the first one and takes this one with it
         try:
-            loop.call_soon_threadsafe(self._deliver, topic, payload)
-        except RuntimeError:
-            pass  # the loop closed: nobody streams any more
+            loop.call_soon_threadsafe(self._deliver)
+        except RuntimeError:  # the loop closed: nobody streams any more
+            with self._lock:
+                self._posted.clear()
 
-    def _deliver(self, topic: str, payload: bytes) -> None:
+    def _deliver(self) -> None:
+        with self._lock:
+            posted, self._posted = self._posted, []
         handler = self._handler
         if handler is not None:
-            handler(topic, payload)
+            handler(posted)

@@ -142,6 +142,7 @@ def create_app(
             watched=in_order.is_watched,
             on_alert=hub.alert,
             subscribe=notices is None,
+            held=hub.held,
         )
         metrics.track_pending(lambda: publisher.pending)
         metrics.sse_clients.set_function(lambda: float(hub.client_count))
@@ -151,7 +152,7 @@ def create_app(
         app.state.viewer = state
         publisher.start(loop)
         if notices is not None:
-            notices.attach(publisher.take_notice)
+            notices.attach(publisher.take_notices)
         state.rights.start()
         # Not fatal: /readyz says 503 and ingestion answers 503 until the broker is there.
         if not await loop.run_in_executor(None, publisher.wait_connected, CONNECT_WAIT):

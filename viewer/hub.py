@@ -5,6 +5,14 @@ event becomes its SSE frame (`id:`, `event: point`, `data:`) once, and the same 
 subscriber of the feed: with a thousand clients, encoding per client was most of the work. A client whose
 queue is full is cut, not waited for: its stream ends and it resumes with Last-Event-ID from the database,
 so a slow or stalled client never slows ingestion or anyone else.
+
+A live stream whose task is idle is written to directly (its `Wire`, from viewer.connection): the frames
+joined once per delivery, the same bytes to the socket of every such client, no task woken per client and
+event. Waking a thousand tasks for each event, each then writing through the ASGI send, was most of the
+event loop's time and what the last client waited for. Only a stream whose socket is full (the kernel's
+buffer and the transport's) or that is busy (replay, heartbeat) queues frames for its task; there the
+queue's bounds cut it as above. Notices that came together (the loop was busy: `held`) are delivered
+together, so that past its capacity the process writes fewer, larger chunks instead of falling behind.
 """
 
 from __future__ import annotations
@@ -12,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from rtdp.codec import Casts
 from rtdp.notices import StoredEvent, stream_data
@@ -30,6 +40,44 @@ DEFAULT_CASTS = Casts()
 
 # (point id, its SSE frame): the id lets a stream skip what its replay already sent.
 Frame = tuple[int, bytes]
+
+
+class Wire(Protocol):
+    """A stream's own way to its socket, past the ASGI send (viewer.connection.Wire)."""
+
+    def ready(self) -> bool:
+        """Whether a write now goes out at once: the client is there and its socket is not full."""
+        ...
+
+    def write(self, body: bytes, chunk: bytes | None = None) -> None:
+        """Write `body` as the response's next bytes (`chunk`: the same already framed as one HTTP chunk)."""
+        ...
+
+
+class Joined:
+    """One delivery's frames for one group of streams, joined (and framed as one HTTP chunk) once, when the
+    first stream written directly needs them, for all of them."""
+
+    __slots__ = ("frames", "_body", "_chunk")
+
+    def __init__(self, frames: list[Frame]) -> None:
+        self.frames = frames
+        self._body: bytes | None = None
+        self._chunk: bytes | None = None
+
+    @property
+    def body(self) -> bytes:
+        if self._body is None:
+            frames = self.frames
+            self._body = frames[0][1] if len(frames) == 1 else b"".join(frame for _, frame in frames)
+        return self._body
+
+    @property
+    def chunk(self) -> bytes:
+        if self._chunk is None:
+            body = self.body
+            self._chunk = b"%x\r\n%s\r\n" % (len(body), body)
+        return self._chunk
 
 
 def point_frame(event: StoredEvent, casts: Casts, feed: str | None = None) -> Frame:
@@ -63,12 +111,34 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._deadline = 0.0
+        # Set by `go_live`: the stream's socket, written directly while its task waits with nothing queued,
+        # and the newest id its replay sent (frames up to it are not sent again).
+        self.wire: Wire | None = None
+        self.floor = -1
+        self._parked = False
 
-    def offer(self, frames: list[Frame], now: float) -> bool:
-        """Queue `frames`; False (and the stream is told to end) when they do not fit, or when what is queued
-        has waited too long: a client that falls behind is cut, not waited for by everyone."""
+    def go_live(self, wire: Wire | None, floor: int) -> None:
+        """The replay is over (it sent ids up to `floor`): from now on frames may go straight to `wire`."""
+        self.wire, self.floor, self.live = wire, floor, True
+
+    def offer(self, frames: list[Frame], now: float, joined: Joined | None = None) -> bool:
+        """Write `frames` at once when the stream is idle and its socket takes them, else queue them; False
+        (and the stream is told to end) when they do not fit, or when what is queued has waited too long: a
+        client that falls behind is cut, not waited for by everyone. `joined`: the same frames, joined once for
+        every stream of the delivery."""
         if self.ended:
             return False
+        wire = self.wire
+        if self._parked and wire is not None and not self.frames and wire.ready():
+            if frames[0][0] > self.floor:
+                if joined is None:
+                    joined = Joined(frames)
+                wire.write(joined.body, joined.chunk)
+            else:  # some were replayed already (rare: notices out of id order around a resume)
+                body = b"".join(frame for point_id, frame in frames if point_id > self.floor)
+                if body:
+                    wire.write(body)
+            return True
         if len(self.frames) + len(frames) > self.size or (
             self.since is not None and self.frames and now - self.since > self.max_lag
         ):
@@ -110,9 +180,12 @@ class Subscription:
                 self._timer.cancel()
             self._timer, self._deadline = loop.call_at(deadline, self._wake), deadline
         waiter = self._waiter = loop.create_future()
+        # Frames offered meanwhile go straight to the socket (once live): nothing else writes to it now.
+        self._parked = True
         try:
             await waiter
         finally:
+            self._parked = False
             self._waiter = None
 
     def _wake(self) -> None:
@@ -148,6 +221,8 @@ class Hub:
     # still show the old ones.
     _feeds: dict[str, dict[tuple[Casts, bool], set[Subscription]]] = field(default_factory=lambda: defaultdict(dict))
     closed: bool = False
+    # Within `held`: what to deliver at its end, (feed, events or an alert's payload) in order.
+    _pending: list[tuple[str, list[StoredEvent] | bytes]] | None = None
 
     def subscribe(self, feed: str, casts: Casts = DEFAULT_CASTS) -> Subscription:
         return self.subscribe_many({feed: casts}, tagged=False)
@@ -185,12 +260,43 @@ class Hub:
         # A stream of several feeds is in several sets: counted once.
         return len({id(sub) for groups in self._feeds.values() for subs in groups.values() for sub in subs})
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """Within the block, dispatches and alerts are gathered and delivered at its end, a feed's events that
+        follow each other as one delivery (viewer.app wraps each batch of notices taken off the loop in it)."""
+        if self._pending is not None:
+            yield
+            return
+        pending: list[tuple[str, list[StoredEvent] | bytes]] = []
+        self._pending = pending
+        try:
+            yield
+        finally:
+            self._pending = None
+            for feed, item in pending:
+                if isinstance(item, bytes):
+                    self._alert(feed, item)
+                else:
+                    self._dispatch(feed, item)
+
     def dispatch(self, feed: str, events: list[StoredEvent]) -> None:
+        pending = self._pending
+        if pending is None:
+            self._dispatch(feed, events)
+        elif pending and pending[-1][0] == feed and isinstance(last := pending[-1][1], list):
+            last.extend(events)
+        else:
+            pending.append((feed, list(events)))
+
+    def _dispatch(self, feed: str, events: list[StoredEvent]) -> None:
+        if not events:
+            return
         now = self.clock()
         for (casts, tagged), subs in list(self._feeds.get(feed, {}).items()):
             frames = [point_frame(event, casts, feed if tagged else None) for event in events]
+            joined = Joined(frames)
             for sub in list(subs):
-                if not sub.offer(frames, now):
+                if not sub.offer(frames, now, joined):
                     self.unsubscribe(sub)
                     self.on_drop()
 
@@ -198,11 +304,18 @@ class Hub:
         """An alert on `feed` for each of its streams (the browser shows a notification)."""
         if b"\n" in payload or b"\r" in payload:
             return  # one data line: our JSON never has one
-        frame = (ALERT_ID, ALERT_FRAME % payload)
+        if self._pending is not None:
+            self._pending.append((feed, payload))
+        else:
+            self._alert(feed, payload)
+
+    def _alert(self, feed: str, payload: bytes) -> None:
+        frames = [(ALERT_ID, ALERT_FRAME % payload)]
+        joined = Joined(frames)
         now = self.clock()
         for subs in list(self._feeds.get(feed, {}).values()):
             for sub in list(subs):
-                if not sub.offer([frame], now):
+                if not sub.offer(frames, now, joined):
                     self.unsubscribe(sub)
                     self.on_drop()
 

@@ -10,8 +10,10 @@ point the broker did not acknowledge. After a disconnect, the publishes answered
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 
 from rtdp.errors import Unavailable
 from rtdp.mqtt import Client, Endpoint, MqttError, Publish, Subscription
@@ -45,6 +47,7 @@ class Publisher:
         watched: Callable[[str], bool] = lambda feed: True,
         on_alert: AlertHandler | None = None,
         subscribe: bool = True,
+        held: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
         self.endpoint = endpoint
         self.max_pending = max_pending
@@ -55,6 +58,8 @@ class Publisher:
         # Notices for a feed no stream listens to are dropped unparsed: a stream that opens later
         # replays from the database (Last-Event-ID), and parsing cost the loop a tenth of rtdp serve.
         self.watched = watched
+        # Around each batch of notices read together (the hub's `held`: it delivers them together).
+        self.held = held
         # Callers waiting for their PUBACK (a metric); the client's `outstanding` also counts the mids whose
         # caller gave up (timeout) but whose PUBACK paho still awaits: both count against max_pending.
         self.pending = 0
@@ -116,13 +121,20 @@ class Publisher:
             timer.cancel()
 
     def _on_messages(self, publishes: list[Publish]) -> None:
-        for publish in publishes:
-            if publish.topic.startswith((_STORED_PREFIX, _ALERTS_PREFIX)):
-                try:
-                    topic = publish.topic.decode()
-                except UnicodeDecodeError:
-                    continue
-                self.take_notice(topic, publish.payload)
+        with self.held():
+            for publish in publishes:
+                if publish.topic.startswith((_STORED_PREFIX, _ALERTS_PREFIX)):
+                    try:
+                        topic = publish.topic.decode()
+                    except UnicodeDecodeError:
+                        continue
+                    self.take_notice(topic, publish.payload)
+
+    def take_notices(self, notices: list[tuple[str, bytes]]) -> None:
+        """Notices handed over in the process (rtdp.handoff.NoticeTap), taken together."""
+        with self.held():
+            for topic, payload in notices:
+                self.take_notice(topic, payload)
 
     def take_notice(self, topic: str, payload: bytes | bytearray) -> None:
         """A `rtdp/stored/<feed>` or `rtdp/alerts/<feed>` notice, from the subscription or handed over in

@@ -9,6 +9,7 @@ what came after Last-Event-ID, then pass live events, dropping any already repla
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
@@ -22,7 +23,8 @@ from rtdp.permissions import Principal
 from rtdp.store import feed_casts, feed_head, points_after
 from viewer.access import find_feed
 from viewer.auth import principal_from_request
-from viewer.hub import PING, Subscription, point_frame
+from viewer.connection import WIRE
+from viewer.hub import PING, Subscription, Wire, point_frame
 from viewer.state import ViewerState, viewer_state
 
 REPLAY_PAGE = 5000
@@ -80,8 +82,11 @@ class EventStream(Response):
             # loop's time in a profile at 50,000 events/s. For the same reason the writing runs in a task
             # of its own: each wake-up resumes that shallow task, not the dozen frames of the ASGI stack.
             body_send: Send = scope.get(RAW_SEND, send)
+            # Once live, the hub writes events to the socket itself while this stream's task waits (viewer.hub);
+            # without the server's Wire (another ASGI server, a test client) every event goes through `send`.
+            wire: Wire | None = scope.get(WIRE)
             listener = asyncio.create_task(self._listen(receive))
-            writer = asyncio.create_task(self._run(body_send))
+            writer = asyncio.create_task(self._run(body_send, wire))
             try:
                 await writer
             finally:
@@ -97,7 +102,7 @@ class EventStream(Response):
             pass
         self.sub.stop()
 
-    async def _run(self, send: Send) -> None:
+    async def _run(self, send: Send, wire: Wire | None) -> None:
         state, sub = self.state, self.sub
         # Live events up to here were replayed already. Only those are dropped: with several bridges,
         # notices may arrive slightly out of id order, and a later lower id is still news.
@@ -122,7 +127,10 @@ class EventStream(Response):
         # rights changed (a share removed, the feed made private: the hub asks for a recheck).
         loop = asyncio.get_running_loop()
         period = state.settings.sse_heartbeat
-        tick = loop.time() + period
+        # The first heartbeat somewhere in the second half of the period: streams opened together (a restart,
+        # a benchmark) would otherwise all check their rights and ping in the same moment, every period.
+        tick = loop.time() + period * (0.5 + random.random() / 2)
+        sub.go_live(wire, replayed)
         while True:
             await sub.wait(tick)
             if sub.ended:
@@ -146,6 +154,21 @@ class EventStream(Response):
                 tick = loop.time() + period
 
 
+async def _may_still_read(state: ViewerState, request: Request, names: list[str]) -> bool:
+    """Whether the stream's reader may still read every one of `names`: its credentials as any request's, and
+    the answer for the feeds reused for `decision_ttl` by every stream of the same reader (a thousand streams
+    asking the database each period cost more than their events); a change of rights clears it at once."""
+    try:
+        principal = await principal_from_request(request)
+        key = ("stream", principal.cache_key if principal is not None else None, *names)
+        if state.decisions.get(key) is None:
+            await state.run_db(lambda: [find_feed(principal, name) for name in names])
+            state.decisions.put(key, True)
+    except RtdpError:
+        return False
+    return True
+
+
 async def _write(send: Send, body: bytes) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": True})
 
@@ -165,12 +188,7 @@ async def stream_route(request: Request) -> Response:
     sub = state.hub.subscribe(feed.name, feed_casts(feed))
 
     async def still_allowed() -> bool:
-        try:
-            again = await principal_from_request(request)
-            await state.run_db(find_feed, again, feed.name)
-        except RtdpError:
-            return False
-        return True
+        return await _may_still_read(state, request, [feed.name])
 
     return EventStream(state, [feed], sub, last_id, still_allowed)
 
@@ -200,10 +218,6 @@ async def multi_stream_route(request: Request) -> Response:
     sub = state.hub.subscribe_many({feed.name: feed_casts(feed) for feed in feeds})
 
     async def still_allowed() -> bool:
-        try:
-            await state.run_db(find_all, await principal_from_request(request))
-        except RtdpError:
-            return False
-        return True
+        return await _may_still_read(state, request, names)
 
     return EventStream(state, feeds, sub, last_id, still_allowed)

@@ -152,21 +152,30 @@ def test_last_event_id_beyond_any_point_id_is_a_400(live_server: LiveServer, liv
         assert response.json()["field"] == "last_event_id"
 
 
-def test_client_that_falls_behind_is_dropped_and_resumes(
+def test_a_burst_larger_than_the_queue_reaches_an_idle_client_whole(
     tmp_path: Any, mosquitto: Mosquitto, live_world: World, live_server: LiveServer
 ) -> None:
-    # One notice with more points than the client's queue holds (sse_queue is set small below).
-    live_server.app.state.viewer.hub.queue_size = 5
+    """The queue bounds what waits for a client that falls behind, not what its socket takes at once: one
+    notice with more points than the queue holds (sse_queue set small below) goes to a reading client whole,
+    written by the hub itself, and the stream goes on. (A client that stops reading is cut: see the stalled
+    reader below.)"""
+    hub = live_server.app.state.viewer.hub
+    hub.queue_size = 5
     axis = get_axis(live_world.feed_t, "temp")
     points = write_points([(axis.id, Sample(3000.0 + i, float(i))) for i in range(50)])
     url = f"{live_server.url}/api/v1/feeds/feed_t/stream"
     with stream(url, EP) as client:
-        wait_for(lambda: live_server.app.state.viewer.hub.client_count == 1)
+        kind, _ = client.items.get(timeout=5)
+        assert kind == "comment"  # live: past its replay, its task waits
         announce(mosquitto, "feed_t", points, "temp")
-        assert client.next_event() is END  # disconnected, not waited for
-    assert "rtdp_sse_dropped_clients_total 1.0" in httpx.get(f"{live_server.url}/metrics").text
-    with stream(url, {**EP, "Last-Event-ID": "0"}) as client:
         assert client.ids(50) == [p.id for p in points]
+        later = write_points([(axis.id, Sample(4000.0, 1.0))])
+        announce(mosquitto, "feed_t", later, "temp")
+        assert client.ids(1) == [later[0].id]
+        assert hub.client_count == 1
+    assert "rtdp_sse_dropped_clients_total 0.0" in httpx.get(f"{live_server.url}/metrics").text
+    with stream(url, {**EP, "Last-Event-ID": str(points[-1].id)}) as client:
+        assert client.ids(1) == [later[0].id]
 
 
 def test_server_stops_with_open_streams(live_server: LiveServer, live_world: World) -> None:
@@ -389,3 +398,113 @@ def test_hub_stream_of_several_feeds_is_one_client() -> None:
     ]
     many.close()
     assert hub.client_count == 1 and hub.watched("f") and not hub.watched("g")
+
+
+class FakeWire:
+    """A stream's socket for the hub's direct writes: what was written, and whether it takes more now."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.full = False
+
+    def ready(self) -> bool:
+        return not self.full
+
+    def write(self, body: bytes, chunk: bytes | None = None) -> None:
+        self.writes.append(chunk if chunk is not None else b"%x\r\n%s\r\n" % (len(body), body))
+
+
+def _chunk(*frames: bytes) -> bytes:
+    body = b"".join(frames)
+    return b"%x\r\n%s\r\n" % (len(body), body)
+
+
+def _frame(point_id: int) -> bytes:
+    return b'id: %d\r\nevent: point\r\ndata: {"id": %d, "axis": "a", "x": %d.0, "y": 0.0}\r\n\r\n' % (
+        point_id, point_id, point_id)
+
+
+def test_hub_writes_an_event_once_to_the_sockets_of_idle_live_streams() -> None:
+    """A live stream whose task waits is written to by the hub itself, the same bytes for every such stream,
+    without waking its task; frames its replay sent already (ids up to its floor) are left out."""
+
+    async def scenario() -> None:
+        hub = Hub(queue_size=3)
+        subs, wires = [hub.subscribe("f") for _ in range(3)], [FakeWire() for _ in range(3)]
+        for sub, wire, floor in zip(subs, wires, (-1, -1, 1), strict=True):
+            sub.go_live(wire, floor)
+        waits = [asyncio.ensure_future(sub.wait(soon())) for sub in subs]
+        await asyncio.sleep(0)  # each task now waits
+        for i in range(5):  # more than a queue holds: nothing queues
+            hub.dispatch("f", [StoredEvent(i, "a", float(i), 0.0)])
+        hub.dispatch("f", [StoredEvent(1, "a", 1.0, 0.0), StoredEvent(9, "a", 9.0, 0.0)])  # out of id order
+        expected = [*(_chunk(_frame(i)) for i in range(5)), _chunk(_frame(1), _frame(9))]
+        assert wires[0].writes == wires[1].writes == expected
+        assert all(one is two for one, two in zip(wires[0].writes, wires[1].writes, strict=True))
+        assert wires[2].writes == [*(_chunk(_frame(i)) for i in range(2, 5)), _chunk(_frame(9))]
+        assert not any(wait.done() for wait in waits) and all(sub.frames == [] for sub in subs)
+        hub.close()
+        await asyncio.gather(*waits)
+
+    asyncio.run(scenario())
+
+
+def test_hub_queues_for_a_full_socket_and_cuts_the_stream_past_its_bound() -> None:
+    """A stream whose socket is full, or whose task is busy (replaying, or before it is live), gets frames
+    queued and its task woken; past the queue's size it is cut, and the other streams go on."""
+
+    async def scenario() -> None:
+        hub = Hub(queue_size=3)
+        full, reading = hub.subscribe("f"), hub.subscribe("f")
+        full_wire, reading_wire = FakeWire(), FakeWire()
+        full.go_live(full_wire, -1)
+        reading.go_live(reading_wire, -1)
+        full_wire.full = True
+        waits = [asyncio.ensure_future(sub.wait(soon())) for sub in (full, reading)]
+        await asyncio.sleep(0)
+        hub.dispatch("f", [StoredEvent(1, "a", 1.0, 0.0)])
+        assert [point_id for point_id, _ in full.frames] == [1] and full_wire.writes == []
+        await waits[0]  # woken: it writes through the ASGI send once the socket drains
+        for i in range(2, 5):
+            hub.dispatch("f", [StoredEvent(i, "a", float(i), 0.0)])
+        assert full.ended and full.dropped and hub.client_count == 1
+        assert reading_wire.writes == [_chunk(_frame(i)) for i in range(1, 5)] and not waits[1].done()
+        hub.close()
+        await waits[1]
+
+    asyncio.run(scenario())
+
+
+def test_hub_delivers_notices_taken_together_in_one_write() -> None:
+    """Notices that came while the loop was busy (`held`) go to each stream in one write, in order, a feed's
+    points that follow each other as one chunk; an alert between them keeps its place."""
+
+    async def scenario() -> None:
+        hub = Hub(queue_size=10)
+        sub, wire = hub.subscribe("f"), FakeWire()
+        sub.go_live(wire, -1)
+        wait = asyncio.ensure_future(sub.wait(soon()))
+        await asyncio.sleep(0)
+        with hub.held():
+            hub.dispatch("g", [StoredEvent(0, "a", 0.0, 0.0)])  # nobody's
+            hub.dispatch("f", [StoredEvent(1, "a", 1.0, 0.0)])
+            hub.dispatch("f", [StoredEvent(3, "a", 3.0, 0.0), StoredEvent(4, "a", 4.0, 0.0)])
+            hub.dispatch("g", [StoredEvent(2, "a", 2.0, 0.0)])  # between two of f: their order is kept
+            hub.alert("f", b'{"rule": 1}')
+            hub.dispatch("f", [StoredEvent(5, "a", 5.0, 0.0)])
+            assert wire.writes == []
+        alert = b'event: alert\r\ndata: {"rule": 1}\r\n\r\n'
+        assert wire.writes == [_chunk(_frame(1), _frame(3), _frame(4)), _chunk(alert), _chunk(_frame(5))]
+        many, many_wire = hub.subscribe_many({"f": Casts(), "g": Casts()}), FakeWire()
+        many.go_live(many_wire, -1)
+        waits = [asyncio.ensure_future(many.wait(soon()))]
+        await asyncio.sleep(0)
+        with hub.held():
+            hub.dispatch("f", [StoredEvent(6, "a", 6.0, 0.0)])
+            hub.dispatch("g", [StoredEvent(7, "a", 7.0, 0.0)])
+            hub.dispatch("f", [StoredEvent(8, "a", 8.0, 0.0)])
+        assert [int(write.split(b"id: ")[1].split(b"\r")[0]) for write in many_wire.writes] == [6, 7, 8]
+        hub.close()
+        await asyncio.gather(wait, *waits)
+
+    asyncio.run(scenario())
