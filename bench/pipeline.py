@@ -493,70 +493,56 @@ def bridge_rounds(label: str, single: Row, batched: Row, broker: Broker, db: Db,
 
 
 def bench_latency(work: Path, args: argparse.Namespace, row: Row, broker: Broker, url: str, token: str) -> None:
-    """Publish at `args.rate` points/s (paho, QoS 1, x = publish time) and time each SSE event's arrival."""
+    """Publish at `args.rate` points/s (paho, QoS 1, x = publish time) and time each SSE event's arrival.
+
+    The SSE client runs in a process of its own (bench/sse_fanout.py's, one stream): in this one its reading
+    thread waited for the GIL behind paho's and the publishing loop, which the measure then counted."""
+    import sse_fanout  # it imports this module: not at the top
+
     from rtdp.mqtt import Endpoint, make_client
 
     axis = f"lat{time.time_ns() % 10**6}"
-    latencies: list[float] = []
-    connected = threading.Event()
-    stop = threading.Event()
-    measuring = threading.Event()  # warm-up points have y=0, measured ones y=1
-
-    def listen() -> None:
-        headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream"}
-        with httpx.stream("GET", f"{url}/api/v1/feeds/{FEED}/stream", headers=headers, timeout=None) as response:
-            response.raise_for_status()
-            connected.set()
-            for line in response.iter_lines():
-                if line.startswith("data:"):
-                    now = time.time()
-                    event = json.loads(line[5:])
-                    if event["axis"] == axis and (event["y"] == 1 or not measuring.is_set()):
-                        latencies.append(now - float(event["x"]))
-                if stop.is_set():
-                    return
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    if not connected.wait(30):
-        raise RuntimeError("SSE stream did not open")
-    client = make_client(Endpoint(broker.host, broker.port, broker.username, broker.password),
-                         f"bench-lat-{time.time_ns()}", max_inflight=100)
-    client.connect(broker.host, broker.port)
-    client.loop_start()
-    topic = f"feeds/{FEED}/{axis}"
-
-    def send() -> None:
-        y = 1 if measuring.is_set() else 0
-        info = client.publish(topic, f'{{"x":{time.time():.6f},"y":{y}}}', qos=1)
-        if info.rc != 0:
-            raise RuntimeError(f"publish failed: {info.rc}")
-
+    reader = sse_fanout.Readers(url, token, 1, 1)
     try:
-        def warm() -> bool:
-            send()
-            return bool(latencies)
+        wait_for(lambda: reader.connected() >= 1, 30, interval=0.1, what="the SSE stream to open")
+        client = make_client(Endpoint(broker.host, broker.port, broker.username, broker.password),
+                             f"bench-lat-{time.time_ns()}", max_inflight=100)
+        client.connect(broker.host, broker.port)
+        client.loop_start()
+        topic = f"feeds/{FEED}/{axis}"
 
-        wait_for(warm, 30, interval=0.2, what="the first SSE event (axis created)")
-        measuring.set()
-        latencies.clear()
-        count = int(args.latency_seconds * args.rate)
-        started = time.perf_counter()
-        for index in range(count):
-            ahead = started + index / args.rate - time.perf_counter()
-            if ahead > 0:
-                time.sleep(ahead)
-            send()
-        sent_for = time.perf_counter() - started
+        def send() -> None:
+            info = client.publish(topic, f'{{"x":{time.time():.6f},"y":1}}', qos=1)
+            if info.rc != 0:
+                raise RuntimeError(f"publish failed: {info.rc}")
+
         try:
-            wait_for(lambda: len(latencies) >= count, 10, what="every SSE event")
-        except AssertionError:
-            pass
+            def warm() -> bool:
+                send()
+                return bool(reader.report()["delivered"])
+
+            wait_for(warm, 30, interval=0.2, what="the first SSE event (axis created)")
+            time.sleep(0.5)  # the warm-up points' events are in before the reset
+            reader.reset()
+            count = int(args.latency_seconds * args.rate)
+            started = time.perf_counter()
+            for index in range(count):
+                ahead = started + index / args.rate - time.perf_counter()
+                if ahead > 0:
+                    time.sleep(ahead)
+                send()
+            sent_for = time.perf_counter() - started
+            try:
+                wait_for(lambda: reader.report()["delivered"] >= count, 10, interval=0.2, what="every SSE event")
+            except AssertionError:
+                pass
+            got = reader.report(values=True)
+        finally:
+            client.disconnect()
+            client.loop_stop()
     finally:
-        stop.set()
-        client.disconnect()
-        client.loop_stop()
-    values = sorted(1000 * v for v in latencies)
+        reader.close()
+    values = sorted(got["values"])
     if not values:
         raise RuntimeError("no SSE event received")
     p50, p99 = values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.99))]

@@ -257,11 +257,13 @@ class Readers:
         for part in self.parts:
             part.ask("reset")
 
-    def report(self) -> dict[str, Any]:
+    def report(self, *, values: bool = False) -> dict[str, Any]:
+        """Events delivered since the reset, cuts, latency percentiles (and with `values` every latency, ms)."""
         answers = [part.ask("report") for part in self.parts]
-        return {"delivered": sum(a["delivered"] for a in answers), "cuts": sum(a["cuts"] for a in answers),
-                **_percentiles("", [v for a in answers for v in a["latencies"]]),
-                **_percentiles("kept_", [v for a in answers for v in a["kept"]])}
+        latencies = [v for a in answers for v in a["latencies"]]
+        return {"delivered": len(latencies), "cuts": sum(a["cuts"] for a in answers),
+                **_percentiles("", latencies), **_percentiles("kept_", [v for a in answers for v in a["kept"]]),
+                **({"values": latencies} if values else {})}
 
     def close(self) -> None:
         for part in self.parts:
