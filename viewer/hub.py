@@ -8,11 +8,12 @@ so a slow or stalled client never slows ingestion or anyone else.
 
 A live stream whose task is idle is written to directly (its `Wire`, from viewer.connection): the frames
 joined once per delivery, the same bytes to the socket of every such client, no task woken per client and
-event. Waking a thousand tasks for each event, each then writing through the ASGI send, was most of the
-event loop's time and what the last client waited for. Only a stream whose socket is full (the kernel's
-buffer and the transport's) or that is busy (replay, heartbeat) queues frames for its task; there the
-queue's bounds cut it as above. Notices that came together (the loop was busy: `held`) are delivered
-together, so that past its capacity the process writes fewer, larger chunks instead of falling behind.
+event. Waking a thousand tasks for each event, each then writing through the ASGI send, cost a third of the
+process's CPU with 1,000 clients (bench/README.md); the socket writes themselves are now nearly all that is
+left. Only a stream whose socket is full (the kernel's buffer and the transport's) or that is busy (replay,
+heartbeat) queues frames for its task; there the queue's bounds cut it as above. Notices that came
+together (the loop was busy: `held`) are delivered together, so that past its capacity the process writes
+fewer, larger chunks instead of falling behind.
 """
 
 from __future__ import annotations
