@@ -1,7 +1,7 @@
 """The whole pipeline against its raw baselines, measured in the same run (issue 2's performance targets).
 
     .venv/bin/python bench/pipeline.py [--quick] [--rounds 3]
-        [--only embedded,layouts,bridge,postgres,http,history,serve_http,fanout]
+        [--only embedded,layouts,bridge,postgres,http,history,serve_http,fanout]   [--only latency]
 
 1. `rtdp serve` (embedded broker + bridge): points stored/s at QoS 1, one point per message, against the same
    embedded broker alone (`rtdp broker`) delivering mosquitto_pub -> mosquitto_sub at QoS 1.
@@ -9,7 +9,8 @@
    and viewer as three processes: points stored/s and latency, to pick the default.
 2. A private Mosquitto + one `rtdp bridge` on SQLite: points stored/s, one point per message and arrays of 100,
    against mosquitto_pub -> mosquitto_sub through the same Mosquitto. Then the same on PostgreSQL (scaling out).
-3. Latency publish -> SSE event at 1,000 points/s, for `rtdp serve` and for Mosquitto + bridge + viewer.
+3. Latency publish -> SSE event at 1,000 points/s, for `rtdp serve` and for Mosquitto + bridge + viewer
+   (`--only latency`: the `rtdp serve` row alone, `--rounds` times, on one fresh server).
 4. The original URL /service/feed_input.json/<feed>/<axis>?y= (wrk) against a bare Starlette endpoint
    (bench/http_ingest.py), and no 200 for a point the broker did not acknowledge.
 5. query_points(max_points=2000) over 1,000,000 points on SQLite (bench/store_bench.py).
@@ -794,13 +795,28 @@ def print_table(rows: dict[str, Row]) -> str:
     return text
 
 
-SECTIONS = ("embedded", "layouts", "bridge", "postgres", "http", "history", "serve_http", "fanout")
+SECTIONS = ("embedded", "latency", "layouts", "bridge", "postgres", "http", "history", "serve_http", "fanout")
 
 
 def bench_serve_http(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
     import http_serve  # it imports this module: not at the top
 
     http_serve.section(work, args, rows)
+
+
+def bench_serve_latency(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
+    """Section 3's `rtdp serve` row alone, `args.rounds` times on one fresh server (`embedded` ends with it too)."""
+    data = work / "serve"
+    token = prepare(data)
+    mqtt_port, http_port = free_port(), free_port()
+    command = [RTDP, "serve", "--data-dir", str(data), "--http", f"127.0.0.1:{http_port}",
+               "--mqtt", f"127.0.0.1:{mqtt_port}", "--log-level", "warning"]
+    with process(command, work / "serve.log"):
+        wait_port("127.0.0.1", mqtt_port, 60)
+        ours = Broker("127.0.0.1", mqtt_port, "bench", token)
+        wait_stored_probe(ours, data / "rtdp.sqlite3")
+        for _ in range(args.rounds):
+            bench_latency(work, args, rows["latency_serve"], ours, f"http://127.0.0.1:{http_port}", token)
 
 
 def bench_fanout(work: Path, args: argparse.Namespace, rows: dict[str, Row]) -> None:
@@ -813,7 +829,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short run (about 2 minutes)")
     parser.add_argument("--rounds", type=int)
-    parser.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated subset of {','.join(SECTIONS)}")
+    parser.add_argument("--only", default=",".join(s for s in SECTIONS if s != "latency"),
+                        help=f"comma-separated subset of {','.join(SECTIONS)} (latency: only in --only)")
     parser.add_argument("--publishers", type=int, default=4)
     parser.add_argument("--profile", action="store_true", help="py-spy rtdp serve and the bridge under load")
     parser.add_argument("--keep", action="store_true", help="keep the work dir (logs, databases)")
@@ -843,8 +860,8 @@ def main() -> int:
     try:
         for section in sections:
             print(f"{section}:", flush=True)
-            {"embedded": bench_embedded, "layouts": bench_layouts, "bridge": bench_bridge,
-             "postgres": bench_postgres, "http": bench_http, "history": bench_history,
+            {"embedded": bench_embedded, "latency": bench_serve_latency, "layouts": bench_layouts,
+             "bridge": bench_bridge, "postgres": bench_postgres, "http": bench_http, "history": bench_history,
              "serve_http": bench_serve_http, "fanout": bench_fanout}[section](
                 work / section, args, rows)
     finally:
