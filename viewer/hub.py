@@ -130,7 +130,8 @@ class Subscription:
         if self.ended:
             return False
         wire = self.wire
-        if self._parked and wire is not None and not self.frames and wire.ready():
+        # More than the queue holds in one delivery counts as falling that far behind, written or not (below).
+        if self._parked and wire is not None and not self.frames and len(frames) <= self.size and wire.ready():
             if frames[0][0] > self.floor:
                 if joined is None:
                     joined = Joined(frames)
