@@ -392,6 +392,13 @@ class Settings:
         1000, "Embedded broker: messages queued for one offline persistent session; beyond, the oldest"
         " are dropped.", serve_and("broker"),
     )
+    # Embedded broker: persistent sessions one user (with any of their tokens) may keep; a CONNECT that
+    # would make one more is refused (CONNACK 3). Each one can hold RTDP_SESSION_QUEUE messages, and each
+    # publish to a topic they subscribe to is queued (and saved) for every offline one of them.
+    sessions_per_user: int = setting(
+        100, "Embedded broker: persistent MQTT sessions (clean session 0) one user may keep; beyond, a"
+        " CONNECT that would make one more is refused with CONNACK 3.", serve_and("broker"),
+    )
     # SQLite's `synchronous` pragma: normal (WAL: a commit survives a crash of the process, kill -9) or
     # full (also a power loss or OS crash, at the cost of an fsync per commit).
     sqlite_synchronous: str = setting(
@@ -492,6 +499,8 @@ class Settings:
             raise _invalid("session_expiry", f"must be at least 60 seconds, got {self.session_expiry}")
         if not 1 <= self.session_queue <= 1_000_000:
             raise _invalid("session_queue", f"must be 1-1000000, got {self.session_queue}")
+        if not 1 <= self.sessions_per_user <= 1_000_000:
+            raise _invalid("sessions_per_user", f"must be 1-1000000, got {self.sessions_per_user}")
         if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
             choices = ", ".join(SQLITE_SYNCHRONOUS)
             raise _invalid("sqlite_synchronous", f"must be one of {choices}, got {self.sqlite_synchronous!r}")
