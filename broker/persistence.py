@@ -9,10 +9,13 @@ When: the broker records each change here on its loop (a session connected, subs
 disconnected or was removed; a message queued for an offline session or dropped from its full queue; a
 retained message set or cleared). A session that changed is saved whole, read from the broker when the
 commit is built (its queue, its unacknowledged messages and its client's QoS 2 publishes waiting for
-PUBREL then). What is queued while it is offline is appended: the message once (`broker_message`, its
-id kept with the message object the fan-out shares between queues) and a small row per session waiting
-for it (as Mosquitto's reference-counted store keeps one message and a reference per client); messages
-nobody waits for any more are swept every `SWEEP` seconds. Commits run on a thread of their own, one
+PUBREL then). What is queued while it is offline is appended once, however many sessions it is queued
+for (`broker_message`; its id is kept with the message object the fan-out shares between queues), with
+its audience: the sessions it was queued for, one `broker_audience` row for all the messages of one
+fan-out pattern. Each session has a floor instead of a row per message: a full queue dropping its
+oldest raises it. So a flood for 100 offline sessions costs a row per message, not 100 (Mosquitto's
+store keeps one message and a reference per client, in memory). Messages nobody waits for any more are
+swept every `SWEEP` seconds. Commits run on a thread of their own, one
 after the other: the next starts as soon as the last finished and takes everything recorded meanwhile
 (group commit), so the event loop never waits for the database and a burst of messages for offline
 sessions costs a few commits, not one each.
@@ -75,6 +78,8 @@ GATHER = 0.002
 SWEEP = 10.0
 # Messages remembered with their saved id, so that the sessions sharing one are saved referring to it.
 SHARED = 256
+# Audiences (client ids) remembered with their saved id, so that a fan-out pattern is saved once.
+AUDIENCES = 1024
 
 _SAVE, _REMOVE = True, False
 
@@ -133,6 +138,10 @@ class Persistence:
         self._failed: list[Changes] = []  # a failed commit's changes, saved first by the next one
         self._row = 0  # the last message id given
         self._shared: dict[int, tuple[Any, int]] = {}  # id(message object): it and its saved id
+        self._built = 0  # the last message id given before the last commit was built
+        self._messages: dict[int, tuple[Queued, list[str]]] = {}  # queued since: each with its audience
+        self._audiences: dict[tuple[str, ...], int] = {}  # saved audiences: their ids
+        self._audience = 0  # the last audience id given
         self._swept = 0.0  # when messages nobody waits for were last swept (loop time)
         self._dropped = False  # something since then may have left a message nobody waits for
         self._recorded = 0  # changes recorded ...
@@ -154,7 +163,8 @@ class Persistence:
         now = time.time()
         expired_before = -1.0 if self.session_expiry is None else now - self.session_expiry
         loaded = await self._loop.run_in_executor(self._executor, saved.load, expired_before, now)
-        self._row = loaded.last_queued_id
+        self._row = self._built = loaded.last_queued_id
+        self._audience = loaded.last_audience_id
         return loaded
 
     def restore(self, broker: Any, access: AccessControl, loaded: saved.Saved, queue_limit: int) -> None:
@@ -227,15 +237,15 @@ class Persistence:
         if self._closed or session.clean_session or not client_id:
             return 0
         known = self._shared.get(id(message))
-        if known is not None and known[0] is message:
+        if known is not None and known[0] is message and known[1] > self._built:
             row = known[1]
-        else:
+        else:  # a new message, or one whose audience was committed already: saved again for the rest
             row = self.next_row()
-            self._changes.messages.append(Queued(row, message.topic, bytes(message.data), message.qos or 0))
+            self._messages[row] = (Queued(row, message.topic, bytes(message.data), message.qos or 0), [])
             if len(self._shared) >= SHARED:
                 del self._shared[next(iter(self._shared))]  # the oldest: fan-outs share one message at a time
             self._shared[id(message)] = (message, row)
-        self._changes.queued.append((client_id, row))
+        self._messages[row][1].append(client_id)
         self._kick()
         return row
 
@@ -300,9 +310,21 @@ class Persistence:
                 changes.removed.append(client_id)
             else:
                 changes.sessions.append(whole)
+        messages, self._messages = self._messages, {}
+        self._built = self._row
+        for message, members in messages.values():
+            audience = tuple(dict.fromkeys(members))  # queued twice for one (overlapping filters): once
+            audience_id = self._audiences.get(audience)
+            if audience_id is None:
+                self._audience += 1
+                audience_id = self._audience
+                changes.audiences.append((audience_id, audience))
+                if len(self._audiences) >= AUDIENCES:
+                    del self._audiences[next(iter(self._audiences))]
+                self._audiences[audience] = audience_id
+            changes.messages.append((message, audience_id))
         if sessions:
-            # Saved whole or removed: what it queued or dropped before now is in that already.
-            changes.queued = [(c, q) for c, q in changes.queued if c not in sessions]
+            # Saved whole (its floor above what it holds) or removed: its drops before now count no more.
             changes.floors = {c: row for c, row in changes.floors.items() if c not in sessions}
             self._dropped = True  # a reconnected session's delivered messages, a removed one's
         assert self._loop is not None
@@ -413,12 +435,13 @@ def _describe(
         if isinstance(waiting, OfflineQueue):
             waiting.rows = deque(rows)  # saved anew: the ids it is saved with now
         received = [packet_id for packet_id, m in session.inflight_in.items() if isinstance(m, Received)]
+        floor = persistence.next_row()  # what was queued for it before is in `queued` now, or not for it
         connected = session.transitions.is_connected()
         disconnected = None if connected else float(session.last_disconnect_time or time.time())
         user_id, token_id, version, service = principal_keys(access.principal(client_id))
         described[client_id] = SavedSession(
             client_id, user_id, token_id, version, service, disconnected, subscriptions.get(client_id, ()),
-            queued, inflight, received,
+            queued, inflight, received, floor,
         )
     return described
 

@@ -24,6 +24,7 @@ from rtdp.models import (
     AlertLease,
     AlertRule,
     Axis,
+    BrokerAudience,
     BrokerMessage,
     BrokerQueued,
     BrokerReceived,
@@ -130,10 +131,14 @@ def _create_broker_state(db: pw.Database) -> None:
 
 
 def _share_broker_messages(db: pw.Database) -> None:
-    # A message queued for many persistent sessions is saved once (broker_message) with a small row per
-    # session waiting for it (broker_pending), instead of a whole copy each (broker_queued); QoS 2 publishes
-    # waiting for their PUBREL get broker_received.
-    db.create_tables([BrokerMessage, BrokerQueued, BrokerReceived], safe=True)
+    # A message queued for many persistent sessions is saved once (broker_message) for its audience (the
+    # sessions it was queued for, broker_audience; each session's floor says which it still waits for),
+    # instead of a whole copy each (broker_queued); messages sent and not acknowledged get a row per
+    # session (broker_pending), QoS 2 publishes waiting for their PUBREL broker_received.
+    db.create_tables([BrokerAudience, BrokerMessage, BrokerQueued, BrokerReceived], safe=True)
+    if "floor" not in {c.name for c in db.get_columns("broker_session")}:
+        migrator = SchemaMigrator.from_database(db)
+        run_migrations(migrator.add_column("broker_session", "floor", pw.BigIntegerField(default=0)))
     if "broker_queued" in db.get_tables():
         db.execute_sql(
             "INSERT INTO broker_message (id, topic, payload, qos) SELECT id, topic, payload, qos FROM broker_queued"

@@ -340,6 +340,9 @@ class BrokerSession(BaseModel):
     service = pw.BooleanField(default=False)
     # When its client last disconnected (epoch seconds; expiry counts from here), None while connected.
     disconnected = pw.DoubleField(null=True)
+    # Messages queued for it through their audience (`BrokerMessage.audience`) count from this id on: below
+    # it they were delivered, dropped from its full queue, or saved for it as `BrokerQueued` rows.
+    floor = pw.BigIntegerField(default=0)
 
     class Meta:
         table_name = "broker_session"
@@ -356,15 +359,28 @@ class BrokerSubscription(BaseModel):
         primary_key = pw.CompositeKey("session", "topic_filter")
 
 
+class BrokerAudience(BaseModel):
+    """The sessions a message was queued for while they were offline (client ids, one a line): one row
+    for the many messages a fan-out sends to the same sessions."""
+
+    id = pw.BigIntegerField(primary_key=True)
+    members = pw.TextField()
+
+    class Meta:
+        table_name = "broker_audience"
+
+
 class BrokerMessage(BaseModel):
     """A QoS 1 or 2 message waiting for one or more persistent sessions, saved once however many wait for
-    it (`BrokerQueued` holds who); removed once nobody does. The id is given by the broker
+    it: those of its `audience` whose floor (`BrokerSession.floor`) is not above its id, and those with a
+    `BrokerQueued` row for it. Removed once nobody waits for it. The id is given by the broker
     (broker.persistence) and orders each session's queue."""
 
     id = pw.BigIntegerField(primary_key=True)
     topic = pw.TextField()
     payload = pw.BlobField()
     qos = pw.SmallIntegerField()
+    audience = pw.BigIntegerField(null=True, index=True)  # a BrokerAudience id (not a key: swept apart)
 
     class Meta:
         table_name = "broker_message"
@@ -415,7 +431,7 @@ class RetainedMessage(BaseModel):
 
 
 BROKER_MODELS: list[type[BaseModel]] = [
-    BrokerSession, BrokerSubscription, BrokerMessage, BrokerQueued, BrokerReceived, RetainedMessage
+    BrokerSession, BrokerSubscription, BrokerAudience, BrokerMessage, BrokerQueued, BrokerReceived, RetainedMessage
 ]
 
 ALL_MODELS: list[type[BaseModel]] = [

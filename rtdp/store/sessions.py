@@ -13,6 +13,7 @@ from typing import Any, NamedTuple, TypeVar
 import peewee as pw
 
 from rtdp.models import (
+    BrokerAudience,
     BrokerMessage,
     BrokerQueued,
     BrokerReceived,
@@ -68,28 +69,29 @@ class SavedSession:
     queued: Sequence[Queued] = ()
     inflight: Sequence[Inflight] = ()
     received: Sequence[int] = ()
+    # Saved: messages with a lower id are in `queued` or not for it (whatever their audience says).
+    floor: int = 0
 
 
 @dataclass(slots=True)
 class Changes:
     """What one commit saves, applied in this order: sessions removed, sessions saved whole (replacing
-    what was saved of them), messages saved (`messages`, once each) and queued for sessions (`queued`:
-    client id and message id; a session removed meanwhile gets none), each session's queued messages
-    below an id dropped (`floors`: its full queue dropped its oldest), retained messages set (or, None,
-    cleared), and with `sweep` the messages nobody waits for any more removed."""
+    what was saved of them), audiences (id, client ids) and the messages queued for them while they were
+    offline (`messages`: each once, with its audience's id), each session's queued messages below an id
+    dropped (`floors`: its full queue dropped its oldest), retained messages set (or, None, cleared), and
+    with `sweep` the messages nobody waits for any more removed."""
 
     removed: list[str] = field(default_factory=list)
     sessions: list[SavedSession] = field(default_factory=list)
-    messages: list[Queued] = field(default_factory=list)
-    queued: list[tuple[str, int]] = field(default_factory=list)
+    audiences: list[tuple[int, Sequence[str]]] = field(default_factory=list)
+    messages: list[tuple[Queued, int]] = field(default_factory=list)
     floors: dict[str, int] = field(default_factory=dict)
     retained: dict[str, Retained | None] = field(default_factory=dict)
     sweep: bool = False
 
     def __bool__(self) -> bool:
         return bool(
-            self.removed or self.sessions or self.messages or self.queued or self.floors or self.retained
-            or self.sweep
+            self.removed or self.sessions or self.messages or self.floors or self.retained or self.sweep
         )
 
 
@@ -100,6 +102,7 @@ class Saved:
     sessions: list[SavedSession]
     retained: list[Retained]
     last_queued_id: int  # the highest message id there ever was here (0: none)
+    last_audience_id: int = 0
 
 
 def _chunks(items: Sequence[T], size: int = INSERT_CHUNK) -> Iterable[Sequence[T]]:
@@ -115,12 +118,34 @@ def _remove_sessions(client_ids: Sequence[str]) -> None:
         BrokerSession.delete().where(BrokerSession.client_id.in_(chunk)).execute()
 
 
+_UNREFERENCED = "NOT EXISTS (SELECT 1 FROM broker_pending WHERE broker_pending.message_id = broker_message.id)"
+
+
+def _floors() -> dict[str, int]:
+    rows: Any = BrokerSession.select(BrokerSession.client_id, BrokerSession.floor)
+    return dict(rows.tuples())
+
+
 def _sweep() -> None:
-    # Messages nobody waits for any more (their sessions received, dropped or lost them).
+    # Messages nobody waits for any more: below the floor of every session of their audience still saved
+    # (received, dropped from a full queue, or its session gone), and not sent and unacknowledged.
     db = BrokerMessage._meta.database
+    p = db.param
+    floors = _floors()
+    audiences: Any = BrokerAudience.select(BrokerAudience.id, BrokerAudience.members)
+    for audience_id, members in list(audiences.tuples()):
+        waiting = [floors[m] for m in members.split("\n") if m in floors]
+        if waiting:
+            db.execute_sql(
+                f"DELETE FROM broker_message WHERE audience = {p} AND id < {p} AND {_UNREFERENCED}",
+                (audience_id, min(waiting)),
+            )
+        else:
+            db.execute_sql(f"DELETE FROM broker_message WHERE audience = {p} AND {_UNREFERENCED}", (audience_id,))
+    db.execute_sql(f"DELETE FROM broker_message WHERE audience IS NULL AND {_UNREFERENCED}")
     db.execute_sql(
-        "DELETE FROM broker_message WHERE NOT EXISTS"
-        " (SELECT 1 FROM broker_pending WHERE broker_pending.message_id = broker_message.id)"
+        "DELETE FROM broker_audience WHERE NOT EXISTS"
+        " (SELECT 1 FROM broker_message WHERE broker_message.audience = broker_audience.id)"
     )
 
 
@@ -140,13 +165,21 @@ def load(expired_before: float, now: float) -> Saved:
         )
         for session_id, topic_filter, qos in rows.tuples():
             subscriptions.setdefault(session_id, []).append((topic_filter, qos))
+        floors = _floors()
+        saved_audiences: Any = BrokerAudience.select(BrokerAudience.id, BrokerAudience.members)
+        audiences: dict[int, list[str]] = {
+            audience_id: members.split("\n") for audience_id, members in saved_audiences.tuples()
+        }
         messages: dict[int, Queued] = {}
-        query: Any = BrokerMessage.select(
-            BrokerMessage.id, BrokerMessage.topic, BrokerMessage.payload, BrokerMessage.qos
-        )
-        for row_id, topic, payload, qos in query.tuples():
-            messages[row_id] = Queued(row_id, topic, bytes(payload), qos)
         queued: dict[str, list[Queued]] = {}
+        query: Any = BrokerMessage.select(
+            BrokerMessage.id, BrokerMessage.topic, BrokerMessage.payload, BrokerMessage.qos, BrokerMessage.audience
+        ).order_by(BrokerMessage.id)
+        for row_id, topic, payload, qos, audience in query.tuples():
+            message = messages[row_id] = Queued(row_id, topic, bytes(payload), qos)
+            for member in audiences.get(audience, ()) if audience is not None else ():
+                if floors.get(member, row_id + 1) <= row_id:
+                    queued.setdefault(member, []).append(message)
         inflight: dict[str, list[Inflight]] = {}
         query = BrokerQueued.select(
             BrokerQueued.session, BrokerQueued.message, BrokerQueued.packet_id, BrokerQueued.released
@@ -165,8 +198,8 @@ def load(expired_before: float, now: float) -> Saved:
             SavedSession(
                 row.client_id, row.user_id, row.token_id, row.password_version, bool(row.service),
                 now if row.disconnected is None else row.disconnected,
-                subscriptions.get(row.client_id, ()), queued.get(row.client_id, ()),
-                inflight.get(row.client_id, ()), received.get(row.client_id, ()),
+                subscriptions.get(row.client_id, ()), _in_order(queued.get(row.client_id, ())),
+                inflight.get(row.client_id, ()), received.get(row.client_id, ()), row.floor,
             )
             for row in BrokerSession.select()
         ]
@@ -175,7 +208,14 @@ def load(expired_before: float, now: float) -> Saved:
         )
         retained = [Retained(topic, feed_id, bytes(payload), qos) for topic, feed_id, payload, qos in rows.tuples()]
         last = BrokerMessage.select(pw.fn.MAX(BrokerMessage.id)).scalar() or 0
-    return Saved(sessions, retained, int(last))
+        floor = BrokerSession.select(pw.fn.MAX(BrokerSession.floor)).scalar() or 0
+        last_audience = BrokerAudience.select(pw.fn.MAX(BrokerAudience.id)).scalar() or 0
+    return Saved(sessions, retained, max(int(last), int(floor) - 1), int(last_audience))
+
+
+def _in_order(messages: Sequence[Queued]) -> list[Queued]:
+    """A session's queue from its rows and its audiences: by id, each once."""
+    return sorted({m.id: m for m in messages}.values(), key=lambda m: m.id)
 
 
 def _remove_orphaned_retained() -> None:
@@ -200,10 +240,14 @@ def _apply(changes: Changes) -> None:
     _remove_sessions(changes.removed + [s.client_id for s in changes.sessions])
     for chunk in _chunks(changes.sessions):
         BrokerSession.insert_many(
-            [(s.client_id, s.user_id, s.token_id, s.password_version, s.service, s.disconnected) for s in chunk],
+            [
+                (s.client_id, s.user_id, s.token_id, s.password_version, s.service, s.disconnected, s.floor)
+                for s in chunk
+            ],
             fields=[
                 BrokerSession.client_id, BrokerSession.user_id, BrokerSession.token_id,
                 BrokerSession.password_version, BrokerSession.service, BrokerSession.disconnected,
+                BrokerSession.floor,
             ],
         ).execute()
     subscriptions = [(s.client_id, f, qos) for s in changes.sessions for f, qos in s.subscriptions]
@@ -214,8 +258,17 @@ def _apply(changes: Changes) -> None:
     for received_chunk in _chunks(received):
         fields = [BrokerReceived.session, BrokerReceived.packet_id]
         BrokerReceived.insert_many(received_chunk, fields=fields).execute()
-    # Each message once, however many sessions wait for it (one saved before is kept as it is).
-    messages = {m.id: m for m in changes.messages}
+    # Each message once, however many sessions wait for it (one saved before is kept as it is): those
+    # queued for offline sessions with their audience, those of sessions saved whole with a row each.
+    db = BrokerQueued._meta.database
+    p = db.param
+    if changes.audiences:
+        db.cursor().executemany(
+            f"INSERT INTO broker_audience (id, members) VALUES ({p}, {p}) ON CONFLICT DO NOTHING",
+            [(audience_id, "\n".join(members)) for audience_id, members in changes.audiences],
+        )
+    audience_of = {m.id: audience for m, audience in changes.messages}
+    messages = {m.id: m for m, _ in changes.messages}
     pending: list[tuple[str, int, int | None, bool]] = []
     for s in changes.sessions:
         for m in s.queued:
@@ -224,16 +277,13 @@ def _apply(changes: Changes) -> None:
         for inflight in s.inflight:
             messages[inflight.message.id] = inflight.message
             pending.append((s.client_id, inflight.message.id, inflight.packet_id, inflight.released))
-    pending.extend((client_id, message_id, None, False) for client_id, message_id in changes.queued)
-    # The busiest statements (a flood for offline sessions), hand-written: Peewee's insert_many cost more
-    # than the database's work. A message queued twice for one session (overlapping subscriptions) is
-    # saved once for it.
-    db = BrokerQueued._meta.database
-    p = db.param
+    # The busiest statement (a flood for offline sessions), hand-written: Peewee's insert_many cost more
+    # than the database's work.
     if messages:
         db.cursor().executemany(
-            f"INSERT INTO broker_message (id, topic, payload, qos) VALUES ({p}, {p}, {p}, {p}) ON CONFLICT DO NOTHING",
-            [(m.id, m.topic, m.payload, m.qos) for m in messages.values()],
+            f"INSERT INTO broker_message (id, topic, payload, qos, audience) VALUES ({p}, {p}, {p}, {p}, {p})"
+            " ON CONFLICT DO NOTHING",
+            [(m.id, m.topic, m.payload, m.qos, audience_of.get(m.id)) for m in messages.values()],
         )
     if pending:
         db.cursor().executemany(
@@ -242,10 +292,15 @@ def _apply(changes: Changes) -> None:
             [(client_id, message_id, packet_id, released, client_id) for client_id, message_id, packet_id, released
              in pending],
         )
-    for client_id, floor in changes.floors.items():
-        BrokerQueued.delete().where(
-            (BrokerQueued.session == client_id) & (BrokerQueued.message < floor) & BrokerQueued.packet_id.is_null()
-        ).execute()
+    if changes.floors:
+        floors = [(floor, client_id, floor) for client_id, floor in changes.floors.items()]
+        db.cursor().executemany(
+            f"UPDATE broker_session SET floor = {p} WHERE client_id = {p} AND floor < {p}", floors
+        )
+        db.cursor().executemany(
+            f"DELETE FROM broker_pending WHERE session_id = {p} AND message_id < {p} AND packet_id IS NULL",
+            [(client_id, floor) for client_id, floor in changes.floors.items()],
+        )
     if changes.sweep:
         _sweep()
     if changes.retained:

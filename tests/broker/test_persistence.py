@@ -11,7 +11,7 @@ from contextlib import closing
 import peewee as pw
 
 from rtdp.accounts import ServiceAccount
-from rtdp.models import BrokerQueued, BrokerSession, Token
+from rtdp.models import BrokerAudience, BrokerMessage, BrokerSession, Token
 from rtdp.settings import Settings
 from tests.broker import raw
 from tests.broker.clients import connected, login_result
@@ -36,7 +36,8 @@ def test_a_restored_session_keeps_its_rights_but_not_revoked_ones(
             assert ep.subscribe(TOPIC, 1) == 1
             ep.publish(TOPIC, b"1")
             ep.wait_message(TOPIC, b"1")  # fanned out to every subscriber by now
-        wait_for(lambda: BrokerQueued.select().count() == 1, what="the copy for the session still allowed")
+        wait_for(lambda: BrokerMessage.select().count() == 1, what="the copy for the session still allowed")
+        assert [a.members for a in BrokerAudience.select()] == [f"u{world.ep.id}/kept"]
         assert embedded.broker.access.revoked == 1
         with connected(embedded.endpoint("device", kept), "kept", clean_session=False) as device:
             assert device.session_present
@@ -63,7 +64,7 @@ def test_a_publish_queued_for_an_offline_session_is_acknowledged_once_its_row_is
             wait_for(offline.exists, what="the session saved offline")
             for value in range(5):
                 ep.publish(TOPIC, str(value).encode())  # returns once acknowledged
-                assert BrokerQueued.select().count() == value + 1, "acknowledged before its row was committed"
+                assert BrokerMessage.select().count() == value + 1, "acknowledged before its row was committed"
             assert fast.taken == taken
 
 

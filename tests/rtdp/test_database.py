@@ -247,7 +247,10 @@ def test_migration_creates_the_broker_state(tmp_path: Path) -> None:
     assert database.MIGRATIONS[-2] is database._create_broker_state
     url = f"sqlite:///{tmp_path / 'v13.sqlite3'}"
     db = open_database(url)
-    tables = ("broker_pending", "broker_received", "broker_message", "broker_subscription", "broker_session")
+    tables = (
+        "broker_pending", "broker_received", "broker_message", "broker_audience", "broker_subscription",
+        "broker_session",
+    )
     for table in (*tables, "retained_message"):
         db.execute_sql(f"DROP TABLE {table}")
     SchemaVersion.update(version=SCHEMA_VERSION - 2).execute()
@@ -260,12 +263,14 @@ def test_migration_creates_the_broker_state(tmp_path: Path) -> None:
 
 def test_migration_saves_each_queued_message_once(tmp_path: Path) -> None:
     """Version 14 -> 15: the messages queued for offline sessions, a whole copy per session in
-    broker_queued, move to broker_message with a row per session waiting in broker_pending."""
+    broker_queued, move to broker_message with a row per session waiting in broker_pending; sessions get
+    their floor (new messages are queued by audience)."""
     assert database.MIGRATIONS[-1] is database._share_broker_messages
     url = f"sqlite:///{tmp_path / 'v14.sqlite3'}"
     db = open_database(url)
-    for table in ("broker_pending", "broker_received", "broker_message"):
+    for table in ("broker_pending", "broker_received", "broker_message", "broker_audience"):
         db.execute_sql(f"DROP TABLE {table}")
+    db.execute_sql("ALTER TABLE broker_session DROP COLUMN floor")
     db.execute_sql(
         "CREATE TABLE broker_queued (id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, topic TEXT NOT NULL,"
         " payload BLOB NOT NULL, qos INTEGER NOT NULL)"
@@ -282,6 +287,7 @@ def test_migration_saves_each_queued_message_once(tmp_path: Path) -> None:
     assert db.execute_sql("SELECT session_id, message_id, packet_id FROM broker_pending").fetchall() == [
         ("u1/a", 7, None)
     ]
+    assert db.execute_sql("SELECT floor FROM broker_session").fetchall() == [(0,)]
     db.close()
 
 
