@@ -78,6 +78,10 @@ GATHER = 0.002
 SWEEP = 10.0
 # Messages remembered with their saved id, so that the sessions sharing one are saved referring to it.
 SHARED = 256
+# Seconds between commits of the floors raised by full queues dropping their oldest: nobody waits for
+# them (after a crash the restored queue is cut to the limit again), and a flood raises every
+# subscribed session's floor with each message.
+FLOORS = 1.0
 # Audiences (client ids) remembered with their saved id, so that a fan-out pattern is saved once.
 AUDIENCES = 1024
 
@@ -142,6 +146,8 @@ class Persistence:
         self._messages: dict[int, tuple[Queued, list[str]]] = {}  # queued since: each with its audience
         self._audiences: dict[tuple[str, ...], int] = {}  # saved audiences: their ids
         self._audience = 0  # the last audience id given
+        self._floors: dict[str, int] = {}  # floors raised since they were last saved
+        self._floors_at = 0.0  # when that was (loop time)
         self._swept = 0.0  # when messages nobody waits for were last swept (loop time)
         self._dropped = False  # something since then may have left a message nobody waits for
         self._recorded = 0  # changes recorded ...
@@ -254,9 +260,9 @@ class Persistence:
         rows = getattr(session.retained_messages, "rows", None)  # OfflineQueue's, beside its messages
         row = rows[0] if rows else 0
         if row and session.client_id and not self._closed:
-            self._changes.floors[session.client_id] = row
+            self._floors[session.client_id] = row
             self._dropped = True
-            self._kick()
+            self._schedule(self._floors_wait())
 
     def retained(self, topic: str, feed_id: int | None, data: bytes | bytearray, qos: int | None) -> None:
         if not self._closed:
@@ -326,9 +332,14 @@ class Persistence:
         if sessions:
             # Saved whole (its floor above what it holds) or removed: its drops before now count no more.
             changes.floors = {c: row for c, row in changes.floors.items() if c not in sessions}
+            for client_id in sessions:
+                self._floors.pop(client_id, None)
             self._dropped = True  # a reconnected session's delivered messages, a removed one's
         assert self._loop is not None
         now = self._loop.time()
+        if self._floors and self._floors_wait() == 0:
+            changes.floors.update(self._floors)
+            self._floors, self._floors_at = {}, now
         if self._dropped and now - self._swept >= SWEEP:
             changes.sweep, self._dropped, self._swept = True, False, now
         return changes
@@ -343,7 +354,13 @@ class Persistence:
         if self._running or self._loop is None or self._stopped:
             return
         if self._committed >= self._recorded and not self._failed:
-            return
+            if self._floors:
+                wait = self._floors_wait()
+                if wait > 0:
+                    self._schedule(wait)
+                    return
+            else:
+                return
         upto = self._recorded
         batches = [*self._failed, self._build()]
         self._failed = []
@@ -372,6 +389,13 @@ class Persistence:
                 waiter.set_result(None)
         if self._recorded > self._committed:
             self._schedule(GATHER if self._waiters else LAZY)
+        elif self._floors:
+            self._schedule(self._floors_wait())
+
+    def _floors_wait(self) -> float:
+        """Seconds until the raised floors are due to be saved (0: now)."""
+        assert self._loop is not None
+        return max(0.0, self._floors_at + FLOORS - self._loop.time())
 
     # -- stop ----------------------------------------------------------------------------------------
 
