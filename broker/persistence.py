@@ -155,6 +155,7 @@ class Persistence:
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._running = False
         self._timer: asyncio.Handle | None = None
+        self._soon = False  # the timer fires within LAZY seconds
         self._due = 0.0  # when the timer fires (loop time)
         self._closed = False  # nothing more is recorded
         self._stopped = False  # the writer thread is gone
@@ -291,6 +292,8 @@ class Persistence:
 
     def _kick(self) -> None:
         self._recorded += 1
+        if self._running or self._soon:
+            return  # a commit runs, or one is due within LAZY: this change goes with it (no clock read)
         self._schedule(LAZY)
 
     def _schedule(self, delay: float) -> None:
@@ -305,6 +308,7 @@ class Persistence:
             self._timer.cancel()
         # Our own due time: uvloop's call_later(0) returns a handle without when().
         self._timer, self._due = loop.call_later(delay, self._commit_next), due
+        self._soon = delay <= LAZY
 
     def _build(self) -> Changes:
         changes, self._changes = self._changes, Changes()
@@ -350,7 +354,7 @@ class Persistence:
         return self._row
 
     def _commit_next(self) -> None:
-        self._timer = None
+        self._timer, self._soon = None, False
         if self._running or self._loop is None or self._stopped:
             return
         if self._committed >= self._recorded and not self._failed:

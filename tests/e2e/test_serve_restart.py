@@ -133,7 +133,8 @@ def test_the_queue_limit_holds_across_a_restart(serve: Serve, monkeypatch: pytes
     subscribe_and_leave(serve)
     publish(serve, range(10))
     waiting = "SELECT COUNT(*) FROM broker_message JOIN broker_session ON broker_message.id >= broker_session.floor"
-    assert db_rows(serve, waiting)[0][0] == 3  # saved as each message once and the session's floor
+    # Saved as each message once and the session's floor (raised within a second).
+    wait_for(lambda: db_rows(serve, waiting)[0][0] == 3, what="the newest three saved as queued")
     assert serve.stop() == 0
     serve.start()
     client = persistent(serve)
