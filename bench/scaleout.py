@@ -100,6 +100,96 @@ def bench_history(work: Path, args: argparse.Namespace) -> None:
           f"{statistics.median(timings):.1f} ms (min {min(timings):.1f}, max {max(timings):.1f})", flush=True)
 
 
+# ---------------------------------------------------------------- viewers (rtdp viewer --workers N)
+
+
+def bench_viewers(work: Path, args: argparse.Namespace) -> None:
+    """Mosquitto + one bridge (SQLite) + `rtdp viewer --workers N` for each N of --viewer-workers; the SSE
+    clients of bench/sse_fanout.py (in --client-processes processes) on one feed, points published at
+    each of --viewer-rates: events/s delivered, latency (receive - publish time), the workers' CPU and RSS."""
+    import paho.mqtt.client as mqtt
+    import sse_fanout
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    data = work / "data"
+    token = pipeline.prepare(data)
+    pipeline.cli(data, "axis", "add", pipeline.FEED, "live")
+    rows = []
+    with running_mosquitto(work / "mosquitto") as mosq:
+        broker = pipeline.Broker(mosq.host, mosq.port)
+        bridge_cmd = [pipeline.RTDP, "bridge", "--broker", mosq.url, "--data-dir", str(data),
+                      "--client-id", "viewers-bridge", "--log-level", "warning"]
+        with pipeline.process(bridge_cmd, work / "bridge.log"):
+            pipeline.wait_stored_probe(broker, data / "rtdp.sqlite3")
+            for workers in args.viewer_workers:
+                port = pipeline.free_port()
+                room = str(args.viewer_clients + 50)  # per worker: every client may land on one
+                viewer_cmd = [pipeline.RTDP, "viewer", "--broker", mosq.url, "--data-dir", str(data),
+                              "--http", f"127.0.0.1:{port}", "--workers", str(workers), "--log-level", "warning",
+                              "--http-max-connections", room, "--http-connections-per-ip", room]
+                url = f"http://127.0.0.1:{port}"
+                with pipeline.process(viewer_cmd, work / f"viewer-{workers}.log") as viewer:
+                    pipeline.wait_for(lambda: pipeline.ready(f"{url}/readyz"), 60, interval=0.1, what="viewer")  # noqa: B023
+                    pids = [c.pid for c in psutil.Process(viewer.pid).children()] or [viewer.pid]
+                    share = args.viewer_clients // args.client_processes
+                    readers = [sse_fanout.ClientsProcess(url, token, share) for _ in range(args.client_processes)]
+                    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-viewers-{workers}",
+                                            protocol=mqtt.MQTTv311)
+                    publisher.connect(mosq.host, mosq.port)
+                    publisher.loop_start()
+                    try:
+                        pipeline.wait_for(lambda: all(r.ask("status")["connected"] >= share for r in readers),  # noqa: B023
+                                          120, interval=0.5, what="the streams to open")
+                        spread = [_streams(pid, port) for pid in pids]
+                        sse_fanout.publish_at(publisher, 10, 1.0)  # warm-up
+                        time.sleep(sse_fanout.GRACE)
+                        for rate in args.viewer_rates:
+                            for r in readers:
+                                r.ask("reset")
+                            cpu = pipeline.cpu_seconds(pids)
+                            started = time.perf_counter()
+                            published = sse_fanout.publish_at(publisher, rate, args.viewer_seconds)
+                            time.sleep(sse_fanout.GRACE)
+                            elapsed = time.perf_counter() - started
+                            used = pipeline.cpu_seconds(pids) - cpu
+                            got = [r.ask("report") for r in readers]
+                            delivered = sum(g["delivered"] for g in got)
+                            row = {
+                                "workers": workers, "clients": share * len(readers), "rate": rate,
+                                "published": published, "delivered": delivered,
+                                "events_per_s": delivered / args.viewer_seconds,
+                                "complete": delivered / max(1, published * share * len(readers)),
+                                # Each client process's percentiles; the worst of them is reported.
+                                "p50_ms": max(g["p50_ms"] for g in got), "p99_ms": max(g["p99_ms"] for g in got),
+                                "cuts": sum(g["cuts"] for g in got),
+                                "cpu_percent": 100 * used / elapsed,
+                                "rss_mb": [round(_rss_mb(pid), 1) for pid in pids], "streams_per_worker": spread,
+                            }
+                            rows.append(row)
+                            print(f"  {workers} worker(s), {row['clients']} clients at {rate} points/s: "
+                                  f"{row['events_per_s']:,.0f} events/s ({100 * row['complete']:.0f}%), p50 "
+                                  f"{row['p50_ms']:.0f} / p99 {row['p99_ms']:.0f} ms, {row['cuts']} cuts, viewer "
+                                  f"CPU {row['cpu_percent']:.0f}%, RSS {row['rss_mb']} MB, streams {spread}",
+                                  flush=True)
+                            pipeline.wait_for(lambda: all(r.ask("status")["connected"] >= share for r in readers),  # noqa: B023
+                                              60, interval=0.5, what="the cut streams to come back")
+                    finally:
+                        publisher.loop_stop()
+                        publisher.disconnect()
+                        for r in readers:
+                            r.close()
+    pipeline.RESULTS.mkdir(exist_ok=True)
+    out_path = pipeline.RESULTS / f"viewers-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.json"
+    out_path.write_text(json.dumps({"load": os.getloadavg(), "rows": rows}, indent=1))
+    print(f"  results: {out_path.relative_to(pipeline.ROOT)}", flush=True)
+
+
+def _streams(pid: int, port: int) -> int:
+    """Streams a worker holds (established connections on the viewer's port)."""
+    return sum(1 for c in psutil.Process(pid).net_connections("tcp")
+               if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
+
+
 # ---------------------------------------------------------------- overload (5 x capacity)
 
 # wrk's Lua: count answers by status, and the 503s that carry Retry-After, over all threads.
@@ -302,7 +392,7 @@ def bench_overload(work: Path, args: argparse.Namespace) -> None:
     print(f"  results: {out_path.relative_to(pipeline.ROOT)}", flush=True)
 
 
-SECTIONS = {"bridges": bench_bridges, "history": bench_history, "overload": bench_overload}
+SECTIONS = {"bridges": bench_bridges, "history": bench_history, "viewers": bench_viewers, "overload": bench_overload}
 NEEDS_POSTGRES = {"bridges", "history"}
 
 
@@ -318,7 +408,14 @@ def main() -> int:
     parser.add_argument("--http-connections", type=int, default=400, help="overload: wrk connections")
     parser.add_argument("--http-max-pending", type=int, default=100,
                         help="overload: the viewer's --http-max-pending, below --http-connections")
+    parser.add_argument("--viewer-workers", default="1,2", help="viewers: one layout per --workers value")
+    parser.add_argument("--viewer-clients", type=int, default=1000, help="viewers: SSE clients on one feed")
+    parser.add_argument("--viewer-rates", default="10,50", help="viewers: points/s, one level each")
+    parser.add_argument("--viewer-seconds", type=float, default=8.0, help="viewers: seconds per level")
+    parser.add_argument("--client-processes", type=int, default=2, help="viewers: processes holding the clients")
     args = parser.parse_args()
+    args.viewer_workers = [int(n) for n in args.viewer_workers.split(",")]
+    args.viewer_rates = [int(n) for n in args.viewer_rates.split(",")]
     args.rounds = args.rounds or (2 if args.quick else 3)
     args.points = 40_000 if args.quick else 100_000
     args.history_points = 1_000_000
