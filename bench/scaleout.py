@@ -39,6 +39,7 @@ from tests.support.postgres import available, throwaway_database  # noqa: E402
 def bench_bridges(work: Path, args: argparse.Namespace) -> None:
     """One bridge, then two on one share group, interleaved round by round on fresh axes of one database."""
     results: dict[int, list[pipeline.Stored]] = {1: [], 2: []}
+    cpu: dict[int, list[dict[str, float]]] = {1: [], 2: []}
     with throwaway_database() as url:
         data = work / "data"
         pipeline.prepare(data, url)
@@ -62,11 +63,14 @@ def bench_bridges(work: Path, args: argparse.Namespace) -> None:
                             probe = f"probe{count}{r}{k}"
                             pipeline.wait_for(lambda: _probe(broker, url, probe), 60, interval=0.3,  # noqa: B023
                                               what="a probe stored")
+                        meter = CpuMeter(url, mosq.process.pid)
                         got = pipeline.stored_rate(broker, url, work, f"b{count}r{r}", args.points, args.publishers,
                                                    pids=pids)
+                        shares = meter.per_10k(got, (args.points // args.publishers) * args.publishers)
                         results[count].append(got)
-                        print(f"  round {r}: {count} bridge(s): {got.rate:,.0f} points/s, "
-                              f"{got.cpu_per_10k:.2f} CPU s per 10k points", flush=True)
+                        cpu[count].append(shares)
+                        print(f"  round {r}: {count} bridge(s): {got.rate:,.0f} points/s; CPU s per 10k points: "
+                              + ", ".join(f"{k} {v:.3f}" for k, v in shares.items()), flush=True)
                     # Stopped, their persistent sessions would keep getting a copy of everything published while
                     # the other layout runs: retire them (rtdp bridge --retire).
                     for n in range(count):
@@ -80,6 +84,67 @@ def bench_bridges(work: Path, args: argparse.Namespace) -> None:
     cpu2 = statistics.median(s.cpu_per_10k for s in results[2])
     print(f"bridges on PostgreSQL, one point per message: one {one:,.0f} points/s ({cpu1:.2f} CPU s/10k), "
           f"two {two:,.0f} points/s ({cpu2:.2f} CPU s/10k): {two / one:.2f}x", flush=True)
+    # The ceiling: every process's CPU per point (medians), against the cores there are.
+    cores = os.cpu_count() or 1
+    print("| CPU s per 10,000 points (median) | " + " | ".join(cpu[1][0]) + " |")
+    print("| --- |" + " --- |" * len(cpu[1][0]))
+    medians = {}
+    for count in (1, 2):
+        medians[count] = {k: statistics.median(row[k] for row in cpu[count]) for k in cpu[count][0]}
+        print(f"| {count} bridge(s) | " + " | ".join(f"{v:.3f}" for v in medians[count].values()) + " |")
+    for count in (1, 2):
+        mine = medians[count]["all measured"]
+        print(f"  {count} bridge(s): {mine:.3f} CPU s per 10k points in all measured processes: at most "
+              f"{cores * 10_000 / mine:,.0f} points/s on {cores} idle cores; one bridge alone at most "
+              f"{10_000 * count / medians[count]['bridges']:,.0f} points/s ({count} process(es) each on a core)",
+              flush=True)
+    print(f"  load average at the end: {os.getloadavg()}", flush=True)
+    pipeline.RESULTS.mkdir(exist_ok=True)
+    out_path = pipeline.RESULTS / f"bridges-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.json"
+    rates = {count: [got.rate for got in rounds] for count, rounds in results.items()}
+    out_path.write_text(json.dumps({"load": os.getloadavg(), "rates": rates, "cpu_per_10k": cpu}, indent=1))
+
+
+class CpuMeter:
+    """CPU seconds of every process a round uses, from its start: the bridges (given to stored_rate),
+    Mosquitto, the PostgreSQL backends of the bench's database that exist now (the bridges' connections:
+    they are connected and have stored their probes; the bench's own polling connection comes later),
+    PostgreSQL's WAL writer, background writer and checkpointer (the server's, so also whatever other
+    sessions on the machine write), and the publishers (mosquitto_pub: children of this process, reaped in
+    the round, so counted by os.times())."""
+
+    SERVER = ("walwriter", "background writer", "checkpointer")
+
+    def __init__(self, url: str, mosquitto: int) -> None:
+        import psycopg2
+
+        conn = psycopg2.connect(url)
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND pid <> pg_backend_pid()")
+                self.backends = [row[0] for row in cursor.fetchall()]
+                cursor.execute("SELECT pid FROM pg_stat_activity WHERE backend_type = ANY(%s)", (list(self.SERVER),))
+                self.server = [row[0] for row in cursor.fetchall()]
+        finally:
+            conn.close()
+        self.mosquitto = mosquitto
+        self.start = self._read()
+
+    def _read(self) -> dict[str, float]:
+        children = os.times()
+        return {"mosquitto": pipeline.cpu_seconds([self.mosquitto]),
+                "postgres backends": pipeline.cpu_seconds(self.backends),
+                "postgres wal/bg/checkpoint": pipeline.cpu_seconds(self.server),
+                "publishers": children.children_user + children.children_system}
+
+    def per_10k(self, got: pipeline.Stored, points: int) -> dict[str, float]:
+        """CPU s per 10,000 of the round's `points` of each group since the start, with the bridges' from `got`."""
+        end = self._read()
+        shares = {"bridges": got.cpu_per_10k}
+        shares |= {k: 10_000 * (end[k] - self.start[k]) / points for k in end}
+        shares["all measured"] = sum(shares.values())
+        return shares
 
 
 def _probe(broker: pipeline.Broker, url: str, axis: str) -> bool:
@@ -119,7 +184,7 @@ def bench_viewers(work: Path, args: argparse.Namespace) -> None:
         broker = pipeline.Broker(mosq.host, mosq.port)
         bridge_cmd = [pipeline.RTDP, "bridge", "--broker", mosq.url, "--data-dir", str(data),
                       "--client-id", "viewers-bridge", "--log-level", "warning"]
-        with pipeline.process(bridge_cmd, work / "bridge.log"):
+        with pipeline.process(bridge_cmd, work / "bridge.log") as bridge:
             pipeline.wait_stored_probe(broker, data / "rtdp.sqlite3")
             for workers in args.viewer_workers:
                 port = pipeline.free_port()
@@ -146,12 +211,18 @@ def bench_viewers(work: Path, args: argparse.Namespace) -> None:
                         for rate in args.viewer_rates:
                             for r in readers:
                                 r.ask("reset")
+                            # The viewer's CPU, and beside it the bridge's and the clients' (a limit too).
+                            others = {"bridge": [bridge.pid], "clients": [r.proc.pid for r in readers],
+                                      "mosquitto": [mosq.process.pid]}
                             cpu = pipeline.cpu_seconds(pids)
+                            cpu_others = {k: pipeline.cpu_seconds(v) for k, v in others.items()}
                             started = time.perf_counter()
                             published = sse_fanout.publish_at(publisher, rate, args.viewer_seconds)
                             time.sleep(sse_fanout.GRACE)
                             elapsed = time.perf_counter() - started
                             used = pipeline.cpu_seconds(pids) - cpu
+                            used_others = {k: round(100 * (pipeline.cpu_seconds(v) - cpu_others[k]) / elapsed)
+                                           for k, v in others.items()}
                             got = [r.ask("report") for r in readers]
                             delivered = sum(g["delivered"] for g in got)
                             row = {
@@ -162,14 +233,16 @@ def bench_viewers(work: Path, args: argparse.Namespace) -> None:
                                 # Each client process's percentiles; the worst of them is reported.
                                 "p50_ms": max(g["p50_ms"] for g in got), "p99_ms": max(g["p99_ms"] for g in got),
                                 "cuts": sum(g["cuts"] for g in got),
-                                "cpu_percent": 100 * used / elapsed,
+                                "cpu_percent": 100 * used / elapsed, "others_cpu_percent": used_others,
+                                "load": os.getloadavg()[0],
                                 "rss_mb": [round(_rss_mb(pid), 1) for pid in pids], "streams_per_worker": spread,
                             }
                             rows.append(row)
                             print(f"  {workers} worker(s), {row['clients']} clients at {rate} points/s: "
                                   f"{row['events_per_s']:,.0f} events/s ({100 * row['complete']:.0f}%), p50 "
                                   f"{row['p50_ms']:.0f} / p99 {row['p99_ms']:.0f} ms, {row['cuts']} cuts, viewer "
-                                  f"CPU {row['cpu_percent']:.0f}%, RSS {row['rss_mb']} MB, streams {spread}",
+                                  f"CPU {row['cpu_percent']:.0f}% (others: {used_others}), RSS {row['rss_mb']} MB, "
+                                  f"streams {spread}",
                                   flush=True)
                             pipeline.wait_for(lambda: all(r.ask("status")["connected"] >= share for r in readers),  # noqa: B023
                                               60, interval=0.5, what="the cut streams to come back")
@@ -284,6 +357,20 @@ def _rss_mb(pid: int) -> float:
     return float(psutil.Process(pid).memory_info().rss) / 2**20
 
 
+# What mosquitto.conf says about queues, in-flight windows and persistence, which the overload bench runs with.
+DEPLOYED = ("persistence", "autosave_interval", "max_queued_messages", "max_queued_bytes", "memory_limit",
+            "max_inflight_messages", "set_tcp_nodelay")
+
+
+def deployed_mosquitto(workdir: Path) -> str:
+    """The lines of mosquitto.conf that set DEPLOYED options (later lines win over running_mosquitto's), with
+    the persistence file in `workdir`."""
+    lines = [line.strip() for line in (pipeline.ROOT / "mosquitto.conf").read_text().splitlines()
+             if line.split(" ", 1)[0] in DEPLOYED]
+    assert any(line.startswith("max_queued_messages") for line in lines), "mosquitto.conf sets max_queued_messages"
+    return "\n".join([*lines, f"persistence_location {workdir}/"]) + "\n"
+
+
 def bench_overload(work: Path, args: argparse.Namespace) -> None:
     """Mosquitto + one bridge (SQLite) + `rtdp viewer`: capacity first, then 5 x that over MQTT for
     `--seconds` while wrk drives HTTP ingestion past the viewer's pending limit; RSS sampled throughout."""
@@ -291,11 +378,11 @@ def bench_overload(work: Path, args: argparse.Namespace) -> None:
     token = pipeline.prepare(data)
     pipeline.cli(data, "axis", "add", pipeline.FEED, "ovh")
     db = data / "rtdp.sqlite3"
-    # Mosquitto queues the backlog for the bridge's session: the deployed limit (mosquitto.conf), not the
-    # tests' 100,000, which 5 x capacity for a minute passes.
-    queued = re.search(r"^max_queued_messages\s+(\d+)", (pipeline.ROOT / "mosquitto.conf").read_text(), re.M)
-    assert queued, "mosquitto.conf sets max_queued_messages"
-    with running_mosquitto(work / "mosquitto", extra_config=f"max_queued_messages {queued.group(1)}") as mosq:
+    # Mosquitto queues the backlog for the bridge's session: as deployed (mosquitto.conf), not as the tests
+    # run it (a queue of 100,000, which 5 x capacity for a minute passes, and no persistence).
+    deployed = deployed_mosquitto(work / "mosquitto")
+    print("  Mosquitto as mosquitto.conf: " + "; ".join(deployed.splitlines()), flush=True)
+    with running_mosquitto(work / "mosquitto", extra_config=deployed) as mosq:
         broker = pipeline.Broker(mosq.host, mosq.port)
         http_port = pipeline.free_port()
         bridge_cmd = [pipeline.RTDP, "bridge", "--broker", mosq.url, "--data-dir", str(data),
@@ -427,8 +514,10 @@ def main() -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="rtdp-scaleout-") as tmp:
         for name in args.only.split(","):
-            print(f"{name}:", flush=True)
+            print(f"{name}: (load average {os.getloadavg()[0]:.1f})", flush=True)
+            started = time.perf_counter()
             SECTIONS[name](Path(tmp) / name, args)
+            print(f"{name}: {time.perf_counter() - started:.0f} s", flush=True)
     return 0
 
 
