@@ -40,6 +40,7 @@ def bench_bridges(work: Path, args: argparse.Namespace) -> None:
     """One bridge, then two on one share group, interleaved round by round on fresh axes of one database."""
     results: dict[int, list[pipeline.Stored]] = {1: [], 2: []}
     cpu: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+    idle: dict[int, list[float]] = {1: [], 2: []}
     with throwaway_database() as url:
         data = work / "data"
         pipeline.prepare(data, url)
@@ -48,11 +49,12 @@ def bench_bridges(work: Path, args: argparse.Namespace) -> None:
             for r in range(args.rounds):
                 for count in (1, 2):
                     with ExitStack() as stack:
-                        pids = []
+                        pids, metrics = [], []
                         for n in range(count):
+                            metrics.append(f"http://127.0.0.1:{pipeline.free_port()}/metrics")
                             command = [pipeline.RTDP, "bridge", "--broker", mosq.url, "--db", url, "--data-dir",
                                        str(data), "--client-id", f"bench-{count}-{n}", "--share-group", f"g{count}",
-                                       "--log-level", "info"]
+                                       "--log-level", "info", "--metrics", metrics[-1].split("/")[2]]
                             log = work / f"bridge-{count}-{n}-{r}.log"
                             proc = stack.enter_context(pipeline.process(command, log))
                             pids.append(proc.pid)
@@ -64,13 +66,21 @@ def bench_bridges(work: Path, args: argparse.Namespace) -> None:
                             pipeline.wait_for(lambda: _probe(broker, url, probe), 60, interval=0.3,  # noqa: B023
                                               what="a probe stored")
                         meter = CpuMeter(url, mosq.process.pid)
+                        in_transactions = sum(_commit_seconds(m) for m in metrics)
                         got = pipeline.stored_rate(broker, url, work, f"b{count}r{r}", args.points, args.publishers,
                                                    pids=pids)
                         shares = meter.per_10k(got, (args.points // args.publishers) * args.publishers)
+                        idle[count].append(meter.idle_percent())
+                        # Seconds the bridges spent in their write transactions (a feed's writers take turns:
+                        # pg_advisory_xact_lock), against the round's wall time.
+                        elapsed = (args.points // args.publishers) * args.publishers / got.rate
+                        shares["in transactions % of wall time"] = (
+                            100 * (sum(_commit_seconds(m) for m in metrics) - in_transactions) / elapsed)
                         results[count].append(got)
                         cpu[count].append(shares)
                         print(f"  round {r}: {count} bridge(s): {got.rate:,.0f} points/s; CPU s per 10k points: "
-                              + ", ".join(f"{k} {v:.3f}" for k, v in shares.items()), flush=True)
+                              + ", ".join(f"{k} {v:.3f}" for k, v in shares.items())
+                              + f"; machine idle {idle[count][-1]:.0f}%", flush=True)
                     # Stopped, their persistent sessions would keep getting a copy of everything published while
                     # the other layout runs: retire them (rtdp bridge --retire).
                     for n in range(count):
@@ -86,7 +96,8 @@ def bench_bridges(work: Path, args: argparse.Namespace) -> None:
           f"two {two:,.0f} points/s ({cpu2:.2f} CPU s/10k): {two / one:.2f}x", flush=True)
     # The ceiling: every process's CPU per point (medians), against the cores there are.
     cores = os.cpu_count() or 1
-    print("| CPU s per 10,000 points (median) | " + " | ".join(cpu[1][0]) + " |")
+    print("| median of the rounds: CPU s per 10,000 points, and % of wall time in transactions | "
+          + " | ".join(cpu[1][0]) + " |")
     print("| --- |" + " --- |" * len(cpu[1][0]))
     medians = {}
     for count in (1, 2):
@@ -102,7 +113,35 @@ def bench_bridges(work: Path, args: argparse.Namespace) -> None:
     pipeline.RESULTS.mkdir(exist_ok=True)
     out_path = pipeline.RESULTS / f"bridges-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.json"
     rates = {count: [got.rate for got in rounds] for count, rounds in results.items()}
-    out_path.write_text(json.dumps({"load": os.getloadavg(), "rates": rates, "cpu_per_10k": cpu}, indent=1))
+    out_path.write_text(json.dumps({"load": os.getloadavg(), "rates": rates, "cpu_per_10k": cpu, "idle_percent": idle},
+                                   indent=1))
+
+
+def _commit_seconds(metrics_url: str) -> float:
+    """rtdp_bridge_commit_seconds_sum of a bridge's /metrics: seconds spent writing and committing."""
+    import httpx
+
+    text = httpx.get(metrics_url, timeout=10).text
+    found = re.search(r"^rtdp_bridge_commit_seconds_sum ([0-9.e+-]+)$", text, re.M)
+    assert found, "the bridge's /metrics has rtdp_bridge_commit_seconds_sum"
+    return float(found.group(1))
+
+
+def _machine_times() -> tuple[int, int]:
+    """(idle + iowait, all) jiffies of every core since boot (/proc/stat)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields[:8])
+
+
+def _cpu_each(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each process still there."""
+    found = {}
+    for pid in pids:
+        try:
+            found[pid] = pipeline.cpu_seconds([pid])
+        except FileNotFoundError:
+            pass
+    return found
 
 
 class CpuMeter:
@@ -130,19 +169,28 @@ class CpuMeter:
             conn.close()
         self.mosquitto = mosquitto
         self.start = self._read()
+        self.machine = _machine_times()
 
-    def _read(self) -> dict[str, float]:
+    def idle_percent(self) -> float:
+        """How much of the machine's CPU time (all cores) was idle since the start: near 0, the machine
+        was the limit, whoever used it."""
+        idle, total = (b - a for a, b in zip(self.machine, _machine_times(), strict=True))
+        return 100 * idle / max(1, total)
+
+    def _read(self) -> dict[str, dict[int, float]]:
         children = os.times()
-        return {"mosquitto": pipeline.cpu_seconds([self.mosquitto]),
-                "postgres backends": pipeline.cpu_seconds(self.backends),
-                "postgres wal/bg/checkpoint": pipeline.cpu_seconds(self.server),
-                "publishers": children.children_user + children.children_system}
+        return {"mosquitto": _cpu_each([self.mosquitto]), "postgres backends": _cpu_each(self.backends),
+                "postgres wal/bg/checkpoint": _cpu_each(self.server),
+                "publishers": {0: children.children_user + children.children_system}}
 
     def per_10k(self, got: pipeline.Stored, points: int) -> dict[str, float]:
-        """CPU s per 10,000 of the round's `points` of each group since the start, with the bridges' from `got`."""
+        """CPU s per 10,000 of the round's `points` of each group since the start, with the bridges' from `got`
+        (a process gone meanwhile, e.g. a backend of a connection being closed, counts for nothing)."""
         end = self._read()
         shares = {"bridges": got.cpu_per_10k}
-        shares |= {k: 10_000 * (end[k] - self.start[k]) / points for k in end}
+        for group, now in end.items():
+            before = self.start[group]
+            shares[group] = 10_000 * sum(now[pid] - before[pid] for pid in now if pid in before) / points
         shares["all measured"] = sum(shares.values())
         return shares
 
