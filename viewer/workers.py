@@ -106,6 +106,8 @@ class Workers:
         pid = os.fork()
         if pid:
             self.children[pid] = (slot, time.monotonic())
+            if self.stopping:  # the signal came between the fork and the line above
+                os.kill(pid, signal.SIGTERM)
             return
         os._exit(self._child(parent))
 
@@ -124,6 +126,8 @@ class Workers:
             self.serve(self.settings)
         except KeyboardInterrupt:
             pass
+        except SystemExit as exc:  # uvicorn's own exit, e.g. 3 when the app's startup failed (logged already)
+            return exc.code if isinstance(exc.code, int) else 1
         except RtdpError as exc:
             print(f"error: {exc.message}", file=sys.stderr, flush=True)
             return 2 if exc.status == 400 else 1
