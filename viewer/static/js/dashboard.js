@@ -186,7 +186,11 @@
           };
         }),
         x_cast: infos[0].x_cast, range: chartRange(), title: this.title.textContent, height: height,
-        onRange: function (range, zoomed) { if (!syncing && zoomed && range.min !== undefined) followZoom(self, range); },
+        // Once this chart fetches its new range (at once for a drag, when a wheel or pinch pauses), the
+        // others follow: their requests for that range join its one (sharedFetch).
+        onRange: function (range, zoomed, settled) {
+          if (!syncing && zoomed && settled && range.min !== undefined) zoomTo(range.min, range.max, self);
+        },
         redrawMs: MIN_REDRAW_MS, fetchPoints: sharedFetch,
       });
     }
@@ -209,8 +213,8 @@
   /* The latest range each series was fetched for by a chart ({since, until, answer}, by api|axis): value
      tiles' sparklines of that series and range draw the chart's answer instead of asking again. */
   const chartAnswers = new Map();
-  function sharedFetch(api, axis, params) {
-    const answer = fetchOnce(api, axis, params);
+  function sharedFetch(api, axis, params, signal) {
+    const answer = fetchOnce(api, axis, params, signal);
     if (params.max_points !== undefined && !params.newest) {
       chartAnswers.set(api + "|" + axis, { since: params.since, until: params.until, answer: answer });
     }
@@ -222,29 +226,36 @@
     const near = function (p, q) { return (p === null || p === undefined) ? (q === null || q === undefined) : (q !== null && q !== undefined && Math.abs(p - q) < 1); };
     return a && near(a.since, from) && near(a.until, until) ? a.answer : null;
   }
-  function fetchOnce(api, axis, params) {
+  /* One request per key while it is wanted: it is aborted once every chart that asked for it with a
+     signal has aborted (superseded by a newer range), unless someone asked without one. */
+  function fetchOnce(api, axis, params, signal) {
     const key = api + "|" + axis + "|" + Object.keys(params).sort().map(function (k) {
       const v = params[k];
       return k + "=" + (typeof v === "number" && (k === "since" || k === "until") ? Math.round(v) : v);
     }).join("&");
-    let answer = answers.get(key);
-    if (!answer) {
-      answer = RTDP_STREAM.fetchPoints(api, axis, params);
-      answers.set(key, answer);
-      setTimeout(function () { answers.delete(key); }, 2000);
-      answer.catch(function () { answers.delete(key); });
+    let entry = answers.get(key);
+    if (!entry) {
+      const controller = new AbortController();
+      const made = entry = { controller: controller, wanted: 0, answer: RTDP_STREAM.fetchPoints(api, axis, params, controller.signal) };
+      const forget = function () { if (answers.get(key) === made) answers.delete(key); };
+      answers.set(key, made);
+      setTimeout(forget, 2000);
+      made.answer.catch(forget);
     }
-    return answer;
+    const shared = entry;
+    if (!signal) shared.wanted = Infinity;
+    else {
+      shared.wanted += 1;
+      signal.addEventListener("abort", function () {
+        shared.wanted -= 1;
+        if (shared.wanted === 0) { if (answers.get(key) === shared) answers.delete(key); shared.controller.abort(); }
+      }, { once: true });
+    }
+    return shared.answer;
   }
 
   let syncing = false;
-  let followTimer = null;
   function chartRange() { return absolute ? { min: absolute.min, max: absolute.max } : { window: rangeSeconds }; }
-  /* One chart was zoomed or panned: the others and the other widgets follow once the gesture pauses. */
-  function followZoom(source, range) {
-    clearTimeout(followTimer);
-    followTimer = setTimeout(function () { zoomTo(range.min, range.max, source); }, 200);
-  }
 
   class ValueView {
     constructor(widget, index) {
