@@ -143,7 +143,8 @@
     title.id = "widget-title-" + index;
     const shown = visibleSeries(widget);
     title.textContent = widget.title || (shown.length ? shown.map(keyOf).join(", ") : kindLabel);
-    el.setAttribute("aria-labelledby", title.id);
+    // Each widget is a region: named by its kind and place too, since two may show one series untitled.
+    el.setAttribute("aria-label", kindLabel + " " + (index + 1) + ": " + title.textContent);
     head.appendChild(title);
     if (dash.editable) head.appendChild(editButtons(index));
     el.appendChild(head);
@@ -426,12 +427,15 @@
       if (!this.keys.length) { hiddenNote(this.body); return; }
       const wrap = document.createElement("div");
       wrap.className = "table-wrap";
+      wrap.tabIndex = 0;  // it may scroll: reachable by keyboard
       const table = document.createElement("table");
       const head = document.createElement("thead");
       const row = document.createElement("tr");
-      ["Time", "Series", "Value"].forEach(function (label, i) {
+      // One series: its name is the widget's title, and a phone has room for the time and the value only.
+      this.columns = this.keys.length > 1 ? ["Time", "Series", "Value"] : ["Time", "Value"];
+      this.columns.forEach(function (label) {
         const th = document.createElement("th"); th.scope = "col"; th.textContent = label;
-        if (i === 2) th.className = "num";
+        if (label === "Value") th.className = "num";
         row.appendChild(th);
       });
       head.appendChild(row);
@@ -446,11 +450,16 @@
       this.keys.forEach(function (k) { stores.get(k).recent.forEach(function (p) { rows.push([p, k]); }); });
       rows.sort(function (a, b) { return b[0].x - a[0].x; });
       const fragment = document.createDocumentFragment();
+      const several = this.columns.length === 3;
       rows.slice(0, TABLE_ROWS).forEach(function (r) {
         const info = stores.get(r[1]).info;
         const tr = document.createElement("tr");
-        const cells = [formatX(r[0].x, info), r[1], formatValue(r[0].y, info)];
-        cells.forEach(function (text, i) { const td = document.createElement("td"); td.textContent = text; if (i === 2) td.className = "num"; tr.appendChild(td); });
+        const cells = several ? [formatX(r[0].x, info), r[1], formatValue(r[0].y, info)] : [formatX(r[0].x, info), formatValue(r[0].y, info)];
+        cells.forEach(function (text, i) {
+          const td = document.createElement("td"); td.textContent = text;
+          if (i === cells.length - 1) td.className = "num";
+          tr.appendChild(td);
+        });
         fragment.appendChild(tr);
       });
       this.tbody.replaceChildren(fragment);
