@@ -304,7 +304,9 @@
     ctx.clearRect(0, 0, w, h);
     const xs = store.xs, ys = store.ys, n = xs.length;
     if (n < 2) return;
-    const x0 = absolute ? absolute.min : Math.min(xs[0], Date.now() / 1000 - rangeSeconds);
+    // Live, the line spans the points held (all inside the range): a feed younger than the range is not a
+    // sliver at the right edge, as the charts fit their window to it too.
+    const x0 = absolute ? absolute.min : xs[0];
     const x1 = absolute ? absolute.max : Math.max(xs[n - 1], x0 + 1);
     let lo = Infinity, hi = -Infinity;
     for (let i = 0; i < n; i++) { if (ys[i] < lo) lo = ys[i]; if (ys[i] > hi) hi = ys[i]; }
