@@ -186,6 +186,26 @@ def test_pinch_zooms_in_fetches_the_range_and_draws_its_min_max(live_server: Liv
         context.close()
 
 
+def test_a_range_superseded_before_its_answer_is_aborted_quietly(
+    live_server: LiveServer, page: tuple[Page, ConsoleErrors]
+) -> None:
+    tab, errors = page
+    _wave("quick", 5000, 300, 7)
+    _show_all(tab, live_server.url, "quick")
+    failed: list[str] = []
+    tab.on("requestfailed", lambda r: failed.append(r.url) if "/points?" in r.url else None)
+    now = int(time.time())
+    loads = _loads(tab)
+    with tab.expect_response(lambda r: "/axes/wave/points" in r.url and f"since={now - 600}" in r.url) as answer:
+        tab.evaluate("([a, b]) => { window.rtdpChart.setRange({min: a, max: a + 600});"
+                     " window.rtdpChart.setRange({min: b, max: b + 600}); }", [now - 3000, now - 600])
+    _wait_loaded(tab, loads)
+    assert len(failed) == 1 and f"since={now - 3000}" in failed[0]  # the first range's request, aborted
+    assert _drawn(tab)[0]["xs"] == [p["x"] for p in answer.value.json()["points"]]
+    expect(tab.locator("#live-state")).not_to_contain_text("could not load")
+    assert errors == []
+
+
 LOCAL_INPUT = """(t) => { const d = new Date(t * 1000), p = (n) => String(n).padStart(2, "0");
   return d.getFullYear() + "-" + p(d.getMonth() + 1) + "-" + p(d.getDate()) + "T" + p(d.getHours()) + ":" +
     p(d.getMinutes()) + ":" + p(d.getSeconds()); }"""
