@@ -15,8 +15,9 @@ the same loop per notice). MQTT subscribers of `rtdp/stored/...` still get them 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from rtdp.codec import Casts, Sample
 from rtdp.errors import RtdpError
@@ -34,10 +35,18 @@ class Handoff:
     receipt: asyncio.Future[RtdpError | None]
 
 
-# The in-process entry (broker.server.EmbeddedBroker.ingest): (topic, canonical payload, casts, samples,
-# timeout in seconds); returns once stored, raises RtdpError when refused or unavailable, TimeoutError
-# when not stored in time (it may still be).
-DirectWrite = Callable[[str, bytes, Casts, Sequence[Sample], float], Awaitable[None]]
+class Direct(Protocol):
+    """The in-process entry for HTTP points (broker.server.EmbeddedBroker)."""
+
+    async def ingest(self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample], timeout: float) -> None:
+        """(topic, canonical payload, casts, samples, timeout in seconds): returns once stored, raises RtdpError
+        when refused or unavailable, TimeoutError when not stored in time (it may still be)."""
+
+    def offer(
+        self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample]
+    ) -> asyncio.Future[RtdpError | None] | None:
+        """`ingest` without waiting when that can be done at once: the receipt (no timer on it), or None
+        (nothing done: call `ingest`)."""
 
 
 # Takes one notice (topic, payload) on the event loop.

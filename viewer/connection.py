@@ -22,7 +22,8 @@ Pipelining, keep-alive and shutdown stay uvicorn's: the request still has its `R
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from functools import partial
 from typing import Any
 
 from uvicorn._types import ASGI3Application
@@ -53,8 +54,11 @@ def _raw_response(status: int, message: str, extra: bytes = b"") -> bytes:
 
 # An answer the protocol writes itself: status, body and headers (content-length is added).
 LeanAnswer = tuple[int, bytes, list[tuple[bytes, bytes]]]
-# The app's shortcut: for a request's scope, the awaitable answer, or None to go through the app.
-LeanRoute = Callable[[dict[str, Any]], Awaitable[LeanAnswer] | None]
+# Writes a lean answer on the request's connection; called once, on the loop, now or later.
+Reply = Callable[[LeanAnswer], None]
+# The app's shortcut: for a request's scope and its `Reply`, False to go through the app, True when the
+# app answers through the reply, or an awaitable answer (the connection awaits it in a task).
+LeanRoute = Callable[[dict[str, Any], Reply], Awaitable[LeanAnswer] | bool]
 
 
 def _client_host(connection: object) -> str | None:
@@ -144,26 +148,46 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         # `app is self.app`: not uvicorn's 503 app for a connection over its concurrency limit.
         if self.lean is not None and app is self.app:
-            answer = self.lean(cycle.scope)  # type: ignore[arg-type]  # an HTTPScope is a dict
-            if answer is not None:
-                task = self.loop.create_task(self._answer(cycle, answer))
-                task.add_done_callback(self.tasks.discard)
-                self.tasks.add(task)
+            # An HTTPScope is a dict.
+            taken = self.lean(cycle.scope, partial(self._reply, cycle))  # type: ignore[arg-type]
+            if taken is True:
+                return
+            if taken is not False:
+                self._track(self._answer(cycle, taken))
                 return
         super()._start_asgi_task(cycle, app)
 
+    def _track(self, answering: Coroutine[Any, Any, None]) -> None:
+        # In uvicorn's tasks, as its own request tasks: shutdown waits for them, then cancels them.
+        task = self.loop.create_task(answering)
+        task.add_done_callback(self.tasks.discard)
+        self.tasks.add(task)
+
     async def _answer(self, cycle: RequestResponseCycle, answer: Awaitable[LeanAnswer]) -> None:
-        """Write a lean route's answer as uvicorn's `send` would write a start and a whole body."""
         try:
-            status, body, headers = await answer
+            ready = await answer
         except BaseException:
             # Only cancellation (shutdown) gets here: the route turns errors into answers.
             self.transport.close()
             raise
+        self._reply(cycle, ready)
+
+    def _reply(self, cycle: RequestResponseCycle, answer: LeanAnswer) -> None:
         if self.flow.write_paused and not cycle.disconnected:
-            await self.flow.drain()
-        if cycle.disconnected:
+            # The client reads slower than it sends: the answer waits for it, as uvicorn's `send` would.
+            self._track(self._after_drain(cycle, answer))
+        else:
+            self._write(cycle, answer)
+
+    async def _after_drain(self, cycle: RequestResponseCycle, answer: LeanAnswer) -> None:
+        await self.flow.drain()
+        self._write(cycle, answer)
+
+    def _write(self, cycle: RequestResponseCycle, answer: LeanAnswer) -> None:
+        """Write a lean route's answer as uvicorn's `send` would write a start and a whole body."""
+        if cycle.disconnected or self.transport.is_closing():
             return
+        status, body, headers = answer
         parts = [STATUS_LINE[status]]
         for name, value in (*cycle.default_headers, *headers):
             parts += (name, b": ", value, b"\r\n")

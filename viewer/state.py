@@ -16,8 +16,8 @@ from rtdp import revision
 from rtdp.cache import TTLCache
 from rtdp.catalog import Policy
 from rtdp.codec import Casts, Sample, encode
-from rtdp.errors import Unavailable
-from rtdp.handoff import DirectWrite
+from rtdp.errors import RtdpError, Unavailable
+from rtdp.handoff import Direct
 from rtdp.permissions import Principal
 from rtdp.revision import RevisionWatcher
 from rtdp.settings import Settings
@@ -44,7 +44,7 @@ class ViewerState:
     hash_pool: ThreadPoolExecutor
     # `rtdp serve` with its embedded broker: points go to the broker and writer in this process
     # (rtdp.handoff), not through the MQTT client.
-    direct: DirectWrite | None = None
+    direct: Direct | None = None
     # Stored notices put back in commit order before the hub (several bridges); streams tell it where
     # a feed stood when they subscribed.
     order: InOrder | None = None
@@ -97,16 +97,48 @@ class ViewerState:
             await self.publisher.publish(topic, encode(samples))
             return
         try:
-            await self.direct(topic, encode(samples), casts, samples, self.settings.http_publish_timeout)
+            await self.direct.ingest(topic, encode(samples), casts, samples, self.settings.http_publish_timeout)
         except TimeoutError:
-            raise Unavailable(
-                "the points were not stored in time (they may still be: a retry with the same x replaces them);"
-                " retry later", retry_after=2,
-            ) from None
+            raise _not_stored_in_time() from None
+
+    def hand_over_now(
+        self, topic: str, casts: Casts, samples: Sequence[Sample], done: Callable[[RtdpError | None], None]
+    ) -> bool:
+        """`hand_over` without waiting, when the points can be handed over at once (`rtdp serve`, room in the
+        broker's intake): then `done` is called on the loop once they are stored, with None, or with the
+        error `hand_over` would raise. False, and nothing done, otherwise: then `hand_over`."""
+        if self.direct is None:
+            return False
+        receipt = self.direct.offer(topic, encode(samples), casts, samples)
+        if receipt is None:
+            return False
+        timer = asyncio.get_running_loop().call_later(self.settings.http_publish_timeout, _time_out, receipt)
+        receipt.add_done_callback(functools.partial(_received, done, timer))
+        return True
 
     def forget_decisions(self) -> None:
         """After a change made here (feed deleted, made private...), stop trusting cached decisions."""
         self.decisions.clear()
+
+
+def _not_stored_in_time() -> Unavailable:
+    return Unavailable(
+        "the points were not stored in time (they may still be: a retry with the same x replaces them);"
+        " retry later", retry_after=2,
+    )
+
+
+def _time_out(receipt: asyncio.Future[RtdpError | None]) -> None:
+    # The writer's later result finds it done and leaves it (bridge.intake).
+    if not receipt.done():
+        receipt.set_result(_not_stored_in_time())
+
+
+def _received(
+    done: Callable[[RtdpError | None], None], timer: asyncio.TimerHandle, receipt: asyncio.Future[RtdpError | None]
+) -> None:
+    timer.cancel()
+    done(receipt.result())
 
 
 def viewer_state(conn: HTTPConnection) -> ViewerState:
