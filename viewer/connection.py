@@ -16,7 +16,13 @@ And one shortcut: a request the app's `lean` route takes (scripts' ingestion GET
 answered here from the (status, body, headers) it returns, in one write, without the ASGI layers
 (uvicorn's proxy-headers middleware, the app's send wrappers, two `send` calls each checking every
 header): at 10,000 requests a second those layers cost more than the point's own way to the database.
-Pipelining, keep-alive and shutdown stay uvicorn's: the request still has its `RequestResponseCycle`.
+Its answer may come later, through a `Reply` (viewer.ingest.lean_now: once the point is committed), with
+no task. Pipelining and shutdown stay uvicorn's: the request still has its `RequestResponseCycle`.
+
+The header timeout and uvicorn's keep-alive timeout (`http_keepalive`) share one lazy timer per
+connection: armed when the connection starts waiting and none is, and on firing re-armed for whatever
+is due next, rather than a timer armed and cancelled twice per request (each cost about as much as the
+request's parsing).
 """
 
 from __future__ import annotations
@@ -80,7 +86,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._in_head = True
         self._head_bytes = 0
         self._line_done = False
-        self._head_timer: asyncio.TimerHandle | None = None
+        # The idle timeouts (module docstring): since when the connection waits, whether nothing came since.
+        self._since = 0.0
+        self._quiet = False
+        self._watch: asyncio.TimerHandle | None = None
         self._refused = False
         self._drained = 0
         self._paused = False
@@ -97,7 +106,9 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._start_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_head_timer()
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -109,6 +120,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self._paused = True
                 self.transport.pause_reading()
             return
+        self._quiet = False
         if self._in_head:
             self._head_bytes += len(data)
             if not self._line_done and b"\n" in data:
@@ -122,7 +134,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._stop_head_timer()
         if self._refused:
             return
         # A head that arrived whole in one read: measured here, from what the parser kept.
@@ -203,10 +214,16 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.on_response_complete()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # Timed from here, unless uvicorn started a pipelined request: its response completes later.
-        if not self.transport.is_closing() and self._in_head and (self.cycle is None or self.cycle.response_complete):
-            self._start_head_timer()
+        # uvicorn's, without its keep-alive timer per request: `_wait` arms one lazy timer for both timeouts.
+        self.server_state.total_requests += 1
+        if self.transport.is_closing():
+            return
+        self.flow.resume_reading()
+        if self.pipeline:
+            cycle, app = self.pipeline.pop()
+            self._start_asgi_task(cycle, app)
+        else:
+            self._wait(keep_alive=True)
 
     def _count_head(self) -> None:
         self._in_head = True
@@ -215,21 +232,38 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _start_head(self) -> None:
         self._count_head()
-        self._start_head_timer()
+        self._wait(keep_alive=False)
 
-    def _start_head_timer(self) -> None:
-        self._stop_head_timer()
-        self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+    def _wait(self, keep_alive: bool) -> None:
+        """The connection waits from now: for a first request (`keep_alive` False: uvicorn arms no keep-alive
+        timeout there) or the next one. One timer per connection checks both timeouts (`_check_idle`): it
+        is armed when none is, not per request, and only re-armed when it finds the connection busy again."""
+        self._since = self.loop.time()
+        self._quiet = keep_alive
+        if self._watch is None:
+            self._watch = self.loop.call_at(self._since + self._first_timeout(), self._check_idle)
 
-    def _stop_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _first_timeout(self) -> float:
+        return min(self.timeout_keep_alive, self.header_timeout) if self._quiet else self.header_timeout
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self._in_head and not self.transport.is_closing():
+    def _check_idle(self) -> None:
+        """Close a connection that stayed quiet `timeout_keep_alive` seconds after a response (uvicorn's
+        keep-alive timeout), or whose next head is not whole `header_timeout` seconds after the connection
+        or the previous response, however slowly its bytes trickle in."""
+        self._watch = None
+        if self.transport.is_closing() or self._refused:
+            return
+        due = []
+        if self._quiet:
+            due.append(self._since + self.timeout_keep_alive)
+        if self._in_head and (self.cycle is None or self.cycle.response_complete):
+            due.append(self._since + self.header_timeout)
+        if not due:
+            return  # a request is under way: its response's `_wait` arms the timer again
+        if min(due) <= self.loop.time():
             self.transport.close()
+        else:
+            self._watch = self.loop.call_at(min(due), self._check_idle)
 
     def eof_received(self) -> None:
         if self._refused:
@@ -238,7 +272,6 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _refuse(self, response: bytes) -> None:
         """Answer a head too large, then drop what the client still sends (up to DRAIN bytes) for a moment
         before closing: closing with unread bytes would reset the connection before the client reads why."""
-        self._stop_head_timer()
         self._refused = True
         # Between requests or before the first: nothing else is being written on this connection.
         if self.cycle is None or self.cycle.response_complete:

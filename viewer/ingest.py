@@ -38,6 +38,7 @@ from rtdp import catalog
 from rtdp.casts import XCast
 from rtdp.codec import Casts, Sample, sample_from_fields
 from rtdp.errors import InvalidInput, RtdpError
+from rtdp.handoff import Receipt
 from rtdp.permissions import Principal
 from rtdp.topic import FeedTopic, check_name
 from viewer.access import MAX_QUERY, check_query_size, read_body, read_object
@@ -156,8 +157,7 @@ async def feed_input(request: Request) -> Response:
     except RtdpError as exc:
         state.metrics.count_ingest(exc.code)
         raise
-    state.metrics.count_ingest("accepted")
-    state.metrics.ingest_points.inc()
+    state.metrics.ingestion.accepted()
     return response
 
 
@@ -237,14 +237,14 @@ def lean_now(state: ViewerState, scope: Scope, feed: str, axis: str, reply: Call
 
 
 def _stored(
-    state: ViewerState, target: Target, sample: Sample, reply: Callable[[Answer], None], error: RtdpError | None
+    state: ViewerState, target: Target, sample: Sample, reply: Callable[[Answer], None], receipt: Receipt
 ) -> None:
+    error = receipt.result()
     reply(_accepted(state, answer(target, sample)) if error is None else _refusal(state, error))
 
 
 def _accepted(state: ViewerState, body: bytes) -> Answer:
-    state.metrics.count_ingest("accepted")
-    state.metrics.ingest_points.inc()
+    state.metrics.ingestion.accepted()
     return 200, body, []
 
 

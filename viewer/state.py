@@ -16,8 +16,8 @@ from rtdp import revision
 from rtdp.cache import TTLCache
 from rtdp.catalog import Policy
 from rtdp.codec import Casts, Sample, encode
-from rtdp.errors import RtdpError, Unavailable
-from rtdp.handoff import Direct
+from rtdp.errors import Unavailable
+from rtdp.handoff import Direct, Expiry, Receipt
 from rtdp.permissions import Principal
 from rtdp.revision import RevisionWatcher
 from rtdp.settings import Settings
@@ -62,6 +62,9 @@ class ViewerState:
     policy: Policy = field(init=False)
     # Drops both caches and has open streams check again when any process changed who may do what.
     rights: RevisionWatcher = field(init=False)
+    # `hand_over_now`'s receipts answer 503 after `http_publish_timeout` (the writer's later result finds
+    # them resolved and leaves them, bridge.intake).
+    expiry: Expiry = field(init=False)
 
     def __post_init__(self) -> None:
         self.policy = Policy.of(self.settings)
@@ -70,6 +73,7 @@ class ViewerState:
         self.logins = Throttle(self.settings.login_attempts, self.settings.login_window)
         self.signups = Throttle(self.settings.signups_per_hour, 3600.0)
         self.rights = RevisionWatcher(self._read_revision, self.rights_changed)
+        self.expiry = Expiry(self.settings.http_publish_timeout, _not_stored_in_time)
 
     async def _read_revision(self) -> int:
         return await self.run_db(revision.current)
@@ -102,18 +106,19 @@ class ViewerState:
             raise _not_stored_in_time() from None
 
     def hand_over_now(
-        self, topic: str, casts: Casts, samples: Sequence[Sample], done: Callable[[RtdpError | None], None]
+        self, topic: str, casts: Casts, samples: Sequence[Sample], done: Callable[[Receipt], None]
     ) -> bool:
         """`hand_over` without waiting, when the points can be handed over at once (`rtdp serve`, room in the
-        broker's intake): then `done` is called on the loop once they are stored, with None, or with the
-        error `hand_over` would raise. False, and nothing done, otherwise: then `hand_over`."""
+        broker's intake): then `done(receipt)` is called on the loop once they are stored, the receipt's
+        result None, or else the error `hand_over` would raise. False, and nothing done, otherwise: then
+        `hand_over`."""
         if self.direct is None:
             return False
         receipt = self.direct.offer(topic, encode(samples), casts, samples)
         if receipt is None:
             return False
-        timer = asyncio.get_running_loop().call_later(self.settings.http_publish_timeout, _time_out, receipt)
-        receipt.add_done_callback(functools.partial(_received, done, timer))
+        self.expiry.watch(receipt)
+        receipt.add_done_callback(done)
         return True
 
     def forget_decisions(self) -> None:
@@ -126,19 +131,6 @@ def _not_stored_in_time() -> Unavailable:
         "the points were not stored in time (they may still be: a retry with the same x replaces them);"
         " retry later", retry_after=2,
     )
-
-
-def _time_out(receipt: asyncio.Future[RtdpError | None]) -> None:
-    # The writer's later result finds it done and leaves it (bridge.intake).
-    if not receipt.done():
-        receipt.set_result(_not_stored_in_time())
-
-
-def _received(
-    done: Callable[[RtdpError | None], None], timer: asyncio.TimerHandle, receipt: asyncio.Future[RtdpError | None]
-) -> None:
-    timer.cancel()
-    done(receipt.result())
 
 
 def viewer_state(conn: HTTPConnection) -> ViewerState:
