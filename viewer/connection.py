@@ -240,11 +240,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         is armed when none is, not per request, and only re-armed when it finds the connection busy again."""
         self._since = self.loop.time()
         self._quiet = keep_alive
-        if self._watch is None:
-            self._watch = self.loop.call_at(self._since + self._first_timeout(), self._check_idle)
+        due = self._since + (min(self.timeout_keep_alive, self.header_timeout) if keep_alive else self.header_timeout)
+        if self._watch is None or due < self._watch.when():  # (after the first request: keep-alive may be shorter)
+            self._arm(due)
 
-    def _first_timeout(self) -> float:
-        return min(self.timeout_keep_alive, self.header_timeout) if self._quiet else self.header_timeout
+    def _arm(self, due: float) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+        self._watch = self.loop.call_at(due, self._check_idle)
 
     def _check_idle(self) -> None:
         """Close a connection that stayed quiet `timeout_keep_alive` seconds after a response (uvicorn's
@@ -263,7 +266,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if min(due) <= self.loop.time():
             self.transport.close()
         else:
-            self._watch = self.loop.call_at(min(due), self._check_idle)
+            self._arm(min(due))
 
     def eof_received(self) -> None:
         if self._refused:
