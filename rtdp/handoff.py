@@ -92,7 +92,7 @@ Receipt = asyncio.Future[RtdpError | None]
 
 class Expiry:
     """Receipts resolved with `expired()` unless resolved within `timeout` seconds, with one timer for all
-    of them: a timer armed and cancelled per point cost a tenth of an HTTP point's time on the loop.
+    of them, where a timer armed and cancelled per point was a visible share of an HTTP point's time on the loop.
 
     On the event loop only. Receipts are watched in the order they are handed over, which is the order the
     writer resolves them in (one queue, FIFO), so the oldest unresolved one is the next to expire. The

@@ -21,8 +21,8 @@ no task. Pipelining and shutdown stay uvicorn's: the request still has its `Requ
 
 The header timeout and uvicorn's keep-alive timeout (`http_keepalive`) share one lazy timer per
 connection: armed when the connection starts waiting and none is, and on firing re-armed for whatever
-is due next, rather than a timer armed and cancelled twice per request (each cost about as much as the
-request's parsing).
+is due next, rather than two timers armed and cancelled per request (a visible share of a request's time
+in a profile of `rtdp serve` under wrk).
 """
 
 from __future__ import annotations
