@@ -234,7 +234,11 @@ class ViewerApp(Starlette):
         status, body, headers = answer
         if self.access_log.errors:
             self.access_log.record(scope, status)
-        return status, body, [JSON_HEADER, *headers, *SECURITY_HEADERS]
+        # One list for the common answer: the connection reuses its encoded lines (viewer.connection).
+        return status, body, [JSON_HEADER, *headers, *SECURITY_HEADERS] if headers else _LEAN_HEADERS
+
+
+_LEAN_HEADERS = [JSON_HEADER, *SECURITY_HEADERS]
 
 
 def close_streams(app: Starlette) -> None:

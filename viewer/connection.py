@@ -90,6 +90,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._since = 0.0
         self._quiet = False
         self._watch: asyncio.TimerHandle | None = None
+        self._lines: tuple[object, object, bytes] = (None, None, b"")
         self._refused = False
         self._drained = 0
         self._paused = False
@@ -199,19 +200,24 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if cycle.disconnected or self.transport.is_closing():
             return
         status, body, headers = answer
-        parts = [STATUS_LINE[status]]
-        for name, value in (*cycle.default_headers, *headers):
-            parts += (name, b": ", value, b"\r\n")
-        parts.append(b"content-length: %d\r\n" % len(body))
-        if not cycle.keep_alive:
-            parts.append(b"connection: close\r\n")
-        parts += (b"\r\n", body)
-        self.transport.write(b"".join(parts))
+        self.transport.write(b"%s%scontent-length: %d\r\n%s\r\n%s" % (
+            STATUS_LINE[status], self._header_lines(cycle.default_headers, headers), len(body),
+            b"" if cycle.keep_alive else b"connection: close\r\n", body,
+        ))
         cycle.response_started = cycle.response_complete = True
         cycle.message_event.set()
         if not cycle.keep_alive:
             self.transport.close()
         self.on_response_complete()
+
+    def _header_lines(self, defaults: list[tuple[bytes, bytes]], headers: list[tuple[bytes, bytes]]) -> bytes:
+        # The server's default headers change once a second (the date), and the app's headers for its common
+        # answer are one list (viewer.app): the lines written last time are most often the ones to write.
+        if self._lines[0] is defaults and self._lines[1] is headers:
+            return self._lines[2]
+        lines = b"".join(b"%s: %s\r\n" % pair for pair in (*defaults, *headers))
+        self._lines = (defaults, headers, lines)
+        return lines
 
     def on_response_complete(self) -> None:
         # uvicorn's, without its keep-alive timer per request: `_wait` arms one lazy timer for both timeouts.
