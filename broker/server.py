@@ -905,6 +905,24 @@ class EmbeddedBroker:
         if rejection is not None:
             raise rejection
 
+    def offer(
+        self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample]
+    ) -> asyncio.Future[RtdpError | None] | None:
+        """`ingest` without waiting, in the common case (HTTP ingestion's path without a task,
+        viewer.ingest): when the intake has room and no subscription matches `topic` (nothing to broadcast),
+        the points are queued and their receipt returned, resolved once committed with None or the
+        writer's rejection; no timer (the caller arms its own). None, and nothing done, otherwise: then
+        call `ingest`. On the broker's loop."""
+        broker = self._broker
+        # A sink without `offer` (tests' own) can only wait: `ingest`.
+        offer = getattr(self.intake, "offer", None)
+        if broker is None or offer is None or _subscribed(broker, topic):
+            return None
+        receipt: asyncio.Future[RtdpError | None] = asyncio.get_running_loop().create_future()
+        if not offer(topic, payload, time.time(), None, None, Handoff(casts, samples, receipt)):
+            return None
+        return receipt
+
     def publish(self, topic: str, payload: bytes) -> None:
         """Broadcast a message from inside the process (as the service account would publish it, RECEIVE
         checks included), from any thread; never blocks. Dropped if the broker is not running."""

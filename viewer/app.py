@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import peewee as pw
@@ -27,7 +28,7 @@ from rtdp import eventloop
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
 from rtdp.errors import ConfigError
-from rtdp.handoff import DirectWrite, NoticeTap
+from rtdp.handoff import Direct, NoticeTap
 from rtdp.mqtt import Endpoint
 from rtdp.notices import StoredEvent
 from rtdp.openfiles import allow_open_files
@@ -37,14 +38,14 @@ from rtdp.throttle import Throttle
 from viewer.accesslog import AccessLog
 from viewer.alerts_api import alert_routes
 from viewer.api import api_routes
-from viewer.connection import LeanAnswer, guarded_protocol
+from viewer.connection import LeanAnswer, Reply, guarded_protocol
 from viewer.dashboards_api import dashboard_routes
 from viewer.errors import ErrorPage, exception_handlers
 from viewer.groups_api import group_routes
 from viewer.headers import SECURITY_HEADERS, with_security_headers
 from viewer.health import health_routes
 from viewer.hub import Hub
-from viewer.ingest import JSON_HEADER, ingest_asgi, ingest_routes, lean_answer, lean_path
+from viewer.ingest import JSON_HEADER, Answer, ingest_asgi, ingest_routes, lean_answer, lean_now, lean_path
 from viewer.metrics import Metrics
 from viewer.openapi import openapi_routes
 from viewer.order import InOrder
@@ -97,7 +98,7 @@ def create_app(
     collectors: Sequence[Collector] = (),
     logins: Throttle | None = None,
     hash_pool: ThreadPoolExecutor | None = None,
-    direct: DirectWrite | None = None,
+    direct: Direct | None = None,
     notices: NoticeTap | None = None,
 ) -> Starlette:
     """The viewer app. `db`: the process's opened database (`rtdp serve`); without it the lifespan opens
@@ -210,21 +211,34 @@ class ViewerApp(Starlette):
         if access.errors:
             access.record(scope, status)
 
-    def lean_route(self, scope: Scope) -> Awaitable[LeanAnswer] | None:
+    def lean_route(self, scope: Scope, reply: Reply) -> Awaitable[LeanAnswer] | bool:
         """viewer.connection's shortcut for the requests `ingest_asgi` above answers: the same answer,
-        with the security headers, written by the connection itself in one piece."""
+        with the security headers, written by the connection itself in one piece; through `reply` when
+        viewer.ingest.lean_now can answer without waiting."""
         target = lean_path(scope)
         state: ViewerState | None = getattr(self.state, "viewer", None) if target is not None else None
         if target is None or state is None:
-            return None
+            return False
         scope["app"] = self
+        if lean_now(state, scope, target[0], target[1], partial(self._reply, scope, reply)):
+            return True
         return self._lean(state, scope, target[0], target[1])
 
     async def _lean(self, state: ViewerState, scope: Scope, feed: str, axis: str) -> LeanAnswer:
-        status, body, headers = await lean_answer(state, scope, feed, axis)
+        return self._whole(scope, await lean_answer(state, scope, feed, axis))
+
+    def _reply(self, scope: Scope, reply: Reply, answer: Answer) -> None:
+        reply(self._whole(scope, answer))
+
+    def _whole(self, scope: Scope, answer: Answer) -> LeanAnswer:
+        status, body, headers = answer
         if self.access_log.errors:
             self.access_log.record(scope, status)
-        return status, body, [JSON_HEADER, *headers, *SECURITY_HEADERS]
+        # One list for the common answer: the connection reuses its encoded lines (viewer.connection).
+        return status, body, [JSON_HEADER, *headers, *SECURITY_HEADERS] if headers else _LEAN_HEADERS
+
+
+_LEAN_HEADERS = [JSON_HEADER, *SECURITY_HEADERS]
 
 
 def close_streams(app: Starlette) -> None:
