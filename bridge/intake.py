@@ -10,8 +10,8 @@ message, a socket write, our PUBACK read back) was its costliest work; this skip
 
 Acknowledgement after commit: each message comes with the broker's `settled` future (broker.acks); once
 its batch committed (a rejected message: once its rejection is recorded) the writer thread resolves
-the batch's futures on the broker's loop with one `call_soon_threadsafe`, and the broker sends the
-PUBACKs. Group commit: the writer starts the next commit as soon as the last one finished, with
+the batch's futures on the broker's loop with one ring of its doorbell (rtdp.doorbell), and the broker
+sends the PUBACKs. Group commit: the writer starts the next commit as soon as the last one finished, with
 everything queued meanwhile, so a publisher's in-flight window (20 for paho and mosquitto_pub) fills
 the next batch instead of waiting for a timer.
 
