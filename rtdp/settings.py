@@ -186,6 +186,11 @@ class Settings:
         shown="SQLite in the data dir",
     )
     http: HostPort = setting(HostPort("127.0.0.1", 8000), "Web address HOST:PORT.", serve_and("viewer", "emulate"))
+    # `rtdp viewer` only: processes sharing the --http port (SO_REUSEPORT; viewer.workers).
+    workers: int = setting(
+        1, "Viewer processes sharing the --http port (the kernel spreads connections); one that dies is started"
+        " again (1-64).", ("viewer",),
+    )
     mqtt: HostPort = setting(
         HostPort("127.0.0.1", 1883),
         "The embedded broker's address HOST:PORT (the others connect to it when --broker is not given).",
@@ -431,6 +436,8 @@ class Settings:
             raise _invalid("batch_interval", f"must be in (0, 4] seconds, got {self.batch_interval}")
         if not 1 <= self.max_inflight <= 60_000:
             raise _invalid("max_inflight", f"must be 1-60000, got {self.max_inflight}")
+        if not 1 <= self.workers <= 64:
+            raise _invalid("workers", f"must be 1-64, got {self.workers}")
         if not 1 <= self.http_max_pending <= 60_000:
             # paho's message ids wrap at 65,535: more in flight would silently lose points.
             raise _invalid("http_max_pending", f"must be 1-60000, got {self.http_max_pending}")

@@ -234,11 +234,14 @@ def close_streams(app: Starlette) -> None:
         state.hub.close()
 
 
-def bind_socket(address: HostPort, option: str = "--http") -> socket.socket:
-    """A listening-ready socket, or a one-line ConfigError naming the option to change."""
+def bind_socket(address: HostPort, option: str = "--http", *, reuse_port: bool = False) -> socket.socket:
+    """A listening-ready socket, or a one-line ConfigError naming the option to change. `reuse_port`: shared
+    with the other sockets bound so by this user (the viewer's workers, viewer.workers)."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((address.host, address.port))
     except OSError as exc:
@@ -275,7 +278,7 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
     Binds now, so a port in use fails here with ConfigError naming --http. Extra keywords go to
     uvicorn.Config (e.g. log_config=None when the caller configures logging).
     """
-    sock = bind_socket(settings.http)
+    sock = bind_socket(settings.http, reuse_port=settings.workers > 1)
     options: dict[str, Any] = {
         "lifespan": "on",
         "log_level": settings.log_level.lower(),
@@ -296,7 +299,17 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
 
 
 def run(settings: Settings) -> None:
-    """`rtdp viewer`: serve until Ctrl-C (blocking)."""
+    """`rtdp viewer`: serve until Ctrl-C or SIGTERM (blocking); with --workers N, N processes on one port."""
+    if settings.workers > 1:
+        from viewer.workers import Workers
+
+        Workers(settings, serve_one).run()
+        return
+    serve_one(settings)
+
+
+def serve_one(settings: Settings) -> None:
+    """One viewer process: the app on settings.http until Ctrl-C or SIGTERM."""
     allow_open_files(settings.http_max_connections)
     app = create_app(settings)
     server = build_server(settings, app)
