@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from rtdp import revision
-from rtdp.alert_actions import check_webhook_url
 from rtdp.casts import YCast, cast_y, y_json
 from rtdp.errors import InvalidInput, NotFound, PermissionDenied
 from rtdp.models import AlertEvent, AlertRule, Axis, Feed, User
 from rtdp.permissions import Access, Principal, allowed, readable_feeds
 from rtdp.topic import FeedTopic
+from rtdp.webhooks import check_webhook_url
 
 KINDS = ("above", "below", "changes", "silent")
 SEVERITIES = ("info", "warning", "critical")
