@@ -363,16 +363,26 @@ class Judge:
         by_axis = self.index.by_axis
         if not by_axis or not points:
             return []
-        axes: dict[int, list[StoredPoint]] = {}
-        for point in points:
-            if point.axis_id in by_axis:
-                axes.setdefault(point.axis_id, []).append(point)
-        if not axes:
+        # One pass, nothing allocated per point: the lowest and highest y per axis with rules. Most batches
+        # end here, every axis's values inside its band.
+        spans: dict[int, list[float]] = {}
+        judged = 0
+        for _, axis_id, _, y in points:
+            if axis_id in by_axis:
+                judged += 1
+                span = spans.get(axis_id)
+                if span is None:
+                    spans[axis_id] = [y, y]
+                elif y < span[0]:
+                    span[0] = y
+                elif y > span[1]:
+                    span[1] = y
+        if not spans:
             return []
-        self.judged += sum(len(p) for p in axes.values())
+        self.judged += judged
 
         def busy() -> list[int]:
-            return [a for a, ps in axes.items() if not self._band(a).quiet(min(p.y for p in ps), max(p.y for p in ps))]
+            return [a for a, (low, high) in spans.items() if not self._band(a).quiet(low, high)]
 
         busy_axes = busy()
         exclusive = bool(busy_axes)
@@ -381,7 +391,7 @@ class Judge:
         if current != self._states_revision:
             self.forget()
             self._states_revision = current
-            self._load(rule.id for axis_id in axes for rule in by_axis[axis_id])
+            self._load(rule.id for axis_id in spans for rule in by_axis[axis_id])
             busy_axes = busy()
             if busy_axes and not exclusive:
                 current = state_revision(self.db, sql, share=False)  # rare: a stale cache and a transition at once
@@ -395,15 +405,18 @@ class Judge:
         self._states_revision = None  # until this batch's changes are recorded (an error leaves none cached)
         for axis_id in busy_axes:
             self._bands.pop(axis_id, None)
-            for point in axes[axis_id]:
-                for rule in by_axis[axis_id]:
-                    st = self._states[rule.id]
-                    happened = step(rule, st, point.y, now)
-                    if st.dirty:
-                        changed[rule.id] = st
-                    if happened is not None:
-                        events.append(_event(rule, happened, now, point))
-                        alerts.append(_alert(rule, happened, now, point))
+        stepped = set(busy_axes)
+        for point in points:
+            if point.axis_id not in stepped:
+                continue
+            for rule in by_axis[point.axis_id]:
+                st = self._states[rule.id]
+                happened = step(rule, st, point.y, now)
+                if st.dirty:
+                    changed[rule.id] = st
+                if happened is not None:
+                    events.append(_event(rule, happened, now, point))
+                    alerts.append(_alert(rule, happened, now, point))
         if changed:
             _save(self.db, sql, changed, events)
             for st in changed.values():
