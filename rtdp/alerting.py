@@ -330,7 +330,9 @@ class Judge:
     def __init__(self, db: pw.Database) -> None:
         self.db = db
         self.index = RuleIndex(db)
+        # Counters for /metrics (bridge.metrics), written on the writer thread only.
         self.judged = 0  # points on axes with rules
+        self.steps = 0  # rules stepped through a point (the others' bands said the point changes nothing)
         self.transitions = 0
         self._states: dict[int, State] = {}
         self._bands: dict[int, Band] = {}
@@ -409,7 +411,9 @@ class Judge:
         for point in points:
             if point.axis_id not in stepped:
                 continue
-            for rule in by_axis[point.axis_id]:
+            rules = by_axis[point.axis_id]
+            self.steps += len(rules)
+            for rule in rules:
                 st = self._states[rule.id]
                 happened = step(rule, st, point.y, now)
                 if st.dirty:
@@ -436,6 +440,8 @@ class Sweeper:
         self.holder = holder or f"{socket.gethostname()[:60]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.index = RuleIndex(db)
         self.holding = False
+        self.transitions = 0  # counters for /metrics, written on the sweeper's thread only
+        self.repeats = 0
 
     def _take_lease(self, now: float) -> bool:
         taken = AlertLease.update(holder=self.holder, expires=now + LEASE_SECONDS).where(
@@ -499,9 +505,11 @@ class Sweeper:
                 elif st.state == "firing" and rule.repeat_min and now - (st.notified or 0.0) >= rule.repeat_min * 60:
                     st.notified, st.dirty = now, True
                     alerts.append(_alert(rule, "firing", now, None, repeat=True))
+                    self.repeats += 1
             if any(st.dirty for st in states.values()):
                 _save(self.db, sql, states, events)
                 execute(self.db, sql.bump, (revision.ALERT_STATES,))
+            self.transitions += len(events)
             return alerts
 
 
