@@ -99,7 +99,7 @@ def _remove_rules() -> None:
 
 
 def bench_latency(broker: pipeline.Broker, args: argparse.Namespace) -> dict[str, float | int | str]:
-    from rtdp.models import AlertRule
+    from rtdp.models import AlertEvent, AlertRule
     from rtdp.mqtt import Endpoint, make_client
 
     axes = [f"lat{i:03d}" for i in range(RULES_FOR_LATENCY)]
@@ -139,16 +139,22 @@ def bench_latency(broker: pipeline.Broker, args: argparse.Namespace) -> dict[str
         client.disconnect()
         client.loop_stop()
     values = sorted(1000 * v for v in receiver.latencies()[len(axes):])  # without the warm-up (first to arrive)
+    # Transitions the bridge recorded beyond the warm-up's, and webhooks whose last attempt did not get a 200:
+    # a webhook missing is either never judged or not delivered, and these say which.
+    events = AlertEvent.select().count() - len(axes)
+    failed = AlertRule.select().where(~AlertRule.last_result.startswith("HTTP 200")).count()
     _remove_rules()
     if not values:
         raise RuntimeError("no webhook received")
     p50, p99 = values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.99))]
     expected = count // args.flip
     result = {"p50_ms": round(p50, 1), "p99_ms": round(p99, 1), "max_ms": round(values[-1], 1),
-              "webhooks": len(values), "expected": expected, "points": count, "rate": round(count / sent_for)}
+              "webhooks": len(values), "expected": expected, "events": events, "rules_last_failed": failed,
+              "points": count, "rate": round(count / sent_for)}
     print(f"  latency point committed -> webhook received: p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {values[-1]:.1f} "
           f"ms ({len(values)} of {expected} webhooks for {count} points sent at {count / sent_for:,.0f}/s over "
-          f"{RULES_FOR_LATENCY} rules, a transition every {args.flip} points per axis)", flush=True)
+          f"{RULES_FOR_LATENCY} rules, a transition every {args.flip} points per axis; {events} transitions "
+          f"recorded, {failed} rules whose last webhook failed)", flush=True)
     return result
 
 
