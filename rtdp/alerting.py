@@ -273,6 +273,14 @@ def state_revision(db: pw.Database, sql: Statements, *, share: bool) -> int:
     return int(rows[0][0])
 
 
+def change_states(db: pw.Database) -> None:
+    """Inside a transaction that changes rules' states outside a judge (a changed rule starts from ok): take
+    the states' revision as a judge does for a transition, and move it, so cached states are dropped."""
+    sql = Statements(db)
+    state_revision(db, sql, share=False)
+    execute(db, sql.bump, (revision.ALERT_STATES,))
+
+
 @dataclass(frozen=True, slots=True)
 class Band:
     """Values that cannot change any rule of one axis in its cached state: a batch whose points all lie
