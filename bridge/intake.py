@@ -128,13 +128,19 @@ class Intake:
         return len(self._queue.queue) + len(self._pending) < self._queue.maxsize
 
     def offer(
-        self, topic: str, payload: bytes, arrived: float, creator: int | None, settled: asyncio.Future[None] | None
+        self,
+        topic: str,
+        payload: bytes,
+        arrived: float,
+        creator: int | None,
+        settled: asyncio.Future[None] | None,
+        handoff: Handoff | None = None,
     ) -> bool:
-        """`put` without waiting (broker.fastpath, on the broker's loop): False, and nothing taken, when the
-        queue has no room. What is offered in one loop iteration reaches the writer thread in one hand-over
-        (one lock, one wake-up, at the end of the iteration): with one point per message, a lock round and
-        a notify per message were a tenth of `rtdp serve`'s time, contended by the writer thread. The
-        messages a read brought in also land in the same commit."""
+        """`put` without waiting (broker.fastpath, and HTTP ingestion with its `handoff`, on the broker's
+        loop): False, and nothing taken, when the queue has no room. What is offered in one loop iteration
+        reaches the writer thread in one hand-over (one lock, one wake-up, at the end of the iteration): with
+        one point per message, a lock round and a notify per message were a tenth of `rtdp serve`'s time,
+        contended by the writer thread. The messages a read brought in also land in the same commit."""
         pending = self._pending
         if len(self._queue.queue) + len(pending) >= self._queue.maxsize:
             return False
@@ -142,7 +148,7 @@ class Intake:
             if self._loop is None:
                 self._loop = asyncio.get_running_loop()
             self._loop.call_soon(self._hand_over)
-        pending.append(Incoming(topic, payload, 0, 0, False, arrived, 0, creator, settled, None))
+        pending.append(Incoming(topic, payload, 0, 0, False, arrived, 0, creator, settled, handoff))
         self.stats.received += 1
         return True
 

@@ -44,6 +44,11 @@ log = logging.getLogger("rtdp.bridge")
 FEEDS_FILTER = "feeds/#"
 # Our own QoS 1 publishes (stored/errors notices) waiting in paho: well below the 65,535 message ids.
 MAX_OUTGOING = 10_000
+# Bytes of those notices not yet acknowledged by the broker. A stored notice carries its batch's points
+# (~60 kB for 1,000), and paho holds each twice (message and packet) until its PUBACK: when the broker is
+# the bottleneck, 1,000 in flight alone were ~120 MB of the bridge. Past this the notice is dropped like one
+# paho refuses; viewers read the points it carried from the database when the next notice shows the gap.
+MAX_NOTICE_BYTES = 16 * 2**20
 NOTICE_QOS = 1
 PUT_POLL = 0.5
 DISCONNECT_WAIT = 5.0
@@ -85,6 +90,7 @@ class Bridge:
         self._started = False
         self._stopped = False
         self._ratelog = RateLimitedLog(log)
+        self._notice_bytes = 0  # MQTT loop thread only
         # QoS 1 messages handed to the writer and not acknowledged yet, per connection (retire()).
         self._unacked: Counter[int] = Counter()
         self._unacked_lock = threading.Lock()
@@ -202,11 +208,23 @@ class Bridge:
         self._queue.put_many(items, self._closed, PUT_POLL)
 
     def _send_notice(self, notice: Notice) -> None:
+        size = len(notice.payload)
+        if self._notice_bytes + size > MAX_NOTICE_BYTES and self._notice_bytes:
+            self.stats.publish_dropped += 1
+            self._ratelog.log(logging.WARNING, "publish", "bridge: notice on %s not sent: %d bytes of notices await"
+                              " the broker's acknowledgement", notice.topic, self._notice_bytes)
+            return
         try:
-            self._client.publish(notice.topic, notice.payload, qos=NOTICE_QOS)
+            sent = self._client.publish(notice.topic, notice.payload, qos=NOTICE_QOS)
         except MqttError as exc:  # paho's queue is full: dropped
             self.stats.publish_dropped += 1
             self._ratelog.log(logging.WARNING, "publish", "bridge: notice on %s not sent: %s", notice.topic, exc)
+            return
+        self._notice_bytes += size
+        sent.add_done_callback(lambda _: self._settle_notice(size))
+
+    def _settle_notice(self, size: int) -> None:
+        self._notice_bytes -= size
 
     # -- the writer thread (bridge.batching) --------------------------------------------------------
 

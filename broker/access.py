@@ -126,6 +126,14 @@ def session_id(client_id: str, principal: Principal) -> str:
     return f"u{principal.user_id}{'.' + scope if scope else ''}/{client_id}"
 
 
+def session_owner(session: str) -> str | None:
+    """Whose a session id (`session_id`) is: `u<user id>` for any of that user's rights, None for the
+    service account's."""
+    if session.startswith("service/"):
+        return None
+    return session.split("/", 1)[0].split(".", 1)[0]
+
+
 class AccessControl:
     """Authentication and topic decisions for one embedded broker.
 

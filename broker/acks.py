@@ -224,6 +224,19 @@ class AckAfterSettleHandler(BrokerProtocolHandler):  # type: ignore[misc]
         self.session.inflight_in.pop(packet_id, None)
         self._write(PUBCOMP, packet_id)
 
+    async def handle_pubrel(self, pubrel: Any) -> None:
+        # MQTT 3.1.1 section 4.3.3: a PUBREL is always answered with PUBCOMP, also for a packet id not
+        # waited for (its flow ended, or its state was lost); amqtt logged it and answered nothing, and
+        # the client waited for ever.
+        packet_id = pubrel.packet_id
+        waiter = self._pubrel_waiters.get(packet_id)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(pubrel)
+            return
+        if self.session is not None:
+            self.session.inflight_in.pop(packet_id, None)
+        self._write(PUBCOMP, packet_id)
+
     def _queue_ack(self, settled: asyncio.Future[None], ack: bytes, packet_id: int) -> None:
         self._acks.append((settled, ack, packet_id))
         if settled.done():

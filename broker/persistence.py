@@ -8,15 +8,23 @@ or sent and not acknowledged when it went), and the retained message of each top
 When: the broker records each change here on its loop (a session connected, subscribed, unsubscribed,
 disconnected or was removed; a message queued for an offline session or dropped from its full queue; a
 retained message set or cleared). A session that changed is saved whole, read from the broker when the
-commit is built (its queue and unacknowledged messages then); what is queued while it is offline is
-appended row by row. Commits run on a thread of their own, one after the other: the next starts as soon
-as the last finished and takes everything recorded meanwhile (group commit), so the event loop never
-waits for the database and a burst of messages for offline sessions costs a few commits, not one each.
+commit is built (its queue, its unacknowledged messages and its client's QoS 2 publishes waiting for
+PUBREL then). What is queued while it is offline is appended once, however many sessions it is queued
+for (`broker_message`; its id is kept with the message object the fan-out shares between queues), with
+its audience: the sessions it was queued for, one `broker_audience` row for all the messages of one
+fan-out pattern. Each session has a floor instead of a row per message: a full queue dropping its
+oldest raises it. So a flood for 100 offline sessions costs a row per message, not 100 (Mosquitto's
+store keeps one message and a reference per client, in memory). Messages nobody waits for any more are
+swept every `SWEEP` seconds. Commits run on a thread of their own, one
+after the other: the next starts as soon as the last finished and takes everything recorded meanwhile
+(group commit), so the event loop never waits for the database and a burst of messages for offline
+sessions costs a few commits, not one each.
 
 Acknowledgement: a client's publish that changed the saved state (a copy queued for an offline session,
 a retained message) is acknowledged only once that change committed, as well as its point
 (`HeldAck`): whatever the broker acknowledged survives kill -9. When no persistent session exists and
-the publish is not retained, nothing is held. broker.fastpath hands a publish that would be queued for
+the publish is not retained, nothing is held; a publish whose fan-out queued nothing waits for its point
+only, not for the commit of other clients' queued copies. broker.fastpath hands a publish that would be queued for
 an offline persistent session to amqtt's way (a retained one goes there already), where it is held; the
 rows of an offline session's queue are kept by its `OfflineQueue` (`rows`), one message object being
 shared by many sessions' queues.
@@ -42,15 +50,17 @@ from typing import Any
 
 import peewee as pw
 from amqtt.broker import RetainedApplicationMessage
-from amqtt.session import Session
+from amqtt.mqtt.constants import QOS_2
+from amqtt.mqtt.pubrec import PubrecPacket
+from amqtt.session import OutgoingApplicationMessage, Session
 
 from broker.access import AccessControl
-from broker.acks import settle
+from broker.acks import Received, settle
 from broker.fastpath import OfflineQueue, offline_queue
 from rtdp.logs import RateLimitedLog
 from rtdp.permissions import Principal
 from rtdp.store import sessions as saved
-from rtdp.store.sessions import Changes, Queued, Retained, SavedSession
+from rtdp.store.sessions import Changes, Inflight, Queued, Retained, SavedSession
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +74,16 @@ LAZY = 0.05
 # burst's messages are fanned out one per loop iteration or so, and a commit each cost half the
 # throughput with an offline subscriber. It runs beside the intake's commit of the same points.
 GATHER = 0.002
+# Seconds between sweeps of saved messages nobody waits for any more (delivered, dropped, expired).
+SWEEP = 10.0
+# Messages remembered with their saved id, so that the sessions sharing one are saved referring to it.
+SHARED = 256
+# Seconds between commits of the floors raised by full queues dropping their oldest: nobody waits for
+# them (after a crash the restored queue is cut to the limit again), and a flood raises every
+# subscribed session's floor with each message.
+FLOORS = 1.0
+# Audiences (client ids) remembered with their saved id, so that a fan-out pattern is saved once.
+AUDIENCES = 1024
 
 _SAVE, _REMOVE = True, False
 
@@ -74,21 +94,24 @@ class HeldAck:
     fan-out to subscribers and after its hand-over (a retained message recorded); the saved state's commit
     is then asked for, and runs beside the intake's commit of the point."""
 
-    __slots__ = ("_message", "_open", "_persistence", "_saved", "stored")
+    __slots__ = ("_changed", "_message", "_open", "_persistence", "_saved", "stored")
 
     def __init__(self, message: Any, persistence: Persistence) -> None:
         self._message = message
         self._persistence = persistence
         self._open = 2  # the fan-out, the hand-over
+        self._changed = False  # either changed the saved state
         self._saved = False
         self.stored: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.stored.add_done_callback(self._check)
 
-    def passed(self) -> None:
+    def passed(self, changed: bool = True) -> None:
+        """One step done; `changed`: it recorded something (queued for an offline session, retained)."""
         self._open -= 1
+        self._changed = self._changed or changed
         if self._open:
             return
-        barrier = self._persistence.barrier()
+        barrier = self._persistence.barrier() if self._changed else None
         if barrier is None:
             self._committed()
         else:
@@ -117,12 +140,22 @@ class Persistence:
         self._sessions: dict[str, bool] = {}  # client id: save whole (_SAVE) or remove (_REMOVE)
         self._changes = Changes()
         self._failed: list[Changes] = []  # a failed commit's changes, saved first by the next one
-        self._row = 0  # the last queued message id given
+        self._row = 0  # the last message id given
+        self._shared: dict[int, tuple[Any, int]] = {}  # id(message object): it and its saved id
+        self._built = 0  # the last message id given before the last commit was built
+        self._messages: dict[int, tuple[Queued, list[str]]] = {}  # queued since: each with its audience
+        self._audiences: dict[tuple[str, ...], int] = {}  # saved audiences: their ids
+        self._audience = 0  # the last audience id given
+        self._floors: dict[str, int] = {}  # floors raised since they were last saved
+        self._floors_at = 0.0  # when that was (loop time)
+        self._swept = 0.0  # when messages nobody waits for were last swept (loop time)
+        self._dropped = False  # something since then may have left a message nobody waits for
         self._recorded = 0  # changes recorded ...
         self._committed = 0  # ... and how many of them are committed
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._running = False
         self._timer: asyncio.Handle | None = None
+        self._soon = False  # the timer fires within LAZY seconds
         self._due = 0.0  # when the timer fires (loop time)
         self._closed = False  # nothing more is recorded
         self._stopped = False  # the writer thread is gone
@@ -137,13 +170,15 @@ class Persistence:
         now = time.time()
         expired_before = -1.0 if self.session_expiry is None else now - self.session_expiry
         loaded = await self._loop.run_in_executor(self._executor, saved.load, expired_before, now)
-        self._row = loaded.last_queued_id
+        self._row = self._built = loaded.last_queued_id
+        self._audience = loaded.last_audience_id
         return loaded
 
     def restore(self, broker: Any, access: AccessControl, loaded: saved.Saved, queue_limit: int) -> None:
         """Put the saved sessions and retained messages into amqtt's `broker` (started, not listening yet):
         sessions offline with their subscriptions, queues (the newest `queue_limit`) and principals."""
         self._describe = partial(_describe, broker, access, self)
+        shared: dict[int, Any] = {}
         for whole in loaded.sessions:
             handler, session = broker.create_offline_session(whole.client_id)
             session.clean_session = False
@@ -156,8 +191,13 @@ class Persistence:
                 self._changes.floors[whole.client_id] = whole.queued[over].id
             queue = offline_queue(session)
             for message in whole.queued[over:]:
-                queued = RetainedApplicationMessage(None, message.topic, message.payload, message.qos)
+                queued = shared.get(message.id)
+                if queued is None:  # one object per message, however many queues hold it
+                    queued = shared[message.id] = RetainedApplicationMessage(
+                        None, message.topic, message.payload, message.qos
+                    )
                 queue.push(queued, len(whole.queued), message.id)
+            restore_inflight(session, whole)
             principal = access.service.principal() if whole.service else principal_of(whole)
             if principal is not None:
                 access.restore(whole.client_id, principal)
@@ -196,24 +236,34 @@ class Persistence:
         self._sessions[client_id] = _REMOVE
         self._kick()
 
-    def queued(self, session: Session, topic: str, data: bytes | bytearray, qos: int) -> int:
-        """A message for the offline persistent `session`'s queue: the id of its saved row (0: not saved),
-        which the caller keeps beside it in that session's queue (`OfflineQueue.rows`)."""
+    def queued(self, session: Session, message: Any) -> int:
+        """`message` for the offline persistent `session`'s queue: its saved id (0: not saved), which the
+        caller keeps beside it in that session's queue (`OfflineQueue.rows`). A message object shared by
+        many queues (broker.fastpath, `_retain_broadcast_message`) is saved once."""
         client_id = session.client_id
         if self._closed or session.clean_session or not client_id:
             return 0
-        self._row += 1
-        self._changes.queued.append((client_id, Queued(self._row, topic, bytes(data), qos)))
+        known = self._shared.get(id(message))
+        if known is not None and known[0] is message and known[1] > self._built:
+            row = known[1]
+        else:  # a new message, or one whose audience was committed already: saved again for the rest
+            row = self.next_row()
+            self._messages[row] = (Queued(row, message.topic, bytes(message.data), message.qos or 0), [])
+            if len(self._shared) >= SHARED:
+                del self._shared[next(iter(self._shared))]  # the oldest: fan-outs share one message at a time
+            self._shared[id(message)] = (message, row)
+        self._messages[row][1].append(client_id)
         self._kick()
-        return self._row
+        return row
 
     def trimmed(self, session: Session) -> None:
         """The offline `session`'s full queue dropped its oldest: what is older than its head goes."""
         rows = getattr(session.retained_messages, "rows", None)  # OfflineQueue's, beside its messages
         row = rows[0] if rows else 0
         if row and session.client_id and not self._closed:
-            self._changes.floors[session.client_id] = row
-            self._kick()
+            self._floors[session.client_id] = row
+            self._dropped = True
+            self._schedule(self._floors_wait())
 
     def retained(self, topic: str, feed_id: int | None, data: bytes | bytearray, qos: int | None) -> None:
         if not self._closed:
@@ -242,6 +292,8 @@ class Persistence:
 
     def _kick(self) -> None:
         self._recorded += 1
+        if self._running or self._soon:
+            return  # a commit runs, or one is due within LAZY: this change goes with it (no clock read)
         self._schedule(LAZY)
 
     def _schedule(self, delay: float) -> None:
@@ -256,6 +308,7 @@ class Persistence:
             self._timer.cancel()
         # Our own due time: uvloop's call_later(0) returns a handle without when().
         self._timer, self._due = loop.call_later(delay, self._commit_next), due
+        self._soon = delay <= LAZY
 
     def _build(self) -> Changes:
         changes, self._changes = self._changes, Changes()
@@ -267,10 +320,32 @@ class Persistence:
                 changes.removed.append(client_id)
             else:
                 changes.sessions.append(whole)
+        messages, self._messages = self._messages, {}
+        self._built = self._row
+        for message, members in messages.values():
+            audience = tuple(dict.fromkeys(members))  # queued twice for one (overlapping filters): once
+            audience_id = self._audiences.get(audience)
+            if audience_id is None:
+                self._audience += 1
+                audience_id = self._audience
+                changes.audiences.append((audience_id, audience))
+                if len(self._audiences) >= AUDIENCES:
+                    del self._audiences[next(iter(self._audiences))]
+                self._audiences[audience] = audience_id
+            changes.messages.append((message, audience_id))
         if sessions:
-            # Saved whole or removed: what it queued or dropped before now is in that already.
-            changes.queued = [(c, q) for c, q in changes.queued if c not in sessions]
+            # Saved whole (its floor above what it holds) or removed: its drops before now count no more.
             changes.floors = {c: row for c, row in changes.floors.items() if c not in sessions}
+            for client_id in sessions:
+                self._floors.pop(client_id, None)
+            self._dropped = True  # a reconnected session's delivered messages, a removed one's
+        assert self._loop is not None
+        now = self._loop.time()
+        if self._floors and self._floors_wait() == 0:
+            changes.floors.update(self._floors)
+            self._floors, self._floors_at = {}, now
+        if self._dropped and now - self._swept >= SWEEP:
+            changes.sweep, self._dropped, self._swept = True, False, now
         return changes
 
     def next_row(self) -> int:
@@ -279,11 +354,17 @@ class Persistence:
         return self._row
 
     def _commit_next(self) -> None:
-        self._timer = None
+        self._timer, self._soon = None, False
         if self._running or self._loop is None or self._stopped:
             return
         if self._committed >= self._recorded and not self._failed:
-            return
+            if self._floors:
+                wait = self._floors_wait()
+                if wait > 0:
+                    self._schedule(wait)
+                    return
+            else:
+                return
         upto = self._recorded
         batches = [*self._failed, self._build()]
         self._failed = []
@@ -312,6 +393,13 @@ class Persistence:
                 waiter.set_result(None)
         if self._recorded > self._committed:
             self._schedule(GATHER if self._waiters else LAZY)
+        elif self._floors:
+            self._schedule(self._floors_wait())
+
+    def _floors_wait(self) -> float:
+        """Seconds until the raised floors are due to be saved (0: now)."""
+        assert self._loop is not None
+        return max(0.0, self._floors_at + FLOORS - self._loop.time())
 
     # -- stop ----------------------------------------------------------------------------------------
 
@@ -356,25 +444,53 @@ def _describe(
         if entry is None or entry[0].clean_session:
             continue
         session = entry[0]
-        queued = [
-            Queued(persistence.next_row(), m.topic, bytes(m.data), m.qos)
-            for m in session.inflight_out.values()  # sent and not acknowledged: sent again
+        inflight = [
+            # Sent and not acknowledged: sent again with the same packet id (DUP), or its PUBREL.
+            Inflight(
+                Queued(persistence.next_row(), m.topic, bytes(m.data), m.qos or 0),
+                packet_id, m.pubrec_packet is not None,
+            )
+            for packet_id, m in session.inflight_out.items()
         ]
         waiting = session.retained_messages
+        known = list(waiting.rows) if isinstance(waiting, OfflineQueue) else []
         rows: list[int] = []
-        for message in list(waiting._queue):  # asyncio.Queue's deque, read in place
-            row = persistence.next_row()
+        queued: list[Queued] = []
+        for index, message in enumerate(list(waiting._queue)):  # asyncio.Queue's deque, read in place
+            row = known[index] if index < len(known) and known[index] else persistence.next_row()
             rows.append(row)
             queued.append(Queued(row, message.topic, bytes(message.data), message.qos or 0))
         if isinstance(waiting, OfflineQueue):
-            waiting.rows = deque(rows)  # saved anew: the rows it is saved as now
+            waiting.rows = deque(rows)  # saved anew: the ids it is saved with now
+        received = [packet_id for packet_id, m in session.inflight_in.items() if isinstance(m, Received)]
+        floor = persistence.next_row()  # what was queued for it before is in `queued` now, or not for it
         connected = session.transitions.is_connected()
         disconnected = None if connected else float(session.last_disconnect_time or time.time())
         user_id, token_id, version, service = principal_keys(access.principal(client_id))
         described[client_id] = SavedSession(
-            client_id, user_id, token_id, version, service, disconnected, subscriptions.get(client_id, ()), queued
+            client_id, user_id, token_id, version, service, disconnected, subscriptions.get(client_id, ()),
+            queued, inflight, received, floor,
         )
     return described
+
+
+def restore_inflight(session: Session, whole: SavedSession) -> None:
+    """Put a saved session's unacknowledged messages back as amqtt keeps them: its messages sent and not
+    acknowledged (sent again at the reconnect with DUP=1, or their PUBREL if their PUBREC came) and its
+    client's QoS 2 publishes waiting for PUBREL (a resend is not delivered again; the PUBREL gets PUBCOMP)."""
+    for sent in whole.inflight:
+        message = OutgoingApplicationMessage(
+            sent.packet_id, sent.message.topic, sent.message.qos, sent.message.payload, False
+        )
+        message.publish_packet = message.build_publish_packet()  # sent once: a resend carries DUP=1
+        if sent.released:
+            message.pubrec_packet = PubrecPacket.build(sent.packet_id)
+        session.inflight_out[sent.packet_id] = message
+    loop = asyncio.get_running_loop()
+    for packet_id in whole.received:
+        settled: asyncio.Future[None] = loop.create_future()
+        settled.set_result(None)  # stored before it was answered with PUBREC
+        session.inflight_in[packet_id] = Received(packet_id, "", QOS_2, b"", False, settled)
 
 
 def principal_keys(principal: Principal | None) -> tuple[int | None, int | None, int | None, bool]:

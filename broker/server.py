@@ -28,7 +28,7 @@ from amqtt.contexts import Action
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.errors import BrokerError as AmqttBrokerError
 from amqtt.events import BrokerEvents
-from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
+from amqtt.mqtt.connack import NOT_AUTHORIZED, SERVER_UNAVAILABLE, ConnackPacket
 from amqtt.mqtt.constants import QOS_1, QOS_2
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -36,7 +36,7 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 from websockets.asyncio.server import ServerConnection
 
-from broker.access import AccessControl, TopicAction, session_id
+from broker.access import AccessControl, TopicAction, session_id, session_owner
 from broker.acks import MAX_UNSETTLED, AckAfterSettleHandler, settle
 from broker.delivery import DeliveryHandler
 from broker.errors import BrokerError, PortInUse
@@ -67,6 +67,7 @@ THROTTLED_DELAY = 1.0
 
 _PUBLISHED_QOS = "rtdp.published_qos"  # a session attribute: the QoS of the message it is delivering
 _THEN = "rtdp.then"  # a broadcast's key: called once it was fanned out (broker.persistence.HeldAck)
+_SHARED = "rtdp.shared"  # a broadcast's key: the message object its offline sessions' queues share, per QoS
 
 
 def broker_config(
@@ -205,6 +206,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         limits: ConnectionLimits | None = None,
         connect_timeout: float = 10.0,
         session_queue: int = 1000,
+        sessions_per_user: int = 100,
         persistence: Persistence | None = None,
     ) -> None:
         super().__init__(config)
@@ -219,7 +221,9 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         self.limits = limits or ConnectionLimits(400, 100)
         self.connect_timeout = connect_timeout
         self.session_queue = session_queue
+        self.sessions_per_user = sessions_per_user
         self.dropped_queued = 0  # messages dropped from full offline-session queues (broker.metrics)
+        self.queued_offline = 0  # messages queued for offline sessions (a fan-out that queued one changed it)
         self._log = RateLimitedLog(logger)
         # broker.subscriptions: the filters each topic matches, remembered (amqtt tested every filter).
         self._subscriptions = Subscriptions(self._matches)
@@ -245,7 +249,8 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         row is kept by this session's queue (`OfflineQueue.rows`), not on the shared message."""
         queue = offline_queue(target)
         persistence = self.persistence
-        row = 0 if persistence is None else persistence.queued(target, message.topic, message.data, message.qos)
+        self.queued_offline += 1
+        row = 0 if persistence is None else persistence.queued(target, message)
         if queue.push(message, self.session_queue, row):
             self.dropped_queued += 1
             self._log.warning(
@@ -313,8 +318,12 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             await shut(writer)
 
     async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Session) -> None:
-        # A message for an offline persistent session, bounded (`queue_offline`).
-        message = RetainedApplicationMessage(broadcast["session"], broadcast["topic"], broadcast["data"], qos)
+        # A message for an offline persistent session, bounded (`queue_offline`): one object per QoS for
+        # all the sessions it is queued for, saved once (amqtt made a copy each).
+        shared: dict[int, Any] = broadcast.setdefault(_SHARED, {})
+        message = shared.get(qos)
+        if message is None:
+            message = shared[qos] = RetainedApplicationMessage(None, broadcast["topic"], broadcast["data"], qos)
         self.queue_offline(target_session, message)
         await self.plugins_manager.fire_event(
             BrokerEvents.RETAINED_MESSAGE, client_id=target_session.client_id, retained_message=message
@@ -417,10 +426,11 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         else:
             await self._store(intake, client_session, topic, message.data, message.retain, settled)
         await self._broadcast_message(client_session, topic, message.data, then=held.passed if held else None)
-        if message.publish_packet and message.publish_packet.retain_flag:
+        retained = bool(message.publish_packet and message.publish_packet.retain_flag)
+        if retained:
             await self.retain_message(client_session, topic, message.data, message.qos)
         if held is not None:
-            held.passed()
+            held.passed(retained)
 
     async def _store(
         self,
@@ -442,16 +452,18 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         topic: str | None,
         data: Any,
         force_qos: int | None = None,
-        then: Callable[[], None] | None = None,
+        then: Callable[[bool], None] | None = None,
     ) -> None:
         # A broadcast's "qos" is the QoS it was published with (a will's own); none for our own notices.
-        # `then` is called once it reached every subscriber (or its queue).
+        # `then` is called once it reached every subscriber (or its queue), with whether it was queued for
+        # an offline session (saved: its acknowledgement waits for that commit).
         if force_qos is None and session is not None:
             force_qos = session.attributes.get(_PUBLISHED_QOS)
         # Fanned out at once when every decision is cached and nothing is queued before it (broker.fastpath).
+        queued = self.queued_offline
         if topic and data is not None and self.fast.enabled and self.fast.broadcast(topic, bytes(data), force_qos):
             if then is not None:
-                then()
+                then(self.queued_offline != queued)
             return
         broadcast: dict[str, Any] = {"session": session, "topic": topic, "data": data}
         if force_qos is not None:
@@ -469,12 +481,13 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         started = time.monotonic()
         try:
             while True:
+                queued = self.queued_offline  # one fan-out at a time: what changes it is this one's
                 try:
                     await self._fan_out(broadcast, running_tasks)
                 finally:
                     then = broadcast.get(_THEN)  # fix 14: a held acknowledgement may go on
                     if then is not None:
-                        then()
+                        then(self.queued_offline != queued)
                 # What queued meanwhile, in order, without a task and an `asyncio.wait` each; the loop is given
                 # back after SLICE seconds.
                 if self._broadcast_queue.empty() or time.monotonic() - started > SLICE:
@@ -577,6 +590,18 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             await writer.close()
             raise MQTTError(f"CONNECT refused: may not publish its will on {client_session.will_topic!r}")
 
+        if not client_session.clean_session and self._over_session_cap(client_session.client_id):
+            # One user's persistent sessions are bounded: each one queues (and saves) a copy of every
+            # publish it subscribed to while it is away (2,000 of them made each publish 2,000 rows).
+            self.access.forget(client_session.client_id)
+            await ConnackPacket.build(0, SERVER_UNAVAILABLE).to_stream(writer)
+            await writer.close()
+            self._log.warning(
+                "session-cap", "CONNECT refused: %s already has %d persistent sessions (RTDP_SESSIONS_PER_USER);"
+                " connect with clean session 1, or let one expire", session_owner(client_session.client_id),
+                self.sessions_per_user,
+            )
+            raise MQTTError("CONNECT refused: too many persistent sessions")
         if client_session.clean_session:
             if client_session.client_id:
                 await self._delete_session(client_session.client_id)
@@ -600,6 +625,22 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         # The read timeout (fix 6): 1.5 x the client's keepalive, as MQTT 3.1.1 says; 0 means none.
         client_session.keep_alive = math.ceil(1.5 * client_session.keep_alive)
         return handler, client_session
+
+    def _over_session_cap(self, client_id: str) -> bool:
+        """Whether a persistent session `client_id` would be one too many for its owner (a new one: taking
+        up an existing one is always allowed; the service account is not counted)."""
+        if client_id in self._sessions:
+            return False
+        owner = session_owner(client_id)
+        if owner is None:
+            return False
+        held = 0
+        for other, (session, _) in self._sessions.items():
+            if not session.clean_session and session_owner(other) == owner:
+                held += 1
+                if held >= self.sessions_per_user:
+                    return True
+        return False
 
     async def _will_permitted(self, session: Session) -> bool:
         # Fix 5: amqtt broadcasts a will without any publish check.
@@ -800,6 +841,7 @@ class EmbeddedBroker:
             limits=self.limits,
             connect_timeout=self.settings.mqtt_connect_timeout,
             session_queue=self.settings.session_queue,
+            sessions_per_user=self.settings.sessions_per_user,
             persistence=Persistence(self.settings.session_expiry),
         )
         try:
@@ -862,6 +904,24 @@ class EmbeddedBroker:
             timer.cancel()
         if rejection is not None:
             raise rejection
+
+    def offer(
+        self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample]
+    ) -> asyncio.Future[RtdpError | None] | None:
+        """`ingest` without waiting, in the common case (HTTP ingestion's path without a task,
+        viewer.ingest): when the intake has room and no subscription matches `topic` (nothing to broadcast),
+        the points are queued and their receipt returned, resolved once committed with None or the
+        writer's rejection; no timer (the caller arms its own). None, and nothing done, otherwise: then
+        call `ingest`. On the broker's loop."""
+        broker = self._broker
+        # A sink without `offer` (tests' own) can only wait: `ingest`.
+        offer = getattr(self.intake, "offer", None)
+        if broker is None or offer is None or _subscribed(broker, topic):
+            return None
+        receipt: asyncio.Future[RtdpError | None] = asyncio.get_running_loop().create_future()
+        if not offer(topic, payload, time.time(), None, None, Handoff(casts, samples, receipt)):
+            return None
+        return receipt
 
     def publish(self, topic: str, payload: bytes) -> None:
         """Broadcast a message from inside the process (as the service account would publish it, RECEIVE

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import tzinfo
 from typing import NamedTuple
@@ -99,8 +99,13 @@ def repeated_x(samples: Sequence[Sample]) -> tuple[int, int] | None:
     return None  # pragma: no cover  (the set said there is a repeat)
 
 
-def encode(samples: Iterable[Sample]) -> bytes:
+def encode(samples: Sequence[Sample]) -> bytes:
     """The canonical payload for samples: a JSON array, x always present (so redelivery is idempotent)."""
+    if len(samples) == 1:
+        # One point (every HTTP ingestion request): written directly, as the encoder writes it (a finite
+        # float's repr is its JSON, and samples are finite), in a fifth of the encoder's time.
+        x, y = samples[0]
+        return b'[{"x":%r,"y":%r}]' % (x, y)
     return _ENCODE([{"x": s.x, "y": s.y} for s in samples]).encode()
 
 

@@ -24,6 +24,10 @@ from rtdp.models import (
     AlertLease,
     AlertRule,
     Axis,
+    BrokerAudience,
+    BrokerMessage,
+    BrokerQueued,
+    BrokerReceived,
     BrowserSession,
     Dashboard,
     DashboardShare,
@@ -126,6 +130,26 @@ def _create_broker_state(db: pw.Database) -> None:
     db.create_tables(BROKER_MODELS, safe=True)
 
 
+def _share_broker_messages(db: pw.Database) -> None:
+    # A message queued for many persistent sessions is saved once (broker_message) for its audience (the
+    # sessions it was queued for, broker_audience; each session's floor says which it still waits for),
+    # instead of a whole copy each (broker_queued); messages sent and not acknowledged get a row per
+    # session (broker_pending), QoS 2 publishes waiting for their PUBREL broker_received.
+    db.create_tables([BrokerAudience, BrokerMessage, BrokerQueued, BrokerReceived], safe=True)
+    if "floor" not in {c.name for c in db.get_columns("broker_session")}:
+        migrator = SchemaMigrator.from_database(db)
+        run_migrations(migrator.add_column("broker_session", "floor", pw.BigIntegerField(default=0)))
+    if "broker_queued" in db.get_tables():
+        db.execute_sql(
+            "INSERT INTO broker_message (id, topic, payload, qos) SELECT id, topic, payload, qos FROM broker_queued"
+        )  # type: ignore[no-untyped-call]
+        db.execute_sql(
+            "INSERT INTO broker_pending (session_id, message_id, released)"
+            " SELECT session_id, id, FALSE FROM broker_queued"
+        )  # type: ignore[no-untyped-call]
+        db.execute_sql("DROP TABLE broker_queued")  # type: ignore[no-untyped-call]
+
+
 MIGRATIONS: list[Migration] = [
     _add_token_broker_hash,
     _index_point_axis_x_y,
@@ -140,6 +164,7 @@ MIGRATIONS: list[Migration] = [
     _create_feed_head,
     _create_dashboards,
     _create_broker_state,
+    _share_broker_messages,
 ]  # step i brings version i+1 to i+2
 SCHEMA_VERSION = 1 + len(MIGRATIONS)
 

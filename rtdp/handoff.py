@@ -15,8 +15,10 @@ the same loop per notice). MQTT subscribers of `rtdp/stored/...` still get them 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from rtdp.codec import Casts, Sample
 from rtdp.errors import RtdpError
@@ -34,10 +36,16 @@ class Handoff:
     receipt: asyncio.Future[RtdpError | None]
 
 
-# The in-process entry (broker.server.EmbeddedBroker.ingest): (topic, canonical payload, casts, samples,
-# timeout in seconds); returns once stored, raises RtdpError when refused or unavailable, TimeoutError
-# when not stored in time (it may still be).
-DirectWrite = Callable[[str, bytes, Casts, Sequence[Sample], float], Awaitable[None]]
+class Direct(Protocol):
+    """The in-process entry for HTTP points (broker.server.EmbeddedBroker)."""
+
+    async def ingest(self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample], timeout: float) -> None:
+        """(topic, canonical payload, casts, samples, timeout in seconds): returns once stored, raises RtdpError
+        when refused or unavailable, TimeoutError when not stored in time (it may still be)."""
+
+    def offer(self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample]) -> Receipt | None:
+        """`ingest` without waiting when that can be done at once: the receipt (no timer on it), or None
+        (nothing done: call `ingest`)."""
 
 
 # Takes one notice (topic, payload) on the event loop.
@@ -76,3 +84,43 @@ class NoticeTap:
         handler = self._handler
         if handler is not None:
             handler(topic, payload)
+
+
+# A receipt: None once the points are stored, or the error that refused them.
+Receipt = asyncio.Future[RtdpError | None]
+
+
+class Expiry:
+    """Receipts resolved with `expired()` unless resolved within `timeout` seconds, with one timer for all
+    of them, where a timer armed and cancelled per point was a visible share of an HTTP point's time on the loop.
+
+    On the event loop only. Receipts are watched in the order they are handed over, which is the order the
+    writer resolves them in (one queue, FIFO), so the oldest unresolved one is the next to expire. The
+    timer runs at least every `SWEEP` seconds while any is watched, to let go of the resolved ones."""
+
+    SWEEP = 0.25
+
+    def __init__(self, timeout: float, expired: Callable[[], RtdpError]) -> None:
+        self.timeout = timeout
+        self.expired = expired
+        self._due: deque[tuple[float, Receipt]] = deque()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def watch(self, receipt: Receipt) -> None:
+        loop = asyncio.get_running_loop()
+        self._due.append((loop.time() + self.timeout, receipt))
+        if self._timer is None:
+            self._timer = loop.call_later(min(self.timeout, self.SWEEP), self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        now, due = loop.time(), self._due
+        while due:
+            deadline, receipt = due[0]
+            if not receipt.done():
+                if deadline > now:
+                    break
+                receipt.set_result(self.expired())
+            due.popleft()
+        if due:
+            self._timer = loop.call_at(min(due[0][0], now + self.SWEEP), self._sweep, loop)

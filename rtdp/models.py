@@ -340,6 +340,9 @@ class BrokerSession(BaseModel):
     service = pw.BooleanField(default=False)
     # When its client last disconnected (epoch seconds; expiry counts from here), None while connected.
     disconnected = pw.DoubleField(null=True)
+    # Messages queued for it through their audience (`BrokerMessage.audience`) count from this id on: below
+    # it they were delivered, dropped from its full queue, or saved for it as `BrokerQueued` rows.
+    floor = pw.BigIntegerField(default=0)
 
     class Meta:
         table_name = "broker_session"
@@ -356,19 +359,61 @@ class BrokerSubscription(BaseModel):
         primary_key = pw.CompositeKey("session", "topic_filter")
 
 
-class BrokerQueued(BaseModel):
-    """A QoS 1 or 2 message waiting for an offline persistent session, or sent and not acknowledged; in
-    id order. The id is given by the broker (broker.persistence), so that it can delete a dropped one."""
+class BrokerAudience(BaseModel):
+    """The sessions a message was queued for while they were offline (client ids, one a line): one row
+    for the many messages a fan-out sends to the same sessions."""
 
     id = pw.BigIntegerField(primary_key=True)
-    session = pw.ForeignKeyField(BrokerSession, on_delete="CASCADE")
-    session_id: str
+    members = pw.TextField()
+
+    class Meta:
+        table_name = "broker_audience"
+
+
+class BrokerMessage(BaseModel):
+    """A QoS 1 or 2 message waiting for one or more persistent sessions, saved once however many wait for
+    it: those of its `audience` whose floor (`BrokerSession.floor`) is not above its id, and those with a
+    `BrokerQueued` row for it. Removed once nobody waits for it. The id is given by the broker
+    (broker.persistence) and orders each session's queue."""
+
+    id = pw.BigIntegerField(primary_key=True)
     topic = pw.TextField()
     payload = pw.BlobField()
     qos = pw.SmallIntegerField()
+    audience = pw.BigIntegerField(null=True, index=True)  # a BrokerAudience id (not a key: swept apart)
 
     class Meta:
-        table_name = "broker_queued"
+        table_name = "broker_message"
+
+
+class BrokerQueued(BaseModel):
+    """A message (`BrokerMessage`) waiting for one persistent session: queued while it was offline
+    (`packet_id` None), or sent to it with `packet_id` and not acknowledged (`released`: a QoS 2 one whose
+    PUBREC came, so that PUBREL, not the message, is sent again)."""
+
+    session = pw.ForeignKeyField(BrokerSession, on_delete="CASCADE", index=False)
+    session_id: str
+    message = pw.ForeignKeyField(BrokerMessage, on_delete="CASCADE")
+    message_id: int
+    packet_id = pw.IntegerField(null=True)
+    released = pw.BooleanField(default=False)
+
+    class Meta:
+        table_name = "broker_pending"
+        primary_key = pw.CompositeKey("session", "message")
+
+
+class BrokerReceived(BaseModel):
+    """A QoS 2 publish a persistent session's client sent, delivered and answered with PUBREC, whose PUBREL
+    has not come yet: a resend of its packet id is not delivered again, its PUBREL gets a PUBCOMP."""
+
+    session = pw.ForeignKeyField(BrokerSession, on_delete="CASCADE", index=False)
+    session_id: str
+    packet_id = pw.IntegerField()
+
+    class Meta:
+        table_name = "broker_received"
+        primary_key = pw.CompositeKey("session", "packet_id")
 
 
 class RetainedMessage(BaseModel):
@@ -385,7 +430,9 @@ class RetainedMessage(BaseModel):
         table_name = "retained_message"
 
 
-BROKER_MODELS: list[type[BaseModel]] = [BrokerSession, BrokerSubscription, BrokerQueued, RetainedMessage]
+BROKER_MODELS: list[type[BaseModel]] = [
+    BrokerSession, BrokerSubscription, BrokerAudience, BrokerMessage, BrokerQueued, BrokerReceived, RetainedMessage
+]
 
 ALL_MODELS: list[type[BaseModel]] = [
     User, Group, Membership, Feed, Share, Axis, Point, Summary, Token, EmulatorState, Rejection, PurgeLog,

@@ -154,9 +154,8 @@ async def _serve(settings: Settings, service: ServiceAccount, db: pw.Database, h
     try:
         # With the embedded broker, HTTP points go to it and the intake directly (rtdp.handoff): a 200 then
         # means committed, and no loopback MQTT round trip per point.
-        direct = broker.ingest if broker is not None else None
         app = create_app(
-            settings, db=db, service=service, collectors=collectors, logins=logins, hash_pool=hashing, direct=direct,
+            settings, db=db, service=service, collectors=collectors, logins=logins, hash_pool=hashing, direct=broker,
             notices=notices,
         )
         server = build_server(settings, app, log_config=None)

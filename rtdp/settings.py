@@ -186,6 +186,11 @@ class Settings:
         shown="SQLite in the data dir",
     )
     http: HostPort = setting(HostPort("127.0.0.1", 8000), "Web address HOST:PORT.", serve_and("viewer", "emulate"))
+    # `rtdp viewer` only: processes sharing the --http port (SO_REUSEPORT; viewer.workers).
+    workers: int = setting(
+        1, "Viewer processes sharing the --http port (the kernel spreads connections); one that dies is started"
+        " again (1-64).", ("viewer",),
+    )
     mqtt: HostPort = setting(
         HostPort("127.0.0.1", 1883),
         "The embedded broker's address HOST:PORT (the others connect to it when --broker is not given).",
@@ -392,6 +397,13 @@ class Settings:
         1000, "Embedded broker: messages queued for one offline persistent session; beyond, the oldest"
         " are dropped.", serve_and("broker"),
     )
+    # Embedded broker: persistent sessions one user (with any of their tokens) may keep; a CONNECT that
+    # would make one more is refused (CONNACK 3). Each one can hold RTDP_SESSION_QUEUE messages, and each
+    # publish to a topic they subscribe to is queued (and saved) for every offline one of them.
+    sessions_per_user: int = setting(
+        100, "Embedded broker: persistent MQTT sessions (clean session 0) one user may keep; beyond, a"
+        " CONNECT that would make one more is refused with CONNACK 3.", serve_and("broker"),
+    )
     # SQLite's `synchronous` pragma: normal (WAL: a commit survives a crash of the process, kill -9) or
     # full (also a power loss or OS crash, at the cost of an fsync per commit).
     sqlite_synchronous: str = setting(
@@ -431,6 +443,8 @@ class Settings:
             raise _invalid("batch_interval", f"must be in (0, 4] seconds, got {self.batch_interval}")
         if not 1 <= self.max_inflight <= 60_000:
             raise _invalid("max_inflight", f"must be 1-60000, got {self.max_inflight}")
+        if not 1 <= self.workers <= 64:
+            raise _invalid("workers", f"must be 1-64, got {self.workers}")
         if not 1 <= self.http_max_pending <= 60_000:
             # paho's message ids wrap at 65,535: more in flight would silently lose points.
             raise _invalid("http_max_pending", f"must be 1-60000, got {self.http_max_pending}")
@@ -492,6 +506,8 @@ class Settings:
             raise _invalid("session_expiry", f"must be at least 60 seconds, got {self.session_expiry}")
         if not 1 <= self.session_queue <= 1_000_000:
             raise _invalid("session_queue", f"must be 1-1000000, got {self.session_queue}")
+        if not 1 <= self.sessions_per_user <= 1_000_000:
+            raise _invalid("sessions_per_user", f"must be 1-1000000, got {self.sessions_per_user}")
         if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
             choices = ", ".join(SQLITE_SYNCHRONOUS)
             raise _invalid("sqlite_synchronous", f"must be one of {choices}, got {self.sqlite_synchronous!r}")

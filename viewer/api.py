@@ -429,7 +429,7 @@ async def batch_points(request: Request) -> Response:
         if isinstance(result, BaseException):
             # Some axes may have been stored: a retry is harmless, every message carries its x.
             raise result
-    state.metrics.ingest_points.inc(len(document))
+    state.metrics.count_points(len(document))
     return JSONResponse({"feed": name, "accepted": len(document), "axes": sorted(by_axis)})
 
 

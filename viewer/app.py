@@ -13,6 +13,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import peewee as pw
@@ -27,7 +28,7 @@ from rtdp import eventloop
 from rtdp.accounts import ServiceAccount
 from rtdp.database import open_database
 from rtdp.errors import ConfigError
-from rtdp.handoff import DirectWrite, NoticeTap
+from rtdp.handoff import Direct, NoticeTap
 from rtdp.mqtt import Endpoint
 from rtdp.notices import StoredEvent
 from rtdp.openfiles import allow_open_files
@@ -37,14 +38,14 @@ from rtdp.throttle import Throttle
 from viewer.accesslog import AccessLog
 from viewer.alerts_api import alert_routes
 from viewer.api import api_routes
-from viewer.connection import LeanAnswer, guarded_protocol
+from viewer.connection import LeanAnswer, Reply, guarded_protocol
 from viewer.dashboards_api import dashboard_routes
 from viewer.errors import ErrorPage, exception_handlers
 from viewer.groups_api import group_routes
 from viewer.headers import SECURITY_HEADERS, with_security_headers
 from viewer.health import health_routes
 from viewer.hub import Hub
-from viewer.ingest import JSON_HEADER, ingest_asgi, ingest_routes, lean_answer, lean_path
+from viewer.ingest import JSON_HEADER, Answer, ingest_asgi, ingest_routes, lean_answer, lean_now, lean_path
 from viewer.metrics import Metrics
 from viewer.openapi import openapi_routes
 from viewer.order import InOrder
@@ -97,7 +98,7 @@ def create_app(
     collectors: Sequence[Collector] = (),
     logins: Throttle | None = None,
     hash_pool: ThreadPoolExecutor | None = None,
-    direct: DirectWrite | None = None,
+    direct: Direct | None = None,
     notices: NoticeTap | None = None,
 ) -> Starlette:
     """The viewer app. `db`: the process's opened database (`rtdp serve`); without it the lifespan opens
@@ -210,21 +211,34 @@ class ViewerApp(Starlette):
         if access.errors:
             access.record(scope, status)
 
-    def lean_route(self, scope: Scope) -> Awaitable[LeanAnswer] | None:
+    def lean_route(self, scope: Scope, reply: Reply) -> Awaitable[LeanAnswer] | bool:
         """viewer.connection's shortcut for the requests `ingest_asgi` above answers: the same answer,
-        with the security headers, written by the connection itself in one piece."""
+        with the security headers, written by the connection itself in one piece; through `reply` when
+        viewer.ingest.lean_now can answer without waiting."""
         target = lean_path(scope)
         state: ViewerState | None = getattr(self.state, "viewer", None) if target is not None else None
         if target is None or state is None:
-            return None
+            return False
         scope["app"] = self
+        if lean_now(state, scope, target[0], target[1], partial(self._reply, scope, reply)):
+            return True
         return self._lean(state, scope, target[0], target[1])
 
     async def _lean(self, state: ViewerState, scope: Scope, feed: str, axis: str) -> LeanAnswer:
-        status, body, headers = await lean_answer(state, scope, feed, axis)
+        return self._whole(scope, await lean_answer(state, scope, feed, axis))
+
+    def _reply(self, scope: Scope, reply: Reply, answer: Answer) -> None:
+        reply(self._whole(scope, answer))
+
+    def _whole(self, scope: Scope, answer: Answer) -> LeanAnswer:
+        status, body, headers = answer
         if self.access_log.errors:
             self.access_log.record(scope, status)
-        return status, body, [JSON_HEADER, *headers, *SECURITY_HEADERS]
+        # One list for the common answer: the connection reuses its encoded lines (viewer.connection).
+        return status, body, [JSON_HEADER, *headers, *SECURITY_HEADERS] if headers else _LEAN_HEADERS
+
+
+_LEAN_HEADERS = [JSON_HEADER, *SECURITY_HEADERS]
 
 
 def close_streams(app: Starlette) -> None:
@@ -234,11 +248,14 @@ def close_streams(app: Starlette) -> None:
         state.hub.close()
 
 
-def bind_socket(address: HostPort, option: str = "--http") -> socket.socket:
-    """A listening-ready socket, or a one-line ConfigError naming the option to change."""
+def bind_socket(address: HostPort, option: str = "--http", *, reuse_port: bool = False) -> socket.socket:
+    """A listening-ready socket, or a one-line ConfigError naming the option to change. `reuse_port`: shared
+    with the other sockets bound so by this user (the viewer's workers, viewer.workers)."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((address.host, address.port))
     except OSError as exc:
@@ -275,7 +292,7 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
     Binds now, so a port in use fails here with ConfigError naming --http. Extra keywords go to
     uvicorn.Config (e.g. log_config=None when the caller configures logging).
     """
-    sock = bind_socket(settings.http)
+    sock = bind_socket(settings.http, reuse_port=settings.workers > 1)
     options: dict[str, Any] = {
         "lifespan": "on",
         "log_level": settings.log_level.lower(),
@@ -296,7 +313,17 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
 
 
 def run(settings: Settings) -> None:
-    """`rtdp viewer`: serve until Ctrl-C (blocking)."""
+    """`rtdp viewer`: serve until Ctrl-C or SIGTERM (blocking); with --workers N, N processes on one port."""
+    if settings.workers > 1:
+        from viewer.workers import Workers
+
+        Workers(settings, serve_one).run()
+        return
+    serve_one(settings)
+
+
+def serve_one(settings: Settings) -> None:
+    """One viewer process: the app on settings.http until Ctrl-C or SIGTERM."""
     allow_open_files(settings.http_max_connections)
     app = create_app(settings)
     server = build_server(settings, app)

@@ -56,7 +56,16 @@ async def require_principal(conn: HTTPConnection) -> Principal:
     return principal
 
 
-async def _from_header(conn: HTTPConnection, header: str) -> Principal:
+def cached_principal(state: ViewerState, header: str) -> Principal | None:
+    """The principal for an Authorization header whose credentials were checked lately, without waiting (HTTP
+    ingestion's path without a task, viewer.ingest); None when they must be checked (`require_principal`).
+    Raises AuthenticationFailed as `require_principal` would for a malformed header."""
+    username, password = _credentials(header)
+    return state.credentials.get(credential_key(username, password))
+
+
+def _credentials(header: str) -> tuple[str | None, str]:
+    """(username or None for a Bearer token, password or token) from an Authorization header."""
     scheme, _, value = header.partition(" ")
     value = value.strip()
     scheme = scheme.lower()
@@ -73,6 +82,11 @@ async def _from_header(conn: HTTPConnection, header: str) -> Principal:
             raise AuthenticationFailed("malformed Basic credentials")
     else:
         raise AuthenticationFailed("unsupported Authorization scheme (use Basic or Bearer)")
+    return username, password
+
+
+async def _from_header(conn: HTTPConnection, header: str) -> Principal:
+    username, password = _credentials(header)
     state = viewer_state(conn)
     key = credential_key(username, password)
     principal = state.credentials.get(key)

@@ -17,7 +17,7 @@ from rtdp.cache import TTLCache
 from rtdp.catalog import Policy
 from rtdp.codec import Casts, Sample, encode
 from rtdp.errors import Unavailable
-from rtdp.handoff import DirectWrite
+from rtdp.handoff import Direct, Expiry, Receipt
 from rtdp.permissions import Principal
 from rtdp.revision import RevisionWatcher
 from rtdp.settings import Settings
@@ -44,7 +44,7 @@ class ViewerState:
     hash_pool: ThreadPoolExecutor
     # `rtdp serve` with its embedded broker: points go to the broker and writer in this process
     # (rtdp.handoff), not through the MQTT client.
-    direct: DirectWrite | None = None
+    direct: Direct | None = None
     # Stored notices put back in commit order before the hub (several bridges); streams tell it where
     # a feed stood when they subscribed.
     order: InOrder | None = None
@@ -62,6 +62,9 @@ class ViewerState:
     policy: Policy = field(init=False)
     # Drops both caches and has open streams check again when any process changed who may do what.
     rights: RevisionWatcher = field(init=False)
+    # `hand_over_now`'s receipts answer 503 after `http_publish_timeout` (the writer's later result finds
+    # them resolved and leaves them, bridge.intake).
+    expiry: Expiry = field(init=False)
 
     def __post_init__(self) -> None:
         self.policy = Policy.of(self.settings)
@@ -70,6 +73,7 @@ class ViewerState:
         self.logins = Throttle(self.settings.login_attempts, self.settings.login_window)
         self.signups = Throttle(self.settings.signups_per_hour, 3600.0)
         self.rights = RevisionWatcher(self._read_revision, self.rights_changed)
+        self.expiry = Expiry(self.settings.http_publish_timeout, _not_stored_in_time)
 
     async def _read_revision(self) -> int:
         return await self.run_db(revision.current)
@@ -97,16 +101,36 @@ class ViewerState:
             await self.publisher.publish(topic, encode(samples))
             return
         try:
-            await self.direct(topic, encode(samples), casts, samples, self.settings.http_publish_timeout)
+            await self.direct.ingest(topic, encode(samples), casts, samples, self.settings.http_publish_timeout)
         except TimeoutError:
-            raise Unavailable(
-                "the points were not stored in time (they may still be: a retry with the same x replaces them);"
-                " retry later", retry_after=2,
-            ) from None
+            raise _not_stored_in_time() from None
+
+    def hand_over_now(
+        self, topic: str, casts: Casts, samples: Sequence[Sample], done: Callable[[Receipt], None]
+    ) -> bool:
+        """`hand_over` without waiting, when the points can be handed over at once (`rtdp serve`, room in the
+        broker's intake): then `done(receipt)` is called on the loop once they are stored, the receipt's
+        result None, or else the error `hand_over` would raise. False, and nothing done, otherwise: then
+        `hand_over`."""
+        if self.direct is None:
+            return False
+        receipt = self.direct.offer(topic, encode(samples), casts, samples)
+        if receipt is None:
+            return False
+        self.expiry.watch(receipt)
+        receipt.add_done_callback(done)
+        return True
 
     def forget_decisions(self) -> None:
         """After a change made here (feed deleted, made private...), stop trusting cached decisions."""
         self.decisions.clear()
+
+
+def _not_stored_in_time() -> Unavailable:
+    return Unavailable(
+        "the points were not stored in time (they may still be: a retry with the same x replaces them);"
+        " retry later", retry_after=2,
+    )
 
 
 def viewer_state(conn: HTTPConnection) -> ViewerState:

@@ -214,3 +214,37 @@ def test_rtdp_bridge_logs_at_its_level_and_stops_on_sigterm(mosquitto: Mosquitto
         code = process.wait(30)
     assert code == 0, log.read_text()[-3000:]
     assert "bridge: stopped" in log.read_text()
+
+
+def test_notices_awaiting_the_broker_are_bounded_in_bytes(
+    harness: BridgeHarness, owner: User, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A broker that does not acknowledge the bridge's notices (overloaded): past MAX_NOTICE_BYTES of them
+    unacknowledged, further notices are dropped (viewers read those points from the database), never held;
+    every point is stored all the same, and notices flow again once the broker acknowledges."""
+    import asyncio
+
+    import bridge.service
+
+    monkeypatch.setattr(bridge.service, "MAX_NOTICE_BYTES", 2_000)
+    make_feed(owner, "f", x_cast="int")
+    bridge_ = harness.start()
+    waiting: list[tuple[int, asyncio.Future[None]]] = []
+
+    def unacknowledged(topic: str, payload: bytes, qos: int = 1, retain: bool = False) -> asyncio.Future[None]:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting.append((len(payload), future))
+        return future
+
+    monkeypatch.setattr(bridge_._client, "publish", unacknowledged)
+    for first in range(0, 400, 20):  # 20 messages of 20 points, each notice ~1 kB
+        points = ",".join(f'{{"x":{x},"y":{x}}}' for x in range(first, first + 20))
+        harness.publisher.send("feeds/f/a", f"[{points}]")
+    wait_for(lambda: len(harness.points("f", "a")) == 400, what="every point stored")
+    wait_for(lambda: bridge_.stats.publish_dropped > 0, what="notices dropped")
+    # One notice larger than the bound alone still goes (else nothing ever would), nothing beside it.
+    assert sum(size for size, _ in waiting) <= 2_000 or len(waiting) == 1
+    bridge_._thread.run(lambda: [future.set_result(None) for _, future in waiting])
+    sent = len(waiting)
+    harness.publisher.send("feeds/f/a", '{"x": 1000, "y": 1}')
+    wait_for(lambda: len(waiting) > sent, what="a notice sent again once the broker acknowledged")

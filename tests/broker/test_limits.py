@@ -24,6 +24,7 @@ from rtdp.accounts import ServiceAccount
 from rtdp.models import Token, User
 from rtdp.permissions import Principal
 from rtdp.settings import Settings
+from tests.broker import raw
 from tests.broker.clients import connected, login_result, open_client
 from tests.broker.conftest import PASSWORD, World, token_for
 from tests.broker.raw import connect, publish
@@ -270,3 +271,28 @@ def test_failed_connections_are_logged_as_a_summary(
         wait_for(lambda: handle.broker.limits.open == 0, what="the connections released")
     failures = [r for r in caplog.records if r.getMessage().startswith("Failed to initialize client session")]
     assert len(failures) == 1, [r.getMessage() for r in failures]
+
+
+def test_one_users_persistent_sessions_are_capped(world: World, tmp_path: Path, service: ServiceAccount) -> None:
+    """Issue 11 #3: each persistent session queues (and saves) a copy of every publish it subscribed to, so
+    one user may keep `sessions_per_user` of them; one more is refused with CONNACK 3, with a token too."""
+
+    def connack(user: str, secret: str, client_id: str, *, clean: bool = False) -> bytes:
+        with _raw(handle) as sock:
+            sock.sendall(connect(user, secret, client_id=client_id, clean=clean))
+            answer = raw.read_exactly(sock, 4)
+            sock.sendall(b"\xe0\x00")  # DISCONNECT
+            return answer
+
+    with _broker(tmp_path, service, sessions_per_user=3) as handle:
+        for index in range(3):
+            assert connack("ep@nothing.com", PASSWORD, f"keep-{index}") == ACCEPTED
+        broker = handle.broker._broker
+        assert broker is not None
+        wait_for(lambda: len(broker._sessions) == 3, what="three persistent sessions")
+        assert connack("ep@nothing.com", PASSWORD, "one-more") == b"\x20\x02\x00\x03"  # server unavailable
+        assert connack("device", token_for(world.ep), "one-more") == b"\x20\x02\x00\x03"  # the same user
+        assert f"u{world.ep.id}/one-more" not in broker._sessions
+        assert connack("ep@nothing.com", PASSWORD, "keep-1") == b"\x20\x02\x01\x00"  # its own, present
+        assert connack("ep@nothing.com", PASSWORD, "passing", clean=True) == ACCEPTED
+        assert connack("ap@nothing.com", PASSWORD, "one-more") == ACCEPTED  # another user's own count

@@ -1,5 +1,6 @@
 """Every page in a real browser: axe-core (from npm, injected) finds no violation, on a desktop and on a
-phone (390x844), where no page overflows sideways; and no console error."""
+phone (390x844), where no page overflows sideways; and no console error. Each page's screenshot goes
+to the test's tmp_path."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser
 
-from rtdp.accounts import create_token, create_user
+from rtdp import dashboards
+from rtdp.accounts import create_token, create_user, principal_for
 from rtdp.codec import Sample
 from rtdp.permissions import Access
 from rtdp.store import create_axis, create_feed, write_points
@@ -23,7 +25,16 @@ AXE = Path(__file__).resolve().parents[2] / "node_modules" / "axe-core" / "axe.m
 EMAIL, PASSWORD = "admin@nothing.com", "a-long-password"
 PAGES = [
     "/", "/feeds/kitchen", "/feeds/kitchen/graph", "/feeds/kitchen/sparklines", "/feeds/kitchen/axes/temperature",
-    "/account", "/groups", "/admin", "/admin/users", "/tools", "/feeds/new_feed",
+    "/account", "/groups", "/admin", "/admin/users", "/tools", "/feeds/new_feed", "/alerts", "/dashboards",
+    "/dashboards/{board}", "/dashboards/{board}?edit=1",
+]
+# One widget of each kind.
+WIDGETS = [
+    {"type": "chart", "series": [{"feed": "kitchen", "axis": "temperature"}]},
+    {"type": "value", "feed": "kitchen", "axis": "temperature"},
+    {"type": "gauge", "feed": "kitchen", "axis": "temperature", "min": 0, "max": 40, "thresholds": [25, 30]},
+    {"type": "state", "feed": "kitchen", "axis": "temperature"},
+    {"type": "table", "series": [{"feed": "kitchen", "axis": "temperature"}]},
 ]
 ANONYMOUS = ["/", "/login", "/register"]
 
@@ -47,7 +58,7 @@ OUT_OF_VIEW = """(w) => Array.from(document.querySelectorAll('main button, main 
     ids=["desktop", "phone", "desktop-dark", "phone-dark"],
 )
 def test_no_axe_violation_and_no_sideways_overflow(
-    live_server: LiveServer, browser: Browser, viewport: dict[str, int], scheme: str
+    live_server: LiveServer, browser: Browser, viewport: dict[str, int], scheme: str, tmp_path: Path
 ) -> None:
     if not AXE.is_file():
         pytest.fail("axe-core is missing: npm ci")
@@ -58,6 +69,7 @@ def test_no_axe_violation_and_no_sideways_overflow(
     create_token(admin, access=Access.WRITE, name="device")
     now = time.time()
     write_points([(axis.id, Sample(now - 60 + i, 20 + i / 10)) for i in range(60)])
+    board = dashboards.create(principal_for(admin), {"name": "Home", "widgets": WIDGETS}).id
     found: dict[str, list[str]] = {}
     overflow: dict[str, object] = {}
     errors: list[str] = []
@@ -69,16 +81,22 @@ def test_no_axe_violation_and_no_sideways_overflow(
         tab.goto(live_server.url + path)
         found[f"anonymous {path}"] = _violations(tab)
     sign_in(tab, live_server.url, EMAIL, PASSWORD)
-    for path in PAGES:
+    for page in PAGES:
+        path = page.format(board=board)
         tab.goto(live_server.url + path)
-        tab.wait_for_load_state("networkidle") if path.endswith("graph") else None
-        found[path] = _violations(tab)
+        if path.endswith("graph"):
+            tab.wait_for_load_state("networkidle")
+        if path.startswith("/dashboards/"):
+            tab.wait_for_function("() => window.rtdpDashReady !== undefined")
+        shot = (path.strip("/").replace("/", "_").replace("?", "_") or "home") + ".png"
+        tab.screenshot(path=str(tmp_path / shot), full_page=True)
+        found[page] = _violations(tab)
         width = int(tab.evaluate("() => document.documentElement.scrollWidth"))
         if width > viewport["width"]:
-            overflow[path] = width
+            overflow[page] = width
         hidden = tab.evaluate(OUT_OF_VIEW, viewport["width"])
         if hidden:
-            overflow[path] = hidden
+            overflow[page] = hidden
     context.close()
     bad = {path: v for path, v in found.items() if v}
     assert bad == {}, "\n".join(f"{p}: {v}" for p, v in bad.items())

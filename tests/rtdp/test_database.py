@@ -241,17 +241,53 @@ def test_migration_adds_axis_unit_and_label(tmp_path: Path) -> None:
     db.close()
 
 
-def test_migration_creates_the_broker_state_last(tmp_path: Path) -> None:
+def test_migration_creates_the_broker_state(tmp_path: Path) -> None:
     """Version 13 -> 14 (after the alerts, the feed heads and the dashboards): the embedded broker's saved
     sessions and retained messages get their tables (broker.persistence)."""
-    assert database.MIGRATIONS[-1] is database._create_broker_state
+    assert database.MIGRATIONS[-2] is database._create_broker_state
     url = f"sqlite:///{tmp_path / 'v13.sqlite3'}"
     db = open_database(url)
-    for table in ("broker_queued", "broker_subscription", "broker_session", "retained_message"):
+    tables = (
+        "broker_pending", "broker_received", "broker_message", "broker_audience", "broker_subscription",
+        "broker_session",
+    )
+    for table in (*tables, "retained_message"):
         db.execute_sql(f"DROP TABLE {table}")
+    SchemaVersion.update(version=SCHEMA_VERSION - 2).execute()
+    db.close()
+    db = open_database(url)
+    assert {*tables, "retained_message"} <= set(db.get_tables())
+    assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
+    db.close()
+
+
+def test_migration_saves_each_queued_message_once(tmp_path: Path) -> None:
+    """Version 14 -> 15: the messages queued for offline sessions, a whole copy per session in
+    broker_queued, move to broker_message with a row per session waiting in broker_pending; sessions get
+    their floor (new messages are queued by audience)."""
+    assert database.MIGRATIONS[-1] is database._share_broker_messages
+    url = f"sqlite:///{tmp_path / 'v14.sqlite3'}"
+    db = open_database(url)
+    for table in ("broker_pending", "broker_received", "broker_message", "broker_audience"):
+        db.execute_sql(f"DROP TABLE {table}")
+    db.execute_sql("ALTER TABLE broker_session DROP COLUMN floor")
+    db.execute_sql(
+        "CREATE TABLE broker_queued (id INTEGER PRIMARY KEY, session_id TEXT NOT NULL, topic TEXT NOT NULL,"
+        " payload BLOB NOT NULL, qos INTEGER NOT NULL)"
+    )
+    db.execute_sql("INSERT INTO broker_session (client_id, service) VALUES ('u1/a', 0)")
+    db.execute_sql("INSERT INTO broker_queued VALUES (7, 'u1/a', 'feeds/f/x', x'31', 1)")
     SchemaVersion.update(version=SCHEMA_VERSION - 1).execute()
     db.close()
     db = open_database(url)
-    assert {"broker_session", "broker_subscription", "broker_queued", "retained_message"} <= set(db.get_tables())
-    assert [r.version for r in SchemaVersion.select()] == [SCHEMA_VERSION]
+    assert "broker_queued" not in db.get_tables()
+    assert db.execute_sql("SELECT id, topic, payload, qos FROM broker_message").fetchall() == [
+        (7, "feeds/f/x", b"1", 1)
+    ]
+    assert db.execute_sql("SELECT session_id, message_id, packet_id FROM broker_pending").fetchall() == [
+        ("u1/a", 7, None)
+    ]
+    assert db.execute_sql("SELECT floor FROM broker_session").fetchall() == [(0,)]
     db.close()
+
+

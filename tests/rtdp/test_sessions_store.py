@@ -5,9 +5,9 @@ from __future__ import annotations
 import peewee as pw
 
 from rtdp.accounts import create_user
-from rtdp.models import BrokerQueued, Feed
+from rtdp.models import BrokerMessage, BrokerQueued, Feed
 from rtdp.store import create_feed
-from rtdp.store.sessions import Changes, Queued, Retained, SavedSession, load, save
+from rtdp.store.sessions import Changes, Inflight, Queued, Retained, SavedSession, load, save
 
 NOW = 1_800_000_000.0
 
@@ -19,7 +19,8 @@ def session(client_id: str, disconnected: float | None = NOW - 10, *queued: Queu
 def test_what_is_saved_is_loaded(any_db: pw.Database) -> None:
     binary = bytes(range(256))  # payloads are bytes, not text
     save([Changes(sessions=[session("u7/dev", NOW - 10, Queued(5, "feeds/a/t", b"1", 1))])])
-    save([Changes(queued=[("u7/dev", Queued(6, "feeds/a/t", binary, 2)), ("gone", Queued(7, "feeds/a/t", b"x", 1))])])
+    save([Changes(audiences=[(1, ["u7/dev"]), (2, ["gone"])],
+                  messages=[(Queued(6, "feeds/a/t", binary, 2), 1), (Queued(7, "feeds/a/t", b"x", 1), 2)])])
     loaded = load(expired_before=NOW - 100, now=NOW)
     assert loaded.sessions == [
         SavedSession(
@@ -41,6 +42,41 @@ def test_a_session_saved_whole_replaces_what_was_saved_of_it(any_db: pw.Database
     save([Changes(removed=["s"])])
     assert load(expired_before=0, now=NOW).sessions == []
     assert BrokerQueued.select().count() == 0
+
+
+def test_a_message_for_many_sessions_is_saved_once_and_swept_when_nobody_waits(any_db: pw.Database) -> None:
+    """One row per message however many sessions it is queued for (its audience); each session's floor
+    says what it still waits for."""
+    audience = [f"u7/s{i}" for i in range(50)]
+    first, second = Queued(1, "feeds/a/t", b"1" * 1000, 1), Queued(2, "feeds/a/t", b"2", 1)
+    save([Changes(sessions=[session(member) for member in audience])])
+    save([Changes(audiences=[(1, audience)], messages=[(first, 1), (second, 1)])])
+    assert BrokerMessage.select().count() == 2 and BrokerQueued.select().count() == 0
+    assert all(s.queued == [first, second] for s in load(expired_before=0, now=NOW).sessions)
+    save([Changes(floors={member: 2 for member in audience[:49]})])  # their full queues dropped the first
+    save([Changes(floors={"u7/s0": 1})])  # a floor never goes down
+    save([Changes(sweep=True)])
+    loaded = {s.client_id: s.queued for s in load(expired_before=0, now=NOW).sessions}
+    assert loaded["u7/s0"] == [second] and loaded["u7/s49"] == [first, second]
+    assert BrokerMessage.select().count() == 2, "one session still waits for the first"
+    save([Changes(removed=["u7/s49"], sweep=True)])
+    assert [m.id for m in BrokerMessage.select()] == [2]
+    save([Changes(floors={member: 3 for member in audience}, sweep=True)])
+    assert BrokerMessage.select().count() == 0
+
+
+def test_unacknowledged_and_qos2_state_is_saved_and_loaded(any_db: pw.Database) -> None:
+    sent, released = Queued(4, "feeds/a/t", b"4", 1), Queued(5, "feeds/a/t", b"5", 2)
+    whole = SavedSession(
+        "u7/dev", 7, 3, None, False, NOW - 10, [("feeds/a/#", 2)], [Queued(6, "feeds/a/t", b"6", 1)],
+        [Inflight(sent, 11), Inflight(released, 12, released=True)], [21, 22],
+    )
+    save([Changes(sessions=[whole])])
+    save([Changes(floors={"u7/dev": 7})])  # the queue's drop leaves what was sent alone
+    (loaded,) = load(expired_before=0, now=NOW).sessions
+    assert loaded.inflight == [Inflight(sent, 11), Inflight(released, 12, True)]
+    assert sorted(loaded.received) == [21, 22]
+    assert not loaded.queued
 
 
 def test_expired_sessions_are_removed_when_loaded(any_db: pw.Database) -> None:

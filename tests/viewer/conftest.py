@@ -172,9 +172,9 @@ def live_server(settings: Settings) -> Iterator[LiveServer]:
 
 
 @contextmanager
-def serving(settings: Settings) -> Iterator[LiveServer]:
-    """`create_app(settings)` on a real uvicorn (port 0) in a thread, until the block ends."""
-    app = create_app(settings)
+def serving(settings: Settings, **options: Any) -> Iterator[LiveServer]:
+    """`create_app(settings, **options)` on a real uvicorn (port 0) in a thread, until the block ends."""
+    app = create_app(settings, **options)
     server = build_server(settings, app, log_level="warning")
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()

@@ -3,6 +3,7 @@ work. The broker's findings (#3, #4, #6, #13, #15 and MQTT's part of #2) are tes
 
 from __future__ import annotations
 
+import http.client
 import re
 import select
 import socket
@@ -158,6 +159,57 @@ def test_02_a_connection_that_never_sends_is_closed(settings: Settings) -> None:
     with serving(settings.replace(http_header_timeout=0.5)) as live, _connect(live) as sock:
         readable, _, _ = select.select([sock], [], [], 20)
         assert readable and sock.recv(1024) == b""
+
+
+def _closed_within(sock: socket.socket, seconds: float, trickle: bool) -> bool:
+    """Read (and drop) what the server sends until it closes, sending a byte of a next head every 0.1 s
+    when `trickle`; False if it is still open after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        readable, _, _ = select.select([sock], [], [], 0.1)
+        if readable and sock.recv(65536) == b"":
+            return True
+        if trickle:
+            try:
+                sock.sendall(b"x" if sock.fileno() >= 0 else b"")
+            except OSError:
+                return True
+    return False
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_02_after_an_answer_a_quiet_or_trickling_connection_is_closed(settings: Settings, trickle: bool) -> None:
+    """Quiet after a response: the keep-alive timeout closes it. Sending its next head slowly: the header
+    timeout, counted from the response, closes it however long keep-alive would wait."""
+    timeouts = {"http_keepalive": 30.0, "http_header_timeout": 0.5} if trickle else {"http_keepalive": 0.5}
+    with serving(settings.replace(**timeouts)) as live, _connect(live) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _answer(sock).startswith(b"HTTP/1.1 200")
+        if trickle:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\n")
+        started = time.monotonic()
+        assert _closed_within(sock, 10, trickle)
+        assert time.monotonic() - started < 5
+
+
+def test_02_a_kept_connection_that_goes_on_sending_requests_stays_open(settings: Settings) -> None:
+    """Requests closer together than both timeouts keep one connection for longer than either (the one timer
+    per connection finds it busy or freshly answered and waits again)."""
+    with serving(settings.replace(http_keepalive=0.5, http_header_timeout=0.5)) as live:
+        connection = http.client.HTTPConnection("127.0.0.1", live.server.port, timeout=10)
+        try:
+            started = time.monotonic()
+            connection.request("GET", "/healthz")
+            first = connection.sock
+            while time.monotonic() - started < 2.0:
+                response = connection.getresponse()
+                assert response.status == 200 and response.read()
+                time.sleep(0.2)
+                connection.request("GET", "/healthz")
+                assert connection.sock is first
+            assert connection.getresponse().status == 200
+        finally:
+            connection.close()
 
 
 def test_02_connections_are_capped_per_address_and_in_total(settings: Settings) -> None:

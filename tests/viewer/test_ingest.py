@@ -6,6 +6,8 @@ import signal
 import socket
 import subprocess
 import threading
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,10 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
+from bridge.errors import Rejected
 from rtdp.accounts import check_token
+from rtdp.codec import Casts, Sample
+from rtdp.errors import RtdpError
 from rtdp.models import Axis, Feed
 from rtdp.settings import BrokerURL, Settings
 from tests.support.env import wait_for
@@ -460,3 +465,89 @@ def test_the_feed_quota_holds_on_every_way_to_create_a_feed(settings: Settings, 
         for n in range(3):
             answer = client.post("/api/v1/feeds", json={"name": f"admin_{n}"}, headers=bearer(world.admin_token))
             assert answer.status_code == 201, answer.text
+
+
+class HeldReceipts:
+    """`rtdp serve`'s in-process broker (rtdp.handoff.Direct) as a stand-in: `ingest` stores at once, and
+    each `offer` returns a receipt the test resolves (None: stored), or None while `full`."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, bytes]] = []
+        self.receipts: list[asyncio.Future[RtdpError | None]] = []
+        self.full = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def ingest(self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample], timeout: float) -> None:
+        self.calls.append(("ingest", topic, payload))
+
+    def offer(
+        self, topic: str, payload: bytes, casts: Casts, samples: Sequence[Sample]
+    ) -> asyncio.Future[RtdpError | None] | None:
+        self.calls.append(("offer", topic, payload))
+        if self.full:
+            return None
+        self._loop = asyncio.get_running_loop()
+        receipt: asyncio.Future[RtdpError | None] = self._loop.create_future()
+        self.receipts.append(receipt)
+        return receipt
+
+    def settle(self, index: int, outcome: RtdpError | None) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self.receipts[index].set_result, outcome)
+
+
+def test_cached_requests_are_answered_from_their_receipt_with_the_same_answers(settings: Settings) -> None:
+    """rtdp serve's path without a task (viewer.ingest.lean_now): once credentials and write decision are
+    cached, a GET is handed over with `offer` and answered only when its receipt is resolved: 200 once
+    stored, the writer's refusal as the long way answers it, 503 when not stored in time; bad input is
+    refused before anything is handed over; when the broker cannot take it at once, the long way."""
+    from tests.viewer.conftest import make_world, serving
+
+    direct = HeldReceipts()
+    with serving(settings.replace(http_publish_timeout=1.0), direct=direct) as live, ThreadPoolExecutor(2) as pool:
+        world = make_world()
+        url = f"{live.url}{URL}/feed_a/axis_a00"
+
+        def get(**params: object) -> httpx.Response:
+            with httpx.Client(headers=bearer(world.ep_token), timeout=10) as client:
+                return client.get(url, params=params)
+
+        # Cold caches: the long way, which fills them.
+        assert get(x=1, y=7).status_code == 200
+        assert direct.calls == [("ingest", "feeds/feed_a/axis_a00", b'[{"x":1.0,"y":7.0}]')]
+        # Stored: answered once the receipt says so, byte for byte as the long way answers.
+        stored = pool.submit(get, x=2, y=8)
+        wait_for(lambda: len(direct.receipts) == 1, what="the point offered")
+        assert direct.calls[-1] == ("offer", "feeds/feed_a/axis_a00", b'[{"x":2.0,"y":8.0}]')
+        assert not stored.done()
+        direct.settle(0, None)
+        assert stored.result().status_code == 200
+        assert stored.result().content == b'{"feed":"feed_a","axis":"axis_a00","x":2,"y":8}'
+        assert stored.result().headers["content-type"] == "application/json"
+        assert stored.result().headers["x-content-type-options"] == "nosniff"
+        # Refused by the writer: its error, as JSON.
+        refused = pool.submit(get, x=3, y=9)
+        wait_for(lambda: len(direct.receipts) == 2, what="the second point offered")
+        direct.settle(1, Rejected("unknown_axis", "no such axis", axis="axis_a00"))
+        assert refused.result().status_code == 400
+        assert refused.result().json() == {"error": "no such axis", "code": "unknown_axis", "axis": "axis_a00"}
+        # Not stored in time: 503 with Retry-After (the writer's later outcome is left alone).
+        late = get(x=4, y=10)
+        assert late.status_code == 503 and late.headers["retry-after"] == "2"
+        assert late.json()["code"] == "unavailable" and "not stored in time" in late.json()["error"]
+        direct.settle(2, None)
+        # Bad input: refused at once, nothing offered.
+        offered = len(direct.calls)
+        bad = get(x=5, y=2.5)
+        assert bad.status_code == 400 and bad.json()["field"] == "y"
+        assert len(direct.calls) == offered
+        # No room at once: the long way.
+        direct.full = True
+        assert get(x=6, y=11).status_code == 200
+        assert [call[0] for call in direct.calls[-2:]] == ["offer", "ingest"]
+        metrics = httpx.get(f"{live.url}/metrics").text
+        assert 'rtdp_http_ingest_total{outcome="accepted"} 3.0' in metrics
+        assert 'rtdp_http_ingest_total{outcome="unknown_axis"} 1.0' in metrics
+        assert 'rtdp_http_ingest_total{outcome="invalid"} 1.0' in metrics
+        assert 'rtdp_http_ingest_total{outcome="unavailable"} 1.0' in metrics
+        assert "rtdp_http_ingest_points_total 3.0" in metrics

@@ -8,10 +8,12 @@
                                     // or absolute: {min: x0, max: x1}
      title: "kitchen",              // the chart's accessible name starts with it
      height: 320,                   // optional; else from the window's height
-     onRange: function (range, zoomed) {},  // optional: the range changed (picker, zoom, pan, back)
+     onRange: function (range, zoomed, settled) {},  // optional: the range changed (picker, zoom, pan, back);
+                                    // settled: its fetch starts now (a wheel or pinch calls first with false per step)
      onState: function (text) {},           // optional: "loading…", "" when done, or an error
      redrawMs: 100,                 // optional: live redraws at most every that many ms
-     fetchPoints: RTDP_STREAM.fetchPoints,  // optional: how to fetch (a page of several charts shares answers)
+     fetchPoints: RTDP_STREAM.fetchPoints,  // optional: how to fetch (api, axis, params, signal); a page of several
+                                    // charts shares answers. A load that a newer one supersedes is aborted.
    });
    chart.push(feed, {axis, x, y})  // a live point from the page's one FeedStream (other series' points are ignored)
    chart.addSeries(series)         // one more series, as in options.series (its history is fetched)
@@ -138,6 +140,7 @@
     let fitStart = null;        // relative window on a feed holding less: the first point's x (the window fits the data)
     let zoomStack = [];
     let paused = false, changed = true, frameRequested = false, lastDraw = 0, generation = 0, fetchTimer = null;
+    let inflight = null;        // the running load's AbortController
     let plot = null;
 
     element.classList.add("rtdp-chart");
@@ -401,9 +404,12 @@
 
     function state(text) { if (options.onState) options.onState(text); }
 
-    /* Fetch what the range shows, for every series, at 2 points per pixel column. */
+    /* Fetch what the range shows, for every series, at 2 points per pixel column; the load it supersedes
+       is aborted (its answers would be dropped anyway), so the server and the network serve this one. */
     async function load() {
       const mine = ++generation;
+      if (inflight) inflight.abort();
+      const controller = inflight = new AbortController();
       specs.forEach(function (s) { s.points.clear(); });
       fitStart = null;
       changed = true;
@@ -414,7 +420,7 @@
       delete element.dataset.loadError;
       try {
         const results = await Promise.all(specs.map(function (s) {
-          return fetchPoints(s.api, s.axis, { since: v[0], until: v[1], max_points: maxPoints });
+          return fetchPoints(s.api, s.axis, { since: v[0], until: v[1], max_points: maxPoints }, controller.signal);
         }));
         if (mine !== generation) return;
         results.forEach(function (points, i) {
@@ -424,13 +430,14 @@
           if (last && (!spec.latest || last.x >= spec.latest.x)) spec.latest = { x: last.x, y: last.y };
           if (following()) bound(spec.points);
         });
-        if (following() && isTime && range.window) await fit(v[0], mine);
+        if (following() && isTime && range.window) await fit(v[0], mine, controller.signal);
         if (mine !== generation) return;
       } catch (error) {
         if (mine !== generation) return;
         state("could not load: " + error.message);
         element.dataset.loadError = error.message;
       }
+      if (inflight === controller) inflight = null;
       changed = true;
       draw(true);  // now, not next frame: data-loads then says the fetched range is drawn
       delete element.dataset.loading;
@@ -438,13 +445,14 @@
       if (element.dataset.loadError === undefined) state("");
     }
 
-    /* The default window fits the data when the series hold less than it: nothing before the window. */
-    async function fit(since, mine) {
+    /* The default window fits the data when the series hold less than it: nothing before the window. Asked
+       only then (after the history): a window the data fills, the usual case, costs no request more. */
+    async function fit(since, mine, signal) {
       let first = Infinity;
       specs.forEach(function (s) { if (s.points.size) first = Math.min(first, s.points.xs[0]); });
       if (first !== Infinity && first < since + range.window * 0.1) return;
       const older = await Promise.all(specs.map(function (s) {
-        return fetchPoints(s.api, s.axis, { until: since, newest: true, limit: 1 });
+        return fetchPoints(s.api, s.axis, { until: since, newest: true, limit: 1 }, signal);
       }));
       if (mine !== generation) return;
       if (older.every(function (points) { return points.length === 0; })) fitStart = first === Infinity ? now() : first;
@@ -453,7 +461,7 @@
     function setRange(next, zoomed) {
       range = next.min !== undefined ? { min: next.min, max: next.max } : { window: next.window === undefined ? null : next.window };
       if (!zoomed) zoomStack = [];
-      if (options.onRange) options.onRange(range, zoomStack.length > 0);
+      if (options.onRange) options.onRange(range, zoomStack.length > 0, true);
       applyRange(true);
       load();
     }
@@ -471,9 +479,15 @@
       if (!gestureSaved) { zoomStack.push(range); gestureSaved = true; }
       range = { min: min, max: max };
       if (plot) plot.setScale("x", { min: min, max: max });
-      if (options.onRange) options.onRange(range, true);
       clearTimeout(fetchTimer);
-      fetchTimer = setTimeout(function () { gestureSaved = false; load(); }, delay);
+      if (delay === 0) { settle(); return; }
+      if (options.onRange) options.onRange(range, true, false);
+      fetchTimer = setTimeout(settle, delay);
+    }
+    function settle() {
+      gestureSaved = false;
+      if (options.onRange) options.onRange(range, true, true);
+      load();
     }
 
     function onSelect(u) {
@@ -651,7 +665,7 @@
         describe();
         makePlot();
         const v = range.min !== undefined ? [range.min, range.max] : [cutoff(), null];
-        RTDP_STREAM.fetchPoints(added.api, added.axis, { since: v[0], until: v[1], max_points: 2 * plotWidth() }).then(function (points) {
+        fetchPoints(added.api, added.axis, { since: v[0], until: v[1], max_points: 2 * plotWidth() }).then(function (points) {
           added.points.merge(points);
           schedule(true);
         }, function (error) { state("could not load " + added.axis + ": " + error.message); });
@@ -659,6 +673,7 @@
       resize: onResize,
       destroy: function () {
         generation++;
+        if (inflight) inflight.abort();
         clearInterval(ticker);
         clearTimeout(fetchTimer);
         window.removeEventListener("resize", onResize);

@@ -143,7 +143,8 @@
     title.id = "widget-title-" + index;
     const shown = visibleSeries(widget);
     title.textContent = widget.title || (shown.length ? shown.map(keyOf).join(", ") : kindLabel);
-    el.setAttribute("aria-labelledby", title.id);
+    // Each widget is a region: named by its kind and place too, since two may show one series untitled.
+    el.setAttribute("aria-label", kindLabel + " " + (index + 1) + ": " + title.textContent);
     head.appendChild(title);
     if (dash.editable) head.appendChild(editButtons(index));
     el.appendChild(head);
@@ -186,7 +187,11 @@
           };
         }),
         x_cast: infos[0].x_cast, range: chartRange(), title: this.title.textContent, height: height,
-        onRange: function (range, zoomed) { if (!syncing && zoomed && range.min !== undefined) followZoom(self, range); },
+        // Once this chart fetches its new range (at once for a drag, when a wheel or pinch pauses), the
+        // others follow: their requests for that range join its one (sharedFetch).
+        onRange: function (range, zoomed, settled) {
+          if (!syncing && zoomed && settled && range.min !== undefined) zoomTo(range.min, range.max, self);
+        },
         redrawMs: MIN_REDRAW_MS, fetchPoints: sharedFetch,
       });
     }
@@ -209,8 +214,8 @@
   /* The latest range each series was fetched for by a chart ({since, until, answer}, by api|axis): value
      tiles' sparklines of that series and range draw the chart's answer instead of asking again. */
   const chartAnswers = new Map();
-  function sharedFetch(api, axis, params) {
-    const answer = fetchOnce(api, axis, params);
+  function sharedFetch(api, axis, params, signal) {
+    const answer = fetchOnce(api, axis, params, signal);
     if (params.max_points !== undefined && !params.newest) {
       chartAnswers.set(api + "|" + axis, { since: params.since, until: params.until, answer: answer });
     }
@@ -222,29 +227,36 @@
     const near = function (p, q) { return (p === null || p === undefined) ? (q === null || q === undefined) : (q !== null && q !== undefined && Math.abs(p - q) < 1); };
     return a && near(a.since, from) && near(a.until, until) ? a.answer : null;
   }
-  function fetchOnce(api, axis, params) {
+  /* One request per key while it is wanted: it is aborted once every chart that asked for it with a
+     signal has aborted (superseded by a newer range), unless someone asked without one. */
+  function fetchOnce(api, axis, params, signal) {
     const key = api + "|" + axis + "|" + Object.keys(params).sort().map(function (k) {
       const v = params[k];
       return k + "=" + (typeof v === "number" && (k === "since" || k === "until") ? Math.round(v) : v);
     }).join("&");
-    let answer = answers.get(key);
-    if (!answer) {
-      answer = RTDP_STREAM.fetchPoints(api, axis, params);
-      answers.set(key, answer);
-      setTimeout(function () { answers.delete(key); }, 2000);
-      answer.catch(function () { answers.delete(key); });
+    let entry = answers.get(key);
+    if (!entry) {
+      const controller = new AbortController();
+      const made = entry = { controller: controller, wanted: 0, answer: RTDP_STREAM.fetchPoints(api, axis, params, controller.signal) };
+      const forget = function () { if (answers.get(key) === made) answers.delete(key); };
+      answers.set(key, made);
+      setTimeout(forget, 2000);
+      made.answer.catch(forget);
     }
-    return answer;
+    const shared = entry;
+    if (!signal) shared.wanted = Infinity;
+    else {
+      shared.wanted += 1;
+      signal.addEventListener("abort", function () {
+        shared.wanted -= 1;
+        if (shared.wanted === 0) { if (answers.get(key) === shared) answers.delete(key); shared.controller.abort(); }
+      }, { once: true });
+    }
+    return shared.answer;
   }
 
   let syncing = false;
-  let followTimer = null;
   function chartRange() { return absolute ? { min: absolute.min, max: absolute.max } : { window: rangeSeconds }; }
-  /* One chart was zoomed or panned: the others and the other widgets follow once the gesture pauses. */
-  function followZoom(source, range) {
-    clearTimeout(followTimer);
-    followTimer = setTimeout(function () { zoomTo(range.min, range.max, source); }, 200);
-  }
 
   class ValueView {
     constructor(widget, index) {
@@ -292,7 +304,9 @@
     ctx.clearRect(0, 0, w, h);
     const xs = store.xs, ys = store.ys, n = xs.length;
     if (n < 2) return;
-    const x0 = absolute ? absolute.min : Math.min(xs[0], Date.now() / 1000 - rangeSeconds);
+    // Live, the line spans the points held (all inside the range): a feed younger than the range is not a
+    // sliver at the right edge, as the charts fit their window to it too.
+    const x0 = absolute ? absolute.min : xs[0];
     const x1 = absolute ? absolute.max : Math.max(xs[n - 1], x0 + 1);
     let lo = Infinity, hi = -Infinity;
     for (let i = 0; i < n; i++) { if (ys[i] < lo) lo = ys[i]; if (ys[i] > hi) hi = ys[i]; }
@@ -415,12 +429,15 @@
       if (!this.keys.length) { hiddenNote(this.body); return; }
       const wrap = document.createElement("div");
       wrap.className = "table-wrap";
+      wrap.tabIndex = 0;  // it may scroll: reachable by keyboard
       const table = document.createElement("table");
       const head = document.createElement("thead");
       const row = document.createElement("tr");
-      ["Time", "Series", "Value"].forEach(function (label, i) {
+      // One series: its name is the widget's title, and a phone has room for the time and the value only.
+      this.columns = this.keys.length > 1 ? ["Time", "Series", "Value"] : ["Time", "Value"];
+      this.columns.forEach(function (label) {
         const th = document.createElement("th"); th.scope = "col"; th.textContent = label;
-        if (i === 2) th.className = "num";
+        if (label === "Value") th.className = "num";
         row.appendChild(th);
       });
       head.appendChild(row);
@@ -435,11 +452,16 @@
       this.keys.forEach(function (k) { stores.get(k).recent.forEach(function (p) { rows.push([p, k]); }); });
       rows.sort(function (a, b) { return b[0].x - a[0].x; });
       const fragment = document.createDocumentFragment();
+      const several = this.columns.length === 3;
       rows.slice(0, TABLE_ROWS).forEach(function (r) {
         const info = stores.get(r[1]).info;
         const tr = document.createElement("tr");
-        const cells = [formatX(r[0].x, info), r[1], formatValue(r[0].y, info)];
-        cells.forEach(function (text, i) { const td = document.createElement("td"); td.textContent = text; if (i === 2) td.className = "num"; tr.appendChild(td); });
+        const cells = several ? [formatX(r[0].x, info), r[1], formatValue(r[0].y, info)] : [formatX(r[0].x, info), formatValue(r[0].y, info)];
+        cells.forEach(function (text, i) {
+          const td = document.createElement("td"); td.textContent = text;
+          if (i === cells.length - 1) td.className = "num";
+          tr.appendChild(td);
+        });
         fragment.appendChild(tr);
       });
       this.tbody.replaceChildren(fragment);

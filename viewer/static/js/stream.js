@@ -82,12 +82,12 @@
     state(text) { if (this.handlers.state) this.handlers.state(text); }
   }
 
-  /* History of one axis from the points API: [{id, x, y}] oldest first. */
-  async function fetchPoints(api, axis, params) {
+  /* History of one axis from the points API: [{id, x, y}] oldest first. `signal` (optional) aborts it. */
+  async function fetchPoints(api, axis, params, signal) {
     const query = new URLSearchParams();
     for (const [k, v] of Object.entries(params || {})) if (v !== null && v !== undefined) query.set(k, v);
     const response = await fetch(api + "/axes/" + encodeURIComponent(axis) + "/points?" + query, {
-      headers: { "Accept": "application/json" }, credentials: "same-origin",
+      headers: { "Accept": "application/json" }, credentials: "same-origin", signal: signal,
     });
     if (!response.ok) throw new Error("points of " + axis + ": HTTP " + response.status);
     const data = await response.json();
