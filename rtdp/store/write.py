@@ -45,11 +45,17 @@ class Written(list[StoredPoint]):
 
 
 def write_points(
-    batch: Sequence[tuple[int, Sample]], received_at: float | None = None, feeds: Mapping[int, int] | None = None
+    batch: Sequence[tuple[int, Sample]],
+    received_at: float | None = None,
+    feeds: Mapping[int, int] | None = None,
+    *,
+    live: bool = True,
 ) -> Written:
     """Upsert `(axis_id, sample)` pairs in one transaction; a later point with the same axis and x
     replaces an earlier one and gets a new id. Returns the stored points in id order, with the head each
     feed had before (see Written); moves the feeds' heads (FeedHead) to the batch's newest ids.
+    `live=False` (an import of history) leaves the axes' `last_seen`: no device sent anything now, and a
+    `silent` alert rule reads it.
 
     Inside the caller's transaction when one is open (no savepoint: an error here must end it), else in
     its own. `feeds`, when the caller knows them (the bridge's routes): the feed id of every axis of
@@ -105,7 +111,7 @@ def write_points(
                 newest[axis_id] = (x, y, seen[2] + 1) if x > seen[0] else (seen[0], seen[1], seen[2] + 1)
         levels: dict[int, tuple[int, int | None]] = {}
         for axis_id, (top_x, top_y, count) in newest.items():
-            params = (received, count - replaced[axis_id], top_x, top_y, top_x, top_x, axis_id)
+            params = (received if live else None, count - replaced[axis_id], top_x, top_y, top_x, top_x, axis_id)
             total, level = execute(db, _count_sql(db.param), params).fetchone()
             levels[axis_id] = (int(total), level)
         stored.sort()  # by id: a StoredPoint is a tuple that starts with it
@@ -188,7 +194,7 @@ def _count_sql(param: str) -> str:
     it already had a later x."""
     newer = f"{_LAST_X} IS NULL OR {_LAST_X} <= {param}"
     return (
-        f"UPDATE {_AXIS_TABLE} SET {_LAST_SEEN} = {param}, {_COUNT} = {_COUNT} + {param},"
+        f"UPDATE {_AXIS_TABLE} SET {_LAST_SEEN} = COALESCE({param}, {_LAST_SEEN}), {_COUNT} = {_COUNT} + {param},"
         f" {_LAST_Y} = CASE WHEN {newer} THEN {param} ELSE {_LAST_Y} END,"
         f" {_LAST_X} = CASE WHEN {newer} THEN {param} ELSE {_LAST_X} END"
         f" WHERE {_AXIS_ID} = {param} RETURNING {_COUNT}, {_LEVEL}"
