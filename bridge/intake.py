@@ -10,8 +10,8 @@ message, a socket write, our PUBACK read back) was its costliest work; this skip
 
 Acknowledgement after commit: each message comes with the broker's `settled` future (broker.acks); once
 its batch committed (a rejected message: once its rejection is recorded) the writer thread resolves
-the batch's futures on the broker's loop with one `call_soon_threadsafe`, and the broker sends the
-PUBACKs. Group commit: the writer starts the next commit as soon as the last one finished, with
+the batch's futures on the broker's loop with one ring of its doorbell (rtdp.doorbell), and the broker
+sends the PUBACKs. Group commit: the writer starts the next commit as soon as the last one finished, with
 everything queued meanwhile, so a publisher's in-flight window (20 for paho and mosquitto_pub) fills
 the next batch instead of waiting for a timer.
 
@@ -35,6 +35,7 @@ from bridge.errors import BridgeError, Rejected
 from bridge.stats import Stats
 from bridge.writer import BatchResult, Incoming, Notice, Writer
 from rtdp.alerting import Alerting
+from rtdp.doorbell import Doorbell
 from rtdp.errors import RtdpError
 from rtdp.handoff import Handoff
 from rtdp.logs import RateLimitedLog
@@ -72,6 +73,7 @@ class Intake:
         self._queue = Inbox(maxsize=capacity)
         self._queue.on_room = self._wake
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._doorbell: Doorbell | None = None  # the writer thread's way to the loop (acks, wake-ups)
         self._room = asyncio.Event()
         self._pending: list[Incoming] = []  # offered in this loop iteration, not handed to the writer yet
         self._publish: Publish | None = None
@@ -103,7 +105,7 @@ class Intake:
         which are what the writer's retained-without-x rule is for; the intake only sees live publishes.
         """
         if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+            self._attach()
         self._hand_over()  # what `offer` took first stays first
         item = Incoming(topic, payload, 0, 0, False, arrived, 0, creator, settled, handoff)
         while True:
@@ -146,7 +148,8 @@ class Intake:
             return False
         if not pending:
             if self._loop is None:
-                self._loop = asyncio.get_running_loop()
+                self._attach()
+            assert self._loop is not None
             self._loop.call_soon(self._hand_over)
         pending.append(Incoming(topic, payload, 0, 0, False, arrived, 0, creator, settled, handoff))
         self.stats.received += 1
@@ -175,6 +178,12 @@ class Intake:
         left = self._queue.qsize()
         if left:
             log.error("bridge: intake stopped with %d messages not stored (database unavailable)", left)
+        doorbell, loop = self._doorbell, self._loop
+        if doorbell is not None and loop is not None:
+            try:
+                loop.call_soon_threadsafe(doorbell.close)  # after the last batch's acks
+            except RuntimeError:
+                doorbell.close()  # the loop closed: its connections and their acks are gone
 
     def _ack(self, batch: Sequence[Incoming], result: BatchResult) -> None:
         # On the writer thread, after the commit: one hop to the broker's loop for the whole batch.
@@ -192,13 +201,15 @@ class Intake:
         self._on_loop(self._room.set)
 
     def _on_loop(self, callback: Callable[..., object], *args: object) -> None:
-        loop = self._loop
-        if loop is None:
+        doorbell = self._doorbell
+        if doorbell is None:
             return  # nothing was put from a loop: nobody waits
-        try:
-            loop.call_soon_threadsafe(callback, *args)
-        except RuntimeError:
-            pass  # the broker's loop closed: its connections and their acks are gone
+        doorbell.ring(callback, *args)  # after `stop` closed it, nothing: the connections are gone
+
+    def _attach(self) -> None:
+        # The first put or offer, on the broker's loop: where the writer thread sends acks and wake-ups.
+        self._loop = asyncio.get_running_loop()
+        self._doorbell = Doorbell(self._loop)
 
     def _send(self, notice: Notice) -> None:
         assert self._publish is not None  # the loop runs only after start(publish)

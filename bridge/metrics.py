@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 
 from bridge.histogram import Buckets
 from bridge.stats import Stats
+from rtdp.alerting import Alerting
 
 
 def queue_lag(items: queue.Queue[Any], now: float | None = None) -> float:
@@ -50,11 +51,13 @@ class BridgeCollector(Collector):
         queued: Callable[[], int] | None = None,
         lag: Callable[[], float] | None = None,
         full: Callable[[], int] | None = None,
+        alerting: Alerting | None = None,
     ) -> None:
         self.stats = stats
         self.queued = queued
         self.lag = lag
         self.full = full
+        self.alerting = alerting
 
     def collect(self) -> Iterable[Metric]:
         s = self.stats
@@ -112,6 +115,60 @@ class BridgeCollector(Collector):
                 "Times a message waited for room in the embedded broker's full intake (its publisher was held)",
                 value=self.full(),
             )
+        if self.alerting is not None:
+            yield from alert_metrics(self.alerting)
+
+
+def alert_metrics(alerting: Alerting) -> Iterable[Metric]:
+    """The alerts judged and acted on by this process (rtdp.alerting, rtdp.alert_actions)."""
+    judge, sweeper, actions = alerting.judge, alerting.sweeper, alerting.actions
+    yield GaugeMetricFamily(
+        "rtdp_alert_rules", "Enabled alert rules in this process's index (as of its latest batch)",
+        value=sum(len(rules) for rules in judge.index.by_axis.values()),
+    )
+    yield CounterMetricFamily(
+        "rtdp_alert_points_judged", "Stored points on axes with enabled alert rules, judged in their commit",
+        value=judge.judged,
+    )
+    yield CounterMetricFamily(
+        "rtdp_alert_rule_steps",
+        "Rules stepped through a point (a batch whose values lie inside every rule's band steps none)",
+        value=judge.steps,
+    )
+    transitions = CounterMetricFamily(
+        "rtdp_alert_transitions", "Alert state changes recorded, by who judged them", labels=["by"]
+    )
+    transitions.add_metric(["point"], judge.transitions)
+    transitions.add_metric(["time"], sweeper.transitions)
+    yield transitions
+    yield CounterMetricFamily(
+        "rtdp_alert_repeats", "Actions run again for rules still firing (repeat_min)", value=sweeper.repeats
+    )
+    yield GaugeMetricFamily(
+        "rtdp_alert_lease_held", "1 while this process holds the lease on time-based rules (silent, for, repeat)",
+        value=int(sweeper.holding),
+    )
+    s = actions.stats
+    sent = CounterMetricFamily(
+        "rtdp_alert_actions", "Alert actions run, by type and outcome", labels=["type", "outcome"]
+    )
+    for kind, outcome, value in (
+        ("mqtt", "sent", s.published), ("owner_topic", "sent", s.owner_topic),
+        ("owner_topic", "refused", s.owner_topic_refused), ("webhook", "sent", s.webhooks_ok),
+        ("webhook", "failed", s.webhooks_failed), ("email", "sent", s.emails), ("email", "failed", s.emails_failed),
+    ):
+        sent.add_metric([kind, outcome], value)
+    yield sent
+    yield CounterMetricFamily(
+        "rtdp_alert_actions_queued", "Alerts handed to the action lanes after their commit", value=s.queued
+    )
+    yield CounterMetricFamily(
+        "rtdp_alert_actions_dropped", "Alerts whose actions were dropped: the lanes' queue was full", value=s.dropped
+    )
+    yield GaugeMetricFamily(
+        "rtdp_alert_actions_waiting", "Alerts queued or running on the action lanes now", value=actions.waiting
+    )
+
 
 def _histogram(name: str, doc: str, buckets: Buckets) -> HistogramMetricFamily:
     return HistogramMetricFamily(name, doc, buckets=buckets.cumulative(), sum_value=buckets.sum)
@@ -135,5 +192,6 @@ def bridge_collector(source: _Fed) -> BridgeCollector:
         queued=items.qsize,
         lag=lambda: queue_lag(items),
         full=(lambda: int(getattr(source, "full", 0))) if hasattr(source, "full") else None,
+        alerting=getattr(source, "alerting", None),
     )
 

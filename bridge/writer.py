@@ -231,13 +231,16 @@ class Writer:
     def _commit(self, prepared: list[_Prepared], alerts: list[Alert]) -> store.Written:
         """Write the batch (inside the caller's transaction); the alerts its points cause go to `alerts`."""
         received = time.time()
-        pairs = [
-            (p.route.axis_id, s)
-            for p in prepared
-            if p.route is not None and p.route.axis_id is not None and p.samples
-            for s in p.samples
-        ]
-        stored = store.write_points(pairs, received_at=received)
+        pairs: list[tuple[int, Sample]] = []
+        # The routes know each axis's feed (an existing axis's route always has both ids): write_points
+        # need not ask.
+        feeds: dict[int, int] = {}
+        for p in prepared:
+            route = p.route
+            if route is not None and route.axis_id is not None and route.feed_id is not None and p.samples:
+                pairs += [(route.axis_id, s) for s in p.samples]
+                feeds[route.axis_id] = route.feed_id
+        stored = store.write_points(pairs, received_at=received, feeds=feeds)
         if self.alerting is not None and stored:
             alerts.extend(self.alerting.judge.judge(stored))
         rows = []

@@ -144,9 +144,17 @@ class FastPath:
         self.enabled = not any(event in callbacks for event in _SKIPPED_EVENTS)
 
     def publish(
-        self, handler: FastHandler, session: Any, topic: str, payload: bytes, qos: int, packet_id: int | None
+        self,
+        handler: FastHandler,
+        session: Any,
+        arrived: float,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        packet_id: int | None,
     ) -> bool:
-        """Take a client's PUBLISH now, or False (nothing done) for amqtt's way."""
+        """Take a client's PUBLISH (read at `arrived`, epoch seconds) now, or False (nothing done) for amqtt's
+        way."""
         broker, access = self.broker, self.access
         if broker.broadcasting():
             return False
@@ -165,7 +173,7 @@ class FastPath:
         intake = broker.intake
         if intake is not None and wanted(topic):
             offer = getattr(intake, "offer", None)  # a sink that can only wait (tests' own): amqtt's way
-            if offer is None or not offer(topic, payload, time.time(), access.creator(client_id, topic), settled):
+            if offer is None or not offer(topic, payload, arrived, access.creator(client_id, topic), settled):
                 return False
         else:
             settled.set_result(None)
@@ -299,6 +307,9 @@ class FastHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is unty
             keepalive = None
         loop = asyncio.get_running_loop()
         turn = loop.time()
+        # When the bytes of the packets in hand were read: one clock read per network read, not per packet
+        # (and the writer observes messages that arrived together together: bridge.writer).
+        arrived = time.time()
         while True:
             try:
                 self._reader_ready.set()
@@ -309,9 +320,11 @@ class FastHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is unty
                     pass
                 elif keepalive is None:
                     packet = await take()
+                    arrived = time.time()
                 else:
                     async with asyncio.timeout(keepalive):
                         packet = await take()
+                    arrived = time.time()
                 if packet is None:
                     break
                 ordinary = self._ordinary(packet) if packet[0] >> 4 == PUBLISH else None
@@ -321,7 +334,7 @@ class FastHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is unty
                     ordinary is not None
                     and not self._slow_publishes
                     and not self._backlog()
-                    and fast.publish(self, self.session, *ordinary)
+                    and fast.publish(self, self.session, arrived, *ordinary)
                 ):
                     task = await self._dispatch(packet)
                     if task is not None:

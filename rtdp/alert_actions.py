@@ -3,33 +3,22 @@ viewers turn into browser notifications on the feed's SSE streams), a publish to
 choosing, webhooks and e-mails.
 
 All of it runs off the writer thread: the writer judges points inside its transaction (rtdp.alerting) and
-hands the alerts to `ActionWorker.submit`, which only queues them (bounded: when 10,000 wait, an alert's
-actions are dropped and counted, never the commit delayed). Eight worker threads ("lanes") run them, a
-rule always on the same lane so its alerts keep their order, so a slow webhook delays neither commits nor
-most other rules' actions.
-
-Webhooks and server-side request forgery: a rule's maker chooses the URL and this server calls it, from
-inside the network it runs in. Loopback, private, link-local and other non-public addresses are refused
-unless `RTDP_WEBHOOK_ALLOW_PRIVATE=1`, checked on every address the host name resolves to when the rule
-is made and again when it is called; the request then goes to the address that was checked (not to a
-second look-up that could answer differently: DNS rebinding).
+hands a batch's alerts to `ActionWorker.submit`, which only appends them to the lanes' queues, waking each
+lane once (bounded: when 10,000 wait, an alert's actions are dropped and counted, never the commit
+delayed). Eight threads ("lanes") run them, a rule always on the same lane so its alerts keep their order,
+so a slow webhook delays neither commits nor most other rules' actions. Webhooks: rtdp.webhooks.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import http.client
-import ipaddress
 import json
 import logging
 import smtplib
 import socket
-import ssl
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -39,6 +28,7 @@ from rtdp.errors import InvalidInput
 from rtdp.logs import RateLimitedLog
 from rtdp.settings import Settings
 from rtdp.topic import alerts_topic
+from rtdp.webhooks import WebhookClient
 
 log = logging.getLogger("rtdp.alerts")
 
@@ -47,7 +37,6 @@ POOL_THREADS = 8
 ATTEMPTS = 3
 BACKOFF = 0.5  # seconds before the second attempt; doubled before each next one
 RESULTS_PERIOD = 1.0  # seconds between writes of the last webhook results (one transaction for all)
-SIGNATURE_HEADER = "X-Rtdp-Signature"
 
 Publish = Callable[[str, bytes], None]
 
@@ -78,139 +67,6 @@ class Alert:
         }
 
 
-# --- webhook targets --------------------------------------------------------------------------------
-
-
-def _private(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return not ip.is_global or ip.is_multicast
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    scheme: str
-    host: str
-    port: int
-    path: str
-
-
-def parse_target(url: str, field: str = "url") -> Target:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise InvalidInput(f"{field} must be an http:// or https:// URL", field=field)
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError:
-        raise InvalidInput(f"{field} has a bad port", field=field) from None
-    path = parts.path or "/"
-    if parts.query:
-        path += "?" + parts.query
-    return Target(parts.scheme, parts.hostname, port, path)
-
-
-def resolve_target(target: Target, *, allow_private: bool, field: str = "url") -> list[str]:
-    """The addresses `target` resolves to; InvalidInput if any of them is not public (unless allowed)."""
-    infos = socket.getaddrinfo(target.host, target.port, type=socket.SOCK_STREAM)
-    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not allow_private:
-        for address in addresses:
-            if _private(address):
-                raise InvalidInput(
-                    f"{field}: {target.host} is a loopback or private address ({address}); webhooks may call"
-                    " only public addresses unless RTDP_WEBHOOK_ALLOW_PRIVATE=1",
-                    field=field,
-                )
-    return addresses
-
-
-def check_webhook_url(url: str, *, allow_private: bool, resolve: bool = True, field: str = "url") -> None:
-    """Refuse (InvalidInput naming `field`) a URL that is not http(s), or whose host is or resolves to a
-    non-public address. A name that does not resolve now is accepted: it is checked again when called."""
-    target = parse_target(url, field)
-    if allow_private:
-        return
-    try:
-        ipaddress.ip_address(target.host)
-        literal = True
-    except ValueError:
-        literal = False
-    if not literal and not resolve:
-        return
-    try:
-        resolve_target(target, allow_private=False, field=field)
-    except OSError:
-        return
-
-
-class _PinnedHTTPS(http.client.HTTPSConnection):
-    """HTTPS to an address already checked, with the certificate checked for the URL's host name."""
-
-    def __init__(self, address: str, host: str, port: int, timeout: float) -> None:
-        super().__init__(address, port, timeout=timeout, context=ssl.create_default_context())
-        self._server_name = host
-
-    def connect(self) -> None:
-        sock = socket.create_connection((self.host, self.port), self.timeout)
-        self.sock = self._context.wrap_socket(sock, server_hostname=self._server_name)  # type: ignore[attr-defined]
-
-
-class WebhookClient:
-    """POSTs webhooks, keeping one connection per target and thread open between calls (a new TCP
-    connection, and a new thread in many receivers, per alert was most of the cost at hundreds a second)."""
-
-    def __init__(self, *, timeout: float, allow_private: bool) -> None:
-        self.timeout = timeout
-        self.allow_private = allow_private
-        self._local = threading.local()
-
-    def _connections(self) -> dict[tuple[str, str, int, str], http.client.HTTPConnection]:
-        found: dict[tuple[str, str, int, str], http.client.HTTPConnection] | None = getattr(self._local, "open", None)
-        if found is None:
-            found = self._local.open = {}
-        return found
-
-    def post(self, url: str, body: bytes, secret: str) -> int:
-        """POST `body` once; the HTTP status. Raises OSError/http.client errors, InvalidInput for a refused target.
-        The host name is resolved and checked every time; a kept connection is used only for that address."""
-        target = parse_target(url)
-        address = resolve_target(target, allow_private=self.allow_private)[0]
-        key = (target.scheme, target.host, target.port, address)
-        connections = self._connections()
-        connection = connections.pop(key, None)
-        if connection is None:
-            if target.scheme == "https":
-                connection = _PinnedHTTPS(address, target.host, target.port, self.timeout)
-            else:
-                connection = http.client.HTTPConnection(address, target.port, timeout=self.timeout)
-        host = target.host if ":" not in target.host else f"[{target.host}]"
-        default_port = 443 if target.scheme == "https" else 80
-        headers = {
-            "Host": host if target.port == default_port else f"{host}:{target.port}",
-            "Content-Type": "application/json",
-            "User-Agent": "rtdp-alerts",
-            SIGNATURE_HEADER: sign(secret, body),
-        }
-        try:
-            connection.request("POST", target.path, body=body, headers=headers)
-            response = connection.getresponse()
-            response.read(65536)
-        except BaseException:
-            connection.close()
-            raise
-        if response.will_close:
-            connection.close()
-        else:
-            connections[key] = connection
-        return response.status
-
-
-def sign(secret: str, body: bytes) -> str:
-    """The X-Rtdp-Signature value for `body` (what a receiver compares, with hmac.compare_digest)."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
 # --- e-mail -------------------------------------------------------------------------------------------
 
 
@@ -239,17 +95,67 @@ def send_email(smtp_url: str, to: str, alert: Alert, timeout: float) -> None:
 
 @dataclass
 class ActionStats:
+    """Counters for /metrics (read from other threads: plain ints, each written by one thread at a time
+    under the GIL; a scrape may see one a moment old)."""
+
     queued: int = 0
     dropped: int = 0
     webhooks_ok: int = 0
     webhooks_failed: int = 0
     emails: int = 0
-    published: int = 0
+    emails_failed: int = 0
+    published: int = 0  # rtdp/alerts/<feed> (browser and mqtt actions)
+    owner_topic: int = 0
+    owner_topic_refused: int = 0
     results: dict[int, str] = field(default_factory=dict)
 
 
+class _Lane:
+    """One thread running the alerts put on it, in order. Started at the first alert."""
+
+    def __init__(self, name: str, run: Callable[[Alert], None]) -> None:
+        self.name = name
+        self.run = run
+        self.items: deque[Alert] = deque()
+        self.ready = threading.Condition(threading.Lock())
+        self.closed = False
+        self.thread: threading.Thread | None = None
+
+    def put(self, alerts: list[Alert]) -> bool:
+        """Append `alerts` and wake the thread (once); False once closed: nobody would run them."""
+        with self.ready:
+            if self.closed:
+                return False
+            self.items.extend(alerts)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+                self.thread.start()
+            self.ready.notify()
+        return True
+
+    def _loop(self) -> None:
+        items = self.items
+        while True:
+            with self.ready:
+                while not items and not self.closed:
+                    self.ready.wait()
+                if not items:
+                    return
+                alert = items.popleft()
+            self.run(alert)
+
+    def close(self) -> None:
+        """Run what is queued, then end the thread."""
+        with self.ready:
+            self.closed = True
+            self.ready.notify()
+            thread = self.thread
+        if thread is not None:
+            thread.join()
+
+
 class ActionWorker:
-    """Runs alerts' actions on its own thread (and a pool for webhooks and e-mails).
+    """Runs alerts' actions on its lanes (threads), and records the webhooks' last results on one more.
 
     `publish(topic, payload)` sends an MQTT message from any thread without blocking (the bridge's client
     or the embedded broker). `may_publish(owner_id, topic)` says whether a rule's owner may still publish
@@ -273,17 +179,21 @@ class ActionWorker:
         self.stats = ActionStats()
         # Lanes: one thread each, a rule always on the same one, so one rule's alerts keep their order
         # while different rules' run side by side. `_waiting` bounds what all of them hold.
-        self._lanes = [
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"rtdp-alert-{index}") for index in range(POOL_THREADS)
-        ]
+        self._lanes = [_Lane(f"rtdp-alert-{index}", self._handle) for index in range(POOL_THREADS)]
         self._waiting = 0
         self._waiting_lock = threading.Lock()
+        self._stats_lock = threading.Lock()
         self._webhooks = WebhookClient(timeout=settings.webhook_timeout, allow_private=settings.webhook_allow_private)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._results: dict[int, str] = {}
         self._results_lock = threading.Lock()
         self._ratelog = RateLimitedLog(log)
+
+    @property
+    def waiting(self) -> int:
+        """Alerts queued or running on the lanes now."""
+        return self._waiting
 
     def start(self, publish: Publish | None = None) -> None:
         if publish is not None:
@@ -296,29 +206,31 @@ class ActionWorker:
         if self._thread is None:
             return
         for lane in self._lanes:
-            lane.shutdown(wait=True, cancel_futures=False)
+            lane.close()
         self._stopping.set()
         self._thread.join(timeout)
         self._flush_results()
         self._thread = None
 
     def submit(self, alerts: list[Alert]) -> None:
-        """Queue `alerts` (called on the writer thread after the commit: never blocks)."""
-        for alert in alerts:
-            with self._waiting_lock:
-                full = self._waiting >= QUEUE_SIZE
-                if not full:
-                    self._waiting += 1
-            if full:
-                self.stats.dropped += 1
-                self._ratelog.warning("full", "alert actions dropped: %d queued already", QUEUE_SIZE)
-                continue
-            self.stats.queued += 1
-            try:
-                self._lanes[alert.rule_id % POOL_THREADS].submit(self._handle, alert)
-            except RuntimeError:  # stopped: nobody will run it
+        """Queue `alerts` (called on the writer thread after the commit: never blocks), each lane woken once."""
+        if not alerts:
+            return
+        with self._waiting_lock:
+            room = max(0, QUEUE_SIZE - self._waiting)
+            taken = alerts if len(alerts) <= room else alerts[:room]
+            self._waiting += len(taken)
+        if len(taken) < len(alerts):
+            self.stats.dropped += len(alerts) - len(taken)
+            self._ratelog.warning("full", "alert actions dropped: %d queued already", QUEUE_SIZE)
+        self.stats.queued += len(taken)
+        by_lane: dict[int, list[Alert]] = {}
+        for alert in taken:
+            by_lane.setdefault(alert.rule_id % POOL_THREADS, []).append(alert)
+        for index, group in by_lane.items():
+            if not self._lanes[index].put(group):  # stopped: nobody will run them
                 with self._waiting_lock:
-                    self._waiting -= 1
+                    self._waiting -= len(group)
 
     def _handle(self, alert: Alert) -> None:
         try:
@@ -329,6 +241,10 @@ class ActionWorker:
             with self._waiting_lock:
                 self._waiting -= 1
 
+    def _count(self, name: str) -> None:
+        with self._stats_lock:  # the lanes count at once; += on an attribute is not atomic
+            setattr(self.stats, name, getattr(self.stats, name) + 1)
+
     def _run(self) -> None:
         while not self._stopping.wait(RESULTS_PERIOD):
             self._flush_results()
@@ -338,7 +254,7 @@ class ActionWorker:
         types = {a["type"] for a in alert.actions}
         if types & {"browser", "mqtt"} and self.publish is not None:
             self.publish(alerts_topic(alert.feed), body)
-            self.stats.published += 1
+            self._count("published")
         for action in alert.actions:
             if action["type"] == "mqtt" and "topic" in action:
                 if alert.state != "ok":  # it switches a device on: going back to ok is not the same command
@@ -354,13 +270,16 @@ class ActionWorker:
             permitted = self.may_publish(alert.owner_id, topic)
         except Exception as exc:  # noqa: BLE001 -- a database error: skip this publish, say so
             self._ratelog.warning("owner-topic", "alert %s: %s not published: %s", alert.rule_id, topic, exc)
+            self._count("owner_topic_refused")
             return
         if not permitted:
             self._ratelog.warning("owner-topic", "alert %s: its owner may not publish to %s", alert.rule_id, topic)
+            self._count("owner_topic_refused")
             return
         payload = action["payload"].encode() if "payload" in action else body
         if self.publish is not None:
             self.publish(topic, payload)
+            self._count("owner_topic")
 
     def _webhook(self, alert: Alert, url: str, body: bytes) -> None:
         delay = BACKOFF
@@ -371,7 +290,7 @@ class ActionWorker:
             except InvalidInput as exc:
                 outcome = f"refused: {exc.message}"
                 break
-            except (OSError, http.client.HTTPException) as exc:
+            except OSError as exc:
                 outcome = f"failed: {type(exc).__name__}: {str(exc)[:200]}"
             else:
                 outcome = f"HTTP {status}"
@@ -381,10 +300,8 @@ class ActionWorker:
                 time.sleep(delay)
                 delay *= 2
         ok = outcome.startswith("HTTP 2")
-        if ok:
-            self.stats.webhooks_ok += 1
-        else:
-            self.stats.webhooks_failed += 1
+        self._count("webhooks_ok" if ok else "webhooks_failed")
+        if not ok:
             self._ratelog.warning("webhook", "alert %s: webhook %s: %s", alert.rule_id, url[:100], outcome)
         stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime())
         with self._results_lock:
@@ -394,11 +311,13 @@ class ActionWorker:
         smtp_url = self.settings.smtp_url
         if smtp_url is None:
             self._ratelog.warning("email", "alert %s: no e-mail sent, RTDP_SMTP_URL is not set", alert.rule_id)
+            self._count("emails_failed")
             return
         try:
             send_email(smtp_url, to, alert, self.settings.webhook_timeout)
-            self.stats.emails += 1
+            self._count("emails")
         except (OSError, smtplib.SMTPException) as exc:
+            self._count("emails_failed")
             self._ratelog.warning("email", "alert %s: e-mail to %s failed: %s", alert.rule_id, to, exc)
 
     def _flush_results(self) -> None:

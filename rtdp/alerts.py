@@ -19,13 +19,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from rtdp import revision
-from rtdp.alert_actions import check_webhook_url
+from rtdp import alerting, revision
 from rtdp.casts import YCast, cast_y, y_json
 from rtdp.errors import InvalidInput, NotFound, PermissionDenied
 from rtdp.models import AlertEvent, AlertRule, Axis, Feed, User
 from rtdp.permissions import Access, Principal, allowed, readable_feeds
 from rtdp.topic import FeedTopic
+from rtdp.webhooks import check_webhook_url
 
 KINDS = ("above", "below", "changes", "silent")
 SEVERITIES = ("info", "warning", "critical")
@@ -249,11 +249,20 @@ def update_rule(principal: Principal, rule_id: int, body: dict[str, Any], checks
                            field=sorted(unknown)[0][:64])
     before = (rule.kind, rule.threshold, rule.hysteresis, rule.value, rule.silent_s, rule.enabled)
     _apply(rule, body, Feed.get_by_id(rule.feed_id), principal, checks)
-    if before != (rule.kind, rule.threshold, rule.hysteresis, rule.value, rule.silent_s, rule.enabled):
-        # A different condition starts from ok: the old state says nothing about the new rule.
-        rule.state, rule.since, rule.pending_since, rule.last_y = "ok", time.time(), None, None
-    with AlertRule._meta.database.atomic():
-        rule.save()
+    # Only what the body set: the state columns belong to the judges, which may have moved them since the
+    # rule was read (a transition written back over would be lost, then happen again), and last_result to
+    # the action lanes.
+    fields = [AlertRule._meta.fields[name] for name in sorted(body)]
+    db = AlertRule._meta.database
+    with db.atomic():
+        if before != (rule.kind, rule.threshold, rule.hysteresis, rule.value, rule.silent_s, rule.enabled):
+            # A different condition starts from ok: the old state says nothing about the new rule. Taken
+            # like a judge's change of state, so no judge carries the old state past this commit.
+            alerting.change_states(db)
+            rule.state, rule.since, rule.pending_since, rule.last_y = "ok", time.time(), None, None
+            fields += [AlertRule.state, AlertRule.since, AlertRule.pending_since, AlertRule.last_y]
+        if fields:
+            rule.save(only=fields)
         revision.bump(revision.ALERTS)
     return rule
 

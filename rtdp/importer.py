@@ -3,7 +3,8 @@
 An offline administrative write: the bridge is the only live writer of points, but loading history
 is a bulk job nobody publishes. It goes through the same `rtdp.store.write_points` (one transaction
 per batch, upsert on (axis, x), Axis counters kept) and the feed's casts, so what it stores is what
-the bridge would have stored.
+the bridge would have stored. Not through the writer, so alert rules do not judge it: history would
+fire alerts for what is long over (README, Alerts).
 
 Resumable: after each committed batch a small state file in `<data dir>/imports/` records the file's
 identity (path, size, mtime, SHA-256 of its first KiB) and the last committed line; a rerun of the
@@ -265,7 +266,9 @@ class _Import:
     def _commit(self, pending: list[tuple[int, Sample]], line: int, state_file: Path, identity: FileIdentity) -> None:
         report = self.report
         if pending:
-            write_points(pending)
+            # History: not judged against alert rules (rtdp.alerting judges what the writer stores live),
+            # and not a sign of life for `silent` rules either.
+            write_points(pending, live=False)
             report.imported += len(pending)
         if not report.complete:
             _save_state(state_file, identity, line, report)

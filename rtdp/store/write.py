@@ -3,10 +3,11 @@ Synchronous (Peewee): call it from a thread, never from an event loop."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 import peewee as pw
@@ -18,6 +19,9 @@ from rtdp.store import summary
 from rtdp.store.dialect import dialect_of, execute
 
 REPLACE_ATTEMPTS = 5
+# Heads remembered by `_move_heads` (feed id -> the id it moved the head to), at most about this many.
+HEADS_KEPT = 10_000
+_heads_moved: dict[int, int] = {}
 
 
 class StoredPoint(NamedTuple):
@@ -40,10 +44,22 @@ class Written(list[StoredPoint]):
         self.follows = follows
 
 
-def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None = None) -> Written:
+def write_points(
+    batch: Sequence[tuple[int, Sample]],
+    received_at: float | None = None,
+    feeds: Mapping[int, int] | None = None,
+    *,
+    live: bool = True,
+) -> Written:
     """Upsert `(axis_id, sample)` pairs in one transaction; a later point with the same axis and x
     replaces an earlier one and gets a new id. Returns the stored points in id order, with the head each
     feed had before (see Written); moves the feeds' heads (FeedHead) to the batch's newest ids.
+    `live=False` (an import of history) leaves the axes' `last_seen`: no device sent anything now, and a
+    `silent` alert rule reads it.
+
+    Inside the caller's transaction when one is open (no savepoint: an error here must end it), else in
+    its own. `feeds`, when the caller knows them (the bridge's routes): the feed id of every axis of
+    `batch`, which spares a query on SQLite (an axis never changes feeds).
 
     Runs hand-written, parameterised SQL through Peewee's `execute_sql`: building an `insert_many`
     query costs more Python time than SQLite spends storing the rows (see bench/store_bench.py).
@@ -57,7 +73,7 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
     dialect = dialect_of(db)
     stored: list[StoredPoint] = []
     rows = [(axis_id, x, y) for (axis_id, x), y in latest.items()]
-    with db.atomic():
+    with contextlib.nullcontext() if db.in_transaction() else db.atomic():
         # Writers of the same axes on a database that has several at once take turns (PostgreSQL).
         feed_of = dialect.lock_for_write(db, rows)
         # Insert what is new; a row that collides on (axis, x) is skipped here and replaced below.
@@ -95,11 +111,13 @@ def write_points(batch: Sequence[tuple[int, Sample]], received_at: float | None 
                 newest[axis_id] = (x, y, seen[2] + 1) if x > seen[0] else (seen[0], seen[1], seen[2] + 1)
         levels: dict[int, tuple[int, int | None]] = {}
         for axis_id, (top_x, top_y, count) in newest.items():
-            params = (received, count - replaced[axis_id], top_x, top_y, top_x, top_x, axis_id)
+            params = (received if live else None, count - replaced[axis_id], top_x, top_y, top_x, top_x, axis_id)
             total, level = execute(db, _count_sql(db.param), params).fetchone()
             levels[axis_id] = (int(total), level)
         stored.sort()  # by id: a StoredPoint is a tuple that starts with it
         _summarise(db, stored, levels, replaced_xs)
+        if feed_of is None and feeds is not None:
+            feed_of = {axis_id: feeds[axis_id] for axis_id in newest}
         if feed_of is None:
             axes = sorted(newest)
             feed_of = dict(execute(db, _feeds_of_sql(db.param, len(axes)), axes).fetchall())
@@ -115,12 +133,24 @@ def _move_heads(db: pw.Database, stored: list[StoredPoint], feed_of: dict[int, i
         newest[feed_of[point.axis_id]] = point.id
     if not newest:
         return {}
-    feeds = list(newest)
-    before = dict(execute(db, _heads_sql(db.param, len(feeds)), feeds).fetchall())
-    params: list[object] = []
+    before: dict[int, int | None] = {}
+    # A head this process moved last is most likely still there: moved on that condition, one statement
+    # instead of a read and a write. Where the row says otherwise (another writer, a rolled-back
+    # transaction), it is read and moved as below.
     for feed, last in newest.items():
-        params += (feed, last)
-    execute(db, _move_heads_sql(db.param, len(newest)), params)
+        known = _heads_moved.get(feed)
+        if known is not None and execute(db, _move_head_if_sql(db.param), (last, feed, known)).rowcount == 1:
+            before[feed] = known
+    missing = [feed for feed in newest if feed not in before]
+    if missing:
+        before.update(execute(db, _heads_sql(db.param, len(missing)), missing).fetchall())
+        params: list[object] = []
+        for feed in missing:
+            params += (feed, newest[feed])
+        execute(db, _move_heads_sql(db.param, len(missing)), params)
+    if len(_heads_moved) > HEADS_KEPT:
+        _heads_moved.clear()
+    _heads_moved.update(newest)
     return {axis_id: before.get(feed) for axis_id, feed in feed_of.items()}
 
 
@@ -164,7 +194,7 @@ def _count_sql(param: str) -> str:
     it already had a later x."""
     newer = f"{_LAST_X} IS NULL OR {_LAST_X} <= {param}"
     return (
-        f"UPDATE {_AXIS_TABLE} SET {_LAST_SEEN} = {param}, {_COUNT} = {_COUNT} + {param},"
+        f"UPDATE {_AXIS_TABLE} SET {_LAST_SEEN} = COALESCE({param}, {_LAST_SEEN}), {_COUNT} = {_COUNT} + {param},"
         f" {_LAST_Y} = CASE WHEN {newer} THEN {param} ELSE {_LAST_Y} END,"
         f" {_LAST_X} = CASE WHEN {newer} THEN {param} ELSE {_LAST_X} END"
         f" WHERE {_AXIS_ID} = {param} RETURNING {_COUNT}, {_LEVEL}"
@@ -183,6 +213,11 @@ def _feeds_of_sql(param: str, axes: int) -> str:
 @functools.lru_cache(maxsize=16)
 def _heads_sql(param: str, feeds: int) -> str:
     return f"SELECT {_HEAD_FEED}, {_HEAD_LAST} FROM {_HEAD_TABLE} WHERE {_HEAD_FEED} IN ({','.join([param] * feeds)})"
+
+
+@functools.lru_cache(maxsize=4)
+def _move_head_if_sql(param: str) -> str:
+    return f"UPDATE {_HEAD_TABLE} SET {_HEAD_LAST} = {param} WHERE {_HEAD_FEED} = {param} AND {_HEAD_LAST} = {param}"
 
 
 @functools.lru_cache(maxsize=16)

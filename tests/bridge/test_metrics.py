@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import urllib.request
 
@@ -11,11 +12,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.metrics import BridgeCollector, bridge_collector, queue_lag
 from bridge.stats import Stats
 from bridge.writer import Incoming
+from rtdp import alerts
 from rtdp.models import User
+from rtdp.permissions import OPERATOR
 from rtdp.prometheus import serve_metrics
 from rtdp.settings import HostPort
+from rtdp.store import create_axis
 from tests.bridge.conftest import BridgeHarness, make_feed
 from tests.support.env import wait_for
+from tests.support.receivers import WebhookReceiver
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -104,3 +109,42 @@ def test_an_intake_also_reports_its_waits_for_room() -> None:
     registry = CollectorRegistry()
     registry.register(bridge_collector(FakeIntake()))
     assert scrape(registry)[("rtdp_bridge_intake_full_waits_total", ())] == 3
+
+
+def test_alert_counters(harness: BridgeHarness, owner: User, hook: WebhookReceiver) -> None:
+    """Judged points, transitions and actions by type and outcome move on the bridge's /metrics."""
+    harness.settings = harness.settings.replace(webhook_allow_private=True)
+    feed = make_feed(owner, "f")
+    create_axis(feed, "a")
+    create_axis(feed, "b")  # no rule: its points are not judged
+    check = alerts.Checks(allow_private=True)
+    alerts.add_rule(OPERATOR, {"name": "hot", "feed": "f", "axis": "a", "kind": "above", "threshold": 30, "actions": [
+        {"type": "webhook", "url": hook.url}, {"type": "mqtt"}, {"type": "email", "to": "me@example.com"}]}, check)
+    bridge = harness.start()
+    registry = CollectorRegistry()
+    registry.register(bridge_collector(bridge))
+    before = scrape(registry)
+    assert before[("rtdp_alert_points_judged_total", ())] == 0
+    assert before[("rtdp_alert_actions_waiting", ())] == 0
+    for count, y in enumerate((20, 35, 10), start=1):  # ok, firing, ok: two transitions
+        harness.publisher.send("feeds/f/a", json.dumps({"y": y}))  # one at a time: x is the arrival time
+        wait_for(lambda: len(harness.points("f", "a")) == count, what=f"{count} points")  # noqa: B023
+    harness.publisher.send("feeds/f/b", json.dumps({"y": 99}))
+    wait_for(lambda: len(harness.points("f", "b")) == 1, what="the point on b")
+    hook.wait(2)
+
+    def action(kind: str, outcome: str, values: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+        return values[("rtdp_alert_actions_total", (("outcome", outcome), ("type", kind)))]
+
+    # RTDP_SMTP_URL is not set here: each e-mail counts as failed.
+    wait_for(lambda: action("email", "failed", scrape(registry)) == 2, what="the e-mail actions counted")
+    after = scrape(registry)
+    assert after[("rtdp_alert_rules", ())] == 1
+    assert after[("rtdp_alert_points_judged_total", ())] == 3
+    assert after[("rtdp_alert_transitions_total", (("by", "point"),))] == 2
+    assert after[("rtdp_alert_transitions_total", (("by", "time"),))] == 0
+    assert (action("webhook", "sent", after), action("webhook", "failed", after), action("mqtt", "sent", after)) == (
+        2, 0, 2)
+    assert after[("rtdp_alert_actions_queued_total", ())] == 2
+    assert after[("rtdp_alert_actions_dropped_total", ())] == 0
+    assert after[("rtdp_alert_actions_waiting", ())] == 0

@@ -277,9 +277,11 @@ def test_a_will_is_checked_again_when_it_fires(
             assert ("feeds/manual_feed_a/status", b"will") not in watcher.received()
 
 
-def test_packets_written_in_one_iteration_leave_together_in_order() -> None:
+def test_packets_written_in_one_iteration_leave_together_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     """The coalescing writer under amqtt: one send() per loop iteration, nothing reordered, nothing
-    left behind at close (a real socket pair)."""
+    left behind at close (a real socket pair). A send goes straight to the socket (os.write, GIL released)
+    while the transport holds nothing, else through the transport."""
+    import broker.server as server
     from broker.server import _CoalescingWriter
 
     async def scenario() -> bytes:
@@ -288,8 +290,15 @@ def test_packets_written_in_one_iteration_leave_together_in_order() -> None:
         reader, _ = await asyncio.open_connection(sock=right)
         writer = _CoalescingWriter(raw_writer)
         sent: list[bytes] = []
-        original = raw_writer.write
+        original, write_fd = raw_writer.write, os.write
         raw_writer.write = lambda data: (sent.append(data), original(data))[1]  # type: ignore[method-assign]
+
+        def to_fd(fd: int, data: bytes) -> int:
+            if fd == left.fileno():
+                sent.append(bytes(data))
+            return write_fd(fd, data)
+
+        monkeypatch.setattr(server.os, "write", to_fd)
         for i in range(5):
             writer.write(b"%d," % i)
             await writer.drain()  # amqtt drains after every packet: that must not split them
@@ -300,3 +309,26 @@ def test_packets_written_in_one_iteration_leave_together_in_order() -> None:
         return await reader.read()
 
     assert asyncio.run(scenario()) == b"0,1,2,3,4,last"
+
+
+def test_what_the_socket_does_not_take_follows_through_the_transport_in_order() -> None:
+    """More than the socket's buffers hold, in several writes: the first goes partly to the socket and the
+    rest through the transport, later ones behind it; the reader gets every byte in order."""
+    from broker.server import _CoalescingWriter
+
+    chunks = [bytes([i]) * 300_000 for i in range(8)]
+
+    async def scenario() -> bytes:
+        left, right = socket.socketpair()
+        _, raw_writer = await asyncio.open_connection(sock=left)
+        reader, _ = await asyncio.open_connection(sock=right)
+        writer = _CoalescingWriter(raw_writer)
+        for chunk in chunks:
+            writer.write(chunk)
+            await asyncio.sleep(0)  # one send per iteration
+        assert raw_writer.transport.get_write_buffer_size() > 0  # the socket did not take it all
+        reading = asyncio.ensure_future(reader.read())  # closing waits until the peer took it
+        await writer.close()
+        return await reading
+
+    assert asyncio.run(scenario()) == b"".join(chunks)

@@ -131,5 +131,10 @@ def test_every_point_acknowledged_by_a_sigkilled_serve_is_stored_exactly_once(se
     assert len(acked) == TOTAL
     assert not acked - stored.keys(), f"{len(acked - stored.keys())} acknowledged points lost"
     assert set(stored.values()) == {1}
+    # Exactly once in the bookkeeping too: a point sent again after a kill (DUP) replaced its stored copy,
+    # it was not counted twice.
+    with sqlite3.connect(serve.data_dir / "rtdp.sqlite3") as conn:
+        [(counted,)] = conn.execute("SELECT point_count FROM axis WHERE name = 'killed'").fetchall()
+    assert counted == len(stored)
     # The kills landed mid-stream (else this test would prove nothing).
     assert at_kill[-1] < TOTAL, at_kill

@@ -8,11 +8,13 @@ import peewee as pw
 import pytest
 from click.testing import CliRunner
 
+from rtdp import alerts
 from rtdp.casts import XCast, cast_x
 from rtdp.cli import main
 from rtdp.errors import InvalidInput
 from rtdp.importer import FileIdentity, import_csv, state_path
-from rtdp.models import Axis, Feed, Point, User
+from rtdp.models import AlertEvent, AlertRule, Axis, Feed, Point, User
+from rtdp.permissions import OPERATOR
 from rtdp.settings import Settings
 from rtdp.store import create_axis, create_feed
 
@@ -201,3 +203,19 @@ def test_cli_import(tmp_path: Path, sqlite_db: pw.Database) -> None:
     assert result.exit_code == 1 and "no feed named 'missing'" in result.output
     result = runner.invoke(main, ["import", "cli_feed", str(write(tmp_path, "a;b\n", "h.csv")), "--db", url])
     assert result.exit_code == 2 and "expected a header" in result.output
+
+
+def test_imported_history_is_not_judged_by_alert_rules(tmp_path: Path, feed: Feed, settings: Settings) -> None:
+    """History fires nothing and ends no silence (README, Alerts): the import does not go through the writer,
+    and it leaves the axis's last_seen (when a device last sent) as it was."""
+    axis = create_axis(feed, "a")
+    Axis.update(last_seen=100.0).where(Axis.id == axis.id).execute()
+    base = {"feed": feed.name, "axis": "a", "actions": [{"type": "mqtt"}]}
+    hot = alerts.add_rule(OPERATOR, {**base, "name": "hot", "kind": "above", "threshold": 30})
+    quiet = alerts.add_rule(OPERATOR, {**base, "name": "quiet", "kind": "silent", "silent_s": 60})
+    path = write(tmp_path, "x,y\n1416653442,50\n1416653443,10\n1416653444,60\n")
+    assert import_csv(feed, path, settings=settings, progress=False).imported == 3
+    assert AlertEvent.select().count() == 0
+    assert [AlertRule.get_by_id(r.id).state for r in (hot, quiet)] == ["ok", "ok"]
+    stored = Axis.get_by_id(axis.id)
+    assert (stored.point_count, stored.last_y, stored.last_seen) == (3, 60, 100.0)

@@ -10,7 +10,7 @@ import pytest
 from rtdp.casts import XCast, YCast
 from rtdp.codec import Casts, Sample
 from rtdp.errors import Conflict, InvalidInput, NotFound
-from rtdp.models import Axis, Feed, Point, User
+from rtdp.models import Axis, Feed, FeedHead, Point, User
 from rtdp.store import (
     INSERT_CHUNK,
     StoredPoint,
@@ -414,3 +414,20 @@ def test_each_write_says_the_head_its_feed_had_before(feed: Feed, axis: Axis, ow
     assert replaced.follows == {axis.id: next(p.id for p in second if p.axis_id == other.id)}
     assert feed_head(feed) == replaced[0].id
     assert write_points([]).follows == {}
+
+
+def test_a_head_moved_elsewhere_is_read_not_assumed(feed: Feed, axis: Axis, any_db: pw.Database) -> None:
+    """write_points remembers the heads it moved and moves them on that condition; where another writer
+    moved the head meanwhile, or the transaction that moved it rolled back, the row's head is the one
+    followed. The feeds given by the caller spare the axis -> feed read and change nothing else."""
+    first = write_points([(axis.id, Sample(1.0, 1.0))], feeds={axis.id: feed.id})
+    FeedHead.update(last_id=first[0].id + 1000).where(FeedHead.feed == feed.id).execute()  # another writer
+    second = write_points([(axis.id, Sample(2.0, 1.0))], feeds={axis.id: feed.id})
+    assert second.follows == {axis.id: first[0].id + 1000}
+    with pytest.raises(RuntimeError), any_db.atomic():
+        write_points([(axis.id, Sample(3.0, 1.0))])  # moves the head, then rolls back
+        raise RuntimeError
+    assert feed_head(feed) == second[0].id
+    third = write_points([(axis.id, Sample(4.0, 1.0))])
+    assert third.follows == {axis.id: second[0].id}
+    assert feed_head(feed) == third[0].id

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
+from rtdp import alerts, revision
 from rtdp.models import AlertRule, Share
 from tests.viewer.conftest import World, basic, bearer
 
@@ -119,3 +120,24 @@ def test_odd_ids_are_4xx(client: TestClient, world: World) -> None:
     assert client.get(f"{ALERTS}/12345", headers=EP).status_code == 404
     assert client.post(f"{ALERTS}/events/12345/ack", headers=EP).status_code == 404
     assert client.get(f"{ALERTS}/events?limit=0", headers=EP).status_code == 400
+
+
+def test_a_change_keeps_the_state_a_judge_wrote_meanwhile(client: TestClient, world: World,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATCH saves what it changed, not the state it read: a bridge's transition between the read and the
+    save stays (written over, it would be lost, and the rule would fire a second time)."""
+    made = client.post(ALERTS, json=rule(actions=[]), headers=EP).json()
+    checked = alerts._apply
+
+    def a_bridge_fires_meanwhile(found: AlertRule, *args: Any) -> None:
+        checked(found, *args)
+        AlertRule.update(state="firing", last_result="HTTP 200").where(AlertRule.id == found.id).execute()
+
+    monkeypatch.setattr(alerts, "_apply", a_bridge_fires_meanwhile)
+    assert client.patch(f"{ALERTS}/{made['id']}", json={"name": "renamed"}, headers=EP).status_code == 200
+    row = AlertRule.get_by_id(made["id"])
+    assert (row.name, row.state, row.last_result) == ("renamed", "firing", "HTTP 200")
+    # A changed condition starts from ok (and moves the states' revision: judges drop what they cached).
+    states = revision.current(revision.ALERT_STATES)
+    assert client.patch(f"{ALERTS}/{made['id']}", json={"threshold": 40}, headers=EP).status_code == 200
+    assert AlertRule.get_by_id(made["id"]).state == "ok" and revision.current(revision.ALERT_STATES) > states
