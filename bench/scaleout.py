@@ -244,23 +244,21 @@ def bench_viewers(work: Path, args: argparse.Namespace) -> None:
                 with pipeline.process(viewer_cmd, work / f"viewer-{workers}.log") as viewer:
                     pipeline.wait_for(lambda: pipeline.ready(f"{url}/readyz"), 60, interval=0.1, what="viewer")  # noqa: B023
                     pids = [c.pid for c in psutil.Process(viewer.pid).children()] or [viewer.pid]
-                    share = args.viewer_clients // args.client_processes
-                    readers = [sse_fanout.ClientsProcess(url, token, share) for _ in range(args.client_processes)]
+                    readers = sse_fanout.Readers(url, token, args.viewer_clients, args.client_processes)
                     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-viewers-{workers}",
                                             protocol=mqtt.MQTTv311)
                     publisher.connect(mosq.host, mosq.port)
                     publisher.loop_start()
                     try:
-                        pipeline.wait_for(lambda: all(r.ask("status")["connected"] >= share for r in readers),  # noqa: B023
+                        pipeline.wait_for(lambda: readers.connected() >= args.viewer_clients,  # noqa: B023
                                           120, interval=0.5, what="the streams to open")
                         spread = [_streams(pid, port) for pid in pids]
                         sse_fanout.publish_at(publisher, 10, 1.0)  # warm-up
                         time.sleep(sse_fanout.GRACE)
                         for rate in args.viewer_rates:
-                            for r in readers:
-                                r.ask("reset")
+                            readers.reset()
                             # The viewer's CPU, and beside it the bridge's and the clients' (a limit too).
-                            others = {"bridge": [bridge.pid], "clients": [r.proc.pid for r in readers],
+                            others = {"bridge": [bridge.pid], "clients": readers.pids,
                                       "mosquitto": [mosq.process.pid]}
                             cpu = pipeline.cpu_seconds(pids)
                             cpu_others = {k: pipeline.cpu_seconds(v) for k, v in others.items()}
@@ -271,16 +269,14 @@ def bench_viewers(work: Path, args: argparse.Namespace) -> None:
                             used = pipeline.cpu_seconds(pids) - cpu
                             used_others = {k: round(100 * (pipeline.cpu_seconds(v) - cpu_others[k]) / elapsed)
                                            for k, v in others.items()}
-                            got = [r.ask("report") for r in readers]
-                            delivered = sum(g["delivered"] for g in got)
+                            got = readers.report()
+                            delivered = got["delivered"]
                             row = {
-                                "workers": workers, "clients": share * len(readers), "rate": rate,
+                                "workers": workers, "clients": args.viewer_clients, "rate": rate,
                                 "published": published, "delivered": delivered,
                                 "events_per_s": delivered / args.viewer_seconds,
-                                "complete": delivered / max(1, published * share * len(readers)),
-                                # Each client process's percentiles; the worst of them is reported.
-                                "p50_ms": max(g["p50_ms"] for g in got), "p99_ms": max(g["p99_ms"] for g in got),
-                                "cuts": sum(g["cuts"] for g in got),
+                                "complete": delivered / max(1, published * args.viewer_clients),
+                                "p50_ms": got["p50_ms"], "p99_ms": got["p99_ms"], "cuts": got["cuts"],
                                 "cpu_percent": 100 * used / elapsed, "others_cpu_percent": used_others,
                                 "load": os.getloadavg()[0],
                                 "rss_mb": [round(_rss_mb(pid), 1) for pid in pids], "streams_per_worker": spread,
@@ -292,13 +288,12 @@ def bench_viewers(work: Path, args: argparse.Namespace) -> None:
                                   f"CPU {row['cpu_percent']:.0f}% (others: {used_others}), RSS {row['rss_mb']} MB, "
                                   f"streams {spread}",
                                   flush=True)
-                            pipeline.wait_for(lambda: all(r.ask("status")["connected"] >= share for r in readers),  # noqa: B023
+                            pipeline.wait_for(lambda: readers.connected() >= args.viewer_clients,  # noqa: B023
                                               60, interval=0.5, what="the cut streams to come back")
                     finally:
                         publisher.loop_stop()
                         publisher.disconnect()
-                        for r in readers:
-                            r.close()
+                        readers.close()
     pipeline.RESULTS.mkdir(exist_ok=True)
     out_path = pipeline.RESULTS / f"viewers-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.json"
     out_path.write_text(json.dumps({"load": os.getloadavg(), "rows": rows}, indent=1))
