@@ -13,7 +13,7 @@ import pytest
 
 from rtdp.codec import Sample
 from rtdp.models import Feed, Point
-from rtdp.settings import BrokerURL, Settings
+from rtdp.settings import BrokerURL, HostPort, Settings
 from rtdp.store import Written, get_axis, points_after, write_points
 from tests.support.env import wait_for
 from tests.support.mosquitto import Mosquitto
@@ -26,7 +26,11 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture
 def pg_server(tmp_path: Path, mosquitto: Mosquitto, pg_url: str, pg_db: pw.Database) -> Iterator[LiveServer]:
     settings = Settings(
-        data_dir=tmp_path / "pg", broker=BrokerURL.parse(mosquitto.url), db_url=pg_url, sse_heartbeat=0.3
+        data_dir=tmp_path / "pg",
+        broker=BrokerURL.parse(mosquitto.url),
+        db_url=pg_url,
+        sse_heartbeat=0.3,
+        http=HostPort("127.0.0.1", 0),  # never the standard port 8000 (the default)
     )
     with serving(settings) as live:
         yield live
