@@ -220,6 +220,7 @@ class FastPath:
         broker = self.broker
         self.access.messages_out += len(targets)
         shared: dict[int, Any] = {}
+        dropped = 0  # full queues that dropped their oldest: one log call per fan-out, not per session
         for target, qos in targets:
             if target.transitions.state != "connected":
                 # Queued for an offline persistent session, QoS 1 and 2 only (3.1.2.4); one object for all.
@@ -227,11 +228,13 @@ class FastPath:
                     message = shared.get(qos)
                     if message is None:
                         message = shared[qos] = RetainedApplicationMessage(None, topic, data, qos)
-                    broker.queue_offline(target, message)
+                    dropped += broker.queue_offline(target, message, log=False)
                 continue
             handler = broker.handler_of(target)
             if handler is not None:
                 handler.send_later(topic, data, qos, retain=False)
+        if dropped:
+            broker.dropped_log(dropped)
 
 
 def _settle_when_all(acked: asyncio.Future[None], parts: list[asyncio.Future[None] | None]) -> None:

@@ -263,7 +263,10 @@ class Persistence:
         if row and session.client_id and not self._closed:
             self._floors[session.client_id] = row
             self._dropped = True
-            self._schedule(self._floors_wait())
+            if self._timer is None and not self._running:
+                # A timer due or a commit running schedules the floors when it is done (`_commit_next`,
+                # `_done`): no clock read per session per message of a flood.
+                self._schedule(self._floors_wait())
 
     def retained(self, topic: str, feed_id: int | None, data: bytes | bytearray, qos: int | None) -> None:
         if not self._closed:

@@ -275,24 +275,31 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     def handler_of(self, session: Session) -> Any:
         return self._get_handler(session)
 
-    def queue_offline(self, target: Session, message: Any) -> None:
+    def queue_offline(self, target: Session, message: Any, log: bool = True) -> bool:
         """Queue `message` for an offline persistent session, bounded: amqtt queued without bound (2,000
         sessions and 20,000 publishes made 16 million copies). At `session_queue` the oldest goes: a device
         back online wants the latest readings, and what it missed is stored anyway. `message` may be shared
         by every session it is queued for (broker.fastpath). Fix 14: saved, in groups; the id of its saved
-        row is kept by this session's queue (`OfflineQueue.rows`), not on the shared message."""
+        row is kept by this session's queue (`OfflineQueue.rows`), not on the shared message. True if its
+        oldest was dropped; `log` False: the caller logs the drops of one fan-out at once (`dropped_log`)."""
         queue = offline_queue(target)
         persistence = self.persistence
         self.queued_offline += 1
         row = 0 if persistence is None else persistence.queued(target, message)
-        if queue.push(message, self.session_queue, row):
-            self.dropped_queued += 1
-            self._log.warning(
-                "session-queue", "offline session %r: queue full (%d), oldest message dropped",
-                (target.client_id or "")[:80], self.session_queue,
-            )
-            if persistence is not None:
-                persistence.trimmed(target)
+        if not queue.push(message, self.session_queue, row):
+            return False
+        self.dropped_queued += 1
+        if log:
+            self.dropped_log(1)
+        if persistence is not None:
+            persistence.trimmed(target)
+        return True
+
+    def dropped_log(self, sessions: int) -> None:
+        self._log.warning(
+            "session-queue", "%d offline session(s): queue full (%d), oldest message dropped",
+            sessions, self.session_queue,
+        )
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         # Every topic decision, asked of AccessControl directly: amqtt's way, a topic plugin run as a task
