@@ -24,8 +24,9 @@ Acknowledgement: a client's publish that changed the saved state (a copy queued 
 a retained message) is acknowledged only once that change committed, as well as its point
 (`HeldAck`): whatever the broker acknowledged survives kill -9. When no persistent session exists and
 the publish is not retained, nothing is held; a publish whose fan-out queued nothing waits for its point
-only, not for the commit of other clients' queued copies. broker.fastpath hands a publish that would be queued for
-an offline persistent session to amqtt's way (a retained one goes there already), where it is held; the
+only, not for the commit of other clients' queued copies. broker.fastpath holds the PUBACK of a publish
+it queued for an offline persistent session on `barrier()` (asked for after its fan-out), amqtt's way
+(a retained one) on `HeldAck`; the
 rows of an offline session's queue are kept by its `OfflineQueue` (`rows`), one message object being
 shared by many sessions' queues.
 
