@@ -17,14 +17,16 @@ subscribers, synchronously, on the connection's reader task:
   writer thread per loop iteration), its PUBACK queued behind the client's earlier ones and sent once
   the commit settled it (broker.acks, unchanged);
 - delivered to connected subscribers (broker.delivery's flows) and, for offline persistent sessions,
-  one message object per QoS shared by all their queues (`OfflineQueue`), bounded per session.
+  one message object per QoS shared by all their queues (`OfflineQueue`), bounded per session; such a
+  message's PUBACK also waits for the commit of its saved row (`Persistence.barrier`, asked for this
+  message only: a flood queued for offline sessions holds no other client's PUBACK).
 
 Anything else takes amqtt's way, unchanged, and so does a message whenever the fast path could change
 an outcome or an order: QoS 2, the retain flag, DUP on QoS 0, wildcards, `$` or undecodable topics;
 an ACL decision not cached, or refused (the slow path logs and counts it); a full intake (the slow path
-waits: back-pressure); a QoS 2 flow of this client's still open; a message that would be queued for an
-offline persistent session (its PUBACK waits for the saved row's commit: broker.persistence `HeldAck`);
-and any broadcast still on amqtt's queue (a subscriber gets each publisher's messages in order).
+waits: back-pressure); a QoS 2 flow of this client's still open; and a broadcast of this client's (or a
+notice) still on amqtt's queue (a subscriber gets each publisher's messages in order; another client's
+queued broadcasts do not hold this one back).
 While this client's session loop still has earlier packets of its own (a SUBSCRIBE, a PUBLISH that went
 amqtt's way), the reader waits for it to finish them (up to `DRAIN_WAIT`) before it takes the next
 PUBLISH: a SUBSCRIBE takes effect before the PUBLISH sent after it, and a burst does not stay on amqtt's
@@ -156,20 +158,20 @@ class FastPath:
         """Take a client's PUBLISH (read at `arrived`, epoch seconds) now, or False (nothing done) for amqtt's
         way."""
         broker, access = self.broker, self.access
-        if broker.broadcasting():
-            return False
         client_id = session.client_id
+        if broker.broadcasting(client_id):
+            return False
         if access.permits_now(client_id, topic, TopicAction.PUBLISH) is not True:
             return False
         targets = self.targets(topic, qos)
         if targets is None:
             return False
         persistence = broker.persistence
-        if persistence is not None and persistence.active and _queues_offline(targets):
-            # Queued for an offline persistent session: its PUBACK waits for that row's commit too
-            # (broker.persistence `HeldAck`), which amqtt's way does; rare, and the common case stays here.
-            return False
-        settled: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # Queued for an offline persistent session: its PUBACK waits for that row's commit too (this
+        # message's own barrier, as broker.persistence `HeldAck`); other messages are not held by it.
+        held = persistence is not None and persistence.active and _queues_offline(targets)
+        loop = asyncio.get_running_loop()
+        settled: asyncio.Future[None] = loop.create_future()
         intake = broker.intake
         if intake is not None and wanted(topic):
             offer = getattr(intake, "offer", None)  # a sink that can only wait (tests' own): amqtt's way
@@ -179,14 +181,18 @@ class FastPath:
             settled.set_result(None)
         access.messages_in += 1
         self.taken += 1
-        handler.accept(settled, qos, packet_id)
-        self.deliver(targets, topic, payload)
+        acked = loop.create_future() if held else settled
+        handler.accept(acked, qos, packet_id)
+        self.deliver(targets, topic, payload)  # records the queued copies: the barrier below covers them
+        if held and persistence is not None:
+            _settle_when_all(acked, [settled, persistence.barrier()])
         return True
 
-    def broadcast(self, topic: str, data: bytes, qos: int | None) -> bool:
-        """amqtt's broadcast of a message whose publish was handled (or of our own notice, `qos` None:
-        each subscriber at its granted QoS), done now; False if it must go through amqtt's queue."""
-        if self.broker.broadcasting():
+    def broadcast(self, publisher: str | None, topic: str, data: bytes, qos: int | None) -> bool:
+        """amqtt's broadcast of `publisher`'s message whose publish was handled (or of our own notice, `qos`
+        and `publisher` None: each subscriber at its granted QoS), done now; False if it must go through
+        amqtt's queue."""
+        if self.broker.broadcasting(publisher):
             return False
         targets = self.targets(topic, qos)
         if targets is None:
@@ -214,6 +220,7 @@ class FastPath:
         broker = self.broker
         self.access.messages_out += len(targets)
         shared: dict[int, Any] = {}
+        dropped = 0  # full queues that dropped their oldest: one log call per fan-out, not per session
         for target, qos in targets:
             if target.transitions.state != "connected":
                 # Queued for an offline persistent session, QoS 1 and 2 only (3.1.2.4); one object for all.
@@ -221,11 +228,31 @@ class FastPath:
                     message = shared.get(qos)
                     if message is None:
                         message = shared[qos] = RetainedApplicationMessage(None, topic, data, qos)
-                    broker.queue_offline(target, message)
+                    dropped += broker.queue_offline(target, message, log=False)
                 continue
             handler = broker.handler_of(target)
             if handler is not None:
                 handler.send_later(topic, data, qos, retain=False)
+        if dropped:
+            broker.dropped_log(dropped)
+
+
+def _settle_when_all(acked: asyncio.Future[None], parts: list[asyncio.Future[None] | None]) -> None:
+    """Resolve `acked` once every one of `parts` (None: nothing to wait for) is done."""
+    waiting = [part for part in parts if part is not None and not part.done()]
+    if not waiting:
+        acked.set_result(None)
+        return
+    left = len(waiting)
+
+    def one_done(_: object) -> None:
+        nonlocal left
+        left -= 1
+        if not left and not acked.done():
+            acked.set_result(None)
+
+    for part in waiting:
+        part.add_done_callback(one_done)
 
 
 def _queues_offline(targets: list[tuple[Any, int]]) -> bool:

@@ -24,8 +24,9 @@ Acknowledgement: a client's publish that changed the saved state (a copy queued 
 a retained message) is acknowledged only once that change committed, as well as its point
 (`HeldAck`): whatever the broker acknowledged survives kill -9. When no persistent session exists and
 the publish is not retained, nothing is held; a publish whose fan-out queued nothing waits for its point
-only, not for the commit of other clients' queued copies. broker.fastpath hands a publish that would be queued for
-an offline persistent session to amqtt's way (a retained one goes there already), where it is held; the
+only, not for the commit of other clients' queued copies. broker.fastpath holds the PUBACK of a publish
+it queued for an offline persistent session on `barrier()` (asked for after its fan-out), amqtt's way
+(a retained one) on `HeldAck`; the
 rows of an offline session's queue are kept by its `OfflineQueue` (`rows`), one message object being
 shared by many sessions' queues.
 
@@ -263,7 +264,10 @@ class Persistence:
         if row and session.client_id and not self._closed:
             self._floors[session.client_id] = row
             self._dropped = True
-            self._schedule(self._floors_wait())
+            if self._timer is None and not self._running:
+                # A timer due or a commit running schedules the floors when it is done (`_commit_next`,
+                # `_done`): no clock read per session per message of a flood.
+                self._schedule(self._floors_wait())
 
     def retained(self, topic: str, feed_id: int | None, data: bytes | bytearray, qos: int | None) -> None:
         if not self._closed:

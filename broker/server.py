@@ -10,7 +10,7 @@ import math
 import os
 import signal
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -255,38 +255,51 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         self._log = RateLimitedLog(logger)
         # broker.subscriptions: the filters each topic matches, remembered (amqtt tested every filter).
         self._subscriptions = Subscriptions(self._matches)
-        self._broadcasting = False  # `_run_broadcast` is fanning a message out
+        # Broadcasts on amqtt's queue or being fanned out, per publishing client id (None: no client's, a
+        # notice): only the same publisher's later messages must wait for them (MQTT 3.1.1 section 4.6).
+        self._queued_from: Counter[str | None] = Counter()
         self.fast = FastPath(self)
 
     @property
     def subscriptions(self) -> Subscriptions:
         return self._subscriptions  # type: ignore[no-any-return]
 
-    def broadcasting(self) -> bool:
-        """A broadcast is on amqtt's queue or being fanned out: a later one must wait its turn (order)."""
-        return self._broadcasting or not self._broadcast_queue.empty()
+    def broadcasting(self, client_id: str | None) -> bool:
+        """A broadcast that a message of `client_id`'s (None: of nobody's, a notice) must not overtake is on
+        amqtt's queue or being fanned out: its publisher's own, or a notice's; for a notice, any."""
+        queued = self._queued_from
+        if client_id is None:
+            return bool(queued)
+        return bool(queued[None] or queued[client_id])
 
     def handler_of(self, session: Session) -> Any:
         return self._get_handler(session)
 
-    def queue_offline(self, target: Session, message: Any) -> None:
+    def queue_offline(self, target: Session, message: Any, log: bool = True) -> bool:
         """Queue `message` for an offline persistent session, bounded: amqtt queued without bound (2,000
         sessions and 20,000 publishes made 16 million copies). At `session_queue` the oldest goes: a device
         back online wants the latest readings, and what it missed is stored anyway. `message` may be shared
         by every session it is queued for (broker.fastpath). Fix 14: saved, in groups; the id of its saved
-        row is kept by this session's queue (`OfflineQueue.rows`), not on the shared message."""
+        row is kept by this session's queue (`OfflineQueue.rows`), not on the shared message. True if its
+        oldest was dropped; `log` False: the caller logs the drops of one fan-out at once (`dropped_log`)."""
         queue = offline_queue(target)
         persistence = self.persistence
         self.queued_offline += 1
         row = 0 if persistence is None else persistence.queued(target, message)
-        if queue.push(message, self.session_queue, row):
-            self.dropped_queued += 1
-            self._log.warning(
-                "session-queue", "offline session %r: queue full (%d), oldest message dropped",
-                (target.client_id or "")[:80], self.session_queue,
-            )
-            if persistence is not None:
-                persistence.trimmed(target)
+        if not queue.push(message, self.session_queue, row):
+            return False
+        self.dropped_queued += 1
+        if log:
+            self.dropped_log(1)
+        if persistence is not None:
+            persistence.trimmed(target)
+        return True
+
+    def dropped_log(self, sessions: int) -> None:
+        self._log.warning(
+            "session-queue", "%d offline session(s): queue full (%d), oldest message dropped",
+            sessions, self.session_queue,
+        )
 
     async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
         # Every topic decision, asked of AccessControl directly: amqtt's way, a topic plugin run as a task
@@ -489,7 +502,13 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             force_qos = session.attributes.get(_PUBLISHED_QOS)
         # Fanned out at once when every decision is cached and nothing is queued before it (broker.fastpath).
         queued = self.queued_offline
-        if topic and data is not None and self.fast.enabled and self.fast.broadcast(topic, bytes(data), force_qos):
+        publisher = session.client_id if session is not None else None
+        if (
+            topic
+            and data is not None
+            and self.fast.enabled
+            and self.fast.broadcast(publisher, topic, bytes(data), force_qos)
+        ):
             if then is not None:
                 then(self.queued_offline != queued)
             return
@@ -498,6 +517,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
             broadcast["qos"] = force_qos
         if then is not None:
             broadcast[_THEN] = then
+        self._queued_from[publisher] += 1
         await self._broadcast_queue.put(broadcast)
 
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
@@ -505,24 +525,25 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         # 3.1.1 section 3.8.4); amqtt sent every client publish at the subscription's QoS, a QoS 0 publish
         # at QoS 1 included. Our own notices (no published QoS) go at the subscription's QoS.
         broadcast = await self._broadcast_queue.get()
-        self._broadcasting = True
         started = time.monotonic()
-        try:
-            while True:
-                queued = self.queued_offline  # one fan-out at a time: what changes it is this one's
-                try:
-                    await self._fan_out(broadcast, running_tasks)
-                finally:
-                    then = broadcast.get(_THEN)  # fix 14: a held acknowledgement may go on
-                    if then is not None:
-                        then(self.queued_offline != queued)
-                # What queued meanwhile, in order, without a task and an `asyncio.wait` each; the loop is given
-                # back after SLICE seconds.
-                if self._broadcast_queue.empty() or time.monotonic() - started > SLICE:
-                    break
-                broadcast = self._broadcast_queue.get_nowait()
-        finally:
-            self._broadcasting = False
+        while True:
+            queued = self.queued_offline  # what changes it is this one's (or, rarely, held longer by another's)
+            try:
+                await self._fan_out(broadcast, running_tasks)
+            finally:
+                session = broadcast.get("session")
+                publisher = session.client_id if session is not None else None
+                self._queued_from[publisher] -= 1
+                if not self._queued_from[publisher]:
+                    del self._queued_from[publisher]
+                then = broadcast.get(_THEN)  # fix 14: a held acknowledgement may go on
+                if then is not None:
+                    then(self.queued_offline != queued)
+            # What queued meanwhile, in order, without a task and an `asyncio.wait` each; the loop is given
+            # back after SLICE seconds.
+            if self._broadcast_queue.empty() or time.monotonic() - started > SLICE:
+                break
+            broadcast = self._broadcast_queue.get_nowait()
 
     async def _fan_out(self, broadcast: dict[str, Any], running_tasks: deque[asyncio.Task[Any]]) -> None:
         topic, published, data = broadcast["topic"], broadcast.get("qos"), broadcast["data"]

@@ -95,3 +95,23 @@ def test_offline_sessions_share_one_copy_of_a_message(embedded: EmbeddedBrokerHa
     with _client(embedded, "sleeper-1", clean=False) as sock:
         first_byte, body = raw.read_packet(sock)
         assert raw.publish_fields(first_byte, body)[:2] == (TOPIC, b"7")
+
+
+def test_another_clients_queued_broadcast_does_not_hold_a_publish_back(embedded: EmbeddedBrokerHandle) -> None:
+    """A broadcast on amqtt's queue (a flood fanned out to offline sessions, a decision being read) keeps
+    its own publisher's later messages off the fast path (order), not everybody's; a notice's keeps all."""
+    broker = embedded.broker._broker
+    assert broker is not None
+    with _client(embedded, "bystander") as pub:
+        pub.sendall(raw.publish(TOPIC, b"1", qos=1, packet_id=1))  # caches the decisions
+        _expect(pub, 0x40)
+        own = next(c for c in broker._sessions if c.endswith("/bystander"))  # client ids are kept per user
+        for publisher, packet_id, fast in (("u1/someone-else", 2, True), (None, 3, False), (own, 4, False)):
+            broker._queued_from[publisher] += 1  # as `_broadcast_message` counts one it queued
+            try:
+                taken = broker.fast.taken
+                pub.sendall(raw.publish(TOPIC, b"2", qos=1, packet_id=packet_id))
+                assert int.from_bytes(_expect(pub, 0x40), "big") == packet_id
+                assert (broker.fast.taken > taken) is fast, (publisher, fast)
+            finally:
+                broker._queued_from[publisher] -= 1
