@@ -127,13 +127,7 @@ def bench_latency(broker: pipeline.Broker, args: argparse.Namespace) -> dict[str
         wait_for(lambda: fired() == len(axes), 60, what="warm-up firings")
         time.sleep(2.0)
         count = int(args.seconds * args.rate)
-        started = time.perf_counter()
-        for index in range(count):
-            ahead = started + index / args.rate - time.perf_counter()
-            if ahead > 0:
-                time.sleep(ahead)
-            send(index)
-        sent_for = time.perf_counter() - started
+        sent_for = pipeline.paced(count, args.rate, send)
         time.sleep(5.0)  # the last webhooks in flight
     finally:
         client.disconnect()

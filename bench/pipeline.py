@@ -526,13 +526,7 @@ def bench_latency(work: Path, args: argparse.Namespace, row: Row, broker: Broker
             time.sleep(0.5)  # the warm-up points' events are in before the reset
             reader.reset()
             count = int(args.latency_seconds * args.rate)
-            started = time.perf_counter()
-            for index in range(count):
-                ahead = started + index / args.rate - time.perf_counter()
-                if ahead > 0:
-                    time.sleep(ahead)
-                send()
-            sent_for = time.perf_counter() - started
+            sent_for = paced(count, args.rate, lambda _: send())
             try:
                 wait_for(lambda: reader.report()["delivered"] >= count, 10, interval=0.2, what="every SSE event")
             except AssertionError:
@@ -677,6 +671,18 @@ def bench_history(work: Path, args: argparse.Namespace, rows: dict[str, Row]) ->
 
 
 # ---------------------------------------------------------------- profiling a miss
+
+
+def paced(count: int, rate: float, send: Callable[[int], object]) -> float:
+    """`send(0)` .. `send(count - 1)` at `rate` per second, each on its own schedule (a late one does not
+    shift the rest); returns the seconds it took."""
+    started = time.perf_counter()
+    for index in range(count):
+        ahead = started + index / rate - time.perf_counter()
+        if ahead > 0:
+            time.sleep(ahead)
+        send(index)
+    return time.perf_counter() - started
 
 
 def profile(pid: int, out: Path, load: Callable[[], object]) -> None:

@@ -291,12 +291,8 @@ def running_serve(work: Path, clients: int) -> Iterator[tuple[str, str, int, int
 def publish_at(client: Any, rate: int, seconds: float) -> int:
     """Points at `rate` per second for `seconds`, x = the publish time; returns how many."""
     count = int(rate * seconds)
-    started = time.perf_counter()
-    for index in range(count):
-        ahead = started + index / rate - time.perf_counter()
-        if ahead > 0:
-            time.sleep(ahead)
-        client.publish(f"feeds/{pipeline.FEED}/live", f'{{"x":{time.time():.6f},"y":{index % 100}}}', qos=1)
+    pipeline.paced(count, rate, lambda index: client.publish(
+        f"feeds/{pipeline.FEED}/live", f'{{"x":{time.time():.6f},"y":{index % 100}}}', qos=1))
     return count
 
 
