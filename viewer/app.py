@@ -45,7 +45,7 @@ from viewer.groups_api import group_routes
 from viewer.headers import SECURITY_HEADERS, with_security_headers
 from viewer.health import health_routes
 from viewer.hub import Hub
-from viewer.ingest import JSON_HEADER, Answer, ingest_asgi, ingest_routes, lean_answer, lean_now, lean_path
+from viewer.ingest import JSON_HEADER, PATHS, Answer, ingest_asgi, ingest_routes, lean_answer, lean_now, lean_path
 from viewer.metrics import Metrics
 from viewer.openapi import openapi_routes
 from viewer.order import InOrder
@@ -305,7 +305,7 @@ def build_server(settings: Settings, app: Starlette, **config: Any) -> ViewerSer
         # Bounded request heads, header timeout and connection caps (viewer.connection).
         # Scripts' ingestion GETs answered by the connection itself, unless uvicorn logs every request.
         "http": guarded_protocol(
-            settings, app.lean_route if isinstance(app, ViewerApp) and settings.access_log != "all" else None
+            settings, app.lean_route if isinstance(app, ViewerApp) and settings.access_log != "all" else None, PATHS
         ),
         "timeout_keep_alive": settings.http_keepalive,
     }

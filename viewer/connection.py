@@ -39,6 +39,7 @@ from uvicorn._types import ASGI3Application
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol, RequestResponseCycle
 
 from rtdp.settings import Settings
+from viewer.head import plain_get
 
 # Seconds a refused connection is drained before it is closed, and bytes read from it meanwhile: enough
 # for a client that sent its whole oversized request to read why before the close (closing with unread
@@ -117,6 +118,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     max_connections = 2048
     connections_per_ip = 512
     lean: LeanRoute | None = None
+    # How the heads of the lean route's requests start: those are read by viewer.head when plain enough.
+    lean_heads: tuple[bytes, ...] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -131,6 +134,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refused = False
         self._drained = 0
         self._paused = False
+        # Whether httptools holds part of a message (then every byte goes to it, in order).
+        self._parsing = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -159,6 +164,8 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self.transport.pause_reading()
             return
         self._quiet = False
+        if data.startswith(self.lean_heads) and self._plain_request(data):
+            return
         if self._in_head:
             self._head_bytes += len(data)
             if not self._line_done and b"\n" in data:
@@ -169,6 +176,60 @@ class GuardedHttpProtocol(HttpToolsProtocol):
                 self._refuse(_raw_response(431, "request header fields too large"))
             else:
                 self._refuse(_raw_response(414, "request line too long"))
+
+    def _plain_request(self, data: bytes) -> bool:
+        """Answer `data` through the lean route when it is one whole plain GET head (viewer.head) and the
+        connection is between requests, with the scope and cycle uvicorn would make; False, and nothing done,
+        when httptools should read it."""
+        cycle = self.cycle
+        if (
+            self._parsing
+            or self.pipeline
+            or (cycle is not None and not cycle.response_complete)
+            or len(data) > self.max_header
+            or self.limit_concurrency is not None
+        ):
+            return False
+        head = plain_get(data)
+        if head is None:
+            return False
+        path = head.path.decode("ascii")
+        scope: dict[str, Any] = {
+            "type": "http",
+            "asgi": {"version": self.asgi_version, "spec_version": "2.3"},
+            "http_version": "1.1",
+            "server": self.server,
+            "client": self.client,
+            "scheme": self.scheme,
+            "root_path": self.root_path,
+            "headers": head.headers,
+            "state": self.app_state.copy(),
+            "method": "GET",
+            "path": self.root_path + path,
+            "raw_path": self.root_path.encode("ascii") + head.path,
+            "query_string": head.query,
+        }
+        self.cycle = RequestResponseCycle(
+            scope=scope,  # type: ignore[arg-type]  # an HTTPScope is a dict
+            transport=self.transport,
+            flow=self.flow,
+            logger=self.logger,
+            access_logger=self.access_logger,
+            access_log=self.access_log,
+            default_headers=self.server_state.default_headers,
+            message_event=asyncio.Event(),
+            expect_100_continue=False,
+            keep_alive=head.keep_alive,
+            on_response=self.on_response_complete,
+        )
+        if self._lean(self.cycle):
+            return True
+        self.cycle = cycle  # not the lean route's after all: httptools reads it, as any other
+        return False
+
+    def on_message_begin(self) -> None:
+        self._parsing = True
+        super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -188,6 +249,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             super().on_body(body)
 
     def on_message_complete(self) -> None:
+        self._parsing = False
         if not self._refused:
             super().on_message_complete()
             # What follows is the next request's head, counted from here: httptools parses it (and uvicorn
@@ -196,16 +258,21 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
         # `app is self.app`: not uvicorn's 503 app for a connection over its concurrency limit.
-        if self.lean is not None and app is self.app:
-            # An HTTPScope is a dict.
-            taken = self.lean(cycle.scope, partial(self._reply, cycle))  # type: ignore[arg-type]
-            if taken is True:
-                return
-            if taken is not False:
-                self._track(self._answer(cycle, taken))
-                return
+        if app is self.app and self._lean(cycle):
+            return
         cycle.scope[WIRE] = Wire(cycle)  # type: ignore[literal-required]  # an HTTPScope is a dict
         super()._start_asgi_task(cycle, app)
+
+    def _lean(self, cycle: RequestResponseCycle) -> bool:
+        """Whether the lean route took the request (it answers through `_reply`, now or later)."""
+        if self.lean is None:
+            return False
+        taken = self.lean(cycle.scope, partial(self._reply, cycle))  # type: ignore[arg-type]  # a dict
+        if taken is False:
+            return False
+        if taken is not True:
+            self._track(self._answer(cycle, taken))
+        return True
 
     def _track(self, answering: Coroutine[Any, Any, None]) -> None:
         # In uvicorn's tasks, as its own request tasks: shutdown waits for them, then cancels them.
@@ -328,9 +395,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self.loop.call_later(LINGER, self.transport.close)
 
 
-def guarded_protocol(settings: Settings, lean: LeanRoute | None = None) -> type[GuardedHttpProtocol]:
+def guarded_protocol(
+    settings: Settings, lean: LeanRoute | None = None, lean_paths: tuple[str, ...] = ()
+) -> type[GuardedHttpProtocol]:
     """The protocol class for uvicorn's `http=` option, with this server's limits and the app's `lean`
-    route (see the module docstring)."""
+    route (see the module docstring), whose GETs under `lean_paths` may skip httptools."""
     return type(
         "GuardedHttpProtocol",
         (GuardedHttpProtocol,),
@@ -340,5 +409,6 @@ def guarded_protocol(settings: Settings, lean: LeanRoute | None = None) -> type[
             "max_connections": settings.http_max_connections,
             "connections_per_ip": settings.http_connections_per_ip,
             "lean": staticmethod(lean) if lean is not None else None,
+            "lean_heads": tuple(b"GET " + path.encode() for path in lean_paths) if lean is not None else (),
         },
     )
