@@ -119,7 +119,8 @@ class Expiry:
         self._timer: asyncio.TimerHandle | None = None
 
     def watch(self, receipt: Receipt) -> None:
-        loop = asyncio.get_running_loop()
+        # The receipt's loop is the running one; get_running_loop() would cost a getpid() system call.
+        loop = receipt.get_loop()
         self._due.append((loop.time() + self.timeout, receipt))
         if self._timer is None:
             self._timer = loop.call_later(min(self.timeout, self.SWEEP), self._sweep, loop)
