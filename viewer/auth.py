@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 from typing import Any
@@ -16,7 +15,7 @@ from rtdp.errors import AuthenticationFailed
 from rtdp.permissions import Principal
 from rtdp.throttle import account_key, address_key
 from viewer.session import CSRF_HEADER, CsrfRejected, active_user, csrf_matches
-from viewer.state import ViewerState, viewer_state
+from viewer.state import ViewerState, once, viewer_state
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -103,13 +102,8 @@ async def _from_header(conn: HTTPConnection, header: str) -> Principal:
     # Requests with the same credentials that arrive before the first check ended wait for its answer:
     # a script opening 100 connections at once would otherwise check (and record the use of) its token
     # 100 times over in the database pool, each with a commit, holding every other request behind them.
-    checking = state.checking.get(key)
-    if checking is None:
-        checking = state.checking[key] = asyncio.ensure_future(
-            _check(state, key, username, password, client_address(conn), token)
-        )
-        checking.add_done_callback(lambda _: state.checking.pop(key, None))
-    return await asyncio.shield(checking)
+    address = client_address(conn)
+    return await once(state.checking, key, lambda: _check(state, key, username, password, address, token))
 
 
 async def _check(

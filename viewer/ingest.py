@@ -44,7 +44,7 @@ from rtdp.topic import FeedTopic, check_name
 from viewer.access import MAX_QUERY, check_query_size, read_body, read_object
 from viewer.auth import cached_principal, require_principal
 from viewer.errors import MethodNotAllowed, URITooLong, error_parts
-from viewer.state import ViewerState, viewer_state
+from viewer.state import ViewerState, once, viewer_state
 
 log = logging.getLogger(__name__)
 
@@ -79,10 +79,16 @@ async def writable_target(state: ViewerState, principal: Principal, feed: str, a
     """Checked, nothing created yet: a feed or axis auto-create would make gives a pending target (bad
     input must create nothing, so they are made only once a value passed, in `checked_sample`)."""
     target = cached_target(state, principal, feed, axis)
-    if target is None:
-        target = await state.run_db(_resolve, principal, feed, axis, state.policy, False)
-        if not target.place.pending:
-            state.decisions.put(("write", principal.cache_key, feed, axis), target)
+    if target is not None:
+        return target
+    return await once(state.deciding, ("write", principal.cache_key, feed, axis),
+                      partial(_decide, state, principal, feed, axis))
+
+
+async def _decide(state: ViewerState, principal: Principal, feed: str, axis: str) -> Target:
+    target = await state.run_db(_resolve, principal, feed, axis, state.policy, False)
+    if not target.place.pending:
+        state.decisions.put(("write", principal.cache_key, feed, axis), target)
     return target
 
 

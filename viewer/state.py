@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
@@ -53,8 +53,10 @@ class ViewerState:
     # clear them at once.
     credentials: TTLCache[Any, Principal] = field(init=False)
     decisions: TTLCache[Any, Any] = field(init=False)
-    # Credential checks under way (viewer.auth): the same credentials arriving meanwhile wait for it.
+    # Credential checks (viewer.auth) and write decisions (viewer.ingest) under way: requests with the same
+    # key arriving meanwhile wait for it (`once`).
     checking: dict[Any, asyncio.Future[Principal]] = field(init=False, default_factory=dict)
+    deciding: dict[Any, asyncio.Future[Any]] = field(init=False, default_factory=dict)
     # Password attempts per account and per address (login form, HTTP Basic); sign-ups per address.
     logins: Throttle = field(init=False)
     signups: Throttle = field(init=False)
@@ -124,6 +126,17 @@ class ViewerState:
     def forget_decisions(self) -> None:
         """After a change made here (feed deleted, made private...), stop trusting cached decisions."""
         self.decisions.clear()
+
+
+def once(under_way: dict[Any, asyncio.Future[T]], key: object, start: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+    """`start()`'s result, started only if no call for `key` is under way; otherwise that call's (a cached
+    answer that expires would send every open connection to the database at once, each for the same
+    answer). Each caller's cancellation stays its own."""
+    running = under_way.get(key)
+    if running is None:
+        running = under_way[key] = asyncio.ensure_future(start())
+        running.add_done_callback(lambda _: under_way.pop(key, None))
+    return asyncio.shield(running)
 
 
 def _not_stored_in_time() -> Unavailable:

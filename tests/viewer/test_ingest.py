@@ -427,6 +427,43 @@ def test_concurrent_requests_with_new_credentials_check_them_once(
     assert calls == [token]
 
 
+def test_concurrent_requests_after_a_write_decision_expired_decide_it_once(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a cached write decision expires, every open connection misses it at once: one decision in the
+    database for all of them, not one each queued in the pool."""
+    from tests.viewer.conftest import make_world
+    from viewer import ingest
+
+    token = make_world().ep_token
+    calls: list[tuple[str, str]] = []
+    arrived: list[str] = []
+    resolve, writable_target = ingest._resolve, ingest.writable_target
+
+    async def counted_arrival(state: Any, principal: Any, feed: str, axis: str) -> Any:
+        arrived.append(axis)
+        return await writable_target(state, principal, feed, axis)
+
+    def counted(principal: Any, feed: str, axis: str, *args: Any) -> Any:
+        calls.append((feed, axis))
+        if len(calls) > 1:  # after the expiry: not decided before every request asked, as under load
+            wait_for(lambda: len(arrived) >= 100, what="every request to ask")
+        return resolve(principal, feed, axis, *args)
+
+    monkeypatch.setattr(ingest, "_resolve", counted)
+    monkeypatch.setattr(ingest, "writable_target", counted_arrival)
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=live_server.url, headers=bearer(token), timeout=10) as http:
+            assert (await http.get(f"{URL}/feed_a/axis_a00?x=1000&y=1")).status_code == 200  # credentials cached
+            live_server.app.state.viewer.decisions.clear()  # as when the decision expires
+            arrived.clear()
+            return await asyncio.gather(*(http.get(f"{URL}/feed_a/axis_a00?x={i}&y={i}") for i in range(100)))
+
+    assert [r.status_code for r in asyncio.run(burst())] == [200] * 100
+    assert calls == [("feed_a", "axis_a00"), ("feed_a", "axis_a00")]  # before the expiry, and once after
+
+
 def test_query_fields_agree_with_parse_qsl() -> None:
     from urllib.parse import parse_qsl
 
