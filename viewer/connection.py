@@ -19,6 +19,12 @@ header): at 10,000 requests a second those layers cost more than the point's own
 Its answer may come later, through a `Reply` (viewer.ingest.lean_now: once the point is committed), with
 no task. Pipelining and shutdown stay uvicorn's: the request still has its `RequestResponseCycle`.
 
+Such a request's head, when it comes whole in one read, between requests, and plain (viewer.head), is not
+even given to httptools: its per-URL and per-header callbacks and uvicorn's scope building were the largest
+part of what was left on the event loop. The scope and cycle are uvicorn's; the limits and timers the same.
+Anything else - a head split across reads, pipelined behind another, or not plain - is httptools' as before,
+and once httptools holds part of a message every byte goes to it, in order.
+
 The header timeout and uvicorn's keep-alive timeout (`http_keepalive`) share one lazy timer per
 connection: armed when the connection starts waiting and none is, and on firing re-armed for whatever
 is due next, rather than two timers armed and cancelled per request (a visible share of a request's time

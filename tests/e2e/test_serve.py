@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -214,6 +216,43 @@ def test_serve_answers_an_http_point_once_it_is_stored_and_still_publishes_it(se
     finally:
         sub.terminate()
         sub.wait(10)
+
+
+def test_serve_answers_plain_gets_on_a_kept_connection_once_stored(served: Served) -> None:
+    """Scripts' GETs as wrk and curl send them, whose heads the connection reads itself (viewer.head): each
+    200 is a point a read right after it finds, one at a time and pipelined."""
+    auth = base64.b64encode(":".join(EP).encode()).decode()
+    url = "/service/feed_input.json/manual_feed_a/axis_a00"
+
+    def get(x: str, y: int) -> bytes:
+        return f"GET {url}?x={x}&y={y} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Basic {auth}\r\n\r\n".encode()
+
+    def readable(x: str) -> list[int]:
+        points = served.get("/api/v1/feeds/manual_feed_a/axes/axis_a00/points", since=x, until=x).json()["points"]
+        return [point["y"] for point in points]
+
+    port = int(served.web.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock, sock.makefile("rb") as answers:
+
+        def answer() -> tuple[bytes, bytes]:
+            status = answers.readline()
+            length = 0
+            while (line := answers.readline()) != b"\r\n":
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            return status, answers.read(length)
+
+        for second in range(10):
+            x = f"2032-01-01T00:00:{second:02d}Z"
+            sock.sendall(get(x, 300 + second))
+            status, body = answer()
+            assert status.startswith(b"HTTP/1.1 200"), body
+            assert readable(x) == [300 + second], f"point {second} not readable"
+        first, second = "2032-01-01T00:01:00Z", "2032-01-01T00:01:01Z"
+        sock.sendall(get(first, 400) + get(second, 401))
+        assert [answer()[0][:12] for _ in range(2)] == [b"HTTP/1.1 200"] * 2
+        assert readable(first) == [400] and readable(second) == [401]
 
 
 def test_serve_stops_cleanly_and_reports_a_port_in_use(served: Served) -> None:
