@@ -107,6 +107,20 @@ def test_plain_gets_are_answered_without_httptools_as_before(
     assert parsed == [PATH + b"?x=4&y=40"]
 
 
+def test_a_plain_head_the_lean_route_declines_goes_through_httptools(
+    kept: tuple[socket.socket, Reader], world: World, parsed: list[bytes]
+) -> None:
+    """A forwarded-for header: the long way, where uvicorn's proxy-headers middleware sees it."""
+    sock, reader = kept
+    sock.sendall(_get(world.ep_token, b"x=11&y=11", b"X-Forwarded-For: 10.0.0.1"))
+    status, _, body = reader.answer()
+    assert status == 200 and body.endswith(b'"x":11,"y":11}')
+    assert parsed == [PATH + b"?x=11&y=11"]
+    sock.sendall(_get(world.ep_token, b"x=12&y=12"))  # and the next plain one is read plainly again
+    assert reader.answer()[2].endswith(b'"x":12,"y":12}')
+    assert len(parsed) == 1
+
+
 def test_refusals_on_plain_heads_are_the_apps_json(kept: tuple[socket.socket, Reader], world: World) -> None:
     sock, reader = kept
     sock.sendall(_get("rtdp_wrong", b"x=1&y=1"))
