@@ -1,4 +1,5 @@
-"""The retention schedule: a thread that runs rtdp.retention.purge every `retention_interval` seconds.
+"""The retention schedule: a thread that runs rtdp.retention.purge (and trims alert events) every
+`retention_interval` seconds.
 
 It runs where the writer runs (`rtdp bridge`, `rtdp serve`). Several bridges of a share group may
 each run it: purges are idempotent, and each batch is its own short transaction.
@@ -13,7 +14,7 @@ import time
 import peewee as pw
 
 from rtdp.errors import RtdpError
-from rtdp.retention import PurgeReport, purge
+from rtdp.retention import EVENTS_KEPT, PurgeReport, purge, trim_alert_events
 from rtdp.settings import Settings
 
 log = logging.getLogger("rtdp.bridge.retention")
@@ -66,6 +67,15 @@ class RetentionScheduler:
             self.runs += 1
             self.ran.set()
         self.last = report
+        try:
+            trimmed = trim_alert_events(stop=self._stop)
+        except (pw.DatabaseError, pw.InterfaceError) as exc:
+            self.failures += 1
+            log.warning("retention: trimming alert events failed (will retry in %gs): %s", self.interval, exc)
+        else:
+            if trimmed:
+                log.info("retention: removed %d old alert events (each rule keeps its newest %d)", trimmed,
+                         EVENTS_KEPT)
         if report.removed:
             log.info(
                 "retention: removed %d points from %d axes in %d batches (%.2fs, longest transaction %.1f ms)",

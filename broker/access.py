@@ -134,6 +134,37 @@ def session_owner(session: str) -> str | None:
     return session.split("/", 1)[0].split(".", 1)[0]
 
 
+class Memo:
+    """One message's RECEIVE answers per principal, for `permits_now` (2,000 sessions of one user: one
+    lookup), and until when all of them hold (time.monotonic()): the earliest expiry of the credentials
+    and cached decisions they were read from. broker.fastpath keeps a topic's subscribers that long."""
+
+    __slots__ = ("answers", "now", "until")
+
+    def __init__(self, now: float) -> None:
+        self.answers: dict[object, bool] = {}
+        self.now = now
+        self.until = math.inf
+
+
+class _Principals(dict[str, "_Held"]):
+    """The held principals by client id, counting changes (`AccessControl.generation`)."""
+
+    changes = 0
+
+    def __setitem__(self, key: str, value: _Held) -> None:
+        self.changes += 1
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.changes += 1
+        super().__delitem__(key)
+
+    def pop(self, key: str, *default: _Held | None) -> _Held | None:  # type: ignore[override]
+        self.changes += 1
+        return super().pop(key, *default)
+
+
 class AccessControl:
     """Authentication and topic decisions for one embedded broker.
 
@@ -171,7 +202,7 @@ class AccessControl:
         self.revoked = 0  # connections or sessions whose token or user was revoked while held
         # Called with the client id of a connection whose credentials were revoked (set by the broker).
         self.on_revoked: Callable[[str], None] | None = None
-        self._principals: dict[str, _Held] = {}
+        self._principals = _Principals()
         self._rechecks: dict[str, asyncio.Future[Principal | None]] = {}
         self._checks: set[asyncio.Future[Principal | None]] = set()
         # (principal, time.monotonic() when verified): a login served from here expires with the entry.
@@ -335,26 +366,37 @@ class AccessControl:
             self._principals[key] = _Held(principal, checked + self.credential_ttl)
         return principal
 
+    @property
+    def generation(self) -> int:
+        """Changes whenever a held principal or a cached decision does: answers of `permits_now` stand
+        while it stays the same, until their `Memo.until`."""
+        return self._principals.changes + self._decisions.changes
+
     def permits_now(
         self,
         client_id: str | None,
         topic: str,
         action: TopicAction,
-        memo: dict[object, bool] | None = None,
+        memo: Memo | None = None,
     ) -> bool | None:
         """What `permits` answers for PUBLISH or RECEIVE when that is known without waiting (credentials
         checked within their lifetime, the decision cached), else None: then ask `permits`, which reads
         the database, counts and logs. Counts and logs nothing itself. `memo` (one per message) keeps the
-        answers per principal: 2,000 sessions of one user cost one cache lookup, not 2,000
-        (broker.fastpath)."""
+        answers per principal, and until when they hold (broker.fastpath)."""
         held = self._principals.get(client_id or "")
-        if held is None or held.expires < time.monotonic():
+        if held is None:
+            return None
+        now = time.monotonic() if memo is None else memo.now
+        expires = held.expires
+        if expires < now:
             return None
         principal = held.principal
         if principal.service:
             return True
         if memo is not None:
-            known = memo.get(principal.cache_key)
+            if expires < memo.until:
+                memo.until = expires
+            known = memo.answers.get(principal.cache_key)
             if known is not None:
                 return known
         if action is TopicAction.PUBLISH:
@@ -363,12 +405,14 @@ class AccessControl:
             feed, access = _read_feed(topic), Access.READ
         else:
             return None
-        decision = self._decisions.get((principal.cache_key, feed, access)) if feed is not None else None
-        if decision is None:
+        entry = self._decisions.entry((principal.cache_key, feed, access)) if feed is not None else None
+        if entry is None or entry[0] < now:
             return None
-        answer = decision is not Decision.DENY
+        answer = entry[1] is not Decision.DENY
         if memo is not None:
-            memo[principal.cache_key] = answer
+            memo.answers[principal.cache_key] = answer
+            if entry[0] < memo.until:
+                memo.until = entry[0]
         return answer
 
     async def permits(self, client_id: str | None, username: str | None, topic: str, action: TopicAction) -> bool:

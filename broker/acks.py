@@ -36,6 +36,8 @@ MAX_UNSETTLED = 100
 # Bytes waiting to be sent to a client before the broker stops reading from it: asyncio's own high-water
 # mark, above which a transport's drain() waits.
 MAX_BACKLOG = 64 * 1024
+# Longest pause asked at once (`pause_reading`): well under any keep-alive, which the paused read counts in.
+MAX_PAUSE = 1.0
 
 # The acknowledgements as bytes (fixed header, remaining length 2, packet id follows): amqtt builds a
 # packet object per ack, and they are the broker's most frequent packets.
@@ -64,8 +66,10 @@ def settle(message: ApplicationMessage | None) -> None:
 
 
 class _GatedReader(ReaderAdapter):  # type: ignore[misc]
-    """The connection's reader, waiting at each read while `gate` is closed or the client's send buffer
-    holds more than `MAX_BACKLOG` bytes."""
+    """The connection's reader, waiting at each read while `gate` is closed, the client's send buffer
+    holds more than `MAX_BACKLOG` bytes, or until `resume_at` (loop time; 0.0: not paused)."""
+
+    resume_at = 0.0
 
     def __init__(self, reader: ReaderAdapter, gate: asyncio.Event, writer: WriterAdapter) -> None:
         self._reader = reader
@@ -88,6 +92,10 @@ class _GatedReader(ReaderAdapter):  # type: ignore[misc]
         """The gate's next packet if it is already read and nothing holds reading back, else None."""
         if not self._gate.is_set():
             return None
+        if self.resume_at:
+            if asyncio.get_running_loop().time() < self.resume_at:
+                return None
+            self.resume_at = 0.0
         transport = self._transport
         if transport is not None and transport.get_write_buffer_size() >= MAX_BACKLOG:
             return None
@@ -102,6 +110,16 @@ class _GatedReader(ReaderAdapter):  # type: ignore[misc]
     async def _wait(self) -> None:
         if not self._gate.is_set():
             await self._gate.wait()
+        while self.resume_at:
+            pause = self.resume_at - asyncio.get_running_loop().time()
+            if pause <= 0:
+                self.resume_at = 0.0
+                break
+            self.draining = True  # counted as held (broker.metrics), as for a full send buffer
+            try:
+                await asyncio.sleep(pause)
+            finally:
+                self.draining = False
         transport = self._transport
         if transport is not None and transport.get_write_buffer_size() >= MAX_BACKLOG:
             self.draining = True
@@ -138,6 +156,12 @@ class AckAfterSettleHandler(BrokerProtocolHandler):  # type: ignore[misc]
         """Whether the broker stopped reading from this client (broker.metrics)."""
         draining = self._reader_gate is not None and self._reader_gate.draining
         return draining or not self._gate.is_set()
+
+    def pause_reading(self, seconds: float) -> None:
+        """Read nothing more from this client for `seconds` (broker.limits' `CopyBudget`)."""
+        gate = self._reader_gate
+        if gate is not None:
+            gate.resume_at = max(gate.resume_at, self._loop.time() + min(seconds, MAX_PAUSE))
 
     def attach(self, session: Session, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         self._reader_gate = _GatedReader(reader, self._gate, writer)

@@ -12,14 +12,18 @@ subscribers, synchronously, on the connection's reader task:
 - parsed from the whole packet the gate read (fixed header, topic, packet id, payload: one slice);
 - the publisher's ACL decision and each subscriber's, taken from AccessControl's caches
   (`permits_now`; once per principal per message, so 2,000 sessions of one user cost one lookup);
-- the filters matching the topic from the subscription index (broker.subscriptions);
+- the filters matching the topic from the subscription index (broker.subscriptions), and the sessions
+  that get it kept per topic until a subscription, a held principal or a cached decision changes, or
+  the first of those decisions expires (`targets`);
 - a `feeds/...` message offered to the intake without waiting (`Intake.offer`: one hand-over to the
   writer thread per loop iteration), its PUBACK queued behind the client's earlier ones and sent once
   the commit settled it (broker.acks, unchanged);
 - delivered to connected subscribers (broker.delivery's flows) and, for offline persistent sessions,
-  one message object per QoS shared by all their queues (`OfflineQueue`), bounded per session; such a
-  message's PUBACK also waits for the commit of its saved row (`Persistence.barrier`, asked for this
-  message only: a flood queued for offline sessions holds no other client's PUBACK).
+  one message object per QoS shared by all their queues (`OfflineQueue`), bounded per session and
+  recorded once for all of them (`queue_offline`); such a message's PUBACK also waits for the commit of
+  its saved row (`Persistence.barrier`, asked for this message only: a flood queued for offline
+  sessions holds no other client's PUBACK), and its copies count against the publisher's user's
+  budget (broker.limits' `CopyBudget`: over it, this connection is not read for a while).
 
 Anything else takes amqtt's way, unchanged, and so does a message whenever the fast path could change
 an outcome or an order: QoS 2, the retain flag, DUP on QoS 0, wildcards, `$` or undecodable topics;
@@ -67,8 +71,9 @@ from amqtt.mqtt.packet import (
 )
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
-from broker.access import TopicAction
+from broker.access import Memo, TopicAction
 from broker.intake import wanted
+from broker.subscriptions import MAX_TOPICS
 
 if TYPE_CHECKING:
     from broker.server import _AmqttBroker
@@ -142,6 +147,8 @@ class FastPath:
         self.broker = broker
         self.access = broker.access
         self.taken = 0  # messages handled here (broker.metrics could show the share)
+        # (topic, published QoS): its targets, the subscriptions' and access's generations, valid until.
+        self._kept: dict[tuple[str, int | None], tuple[list[tuple[Any, int]], int, int, float]] = {}
         callbacks = getattr(broker.plugins_manager, "_event_plugin_callbacks", {})
         self.enabled = not any(event in callbacks for event in _SKIPPED_EVENTS)
 
@@ -166,10 +173,6 @@ class FastPath:
         targets = self.targets(topic, qos)
         if targets is None:
             return False
-        persistence = broker.persistence
-        # Queued for an offline persistent session: its PUBACK waits for that row's commit too (this
-        # message's own barrier, as broker.persistence `HeldAck`); other messages are not held by it.
-        held = persistence is not None and persistence.active and _queues_offline(targets)
         loop = asyncio.get_running_loop()
         settled: asyncio.Future[None] = loop.create_future()
         intake = broker.intake
@@ -181,31 +184,50 @@ class FastPath:
             settled.set_result(None)
         access.messages_in += 1
         self.taken += 1
-        acked = loop.create_future() if held else settled
-        handler.accept(acked, qos, packet_id)
-        self.deliver(targets, topic, payload)  # records the queued copies: the barrier below covers them
-        if held and persistence is not None:
+        # Queued for an offline persistent session: its PUBACK waits for that row's commit too (this
+        # message's own barrier, as broker.persistence `HeldAck`); other messages are not held by it.
+        persistence = broker.persistence
+        copies = self.deliver(targets, topic, payload)
+        if copies:
+            broker.charge_copies(session, copies, handler)
+        if copies and persistence is not None:
+            acked = loop.create_future()
             _settle_when_all(acked, [settled, persistence.barrier()])
+            handler.accept(acked, qos, packet_id)
+        else:
+            handler.accept(settled, qos, packet_id)
         return True
 
-    def broadcast(self, publisher: str | None, topic: str, data: bytes, qos: int | None) -> bool:
+    def broadcast(self, publisher: str | None, topic: str, data: bytes, qos: int | None) -> int | None:
         """amqtt's broadcast of `publisher`'s message whose publish was handled (or of our own notice, `qos`
-        and `publisher` None: each subscriber at its granted QoS), done now; False if it must go through
-        amqtt's queue."""
+        and `publisher` None: each subscriber at its granted QoS), done now: the copies it queued for offline
+        sessions; None if it must go through amqtt's queue."""
         if self.broker.broadcasting(publisher):
-            return False
+            return None
         targets = self.targets(topic, qos)
         if targets is None:
-            return False
-        self.deliver(targets, topic, data)
-        return True
+            return None
+        return self.deliver(targets, topic, data)
 
     def targets(self, topic: str, published: int | None) -> list[tuple[Any, int]] | None:
         """The sessions that get `topic` and at which QoS (MQTT 3.1.1 section 3.8.4: min(published, granted)),
-        or None if a RECEIVE decision is not cached."""
-        subscriptions = self.broker.subscriptions
-        permits_now, receive = self.access.permits_now, TopicAction.RECEIVE
-        memo: dict[object, bool] = {}
+        or None if a RECEIVE decision is not cached. Kept per topic while no subscription and no held
+        principal or cached decision changed, and until the first of the decisions it was built from
+        expires: a flood to 100 offline sessions works them out once, not once per message. The list is
+        shared: callers only read it."""
+        subscriptions, access = self.broker.subscriptions, self.access
+        key = (topic, published)
+        now = time.monotonic()
+        kept = self._kept.get(key)
+        if (
+            kept is not None
+            and kept[1] == subscriptions.generation
+            and kept[2] == access.generation
+            and now < kept[3]
+        ):
+            return kept[0]
+        permits_now, receive = access.permits_now, TopicAction.RECEIVE
+        memo = Memo(now)
         found: list[tuple[Any, int]] = []
         for topic_filter in subscriptions.matching(topic):
             for target, granted in subscriptions.get(topic_filter, ()):
@@ -214,27 +236,37 @@ class FastPath:
                     return None
                 if permitted:
                     found.append((target, granted if published is None else min(published, granted)))
+        if len(self._kept) >= MAX_TOPICS:
+            self._kept.clear()
+        self._kept[key] = (found, subscriptions.generation, access.generation, memo.until)
         return found
 
-    def deliver(self, targets: list[tuple[Any, int]], topic: str, data: bytes) -> None:
+    def deliver(self, targets: list[tuple[Any, int]], topic: str, data: bytes) -> int:
+        """Send to the connected `targets`, queue for the offline persistent ones (QoS 1 and 2 only, 3.1.2.4:
+        one message object per QoS for all of them, `queue_offline`); how many it queued."""
         broker = self.broker
         self.access.messages_out += len(targets)
-        shared: dict[int, Any] = {}
-        dropped = 0  # full queues that dropped their oldest: one log call per fan-out, not per session
+        offline: dict[int, list[Any]] | None = None
         for target, qos in targets:
             if target.transitions.state != "connected":
-                # Queued for an offline persistent session, QoS 1 and 2 only (3.1.2.4); one object for all.
-                if not target.clean_session and qos:
-                    message = shared.get(qos)
-                    if message is None:
-                        message = shared[qos] = RetainedApplicationMessage(None, topic, data, qos)
-                    dropped += broker.queue_offline(target, message, log=False)
+                if qos and not target.clean_session:
+                    if offline is None:
+                        offline = {qos: [target]}
+                    elif qos in offline:
+                        offline[qos].append(target)
+                    else:
+                        offline[qos] = [target]
                 continue
             handler = broker.handler_of(target)
             if handler is not None:
                 handler.send_later(topic, data, qos, retain=False)
-        if dropped:
-            broker.dropped_log(dropped)
+        if offline is None:
+            return 0
+        copies = 0
+        for qos, sessions in offline.items():
+            broker.queue_offline(sessions, RetainedApplicationMessage(None, topic, data, qos))
+            copies += len(sessions)
+        return copies
 
 
 def _settle_when_all(acked: asyncio.Future[None], parts: list[asyncio.Future[None] | None]) -> None:
@@ -253,11 +285,6 @@ def _settle_when_all(acked: asyncio.Future[None], parts: list[asyncio.Future[Non
 
     for part in waiting:
         part.add_done_callback(one_done)
-
-
-def _queues_offline(targets: list[tuple[Any, int]]) -> bool:
-    """Whether a message for `targets` would be queued for an offline persistent session (QoS 1 or 2)."""
-    return any(qos and not target.clean_session and target.transitions.state != "connected" for target, qos in targets)
 
 
 class FastHandler(BrokerProtocolHandler):  # type: ignore[misc]  # amqtt is untyped here (follow_imports=skip)

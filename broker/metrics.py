@@ -112,6 +112,12 @@ class BrokerCollector(Collector):
             value=getattr(self.broker._broker, "dropped_queued", 0),
         )
         yield CounterMetricFamily(
+            "rtdp_broker_copies_throttled",
+            "Pauses in reading a publisher whose user queued over RTDP_OFFLINE_COPIES copies a second for"
+            " offline sessions",
+            value=getattr(getattr(self.broker._broker, "copies", None), "throttled", 0),
+        )
+        yield CounterMetricFamily(
             "rtdp_broker_connections_refused",
             "Connections closed at once over RTDP_MQTT_MAX_CONNECTIONS or RTDP_MQTT_CONNECTIONS_PER_IP",
             value=self.broker.limits.refused,

@@ -237,12 +237,14 @@ class Persistence:
         self._sessions[client_id] = _REMOVE
         self._kick()
 
-    def queued(self, session: Session, message: Any) -> int:
-        """`message` for the offline persistent `session`'s queue: its saved id (0: not saved), which the
-        caller keeps beside it in that session's queue (`OfflineQueue.rows`). A message object shared by
+    def queued(self, sessions: list[Session], message: Any) -> int:
+        """`message` for the offline persistent `sessions`' queues: its saved id (0: not saved), which the
+        caller keeps beside it in each session's queue (`OfflineQueue.rows`). A message object shared by
         many queues (broker.fastpath, `_retain_broadcast_message`) is saved once."""
-        client_id = session.client_id
-        if self._closed or session.clean_session or not client_id:
+        if self._closed:
+            return 0
+        members = [s.client_id for s in sessions if not s.clean_session and s.client_id]
+        if not members:
             return 0
         known = self._shared.get(id(message))
         if known is not None and known[0] is message and known[1] > self._built:
@@ -253,21 +255,28 @@ class Persistence:
             if len(self._shared) >= SHARED:
                 del self._shared[next(iter(self._shared))]  # the oldest: fan-outs share one message at a time
             self._shared[id(message)] = (message, row)
-        self._messages[row][1].append(client_id)
+        self._messages[row][1].extend(members)
         self._kick()
         return row
 
-    def trimmed(self, session: Session) -> None:
-        """The offline `session`'s full queue dropped its oldest: what is older than its head goes."""
-        rows = getattr(session.retained_messages, "rows", None)  # OfflineQueue's, beside its messages
-        row = rows[0] if rows else 0
-        if row and session.client_id and not self._closed:
-            self._floors[session.client_id] = row
-            self._dropped = True
-            if self._timer is None and not self._running:
-                # A timer due or a commit running schedules the floors when it is done (`_commit_next`,
-                # `_done`): no clock read per session per message of a flood.
-                self._schedule(self._floors_wait())
+    def trimmed(self, sessions: list[Session]) -> None:
+        """The offline `sessions`' full queues dropped their oldest: what is older than each head goes."""
+        if self._closed:
+            return
+        floors, raised = self._floors, False
+        for session in sessions:
+            rows = getattr(session.retained_messages, "rows", None)  # OfflineQueue's, beside its messages
+            row = rows[0] if rows else 0
+            if row and session.client_id:
+                floors[session.client_id] = row
+                raised = True
+        if not raised:
+            return
+        self._dropped = True
+        if self._timer is None and not self._running:
+            # A timer due or a commit running schedules the floors when it is done (`_commit_next`,
+            # `_done`): no clock read per session per message of a flood.
+            self._schedule(self._floors_wait())
 
     def retained(self, topic: str, feed_id: int | None, data: bytes | bytearray, qos: int | None) -> None:
         if not self._closed:

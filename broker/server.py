@@ -37,14 +37,14 @@ from amqtt.session import Session
 from amqtt.utils import gen_client_id
 from websockets.asyncio.server import ServerConnection
 
-from broker.access import AccessControl, TopicAction, session_id, session_owner
+from broker.access import AccessControl, Memo, TopicAction, session_id, session_owner
 from broker.acks import MAX_UNSETTLED, AckAfterSettleHandler, settle
 from broker.delivery import DeliveryHandler
 from broker.errors import BrokerError, PortInUse
-from broker.fastpath import SLICE, FastHandler, FastPath, offline_queue
+from broker.fastpath import SLICE, FastHandler, FastPath, OfflineQueue, offline_queue
 from broker.gate import GateCounter, PacketGate
 from broker.intake import Sink, wanted
-from broker.limits import ConnectionLimits, refuse, shut
+from broker.limits import ConnectionLimits, CopyBudget, refuse, shut
 from broker.metrics import BrokerCollector
 from broker.persistence import Persistence
 from broker.subscriptions import Subscriptions
@@ -235,6 +235,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         connect_timeout: float = 10.0,
         session_queue: int = 1000,
         sessions_per_user: int = 100,
+        offline_copies: int = 20_000,
         persistence: Persistence | None = None,
     ) -> None:
         super().__init__(config)
@@ -250,6 +251,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         self.connect_timeout = connect_timeout
         self.session_queue = session_queue
         self.sessions_per_user = sessions_per_user
+        self.copies = CopyBudget(offline_copies)
         self.dropped_queued = 0  # messages dropped from full offline-session queues (broker.metrics)
         self.queued_offline = 0  # messages queued for offline sessions (a fan-out that queued one changed it)
         self._log = RateLimitedLog(logger)
@@ -275,25 +277,43 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
     def handler_of(self, session: Session) -> Any:
         return self._get_handler(session)
 
-    def queue_offline(self, target: Session, message: Any, log: bool = True) -> bool:
-        """Queue `message` for an offline persistent session, bounded: amqtt queued without bound (2,000
+    def charge_copies(self, publisher: Session | None, copies: int, handler: Any = None) -> None:
+        """`copies` of `publisher`'s message queued for offline sessions: counted against its user's budget
+        (broker.limits' `CopyBudget`); over it, that connection is not read for a while. Our own notices
+        (no publisher) and the service account are not counted."""
+        principal = self.access.principal(publisher.client_id) if publisher is not None else None
+        if principal is None or principal.service:
+            return
+        pause = self.copies.charge(principal.user_id, copies, asyncio.get_running_loop().time())
+        if pause:
+            if handler is None:
+                handler = self.handler_of(publisher)
+            if isinstance(handler, AckAfterSettleHandler):
+                handler.pause_reading(pause)
+
+    def queue_offline(self, targets: list[Session], message: Any) -> None:
+        """Queue `message` for offline persistent sessions, bounded: amqtt queued without bound (2,000
         sessions and 20,000 publishes made 16 million copies). At `session_queue` the oldest goes: a device
-        back online wants the latest readings, and what it missed is stored anyway. `message` may be shared
-        by every session it is queued for (broker.fastpath). Fix 14: saved, in groups; the id of its saved
-        row is kept by this session's queue (`OfflineQueue.rows`), not on the shared message. True if its
-        oldest was dropped; `log` False: the caller logs the drops of one fan-out at once (`dropped_log`)."""
-        queue = offline_queue(target)
+        back online wants the latest readings, and what it missed is stored anyway. One `message` object
+        for all of them (broker.fastpath), saved once (fix 14); the id of its saved row is kept by each
+        session's queue (`OfflineQueue.rows`), not on the shared message. A fan-out to 100 sessions costs
+        one record and one log line, not 100."""
         persistence = self.persistence
-        self.queued_offline += 1
-        row = 0 if persistence is None else persistence.queued(target, message)
-        if not queue.push(message, self.session_queue, row):
-            return False
-        self.dropped_queued += 1
-        if log:
-            self.dropped_log(1)
-        if persistence is not None:
-            persistence.trimmed(target)
-        return True
+        row = 0 if persistence is None else persistence.queued(targets, message)
+        limit = self.session_queue
+        full: list[Session] = []
+        for target in targets:
+            queue = target.retained_messages
+            if type(queue) is not OfflineQueue:
+                queue = offline_queue(target)
+            if queue.push(message, limit, row):
+                full.append(target)
+        self.queued_offline += len(targets)
+        if full:
+            self.dropped_queued += len(full)
+            self.dropped_log(len(full))
+            if persistence is not None:
+                persistence.trimmed(full)
 
     def dropped_log(self, sessions: int) -> None:
         self._log.warning(
@@ -365,7 +385,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         message = shared.get(qos)
         if message is None:
             message = shared[qos] = RetainedApplicationMessage(None, broadcast["topic"], broadcast["data"], qos)
-        self.queue_offline(target_session, message)
+        self.queue_offline([target_session], message)
         await self.plugins_manager.fire_event(
             BrokerEvents.RETAINED_MESSAGE, client_id=target_session.client_id, retained_message=message
         )
@@ -501,17 +521,15 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         if force_qos is None and session is not None:
             force_qos = session.attributes.get(_PUBLISHED_QOS)
         # Fanned out at once when every decision is cached and nothing is queued before it (broker.fastpath).
-        queued = self.queued_offline
         publisher = session.client_id if session is not None else None
-        if (
-            topic
-            and data is not None
-            and self.fast.enabled
-            and self.fast.broadcast(publisher, topic, bytes(data), force_qos)
-        ):
-            if then is not None:
-                then(self.queued_offline != queued)
-            return
+        if topic and data is not None and self.fast.enabled:
+            copies = self.fast.broadcast(publisher, topic, bytes(data), force_qos)
+            if copies is not None:
+                if copies:
+                    self.charge_copies(session, copies)
+                if then is not None:
+                    then(bool(copies))
+                return
         broadcast: dict[str, Any] = {"session": session, "topic": topic, "data": data}
         if force_qos is not None:
             broadcast["qos"] = force_qos
@@ -551,11 +569,14 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
         # one message object shared by the offline sessions' queues.
         targets = self.fast.targets(topic, published) if self.fast.enabled and data is not None else None
         if targets is not None:
-            self.fast.deliver(targets, topic, bytes(data))
+            copies = self.fast.deliver(targets, topic, bytes(data))
+            if copies:
+                self.charge_copies(broadcast.get("session"), copies)
             return
         # Some decision must be read (a cache expired, credentials due for a check): the cached ones first,
         # each other one once (2,000 offline sessions of one user: one read, not 2,000 awaited checks).
-        memo: dict[object, bool] = {}  # AccessControl.permits_now: one decision per principal
+        memo = Memo(time.monotonic())  # AccessControl.permits_now: one decision per principal
+        copies = 0
         decided: list[tuple[Session, int, bool | None]] = []
         for topic_filter in self._subscriptions.matching(topic):
             for target, granted in list(self._subscriptions.get(topic_filter, ())):
@@ -578,11 +599,14 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
                 # Queued for an offline persistent session, QoS 1 and 2 only (3.1.2.4).
                 if not target.clean_session and qos in (QOS_1, QOS_2):
                     await self._retain_broadcast_message(broadcast, qos, target)
+                    copies += 1
                 continue
             handler = self._get_handler(target)
             if handler is not None:
                 sending = handler.mqtt_publish(topic, broadcast["data"], qos, retain=False)
                 running_tasks.append(asyncio.ensure_future(sending))
+        if copies:
+            self.charge_copies(broadcast.get("session"), copies)
 
     async def _publish_session_retained_messages(self, session: Session) -> None:
         # amqtt's own method (its name: "retained" means "queued while offline"), with retain=False, and
@@ -891,6 +915,7 @@ class EmbeddedBroker:
             connect_timeout=self.settings.mqtt_connect_timeout,
             session_queue=self.settings.session_queue,
             sessions_per_user=self.settings.sessions_per_user,
+            offline_copies=self.settings.offline_copies,
             persistence=Persistence(self.settings.session_expiry),
         )
         try:

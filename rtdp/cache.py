@@ -21,6 +21,11 @@ class TTLCache(Generic[K, V]):
         self.ttl = ttl
         self.max_entries = max_entries
         self._data: OrderedDict[K, tuple[float, V]] = OrderedDict()
+        self.changes = 0  # puts and clears so far: what a cache built from this one's answers checks
+
+    def entry(self, key: K) -> tuple[float, V] | None:
+        """(when it expires, time.monotonic(); the value) as stored, expired or not."""
+        return self._data.get(key)
 
     def get(self, key: K) -> V | None:
         entry = self._data.get(key)
@@ -33,12 +38,14 @@ class TTLCache(Generic[K, V]):
         return value
 
     def put(self, key: K, value: V) -> None:
+        self.changes += 1
         self._data[key] = (time.monotonic() + self.ttl, value)
         self._data.move_to_end(key)
         while len(self._data) > self.max_entries:
             self._data.popitem(last=False)
 
     def clear(self) -> None:
+        self.changes += 1
         self._data.clear()
 
 

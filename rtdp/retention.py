@@ -12,6 +12,9 @@ Each batch lowers `Axis.point_count` by the rows it really deleted and, only whe
 axis's newest point, moves `last_x`/`last_y` to the newest point left. Every axis that lost points
 gets a PurgeLog row for the dashboard.
 
+Alert events are trimmed the same way (`trim_alert_events`): each rule keeps its newest `EVENTS_KEPT`;
+a rule flapping with every point (1,000 transitions a second) added 3.6 million rows an hour.
+
 Synchronous (Peewee): call it from a thread, never from an event loop.
 """
 
@@ -26,7 +29,7 @@ from typing import Any
 import peewee as pw
 
 from rtdp.casts import XCast
-from rtdp.models import Axis, Feed, Point, PurgeLog
+from rtdp.models import AlertEvent, Axis, Feed, Point, PurgeLog
 from rtdp.store import get_feed, summary
 from rtdp.store.dialect import dialect_of
 
@@ -39,6 +42,8 @@ TARGET_SECONDS = 0.01
 MIN_BATCH = 500
 # The PurgeLog keeps about this many recent rows (the dashboard shows the latest, not all).
 LOG_KEPT = 10_000
+# Events each alert rule keeps, newest first (its history on /alerts and in the API).
+EVENTS_KEPT = 10_000
 # Tries of one batch when SQLite answers "database is locked" (each after its 5 s busy timeout).
 LOCK_ATTEMPTS = 3
 
@@ -128,6 +133,40 @@ def purge(
         longest=progress.longest,
         interrupted=interrupted,
     )
+
+
+def trim_alert_events(
+    *, kept: int = EVENTS_KEPT, batch: int = 5000, stop: threading.Event | None = None
+) -> int:
+    """Delete each alert rule's events beyond its newest `kept`, at most `batch` per transaction, pausing
+    between them as `purge` does; how many went. Setting `stop` ends it between two batches."""
+    db = AlertEvent._meta.database
+    dialect = dialect_of(db)
+    count = pw.fn.COUNT(AlertEvent.id)
+    over: Any = AlertEvent.select(AlertEvent.rule_id).group_by(AlertEvent.rule_id).having(count > kept).tuples()
+    removed = 0
+    for (rule_id,) in list(over):
+        # The oldest event kept: below it everything of this rule goes (ids only grow).
+        oldest_kept: Any = (
+            AlertEvent.select(AlertEvent.id).where(AlertEvent.rule_id == rule_id)
+            .order_by(AlertEvent.id.desc()).offset(kept - 1).limit(1).scalar()
+        )
+        if oldest_kept is None:
+            continue
+        while not (stop is not None and stop.is_set()):
+            oldest: Any = (
+                AlertEvent.select(AlertEvent.id)
+                .where((AlertEvent.rule_id == rule_id) & (AlertEvent.id < oldest_kept))
+                .order_by(AlertEvent.id).limit(batch).tuples()
+            )
+            ids = [i for (i,) in oldest]
+            if not ids:
+                break
+            started = time.monotonic()
+            with dialect.write_transaction(db):
+                removed += AlertEvent.delete().where(AlertEvent.id.in_(ids)).execute()
+            time.sleep(time.monotonic() - started)  # the writer's turn: never hold the database for long
+    return removed
 
 
 def recent_purges(limit: int = 100) -> list[PurgeLog]:

@@ -404,6 +404,15 @@ class Settings:
         100, "Embedded broker: persistent MQTT sessions (clean session 0) one user may keep; beyond, a"
         " CONNECT that would make one more is refused with CONNACK 3.", serve_and("broker"),
     )
+    # Embedded broker: a publish queued for offline persistent sessions costs a copy per session on the loop
+    # every client shares; one user's publishes may queue this many a second (a second's worth at once),
+    # beyond, the connection that published is not read until they are back within it (broker.limits).
+    offline_copies: int = setting(
+        20_000, "Embedded broker: copies per second one user's publishes may queue for offline persistent"
+        " sessions (a publish to 100 offline sessions makes 100); beyond, the broker stops reading from"
+        " the publishing connection until the rate is back (MQTT's own back-pressure: nothing is dropped).",
+        serve_and("broker"),
+    )
     # SQLite's `synchronous` pragma: normal (WAL: a commit survives a crash of the process, kill -9) or
     # full (also a power loss or OS crash, at the cost of an fsync per commit).
     sqlite_synchronous: str = setting(
@@ -508,6 +517,8 @@ class Settings:
             raise _invalid("session_queue", f"must be 1-1000000, got {self.session_queue}")
         if not 1 <= self.sessions_per_user <= 1_000_000:
             raise _invalid("sessions_per_user", f"must be 1-1000000, got {self.sessions_per_user}")
+        if not 1 <= self.offline_copies <= 100_000_000:
+            raise _invalid("offline_copies", f"must be 1-100000000, got {self.offline_copies}")
         if self.sqlite_synchronous not in SQLITE_SYNCHRONOUS:
             choices = ", ".join(SQLITE_SYNCHRONOUS)
             raise _invalid("sqlite_synchronous", f"must be one of {choices}, got {self.sqlite_synchronous!r}")

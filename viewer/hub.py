@@ -299,8 +299,14 @@ class Hub:
             joined = Joined(frames)
             for sub in list(subs):
                 if not sub.offer(frames, now, joined):
-                    self.unsubscribe(sub)
-                    self.on_drop()
+                    self._ended(sub)
+
+    def _ended(self, sub: Subscription) -> None:
+        # Cut for falling behind: counted (rtdp_sse_dropped_clients); a stream that had ended on its own
+        # (its client left, its rights went) and was not unsubscribed yet is not.
+        self.unsubscribe(sub)
+        if sub.dropped:
+            self.on_drop()
 
     def alert(self, feed: str, payload: bytes) -> None:
         """An alert on `feed` for each of its streams (the browser shows a notification)."""
@@ -318,8 +324,7 @@ class Hub:
         for subs in list(self._feeds.get(feed, {}).values()):
             for sub in list(subs):
                 if not sub.offer(frames, now, joined):
-                    self.unsubscribe(sub)
-                    self.on_drop()
+                    self._ended(sub)
 
     def recheck(self) -> None:
         """Rights changed: every stream asks again whether its reader may still read its feed."""

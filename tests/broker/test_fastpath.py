@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import socket
 
+from rtdp.models import Share
 from tests.broker import raw
-from tests.broker.conftest import PASSWORD
+from tests.broker.conftest import PASSWORD, World
 from tests.support.embedded import EmbeddedBrokerHandle
 from tests.support.env import wait_for
 
@@ -115,3 +116,57 @@ def test_another_clients_queued_broadcast_does_not_hold_a_publish_back(embedded:
                 assert (broker.fast.taken > taken) is fast, (publisher, fast)
             finally:
                 broker._queued_from[publisher] -= 1
+
+
+def test_a_subscriber_added_to_a_known_filter_gets_the_next_message(embedded: EmbeddedBrokerHandle) -> None:
+    """A topic's subscribers are worked out once and kept (a flood to 100 offline sessions checked 100
+    decisions per message): a session joining or leaving a filter that already had subscribers changes amqtt's
+    list in place, and the next message must see it."""
+    with _client(embedded, "first") as first, _client(embedded, "second") as second, \
+            _client(embedded, "kept-pub") as pub:
+        first.sendall(raw.subscribe("feeds/manual_feed_a/#", qos_byte=0))
+        _expect(first, 0x90)
+        for packet_id in (1, 2):  # the second goes the fast way, with the topic's subscribers kept
+            pub.sendall(raw.publish(TOPIC, str(packet_id).encode(), qos=1, packet_id=packet_id))
+            _expect(pub, 0x40)
+            assert raw.publish_fields(*raw.read_packet(first))[1] == str(packet_id).encode()
+        second.sendall(raw.subscribe("feeds/manual_feed_a/#", qos_byte=0, packet_id=7))  # the same filter
+        _expect(second, 0x90)
+        pub.sendall(raw.publish(TOPIC, b"3", qos=1, packet_id=3))
+        _expect(pub, 0x40)
+        assert raw.publish_fields(*raw.read_packet(first))[1] == b"3"
+        assert raw.publish_fields(*raw.read_packet(second))[1] == b"3"
+        second.sendall(raw.packet(0xA2, b"\x00\x08" + raw.field("feeds/manual_feed_a/#")))  # UNSUBSCRIBE
+        _expect(second, 0xB0)
+        pub.sendall(raw.publish(TOPIC, b"4", qos=1, packet_id=4))
+        _expect(pub, 0x40)
+        assert raw.publish_fields(*raw.read_packet(first))[1] == b"4"
+        second.sendall(b"\xc0\x00")  # PINGREQ: its answer comes first, nothing was sent to it before
+        _expect(second, 0xD0)
+
+
+def test_a_topics_kept_subscribers_follow_a_change_of_rights(
+    embedded: EmbeddedBrokerHandle, world: World
+) -> None:
+    """Rights changed (a share removed, as any process records it in the rights revision): the decisions
+    are dropped, and with them the subscribers kept for a topic."""
+    share = Share.create(feed=world.ep_feed, user=world.ap, access="read")
+    with raw.open_socket(embedded.host, embedded.port) as reader, _client(embedded, "rights-pub") as pub:
+        reader.sendall(raw.connect("ap@nothing.com", PASSWORD, client_id="reader"))
+        assert raw.read_exactly(reader, 4) == ACCEPTED
+        reader.sendall(raw.subscribe("feeds/manual_feed_a/#", qos_byte=0))
+        _expect(reader, 0x90)
+        for packet_id in (1, 2):
+            pub.sendall(raw.publish(TOPIC, str(packet_id).encode(), qos=1, packet_id=packet_id))
+            _expect(pub, 0x40)
+            assert raw.publish_fields(*raw.read_packet(reader))[1] == str(packet_id).encode()
+        share.delete_instance()
+
+        async def changed() -> None:
+            embedded.broker.access.rights_changed()
+
+        embedded.call(changed())
+        pub.sendall(raw.publish(TOPIC, b"3", qos=1, packet_id=3))
+        _expect(pub, 0x40)
+        reader.sendall(b"\xc0\x00")  # PINGREQ
+        _expect(reader, 0xD0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ import pytest
 
 from broker import access as access_module
 from broker.acks import AckAfterSettleHandler
+from broker.limits import CopyBudget
 from broker.server import quiet_amqtt_logging
 from rtdp import revision
 from rtdp.accounts import ServiceAccount
@@ -296,3 +298,51 @@ def test_one_users_persistent_sessions_are_capped(world: World, tmp_path: Path, 
         assert connack("ep@nothing.com", PASSWORD, "keep-1") == b"\x20\x02\x01\x00"  # its own, present
         assert connack("ep@nothing.com", PASSWORD, "passing", clean=True) == ACCEPTED
         assert connack("ap@nothing.com", PASSWORD, "one-more") == ACCEPTED  # another user's own count
+
+
+def test_the_copy_budget_is_per_user_and_refills() -> None:
+    budget = CopyBudget(100)
+    assert budget.charge("ep", 100, now=0.0) == 0.0  # a second's worth at once
+    assert budget.charge("ep", 50, now=0.0) == pytest.approx(0.5)  # 50 over: half a second at 100/s
+    assert budget.charge("ap", 100, now=0.0) == 0.0  # another user's own budget
+    assert budget.charge("ep", 50, now=1.0) == 0.0  # -50, refilled by 100 a second
+    assert budget.charge("ep", 10, now=100.0) == 0.0  # never above 100: 90 left ...
+    assert budget.charge("ep", 91, now=100.0) == pytest.approx(0.01)  # ... so 1 over
+    assert budget.throttled == 2
+
+
+def test_a_flood_queued_for_offline_sessions_is_slowed_down_and_nothing_is_lost(
+    world: World, tmp_path: Path, service: ServiceAccount
+) -> None:
+    """Issue 11 #3: each publish to a feed that 100 offline sessions subscribe to cost 100 copies on the
+    loop every client shares, and one user's flood of them held everybody's PUBACKs (p99 280 ms). Over
+    `offline_copies` a second, the broker stops reading from the publisher for a while: its messages are
+    all acknowledged and queued, only later."""
+    sessions, messages, rate = 10, 41, 200  # 410 copies: 200 at once, then 200 a second
+    with _broker(tmp_path, service, offline_copies=rate) as handle:
+        device = handle.endpoint("ep@nothing.com", PASSWORD)
+        for index in range(sessions):
+            with connected(device, f"sleeper-{index}", clean_session=False) as sleeper:
+                assert sleeper.subscribe("feeds/manual_feed_a/x", qos=1) == 1
+        broker = handle.broker._broker
+        assert broker is not None
+        with _raw(handle) as pub:
+            pub.sendall(connect("ep@nothing.com", PASSWORD, client_id="flooder"))
+            assert raw.read_exactly(pub, 4) == ACCEPTED
+            pub.sendall(publish("feeds/manual_feed_a/x", b"0", qos=1, packet_id=1))  # the decisions cached
+            assert raw.read_exactly(pub, 4) == b"\x40\x02\x00\x01"
+            began = time.monotonic()
+            for first in range(1, messages, 10):  # as a flooder goes: a batch, then its PUBACKs
+                pub.sendall(b"".join(publish("feeds/manual_feed_a/x", b"%d" % i, qos=1, packet_id=i + 1)
+                                     for i in range(first, first + 10)))
+                acked = [raw.read_exactly(pub, 4) for _ in range(10)]
+                assert acked == [b"\x40\x02" + (i + 1).to_bytes(2, "big") for i in range(first, first + 10)]
+            took = time.monotonic() - began
+        # The last message is read only once the copies over the budget before it are paid for: about
+        # (399 - 200) / 200 seconds.
+        assert took >= 0.7, took
+        assert broker.copies.throttled > 0
+        assert broker.dropped_queued == 0
+        with connected(device, "sleeper-3", clean_session=False) as sleeper:
+            wait_for(lambda: len(sleeper.received()) == messages, what="every message queued")
+            assert [payload for _, payload in sleeper.received()] == [b"%d" % i for i in range(messages)]

@@ -33,12 +33,14 @@ def test_rules_from_the_feed_page_and_alerts_page(client: TestClient, world: Wor
     rule = AlertRule.get()
     assert (rule.name, rule.kind, rule.threshold, rule.severity) == ("hot", "above", 30.0, "critical")
     assert "above 30" in client.get("/feeds/feed_t").text
+    assert "No events yet" in client.get("/alerts").text  # an empty table says so
     # Firing shows in the header's count and on /alerts with an acknowledge button.
     AlertRule.update(state="firing").execute()
     event = AlertEvent.create(rule=rule, state="firing", point_id=1, x=1.0, y=31.0)
     page = client.get("/alerts")
     assert re.search(r'id="alerts-firing"[^>]*>1<', page.text)
     assert f'action="/alerts/events/{event.id}/ack"' in page.text and 'data-feeds="feed_t"' in page.text
+    assert "No events yet" not in page.text
     acked = client.post(f"/alerts/events/{event.id}/ack", data={"csrf_token": csrf}, follow_redirects=False)
     assert acked.status_code == 303 and AlertEvent.get_by_id(event.id).acknowledged_by == "ep@nothing.com"
     # Bad input: the page again, naming the field; nothing made.

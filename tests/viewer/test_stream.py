@@ -204,6 +204,18 @@ def test_hub_drops_only_the_slow_subscriber() -> None:
     asyncio.run(scenario())
 
 
+def test_hub_counts_only_the_clients_it_cut() -> None:
+    """rtdp_sse_dropped_clients counts streams cut for falling behind, not those that had ended on their
+    own (a client gone, rights revoked) and met a delivery before they unsubscribed."""
+    drops: list[int] = []
+    hub = Hub(queue_size=1, on_drop=lambda: drops.append(1))
+    gone, slow = hub.subscribe("f"), hub.subscribe("f")
+    gone.stop()  # its stream ended; it unsubscribes once its task runs again
+    hub.dispatch("f", [StoredEvent(1, "a", 1.0, 0.0), StoredEvent(2, "a", 2.0, 0.0)])  # more than `slow` holds
+    assert slow.ended and slow.dropped and not gone.dropped
+    assert len(drops) == 1 and hub.client_count == 0
+
+
 def test_hub_cuts_a_live_client_whose_points_waited_too_long() -> None:
     """Beyond the process's capacity every stream falls behind a little; one whose queued points waited
     longer than max_lag is cut (it resumes from the database), so those that stay are never far behind.

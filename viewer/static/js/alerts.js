@@ -66,6 +66,13 @@
       }
       body.appendChild(row);
     }
+    if (!events.length) {
+      const row = document.createElement("tr");
+      row.className = "none";
+      const only = cell(row, "No events yet: a rule's changes of state show here.", "muted");
+      only.colSpan = 6;
+      body.appendChild(row);
+    }
     document.documentElement.dataset.alertsRendered =
       String(Number(document.documentElement.dataset.alertsRendered || "0") + 1);
   }
