@@ -147,8 +147,11 @@ class FastPath:
         self.broker = broker
         self.access = broker.access
         self.taken = 0  # messages handled here (broker.metrics could show the share)
-        # (topic, published QoS): its targets, the subscriptions' and access's generations, valid until.
-        self._kept: dict[tuple[str, int | None], tuple[list[tuple[Any, int]], int, int, float]] = {}
+        # (topic, published QoS): its targets and until when they hold (`targets`), all of them built while
+        # the subscriptions and access had the generations `_kept_at`; forgotten together when those change,
+        # so no list keeps a removed session.
+        self._kept: dict[tuple[str, int | None], tuple[list[tuple[Any, int]], float]] = {}
+        self._kept_at = (-1, -1)
         callbacks = getattr(broker.plugins_manager, "_event_plugin_callbacks", {})
         self.enabled = not any(event in callbacks for event in _SKIPPED_EVENTS)
 
@@ -218,14 +221,14 @@ class FastPath:
         subscriptions, access = self.broker.subscriptions, self.access
         key = (topic, published)
         now = time.monotonic()
-        kept = self._kept.get(key)
-        if (
-            kept is not None
-            and kept[1] == subscriptions.generation
-            and kept[2] == access.generation
-            and now < kept[3]
-        ):
-            return kept[0]
+        generations = (subscriptions.generation, access.generation)
+        if generations != self._kept_at:
+            self._kept.clear()
+            self._kept_at = generations
+        else:
+            kept = self._kept.get(key)
+            if kept is not None and now < kept[1]:
+                return kept[0]
         permits_now, receive = access.permits_now, TopicAction.RECEIVE
         memo = Memo(now)
         found: list[tuple[Any, int]] = []
@@ -238,7 +241,7 @@ class FastPath:
                     found.append((target, granted if published is None else min(published, granted)))
         if len(self._kept) >= MAX_TOPICS:
             self._kept.clear()
-        self._kept[key] = (found, subscriptions.generation, access.generation, memo.until)
+        self._kept[key] = (found, memo.until)
         return found
 
     def deliver(self, targets: list[tuple[Any, int]], topic: str, data: bytes) -> int:
