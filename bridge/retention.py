@@ -56,26 +56,24 @@ class RetentionScheduler:
             self._thread = None
 
     def run_once(self) -> PurgeReport | None:
-        """One purge now, in the calling thread; errors are logged and counted, never raised."""
+        """One purge and one trim of the alert history now, in the calling thread; errors are logged and
+        counted, never raised. The report is the purge's (None if it failed)."""
+        try:
+            report: PurgeReport | None = self._purge()
+            self._trim()
+        finally:
+            self.runs += 1
+            self.ran.set()
+        return report
+
+    def _purge(self) -> PurgeReport | None:
         try:
             report = purge(time.time(), stop=self._stop)
         except (pw.DatabaseError, pw.InterfaceError, RtdpError) as exc:
             self.failures += 1
             log.warning("retention: purge failed (will retry in %gs): %s", self.interval, exc)
             return None
-        finally:
-            self.runs += 1
-            self.ran.set()
         self.last = report
-        try:
-            trimmed = trim_alert_events(stop=self._stop)
-        except (pw.DatabaseError, pw.InterfaceError) as exc:
-            self.failures += 1
-            log.warning("retention: trimming alert events failed (will retry in %gs): %s", self.interval, exc)
-        else:
-            if trimmed:
-                log.info("retention: removed %d old alert events (each rule keeps its newest %d)", trimmed,
-                         EVENTS_KEPT)
         if report.removed:
             log.info(
                 "retention: removed %d points from %d axes in %d batches (%.2fs, longest transaction %.1f ms)",
@@ -86,6 +84,16 @@ class RetentionScheduler:
                 report.longest * 1000,
             )
         return report
+
+    def _trim(self) -> None:
+        try:
+            trimmed = trim_alert_events(stop=self._stop)
+        except (pw.DatabaseError, pw.InterfaceError) as exc:
+            self.failures += 1
+            log.warning("retention: trimming alert events failed (will retry in %gs): %s", self.interval, exc)
+            return
+        if trimmed:
+            log.info("retention: removed %d old alert events (each rule keeps its newest %d)", trimmed, EVENTS_KEPT)
 
     def _run(self) -> None:
         try:

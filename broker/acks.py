@@ -36,7 +36,7 @@ MAX_UNSETTLED = 100
 # Bytes waiting to be sent to a client before the broker stops reading from it: asyncio's own high-water
 # mark, above which a transport's drain() waits.
 MAX_BACKLOG = 64 * 1024
-# Longest pause asked at once (`pause_reading`): well under any keep-alive, which the paused read counts in.
+# Longest pause (`pause_reading`): the paused read counts in the keep-alive timeout, at least 1.5 s.
 MAX_PAUSE = 1.0
 
 # The acknowledgements as bytes (fixed header, remaining length 2, packet id follows): amqtt builds a
@@ -158,10 +158,12 @@ class AckAfterSettleHandler(BrokerProtocolHandler):  # type: ignore[misc]
         return draining or not self._gate.is_set()
 
     def pause_reading(self, seconds: float) -> None:
-        """Read nothing more from this client for `seconds` (broker.limits' `CopyBudget`)."""
+        """Read nothing more from this client for `seconds`, at most MAX_PAUSE (broker.limits' `CopyBudget`).
+        A pause under way is not lengthened: the client's next packet (a PINGREQ perhaps) is read after it,
+        and the next publish over the budget pauses it again."""
         gate = self._reader_gate
-        if gate is not None:
-            gate.resume_at = max(gate.resume_at, self._loop.time() + min(seconds, MAX_PAUSE))
+        if gate is not None and not gate.resume_at:
+            gate.resume_at = self._loop.time() + min(seconds, MAX_PAUSE)
 
     def attach(self, session: Session, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         self._reader_gate = _GatedReader(reader, self._gate, writer)

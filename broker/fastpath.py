@@ -148,8 +148,8 @@ class FastPath:
         self.access = broker.access
         self.taken = 0  # messages handled here (broker.metrics could show the share)
         # (topic, published QoS): its targets and until when they hold (`targets`), all of them built while
-        # the subscriptions and access had the generations `_kept_at`; forgotten together when those change,
-        # so no list keeps a removed session.
+        # the subscriptions and access had the generations `_kept_at`; forgotten together at the first
+        # `targets` call after those change, so a removed session is not kept past the next message.
         self._kept: dict[tuple[str, int | None], tuple[list[tuple[Any, int]], float]] = {}
         self._kept_at = (-1, -1)
         callbacks = getattr(broker.plugins_manager, "_event_plugin_callbacks", {})

@@ -14,8 +14,9 @@ And one rate: a publish queued for offline persistent sessions costs the broker'
 session (100 sessions subscribed to a feed: 100 copies per message), so one user flooding such a feed
 held the loop that every other client and HTTP share (issue 11's `sessions` attack: the well-behaved
 user's PUBACKs at p99 280 ms). `CopyBudget` gives each user `rate` copies a second (a second's worth at
-once); beyond, the connection that published is not read until the user is back within it, which is
-MQTT's own back-pressure, as for RTDP_MQTT_INFLIGHT: nothing is refused or dropped.
+once); beyond, the connection that published is not read for about as long as the user needs to be back
+within it (at most a second at a time, broker.acks' MAX_PAUSE, then again at its next publish over the
+budget), which is MQTT's own back-pressure, as for RTDP_MQTT_INFLIGHT: nothing is refused or dropped.
 """
 
 from __future__ import annotations

@@ -585,6 +585,7 @@ class _AmqttBroker(Broker):  # type: ignore[misc]  # amqtt is untyped here (foll
                 if permitted:
                     self.access.messages_out += 1  # as `permits` counts
                 decided.append((target, qos, permitted))
+        memo.now = time.monotonic()  # the reads below wait for the database: expiries count from now
         for target, qos, permitted in decided:
             if permitted is None:
                 # Read by an earlier target's check (the same user's decision), or asked now.

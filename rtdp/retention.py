@@ -165,7 +165,11 @@ def trim_alert_events(
             started = time.monotonic()
             with dialect.write_transaction(db):
                 removed += AlertEvent.delete().where(AlertEvent.id.in_(ids)).execute()
-            time.sleep(time.monotonic() - started)  # the writer's turn: never hold the database for long
+            pause = time.monotonic() - started  # the writer's turn: never hold the database for long
+            if stop is not None:
+                stop.wait(pause)
+            else:
+                time.sleep(pause)
     return removed
 
 

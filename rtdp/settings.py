@@ -294,7 +294,8 @@ class Settings:
     )
     # Seconds between retention purges in the bridge (rtdp.retention); 0 disables them.
     retention_interval: float = setting(
-        600.0, "Seconds between the bridge's retention purges; 0 turns them off.", serve_and("bridge")
+        600.0, "Seconds between the bridge's retention purges (and trims of each alert rule's history to its"
+        " newest 10,000 events); 0 turns them off.", serve_and("bridge")
     )
     # `rtdp bridge` / `rtdp broker` run apart: serve Prometheus /metrics here (None: no metrics server).
     metrics: HostPort | None = setting(

@@ -109,13 +109,15 @@ async def _from_header(conn: HTTPConnection, header: str) -> Principal:
 async def _check(
     state: ViewerState, key: object, username: str | None, password: str, address: str | None, token: bool
 ) -> Principal:
+    generation = state.generation
     if token:
         # The token's last use is recorded with the caller's address (rtdp.accounts, once a minute).
         principal = await state.run_db(check_token, password, address)
     else:
         assert username is not None
         principal = await state.run_hash(check_password, username, password)
-    state.credentials.put(key, principal)
+    if state.generation == generation:  # not read before a change of rights
+        state.credentials.put(key, principal)
     return principal
 
 

@@ -5,8 +5,8 @@ At 10,000 requests a second, httptools' callbacks per URL and per header, uvicor
 (`GET /service/feed_input.json/f/a?y=1 HTTP/1.1`, a host, an authorization, perhaps a user agent) is read
 here in one regular expression and a split instead. Anything this reading is not sure to agree with llhttp
 on gives None, and httptools reads the head as before: another method or version, percent-escapes in the
-path, a fragment, a body or its framing (content-length, transfer-encoding), expect, upgrade, a connection
-header other than `close` or `keep-alive`, folded lines, bare LF, control characters or non-ASCII bytes.
+path, a fragment, a body or its framing (content-length, transfer-encoding), expect, upgrade, proxy-connection, a
+connection header other than `close` or `keep-alive`, folded lines, bare LF, control characters or non-ASCII bytes.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ _HEAD = re.compile(
     rb"GET (/[A-Za-z0-9\-._~!$&'()*+,;=:@/]*)(?:\?([A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*))? HTTP/1\.1\r\n"
     rb"((?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[\t\x20-\x7e]*\r\n)*)\r\n"
 )
-# Headers that make a head not plain (see the module docstring).
-_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade"))
+# Headers that make a head not plain (see the module docstring; llhttp reads Proxy-Connection as Connection).
+_FRAMING = frozenset((b"content-length", b"transfer-encoding", b"expect", b"upgrade", b"proxy-connection"))
 _KEEP = {b"keep-alive": True, b"close": False}
 
 

@@ -86,8 +86,9 @@ async def writable_target(state: ViewerState, principal: Principal, feed: str, a
 
 
 async def _decide(state: ViewerState, principal: Principal, feed: str, axis: str) -> Target:
+    generation = state.generation
     target = await state.run_db(_resolve, principal, feed, axis, state.policy, False)
-    if not target.place.pending:
+    if not target.place.pending and state.generation == generation:  # not read before a change of rights
         state.decisions.put(("write", principal.cache_key, feed, axis), target)
     return target
 

@@ -57,6 +57,8 @@ class ViewerState:
     # key arriving meanwhile wait for it (`once`).
     checking: dict[Any, asyncio.Future[Principal]] = field(init=False, default_factory=dict)
     deciding: dict[Any, asyncio.Future[Any]] = field(init=False, default_factory=dict)
+    # Bumped when cached decisions are forgotten: a check that began before does not cache its answer.
+    generation: int = field(init=False, default=0)
     # Password attempts per account and per address (login form, HTTP Basic); sign-ups per address.
     logins: Throttle = field(init=False)
     signups: Throttle = field(init=False)
@@ -84,6 +86,7 @@ class ViewerState:
         """On the event loop: stop trusting cached logins and decisions; open streams check again."""
         self.forget_decisions()
         self.credentials.clear()
+        self.checking.clear()
         self.hub.recheck()
 
     async def run_db(self, func: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -124,8 +127,11 @@ class ViewerState:
         return True
 
     def forget_decisions(self) -> None:
-        """After a change made here (feed deleted, made private...), stop trusting cached decisions."""
+        """After a change made here (feed deleted, made private...), stop trusting cached decisions, and
+        those being made: a request after the change must not join (or cache) one read before it."""
         self.decisions.clear()
+        self.deciding.clear()
+        self.generation += 1
 
 
 def once(under_way: dict[Any, asyncio.Future[T]], key: object, start: Callable[[], Awaitable[T]]) -> Awaitable[T]:
@@ -135,8 +141,13 @@ def once(under_way: dict[Any, asyncio.Future[T]], key: object, start: Callable[[
     running = under_way.get(key)
     if running is None:
         running = under_way[key] = asyncio.ensure_future(start())
-        running.add_done_callback(lambda _: under_way.pop(key, None))
+        running.add_done_callback(functools.partial(_done, under_way, key))
     return asyncio.shield(running)
+
+
+def _done(under_way: dict[Any, asyncio.Future[T]], key: object, running: asyncio.Future[T]) -> None:
+    if under_way.get(key) is running:  # not a newer call, started after the map was cleared
+        del under_way[key]
 
 
 def _not_stored_in_time() -> Unavailable:

@@ -69,6 +69,7 @@ def test_a_plain_head_reads_as_httptools_reads_it(head: bytes) -> None:
         b"GET " + TARGET + b"?y=1 HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
         b"GET " + TARGET + b"?y=1 HTTP/1.1\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
         b"GET " + TARGET + b"?y=1 HTTP/1.1\r\nConnection: close, te\r\n\r\n",
+        b"GET " + TARGET + b"?y=1 HTTP/1.1\r\nProxy-Connection: close\r\n\r\n",  # llhttp: as Connection
         b"GET " + TARGET + b"?y=1 HTTP/1.1\r\nX-Folded: a\r\n b\r\n\r\n",  # obsolete line folding
         b"GET " + TARGET + b"?y=1 HTTP/1.1\nHost: x\n\n",  # bare LF
         b"GET " + TARGET + b"?y=1 HTTP/1.1\r\nHost : x\r\n\r\n",  # space before the colon

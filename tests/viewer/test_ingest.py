@@ -464,6 +464,30 @@ def test_concurrent_requests_after_a_write_decision_expired_decide_it_once(
     assert calls == [("feed_a", "axis_a00"), ("feed_a", "axis_a00")]  # before the expiry, and once after
 
 
+def test_a_write_decision_read_before_a_change_of_rights_is_not_cached(
+    live_server: LiveServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decisions are forgotten when rights change (a feed made private, deleted, a share removed); a decision
+    whose database read began before that must not be cached after it, where every request, and with the
+    single-flight every request waiting on it, would trust it for decision_ttl."""
+    from tests.viewer.conftest import make_world
+    from viewer import ingest
+
+    token = make_world().ep_token
+    state = live_server.app.state.viewer
+    resolve = ingest._resolve
+
+    def changed_meanwhile(*args: Any) -> Any:
+        answer = resolve(*args)
+        state.forget_decisions()  # as a change of rights landing while this read was under way
+        return answer
+
+    monkeypatch.setattr(ingest, "_resolve", changed_meanwhile)
+    with httpx.Client(base_url=live_server.url, headers=bearer(token), timeout=10) as http:
+        assert http.get(f"{URL}/feed_a/axis_a00?x=1&y=1").status_code == 200
+    assert not any(key[0] == "write" for key in state.decisions._data)
+
+
 def test_query_fields_agree_with_parse_qsl() -> None:
     from urllib.parse import parse_qsl
 
