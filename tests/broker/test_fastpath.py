@@ -4,11 +4,15 @@ client can see changes: order, a SUBSCRIBE sent just before, offline sessions' q
 from __future__ import annotations
 
 import socket
+import time
+from pathlib import Path
 
+from rtdp.accounts import ServiceAccount
 from rtdp.models import Share
+from rtdp.settings import Settings
 from tests.broker import raw
 from tests.broker.conftest import PASSWORD, World
-from tests.support.embedded import EmbeddedBrokerHandle
+from tests.support.embedded import EmbeddedBrokerHandle, running_embedded_broker
 from tests.support.env import wait_for
 
 ACCEPTED = b"\x20\x02\x00\x00"
@@ -169,4 +173,38 @@ def test_a_topics_kept_subscribers_follow_a_change_of_rights(
         pub.sendall(raw.publish(TOPIC, b"3", qos=1, packet_id=3))
         _expect(pub, 0x40)
         reader.sendall(b"\xc0\x00")  # PINGREQ
+        _expect(reader, 0xD0)
+
+
+def test_a_topics_kept_subscribers_expire_with_the_decisions_they_came_from(
+    world: World, tmp_path: Path, service: ServiceAccount
+) -> None:
+    """With nothing recorded in the rights revision (a share removed by hand in the database), a cached
+    decision still stops counting after decision_ttl; the subscribers kept for a topic go with it."""
+    settings = Settings.build(env={}, data_dir=tmp_path / "data", decision_ttl=1.0)
+    share = Share.create(feed=world.ep_feed, user=world.ap, access="read")
+    with running_embedded_broker(settings, service) as embedded, \
+            raw.open_socket(embedded.host, embedded.port) as reader, \
+            raw.open_socket(embedded.host, embedded.port) as pub:
+        reader.sendall(raw.connect("ap@nothing.com", PASSWORD, client_id="reader"))
+        assert raw.read_exactly(reader, 4) == ACCEPTED
+        # The service account publishes: its rights never expire, so only the reader's decision can.
+        pub.sendall(raw.connect(service.username, service.password, client_id="ttl-pub"))
+        assert raw.read_exactly(pub, 4) == ACCEPTED
+        reader.sendall(raw.subscribe("feeds/manual_feed_a/#", qos_byte=0))
+        _expect(reader, 0x90)
+        packet_id = 0
+        while True:  # until a message goes the fast way, with the topic's subscribers kept
+            packet_id += 1
+            taken = embedded.broker._broker.fast.taken  # type: ignore[union-attr]
+            pub.sendall(raw.publish(TOPIC, b"%d" % packet_id, qos=1, packet_id=packet_id))
+            _expect(pub, 0x40)
+            assert raw.publish_fields(*raw.read_packet(reader))[1] == b"%d" % packet_id
+            if embedded.broker._broker.fast.taken > taken:  # type: ignore[union-attr]
+                break
+        share.delete_instance()  # no revision: only the decision's lifetime can tell
+        time.sleep(1.2)  # past decision_ttl: what this test is about
+        pub.sendall(raw.publish(TOPIC, b"after", qos=1, packet_id=99))
+        _expect(pub, 0x40)
+        reader.sendall(b"\xc0\x00")  # PINGREQ: its answer comes first, nothing was sent to it before
         _expect(reader, 0xD0)
