@@ -34,6 +34,7 @@ import store_bench  # noqa: E402
 
 from tests.support.mosquitto import running_mosquitto  # noqa: E402
 from tests.support.postgres import available, throwaway_database  # noqa: E402
+from tests.support.processes import established  # noqa: E402
 
 
 def bench_bridges(work: Path, args: argparse.Namespace) -> None:
@@ -252,7 +253,7 @@ def bench_viewers(work: Path, args: argparse.Namespace) -> None:
                     try:
                         pipeline.wait_for(lambda: readers.connected() >= args.viewer_clients,  # noqa: B023
                                           120, interval=0.5, what="the streams to open")
-                        spread = [_streams(pid, port) for pid in pids]
+                        spread = [established(pid, port) for pid in pids]
                         sse_fanout.publish_at(publisher, 10, 1.0)  # warm-up
                         time.sleep(sse_fanout.GRACE)
                         for rate in args.viewer_rates:
@@ -298,12 +299,6 @@ def bench_viewers(work: Path, args: argparse.Namespace) -> None:
     out_path = pipeline.RESULTS / f"viewers-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}.json"
     out_path.write_text(json.dumps({"load": os.getloadavg(), "rows": rows}, indent=1))
     print(f"  results: {out_path.relative_to(pipeline.ROOT)}", flush=True)
-
-
-def _streams(pid: int, port: int) -> int:
-    """Streams a worker holds (established connections on the viewer's port)."""
-    return sum(1 for c in psutil.Process(pid).net_connections("tcp")
-               if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
 
 
 # ---------------------------------------------------------------- overload (5 x capacity)

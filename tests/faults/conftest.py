@@ -13,7 +13,8 @@ from typing import Any
 
 import peewee as pw
 
-from rtdp.models import Point
+from rtdp.models import Axis, Point, User
+from rtdp.store import create_feed
 from tests.support.env import require, wait_for
 from tests.support.mosquitto import Mosquitto
 from tests.support.processes import crash, terminate
@@ -48,6 +49,12 @@ class BridgeProcess:
     def rss_mb(self) -> float:
         assert self.process is not None
         return rss_mb(self.process.pid)
+
+
+def fault_axis(**options: Any) -> Axis:
+    """The axis `a` of a feed `fault` (made with these `create_feed` options) of a throwaway owner."""
+    owner = User.create(email="o@example.com", password_hash="-")
+    return Axis.create(feed=create_feed("fault", owner, **options), name="a")
 
 
 def rss_mb(pid: int) -> float:

@@ -12,9 +12,7 @@ from pathlib import Path
 import peewee as pw
 import pytest
 
-from rtdp.models import Axis, User
-from rtdp.store import create_feed
-from tests.faults.conftest import BridgeProcess, PacedPublisher, count, exactly_once
+from tests.faults.conftest import BridgeProcess, PacedPublisher, count, exactly_once, fault_axis
 from tests.support.env import wait_for
 from tests.support.mosquitto import Mosquitto
 
@@ -28,8 +26,7 @@ MORE = 1_000
 def test_a_bridge_killed_for_good_is_retired_and_its_share_stored(
     mosquitto: Mosquitto, pg_url: str, pg_db: pw.Database, tmp_path: Path
 ) -> None:
-    owner = User.create(email="o@example.com", password_hash="-")
-    axis = Axis.create(feed=create_feed("fault", owner, x_cast="int", y_cast="int"), name="a")
+    axis = fault_axis(x_cast="int", y_cast="int")
     bridges = [
         BridgeProcess(mosquitto, pg_url, tmp_path, f"bridge-{n}", "--share-group", "g") for n in (1, 2)
     ]

@@ -15,9 +15,7 @@ import httpx
 import pytest
 
 from rtdp.database import open_database
-from rtdp.models import Axis, User
-from rtdp.store import create_feed
-from tests.faults.conftest import BridgeProcess, DevicePublisher, ViewerProcess, count, exactly_once
+from tests.faults.conftest import BridgeProcess, DevicePublisher, ViewerProcess, count, exactly_once, fault_axis
 from tests.support.env import free_port, require, wait_for
 from tests.support.mosquitto import Mosquitto
 
@@ -48,8 +46,7 @@ def test_a_full_disk_stops_writes_cleanly_and_they_resume(mosquitto: Mosquitto, 
     path = small_disk / "rtdp.sqlite3"
     db = open_database(f"sqlite:///{path}")
     try:
-        owner = User.create(email="o@example.com", password_hash="-")
-        axis = Axis.create(feed=create_feed("fault", owner, x_cast="int", y_cast="int"), name="a")
+        axis = fault_axis(x_cast="int", y_cast="int")
         url = f"sqlite:///{path}"
         work = small_disk.parent
         bridge = BridgeProcess(mosquitto, url, work, "bridge-disk")

@@ -14,8 +14,8 @@ import httpx
 import peewee as pw
 import pytest
 
-from rtdp.models import Axis, Point, User
-from rtdp.store import create_feed, points_after
+from rtdp.models import Point
+from rtdp.store import points_after
 from tests.faults.conftest import (
     BridgeProcess,
     DevicePublisher,
@@ -23,6 +23,7 @@ from tests.faults.conftest import (
     ViewerProcess,
     count,
     exactly_once,
+    fault_axis,
     rss_mb,
 )
 from tests.support.env import free_port, wait_for
@@ -34,15 +35,10 @@ TOTAL = 3_000
 RATE = 500
 
 
-def _feed(**options: object) -> Axis:
-    owner = User.create(email="o@example.com", password_hash="-")
-    return Axis.create(feed=create_feed("fault", owner, **options), name="a")  # type: ignore[arg-type]
-
-
 def test_viewer_restarted_while_browsers_stream(mosquitto: Mosquitto, sqlite_db: pw.Database, tmp_path: Path) -> None:
     """Three browsers stream a public feed while points arrive; the viewer is stopped and started again
     (same address). Each resumes by Last-Event-ID: every point once, in id order, none missing."""
-    axis = _feed(x_cast="int", public=True)
+    axis = fault_axis(x_cast="int", public=True)
     db_url = f"sqlite:///{sqlite_db.database}"
     bridge = BridgeProcess(mosquitto, db_url, tmp_path, "bridge-v")
     viewer = ViewerProcess(mosquitto, db_url, tmp_path, free_port())
@@ -89,7 +85,7 @@ def test_sqlite_locked_by_another_process_for_10_s(
 ) -> None:
     """Another process holds SQLite's exclusive lock for 10 s while points arrive: the bridge waits and
     retries (its intake full, Mosquitto queues), then stores everything once, in bounded memory."""
-    axis = _feed(x_cast="int")
+    axis = fault_axis(x_cast="int")
     db_path = str(sqlite_db.database)
     bridge = BridgeProcess(mosquitto, f"sqlite:///{db_path}", tmp_path, "bridge-lock")
     bridge.start()
@@ -116,7 +112,7 @@ def test_sqlite_locked_by_another_process_for_10_s(
 def test_devices_whose_clocks_are_hours_off(mosquitto: Mosquitto, sqlite_db: pw.Database, tmp_path: Path) -> None:
     """Points stamped 6 hours ahead and 6 hours behind (a device in the wrong time zone, a clock never set)
     are stored at the x they carry, once each, and streamed live in commit order like any other."""
-    axis = _feed(public=True)
+    axis = fault_axis(public=True)
     db_url = f"sqlite:///{sqlite_db.database}"
     bridge = BridgeProcess(mosquitto, db_url, tmp_path, "bridge-clock")
     viewer = ViewerProcess(mosquitto, db_url, tmp_path, free_port())

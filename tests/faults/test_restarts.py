@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 from rtdp.database import open_database
-from rtdp.models import Axis, User
-from rtdp.store import create_feed
-from tests.faults.conftest import BridgeProcess, DevicePublisher, count, exactly_once
+from tests.faults.conftest import BridgeProcess, DevicePublisher, count, exactly_once, fault_axis
 from tests.support import pgcluster
 from tests.support.env import free_port, require, wait_for, wait_port
 from tests.support.mosquitto import AS_ROOT, MOSQUITTO, Mosquitto
@@ -22,11 +20,6 @@ TOTAL = 4_000
 RATE = 1_000  # points a second: the restart lands mid-stream
 
 
-def _axis() -> Axis:
-    owner = User.create(email="o@example.com", password_hash="-")
-    return Axis.create(feed=create_feed("fault", owner, x_cast="int", y_cast="int"), name="a")
-
-
 def test_postgres_restarts_mid_stream(mosquitto: Mosquitto, tmp_path: Path) -> None:
     """On a PostgreSQL cluster of the test's own (never the machine's): stopped and started again (fast
     shutdown: open transactions are cut) while points arrive. The bridge retries; nothing acknowledged is lost."""
@@ -35,7 +28,7 @@ def test_postgres_restarts_mid_stream(mosquitto: Mosquitto, tmp_path: Path) -> N
     with pgcluster.own_cluster(tmp_path / "pg") as cluster:
         db = open_database(cluster.url)
         try:
-            axis = _axis()
+            axis = fault_axis(x_cast="int", y_cast="int")
             bridge = BridgeProcess(mosquitto, cluster.url, tmp_path, "bridge-pg")
             bridge.start()
             try:
@@ -79,7 +72,7 @@ def test_mosquitto_restarts_mid_stream_with_persistence(sqlite_db: object, tmp_p
     process = _start_mosquitto(config, log)
     wait_port("127.0.0.1", port)
     broker = Mosquitto("127.0.0.1", port, process, config)
-    axis = _axis()
+    axis = fault_axis(x_cast="int", y_cast="int")
     bridge = BridgeProcess(broker, f"sqlite:///{sqlite_db.database}", tmp_path, "bridge-mq")  # type: ignore[attr-defined]
     try:
         bridge.start()

@@ -12,8 +12,7 @@ import peewee as pw
 import psutil
 import pytest
 
-from rtdp.models import Axis, User
-from rtdp.store import create_feed, points_after
+from rtdp.store import points_after
 from tests.faults.conftest import (
     BridgeProcess,
     DevicePublisher,
@@ -21,25 +20,18 @@ from tests.faults.conftest import (
     ViewerProcess,
     count,
     exactly_once,
+    fault_axis,
     rss_mb,
 )
 from tests.support.env import free_port, wait_for
 from tests.support.mosquitto import Mosquitto
+from tests.support.processes import established
 
 pytestmark = pytest.mark.faults
 
 TOTAL = 3_000
 RATE = 500
 READERS = 12  # all on one worker by chance: 2 in 2**12
-
-
-def _streams(pid: int, port: int) -> int:
-    """Connections a process holds open on the viewer's port (the readers' streams)."""
-    try:
-        return sum(1 for c in psutil.Process(pid).net_connections("tcp")
-                   if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
-    except psutil.NoSuchProcess:
-        return 0
 
 
 def _listening(pid: int, port: int) -> bool:
@@ -53,8 +45,7 @@ def _listening(pid: int, port: int) -> bool:
 def test_two_workers_on_one_port_survive_a_worker_killed_mid_stream(
     mosquitto: Mosquitto, sqlite_db: pw.Database, tmp_path: Path
 ) -> None:
-    owner = User.create(email="o@example.com", password_hash="-")
-    axis = Axis.create(feed=create_feed("fault", owner, x_cast="int", public=True), name="a")  # type: ignore[arg-type]
+    axis = fault_axis(x_cast="int", public=True)
     db_url = f"sqlite:///{sqlite_db.database}"
     bridge = BridgeProcess(mosquitto, db_url, tmp_path, "bridge-w")
     viewer = ViewerProcess(mosquitto, db_url, tmp_path, free_port(), "--workers", "2")
@@ -66,8 +57,8 @@ def test_two_workers_on_one_port_survive_a_worker_killed_mid_stream(
     try:
         workers = [child.pid for child in supervisor.children()]
         assert len(workers) == 2
-        wait_for(lambda: sum(_streams(pid, viewer.port) for pid in workers) >= READERS, what="every stream open")
-        assert all(_streams(pid, viewer.port) for pid in workers), "the kernel spread the streams over both"
+        wait_for(lambda: sum(established(pid, viewer.port) for pid in workers) >= READERS, what="every stream open")
+        assert all(established(pid, viewer.port) for pid in workers), "the kernel spread the streams over both"
         assert not _listening(supervisor.pid, viewer.port), "the viewer itself takes no connections"
 
         device = DevicePublisher(mosquitto.host, mosquitto.port, "feeds/fault/a", 0, TOTAL, RATE)
@@ -91,10 +82,10 @@ def test_two_workers_on_one_port_survive_a_worker_killed_mid_stream(
             assert reader.ids == stored
         # The new worker takes connections of its own (new ones are spread over both again).
         (new,) = restarted()
-        while not _streams(new, viewer.port):
+        while not established(new, viewer.port):
             assert len(readers) < 4 * READERS, "no new stream reached the restarted worker"
             readers.append(ResumingReader(f"{viewer.url}/api/v1/feeds/fault/stream"))
-            wait_for(lambda: sum(_streams(p, viewer.port) for p in (new, survivor)) >= len(readers),
+            wait_for(lambda: sum(established(p, viewer.port) for p in (new, survivor)) >= len(readers),
                      what="the new stream open")
         assert all(rss_mb(pid) < 200 for pid in (new, survivor))
     finally:

@@ -1,10 +1,13 @@
-"""Ending the subprocesses of fault tests: SIGKILL (a crash) and SIGTERM (a clean stop)."""
+"""The subprocesses of fault tests and benchmarks: SIGKILL (a crash), SIGTERM (a clean stop), and the
+connections one holds."""
 
 from __future__ import annotations
 
 import signal
 import subprocess
 from typing import Any
+
+import psutil
 
 
 def crash(process: subprocess.Popen[Any]) -> None:
@@ -24,3 +27,12 @@ def terminate(process: subprocess.Popen[Any] | None, timeout: float = 30) -> int
         process.kill()
         process.wait()
         return -9
+
+
+def established(pid: int, port: int) -> int:
+    """Connections process `pid` holds open on its local `port` (a viewer's streams); 0 once it is gone."""
+    try:
+        return sum(1 for c in psutil.Process(pid).net_connections("tcp")
+                   if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.laddr.port == port)
+    except psutil.NoSuchProcess:
+        return 0
