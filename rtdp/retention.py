@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import peewee as pw
 
@@ -32,6 +33,8 @@ from rtdp.casts import XCast
 from rtdp.models import AlertEvent, Axis, Feed, Point, PurgeLog
 from rtdp.store import get_feed, summary
 from rtdp.store.dialect import dialect_of
+
+T = TypeVar("T")
 
 DAY = 86_400.0
 # Upper bound for `batch`: ids are bound parameters (SQLite allows 32,766 per statement).
@@ -138,10 +141,9 @@ def purge(
 def trim_alert_events(
     *, kept: int = EVENTS_KEPT, batch: int = 5000, stop: threading.Event | None = None
 ) -> int:
-    """Delete each alert rule's events beyond its newest `kept`, at most `batch` per transaction, pausing
-    between them as `purge` does; how many went. Setting `stop` ends it between two batches."""
-    db = AlertEvent._meta.database
-    dialect = dialect_of(db)
+    """Delete each alert rule's events beyond its newest `kept`, at most `batch` per transaction, each tried
+    again while SQLite's lock stays taken and followed by a pause, as `purge` does; how many went. Setting
+    `stop` ends it between two batches."""
     count = pw.fn.COUNT(AlertEvent.id)
     over: Any = AlertEvent.select(AlertEvent.rule_id).group_by(AlertEvent.rule_id).having(count > kept).tuples()
     removed = 0
@@ -163,14 +165,20 @@ def trim_alert_events(
             if not ids:
                 break
             started = time.monotonic()
-            with dialect.write_transaction(db):
-                removed += AlertEvent.delete().where(AlertEvent.id.in_(ids)).execute()
+            removed += _when_unlocked(partial(_delete_events, ids))
             pause = time.monotonic() - started  # the writer's turn: never hold the database for long
             if stop is not None:
                 stop.wait(pause)
             else:
                 time.sleep(pause)
     return removed
+
+
+def _delete_events(ids: list[int]) -> int:
+    db = AlertEvent._meta.database
+    with dialect_of(db).write_transaction(db):
+        deleted: int = AlertEvent.delete().where(AlertEvent.id.in_(ids)).execute()
+    return deleted
 
 
 def recent_purges(limit: int = 100) -> list[PurgeLog]:
@@ -229,7 +237,7 @@ def _purge_axis(
     removed = 0
     while True:
         began = time.monotonic()
-        deleted, selected = _delete_yielding(axis.id, condition, progress.batch)
+        deleted, selected = _when_unlocked(partial(_delete_batch, axis.id, condition, progress.batch))
         took = time.monotonic() - began
         progress.batches += 1
         progress.longest = max(progress.longest, took)
@@ -247,15 +255,16 @@ def _purge_axis(
         time.sleep(took if pause is None else pause)
 
 
-def _delete_yielding(axis_id: int, condition: Any, batch: int) -> tuple[int, int]:
-    """_delete_batch, retried when SQLite's write lock stayed taken for the whole busy timeout.
+def _when_unlocked(delete: Callable[[], T]) -> T:
+    """`delete()` (one short transaction), tried again when SQLite's write lock stayed taken for the whole
+    busy timeout.
 
     SQLite's busy handler polls: a writer committing back to back (the bridge at full load) can keep
     winning the lock. The purge is the one that can wait, so it backs off and tries again.
     """
     for attempt in range(1, LOCK_ATTEMPTS + 1):
         try:
-            return _delete_batch(axis_id, condition, batch)
+            return delete()
         except pw.OperationalError as exc:
             if not dialect_of(Point._meta.database).locked(exc) or attempt == LOCK_ATTEMPTS:
                 raise
